@@ -1,0 +1,88 @@
+# ragq: the nginx module, the worker, ingestion, tests, demo and benchmarks.
+SHELL := /bin/bash
+#
+#   make            build/ngx_http_ragq_module.so, build/ragq-worker, build/ragq-ingest
+#   make asan       the same under AddressSanitizer + UBSan, in build/asan/
+#   make test       the whole suite (tests/run)
+#   make demo       question in, answer out, on private ports (scripts/demo)
+#   make bench      benchmarks, writes bench/RESULTS.md
+#   make format     clang-format in place; make lint checks it
+
+CC       ?= cc
+NGX_SRC  ?= /usr/share/nginx/src
+BUILD    ?= build
+WARN      = -Wall -Wextra -Werror
+CFLAGS   ?= -O2 -g
+WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE $(shell pkg-config --cflags json-c)
+WLIBS     = -lhiredis -lcurl $(shell pkg-config --libs json-c) -lm
+
+WORKER_COMMON = $(filter-out worker/main.c worker/ingest.c,$(wildcard worker/*.c))
+WORKER_HDRS   = $(wildcard worker/*.h)
+MODULE_SRCS   = config ngx_http_ragq_module.c $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
+
+all: module worker
+
+module: $(BUILD)/ngx_http_ragq_module.so
+worker: $(BUILD)/ragq-worker $(BUILD)/ragq-ingest
+
+# The module is built inside a copy of nginx-dev's tree, configured exactly
+# as Debian's nginx was (conf_flags), so the .so loads into /usr/sbin/nginx.
+$(BUILD)/nginx-src/.configured-$(notdir $(BUILD)): $(NGX_SRC)/conf_flags config
+	rm -rf $(BUILD)/nginx-src && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(BUILD)/nginx-src
+	cd $(BUILD)/nginx-src && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$(MODULE_CC_OPT)" \
+	        --add-dynamic-module=$(CURDIR) >configure.log 2>&1 \
+	    || { tail -30 configure.log; exit 1; }
+	touch $@
+
+MODULE_CC_OPT ?= -g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -Wno-unused-parameter
+
+$(BUILD)/ngx_http_ragq_module.so: $(BUILD)/nginx-src/.configured-$(notdir $(BUILD)) $(MODULE_SRCS)
+	$(MAKE) -C $(BUILD)/nginx-src -f objs/Makefile modules >$(BUILD)/module-build.log 2>&1 \
+	    || { cat $(BUILD)/module-build.log | grep -E 'error|warning' | head -40; exit 1; }
+	cp $(BUILD)/nginx-src/objs/ngx_http_ragq_module.so $@
+
+$(BUILD)/%.o: worker/%.c $(WORKER_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WCFLAGS) -c -o $@ $<
+
+$(BUILD)/ragq-worker: $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON) worker/main.c)
+	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
+
+$(BUILD)/ragq-ingest: $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON) worker/ingest.c)
+	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
+
+# Unit tests (Check).
+UNIT_SRCS = $(wildcard tests/unit/*.c)
+$(BUILD)/unit-tests: $(UNIT_SRCS) $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON))
+	$(CC) $(CFLAGS) $(WCFLAGS) -Iworker -o $@ $(UNIT_SRCS) \
+	    $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON)) $(WLIBS) \
+	    $(shell pkg-config --libs check)
+unit: $(BUILD)/unit-tests
+
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+asan:
+	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_FLAGS)" \
+	    MODULE_CC_OPT="$(ASAN_FLAGS) -fPIC -Wall -Wextra -Werror -Wno-unused-parameter" \
+	    all build/asan/unit-tests
+
+test: all unit
+	tests/run
+
+demo: all
+	scripts/demo
+
+bench: all
+	bench/run
+
+FORMAT_FILES = $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h worker/*.c worker/*.h tests/unit/*.c)
+format:
+	clang-format -i $(FORMAT_FILES)
+lint:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf build tests/servroot*
+
+.PHONY: all module worker unit asan test demo bench format lint clean
