@@ -1,0 +1,29 @@
+/*
+ * main.c: runs every Check suite of the worker's unit tests.  Each suite
+ * lives in its own file and is listed here.
+ */
+
+#include <check.h>
+#include <stdlib.h>
+
+#include "suites.h"
+
+int
+main(void)
+{
+    SRunner *sr;
+    int      failed;
+
+    sr = srunner_create(ragq_suite_upstream());
+    srunner_add_suite(sr, ragq_suite_openai());
+    srunner_add_suite(sr, ragq_suite_qdrant());
+    srunner_add_suite(sr, ragq_suite_local());
+    srunner_add_suite(sr, ragq_suite_chunk());
+    srunner_add_suite(sr, ragq_suite_config());
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

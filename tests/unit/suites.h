@@ -1,0 +1,15 @@
+/* suites.h: one constructor per Check suite (tests/unit/test_<name>.c). */
+
+#ifndef RAGQ_TEST_SUITES_H
+#define RAGQ_TEST_SUITES_H
+
+#include <check.h>
+
+Suite *ragq_suite_upstream(void); /* test_upstream.c */
+Suite *ragq_suite_openai(void);   /* test_openai.c */
+Suite *ragq_suite_qdrant(void);   /* test_qdrant.c */
+Suite *ragq_suite_local(void);    /* test_local.c */
+Suite *ragq_suite_chunk(void);    /* test_chunk.c */
+Suite *ragq_suite_config(void);   /* test_config.c */
+
+#endif

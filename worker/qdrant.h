@@ -1,0 +1,50 @@
+/*
+ * qdrant.h: request bodies, paths and response parsing for Qdrant's REST
+ * API (collections, upsert, points/query).  Pure functions: no I/O.
+ * Implemented in qdrant.c.
+ */
+
+#ifndef RAGQ_QDRANT_H
+#define RAGQ_QDRANT_H
+
+#include "upstream.h"
+
+/* "/collections/<escaped name><suffix>", suffix e.g. "/points/query".  malloc'd. */
+char *ragq_qdrant_path(const char *collection, const char *suffix);
+
+/*
+ * Body of POST /collections/{c}/points/query:
+ * {"query": [..dim floats..], "limit": limit, "with_payload": true}.
+ */
+char *ragq_qdrant_query_body(const float *vector, size_t dim, unsigned limit);
+
+/*
+ * Parses a 2xx query answer (result.points, best first).  Understands the
+ * payload of LangChain's Qdrant integration (page_content + metadata.source)
+ * and a plain "text"/"source" payload.  *sources is malloc'd (free with
+ * ragq_sources_free), *n may be 0.  -1 with err filled when malformed.
+ */
+int ragq_qdrant_query_parse(const char *body, size_t len,
+                            ragq_source_t **sources, size_t *n,
+                            ragq_upstream_error_t *err);
+
+/* Body of PUT /collections/{c}: {"vectors":{"size":dim,"distance":"Cosine"}}. */
+char *ragq_qdrant_create_collection_body(size_t dim);
+
+/*
+ * Parses a 2xx GET /collections/{c} answer: *dim = the size of its
+ * (unnamed) dense vector.  -1 with err filled when malformed or when the
+ * collection has only named vectors.
+ */
+int ragq_qdrant_collection_dim_parse(const char *body, size_t len,
+                                     size_t *dim, ragq_upstream_error_t *err);
+
+/*
+ * Body of PUT /collections/{c}/points?wait=true: {"points":[{"id",
+ * "vector", "payload":{"page_content": text, "metadata": {"source": source,
+ * "chunk": chunk}}}]} -- LangChain's payload shape.
+ */
+char *ragq_qdrant_upsert_body(const ragq_point_t *points, size_t n,
+                              size_t dim);
+
+#endif
