@@ -67,13 +67,20 @@ asan:
 	    MODULE_CC_OPT="$(ASAN_FLAGS) -fPIC -Wall -Wextra -Werror -Wno-unused-parameter" \
 	    all build/asan/unit-tests
 
-test: all unit
+# The commands of the README: each installs what is missing first.
+deps:
+	scripts/install-deps
+
+test: deps
+	$(MAKE) all unit
 	tests/run
 
-demo: all
+demo: deps
+	$(MAKE) all
 	scripts/demo
 
-bench: all
+bench: deps
+	$(MAKE) all
 	bench/run
 
 FORMAT_FILES = $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h worker/*.c worker/*.h tests/unit/*.c)
@@ -85,4 +92,4 @@ lint:
 clean:
 	rm -rf build tests/servroot*
 
-.PHONY: all module worker unit asan test demo bench format lint clean
+.PHONY: all module worker unit asan deps test demo bench format lint clean
