@@ -1,0 +1,829 @@
+/*
+ * upstream.c: what every backend shares: sources and their JSON form, the
+ * classification of upstream HTTP errors (codes, retryability,
+ * Retry-After), URL helpers, and the small JSON-writing and UTF-8 helpers
+ * the codecs build request bodies with.  No I/O.
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <json.h>
+
+#include "upstream.h"
+
+/* ---- UTF-8 ---- */
+
+/* Length of the valid UTF-8 sequence at p (1..4), 0 when p starts an
+ * invalid one (overlong forms, surrogates and > U+10FFFF are invalid, as
+ * RFC 3629 says, so the output is always acceptable to strict parsers). */
+static size_t
+utf8_seq(const unsigned char *p, size_t avail)
+{
+    unsigned char c = p[0];
+
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        return (avail >= 2 && (p[1] & 0xc0) == 0x80) ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        if (avail < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80) {
+            return 0;
+        }
+        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f)) {
+            return 0;
+        }
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
+            (p[3] & 0xc0) != 0x80) {
+            return 0;
+        }
+        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f)) {
+            return 0;
+        }
+        return 4;
+    }
+    return 0;
+}
+
+size_t
+ragq_utf8_cut(const char *s, size_t len, size_t max)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    size_t               i = 0, l;
+
+    if (len <= max) {
+        return len;
+    }
+    while (i < len) {
+        l = utf8_seq(p + i, len - i);
+        if (l == 0) {
+            l = 1; /* an invalid byte is its own unit (becomes U+FFFD) */
+        }
+        if (i + l > max) {
+            break;
+        }
+        i += l;
+    }
+    return i;
+}
+
+char *
+ragq_utf8_dup(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    size_t               i = 0, o = 0, l;
+    char                *out;
+
+    /* Worst case every byte becomes the 3-byte U+FFFD. */
+    if (len > (SIZE_MAX - 1) / 3) {
+        return NULL;
+    }
+    out = malloc(len * 3 + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    while (i < len) {
+        l = p[i] == 0 ? 0 : utf8_seq(p + i, len - i);
+        if (l == 0) {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+            continue;
+        }
+        memcpy(out + o, p + i, l);
+        o += l;
+        i += l;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* ---- JSON writer ---- */
+
+static int
+jbuf_reserve(ragq_jbuf_t *b, size_t more)
+{
+    size_t cap;
+    char  *d;
+
+    if (b->failed) {
+        return -1;
+    }
+    if (more < b->cap - b->len) {
+        return 0; /* keeps one byte for the terminating NUL */
+    }
+    if (more > SIZE_MAX / 2 - b->len - 1) {
+        b->failed = 1;
+        return -1;
+    }
+    cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= more) {
+        cap *= 2;
+    }
+    d = realloc(b->data, cap);
+    if (d == NULL) {
+        b->failed = 1;
+        return -1;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+void
+ragq_jbuf_init(ragq_jbuf_t *b, size_t hint)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->failed = 0;
+    if (hint) {
+        jbuf_reserve(b, hint);
+    }
+}
+
+void
+ragq_jbuf_add(ragq_jbuf_t *b, const char *s, size_t n)
+{
+    if (n == 0 || jbuf_reserve(b, n) != 0) {
+        return;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+void
+ragq_jbuf_adds(ragq_jbuf_t *b, const char *s)
+{
+    ragq_jbuf_add(b, s, strlen(s));
+}
+
+void
+ragq_jbuf_string(ragq_jbuf_t *b, const char *s, size_t n)
+{
+    static const char    hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *) s;
+    size_t               i = 0, run, l;
+    char                 esc[6];
+
+    ragq_jbuf_add(b, "\"", 1);
+    while (i < n) {
+        /* Copy runs of plain ASCII in one go: the common case. */
+        run = i;
+        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' &&
+               p[run] != '\\') {
+            run++;
+        }
+        if (run > i) {
+            ragq_jbuf_add(b, s + i, run - i);
+            i = run;
+            continue;
+        }
+        if (p[i] >= 0x80) {
+            l = utf8_seq(p + i, n - i);
+            if (l == 0) {
+                ragq_jbuf_add(b, "\xef\xbf\xbd", 3);
+                i++;
+            } else {
+                ragq_jbuf_add(b, s + i, l);
+                i += l;
+            }
+            continue;
+        }
+        switch (p[i]) {
+        case '"':
+            ragq_jbuf_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            ragq_jbuf_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            ragq_jbuf_add(b, "\\n", 2);
+            break;
+        case '\r':
+            ragq_jbuf_add(b, "\\r", 2);
+            break;
+        case '\t':
+            ragq_jbuf_add(b, "\\t", 2);
+            break;
+        case 0:
+            ragq_jbuf_add(b, "\\ufffd", 6);
+            break;
+        default:
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[p[i] >> 4];
+            esc[5] = hex[p[i] & 0xf];
+            ragq_jbuf_add(b, esc, 6);
+            break;
+        }
+        i++;
+    }
+    ragq_jbuf_add(b, "\"", 1);
+}
+
+void
+ragq_jbuf_number(ragq_jbuf_t *b, double v, int prec)
+{
+    char tmp[64];
+    int  n;
+
+    if (!isfinite(v)) {
+        ragq_jbuf_add(b, "null", 4);
+        return;
+    }
+    n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+    if (n <= 0 || (size_t) n >= sizeof(tmp)) {
+        ragq_jbuf_add(b, "null", 4);
+        return;
+    }
+    /* A locale with a decimal comma must not leak into JSON. */
+    for (int i = 0; i < n; i++) {
+        if (tmp[i] == ',') {
+            tmp[i] = '.';
+        }
+    }
+    ragq_jbuf_add(b, tmp, (size_t) n);
+}
+
+void
+ragq_jbuf_uint(ragq_jbuf_t *b, unsigned long long v)
+{
+    char tmp[24];
+    int  n;
+
+    n = snprintf(tmp, sizeof(tmp), "%llu", v);
+    ragq_jbuf_add(b, tmp, (size_t) n);
+}
+
+char *
+ragq_jbuf_finish(ragq_jbuf_t *b)
+{
+    char *d;
+
+    if (jbuf_reserve(b, 0) != 0) {
+        free(b->data);
+        b->data = NULL;
+        return NULL;
+    }
+    b->data[b->len] = '\0';
+    d = b->data;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return d;
+}
+
+struct json_object *
+ragq_json_parse(const char *text, size_t len)
+{
+    struct json_tokener    *tok;
+    struct json_object     *obj;
+    enum json_tokener_error e;
+    size_t                  end;
+
+    if (text == NULL || len > INT_MAX) {
+        return NULL;
+    }
+    tok = json_tokener_new();
+    if (tok == NULL) {
+        return NULL;
+    }
+    obj = json_tokener_parse_ex(tok, text, (int) len);
+    e = json_tokener_get_error(tok);
+    if (obj == NULL && e == json_tokener_continue) {
+        /* A bare number at the very end needs to see its end. */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        e = json_tokener_get_error(tok);
+        end = len;
+    } else {
+        end = json_tokener_get_parse_end(tok);
+    }
+    json_tokener_free(tok);
+    if (obj == NULL || e != json_tokener_success) {
+        json_object_put(obj);
+        return NULL;
+    }
+    while (end < len && isspace((unsigned char) text[end])) {
+        end++;
+    }
+    if (end < len) {
+        json_object_put(obj); /* trailing garbage: not one JSON text */
+        return NULL;
+    }
+    return obj;
+}
+
+/* ---- sources ---- */
+
+void
+ragq_sources_free(ragq_source_t *sources, size_t n)
+{
+    if (sources == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(sources[i].id);
+        free(sources[i].source);
+        free(sources[i].text);
+    }
+    free(sources);
+}
+
+char *
+ragq_sources_to_json(const ragq_source_t *sources, size_t n, size_t excerpt_max)
+{
+    ragq_jbuf_t b;
+    const char *s;
+    size_t      len;
+
+    ragq_jbuf_init(&b, 64 + n * (excerpt_max ? excerpt_max + 96 : 512));
+    ragq_jbuf_add(&b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            ragq_jbuf_add(&b, ",", 1);
+        }
+        s = sources[i].id ? sources[i].id : "";
+        ragq_jbuf_add(&b, "{\"id\":", 6);
+        ragq_jbuf_string(&b, s, strlen(s));
+        ragq_jbuf_add(&b, ",\"score\":", 9);
+        ragq_jbuf_number(&b, sources[i].score, 6);
+        s = sources[i].source ? sources[i].source : "";
+        ragq_jbuf_add(&b, ",\"source\":", 10);
+        ragq_jbuf_string(&b, s, strlen(s));
+        s = sources[i].text ? sources[i].text : "";
+        len = strlen(s);
+        if (excerpt_max) {
+            len = ragq_utf8_cut(s, len, excerpt_max);
+        }
+        ragq_jbuf_add(&b, ",\"text\":", 8);
+        ragq_jbuf_string(&b, s, len);
+        ragq_jbuf_add(&b, "}", 1);
+    }
+    ragq_jbuf_add(&b, "]", 1);
+    return ragq_jbuf_finish(&b);
+}
+
+/* ---- errors ---- */
+
+/* Copies s[0..len) into an error message: valid UTF-8, control characters
+ * as spaces, trimmed, cut on a character boundary to fit. */
+static void
+set_message(ragq_upstream_error_t *err, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    size_t               i = 0, o = 0, l, cap = sizeof(err->message) - 1;
+
+    while (len && isspace(p[len - 1])) {
+        len--;
+    }
+    while (i < len && isspace(p[i])) {
+        i++;
+    }
+    while (i < len) {
+        l = utf8_seq(p + i, len - i);
+        if (l == 0 || p[i] == 0) {
+            if (o + 3 > cap) {
+                break;
+            }
+            memcpy(err->message + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+            continue;
+        }
+        if (o + l > cap) {
+            break;
+        }
+        if (l == 1 && (p[i] < 0x20 || p[i] == 0x7f)) {
+            err->message[o++] = ' ';
+        } else {
+            memcpy(err->message + o, p + i, l);
+            o += l;
+        }
+        i += l;
+    }
+    err->message[o] = '\0';
+}
+
+static void
+set_code(ragq_upstream_error_t *err, const char *code)
+{
+    snprintf(err->code, sizeof(err->code), "%s", code);
+}
+
+void
+ragq_upstream_error_set(ragq_upstream_error_t *err, int http_status,
+                        int retryable, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    char    tmp[sizeof(err->message)];
+
+    err->http_status = http_status;
+    err->retryable = retryable;
+    err->retry_after_ms = -1;
+    set_code(err, code ? code : "upstream_error");
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    set_message(err, tmp, strlen(tmp));
+}
+
+/* Seconds (possibly fractional) or milliseconds as a plain number; -1 when
+ * it is not one. */
+static long
+parse_delay(const char *v, double unit_ms)
+{
+    char  *end;
+    double d;
+
+    while (isspace((unsigned char) *v)) {
+        v++;
+    }
+    if (!isdigit((unsigned char) *v) && *v != '.') {
+        return -1; /* no sign, no "inf", no "nan" */
+    }
+    errno = 0;
+    d = strtod(v, &end);
+    if (end == v || errno == ERANGE) {
+        return -1;
+    }
+    while (isspace((unsigned char) *end)) {
+        end++;
+    }
+    if (*end != '\0' || !isfinite(d) || d < 0) {
+        return -1;
+    }
+    d = ceil(d * unit_ms);
+    if (d > 1e12) {
+        d = 1e12; /* some 30 years: no overflow, and plainly "too long" */
+    }
+    return (long) d;
+}
+
+/* An HTTP-date (RFC 9110: IMF-fixdate, RFC 850 or asctime form) as a delay
+ * from now; -1 when it is not one. */
+static long
+parse_http_date(const char *v)
+{
+    static const char *formats[] = {"%a, %d %b %Y %H:%M:%S GMT",
+                                    "%A, %d-%b-%y %H:%M:%S GMT",
+                                    "%a %b %d %H:%M:%S %Y"};
+    struct tm          tm;
+    const char        *end;
+    time_t             t, now;
+
+    while (isspace((unsigned char) *v)) {
+        v++;
+    }
+    for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(v, formats[i], &tm);
+        if (end == NULL) {
+            continue;
+        }
+        while (isspace((unsigned char) *end)) {
+            end++;
+        }
+        if (*end != '\0') {
+            continue;
+        }
+        t = timegm(&tm);
+        if (t == (time_t) -1) {
+            return -1;
+        }
+        now = time(NULL);
+        if (t <= now) {
+            return 0;
+        }
+        if ((double) (t - now) > 1e9) {
+            return (long) 1e12;
+        }
+        return (long) (t - now) * 1000L;
+    }
+    return -1;
+}
+
+static long
+retry_after_ms(const char *retry_after, const char *retry_after_ms)
+{
+    long ms;
+
+    if (retry_after_ms != NULL) {
+        ms = parse_delay(retry_after_ms, 1.0);
+        if (ms >= 0) {
+            return ms;
+        }
+    }
+    if (retry_after != NULL) {
+        ms = parse_delay(retry_after, 1000.0);
+        if (ms >= 0) {
+            return ms;
+        }
+        return parse_http_date(retry_after);
+    }
+    return -1;
+}
+
+static const char *
+json_str(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+
+    if (o == NULL || !json_object_is_type(o, json_type_object) ||
+        !json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, json_type_string)) {
+        return NULL;
+    }
+    return json_object_get_string(v);
+}
+
+/* FastAPI's validation errors: [{"loc":[...],"msg":"..."}] -> "a.b: msg; ..."
+ */
+static void
+detail_list(ragq_jbuf_t *b, struct json_object *arr)
+{
+    size_t              n = json_object_array_length(arr);
+    struct json_object *it, *loc, *part;
+    const char         *msg;
+
+    for (size_t i = 0; i < n && b->len < 1024; i++) {
+        it = json_object_array_get_idx(arr, i);
+        msg = json_str(it, "msg");
+        if (msg == NULL) {
+            msg = json_object_to_json_string_ext(it, JSON_C_TO_STRING_PLAIN);
+        }
+        if (i) {
+            ragq_jbuf_adds(b, "; ");
+        }
+        if (json_object_is_type(it, json_type_object) &&
+            json_object_object_get_ex(it, "loc", &loc) &&
+            json_object_is_type(loc, json_type_array)) {
+            for (size_t j = 0; j < json_object_array_length(loc); j++) {
+                part = json_object_array_get_idx(loc, j);
+                if (j) {
+                    ragq_jbuf_adds(b, ".");
+                }
+                ragq_jbuf_adds(b, json_object_get_string(part));
+            }
+            ragq_jbuf_adds(b, ": ");
+        }
+        ragq_jbuf_adds(b, msg);
+    }
+}
+
+/*
+ * The upstream's own message, in the order the reference gives: Qdrant's
+ * status.error; error.message (OpenAI, Ollama, llama.cpp, vLLM); a string
+ * "error" (Ollama native, TEI); "detail" (FastAPI-based servers); a flat
+ * "message" (old vLLM).  *ocode gets an OpenAI string code if any.  Returns
+ * 0 when the body held none of these.
+ */
+static int
+body_message(ragq_upstream_error_t *err, struct json_object *root,
+             const char **ocode)
+{
+    struct json_object *v, *e;
+    const char         *s;
+    ragq_jbuf_t         b;
+    char               *txt;
+
+    *ocode = NULL;
+    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+        return 0;
+    }
+    if (json_object_object_get_ex(root, "status", &v) &&
+        (s = json_str(v, "error")) != NULL) {
+        set_message(err, s, strlen(s));
+        return 1;
+    }
+    if (json_object_object_get_ex(root, "error", &e)) {
+        if (json_object_is_type(e, json_type_string)) {
+            s = json_object_get_string(e);
+            set_message(err, s, (size_t) json_object_get_string_len(e));
+            return 1;
+        }
+        if (json_object_is_type(e, json_type_object)) {
+            *ocode = json_str(e, "code");
+            s = json_str(e, "message");
+            if (s == NULL || *s == '\0') {
+                s = *ocode ? *ocode : json_str(e, "type");
+            }
+            if (s != NULL && *s != '\0') {
+                set_message(err, s, strlen(s));
+                return 1;
+            }
+        }
+    }
+    if (json_object_object_get_ex(root, "detail", &v)) {
+        if (json_object_is_type(v, json_type_string)) {
+            s = json_object_get_string(v);
+            set_message(err, s, (size_t) json_object_get_string_len(v));
+            return 1;
+        }
+        ragq_jbuf_init(&b, 256);
+        if (json_object_is_type(v, json_type_array)) {
+            detail_list(&b, v);
+        } else {
+            ragq_jbuf_adds(
+                &b, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        }
+        txt = ragq_jbuf_finish(&b);
+        if (txt != NULL) {
+            set_message(err, txt, strlen(txt));
+            free(txt);
+            return 1;
+        }
+    }
+    if ((s = json_str(root, "message")) != NULL) {
+        *ocode = json_str(root, "code");
+        set_message(err, s, strlen(s));
+        return 1;
+    }
+    return 0;
+}
+
+static const char *
+status_reason(long status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "";
+    }
+}
+
+void
+ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
+                              long status, const char *retry_after,
+                              const char *retry_after_ms_hdr, const char *body,
+                              size_t len)
+{
+    struct json_object *root = NULL;
+    const char         *ocode = NULL;
+    int                 is_qdrant, is_openai, have;
+    char                code[64];
+
+    if (api == NULL) {
+        api = "upstream";
+    }
+    if (body == NULL) {
+        len = 0;
+    }
+    is_qdrant = strcmp(api, "qdrant") == 0;
+    is_openai = strcmp(api, "embeddings") == 0 || strcmp(api, "chat") == 0;
+
+    err->http_status = (status >= 0 && status <= 999) ? (int) status : 0;
+    err->retry_after_ms = retry_after_ms(retry_after, retry_after_ms_hdr);
+    err->retryable = status == 408 || status == 409 || status == 429 ||
+                     (status >= 500 && status <= 599);
+
+    root = len ? ragq_json_parse(body, len) : NULL;
+    have = body_message(err, root, &ocode);
+    if (!have) {
+        while (len && isspace((unsigned char) *body)) {
+            body++;
+            len--;
+        }
+        if (len) {
+            /* Plain text (Qdrant's 401) or an HTML page from a proxy. */
+            set_message(err, body, len);
+        } else {
+            snprintf(err->message, sizeof(err->message),
+                     "HTTP %ld%s%s from %s with an empty body", status,
+                     *status_reason(status) ? " " : "", status_reason(status),
+                     api);
+        }
+    }
+
+    if (status == 401 || status == 403) {
+        set_code(err, "unauthorized");
+    } else if (status == 404 && is_openai) {
+        set_code(err, "model_not_found");
+    } else if (status == 404 && is_qdrant) {
+        set_code(err, "collection_not_found");
+    } else if ((status == 400 || status == 422) && is_qdrant &&
+               strcasestr(err->message, "vector dimension error") != NULL) {
+        set_code(err, "vector_size_mismatch");
+    } else if (status == 400 || status == 422) {
+        set_code(err, "bad_request");
+    } else if (status == 429 && ocode != NULL &&
+               strcmp(ocode, "insufficient_quota") == 0) {
+        /* OpenAI's "out of credit": retrying cannot help. */
+        set_code(err, "insufficient_quota");
+        err->retryable = 0;
+    } else if (status == 429) {
+        set_code(err, "rate_limited");
+    } else if (status == 408) {
+        set_code(err, "upstream_timeout");
+    } else if (status == 409) {
+        set_code(err, "upstream_conflict");
+    } else if (status >= 500 && status <= 599) {
+        set_code(err, "upstream_error");
+    } else {
+        snprintf(code, sizeof(code), "upstream_http_%ld", status);
+        set_code(err, code);
+    }
+    json_object_put(root);
+}
+
+/* ---- URLs ---- */
+
+char *
+ragq_url_join(const char *base, const char *path)
+{
+    size_t bl, pl;
+    char  *u;
+
+    base = base ? base : "";
+    path = path ? path : "";
+    bl = strlen(base);
+    while (bl && base[bl - 1] == '/') {
+        bl--;
+    }
+    while (*path == '/') {
+        path++;
+    }
+    pl = strlen(path);
+    u = malloc(bl + 1 + pl + 1);
+    if (u == NULL) {
+        return NULL;
+    }
+    memcpy(u, base, bl);
+    u[bl] = '/';
+    memcpy(u + bl + 1, path, pl);
+    u[bl + 1 + pl] = '\0';
+    return u;
+}
+
+char *
+ragq_url_escape_segment(const char *segment)
+{
+    static const char    hex[] = "0123456789ABCDEF";
+    const unsigned char *p;
+    size_t               n;
+    char                *out, *o;
+    int                  dots;
+
+    segment = segment ? segment : "";
+    n = strlen(segment);
+    out = malloc(n * 3 + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    /* "." and ".." would be removed or climb a level when the URL is
+     * normalised (curl does it), so their dots are escaped too. */
+    dots = strspn(segment, ".") == n;
+    o = out;
+    for (p = (const unsigned char *) segment; *p; p++) {
+        /* RFC 3986 unreserved characters stay; everything else is escaped,
+         * sub-delims included, so the result is one segment anywhere. */
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+            (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '~' ||
+            (*p == '.' && !dots)) {
+            *o++ = (char) *p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 0xf];
+        }
+    }
+    *o = '\0';
+    return out;
+}
