@@ -1,0 +1,161 @@
+# Shared by bench/run and bench/profile: private loopback servers (redis-server,
+# nginx, the stand-in, the worker) started on free ports, remembered by pid and
+# stopped by bench_cleanup, plus the nginx configurations being compared.
+# Sourced, not executed.
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+MODULE_SO=${MODULE_SO:-$BUILD/ngx_http_ragq_module.so}
+WORKER_BIN=${WORKER_BIN:-$BUILD/ragq-worker}
+NGINX=${NGINX:-/usr/sbin/nginx}
+NGX_MODDIR=/usr/lib/nginx/modules
+export BENCH_DIR
+
+BENCH_PIDS=()
+
+log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1.
+wait_port() {
+    local port=$1 i
+    for i in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    log "nothing listens on port $port"
+    return 1
+}
+
+bench_cleanup() {
+    local pid
+    for pid in "${BENCH_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${BENCH_PIDS[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    BENCH_PIDS=()
+}
+
+# start_redis DIR -> echoes the port; the server's pid is remembered.
+start_redis() {
+    local dir=$1 port
+    port=$(free_port)
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$dir" --logfile "$dir/redis.log" --maxclients 10000 \
+        --protected-mode yes >/dev/null 2>&1 &
+    BENCH_PIDS+=($!)
+    echo "$!" >"$dir/redis.pid"
+    wait_port "$port" || return 1
+    echo "$port"
+}
+
+redis_cpu_s() { # used_cpu_sys + used_cpu_user, seconds
+    redis-cli -p "$1" info cpu | tr -d '\r' |
+        awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.6f\n", s }'
+}
+
+# nginx_conf KIND PORT VALKEY_PORT CHAT_BODY STATUS_BODY [WORKERS MASTER]
+# KIND is module, lua or ceiling.  Everything but the two locations is the
+# same for the three, so the difference measured is the endpoints themselves.
+nginx_conf() {
+    local kind=$1 port=$2 vport=$3 chat_body=$4 status_body=$5
+    local workers=${6:-2} master=${7:-on}
+    local load="" httpconf="" chat="" status=""
+    case $kind in
+    module)
+        load="load_module $MODULE_SO;"
+        httpconf="ragq_valkey 127.0.0.1:$vport;
+    ${RAGQ_BENCH_HTTP_CONF:-}"
+        chat="ragq_enqueue;"
+        status="ragq_status;"
+        ;;
+    lua)
+        load="load_module $NGX_MODDIR/ndk_http_module.so;
+load_module $NGX_MODDIR/ngx_http_lua_module.so;"
+        httpconf="lua_package_path '$BENCH_DIR/lua/?.lua;/usr/share/lua/5.1/?.lua;;';
+    lua_package_cpath '/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;';
+    init_by_lua_block {
+        require('ragq_bench').configure({ port = $vport })
+    }
+    init_worker_by_lua_block { require('ragq_bench').init_worker() }"
+        chat="content_by_lua_block { require('ragq_bench').chat() }"
+        status="content_by_lua_block { require('ragq_bench').status() }"
+        ;;
+    ceiling)
+        chat="return 200 '$chat_body';"
+        status="return 200 '$status_body';"
+        ;;
+    esac
+    cat <<EOF
+$load
+worker_processes $workers;
+master_process $master;
+daemon off;
+pid nginx.pid;
+error_log logs/error.log warn;
+worker_rlimit_nofile 20000;
+events {
+    worker_connections 8192;
+}
+http {
+    access_log off;
+    default_type application/json;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    $httpconf
+    server {
+        listen 127.0.0.1:$port reuseport;
+        location = /chat { $chat }
+        location = /job-status { $status }
+    }
+}
+EOF
+}
+
+# start_nginx DIR PORT (conf already in DIR/nginx.conf) -> master pid in DIR/master.pid
+start_nginx() {
+    local dir=$1 port=$2
+    mkdir -p "$dir/logs" "$dir/tmp"
+    if ! "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
+        2>"$dir/nginx-t.log"; then
+        log "nginx -t failed for $dir:"
+        cat "$dir/nginx-t.log" >&2
+        return 1
+    fi
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
+        >>"$dir/logs/stdout.log" 2>&1 &
+    BENCH_PIDS+=($!)
+    echo "$!" >"$dir/master.pid"
+    wait_port "$port"
+}
+
+# Sum of VmRSS (kB) of the nginx workers under master pid $1.
+nginx_workers_rss_kb() {
+    local pid total=0 rss
+    for pid in $(pgrep -P "$1"); do
+        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+        total=$((total + ${rss:-0}))
+    done
+    echo "$total"
+}
+
+# utime + stime of a process, in clock ticks.
+proc_cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
