@@ -1,0 +1,56 @@
+/*
+ * http.h: asynchronous HTTP POSTs for the job pipeline: libcurl's multi
+ * interface driven by the worker's event loop (socket and timer callbacks),
+ * one shared connection cache with keep-alive and HTTP/2 where the server
+ * offers it, per-request and connect timeouts, Retry-After headers kept.
+ */
+
+#ifndef RAGQ_HTTP_H
+#define RAGQ_HTTP_H
+
+#include <stddef.h>
+
+#include "loop.h"
+
+typedef struct ragq_http_s     ragq_http_t;
+typedef struct ragq_http_req_s ragq_http_req_t;
+
+typedef struct {
+    long        status;    /* HTTP status; 0 = no answer (see error) */
+    int         timed_out; /* the transport error was a timeout */
+    const char *error;     /* transport error text, "" when status > 0 */
+    const char *body;      /* NUL-terminated, valid during the callback */
+    size_t      len;
+    const char *retry_after;    /* raw header values or NULL */
+    const char *retry_after_ms;
+    long        elapsed_ms;
+} ragq_http_response_t;
+
+/* Called once per request (never for a cancelled one), from the loop. */
+typedef void (*ragq_http_cb)(const ragq_http_response_t *resp, void *data);
+
+/*
+ * max_per_host caps connections to one host (HTTP/1.1 needs one per
+ * request in flight; HTTP/2 multiplexes over few).
+ */
+ragq_http_t *ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms,
+                           long max_per_host);
+void         ragq_http_free(ragq_http_t *http);
+
+/*
+ * POSTs a JSON body (copied).  header is one extra header line such as
+ * "Authorization: Bearer KEY" or "api-key: KEY", or NULL.  Returns NULL
+ * (and does not call cb) when the request could not be set up.
+ */
+ragq_http_req_t *ragq_http_post(ragq_http_t *http, const char *url,
+                                const char *header, const char *body,
+                                size_t len, long timeout_ms, ragq_http_cb cb,
+                                void *data);
+
+/* Aborts a request; its callback will not run.  NULL is fine. */
+void ragq_http_cancel(ragq_http_req_t *req);
+
+/* Requests started and not yet completed or cancelled. */
+size_t ragq_http_active(const ragq_http_t *http);
+
+#endif
