@@ -14,6 +14,7 @@ use HTTP::Tiny;
 use IO::Select;
 use JSON::PP;
 use POSIX qw(WNOHANG);
+use Scalar::Util qw(weaken);
 use Time::HiRes qw(time sleep);
 
 my %LIVE;    # pid => object, so the END block can stop what DESTROY did not
@@ -21,11 +22,14 @@ my %LIVE;    # pid => object, so the END block can stop what DESTROY did not
 our $SCRIPT = $ENV{RAGQ_STANDIN}
   || File::Spec->catfile(dirname(abs_path(__FILE__)), '..', '..', 'standins', 'standin.py');
 
+# Debian's interpreter first: a pyenv-style shim on PATH costs ~0.3 s per start.
+our $PYTHON = $ENV{RAGQ_PYTHON} || (-x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3');
+
 my $JSON = JSON::PP->new->utf8->canonical;
 
 sub start {
     my ($class, %o) = @_;
-    my @cmd = ('python3', $SCRIPT, '--port', 0, '--host', '127.0.0.1', '--exit-with-parent');
+    my @cmd = ($PYTHON, $SCRIPT, '--port', 0, '--host', '127.0.0.1', '--exit-with-parent');
     push @cmd, '--latency-ms',     $o{latency_ms}     if defined $o{latency_ms};
     push @cmd, '--dim',            $o{dim}            if defined $o{dim};
     push @cmd, '--api-key',        $o{api_key}        if defined $o{api_key};
@@ -59,6 +63,7 @@ sub start {
                        datafile => $datafile, owner => $$,
                        api_key => $o{api_key}, qdrant_api_key => $o{qdrant_api_key} }, $class;
     $LIVE{$pid} = $self;
+    weaken($LIVE{$pid});    # so DESTROY still runs when the test drops its object
     my $sel = IO::Select->new($rd);
     my ($line, $deadline) = ('', time + ($o{timeout} // 10));
     while (time < $deadline) {
@@ -191,7 +196,7 @@ sub DESTROY { local ($?, $!, $@); $_[0]->stop }
 
 END {
     local $?;
-    $_->stop for values %LIVE;
+    $_->stop for grep { defined } values %LIVE;
 }
 
 1;
