@@ -439,7 +439,8 @@ sub stop_nginx () {
     {
         my $lines = read_error_log();
         check_log_patterns($block, $block->name . ' - shutdown', $lines,
-            $block->shutdown_error_log, $block->no_shutdown_error_log);
+            scalar $block->shutdown_error_log,
+            scalar $block->no_shutdown_error_log);
     }
 }
 
@@ -494,7 +495,8 @@ sub check_log_patterns () {
         } else {
             Test::More::fail("$name - pattern \"$pat\" should match a line"
               . " in error.log");
-            Test::More::diag(join '', "error.log lines:\n", @$lines);
+            my @tail = @$lines > 40 ? @$lines[-40 .. -1] : @$lines;
+            Test::More::diag(join '', "last error.log lines:\n", @tail);
         }
     }
     for my $pat (@unwanted) {
@@ -514,8 +516,8 @@ sub check_error_log () {
     my $wait = parse_time($block->wait);
     Time::HiRes::sleep($wait) if $wait;
     my $lines = read_error_log();
-    check_log_patterns($block, $name, $lines, $block->error_log,
-        $block->no_error_log);
+    check_log_patterns($block, $name, $lines, scalar $block->error_log,
+        scalar $block->no_error_log);
     my $gpat = $block->grep_error_log;
     return unless defined $gpat;
     $gpat =~ s/\n+$// unless ref $gpat;
@@ -971,8 +973,8 @@ sub run_test () {
             }
             my $lines = read_error_log();
             push @$lines, split /^/m, $out;
-            check_log_patterns($block, $name, $lines, $block->error_log,
-                $block->no_error_log);
+            check_log_patterns($block, $name, $lines,
+                scalar $block->error_log, scalar $block->no_error_log);
             return;
         }
         unless ($ok) {
