@@ -100,8 +100,8 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
     ragq_http_t *http = userp;
     unsigned     ev = 0;
 
-    (void)easy;
-    (void)socketp;
+    (void) easy;
+    (void) socketp;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) {
         ev |= RAGQ_IO_READ;
     }
@@ -109,7 +109,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
         ev |= RAGQ_IO_WRITE;
     }
     if (ragq_loop_io(http->loop, s, ev, on_io, http) < 0 && ev != 0) {
-        ragq_log(RAGQ_LOG_ERROR, "cannot watch curl socket %d", (int)s);
+        ragq_log(RAGQ_LOG_ERROR, "cannot watch curl socket %d", (int) s);
         return -1;
     }
     return 0;
@@ -120,12 +120,12 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
     ragq_http_t *http = userp;
 
-    (void)multi;
+    (void) multi;
     if (timeout_ms < 0) {
         ragq_timer_stop(http->loop, &http->timer);
     } else {
         /* Never call back into curl from here: post it to the loop. */
-        ragq_timer_start(http->loop, &http->timer, (uint64_t)timeout_ms);
+        ragq_timer_start(http->loop, &http->timer, (uint64_t) timeout_ms);
     }
     return 0;
 }
@@ -175,8 +175,8 @@ header_value(const char *line, size_t n, const char *name)
         line++;
         n--;
     }
-    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'
-                     || line[n - 1] == ' ' || line[n - 1] == '\t')) {
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n' ||
+                     line[n - 1] == ' ' || line[n - 1] == '\t')) {
         n--;
     }
     v = malloc(n + 1);
@@ -226,9 +226,9 @@ check_done(ragq_http_t *http)
         if (msg->msg != CURLMSG_DONE) {
             continue;
         }
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&req);
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
         memset(&resp, 0, sizeof(resp));
-        resp.elapsed_ms = (long)(ragq_now_ms() - req->started);
+        resp.elapsed_ms = (long) (ragq_now_ms() - req->started);
         resp.error = "";
         if (msg->data.result == CURLE_OK) {
             curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -243,9 +243,8 @@ check_done(ragq_http_t *http)
                          req->timeout_ms);
             } else {
                 snprintf(err, sizeof(err), "%s",
-                         req->errbuf[0]
-                             ? req->errbuf
-                             : curl_easy_strerror(msg->data.result));
+                         req->errbuf[0] ? req->errbuf
+                                        : curl_easy_strerror(msg->data.result));
             }
             resp.error = err;
         }
@@ -291,8 +290,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     curl_multi_setopt(http->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
     curl_multi_setopt(http->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(http->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                      max_per_host);
+    curl_multi_setopt(http->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_per_host);
     /* Keep every connection we may use alive between jobs. */
     curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max_per_host * 3 + 8);
     return http;
@@ -371,10 +369,10 @@ ragq_http_post(ragq_http_t *http, const char *url, const char *header,
 
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, http->connect_timeout_ms);

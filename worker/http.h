@@ -21,7 +21,7 @@ typedef struct {
     const char *error;     /* transport error text, "" when status > 0 */
     const char *body;      /* NUL-terminated, valid during the callback */
     size_t      len;
-    const char *retry_after;    /* raw header values or NULL */
+    const char *retry_after; /* raw header values or NULL */
     const char *retry_after_ms;
     long        elapsed_ms;
 } ragq_http_response_t;

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RAGQ_TIMER_IDLE ((size_t)-1)
+#define RAGQ_TIMER_IDLE ((size_t) -1)
 
 typedef struct {
     ragq_io_cb cb;
@@ -51,7 +51,7 @@ ragq_now_ms(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
 int64_t
@@ -60,7 +60,7 @@ ragq_epoch_ms(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void
@@ -87,7 +87,7 @@ ragq_log(int level, const char *fmt, ...)
     }
     /* One write per line so lines from several workers never interleave. */
     fprintf(stderr, "%s.%03ld ragq-worker[%d] %s: %s\n", ts,
-            now.tv_nsec / 1000000, (int)getpid(), names[level], buf);
+            now.tv_nsec / 1000000, (int) getpid(), names[level], buf);
 }
 
 ragq_loop_t *
@@ -139,14 +139,14 @@ ragq_loop_io(ragq_loop_t *loop, int fd, unsigned events, ragq_io_cb cb,
     if (fd < 0) {
         return -1;
     }
-    if ((size_t)fd >= loop->nios) {
+    if ((size_t) fd >= loop->nios) {
         size_t     n = loop->nios ? loop->nios : 64;
         ragq_io_t *ios;
 
         if (events == 0) {
             return 0;
         }
-        while (n <= (size_t)fd) {
+        while (n <= (size_t) fd) {
             n *= 2;
         }
         ios = realloc(loop->ios, n * sizeof(*ios));
@@ -172,12 +172,12 @@ ragq_loop_io(ragq_loop_t *loop, int fd, unsigned events, ragq_io_cb cb,
     }
 
     memset(&ev, 0, sizeof(ev));
-    ev.events = ((events & RAGQ_IO_READ) ? EPOLLIN : 0)
-              | ((events & RAGQ_IO_WRITE) ? EPOLLOUT : 0);
+    ev.events = ((events & RAGQ_IO_READ) ? EPOLLIN : 0) |
+                ((events & RAGQ_IO_WRITE) ? EPOLLOUT : 0);
     if (io->events == 0) {
         io->gen++;
     }
-    ev.data.u64 = (uint64_t)(uint32_t)fd | ((uint64_t)io->gen << 32);
+    ev.data.u64 = (uint64_t) (uint32_t) fd | ((uint64_t) io->gen << 32);
     op = io->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (epoll_ctl(loop->epfd, op, fd, &ev) < 0) {
         /*
@@ -309,9 +309,9 @@ signal_ready(int fd, unsigned events, void *data)
     ragq_loop_t            *loop = data;
     struct signalfd_siginfo si;
 
-    (void)events;
-    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        loop->sig_cb((int)si.ssi_signo, loop->sig_data);
+    (void) events;
+    while (read(fd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
+        loop->sig_cb((int) si.ssi_signo, loop->sig_data);
     }
 }
 
@@ -345,8 +345,8 @@ run_timers(ragq_loop_t *loop)
      * Timers armed by callbacks in this pass (seq >= seq_limit) wait for the
      * next turn, so a callback that re-posts itself cannot starve I/O.
      */
-    while (loop->nheap > 0 && loop->heap[0]->when <= now
-           && loop->heap[0]->seq < seq_limit) {
+    while (loop->nheap > 0 && loop->heap[0]->when <= now &&
+           loop->heap[0]->seq < seq_limit) {
         ragq_timer_t *t = loop->heap[0];
 
         ragq_timer_stop(loop, t);
@@ -366,7 +366,7 @@ ragq_loop_run(ragq_loop_t *loop)
         if (loop->nheap > 0) {
             uint64_t now = ragq_now_ms(), when = loop->heap[0]->when;
 
-            timeout = when <= now ? 0 : (int)(when - now);
+            timeout = when <= now ? 0 : (int) (when - now);
         }
         n = epoll_wait(loop->epfd, evs, 256, timeout);
         if (n < 0) {
@@ -377,12 +377,12 @@ ragq_loop_run(ragq_loop_t *loop)
             return -1;
         }
         for (i = 0; i < n && !loop->stop; i++) {
-            int       fd = (int)(uint32_t)evs[i].data.u64;
-            uint32_t  gen = (uint32_t)(evs[i].data.u64 >> 32);
-            unsigned  got = 0;
+            int        fd = (int) (uint32_t) evs[i].data.u64;
+            uint32_t   gen = (uint32_t) (evs[i].data.u64 >> 32);
+            unsigned   got = 0;
             ragq_io_t *io;
 
-            if ((size_t)fd >= loop->nios) {
+            if ((size_t) fd >= loop->nios) {
                 continue;
             }
             io = &loop->ios[fd];

@@ -23,7 +23,7 @@ typedef void (*ragq_signal_cb)(int signo, void *data);
 /* Embedded in its owner, so stopping it is always safe and allocation-free. */
 typedef struct {
     uint64_t      when;
-    uint64_t      seq; /* FIFO among timers due at the same ms */
+    uint64_t      seq;   /* FIFO among timers due at the same ms */
     size_t        index; /* position in the heap, (size_t)-1 when idle */
     ragq_timer_cb cb;
     void         *data;

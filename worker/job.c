@@ -1,0 +1,467 @@
+/*
+ * job.c: the per-job pipeline of job.h.  Every step starts from a loop
+ * timer (never from inside the previous step's callback), so the local
+ * backends, which finish synchronously, cannot recurse.  Retries: full
+ * jitter exponential backoff, or the upstream's Retry-After when it sent
+ * one (capped), up to RAGQ_CALL_TRIES tries per call.
+ */
+
+#include "job.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "openai.h"
+#include "qdrant.h"
+
+enum { STAGE_EMBED, STAGE_RETRIEVE, STAGE_GENERATE, STAGE_DONE };
+
+static const char *stage_api[] = {"embeddings", "qdrant", "chat"};
+
+static void step(void *data);
+
+static char *
+auth_header(const char *name, const char *prefix, const char *key)
+{
+    size_t n;
+    char  *h;
+
+    if (key == NULL || key[0] == '\0') {
+        return NULL;
+    }
+    n = strlen(name) + strlen(prefix) + strlen(key) + 3;
+    h = malloc(n);
+    if (h != NULL) {
+        snprintf(h, n, "%s: %s%s", name, prefix, key);
+    }
+    return h;
+}
+
+int
+ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
+                   const ragq_config_t *cfg, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof(*p));
+    p->loop = loop;
+    p->http = http;
+    p->cfg = cfg;
+    p->embed_openai = strcmp(cfg->embedder, "openai") == 0;
+    p->store_qdrant = strcmp(cfg->store, "qdrant") == 0;
+    p->answer_openai = strcmp(cfg->answerer, "openai") == 0;
+
+    if (p->embed_openai) {
+        p->embed_url = ragq_url_join(cfg->embed_base_url, "/embeddings");
+        p->embed_auth =
+            auth_header("Authorization", "Bearer ", cfg->embed_api_key);
+    }
+    if (p->answer_openai) {
+        p->chat_url = ragq_url_join(cfg->chat_base_url, "/chat/completions");
+        p->chat_auth =
+            auth_header("Authorization", "Bearer ", cfg->chat_api_key);
+    }
+    if (p->store_qdrant) {
+        p->qdrant_auth = auth_header("api-key", "", cfg->qdrant_api_key);
+    } else {
+        p->store = ragq_local_store_open(cfg->store_path, err, errlen);
+        if (p->store == NULL) {
+            return -1;
+        }
+    }
+    if ((p->embed_openai && p->embed_url == NULL) ||
+        (p->answer_openai && p->chat_url == NULL)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+void
+ragq_pipeline_free(ragq_pipeline_t *p)
+{
+    free(p->embed_url);
+    free(p->chat_url);
+    free(p->embed_auth);
+    free(p->chat_auth);
+    free(p->qdrant_auth);
+    if (p->store) {
+        ragq_local_store_close(p->store);
+    }
+    memset(p, 0, sizeof(*p));
+}
+
+ragq_job_t *
+ragq_job_new(void)
+{
+    ragq_job_t *job = calloc(1, sizeof(*job));
+
+    if (job != NULL) {
+        ragq_timer_init(&job->timer, step, job);
+    }
+    return job;
+}
+
+void
+ragq_job_abort(ragq_job_t *job)
+{
+    if (job->req) {
+        ragq_http_cancel(job->req);
+        job->req = NULL;
+    }
+    if (job->p) {
+        ragq_timer_stop(job->p->loop, &job->timer);
+    }
+    job->running = 0;
+}
+
+void
+ragq_job_free(ragq_job_t *job)
+{
+    if (job == NULL) {
+        return;
+    }
+    ragq_job_abort(job);
+    free(job->entry);
+    free(job->query);
+    free(job->collection);
+    free(job->result);
+    free(job->sources_json);
+    free(job->usage_json);
+    free(job->vector);
+    free(job->chat_usage);
+    ragq_sources_free(job->sources, job->nsources);
+    free(job);
+}
+
+char *
+ragq_job_error_json(const ragq_job_t *job)
+{
+    json_object *o = json_object_new_object();
+    char        *s;
+
+    json_object_object_add(o, "code",
+                           json_object_new_string(job->err.code[0]
+                                                      ? job->err.code
+                                                      : "internal_error"));
+    json_object_object_add(o, "message",
+                           json_object_new_string(job->err.message));
+    s = strdup(json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return s;
+}
+
+static void
+finish(ragq_job_t *job, ragq_job_outcome_t outcome)
+{
+    job->outcome = outcome;
+    job->running = 0;
+    job->stage = STAGE_DONE;
+    job->done(job, job->done_data);
+}
+
+static void
+stage_done(ragq_job_t *job)
+{
+    long ms = (long) (ragq_now_ms() - job->stage_started);
+
+    switch (job->stage) {
+    case STAGE_EMBED:
+        job->ms_embed = ms;
+        break;
+    case STAGE_RETRIEVE:
+        job->ms_retrieve = ms;
+        break;
+    default:
+        job->ms_generate = ms;
+        break;
+    }
+    job->stage++;
+    job->tries = 0;
+    job->stage_started = ragq_now_ms();
+    ragq_timer_start(job->p->loop, &job->timer, 0);
+}
+
+static char *
+usage_with_backends(const ragq_job_t *job)
+{
+    const ragq_config_t *cfg = job->p->cfg;
+    json_object         *o = NULL, *b;
+    char                *s;
+
+    if (job->chat_usage) {
+        o = json_tokener_parse(job->chat_usage);
+        if (o && !json_object_is_type(o, json_type_object)) {
+            json_object_put(o);
+            o = NULL;
+        }
+    }
+    if (o == NULL) {
+        o = json_object_new_object();
+    }
+    b = json_object_new_object();
+    json_object_object_add(b, "embedder",
+                           json_object_new_string(cfg->embedder));
+    json_object_object_add(b, "store", json_object_new_string(cfg->store));
+    json_object_object_add(b, "answerer",
+                           json_object_new_string(cfg->answerer));
+    json_object_object_add(o, "backends", b);
+    s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return s;
+}
+
+static void
+complete(ragq_job_t *job)
+{
+    job->sources_json =
+        ragq_sources_to_json(job->sources, job->nsources, RAGQ_EXCERPT_MAX);
+    job->usage_json = usage_with_backends(job);
+    if (job->sources_json == NULL || job->usage_json == NULL ||
+        job->result == NULL) {
+        ragq_upstream_error_set(&job->err, 0, 0, "internal_error",
+                                "out of memory while writing the result");
+        finish(job, RAGQ_JOB_FAILED);
+        return;
+    }
+    finish(job, RAGQ_JOB_FINISHED);
+}
+
+/*
+ * After a failed try: wait and try again, or give up.  An answer that
+ * arrived but could not be parsed is retried too (proxies truncate), but
+ * when that keeps happening the job fails now: the server is up and
+ * answering nonsense, so another attempt later will not help.
+ */
+static void
+retry_or_give_up(ragq_job_t *job, int parse_error)
+{
+    uint64_t delay, cap;
+
+    if (!job->err.retryable && !parse_error) {
+        finish(job, RAGQ_JOB_FAILED);
+        return;
+    }
+    if (++job->tries >= RAGQ_CALL_TRIES) {
+        ragq_log(RAGQ_LOG_WARN, "job %s: %s: giving up after %d tries: %s",
+                 job->id, stage_api[job->stage], job->tries, job->err.message);
+        finish(job, parse_error ? RAGQ_JOB_FAILED : RAGQ_JOB_EXHAUSTED);
+        return;
+    }
+    if (job->err.retry_after_ms >= 0) {
+        delay = (uint64_t) job->err.retry_after_ms;
+        if (delay > RAGQ_RETRY_AFTER_CAP_MS) {
+            delay = RAGQ_RETRY_AFTER_CAP_MS;
+        }
+    } else {
+        cap = (uint64_t) RAGQ_BACKOFF_BASE_MS << (job->tries - 1);
+        if (cap > RAGQ_BACKOFF_CAP_MS) {
+            cap = RAGQ_BACKOFF_CAP_MS;
+        }
+        delay = (uint64_t) random() % (cap + 1);
+    }
+    ragq_log(RAGQ_LOG_INFO, "job %s: %s: %s; retry %d in %llu ms", job->id,
+             stage_api[job->stage], job->err.message, job->tries,
+             (unsigned long long) delay);
+    ragq_timer_start(job->p->loop, &job->timer, delay);
+}
+
+static void
+on_http(const ragq_http_response_t *resp, void *data)
+{
+    ragq_job_t *job = data;
+    const char *api = stage_api[job->stage];
+    int         rc = -1;
+
+    job->req = NULL;
+    if (resp->status == 0) {
+        ragq_upstream_error_set(&job->err, 0, 1,
+                                resp->timed_out ? "upstream_timeout"
+                                                : "upstream_unreachable",
+                                "%s: %s", api, resp->error);
+        retry_or_give_up(job, 0);
+        return;
+    }
+    if (resp->status < 200 || resp->status > 299) {
+        ragq_upstream_error_from_http(&job->err, api, resp->status,
+                                      resp->retry_after, resp->retry_after_ms,
+                                      resp->body, resp->len);
+        retry_or_give_up(job, 0);
+        return;
+    }
+
+    memset(&job->err, 0, sizeof(job->err));
+    job->err.retry_after_ms = -1;
+    switch (job->stage) {
+    case STAGE_EMBED:
+        free(job->vector);
+        job->vector = NULL;
+        rc = ragq_openai_embeddings_parse(resp->body, resp->len, 1,
+                                          &job->vector, &job->dim, &job->err);
+        break;
+    case STAGE_RETRIEVE:
+        ragq_sources_free(job->sources, job->nsources);
+        job->sources = NULL;
+        job->nsources = 0;
+        rc = ragq_qdrant_query_parse(resp->body, resp->len, &job->sources,
+                                     &job->nsources, &job->err);
+        break;
+    case STAGE_GENERATE:
+        free(job->result);
+        free(job->chat_usage);
+        job->result = job->chat_usage = NULL;
+        rc = ragq_openai_chat_parse(resp->body, resp->len, &job->result,
+                                    &job->chat_usage, &job->err);
+        break;
+    }
+    if (rc != 0) {
+        job->err.retry_after_ms = -1;
+        retry_or_give_up(job, 1);
+        return;
+    }
+    if (job->stage == STAGE_GENERATE) {
+        job->ms_generate = (long) (ragq_now_ms() - job->stage_started);
+        complete(job);
+        return;
+    }
+    stage_done(job);
+}
+
+static void
+post_json(ragq_job_t *job, const char *url, const char *auth, char *body)
+{
+    if (body == NULL) {
+        ragq_upstream_error_set(&job->err, 0, 0, "internal_error",
+                                "out of memory building the %s request",
+                                stage_api[job->stage]);
+        finish(job, RAGQ_JOB_FAILED);
+        return;
+    }
+    job->req = ragq_http_post(job->p->http, url, auth, body, strlen(body),
+                              job->p->cfg->http_timeout_ms, on_http, job);
+    free(body);
+    if (job->req == NULL) {
+        ragq_upstream_error_set(&job->err, 0, 1, "internal_error",
+                                "cannot start the %s request",
+                                stage_api[job->stage]);
+        retry_or_give_up(job, 0);
+    }
+}
+
+static const char *
+job_collection(const ragq_job_t *job)
+{
+    return job->collection && job->collection[0] ? job->collection
+                                                 : job->p->cfg->collection;
+}
+
+static void
+do_embed(ragq_job_t *job)
+{
+    ragq_pipeline_t *p = job->p;
+    const char      *in[1];
+
+    if (!p->embed_openai) {
+        job->dim = ragq_hash_embed_dim();
+        free(job->vector);
+        job->vector = malloc(job->dim * sizeof(float));
+        if (job->vector == NULL) {
+            ragq_upstream_error_set(&job->err, 0, 0, "internal_error",
+                                    "out of memory");
+            finish(job, RAGQ_JOB_FAILED);
+            return;
+        }
+        ragq_hash_embed(job->query, strlen(job->query), job->vector);
+        stage_done(job);
+        return;
+    }
+    in[0] = job->query;
+    post_json(job, p->embed_url, p->embed_auth,
+              ragq_openai_embeddings_body(p->cfg->embed_model, in, 1));
+}
+
+static void
+do_retrieve(ragq_job_t *job)
+{
+    ragq_pipeline_t *p = job->p;
+    char            *path, *url;
+
+    if (!p->store_qdrant) {
+        ragq_sources_free(job->sources, job->nsources);
+        job->sources = NULL;
+        job->nsources = 0;
+        if (ragq_local_store_query(p->store, job_collection(job), job->vector,
+                                   job->dim, job->top_k, &job->sources,
+                                   &job->nsources, &job->err) != 0) {
+            finish(job, RAGQ_JOB_FAILED);
+            return;
+        }
+        stage_done(job);
+        return;
+    }
+    path = ragq_qdrant_path(job_collection(job), "/points/query");
+    url = path ? ragq_url_join(p->cfg->qdrant_url, path) : NULL;
+    free(path);
+    if (url == NULL) {
+        post_json(job, "", NULL, NULL);
+        return;
+    }
+    post_json(job, url, p->qdrant_auth,
+              ragq_qdrant_query_body(job->vector, job->dim, job->top_k));
+    free(url);
+}
+
+static void
+do_generate(ragq_job_t *job)
+{
+    ragq_pipeline_t *p = job->p;
+
+    if (!p->answer_openai) {
+        free(job->result);
+        job->result =
+            ragq_extractive_answer(job->query, job->sources, job->nsources);
+        job->ms_generate = (long) (ragq_now_ms() - job->stage_started);
+        complete(job);
+        return;
+    }
+    post_json(job, p->chat_url, p->chat_auth,
+              ragq_openai_chat_body(p->cfg->chat_model, job->query,
+                                    job->sources, job->nsources,
+                                    p->cfg->max_tokens));
+}
+
+static void
+step(void *data)
+{
+    ragq_job_t *job = data;
+
+    switch (job->stage) {
+    case STAGE_EMBED:
+        do_embed(job);
+        break;
+    case STAGE_RETRIEVE:
+        do_retrieve(job);
+        break;
+    case STAGE_GENERATE:
+        do_generate(job);
+        break;
+    }
+}
+
+void
+ragq_job_run(ragq_pipeline_t *p, ragq_job_t *job, ragq_job_done_cb done,
+             void *data)
+{
+    job->p = p;
+    job->done = done;
+    job->done_data = data;
+    job->stage = STAGE_EMBED;
+    job->tries = 0;
+    job->running = 1;
+    job->stage_started = ragq_now_ms();
+    if (job->top_k == 0) {
+        job->top_k = p->cfg->top_k;
+    }
+    ragq_timer_start(p->loop, &job->timer, 0);
+}

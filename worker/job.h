@@ -1,0 +1,101 @@
+/*
+ * job.h: one job's pipeline: embed the question, retrieve the top_k chunks,
+ * generate the answer, each call retried with backoff on transient errors.
+ * The queue (valkey.c) claims a job, fills in its inputs, runs it here and
+ * writes the outcome this leaves in the job.
+ */
+
+#ifndef RAGQ_JOB_H
+#define RAGQ_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "http.h"
+#include "local.h"
+#include "loop.h"
+#include "upstream.h"
+
+/* Tries per upstream call (first try included) before the call gives up. */
+#define RAGQ_CALL_TRIES         5
+#define RAGQ_BACKOFF_BASE_MS    200
+#define RAGQ_BACKOFF_CAP_MS     8000
+#define RAGQ_RETRY_AFTER_CAP_MS 30000
+#define RAGQ_EXCERPT_MAX        500
+
+typedef enum {
+    RAGQ_JOB_FINISHED, /* result, sources_json, usage_json set */
+    RAGQ_JOB_FAILED,   /* permanent error: fail the job now */
+    RAGQ_JOB_EXHAUSTED /* transient errors outlasted the call's retries */
+} ragq_job_outcome_t;
+
+typedef struct {
+    ragq_loop_t         *loop;
+    ragq_http_t         *http;
+    const ragq_config_t *cfg;
+    ragq_local_store_t  *store; /* when cfg->store is "local" */
+    int                  embed_openai, store_qdrant, answer_openai;
+    char                *embed_url, *chat_url;
+    char                *embed_auth, *chat_auth, *qdrant_auth; /* headers */
+} ragq_pipeline_t;
+
+typedef struct ragq_job_s ragq_job_t;
+typedef void (*ragq_job_done_cb)(ragq_job_t *job, void *data);
+
+struct ragq_job_s {
+    /* inputs, owned by the job (freed by ragq_job_free) */
+    char     id[33];
+    char    *entry; /* stream entry id in P:jobs */
+    char    *query;
+    unsigned top_k;
+    char    *collection;
+    long     attempts;
+
+    /* queue bookkeeping */
+    ragq_job_t  *prev, *next;
+    int          state;
+    ragq_timer_t qtimer;
+    uint64_t     claimed_at;
+
+    /* outcome */
+    ragq_job_outcome_t    outcome;
+    char                 *result, *sources_json, *usage_json;
+    ragq_upstream_error_t err;
+    long                  ms_embed, ms_retrieve, ms_generate;
+
+    /* pipeline state */
+    ragq_pipeline_t *p;
+    ragq_job_done_cb done;
+    void            *done_data;
+    int              stage, tries, running;
+    uint64_t         stage_started;
+    ragq_timer_t     timer;
+    ragq_http_req_t *req;
+    float           *vector;
+    size_t           dim;
+    ragq_source_t   *sources;
+    size_t           nsources;
+    char            *chat_usage;
+};
+
+/* Resolves backends, URLs and auth headers.  -1 + err when it cannot. */
+int ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
+                       const ragq_config_t *cfg, char *err, size_t errlen);
+void ragq_pipeline_free(ragq_pipeline_t *p);
+
+ragq_job_t *ragq_job_new(void);
+
+/* Starts the pipeline on the next loop turn; done runs exactly once. */
+void ragq_job_run(ragq_pipeline_t *p, ragq_job_t *job, ragq_job_done_cb done,
+                  void *data);
+
+/* Stops a running pipeline without calling done.  Idempotent. */
+void ragq_job_abort(ragq_job_t *job);
+
+/* The job's "error" field: {"code","message"}.  malloc'd. */
+char *ragq_job_error_json(const ragq_job_t *job);
+
+void ragq_job_free(ragq_job_t *job);
+
+#endif
