@@ -10,6 +10,8 @@ MODULE_SO=${MODULE_SO:-$BUILD/ngx_http_ragq_module.so}
 WORKER_BIN=${WORKER_BIN:-$BUILD/ragq-worker}
 NGINX=${NGINX:-/usr/sbin/nginx}
 NGX_MODDIR=/usr/lib/nginx/modules
+# Debian's python3: fast to start (no pyenv shim) and has python3-uvloop.
+PY=${PY:-/usr/bin/python3}
 export BENCH_DIR
 
 BENCH_PIDS=()
@@ -17,7 +19,7 @@ BENCH_PIDS=()
 log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 # Waits until something accepts TCP connections on 127.0.0.1:$1.

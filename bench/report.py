@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""Turns one bench/run's raw numbers (bench/raw/) into bench/RESULTS.md, bench/raw/*.csv and
+the worker throughput plot: medians over the interleaved runs, ratios to the ceiling measured in
+the same run, and each target marked met or not met with the measured value.
+
+Usage: report.py BENCH_DIR
+"""
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+TARGET_NAMES = {"module": "ragq module", "lua": "Lua (lua-resty-redis)",
+                "ceiling": "nginx `return 200`"}
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def f(x, fmt="%.0f", none="–"):
+    return none if x is None else fmt % x
+
+
+def load_env(raw):
+    env = {}
+    with open(os.path.join(raw, "env.txt")) as fh:
+        for line in fh:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                env[k] = v
+    return env
+
+
+def load_runs(raw):
+    path = os.path.join(raw, "module-runs.tsv")
+    if not os.path.exists(path):
+        return []
+    runs = []
+    with open(path) as fh:
+        header = fh.readline().split()
+        for line in fh:
+            row = dict(zip(header, line.split()))
+            with open(row["json"]) as j:
+                w = json.load(j)
+            nerr = sum(w[k] for k in ("err_connect", "err_read", "err_write", "err_status",
+                                      "err_timeout"))
+            cpu = float(row["redis_cpu_after"]) - float(row["redis_cpu_before"])
+            runs.append({
+                "rep": int(row["rep"]), "endpoint": row["endpoint"],
+                "conns": int(row["conns"]), "target": row["target"],
+                "requests": w["requests"], "rps": w["rps"],
+                "p50_ms": w["lat_p50_us"] / 1000.0, "p99_ms": w["lat_p99_us"] / 1000.0,
+                "max_ms": w["lat_max_us"] / 1000.0, "errors": nerr,
+                "non2xx": w["err_status"],
+                "valkey_cpu_us_per_req": (cpu * 1e6 / w["requests"]
+                                          if row["target"] != "ceiling" and w["requests"]
+                                          else None),
+                "rss_before_kb": int(row["rss_before_kb"]),
+                "rss_after_kb": int(row["rss_after_kb"]),
+            })
+    return runs
+
+
+def write_csv(path, rows, cols):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+class Targets:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, value, goal, ok, note=""):
+        self.rows.append((name, value, goal, ok, note))
+
+    def md(self):
+        out = ["| target | measured | goal | |", "|---|---|---|---|"]
+        for name, value, goal, ok, note in self.rows:
+            mark = "not measured" if ok is None else ("**met**" if ok else "**not met**")
+            out.append("| %s | %s | %s | %s%s |" % (name, value, goal, mark,
+                                                  (" " + note) if note else ""))
+        return "\n".join(out)
+
+
+def main():
+    bench = sys.argv[1]
+    raw = os.path.join(bench, "raw")
+    env = load_env(raw)
+    runs = load_runs(raw)
+    cols = ["rep", "endpoint", "conns", "target", "requests", "rps", "p50_ms", "p99_ms",
+            "max_ms", "errors", "non2xx", "valkey_cpu_us_per_req", "rss_before_kb",
+            "rss_after_kb"]
+    write_csv(os.path.join(raw, "module-runs.csv"), runs, cols)
+
+    targets_present = [t for t in ("module", "lua", "ceiling")
+                       if any(r["target"] == t for r in runs)]
+    conns = sorted({r["conns"] for r in runs})
+    cells = {}
+    for ep in ("chat", "status"):
+        for c in conns:
+            for t in targets_present:
+                rs = [r for r in runs if (r["endpoint"], r["conns"], r["target"]) == (ep, c, t)]
+                if not rs:
+                    continue
+                cells[(ep, c, t)] = {
+                    "n": len(rs),
+                    "rps": med(r["rps"] for r in rs),
+                    "rps_all": [round(r["rps"]) for r in rs],
+                    "p50_ms": med(r["p50_ms"] for r in rs),
+                    "p99_ms": med(r["p99_ms"] for r in rs),
+                    "errors": sum(r["errors"] for r in rs),
+                    "valkey_us": med(r["valkey_cpu_us_per_req"] for r in rs),
+                }
+    summary = {"%s c%d %s" % k: v for k, v in cells.items()}
+
+    tg = Targets()
+    L = []
+    L.append("# ragq benchmarks")
+    L.append("")
+    L.append("Written by `make bench` (`bench/run`); raw numbers in [`raw/`](raw/). "
+             "Re-run to reproduce; every number below comes from one run of the script, and "
+             "ratios compare targets measured in that same run.")
+    L.append("")
+    L.append("## Machine and run")
+    L.append("")
+    L.append("| | |")
+    L.append("|---|---|")
+    for k, label in (("date", "date (UTC)"), ("nproc", "nproc"), ("cpu", "CPU"),
+                     ("kernel", "kernel"), ("nginx", "nginx"), ("redis", "redis-server"),
+                     ("wrk", "wrk"), ("lua_module", "libnginx-mod-http-lua"),
+                     ("lua_redis", "lua-nginx-redis (lua-resty-redis)"),
+                     ("lua_cjson", "lua-cjson"), ("uvloop", "stand-in uvloop"),
+                     ("git", "git commit"), ("total_seconds", "bench wall time (s)")):
+        L.append("| %s | %s |" % (label, env.get(k, "?")))
+    L.append("")
+    L.append("Everything runs on the same %s-core machine: wrk, nginx, redis-server, the "
+             "stand-ins and the worker compete for the same CPUs, so absolute numbers are "
+             "lower than on a dedicated load generator; the ratios are what to read." %
+             env.get("nproc", "?"))
+    L.append("")
+
+    targets_at = len(L)
+
+    # ---------------------------------------------------------------- module
+    L.append("## Module: `POST /chat` and `GET /job-status`")
+    L.append("")
+    dur = env.get("duration", "?")
+    L.append("Exact commands (ports are picked free at run time):")
+    L.append("")
+    L.append("```")
+    L.append("wrk -t2 -c{%s} -d%ss --latency -s bench/wrk/chat.lua   http://127.0.0.1:PORT"
+             % (",".join(map(str, conns)), dur))
+    L.append("wrk -t2 -c{%s} -d%ss --latency -s bench/wrk/status.lua http://127.0.0.1:PORT"
+             % (",".join(map(str, conns)), dur))
+    L.append("```")
+    L.append("")
+    L.append("- Three nginx servers, identical except for the two locations, each "
+             "`worker_processes 2`, `access_log off`, keep-alive: **module** "
+             "(`ragq_enqueue` / `ragq_status`), **Lua** (`bench/lua/ragq_bench.lua`: "
+             "lua-resty-redis, `set_keepalive` pooling, MULTI/HSET/XADD/XLEN/EXEC and "
+             "HGETALL, same JSON, random 128-bit ids from /dev/urandom), **ceiling** "
+             "(`return 200` with a body of the same length: /chat %s B, /job-status %s B, "
+             "taken from the %s's replies)." % (env.get("chat_body_bytes", "?"),
+                                                 env.get("status_body_bytes", "?"),
+                                                 env.get("body_reference", "?")))
+    L.append("- Module and Lua each have their own redis-server. `/job-status` reads "
+             "%s jobs created through each server's own `/chat` just before (ids "
+             "round-robin, `bench/wrk/status.lua`); before every `/chat` run its redis is "
+             "FLUSHALLed so memory stays bounded." % env.get("seed", "?"))
+    L.append("- Order: %s repetitions of (status c%s for module, Lua, ceiling; then chat "
+             "the same), i.e. interleaved A B C A B C; a 1 s warm-up of each first. "
+             "Medians over the repetitions." % (env.get("reps", "?"), "/c".join(map(str, conns))))
+    L.append("- Valkey CPU per request: `INFO cpu` (used_cpu_sys + used_cpu_user) delta over "
+             "the run ÷ requests.")
+    L.append("")
+    if not runs:
+        L.append("No module runs were recorded.")
+    for ep, title in (("chat", "POST /chat"), ("status", "GET /job-status")):
+        L.append("### %s" % title)
+        L.append("")
+        L.append("| conns | target | req/s (median) | runs | ratio to ceiling | p50 ms | p99 ms "
+                 "| Valkey CPU µs/req | errors |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for c in conns:
+            ceil = cells.get((ep, c, "ceiling"))
+            for t in targets_present:
+                x = cells.get((ep, c, t))
+                if not x:
+                    continue
+                ratio = x["rps"] / ceil["rps"] if ceil and ceil["rps"] else None
+                L.append("| %d | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                    c, TARGET_NAMES[t], f(x["rps"]), " / ".join(map(str, x["rps_all"])),
+                    f(ratio, "%.2f"), f(x["p50_ms"], "%.2f"), f(x["p99_ms"], "%.2f"),
+                    f(x["valkey_us"], "%.1f"), x["errors"]))
+            m, lu = cells.get((ep, c, "module")), cells.get((ep, c, "lua"))
+            if m and lu and lu["rps"]:
+                L.append("| %d | module ÷ Lua | **%.2f×** | | | | | | |" % (c, m["rps"] / lu["rps"]))
+        L.append("")
+
+    # RSS across repetitions: after the last run of each rep.
+    L.append("### nginx worker memory")
+    L.append("")
+    L.append("Sum of VmRSS of the 2 nginx workers (kB): before the first measured run and "
+             "after each repetition (after its last run).")
+    L.append("")
+    reps = sorted({r["rep"] for r in runs})
+    L.append("| target | before | " + " | ".join("after rep %d" % i for i in reps) + " |")
+    L.append("|---|---|" + "---|" * len(reps))
+    rss_series = {}
+    for t in targets_present:
+        rs = [r for r in runs if r["target"] == t]
+        first = rs[0]["rss_before_kb"] if rs else None
+        after = [[r for r in rs if r["rep"] == i][-1]["rss_after_kb"] for i in reps]
+        rss_series[t] = {"before": first, "after": after}
+        L.append("| %s | %s | %s |" % (TARGET_NAMES[t], first, " | ".join(map(str, after))))
+    L.append("")
+
+    # Module targets.
+    for c in conns:
+        m = cells.get(("chat", c, "module"))
+        ce = cells.get(("chat", c, "ceiling"))
+        lu = cells.get(("chat", c, "lua"))
+        if m and ce:
+            r = m["rps"] / ce["rps"]
+            tg.add("`/chat` ÷ ceiling, c%d" % c, "%.2f" % r, "≥ 0.60", r >= 0.60)
+        else:
+            tg.add("`/chat` ÷ ceiling, c%d" % c, "–", "≥ 0.60", None)
+        if m and lu:
+            r = m["rps"] / lu["rps"]
+            tg.add("`/chat` ÷ Lua, c%d" % c, "%.2f×" % r, "≥ 2.5×", r >= 2.5)
+        else:
+            tg.add("`/chat` ÷ Lua, c%d" % c, "–", "≥ 2.5×", None)
+    for c in conns:
+        m = cells.get(("status", c, "module"))
+        ce = cells.get(("status", c, "ceiling"))
+        if m and ce:
+            r = m["rps"] / ce["rps"]
+            tg.add("`/job-status` ÷ ceiling, c%d" % c, "%.2f" % r, "≥ 0.70", r >= 0.70)
+        else:
+            tg.add("`/job-status` ÷ ceiling, c%d" % c, "–", "≥ 0.70", None)
+    for ep in ("chat", "status"):
+        for c in conns:
+            m = cells.get((ep, c, "module"))
+            ce = cells.get((ep, c, "ceiling"))
+            name = "p99 `/%s` ÷ ceiling p99, c%d" % ("chat" if ep == "chat" else "job-status", c)
+            if m and ce and ce["p99_ms"]:
+                r = m["p99_ms"] / ce["p99_ms"]
+                tg.add(name, "%.2f× (%.2f vs %.2f ms)" % (r, m["p99_ms"], ce["p99_ms"]),
+                       "≤ 2×", r <= 2.0)
+            else:
+                tg.add(name, "–", "≤ 2×", None)
+    if "module" in rss_series and rss_series["module"]["after"]:
+        a = rss_series["module"]["after"]
+        growth = a[-1] - a[0]
+        # Allocator noise is a few pages; growth means a leak per request.
+        tg.add("nginx worker RSS growth, rep 1 → rep %d" % len(a),
+               "%+d kB (%s kB)" % (growth, " → ".join(map(str, a))), "≤ +1024 kB",
+               growth <= 1024)
+    else:
+        tg.add("nginx worker RSS growth", "–", "none", None)
+    errs = sum(r["errors"] for r in runs if r["target"] == "module")
+    if runs and "module" in targets_present:
+        tg.add("module errors (non-2xx, socket errors) in all runs", str(errs), "0", errs == 0)
+
+    # ---------------------------------------------------------------- worker
+    L.append("## Worker: jobs/s against the stand-ins (100 ms per call)")
+    L.append("")
+    wpath = os.path.join(raw, "worker.json")
+    wdata = json.load(open(wpath)) if os.path.exists(wpath) else None
+    if not wdata:
+        L.append("Not measured in this run (no `build/ragq-worker`, or it failed: see the "
+                 "log of `make bench`).")
+        for name, goal in (("worker ÷ ideal at 256 in flight", "≥ 0.90"),
+                           ("worker CPU per job", "≤ 0.2 ms"),
+                           ("worker peak RSS at 1024 in flight", "≤ 64 MB")):
+            tg.add(name, "–", goal, None)
+    else:
+        pts = wdata["points"]
+        call_ms = wdata.get("call_ms", 100)
+        L.append("Jobs are written straight into Valkey (`MULTI` / `HSET ragq:job:ID …` / "
+                 "`XADD ragq:jobs * job ID` / `EXEC`, the module's data model) before "
+                 "`build/ragq-worker` starts with `RAGQ_CONCURRENCY` = jobs in flight; "
+                 "throughput = jobs ÷ (last `ended_at` − first `started_at`) from the job "
+                 "hashes. A job is embed + retrieve + generate = 3 calls of %g ms, so "
+                 "ideal = in flight ÷ %g s. CPU = the worker's rusage (user + sys) ÷ jobs; "
+                 "peak RSS = its VmHWM. Stand-ins: %s Python process(es) "
+                 "(`tests/standins/standin.py --latency-ms 100`), chat on the first, "
+                 "embeddings + Qdrant on the last. Driver: `bench/worker_bench.py`." %
+                 (call_ms, 3 * call_ms / 1000.0, env.get("standins", "?")))
+        L.append("")
+        L.append("![worker throughput](worker-throughput.png)")
+        L.append("")
+        L.append("| in flight | jobs | finished | failed | jobs/s | ideal | ratio | CPU ms/job "
+                 "| peak RSS MB | stand-in CPU % | Valkey CPU ms/job |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        with open(os.path.join(raw, "worker.csv"), "w") as fh:
+            fh.write("inflight,jobs_per_s,ideal_per_s,ratio,cpu_ms_per_job,peak_rss_kb\n")
+            for p in pts:
+                fh.write("%d,%s,%s,%s,%s,%s\n" % (p["inflight"], p["jobs_per_s"],
+                                                  p["ideal_per_s"], p["ratio"],
+                                                  p["cpu_ms_per_job"], p["peak_rss_kb"]))
+        for p in pts:
+            L.append("| %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+                p["inflight"], p["jobs"], p["finished"], p["failed"], f(p["jobs_per_s"], "%.1f"),
+                f(p["ideal_per_s"], "%.1f"), f(p["ratio"], "%.2f"),
+                f(p["cpu_ms_per_job"], "%.3f"),
+                f(p["peak_rss_kb"] / 1024.0 if p["peak_rss_kb"] else None, "%.1f"),
+                " + ".join(f(x, "%.0f") for x in p["standin_cpu_pct"]),
+                f(p["redis_cpu_ms_per_job"], "%.3f")))
+        L.append("")
+        sat = [p for p in pts if any((x or 0) >= 85 for x in p["standin_cpu_pct"])]
+        if sat:
+            L.append("**The stand-in saturates** at %s in flight (a stand-in process at ≥ 85 %% "
+                     "of a core): there the ratio measures the Python stand-in on a shared "
+                     "2-core machine as much as the worker." %
+                     ", ".join(str(p["inflight"]) for p in sat))
+            L.append("")
+        bad = [p for p in pts if p["failed"] or p["timed_out"]]
+        for p in bad:
+            L.append("- %d in flight: %d failed%s; first error: `%s`" % (
+                p["inflight"], p["failed"], ", timed out" if p["timed_out"] else "",
+                p["first_error"]))
+        if bad:
+            L.append("")
+        by = {p["inflight"]: p for p in pts}
+        p = by.get(256)
+        if p and p["ratio"] is not None:
+            tg.add("worker ÷ ideal at 256 in flight", "%.2f (%.0f of %.0f jobs/s)" % (
+                p["ratio"], p["jobs_per_s"], p["ideal_per_s"]), "≥ 0.90", p["ratio"] >= 0.90,
+                "(stand-in saturated)" if p in sat else "")
+        else:
+            tg.add("worker ÷ ideal at 256 in flight", "–", "≥ 0.90", None)
+        cpus = [p["cpu_ms_per_job"] for p in pts if p["cpu_ms_per_job"] is not None]
+        if cpus:
+            worst = max(pts, key=lambda p: p["cpu_ms_per_job"] or 0)
+            tg.add("worker CPU per job (worst point)", "%.3f ms (at %d)" % (
+                worst["cpu_ms_per_job"], worst["inflight"]), "≤ 0.2 ms",
+                worst["cpu_ms_per_job"] <= 0.2)
+        p = by.get(1024)
+        if p and p["peak_rss_kb"]:
+            tg.add("worker peak RSS at 1024 in flight", "%.1f MB" % (p["peak_rss_kb"] / 1024.0),
+                   "≤ 64 MB", p["peak_rss_kb"] <= 64 * 1024)
+        else:
+            tg.add("worker peak RSS at 1024 in flight", "–", "≤ 64 MB", None)
+        plot(bench, raw, pts)
+
+    # ---------------------------------------------------------------- profile
+    ppath = os.path.join(raw, "profile.json")
+    L.append("## Profile: instructions per request (callgrind)")
+    L.append("")
+    if os.path.exists(ppath):
+        prof = json.load(open(ppath))
+        base = None
+        bpath = os.path.join(bench, "profile-baseline.json")
+        if os.path.exists(bpath):
+            base = json.load(open(bpath))
+        L.append("`bench/profile`: nginx (1 worker, `master_process off`) under `valgrind "
+                 "--tool=callgrind --toggle-collect=ngx_process_events_and_timers`, %d requests "
+                 "per endpoint over one keep-alive connection (curl); instructions counted "
+                 "inside the event loop only (startup excluded) ÷ requests. `perf stat -e "
+                 "instructions` is %s on this VM." % (prof["n"], prof.get("perf", "?")))
+        L.append("")
+        L.append("| endpoint | target | instructions/request | baseline (%s) |" %
+                 (base.get("label", "before") if base else "none recorded"))
+        L.append("|---|---|---|---|")
+        for ep in ("chat", "status"):
+            for t in ("module", "ceiling", "lua"):
+                v = prof.get("ir_per_req", {}).get(ep, {}).get(t)
+                if v is None:
+                    continue
+                b = base.get("ir_per_req", {}).get(ep, {}).get(t) if base else None
+                L.append("| %s | %s | %s | %s |" % (ep, TARGET_NAMES[t], f(v), f(b)))
+        L.append("")
+        for ep in ("chat", "status"):
+            fn = prof.get("functions", {}).get(ep)
+            if fn:
+                L.append("Top functions, `%s`, module (inclusive instructions per request):" % ep)
+                L.append("")
+                L.append("| function | Ir/req (incl.) |")
+                L.append("|---|---|")
+                for name, v in fn[:15]:
+                    L.append("| `%s` | %.0f |" % (name, v))
+                L.append("")
+    else:
+        L.append("Not run (BENCH_PROFILE=0, or no module).")
+        L.append("")
+
+    # ---------------------------------------------------------------- targets
+    # Read first: the verdicts, right under the machine table.
+    L[targets_at:targets_at] = ["## Targets", "", tg.md(), ""]
+    out = "\n".join(L)
+    with open(os.path.join(bench, "RESULTS.md"), "w") as fh:
+        fh.write(out)
+    with open(os.path.join(raw, "summary.json"), "w") as fh:
+        json.dump({"module": summary, "rss": rss_series,
+                   "targets": [{"name": n, "measured": v, "goal": g, "met": ok}
+                               for n, v, g, ok, _ in tg.rows]}, fh, indent=1)
+
+
+def plot(bench, raw, pts):
+    script = os.path.join(bench, "worker-throughput.gp")
+    try:
+        subprocess.run(["gnuplot", "-e", "datafile='%s'; outfile='%s'" % (
+            os.path.join(raw, "worker.csv"), os.path.join(bench, "worker-throughput.png")),
+            script], check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.stderr.write("report: gnuplot failed: %s\n" % e)
+
+
+if __name__ == "__main__":
+    main()

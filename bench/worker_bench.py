@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Worker throughput benchmark driver (bench/run starts redis-server and the stand-ins and
+passes their ports): for each jobs-in-flight point it enqueues jobs straight into Valkey with
+the module's data model, starts ragq-worker with RAGQ_CONCURRENCY=point, waits until the queue
+stream is empty, then reads first started_at / last ended_at from the job hashes and the worker's
+CPU time and peak RSS from wait4()'s rusage. Writes one JSON document with every point.
+
+Usage: worker_bench.py --redis PORT --chat-url URL --embed-url URL --qdrant-url URL
+                       --worker BIN --points 1,64,256,1024 --out FILE
+                       [--standin-pids PID,PID] [--call-ms 100] [--rounds 8] [--max-jobs 4096]
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+QUESTIONS = [
+    "what is the refund policy for annual plans",
+    "how do I rotate an API key",
+    "which regions store customer data",
+    "how long are backups kept",
+    "can I export my invoices as CSV",
+    "what happens when a payment fails",
+    "how do I invite a teammate",
+    "is single sign-on supported",
+]
+
+DOCS = [
+    "Annual plans can be refunded within 30 days of purchase; after that the unused months "
+    "are credited to the account.",
+    "API keys are rotated from the settings page; the old key keeps working for 24 hours.",
+    "Customer data is stored in the EU (Frankfurt) or the US (Virginia), chosen at signup.",
+    "Backups are taken every night and kept for 35 days, then deleted.",
+    "Invoices can be exported as CSV or PDF from the billing page.",
+    "When a payment fails we retry three times over a week and email the account owner.",
+    "Teammates are invited from the members page by email address.",
+    "Single sign-on with SAML and OIDC is available on the business plan.",
+]
+
+
+class Resp:
+    """Just enough RESP2 for pipelined commands; replies come back as Python values."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.buf = b""
+
+    @staticmethod
+    def encode(*args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            b = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        return b"".join(out)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.s.recv(1 << 20)
+            if not chunk:
+                raise IOError("valkey closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.s.recv(1 << 20)
+            if not chunk:
+                raise IOError("valkey closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def reply(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            return RuntimeError(rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode()
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise IOError("bad RESP reply %r" % line)
+
+    def pipeline(self, cmds, batch=2000):
+        out = []
+        for i in range(0, len(cmds), batch):
+            part = cmds[i:i + batch]
+            self.s.sendall(b"".join(self.encode(*c) for c in part))
+            out.extend(self.reply() for _ in part)
+        return out
+
+    def call(self, *args):
+        return self.pipeline([args])[0]
+
+
+def ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def vm(pid, key):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def redis_cpu(r):
+    info = r.call("INFO", "cpu")
+    vals = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
+    return float(vals["used_cpu_sys"]) + float(vals["used_cpu_user"])
+
+
+def enqueue(r, prefix, n):
+    ids = [os.urandom(16).hex() for _ in range(n)]
+    now = int(time.time() * 1000)
+    cmds = []
+    for i, jid in enumerate(ids):
+        cmds += [("MULTI",),
+                 ("HSET", "%s:job:%s" % (prefix, jid), "status", "queued",
+                  "query", QUESTIONS[i % len(QUESTIONS)], "top_k", "5", "collection", "",
+                  "tenant", "", "created_at", now, "attempts", "0"),
+                 ("XADD", prefix + ":jobs", "*", "job", jid),
+                 ("EXEC",)]
+    for rep in r.pipeline(cmds):
+        if isinstance(rep, RuntimeError):
+            raise rep
+    return ids
+
+
+def run_point(a, r, inflight):
+    hz = os.sysconf("SC_CLK_TCK")
+    njobs = min(a.max_jobs, max(10, inflight * a.rounds))
+    r.call("FLUSHALL")
+    ids = enqueue(r, a.prefix, njobs)
+    standins = [int(p) for p in a.standin_pids.split(",") if p]
+    st0 = [ticks(p) for p in standins]
+    rc0 = redis_cpu(r)
+    env = dict(os.environ,
+               RAGQ_VALKEY_URL="redis://127.0.0.1:%d" % a.redis,
+               RAGQ_PREFIX=a.prefix,
+               OPENAI_BASE_URL=a.chat_url, OPENAI_API_KEY="bench",
+               RAGQ_EMBED_BASE_URL=a.embed_url, RAGQ_EMBED_API_KEY="bench",
+               QDRANT_URL=a.qdrant_url, RAGQ_COLLECTION="documents",
+               RAGQ_CONCURRENCY=str(inflight), RAGQ_RESULT_TTL="1h",
+               RAGQ_LOG_LEVEL="1", RAGQ_SHUTDOWN_GRACE="5s")
+    log = open(os.path.join(a.tmp, "worker-%d.log" % inflight), "wb")
+    t_start = time.time()
+    p = subprocess.Popen([a.worker], env=env, stdout=log, stderr=subprocess.STDOUT)
+    ideal = min(inflight, njobs) / (3 * a.call_ms / 1000.0)
+    deadline = t_start + max(30.0, 4 * njobs / ideal)
+    hwm = None
+    timed_out = False
+    try:
+        while True:
+            time.sleep(0.05)
+            if p.poll() is not None:
+                break
+            hwm = vm(p.pid, "VmHWM") or hwm
+            if r.call("XLEN", a.prefix + ":jobs") == 0:
+                break
+            if time.time() > deadline:
+                timed_out = True
+                break
+        hwm = vm(p.pid, "VmHWM") or hwm
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        except ChildProcessError:
+            status, ru = p.returncode, None
+        log.close()
+    st1 = [ticks(pid) for pid in standins]
+    rc1 = redis_cpu(r)
+
+    rows = r.pipeline([("HMGET", "%s:job:%s" % (a.prefix, j), "status", "started_at",
+                        "ended_at", "error") for j in ids])
+    finished = sum(1 for x in rows if x[0] == "finished")
+    failed = [x for x in rows if x[0] == "failed"]
+    starts = [int(x[1]) for x in rows if x[1]]
+    ends = [int(x[2]) for x in rows if x[2] and x[0] in ("finished", "failed")]
+    span = (max(ends) - min(starts)) / 1000.0 if starts and ends else None
+    done = finished + len(failed)
+    cpu_s = (ru.ru_utime + ru.ru_stime) if ru else None
+    out = {
+        "inflight": inflight, "jobs": njobs, "finished": finished, "failed": len(failed),
+        "first_error": failed[0][3] if failed else None,
+        "timed_out": timed_out, "worker_exit": status,
+        "span_s": span,
+        "jobs_per_s": done / span if span else None,
+        "ideal_per_s": ideal,
+        "ratio": (done / span) / ideal if span else None,
+        "worker_cpu_s": cpu_s,
+        "cpu_ms_per_job": cpu_s * 1000.0 / done if cpu_s is not None and done else None,
+        "peak_rss_kb": max(filter(None, [hwm, ru.ru_maxrss if ru else None]), default=None),
+        "standin_cpu_pct": [100.0 * (b - a_) / hz / span if span else None
+                            for a_, b in zip(st0, st1)],
+        "redis_cpu_ms_per_job": (rc1 - rc0) * 1000.0 / done if done else None,
+        "wall_s": time.time() - t_start,
+    }
+    sys.stderr.write("worker point %s\n" % json.dumps(out))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--redis", type=int, required=True)
+    ap.add_argument("--chat-url", required=True)
+    ap.add_argument("--embed-url", required=True)
+    ap.add_argument("--qdrant-url", required=True)
+    ap.add_argument("--worker", required=True)
+    ap.add_argument("--points", default="1,64,256,1024")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tmp", default="/tmp")
+    ap.add_argument("--prefix", default="ragq")
+    ap.add_argument("--standin-pids", default="")
+    ap.add_argument("--call-ms", type=float, default=100.0)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--max-jobs", type=int, default=4096)
+    a = ap.parse_args()
+    r = Resp(a.redis)
+    points = [run_point(a, r, int(x)) for x in a.points.split(",")]
+    with open(a.out, "w") as f:
+        json.dump({"call_ms": a.call_ms, "points": points}, f, indent=1)
+
+
+def write_data(path):
+    with open(path, "w") as f:
+        json.dump({"collection": "documents",
+                   "points": [{"id": i + 1, "payload": {"page_content": d,
+                                                        "metadata": {"source": "doc%d.md" % i}}}
+                              for i, d in enumerate(DOCS)]}, f)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-data":
+        write_data(sys.argv[2])
+    else:
+        main()
