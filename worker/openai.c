@@ -418,7 +418,7 @@ ragq_openai_chat_body(const char *model, const char *question,
                       unsigned max_tokens)
 {
     ragq_jbuf_t b, u;
-    char        num[24];
+    char        num[32];
     size_t      total = 64;
     char       *user;
 
