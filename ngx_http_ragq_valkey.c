@@ -416,13 +416,14 @@ ngx_http_ragq_vk_on_disconnect(const redisAsyncContext *ac, int status)
 {
     ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
 
-    if (vk->exiting) {
+    /* no error set: we closed it ourselves and said why already */
+    if (vk->exiting || ac->err == 0) {
         return;
     }
 
+    vk->failures++;
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "ragq: valkey connection lost: %s",
-                  ac->errstr ? ac->errstr : "closed");
+                  "ragq: valkey connection lost: %s", ac->errstr);
 }
 
 
