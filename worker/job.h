@@ -53,10 +53,9 @@ struct ragq_job_s {
     long     attempts;
 
     /* queue bookkeeping */
-    ragq_job_t  *prev, *next;
-    int          state;
-    ragq_timer_t qtimer;
-    uint64_t     claimed_at;
+    ragq_job_t *prev, *next;
+    int         state;
+    uint64_t    claimed_at;
 
     /* outcome */
     ragq_job_outcome_t    outcome;

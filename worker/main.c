@@ -88,6 +88,7 @@ main(int argc, char **argv)
     ragq_http_free(http);
     ragq_loop_free(loop);
     ragq_valkey_addr_free(&addr);
+    free(cfg.paths); /* the worker takes no positional arguments */
     if (rc == 0) {
         ragq_log(RAGQ_LOG_INFO, "stopped");
     }

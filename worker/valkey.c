@@ -634,7 +634,6 @@ job_unlink_free(ragq_queue_t *q, ragq_job_t *job)
         job->next->prev = job->prev;
     }
     q->njobs--;
-    ragq_timer_stop(q->loop, &job->qtimer);
     ragq_job_free(job);
 }
 
