@@ -320,9 +320,11 @@ data_write(const char *tmp, const char *path, const coll_data_t *d, char *msg,
         goto fail;
     }
     free(vb);
+    vb = NULL;
     if (close(fd) != 0) {
-        fd = -1;
-        goto fail;
+        snprintf(msg, msglen, "cannot write %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
     }
     if (rename(tmp, path) != 0) {
         snprintf(msg, msglen, "cannot rename %s to %s: %s", tmp, path,
@@ -336,6 +338,7 @@ fail:
     snprintf(msg, msglen, "cannot write %s: %s", tmp,
              vb ? strerror(errno) : "out of memory");
     free(vb);
+    vb = NULL;
     if (fd >= 0) {
         close(fd);
     }
