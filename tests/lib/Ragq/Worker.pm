@@ -1,0 +1,202 @@
+# Ragq::Worker: starts and stops ragq-worker processes for tests (binary from
+# $ENV{RAGQ_BUILD}, default build/), each with its own environment and its
+# stderr captured to a file; waits for log lines; enqueues jobs directly into
+# Valkey the way the module does, and reads them back.
+package Ragq::Worker;
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use File::Temp qw(tempfile);
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(time sleep);
+use Ragq::Valkey ();
+
+my %LIVE;
+
+sub binary {
+    my $build = $ENV{RAGQ_BUILD} || 'build';
+    return "$build/ragq-worker";
+}
+
+# Variables a worker would otherwise inherit from the developer's shell.
+my @SCRUB = qw(OPENAI_BASE_URL OPENAI_API_KEY QDRANT_URL QDRANT_API_KEY);
+
+# start(ENV => {...}, args => [...]): env values override; RAGQ_VALKEY_URL
+# defaults to the suite's redis-server.
+sub start {
+    my ($class, %o) = @_;
+    my %env = (
+        RAGQ_VALKEY_URL => 'redis://127.0.0.1:' . Ragq::Valkey::port(),
+        %{ $o{env} || {} },
+    );
+    my ($fh, $logfile) = tempfile('ragq-worker-XXXXXX', TMPDIR => 1, UNLINK => 1);
+    my $bin = $o{binary} || binary();
+    croak "Ragq::Worker: $bin is not built" unless -x $bin;
+    my $pid = fork();
+    croak "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        delete @ENV{ grep { /^RAGQ_/ && !/^RAGQ_(BUILD|ROOT|SAN_DIR)$/ } keys %ENV };
+        delete @ENV{@SCRUB};
+        $ENV{$_} = $env{$_} for keys %env;
+        open STDERR, '>&', $fh or POSIX::_exit(127);
+        open STDOUT, '>&', $fh or POSIX::_exit(127);
+        open STDIN, '<', '/dev/null';
+        exec $bin, @{ $o{args} || [] } or POSIX::_exit(127);
+    }
+    my $self = bless { pid => $pid, logfile => $logfile, logfh => $fh }, $class;
+    $LIVE{$pid} = 1;
+    return $self;
+}
+
+sub pid { $_[0]{pid} }
+
+sub log {
+    my ($self) = @_;
+    open my $f, '<', $self->{logfile} or return '';
+    local $/;
+    my $s = <$f>;
+    return $s // '';
+}
+
+# Waits until the log matches re (or the process exits); returns the match.
+sub wait_log {
+    my ($self, $re, $timeout) = @_;
+    my $deadline = time + ($timeout // 10);
+    while (time < $deadline) {
+        my $log = $self->log;
+        return $1 // $& if $log =~ $re;
+        last if !$self->alive;
+        sleep 0.05;
+    }
+    my $log = $self->log;
+    return $1 // $& if $log =~ $re;
+    return undef;
+}
+
+sub ready { $_[0]->wait_log(qr/info: ready: .*/, $_[1] // 10) }
+
+sub alive {
+    my ($self) = @_;
+    return 0 unless $self->{pid};
+    return 1 if !defined $self->{status} && waitpid($self->{pid}, WNOHANG) == 0;
+    $self->{status} //= $?;
+    return 0;
+}
+
+sub signal {
+    my ($self, $sig) = @_;
+    kill $sig, $self->{pid} if $self->alive;
+}
+
+# Exit status (as $?) once the process ended within timeout, else undef.
+sub wait_exit {
+    my ($self, $timeout) = @_;
+    my $deadline = time + ($timeout // 10);
+    while ($self->alive) {
+        return undef if time > $deadline;
+        sleep 0.02;
+    }
+    delete $LIVE{ $self->{pid} };
+    return $self->{status};
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid};
+    if ($self->alive) {
+        kill 'TERM', $self->{pid};
+        if (!defined $self->wait_exit(10)) {
+            kill 'KILL', $self->{pid};
+            $self->wait_exit(5);
+        }
+    }
+    delete $LIVE{ $self->{pid} };
+    return $self->{status};
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $!, $@);
+    if ($self->{pid} && $self->alive) {
+        kill 'KILL', $self->{pid};
+        waitpid($self->{pid}, 0);
+    }
+}
+
+END {
+    local $?;
+    for my $pid (keys %LIVE) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+}
+
+# ---- jobs in Valkey, the module's way ---------------------------------
+
+my $SEQ = 0;
+
+sub new_id {
+    return sprintf('%08x%08x%08x%08x', $$, int(time) & 0xffffffff, ++$SEQ,
+                   int(rand(0xffffffff)));
+}
+
+my $ENQUEUE = "redis.call('HSET', KEYS[1], unpack(ARGV)); "
+  . "return redis.call('XADD', KEYS[2], '*', 'job', KEYS[3])";
+
+# enqueue(prefix => P, query => Q, top_k => K, collection => C, attempts => N)
+sub enqueue {
+    my (%o) = @_;
+    my $p = $o{prefix} // 'ragq';
+    my $id = $o{id} // new_id();
+    my $ms = int(time * 1000);
+    Ragq::Valkey::cmd('EVAL', $ENQUEUE, 3, "$p:job:$id", "$p:jobs", $id,
+        status => 'queued', query => $o{query} // 'What is the capital of France?',
+        top_k => $o{top_k} // 3, collection => $o{collection} // '',
+        tenant => '', created_at => $ms, attempts => $o{attempts} // 0);
+    return $id;
+}
+
+# The job hash as a Perl hash (values must not contain newlines).
+sub job {
+    my ($prefix, $id) = @_;
+    my @kv = Ragq::Valkey::cmd_list('HGETALL', "$prefix:job:$id");
+    my %h;
+    while (@kv) {
+        my $k = shift @kv;
+        my $v = shift @kv;
+        $h{$k} = $v // '';
+    }
+    return \%h;
+}
+
+sub field {
+    my ($prefix, $id, $f) = @_;
+    return Ragq::Valkey::cmd('HGET', "$prefix:job:$id", $f);
+}
+
+# Waits until every id has a final status; returns the number that did.
+sub wait_final {
+    my ($prefix, $ids, $timeout) = @_;
+    my $deadline = time + ($timeout // 20);
+    my @left = @$ids;
+    while (@left && time < $deadline) {
+        @left = grep { (field($prefix, $_, 'status') // '') !~ /^(finished|failed)$/ } @left;
+        sleep 0.05 if @left;
+    }
+    return @$ids - @left;
+}
+
+sub wait_status {
+    my ($prefix, $id, $status, $timeout) = @_;
+    my $deadline = time + ($timeout // 20);
+    while (time < $deadline) {
+        my $s = field($prefix, $id, 'status') // '';
+        return 1 if $s eq $status;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+1;
