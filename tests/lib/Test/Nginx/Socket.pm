@@ -1090,3 +1090,40 @@ END {
 }
 
 1;
+__END__
+
+=head1 NAME
+
+Test::Nginx::Socket - ragq's in-repo runner of Test::Nginx's block format
+
+=head1 WHERE IT DIFFERS FROM openresty/test-nginx
+
+=over
+
+=item * nginx listens on C<127.0.0.1:$TEST_NGINX_SERVER_PORT> (project rule:
+loopback only), not on all addresses.
+
+=item * A block whose nginx fails to start (bad config) fails that block
+(C<fail> plus nginx's output) instead of retrying for 30 s and bailing out;
+only "Address already in use" is retried. A failing C<--- init> also just
+fails the block.
+
+=item * C<--- must_die> blocks emit only their C<error_log>/C<no_error_log>
+assertions (matched against nginx's stderr and error.log), or one failure
+when nginx starts.
+
+=item * A C<--- request> given as packets needs the request line in the first
+packet; its body is not trimmed.
+
+=item * C<shutdown_error_log>/C<no_shutdown_error_log> look at the error.log
+lines written since the block's last log check (i.e. the shutdown).
+
+=item * Unknown sections bail out (no silent passes). Not implemented:
+http09, curl, stap, udp_*, tcp_query_auto_timeout, skip_nginx, valgrind, HUP
+reloads, leak checks.
+
+=item * Files share one servroot and port: run them serially (no prove -j).
+
+=back
+
+=cut
