@@ -540,10 +540,36 @@ block_marker(const char *l, size_t len, int *heading)
 static int
 split_source(sentences_t *ss, const char *text, size_t src)
 {
-    size_t len = strlen(text), pos = 0, ulen = 0;
-    char  *unit = malloc(len + 1);
+    size_t len = strlen(text), pos = 0, ulen = 0, before = ss->n, end;
+    char  *unit;
     int    rc = 0;
 
+    /*
+     * Overlapping chunks may start or end inside a sentence: a chunk that
+     * starts with a lower-case word starts with the tail of a sentence, and
+     * one that ends without a full stop ends with the head of one.  Such
+     * pieces would be misleading quotes, so they are left out.
+     */
+    while (pos < len && isspace((unsigned char) text[pos])) {
+        pos++;
+    }
+    if (pos < len && islower((unsigned char) text[pos])) {
+        while (pos < len &&
+               !((text[pos] == '.' || text[pos] == '!' || text[pos] == '?') &&
+                 (pos + 1 == len || isspace((unsigned char) text[pos + 1])))) {
+            pos++;
+        }
+        pos++;
+        if (pos >= len) {
+            return 0;
+        }
+    }
+    end = len;
+    while (end > pos && isspace((unsigned char) text[end - 1])) {
+        end--;
+    }
+
+    unit = malloc(len + 1);
     if (unit == NULL) {
         return -1;
     }
@@ -570,8 +596,7 @@ split_source(sentences_t *ss, const char *text, size_t src)
             l += m;
             llen -= m;
             if (heading) {
-                rc = rc ? rc : sentence_add(ss, l, llen, src);
-                goto next;
+                goto next; /* titles are not statements */
             }
         }
         if (ulen > 0) {
@@ -586,6 +611,12 @@ split_source(sentences_t *ss, const char *text, size_t src)
         rc = split_sentences(ss, unit, ulen, src);
     }
     free(unit);
+    if (rc == 0 && ss->n > before && end > 0 &&
+        strchr(".!?:)\"'`", text[end - 1]) == NULL) {
+        ss->n--;
+        free(ss->s[ss->n].text);
+        words_free(&ss->s[ss->n].words);
+    }
     return rc;
 }
 

@@ -339,6 +339,17 @@ START_TEST(test_extractive)
     ck_assert_ptr_null(strstr(a, "["));
     free(a);
 
+    /* pieces of sentences cut by chunking are not quoted */
+    {
+        ragq_source_t cut[1] = {
+            {"c", 0.9, "cut.md",
+             "workers claim jobs in the tail of a sentence. Workers claim jobs "
+             "from the stream. Workers claim jobs and then the chunk"}};
+        a = ragq_extractive_answer("how do workers claim jobs", cut, 1);
+        ck_assert_str_eq(a, "Workers claim jobs from the stream [1].");
+        free(a);
+    }
+
     a = ragq_extractive_answer("anything", NULL, 0);
     ck_assert_ptr_nonnull(strstr(a, "No documents"));
     free(a);
