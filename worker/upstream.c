@@ -235,6 +235,87 @@ ragq_jbuf_string(ragq_jbuf_t *b, const char *s, size_t n)
     ragq_jbuf_add(b, "\"", 1);
 }
 
+static const double pow10_tab[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/*
+ * "%.*g" for the values that need no exponent (10^-4 <= |v| < 10^prec),
+ * without snprintf: a query vector has thousands of them and snprintf's
+ * exact conversion costs ~250 ns each.  The digits come from one rounding
+ * of v * 10^k (10^k exact); values that land too near a rounding tie for
+ * that to be certain are left to snprintf, so the output is printf's
+ * byte for byte (tests/unit compares millions of values).  Returns the
+ * length written, 0 when v is outside that range (the caller falls back).
+ */
+static int
+fast_g(char *out, double v, int prec)
+{
+    double    a = fabs(v), scaled;
+    int       e, k, n = 0, point, last;
+    long long m;
+    char      d[16];
+
+    if (prec < 1 || prec > 15 || !(a >= 1e-4) || a >= pow10_tab[prec]) {
+        return 0;
+    }
+    e = (int) floor(log10(a));
+    for (int tries = 0; tries < 2; tries++) {
+        k = prec - 1 - e;
+        if (k < 0 || k > 22) {
+            return 0;
+        }
+        scaled = a * pow10_tab[k];
+        if (fabs(scaled - floor(scaled) - 0.5) <= scaled * 0x1p-48) {
+            return 0; /* too close to a tie to decide without exactness */
+        }
+        m = llrint(scaled);
+        if (m >= (long long) pow10_tab[prec]) {
+            e++; /* log10 was low, or rounding carried into a new digit */
+            continue;
+        }
+        if (m < (long long) pow10_tab[prec - 1]) {
+            e--;
+            continue;
+        }
+        break;
+    }
+    if (m >= (long long) pow10_tab[prec] ||
+        m < (long long) pow10_tab[prec - 1] || e < -4 || e >= prec) {
+        return 0;
+    }
+    for (int i = prec - 1; i >= 0; i--) {
+        d[i] = (char) ('0' + m % 10);
+        m /= 10;
+    }
+    last = prec - 1; /* %g drops trailing zeros of the fraction */
+    point = e + 1;   /* digits before the decimal point */
+    while (last >= point && last > 0 && d[last] == '0') {
+        last--;
+    }
+    if (v < 0) {
+        out[n++] = '-';
+    }
+    if (point <= 0) {
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int i = 0; i < -point; i++) {
+            out[n++] = '0';
+        }
+        for (int i = 0; i <= last; i++) {
+            out[n++] = d[i];
+        }
+    } else {
+        for (int i = 0; i <= last || i < point; i++) {
+            if (i == point) {
+                out[n++] = '.';
+            }
+            out[n++] = d[i];
+        }
+    }
+    return n;
+}
+
 void
 ragq_jbuf_number(ragq_jbuf_t *b, double v, int prec)
 {
@@ -243,6 +324,11 @@ ragq_jbuf_number(ragq_jbuf_t *b, double v, int prec)
 
     if (!isfinite(v)) {
         ragq_jbuf_add(b, "null", 4);
+        return;
+    }
+    n = fast_g(tmp, v, prec);
+    if (n > 0) {
+        ragq_jbuf_add(b, tmp, (size_t) n);
         return;
     }
     n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);

@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -687,12 +688,64 @@ START_TEST(jbuf_large_and_dup)
 }
 END_TEST
 
+START_TEST(jbuf_number_matches_printf)
+{
+    /* The fast float path must print exactly what "%.*g" prints: random
+     * float bit patterns, embedding-like values, dyadic values full of
+     * rounding ties, and decimal values near ties. */
+    unsigned long long x = 88172645463325252ULL;
+    char               ref[64];
+    ragq_jbuf_t        b;
+    long               bad = 0;
+
+    for (long i = 0; i < 200000; i++) {
+        double   v;
+        unsigned u;
+        float    f;
+        int      prec = i % 5 == 0 ? 6 : 7;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        switch (i % 4) {
+        case 0:
+            u = (unsigned) x;
+            memcpy(&f, &u, sizeof(f));
+            v = f;
+            break;
+        case 1:
+            v = (float) (((double) (x % 2000001) - 1000000) / 1000000.0);
+            break;
+        case 2:
+            v = (double) (x % 100000000) / (double) (1ULL << ((x >> 40) % 30));
+            break;
+        default:
+            v = (double) (x % 20000001) / pow(10, (double) ((x >> 40) % 12));
+            break;
+        }
+        if (!isfinite(v)) {
+            continue;
+        }
+        ragq_jbuf_init(&b, 0);
+        ragq_jbuf_number(&b, v, prec);
+        char *got = ragq_jbuf_finish(&b);
+        snprintf(ref, sizeof(ref), "%.*g", prec, v);
+        if (strcmp(got, ref) != 0 && bad++ < 5) {
+            fprintf(stderr, "%.17g: %s, printf %s\n", v, got, ref);
+        }
+        free(got);
+    }
+    ck_assert_int_eq(bad, 0);
+}
+END_TEST
+
 Suite *
 ragq_suite_upstream(void)
 {
     Suite *s = suite_create("upstream");
     TCase *tc = tcase_create("upstream");
 
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, sources_json_fields);
     tcase_add_test(tc, sources_json_empty_and_null);
     tcase_add_test(tc, sources_json_excerpt_utf8_boundary);
@@ -713,6 +766,7 @@ ragq_suite_upstream(void)
     tcase_add_test(tc, url_escape);
     tcase_add_test(tc, json_parse_whole_text);
     tcase_add_test(tc, jbuf_large_and_dup);
+    tcase_add_test(tc, jbuf_number_matches_printf);
     suite_add_tcase(s, tc);
     return s;
 }
