@@ -12,7 +12,7 @@ master_on();
 workers(2);
 env_to_nginx('RAGQ_RUNNER_TEST_ENV');
 no_shuffle();
-plan tests => 19;
+plan tests => 21;
 run_tests();
 
 __DATA__
@@ -108,3 +108,20 @@ location = /conf { alias $TEST_NGINX_SERVER_ROOT/conf/nginx.conf; default_type t
 GET /conf
 --- response_body_like
 env RAGQ_RUNNER_TEST_ENV;
+
+
+
+=== TEST 7: mock reply in packets (second one delayed); tcp_no_close
+--- config
+location = /pk {
+    proxy_set_header Host mock;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+}
+--- tcp_listen: $TEST_NGINX_RAND_PORT_2
+--- tcp_no_close
+--- tcp_reply eval
+["HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nab", {value => "cd\n\n", delay_before => 0.1}]
+--- request
+GET /pk
+--- response_body eval
+"abcd\n\n"
