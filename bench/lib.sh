@@ -161,3 +161,18 @@ nginx_workers_rss_kb() {
 proc_cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
+
+# Other people rebuild build/ while benchmarks run; a .so rewritten under a
+# running nginx crashes it.  Load private copies instead.
+snapshot_binaries() {
+    local dir=$1
+    mkdir -p "$dir"
+    if [ -f "$MODULE_SO" ]; then
+        cp "$MODULE_SO" "$dir/ngx_http_ragq_module.so"
+        MODULE_SO=$dir/ngx_http_ragq_module.so
+    fi
+    if [ -x "$WORKER_BIN" ]; then
+        cp "$WORKER_BIN" "$dir/ragq-worker"
+        WORKER_BIN=$dir/ragq-worker
+    fi
+}

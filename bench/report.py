@@ -138,12 +138,16 @@ def main():
                      ("wrk", "wrk"), ("lua_module", "libnginx-mod-http-lua"),
                      ("lua_redis", "lua-nginx-redis (lua-resty-redis)"),
                      ("lua_cjson", "lua-cjson"), ("uvloop", "stand-in uvloop"),
-                     ("git", "git commit"), ("total_seconds", "bench wall time (s)")):
+                     ("git", "git commit"), ("loadavg_start", "load average at start"),
+                     ("loadavg_end", "load average at end"),
+                     ("total_seconds", "bench wall time (s)")):
         L.append("| %s | %s |" % (label, env.get(k, "?")))
     L.append("")
     L.append("Everything runs on the same %s-core machine: wrk, nginx, redis-server, the "
              "stand-ins and the worker compete for the same CPUs, so absolute numbers are "
-             "lower than on a dedicated load generator; the ratios are what to read." %
+             "lower than on a dedicated load generator; the ratios are what to read. Other work on "
+             "the machine during the run (see the load averages) adds noise to every number; "
+             "the instruction counts of the profile section do not depend on it." %
              env.get("nproc", "?"))
     L.append("")
 
@@ -289,8 +293,9 @@ def main():
                  "`XADD ragq:jobs * job ID` / `EXEC`, the module's data model) before "
                  "`build/ragq-worker` starts with `RAGQ_CONCURRENCY` = jobs in flight; "
                  "throughput = jobs ÷ (last `ended_at` − first `started_at`) from the job "
-                 "hashes. A job is embed + retrieve + generate = 3 calls of %g ms, so "
-                 "ideal = in flight ÷ %g s. CPU = the worker's rusage (user + sys) ÷ jobs; "
+                 "hashes; job ms = `ended_at` − `started_at` per job (300 ms when nothing queues). A job is embed + retrieve + generate = 3 calls of %g ms, so "
+                 "ideal = in flight ÷ %g s. CPU = the worker's CPU time (all threads, "
+                 "`/proc/PID/task/*/schedstat`) from after its start-up to the end ÷ jobs; "
                  "peak RSS = its VmHWM. Stand-ins: %s Python process(es) "
                  "(`tests/standins/standin.py --latency-ms 100`), chat on the first, "
                  "embeddings + Qdrant on the last. Driver: `bench/worker_bench.py`." %
@@ -298,9 +303,9 @@ def main():
         L.append("")
         L.append("![worker throughput](worker-throughput.png)")
         L.append("")
-        L.append("| in flight | jobs | finished | failed | jobs/s | ideal | ratio | CPU ms/job "
-                 "| peak RSS MB | stand-in CPU % | Valkey CPU ms/job |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| in flight | jobs | finished | failed | jobs/s | ideal | ratio | job ms p50 / p99 "
+                 "| CPU ms/job | peak RSS MB | stand-in CPU % | Valkey CPU ms/job |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         with open(os.path.join(raw, "worker.csv"), "w") as fh:
             fh.write("inflight,jobs_per_s,ideal_per_s,ratio,cpu_ms_per_job,peak_rss_kb\n")
             for p in pts:
@@ -308,9 +313,10 @@ def main():
                                                   p["ideal_per_s"], p["ratio"],
                                                   p["cpu_ms_per_job"], p["peak_rss_kb"]))
         for p in pts:
-            L.append("| %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+            L.append("| %d | %d | %d | %d | %s | %s | %s | %s / %s | %s | %s | %s | %s |" % (
                 p["inflight"], p["jobs"], p["finished"], p["failed"], f(p["jobs_per_s"], "%.1f"),
                 f(p["ideal_per_s"], "%.1f"), f(p["ratio"], "%.2f"),
+                f(p.get("job_ms_p50")), f(p.get("job_ms_p99")),
                 f(p["cpu_ms_per_job"], "%.3f"),
                 f(p["peak_rss_kb"] / 1024.0 if p["peak_rss_kb"] else None, "%.1f"),
                 " + ".join(f(x, "%.0f") for x in p["standin_cpu_pct"]),
@@ -387,6 +393,16 @@ def main():
                 L.append("| function | Ir/req (incl.) |")
                 L.append("|---|---|")
                 for name, v in fn[:15]:
+                    L.append("| `%s` | %.0f |" % (name, v))
+                L.append("")
+            ex = prof.get("exclusive", {}).get(ep)
+            if ex:
+                L.append("Where the instructions are spent, `%s`, module (exclusive, whole "
+                         "process, per request):" % ep)
+                L.append("")
+                L.append("| function | Ir/req (self) |")
+                L.append("|---|---|")
+                for name, v in ex[:12]:
                     L.append("| `%s` | %.0f |" % (name, v))
                 L.append("")
     else:
