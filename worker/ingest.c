@@ -967,6 +967,10 @@ main(int argc, char **argv)
             ".markdown and .pdf files)");
     }
     if (strcmp(cfg->store, "local") == 0) {
+        /* vectors were appended to a growing array: point into it now */
+        for (i = 0; i < sink.npoints; i++) {
+            sink.points[i].vector = sink.vectors + i * sink.dim;
+        }
         if (ragq_local_store_upsert(cfg->store_path, cfg->collection,
                                     sink.points, sink.npoints, sink.dim, err,
                                     sizeof(err)) != 0) {
