@@ -1936,7 +1936,9 @@ ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
         return NGX_ERROR;
     }
 
-    body = ngx_pnalloc(r->pool, 128);
+    body = ngx_pnalloc(r->pool, sizeof("{\"status\":\"queued\",\"job_id\":\"\","
+                                       "\"status_url\":\"\"}\n") +
+                                    32 + sizeof("/job-status?job_id=") + 32);
     if (body == NULL) {
         return NGX_ERROR;
     }
