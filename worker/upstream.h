@@ -39,7 +39,8 @@ void ragq_sources_free(ragq_source_t *sources, size_t n);
 /*
  * The job hash's "sources" field: a JSON array of
  * {"id","score","source","text"}, text cut to excerpt_max bytes on a UTF-8
- * character boundary.  Returns a malloc'd string, NULL on allocation failure.
+ * character boundary (0: not cut), scores with 6 significant digits, invalid
+ * UTF-8 as U+FFFD.  Returns a malloc'd string, NULL on allocation failure.
  */
 char *ragq_sources_to_json(const ragq_source_t *sources, size_t n,
                            size_t excerpt_max);
