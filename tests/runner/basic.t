@@ -5,6 +5,13 @@ use Test::Nginx::Socket;
 
 repeat_each(2);
 plan tests => repeat_each() * (2 * blocks() + 6);
+
+# Blocks without a request get one (preprocessors run before each block).
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value('request', "GET /pre\n") unless defined $block->request;
+});
+
 run_tests();
 
 __DATA__
@@ -77,3 +84,11 @@ GET /sub/b.txt
 file B
 --- response_headers_like
 Content-Type: text/pl.*
+
+
+
+=== TEST 6: request supplied by a block preprocessor
+--- config
+location = /pre { return 200 "pre\n"; }
+--- response_body
+pre
