@@ -136,6 +136,9 @@ static const opt_t opts[] = {
 static const char *const groups[] = {"Queue",  "Backends", "Models",
                                      "Qdrant", "Ingest",   "Other"};
 
+/* The positional arguments of the last load (cfg->paths). */
+static char **last_paths;
+
 /* Where each value came from, for messages: an env name or a --flag. */
 static char set_by[NOPTS][64];
 
@@ -413,7 +416,9 @@ ragq_config_load(ragq_config_t *cfg, ragq_prog_t prog, int argc, char **argv)
         snprintf(set_by[i], sizeof(set_by[i]), "%s", opts[i].env);
     }
 
-    paths = calloc((size_t) argc + 1, sizeof(char *));
+    /* kept in a static so that loading again (tests) frees the last one */
+    free(last_paths);
+    last_paths = paths = calloc((size_t) argc + 1, sizeof(char *));
     if (paths == NULL) {
         fprintf(stderr, "%s: out of memory\n", pname);
         return -1;
@@ -442,11 +447,13 @@ ragq_config_load(ragq_config_t *cfg, ragq_prog_t prog, int argc, char **argv)
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             print_help(prog);
             free(paths);
+            last_paths = NULL;
             return 1;
         }
         if (strcmp(arg, "--version") == 0) {
             printf("%s %s\n", pname, RAGQ_VERSION);
             free(paths);
+            last_paths = NULL;
             return 1;
         }
         eq = strchr(arg, '=');
@@ -535,6 +542,7 @@ ragq_config_load(ragq_config_t *cfg, ragq_prog_t prog, int argc, char **argv)
 
 fail:
     free(paths);
+    last_paths = NULL;
     return -1;
 }
 
