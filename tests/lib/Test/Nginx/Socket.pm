@@ -680,7 +680,7 @@ sub parse_response () {
     $r{raw_headers} = substr($raw, 0, $i + $sep / 2);
     my $rest = substr($raw, $i + $sep);
     my $res = HTTP::Response->parse(substr($raw, 0, $i));
-    $r{code} = $res->code;
+    $r{code} = $res->code // '';
     $r{headers} = $res->headers;
     my $te = $res->header('Transfer-Encoding') // '';
     my $cl = $res->header('Content-Length');
@@ -1014,10 +1014,8 @@ sub run_requests () {
     my $abort = defined $block->abort;
     my $ignore = defined $block->ignore_response;
     my $shutdown;
-    if (defined $block->shutdown) {
-        $shutdown = $block->shutdown;
-        $shutdown = 1 unless $shutdown =~ /^\s*(\d)/;
-        $shutdown = $1 // 1;
+    if (defined(my $v = $block->shutdown)) {
+        $shutdown = $v =~ /^\s*(\d)/ ? $1 : 1;
     }
 
     my @reqs;    # [method, packets, number of responses]
