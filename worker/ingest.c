@@ -11,6 +11,7 @@
  */
 
 #include <curl/curl.h>
+#include <json-c/json.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -856,6 +857,66 @@ flush(sink_t *s, batch_t *b)
     b->n = 0;
 }
 
+/*
+ * Deletes the chunks a document had past its new chunk count (it was
+ * longer when it was last ingested), 64 documents per request.
+ */
+static void
+qdrant_prune(sink_t *s, char **sources, const size_t *nchunks, size_t ndocs)
+{
+    size_t i, from;
+
+    for (from = 0; from < ndocs; from += 64) {
+        struct json_object   *body = json_object_new_object();
+        struct json_object   *filter = json_object_new_object();
+        struct json_object   *should = json_object_new_array();
+        ragq_upstream_error_t err;
+        reply_t               r;
+        char                 *url;
+        long                  status;
+
+        for (i = from; i < ndocs && i < from + 64; i++) {
+            struct json_object *must = json_object_new_array();
+            struct json_object *c1 = json_object_new_object();
+            struct json_object *c2 = json_object_new_object();
+            struct json_object *m = json_object_new_object();
+            struct json_object *rg = json_object_new_object();
+            struct json_object *one = json_object_new_object();
+
+            json_object_object_add(m, "value",
+                                   json_object_new_string(sources[i]));
+            json_object_object_add(c1, "key",
+                                   json_object_new_string("metadata.source"));
+            json_object_object_add(c1, "match", m);
+            json_object_object_add(rg, "gte",
+                                   json_object_new_int64((int64_t) nchunks[i]));
+            json_object_object_add(c2, "key",
+                                   json_object_new_string("metadata.chunk"));
+            json_object_object_add(c2, "range", rg);
+            json_object_array_add(must, c1);
+            json_object_array_add(must, c2);
+            json_object_object_add(one, "must", must);
+            json_object_array_add(should, one);
+        }
+        json_object_object_add(filter, "should", should);
+        json_object_object_add(body, "filter", filter);
+
+        memset(&r, 0, sizeof(r));
+        url = qdrant_url("/points/delete?wait=true");
+        status = http_call(
+            "POST", url, s->qdrant_auth,
+            json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN),
+            "qdrant", &r, &err);
+        if (status < 200 || status >= 300) {
+            die("removing old chunks from collection '%s' at %s failed: %s",
+                cfg->collection, cfg->qdrant_url, err.message);
+        }
+        json_object_put(body);
+        free(url);
+        free(r.body.data);
+    }
+}
+
 static double
 now(void)
 {
@@ -873,7 +934,8 @@ main(int argc, char **argv)
     files_t              files = {NULL, 0, 0, 0};
     sink_t               sink;
     char                 err[1024];
-    size_t               f, i, chunks = 0, docs = 0;
+    size_t               f, i, chunks = 0, docs = 0, *doc_n;
+    char               **doc_src;
     double               t0 = now();
     int                  rc;
 
@@ -910,6 +972,11 @@ main(int argc, char **argv)
             files.pdfs, files.pdfs == 1 ? "" : "s");
     }
 
+    doc_src = calloc(files.n + 1, sizeof(char *));
+    doc_n = calloc(files.n + 1, sizeof(size_t));
+    if (doc_src == NULL || doc_n == NULL) {
+        die("out of memory");
+    }
     for (f = 0; f < files.n; f++) {
         const char   *path = files.path[f];
         buf_t         text = {NULL, 0, 0};
@@ -932,6 +999,8 @@ main(int argc, char **argv)
             die("out of memory splitting '%s'", path);
         }
         free(text.data);
+        doc_src[f] = files.path[f];
+        doc_n[f] = n;
         if (n == 0) {
             note("skipping %s: no text in it", path);
             continue;
@@ -961,6 +1030,9 @@ main(int argc, char **argv)
         }
     }
     flush(&sink, &batch);
+    if (sink.coll_ready) {
+        qdrant_prune(&sink, doc_src, doc_n, files.n);
+    }
 
     if (chunks == 0) {
         die("no text to ingest in the paths given (looked for .txt, .md, "
@@ -971,9 +1043,9 @@ main(int argc, char **argv)
         for (i = 0; i < sink.npoints; i++) {
             sink.points[i].vector = sink.vectors + i * sink.dim;
         }
-        if (ragq_local_store_upsert(cfg->store_path, cfg->collection,
-                                    sink.points, sink.npoints, sink.dim, err,
-                                    sizeof(err)) != 0) {
+        if (ragq_local_store_replace_documents(
+                cfg->store_path, cfg->collection, sink.points, sink.npoints,
+                sink.dim, err, sizeof(err)) != 0) {
             die("%s", err);
         }
     }
@@ -1001,6 +1073,8 @@ main(int argc, char **argv)
     }
     free(sink.points);
     free(sink.vectors);
+    free(doc_src);
+    free(doc_n);
     for (f = 0; f < files.n; f++) {
         free(files.path[f]);
     }

@@ -48,6 +48,16 @@ int ragq_local_store_upsert(const char *dir, const char *collection,
                             char *err, size_t errlen);
 
 /*
+ * Like ragq_local_store_upsert, but first removes every point whose source
+ * is the source of one of the points given, in the same atomic write: a
+ * document ingested again (perhaps now shorter) keeps no stale chunks.
+ * Points of one document must be adjacent.  (Added for ragq-ingest.)
+ */
+int ragq_local_store_replace_documents(const char *dir, const char *collection,
+                                       const ragq_point_t *points, size_t n,
+                                       size_t dim, char *err, size_t errlen);
+
+/*
  * An answer built from the sources' sentences that best match the question,
  * each followed by its citation [n].  malloc'd.  With no sources: a sentence
  * saying that nothing relevant was found.

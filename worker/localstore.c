@@ -768,10 +768,66 @@ merge(coll_data_t *d, const ragq_point_t *points, size_t n, size_t dim)
     return 0;
 }
 
+/*
+ * Drops the points whose source is the source of one of points[] (so that
+ * a document ingested again leaves none of its old chunks behind).
+ */
+static void
+drop_sources(coll_data_t *d, const ragq_point_t *points, size_t n)
+{
+    size_t i, j, k = 0;
+
+    for (i = 0; i < d->count; i++) {
+        int drop = 0;
+        for (j = 0; j < n && !drop; j++) {
+            /* points come grouped by document: test each source once */
+            if (j > 0 && strcmp(points[j].source, points[j - 1].source) == 0) {
+                continue;
+            }
+            drop = strcmp(d->sources[i], points[j].source) == 0;
+        }
+        if (drop) {
+            free(d->ids[i]);
+            free(d->sources[i]);
+            free(d->texts[i]);
+            continue;
+        }
+        d->ids[k] = d->ids[i];
+        d->sources[k] = d->sources[i];
+        d->texts[k] = d->texts[i];
+        d->chunks[k] = d->chunks[i];
+        if (k != i) {
+            memcpy(d->vecs + k * d->dim, d->vecs + i * d->dim,
+                   d->dim * sizeof(float));
+        }
+        k++;
+    }
+    d->count = k;
+}
+
+static int store_write(const char *dir, const char *collection,
+                       const ragq_point_t *points, size_t n, size_t dim,
+                       int replace, char *err, size_t errlen);
+
 int
 ragq_local_store_upsert(const char *dir, const char *collection,
                         const ragq_point_t *points, size_t n, size_t dim,
                         char *err, size_t errlen)
+{
+    return store_write(dir, collection, points, n, dim, 0, err, errlen);
+}
+
+int
+ragq_local_store_replace_documents(const char *dir, const char *collection,
+                                   const ragq_point_t *points, size_t n,
+                                   size_t dim, char *err, size_t errlen)
+{
+    return store_write(dir, collection, points, n, dim, 1, err, errlen);
+}
+
+static int
+store_write(const char *dir, const char *collection, const ragq_point_t *points,
+            size_t n, size_t dim, int replace, char *err, size_t errlen)
 {
     char       *path = NULL, *tmp = NULL, *lock = NULL;
     coll_data_t d;
@@ -822,6 +878,9 @@ ragq_local_store_upsert(const char *dir, const char *collection,
                  "another collection",
                  collection, dir, d.dim, dim);
         goto done;
+    }
+    if (replace) {
+        drop_sources(&d, points, n);
     }
     if (merge(&d, points, n, dim) != 0) {
         snprintf(err, errlen, "out of memory");

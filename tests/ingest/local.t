@@ -64,6 +64,15 @@ is($rc, 0, 're-ingest: exit 0') or diag $err;
 (undef, undef, undef, my $count2) = store_header("$store/documents.ragq");
 is($count2, $count, 're-ingest: the same number of points');
 
+# smaller chunks, then the default again: no chunks of the first run remain
+($rc, $out, $err) = ingest({ %env, RAGQ_CHUNK_SIZE => 300, RAGQ_CHUNK_OVERLAP => 50 }, 'samples/docs');
+is($rc, 0, 'smaller chunks: exit 0') or diag $err;
+(undef, undef, undef, my $small) = store_header("$store/documents.ragq");
+cmp_ok($small, '>', $count, 'smaller chunks: more points');
+($rc, $out, $err) = ingest(\%env, 'samples/docs');
+(undef, undef, undef, $count2) = store_header("$store/documents.ragq");
+is($count2, $count, 'default chunks again: the documents\' old chunks are replaced');
+
 # another embedder's vectors do not go into a 384-dimension collection
 my $s = Ragq::Standin->start(dim => 24);
 ($rc, $out, $err) = ingest({ %env, RAGQ_EMBED_BASE_URL => $s->base_url }, 'samples/docs');

@@ -112,6 +112,18 @@ is($info->{points_count}, $chunks, 're-ingest: points_count unchanged');
 $scroll = $s->request(POST => '/collections/docs/points/scroll', { limit => 1000 })->{json}{result}{points};
 is_deeply([sort map { $_->{id} } @$scroll], \@ids_before, 're-ingest: the same point ids');
 
+# ---- a document that got shorter leaves no stale chunks --------------------
+write_file("$dir/docs/queue.md", "Workers claim jobs. That is all now.");
+($rc, $out, $err) = ingest(\%env, "$dir/docs");
+is($rc, 0, 'shorter document: exit 0') or diag $err;
+like($out, qr/ingested 2 files, 2 chunks/, 'shorter document: two chunks in all');
+$scroll = $s->request(POST => '/collections/docs/points/scroll',
+                      { limit => 1000, with_payload => JSON::PP::true() })->{json}{result}{points};
+is(scalar @$scroll, 2, 'shorter document: its old chunks are gone');
+is_deeply([sort map { $_->{payload}{page_content} } @$scroll],
+          ["Qdrant keeps the vectors.\n\nEach chunk is a point with a payload.",
+           'Workers claim jobs. That is all now.'], 'shorter document: the new text');
+
 # ---- wrong vector size ------------------------------------------------------
 $s->create_collection('small', 8);
 ($rc, $out, $err) = ingest({ %env, RAGQ_COLLECTION => 'small' }, "$dir/docs");
