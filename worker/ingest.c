@@ -1025,7 +1025,7 @@ main(int argc, char **argv)
         }
         ragq_chunks_free(c, n);
         if (tty) {
-            fprintf(stderr, "\r\033[K%zu/%zu files, %zu chunks, %zu stored",
+            fprintf(stderr, "\r\033[K%zu/%zu files, %zu chunks, %zu embedded",
                     f + 1, files.n, chunks, sink.stored);
         }
     }
