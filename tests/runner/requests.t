@@ -75,7 +75,7 @@ client prematurely closed connection
 
 
 
-=== TEST 6: --- init runs Perl before the request
+=== TEST 6: --- init runs Perl; body_like wins over body_unlike (1 assertion)
 --- config
 location = /i { return 200 "ok\n"; }
 --- init
@@ -85,6 +85,8 @@ GET /i
 --- response_body_like chop
 ^ok$
 --- response_body_unlike: fail
+--- response_headers_like
+Content-Type: text/plain
 
 
 

@@ -481,7 +481,7 @@ sub check_log_patterns () {
     my @unwanted = log_patterns($unwanted);
     my $all = join "\n", map { "$_" } @want, @unwanted;
     for my $line (@$lines) {
-        if ($line =~ /Assertion .* failed/) {
+        if ($line =~ /\bAssertion .*?failed\b/) {
             Test::More::fail("$name - assertion failure in error.log: $line");
         }
         if (!$quiet && $line =~ /\[(alert|crit|emerg)\]/
@@ -521,23 +521,24 @@ sub check_error_log () {
     check_log_patterns($block, $name, $lines, scalar $block->error_log,
         scalar $block->no_error_log);
     my $gpat = $block->grep_error_log;
-    return unless defined $gpat;
+    my $exp = $block->grep_error_log_out;
+    if (!defined $gpat || !defined $exp) {
+        bail_out("$name - --- grep_error_log and --- grep_error_log_out go"
+          . " together") if defined $gpat || defined $exp;
+        return;
+    }
+    $gpat = $gpat->[$rep] if ref $gpat && ref $gpat eq 'ARRAY';
     $gpat =~ s/\n+$// unless ref $gpat;
+    # One (the first) match per line, as the real runner does.
     my $got = '';
     for my $line (@$lines) {
-        if (ref $gpat) {
-            while ($line =~ /$gpat/g) { $got .= "$&\n" }
-        } else {
-            my $pos = 0;
-            while ((my $i = index($line, $gpat, $pos)) >= 0) {
-                $got .= "$gpat\n";
-                $pos = $i + length $gpat;
-            }
+        if (ref $gpat ? $line =~ /$gpat/ : $line =~ /\Q$gpat\E/) {
+            my $m = $&;
+            $got .= "$m\n" if $m !~ /\n/;
         }
     }
-    my $exp = $block->grep_error_log_out;
     $exp = $exp->[$rep] if ref $exp && ref $exp eq 'ARRAY';
-    $exp = expand_env($exp // '');
+    $exp = expand_env($exp);
     is_str($got, $exp, "$name - grep_error_log_out");
 }
 
@@ -756,9 +757,13 @@ sub check_response () {
         }
     }
 
+    # Like the real runner: response_headers wins over response_headers_like,
+    # response_body over response_body_like over response_body_unlike.
     for my $sec (qw(response_headers response_headers_like)) {
         my $v = req_value($block, $sec, $idx, $need_array);
         next unless defined $v;
+        last if $sec eq 'response_headers_like'
+          && defined $block->response_headers;
         my @pairs;
         if (ref $v && ref $v eq 'HASH') {
             @pairs = map { [$_, $v->{$_}] } sort keys %$v;
@@ -793,16 +798,19 @@ sub check_response () {
     if (defined $exp) {
         is_str($body, ref $exp ? $exp : expand_env($exp),
             "$name - response_body - response is expected");
+        return;
     }
     for my $sec (qw(response_body_like response_body_unlike)) {
         my $pat = req_value($block, $sec, $idx, $need_array);
         next unless defined $pat;
-        my $re = ref $pat ? $pat : qr/$pat/s;
+        my $re = ref $pat ? $pat : expand_port($pat);
+        $re = qr/$re/s unless ref $re;
         if ($sec =~ /unlike/) {
             Test::More::unlike($body, $re, "$name - $sec");
         } else {
             Test::More::like($body, $re, "$name - $sec - response is expected");
         }
+        return;
     }
 }
 
