@@ -7,6 +7,7 @@ set title "ragq-worker: jobs/s vs jobs in flight (3 calls x 100 ms per job)"
 set xlabel "jobs in flight (RAGQ_CONCURRENCY)"
 set ylabel "jobs/s"
 set logscale xy
+set xrange [0.7:1500]
 set key top left
 set grid
 plot datafile every ::1 using 1:3 with linespoints lw 2 dt 2 title "ideal", \
