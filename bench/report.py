@@ -175,6 +175,9 @@ def main():
              "taken from the %s's replies)." % (env.get("chat_body_bytes", "?"),
                                                  env.get("status_body_bytes", "?"),
                                                  env.get("body_reference", "?")))
+    if "shape_check" in env:
+        L.append("- `/job-status` JSON keys, module vs Lua (checked each run): %s." %
+                 env["shape_check"])
     L.append("- Module and Lua each have their own redis-server. `/job-status` reads "
              "%s jobs created through each server's own `/chat` just before (ids "
              "round-robin, `bench/wrk/status.lua`); before every `/chat` run its redis is "
