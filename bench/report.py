@@ -273,6 +273,12 @@ def main():
                growth <= 1024)
     else:
         tg.add("nginx worker RSS growth", "–", "none", None)
+    apath = os.path.join(raw, "nginx-alerts-module.txt")
+    if os.path.exists(apath):
+        alerts = [l for l in open(apath) if l.strip()]
+        tg.add("module nginx `[alert]`/`[crit]` log lines (e.g. worker crashes)",
+               str(len(alerts)) + (": `%s`" % alerts[0].strip()[:120] if alerts else ""),
+               "0", not alerts)
     errs = sum(r["errors"] for r in runs if r["target"] == "module")
     if runs and "module" in targets_present:
         tg.add("module errors (non-2xx, socket errors) in all runs", str(errs), "0", errs == 0)
