@@ -37,22 +37,20 @@ def load_env(raw):
 
 
 def load_runs(raw):
-    path = os.path.join(raw, "module-runs.tsv")
+    path = os.path.join(raw, "module-runs.jsonl")
     if not os.path.exists(path):
         return []
     runs = []
     with open(path) as fh:
-        header = fh.readline().split()
         for line in fh:
-            row = dict(zip(header, line.split()))
-            with open(row["json"]) as j:
-                w = json.load(j)
+            row = json.loads(line)
+            w = row["wrk"]
             nerr = sum(w[k] for k in ("err_connect", "err_read", "err_write", "err_status",
                                       "err_timeout"))
-            cpu = float(row["redis_cpu_after"]) - float(row["redis_cpu_before"])
+            cpu = row["redis_cpu_after"] - row["redis_cpu_before"]
             runs.append({
-                "rep": int(row["rep"]), "endpoint": row["endpoint"],
-                "conns": int(row["conns"]), "target": row["target"],
+                "rep": row["rep"], "endpoint": row["endpoint"],
+                "conns": row["conns"], "target": row["target"],
                 "requests": w["requests"], "rps": w["rps"],
                 "p50_ms": w["lat_p50_us"] / 1000.0, "p99_ms": w["lat_p99_us"] / 1000.0,
                 "max_ms": w["lat_max_us"] / 1000.0, "errors": nerr,
@@ -60,8 +58,8 @@ def load_runs(raw):
                 "valkey_cpu_us_per_req": (cpu * 1e6 / w["requests"]
                                           if row["target"] != "ceiling" and w["requests"]
                                           else None),
-                "rss_before_kb": int(row["rss_before_kb"]),
-                "rss_after_kb": int(row["rss_after_kb"]),
+                "rss_before_kb": row["rss_before_kb"],
+                "rss_after_kb": row["rss_after_kb"],
             })
     return runs
 
