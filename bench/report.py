@@ -400,6 +400,26 @@ def main():
                 L.append("| %s | %s | %s | %s | %s |" % (ep, TARGET_NAMES[t], f(v),
                                                       f(v / c if c else None, "%.1f×"), f(b)))
         L.append("")
+        sc = prof.get("syscalls_per_req")
+        if sc:
+            L.append("Syscalls per request of the (single) nginx worker, `strace -f -c` attached "
+                     "while `wrk -t1 -c50` runs against it (the client socket costs one "
+                     "`recvfrom` + one `writev`; everything above the ceiling is Valkey "
+                     "traffic and event bookkeeping). Full counts in "
+                     "`raw/syscalls-<target>-<endpoint>.txt`.")
+            L.append("")
+            L.append("| endpoint | target | syscalls/request | main calls per request |")
+            L.append("|---|---|---|---|")
+            for ep in ("chat", "status"):
+                for t in ("module", "lua", "ceiling"):
+                    x = sc.get(ep, {}).get(t)
+                    if not x:
+                        continue
+                    calls = ", ".join("%s %.2f" % (k, v) for k, v in
+                                      list(x["by_call"].items())[:6])
+                    L.append("| %s | %s | %.2f | %s |" % (ep, TARGET_NAMES[t], x["total"],
+                                                        calls))
+            L.append("")
         for ep in ("chat", "status"):
             fn = prof.get("functions", {}).get(ep)
             if fn:
