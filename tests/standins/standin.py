@@ -1483,6 +1483,7 @@ def parse_args(argv):
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="exit when the parent process goes away (no orphans from test runs)")
     ap.add_argument("--backlog", type=int, default=4096)
+    ap.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
     a = ap.parse_args(argv)
     if a.dim < 1 or a.dim > 65536:
         ap.error("--dim must be 1..65536")
@@ -1524,11 +1525,12 @@ async def serve(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        import uvloop  # optional (Debian python3-uvloop): several times cheaper per request
-        uvloop.install()
-    except ImportError:
-        pass
+    if not args.no_uvloop:
+        try:
+            import uvloop  # optional (Debian python3-uvloop): cheaper per request
+            uvloop.install()
+        except ImportError:
+            pass
     try:
         asyncio.run(serve(args))
     except (OSError, ValueError, KeyError) as e:
