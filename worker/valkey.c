@@ -45,6 +45,7 @@ struct ragq_vconn_s {
     const char        *name;
     redisAsyncContext *ac;
     int                ready, handshake_failed;
+    long long          client_id; /* CLIENT ID, for CLIENT UNBLOCK */
     uint64_t           backoff_ms;
     ragq_timer_t       connect_timer, retry_timer;
     char               last_error[256];
@@ -65,7 +66,7 @@ struct ragq_queue_s {
     ragq_job_t *jobs;
     unsigned    njobs;
     unsigned    reserved_read, reserved_reclaim;
-    int         reading, reclaiming;
+    int         reading, reclaiming, probing, reclaim_due;
     char        reclaim_cursor[64];
 
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
@@ -126,6 +127,7 @@ static void vconn_drop(ragq_vconn_t *vc, const char *why);
 static void on_vconn_ready(ragq_vconn_t *vc);
 static void claim_more(ragq_queue_t *q);
 static void reclaim(void *data);
+static void reclaim_now(ragq_queue_t *q);
 static void write_final(ragq_queue_t *q, ragq_job_t *job);
 static void check_drained(ragq_queue_t *q);
 
@@ -432,6 +434,7 @@ vconn_lost(ragq_vconn_t *vc, const char *why)
         q->reclaiming = 0;
         q->reserved_reclaim = 0;
         q->group_creating = 0;
+        q->probing = 0;
     }
     vconn_schedule(vc);
 }
@@ -506,6 +509,10 @@ handshake_reply(redisAsyncContext *ac, void *r, void *priv)
         ragq_timer_start(vc->q->loop, &vc->connect_timer, 0);
         return;
     }
+    if (strcmp(priv, "CLIENT ID") == 0) {
+        vc->client_id = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+        return;
+    }
     if (strcmp(priv, "PING") == 0) {
         ragq_timer_stop(vc->q->loop, &vc->connect_timer);
         vc->ready = 1;
@@ -559,6 +566,10 @@ vconn_connect(ragq_vconn_t *vc)
     if (addr->db) {
         snprintf(db, sizeof(db), "%d", addr->db);
         redisAsyncCommand(ac, handshake_reply, "SELECT", "SELECT %s", db);
+    }
+    if (vc == &vc->q->blk) {
+        vc->client_id = 0;
+        redisAsyncCommand(ac, handshake_reply, "CLIENT ID", "CLIENT ID");
     }
     redisAsyncCommand(ac, handshake_reply, "PING", "PING");
     ragq_timer_start(vc->q->loop, &vc->connect_timer,
@@ -1055,6 +1066,10 @@ claim_more(ragq_queue_t *q)
         q->blk.ac == NULL || !q->cmd.ready) {
         return;
     }
+    if (q->reclaim_due && !q->reclaiming) {
+        q->reclaim_due = 0;
+        reclaim_now(q);
+    }
     n = free_slots(q);
     if (n == 0) {
         return;
@@ -1134,11 +1149,44 @@ reclaim_period(const ragq_queue_t *q)
 }
 
 static void
+probe_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    ragq_queue_t *q = ((ragq_vconn_t *) ac->data)->q;
+    redisReply   *reply = r;
+    char          id[32];
+    const char   *argv[3];
+
+    (void) priv;
+    q->cmd_pending--;
+    q->probing = 0;
+    if (reply == NULL) {
+        q->cmd.ready = 0;
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 ||
+        q->stopping) {
+        return;
+    }
+    /*
+     * Something is ripe for reclaim but the blocked XREADGROUP holds every
+     * free slot: wake it, and claim_more() reclaims before reading again.
+     */
+    q->reclaim_due = 1;
+    if (q->reading && q->blk.client_id > 0) {
+        snprintf(id, sizeof(id), "%lld", q->blk.client_id);
+        argv[0] = "CLIENT";
+        argv[1] = "UNBLOCK";
+        argv[2] = id;
+        qsend(q, NULL, NULL, 3, argv, NULL);
+    }
+}
+
+
+static void
 reclaim(void *data)
 {
     ragq_queue_t *q = data;
-    char          idle[32], count[16];
-    unsigned      n;
+    char          idle[32];
     const char   *argv[9];
 
     if (q->stopping) {
@@ -1146,6 +1194,37 @@ reclaim(void *data)
     }
     ragq_timer_start(q->loop, &q->reclaim_timer, reclaim_period(q));
     if (!q->group_ready || q->reclaiming || !q->cmd.ready) {
+        return;
+    }
+    if (free_slots(q) > 0) {
+        reclaim_now(q);
+        return;
+    }
+    if (!q->reading || q->reserved_read == 0 || q->probing) {
+        return; /* really full: nothing to take over now */
+    }
+    snprintf(idle, sizeof(idle), "%ld", q->cfg->reclaim_after_ms);
+    argv[0] = "XPENDING";
+    argv[1] = q->k_jobs;
+    argv[2] = q->k_group;
+    argv[3] = "IDLE";
+    argv[4] = idle;
+    argv[5] = "-";
+    argv[6] = "+";
+    argv[7] = "1";
+    if (qsend(q, probe_reply, NULL, 8, argv, NULL) == 0) {
+        q->probing = 1;
+    }
+}
+
+static void
+reclaim_now(ragq_queue_t *q)
+{
+    char        idle[32], count[16];
+    unsigned    n;
+    const char *argv[9];
+
+    if (q->stopping || !q->group_ready || q->reclaiming || !q->cmd.ready) {
         return;
     }
     n = free_slots(q);

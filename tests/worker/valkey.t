@@ -1,0 +1,64 @@
+# The worker and its Valkey: exact start-up errors, reconnection after a
+# restart (the group is re-created when the server lost it), and a paused
+# server (SIGSTOP) while a job is in flight.
+use strict;
+use warnings;
+use Test::More;
+use IO::Socket::INET;
+use Ragq::Valkey ();
+use Ragq::Standin;
+use Ragq::Worker;
+
+my $P = "wv$$";
+my $s = Ragq::Standin->start(dim => 16);
+$s->create_collection('docs', 16);
+$s->upsert('docs', [ { id => 1, payload => { text => 'The capital of France is Paris.', source => 'f.md' } } ]);
+my %env = (RAGQ_PREFIX => $P, OPENAI_BASE_URL => $s->base_url, OPENAI_API_KEY => 'k',
+           QDRANT_URL => $s->qdrant_url, RAGQ_COLLECTION => 'docs', RAGQ_RECLAIM_AFTER => '1s');
+
+# A port nobody listens on.
+my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1);
+my $closed = $l->sockport;
+close $l;
+my $w = Ragq::Worker->start(env => { %env, RAGQ_VALKEY_URL => "redis://127.0.0.1:$closed",
+                                     RAGQ_CONNECT_TIMEOUT => '500ms' });
+my $st = $w->wait_exit(10);
+is($st >> 8, 1, 'unreachable Valkey at start: exit 1');
+like($w->log, qr/Valkey at 127\.0\.0\.1:$closed \(RAGQ_VALKEY_URL\) is unreachable: .*refused/i,
+     'says which Valkey and why');
+
+$w = Ragq::Worker->start(env => { %env, RAGQ_VALKEY_URL => 'http://127.0.0.1:6379' });
+is($w->wait_exit(10) >> 8, 2, 'bad URL: exit 2');
+like($w->log, qr/RAGQ_VALKEY_URL "http:\/\/127\.0\.0\.1:6379": expected redis:\/\//, 'says what is wrong');
+
+$w = Ragq::Worker->start(env => { %env, RAGQ_VALKEY_URL => 'redis://:wrong@127.0.0.1:' . Ragq::Valkey::port(),
+                                  RAGQ_CONNECT_TIMEOUT => '500ms' });
+is($w->wait_exit(10) >> 8, 1, 'AUTH refused at start: exit 1');
+like($w->log, qr/unreachable: AUTH: /, 'with the server\'s answer');
+
+# Restart while running.
+$w = Ragq::Worker->start(env => \%env);
+ok($w->ready, 'worker ready');
+my $id = Ragq::Worker::enqueue(prefix => $P);
+is(Ragq::Worker::wait_final($P, [$id], 10), 1, 'job before the restart');
+Ragq::Valkey::restart();
+ok($w->wait_log(qr/reconnecting/, 10), 'notices the lost connection');
+ok($w->wait_log(qr/\(command connection\): connected/, 15), 'reconnects');
+ok($w->alive, 'still running');
+my @ids = map { Ragq::Worker::enqueue(prefix => $P) } 1 .. 3;
+is(Ragq::Worker::wait_final($P, \@ids, 20), 3, 'jobs after the restart run');
+is(scalar(grep { Ragq::Worker::field($P, $_, 'status') eq 'finished' } @ids), 3, 'and finish');
+
+# A hung server while a job is in flight: its result is written afterwards.
+$s->latency(800);
+my $id2 = Ragq::Worker::enqueue(prefix => $P);
+ok(Ragq::Worker::wait_status($P, $id2, 'started', 10), 'job in flight');
+Ragq::Valkey::pause();
+sleep 1.5;
+Ragq::Valkey::resume();
+is(Ragq::Worker::wait_final($P, [$id2], 15), 1, 'job ends after the pause');
+is(Ragq::Worker::field($P, $id2, 'status'), 'finished', 'finished');
+is(Ragq::Worker::field($P, $id2, 'attempts'), 1, 'in one attempt');
+
+is($w->stop, 0, 'exit 0');
+done_testing();
