@@ -7,7 +7,7 @@ use Test::Nginx::Socket;
 our $InitRan = 0;
 
 no_shuffle();
-plan tests => 30;
+plan tests => 32;
 run_tests();
 
 __DATA__
@@ -137,3 +137,13 @@ GET /s
 --- shutdown: 1
 --- response_body
 s
+
+
+
+=== TEST 11: nginx answers 413 before the whole body is read (lingering close)
+--- config
+location = /big { client_max_body_size 1k; return 200 "no\n"; }
+--- request eval
+"POST /big\n" . ("x" x 300_000)
+--- error_code: 413
+--- response_body_like: 413 Request Entity Too Large

@@ -623,6 +623,8 @@ sub send_request () {
           . "$ServerPortForClient: $!");
         return ('', 0);
     }
+    # nginx may close before it has read everything (413, errors).
+    local $SIG{PIPE} = 'IGNORE';
     $sock->blocking(0);
     my $sel = IO::Select->new($sock);
     my $timed_out = 0;
