@@ -1738,8 +1738,8 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
                                     lcf->queue_len, lcf->max_queue);
     }
 
-    ngx_str_null(&collection);
-    ngx_str_null(&tenant);
+    ngx_str_set(&collection, "");
+    ngx_str_set(&tenant, "");
 
     if (lcf->collection &&
         ngx_http_complex_value(r, lcf->collection, &collection) != NGX_OK) {
@@ -1866,7 +1866,10 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 
         p = ngx_cpymem(idem_key.data, lcf->idem_prefix.data,
                        lcf->idem_prefix.len);
-        p = ngx_cpymem(p, tenant.data, tenant.len);
+        if (tenant.len) {
+            p = ngx_cpymem(p, tenant.data, tenant.len);
+        }
+
         *p++ = ':';
         ngx_hex_dump(p, digest, 20);
 
@@ -2258,7 +2261,7 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         return;
     }
 
-    ngx_str_null(&tenant);
+    ngx_str_set(&tenant, "");
 
     if (lcf->tenant &&
         ngx_http_complex_value(r, lcf->tenant, &tenant) != NGX_OK) {
@@ -2281,7 +2284,8 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     /* another tenant's job is indistinguishable from a missing one */
     if (reply->elements == 0 || (owner == NULL && tenant.len > 0) ||
         (owner && ((size_t) owner->len != tenant.len ||
-                   ngx_memcmp(owner->str, tenant.data, tenant.len) != 0))) {
+                   (tenant.len &&
+                    ngx_memcmp(owner->str, tenant.data, tenant.len) != 0)))) {
         rc = ngx_http_ragq_error(r, NGX_HTTP_NOT_FOUND, "job_not_found",
                                  "no such job: it never existed, has "
                                  "expired, or belongs to someone else");
