@@ -513,7 +513,7 @@ handshake_reply(redisAsyncContext *ac, void *r, void *priv)
         vc->client_id = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
         return;
     }
-    if (strcmp(priv, "PING") == 0) {
+    if (strcmp(priv, "PING") == 0 && !vc->handshake_failed) {
         ragq_timer_stop(vc->q->loop, &vc->connect_timer);
         vc->ready = 1;
         vc->backoff_ms = RAGQ_BACKOFF_MIN_MS;
