@@ -32,6 +32,7 @@ SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
 MAX_HEADER_BYTES = 65536
 MAX_BODY_BYTES = 64 * 1024 * 1024
 LOG_KEEP = 500
+LOG_BODY_MAX = 256 * 1024  # bigger bodies (bulk upserts) are not kept in the request log
 DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
 NUMBER_TYPES = {int, float}
 CACHE_ENTRIES = 1024
@@ -293,7 +294,11 @@ class App:
         if path.startswith("/_standin/"):
             return 0.0, self.control(req)
         self.req_counts[path] += 1
-        self.log.append(req)
+        if len(req.body) > LOG_BODY_MAX:
+            self.log.append(Request(req.method, req.path, req.query, req.headers,
+                                    b'"<%d bytes, not kept>"' % len(req.body)))
+        else:
+            self.log.append(req)
         delay = self.latency
         rule = self.take_fault(req)
         if rule is not None:
@@ -316,6 +321,14 @@ class App:
             return self.qdrant(req, t0)
         except HttpError as e:
             return Response(e.status, e.body, e.ctype, e.headers)
+        except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as e:
+            # Well-formed JSON with wrong shapes deep inside (e.g. a filter whose match is a
+            # number): the real servers reject those while deserialising, with a 400.
+            if req.path.startswith("/v1"):
+                return Response(400, oai_error("Invalid request body: %s" % e,
+                                               "invalid_request_error"))
+            return Response(400, dumps({"status": {"error": "Format error in JSON body: %s" % e},
+                                        "time": 0.0}))
         except Exception as e:  # a bug here must not kill the connection silently
             sys.stderr.write("standin: internal error on %s %s: %r\n" % (req.method, req.path, e))
             if req.path.startswith("/v1"):
@@ -365,10 +378,13 @@ class App:
     def control(self, req):
         try:
             body = req.json() if req.body else {}
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             return Response(400, dumps({"error": "bad JSON: %s" % e}))
         if body is None:
             body = {}
+        if not isinstance(body, (dict, list)) or (isinstance(body, list) and
+                                                  req.path != "/_standin/faults"):
+            return Response(400, dumps({"error": "the body must be a JSON object"}))
         p = req.path
         if p == "/_standin/latency" and req.method == "POST":
             ms = body.get("ms")
@@ -1289,7 +1305,11 @@ class HttpProtocol(asyncio.Protocol):
             if req is None:
                 return
             self.busy = True
-            delay, action = self.app.handle(req)
+            try:
+                delay, action = self.app.handle(req)
+            except Exception as e:  # last resort: answer rather than leave the client hanging
+                sys.stderr.write("standin: error on %s %s: %r\n" % (req.method, req.path, e))
+                delay, action = 0.0, Response(500, dumps({"error": repr(e)}))
             if delay > 0:
                 self.later(delay, self.perform, action)
             else:
