@@ -2,7 +2,7 @@
 # legacy search with real cosine ranking, count, errors, auth and --data preload.
 use strict;
 use warnings;
-use Test::More tests => 54;
+use Test::More tests => 59;
 use Ragq::Standin;
 
 my $s = Ragq::Standin->start(dim => 16);
@@ -111,6 +111,21 @@ is($r->{json}{status}{error}, 'Not found: Collection `nope` doesn\'t exist!', 'm
 $r = $s->request(POST => '/collections/docs/points/query', '{"query": [1,');
 is($r->{status}, 400, 'malformed JSON: 400');
 like($r->{json}{status}{error}, qr/^Format error in JSON body/, 'format error message');
+
+$r = $s->request(POST => '/collections/docs/points/query', { query => [1, 0, 0],
+    filter => { must => [{ key => 'source', match => 5 }] } });
+is($r->{status}, 400, 'wrong-shaped filter: 400, not a crash');
+
+$r = $s->request(POST => '/collections/docs/points/scroll', { limit => 2 });
+is_deeply([map { $_->{id} } @{ $r->{json}{result}{points} }], [1, 2], 'scroll in id order');
+is($r->{json}{result}{next_page_offset}, 3, 'next_page_offset');
+
+$s->request(PUT => '/collections/euc', { vectors => { size => 2, distance => 'Euclid' } });
+$s->request(PUT => '/collections/euc/points?wait=true', { points => [
+    { id => 1, vector => [0, 0] }, { id => 2, vector => [3, 4] }, { id => 3, vector => [1, 1] } ] });
+$r = $s->request(POST => '/collections/euc/points/query', { query => [3, 3], limit => 3 });
+is_deeply([map { $_->{id} } @{ $r->{json}{result}{points} }], [2, 3, 1], 'Euclid: smallest distance first');
+cmp_ok(abs($r->{json}{result}{points}[0]{score} - 1), '<', 1e-9, 'Euclid score is the distance');
 
 $r = $s->request(DELETE => '/collections/docs');
 is($r->{json}{result}, JSON::PP::true, 'delete');
