@@ -423,9 +423,8 @@ sub stop_nginx () {
         for my $k (@kids) {
             kill 'KILL', $k if alive($k);
         }
-    } else {
-        warn "WARNING: " . $block->name . " - no nginx pid file $PidFile\n";
     }
+    # No pid file: nginx removes it when it exits, e.g. a test stopped it.
     if ($ErrorLogAppend && open my $in, '<', $ErrLogFile) {
         if (open my $outfh, '>>', $ErrorLogAppend) {
             print $outfh "===== " . $block->name . "\n", <$in>;
