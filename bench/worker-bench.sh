@@ -26,7 +26,7 @@ cleanup() {
     [ -n "$STANDIN_PID" ] && kill "$STANDIN_PID" 2>/dev/null || true
     [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$TMP"
+    [ -n "${KEEP_TMP:-}" ] && echo "kept $TMP" >&2 || rm -rf "$TMP"
 }
 trap cleanup EXIT
 
@@ -81,7 +81,7 @@ PY
     read -r SUT0 SST0 < <(awk '{print $14, $15}' "/proc/$STANDIN_PID/stat")
     RAGQ_VALKEY_URL="redis://127.0.0.1:$RPORT" RAGQ_PREFIX=$P RAGQ_CONCURRENCY=$C \
     OPENAI_BASE_URL="$BASE/v1" OPENAI_API_KEY=bench QDRANT_URL="$BASE" \
-    RAGQ_COLLECTION=docs RAGQ_LOG_LEVEL=warn RAGQ_HTTP_TIMEOUT=60s \
+    RAGQ_COLLECTION=docs RAGQ_LOG_LEVEL=${WORKER_LOG_LEVEL:-warn} RAGQ_HTTP_TIMEOUT=60s \
         "$BUILD/ragq-worker" 2>"$TMP/worker-$C.log" &
     WORKER_PID=$!
     while [ "$($R XLEN "$P:jobs")" != 0 ]; do
