@@ -149,10 +149,26 @@ start_nginx() {
 
 # Sum of VmRSS (kB) of the nginx workers under master pid $1.
 nginx_workers_rss_kb() {
-    local pid total=0 rss
-    for pid in $(pgrep -P "$1"); do
-        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-        total=$((total + ${rss:-0}))
+    local pid total=0 rss key
+    local kids
+    # /proc/.../children is instant; pgrep scans all of /proc (slow under load).
+    kids=$(cat "/proc/$1/task/$1/children" 2>/dev/null) || kids=$(pgrep -P "$1")
+    for pid in $kids; do
+        while read -r key rss _; do
+            [ "$key" = VmRSS: ] && total=$((total + rss))
+        done <"/proc/$pid/status" 2>/dev/null || true
+    done
+    echo "$total"
+}
+
+# CPU time (ns, schedstat) of the nginx workers under master pid $1.  A worker
+# that was replaced (crash) restarts from 0, which shows as a bad run.
+nginx_workers_cpu_ns() {
+    local pid total=0 ns kids
+    kids=$(cat "/proc/$1/task/$1/children" 2>/dev/null) || kids=$(pgrep -P "$1")
+    for pid in $kids; do
+        read -r ns _ <"/proc/$pid/schedstat" 2>/dev/null || ns=0
+        total=$((total + ns))
     done
     echo "$total"
 }
