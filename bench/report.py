@@ -470,6 +470,22 @@ def main():
                 for name, v in ex[:12]:
                     L.append("| `%s` | %.0f |" % (name, v))
                 L.append("")
+        wk = prof.get("worker")
+        if wk and wk.get("ir_per_job"):
+            L.append("### Worker: instructions per job")
+            L.append("")
+            L.append("`build/ragq-worker` under `valgrind --tool=callgrind "
+                     "--toggle-collect=ragq_loop_run`, %d jobs queued beforehand, "
+                     "`RAGQ_CONCURRENCY=64`, one stand-in with no added latency: **%.0f "
+                     "instructions per job** (3 HTTP calls, JSON building and parsing, Valkey "
+                     "writes). Where they are spent (exclusive, per job):" %
+                     (wk["jobs"], wk["ir_per_job"]))
+            L.append("")
+            L.append("| function | Ir/job (self) |")
+            L.append("|---|---|")
+            for name, v in wk["exclusive"][:15]:
+                L.append("| `%s` | %.0f |" % (name, v))
+            L.append("")
     else:
         L.append("Not run (BENCH_PROFILE=0, or no module).")
         L.append("")

@@ -290,5 +290,7 @@ def write_data(path):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--write-data":
         write_data(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "--enqueue":  # bench/profile
+        enqueue(Resp(int(sys.argv[2])), "ragq", int(sys.argv[3]))
     else:
         main()
