@@ -21,10 +21,13 @@
 #define NGX_HTTP_RAGQ_JSON_DEPTH    32
 #define NGX_HTTP_RAGQ_IDEM_MAX      255
 #define NGX_HTTP_RAGQ_QUEUE_RECHECK 100
+#define NGX_HTTP_RAGQ_KEY_MAX       256
+#define NGX_HTTP_RAGQ_PREFIX_MAX    (NGX_HTTP_RAGQ_KEY_MAX - 32 - 5)
 
 
 typedef struct {
     ngx_http_ragq_valkey_conf_t valkey;
+    ngx_http_ragq_pubsub_t      pubsub; /* the events of ragq_status prefixes */
     ngx_flag_t                  valkey_set;
     ngx_flag_t                  used;
 } ngx_http_ragq_main_conf_t;
@@ -78,6 +81,16 @@ static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
 static ngx_int_t ngx_http_ragq_status_handler(ngx_http_request_t *r);
 static void      ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell,
                                             redisReply           *reply);
+static ngx_int_t ngx_http_ragq_wait(ngx_http_request_t       *r,
+                                    ngx_http_ragq_loc_conf_t *lcf,
+                                    ngx_str_t *key, u_char *id,
+                                    ngx_msec_t wait);
+static void      ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
+                                          ngx_http_ragq_channel_t *ch, u_char *msg,
+                                          size_t len);
+static void      ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps);
+static void      ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps);
+static void      ngx_http_ragq_lp_exit(void);
 static ngx_int_t ngx_http_ragq_error(ngx_http_request_t *r, ngx_uint_t status,
                                      const char *code, const char *message);
 static ngx_int_t ngx_http_ragq_send_json(ngx_http_request_t *r,
@@ -2007,12 +2020,81 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 /* ---- GET /job-status ---- */
 
 
+/*
+ * wait=N: seconds, with up to three decimals; 0 or absent answers at once,
+ * anything above ragq_max_wait waits ragq_max_wait.
+ */
+static ngx_int_t
+ngx_http_ragq_wait_arg(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                       ngx_msec_t *wait)
+{
+    u_char    *p, *end;
+    ngx_str_t  v;
+    ngx_uint_t ms, frac, scale;
+
+    *wait = 0;
+
+    if (ngx_http_arg(r, (u_char *) "wait", 4, &v) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    p = v.data;
+    end = v.data + v.len;
+    ms = 0;
+
+    while (p < end && *p >= '0' && *p <= '9') {
+        /* saturate well above any sensible ragq_max_wait */
+        if (ms < 100000000) {
+            ms = ms * 10 + (*p - '0') * 1000;
+        }
+
+        p++;
+    }
+
+    if (p == v.data) {
+        goto invalid;
+    }
+
+    if (p < end && *p == '.') {
+        p++;
+        frac = 0;
+
+        for (scale = 100; p < end && *p >= '0' && *p <= '9'; p++) {
+            frac += (*p - '0') * scale;
+            scale /= 10;
+        }
+
+        ms += frac;
+    }
+
+    if (p != end) {
+        goto invalid;
+    }
+
+    if (ms > (ngx_uint_t) lcf->max_wait * 1000) {
+        ms = (ngx_uint_t) lcf->max_wait * 1000;
+    }
+
+    *wait = ms;
+
+    return NGX_OK;
+
+invalid:
+
+    return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST, "invalid_wait",
+                                "wait must be a number of seconds, e.g. "
+                                "wait=30 (at most %T is used)",
+                                lcf->max_wait);
+}
+
+
 static ngx_int_t
 ngx_http_ragq_status_handler(ngx_http_request_t *r)
 {
     u_char                   *p;
     ngx_int_t                 rc;
     ngx_str_t                 id, job_key;
+    ngx_msec_t                wait;
     ngx_http_ragq_cell_t     *cell;
     ngx_http_ragq_loc_conf_t *lcf;
     const char               *argv[2];
@@ -2047,9 +2129,31 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
                                    "characters, as returned by POST /chat");
     }
 
+    rc = ngx_http_ragq_wait_arg(r, lcf, &wait);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     rc = ngx_http_ragq_valkey_available();
     if (rc != NGX_OK) {
         return ngx_http_ragq_unavailable(r, rc);
+    }
+
+    job_key.len = lcf->job_prefix.len + 32;
+    job_key.data = ngx_pnalloc(r->pool, job_key.len);
+    if (job_key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
+    ngx_memcpy(p, id.data, 32);
+
+    /*
+     * Without a confirmed subscription an event could be missed: answer
+     * the current state at once, the client polls again.
+     */
+    if (wait && ngx_http_ragq_pubsub_ready()) {
+        return ngx_http_ragq_wait(r, lcf, &job_key, id.data, wait);
     }
 
     cell = ngx_http_ragq_cell_create(r, ngx_http_ragq_status_reply);
@@ -2059,17 +2163,6 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
 
     ngx_memcpy(cell->job_id, id.data, 32);
     cell->data = lcf;
-
-    job_key.len = lcf->job_prefix.len + 32;
-    job_key.data = ngx_pnalloc(r->pool, job_key.len);
-    if (job_key.data == NULL) {
-        cell->cleanup->handler = NULL;
-        ngx_free(cell);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
-    ngx_memcpy(p, id.data, 32);
 
     argv[0] = "HGETALL";
     argvlen[0] = 7;
@@ -2241,32 +2334,27 @@ ngx_http_ragq_send_job(ngx_http_request_t *r, u_char *id, redisReply *reply)
 }
 
 
-static void
-ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
+/*
+ * NGX_OK: the job in reply exists and belongs to r's tenant; NGX_DECLINED:
+ * 404 (another tenant's job is indistinguishable from a missing one).
+ */
+static ngx_int_t
+ngx_http_ragq_job_visible(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                          redisReply *reply)
 {
-    size_t                    i;
-    ngx_int_t                 rc;
-    ngx_str_t                 tenant;
-    redisReply               *key, *owner;
-    ngx_http_request_t       *r;
-    ngx_http_ragq_loc_conf_t *lcf = cell->data;
+    size_t      i;
+    ngx_str_t   tenant;
+    redisReply *key, *owner;
 
-    r = ngx_http_ragq_cell_take(cell);
-    if (r == NULL) {
-        return;
-    }
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        ngx_http_ragq_finalize(r, ngx_http_ragq_reply_error(r, reply));
-        return;
+    if (reply->elements == 0) {
+        return NGX_DECLINED;
     }
 
     ngx_str_set(&tenant, "");
 
     if (lcf->tenant &&
         ngx_http_complex_value(r, lcf->tenant, &tenant) != NGX_OK) {
-        ngx_http_ragq_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_ERROR;
     }
 
     owner = NULL;
@@ -2281,19 +2369,631 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         }
     }
 
-    /* another tenant's job is indistinguishable from a missing one */
-    if (reply->elements == 0 || (owner == NULL && tenant.len > 0) ||
+    if ((owner == NULL && tenant.len > 0) ||
         (owner && ((size_t) owner->len != tenant.len ||
                    (tenant.len &&
                     ngx_memcmp(owner->str, tenant.data, tenant.len) != 0)))) {
-        rc = ngx_http_ragq_error(r, NGX_HTTP_NOT_FOUND, "job_not_found",
-                                 "no such job: it never existed, has "
-                                 "expired, or belongs to someone else");
-    } else {
-        rc = ngx_http_ragq_send_job(r, cell->job_id, reply);
+        return NGX_DECLINED;
     }
 
-    ngx_http_ragq_finalize(r, rc);
+    return NGX_OK;
+}
+
+
+/* the /job-status answer for a HGETALL reply (or its failure) */
+static ngx_int_t
+ngx_http_ragq_status_respond(ngx_http_request_t       *r,
+                             ngx_http_ragq_loc_conf_t *lcf, u_char *id,
+                             redisReply *reply)
+{
+    ngx_int_t rc;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        return ngx_http_ragq_reply_error(r, reply);
+    }
+
+    rc = ngx_http_ragq_job_visible(r, lcf, reply);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_ragq_error(r, NGX_HTTP_NOT_FOUND, "job_not_found",
+                                   "no such job: it never existed, has "
+                                   "expired, or belongs to someone else");
+    }
+
+    return ngx_http_ragq_send_job(r, id, reply);
+}
+
+
+static void
+ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
+{
+    ngx_http_request_t       *r;
+    ngx_http_ragq_loc_conf_t *lcf = cell->data;
+
+    r = ngx_http_ragq_cell_take(cell);
+    if (r == NULL) {
+        return;
+    }
+
+    ngx_http_ragq_finalize(
+        r, ngx_http_ragq_status_respond(r, lcf, cell->job_id, reply));
+}
+
+
+/* ---- long-polls: GET /job-status?wait=N ---- */
+
+/*
+ * Per worker: a table of jobs that have waiters, keyed by the job's hash key
+ * (P:job:ID, so that two prefixes never mix), each with its queue of waiting
+ * requests. A waiter is always in that table while it waits, and at most in
+ * one pending HGETALL ("read") at a time. A read either checks (waiters stay
+ * in the table unless the job is final, gone or not theirs) or wakes (every
+ * waiter is answered with whatever the reply holds). Waiters live in their
+ * request's pool: the request cleanup unlinks them from everything, so
+ * nothing outside points to a dead one. Their number is bounded by
+ * worker_connections, since each holds a client connection.
+ */
+
+typedef struct {
+    ngx_str_node_t sn; /* key: P:job:ID */
+    ngx_queue_t    waiters;
+} ngx_http_ragq_job_t;
+
+
+typedef struct {
+    ngx_http_request_t       *request; /* NULL once answered or gone */
+    ngx_http_cleanup_t       *cleanup;
+    ngx_http_ragq_loc_conf_t *lcf;
+    ngx_http_ragq_job_t      *job; /* NULL when not in the table */
+    ngx_queue_t               tq;  /* in job->waiters */
+    ngx_queue_t               rq;  /* in a read's waiters */
+    ngx_queue_t               all;
+    ngx_event_t               timer; /* the wait, then the read deadline */
+    u_char                    job_id[32];
+    unsigned                  in_read : 1;
+    unsigned                  woken : 1;
+} ngx_http_ragq_waiter_t;
+
+
+typedef struct {
+    ngx_http_ragq_cell_t cell; /* first: the valkey layer frees it as one */
+    ngx_queue_t          waiters;
+    ngx_flag_t           wake;
+    ngx_str_t            key;
+} ngx_http_ragq_read_t;
+
+
+static ngx_rbtree_t      ngx_http_ragq_jobs;
+static ngx_rbtree_node_t ngx_http_ragq_jobs_sentinel;
+static ngx_queue_t       ngx_http_ragq_all_waiters;
+static ngx_flag_t        ngx_http_ragq_lp_initialized;
+
+
+static void
+ngx_http_ragq_waiter_untable(ngx_http_ragq_waiter_t *w)
+{
+    ngx_http_ragq_job_t *job = w->job;
+
+    if (job == NULL) {
+        return;
+    }
+
+    ngx_queue_remove(&w->tq);
+    w->job = NULL;
+
+    if (ngx_queue_empty(&job->waiters)) {
+        ngx_rbtree_delete(&ngx_http_ragq_jobs, &job->sn.node);
+        ngx_free(job);
+    }
+}
+
+
+static void
+ngx_http_ragq_waiter_unread(ngx_http_ragq_waiter_t *w)
+{
+    if (w->in_read) {
+        ngx_queue_remove(&w->rq);
+        w->in_read = 0;
+    }
+}
+
+
+static void
+ngx_http_ragq_waiter_unlink(ngx_http_ragq_waiter_t *w)
+{
+    w->request = NULL;
+
+    ngx_http_ragq_waiter_untable(w);
+    ngx_http_ragq_waiter_unread(w);
+    ngx_queue_remove(&w->all);
+
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+}
+
+
+/* request cleanup: the client left (or the request ends otherwise) */
+static void
+ngx_http_ragq_waiter_cleanup(void *data)
+{
+    ngx_http_ragq_waiter_t *w = data;
+
+    if (w->request) {
+        ngx_http_ragq_waiter_unlink(w);
+    }
+}
+
+
+static ngx_http_request_t *
+ngx_http_ragq_waiter_take(ngx_http_ragq_waiter_t *w)
+{
+    ngx_http_request_t *r = w->request;
+
+    w->cleanup->handler = NULL;
+    ngx_http_ragq_waiter_unlink(w);
+
+    return r;
+}
+
+
+static void
+ngx_http_ragq_waiter_answer(ngx_http_ragq_waiter_t *w, redisReply *reply)
+{
+    ngx_http_request_t *r;
+
+    /* w lives in r->pool, so it is still readable until the finalize */
+    r = ngx_http_ragq_waiter_take(w);
+
+    ngx_http_ragq_finalize(
+        r, ngx_http_ragq_status_respond(r, w->lcf, w->job_id, reply));
+}
+
+
+static void
+ngx_http_ragq_waiter_fail(ngx_http_ragq_waiter_t *w, ngx_int_t why)
+{
+    ngx_http_request_t *r;
+
+    r = ngx_http_ragq_waiter_take(w);
+
+    ngx_http_ragq_finalize(r, ngx_http_ragq_unavailable(r, why));
+}
+
+
+static ngx_flag_t
+ngx_http_ragq_status_final(u_char *p, size_t len)
+{
+    return (len == 8 && ngx_strncmp(p, "finished", 8) == 0) ||
+           (len == 6 && ngx_strncmp(p, "failed", 6) == 0) ||
+           (len == 8 && ngx_strncmp(p, "canceled", 8) == 0);
+}
+
+
+/* true when a check read must answer the waiter now */
+static ngx_flag_t
+ngx_http_ragq_waiter_done(ngx_http_ragq_waiter_t *w, redisReply *reply)
+{
+    size_t      i;
+    redisReply *key, *val;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+        ngx_http_ragq_job_visible(w->request, w->lcf, reply) != NGX_OK) {
+        return 1;
+    }
+
+    for (i = 0; i + 1 < reply->elements; i += 2) {
+        key = reply->element[i];
+        val = reply->element[i + 1];
+
+        if (key->type == REDIS_REPLY_STRING && key->len == 6 &&
+            ngx_strncmp(key->str, "status", 6) == 0) {
+            return val->type == REDIS_REPLY_STRING &&
+                   ngx_http_ragq_status_final((u_char *) val->str, val->len);
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
+{
+    ngx_queue_t            *q;
+    ngx_http_ragq_read_t   *rd = (ngx_http_ragq_read_t *) cell;
+    ngx_http_ragq_waiter_t *w;
+
+    /*
+     * Answering one waiter may end its request and run its cleanup, so the
+     * queue is re-read from its head every time.
+     */
+    while (!ngx_queue_empty(&rd->waiters)) {
+        q = ngx_queue_head(&rd->waiters);
+        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, rq);
+
+        if (rd->wake || ngx_http_ragq_waiter_done(w, reply)) {
+            ngx_http_ragq_waiter_answer(w, reply);
+
+        } else {
+            /* still running: keep waiting for its event */
+            ngx_http_ragq_waiter_unread(w);
+        }
+    }
+}
+
+
+static ngx_http_ragq_read_t *
+ngx_http_ragq_read_create(ngx_str_t *key, ngx_flag_t wake)
+{
+    ngx_http_ragq_read_t *rd;
+
+    rd = ngx_calloc(sizeof(ngx_http_ragq_read_t) + key->len, ngx_cycle->log);
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    rd->cell.handler = ngx_http_ragq_read_reply;
+    rd->wake = wake;
+    rd->key.len = key->len;
+    rd->key.data = (u_char *) (rd + 1);
+    ngx_memcpy(rd->key.data, key->data, key->len);
+    ngx_queue_init(&rd->waiters);
+
+    return rd;
+}
+
+
+static void ngx_http_ragq_waiter_deadline(ngx_event_t *ev);
+
+
+static void
+ngx_http_ragq_read_add(ngx_http_ragq_read_t *rd, ngx_http_ragq_waiter_t *w)
+{
+    ngx_http_ragq_waiter_unread(w);
+
+    ngx_queue_insert_tail(&rd->waiters, &w->rq);
+    w->in_read = 1;
+
+    if (!rd->wake) {
+        return;
+    }
+
+    /* a woken waiter no longer hears events; its timer now bounds the read */
+    ngx_http_ragq_waiter_untable(w);
+
+    w->woken = 1;
+
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+
+    w->timer.handler = ngx_http_ragq_waiter_deadline;
+    ngx_add_timer(&w->timer, w->lcf->valkey_timeout);
+}
+
+
+static ngx_int_t
+ngx_http_ragq_read_send(ngx_http_ragq_read_t *rd)
+{
+    const char *argv[2];
+    size_t      argvlen[2];
+
+    argv[0] = "HGETALL";
+    argvlen[0] = 7;
+    argv[1] = (const char *) rd->key.data;
+    argvlen[1] = rd->key.len;
+
+    return ngx_http_ragq_valkey_command(&rd->cell, 2, argv, argvlen);
+}
+
+
+/* reads the job of every waiter in q (one table entry), one HGETALL */
+static void
+ngx_http_ragq_read_job(ngx_http_ragq_job_t *job, ngx_flag_t wake)
+{
+    ngx_int_t               rc;
+    ngx_flag_t              last;
+    ngx_queue_t            *q, *next;
+    ngx_http_ragq_read_t   *rd;
+    ngx_http_ragq_waiter_t *w;
+
+    rc = ngx_http_ragq_valkey_available();
+
+    rd = (rc == NGX_OK) ? ngx_http_ragq_read_create(&job->sn.str, wake) : NULL;
+
+    if (rd == NULL) {
+        if (!wake) {
+            /* their wait timers still end them with a fresh read */
+            return;
+        }
+
+        for (q = ngx_queue_head(&job->waiters); /* void */; q = next) {
+            next = ngx_queue_next(q);
+            last = (next == ngx_queue_sentinel(&job->waiters));
+            w = ngx_queue_data(q, ngx_http_ragq_waiter_t, tq);
+
+            ngx_http_ragq_waiter_fail(w, rc == NGX_OK ? NGX_DECLINED : rc);
+
+            if (last) {
+                break;
+            }
+        }
+
+        return;
+    }
+
+    /* a wake read frees the job entry with its last waiter: no look back */
+    for (q = ngx_queue_head(&job->waiters); /* void */; q = next) {
+        next = ngx_queue_next(q);
+        last = (next == ngx_queue_sentinel(&job->waiters));
+        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, tq);
+
+        ngx_http_ragq_read_add(rd, w);
+
+        if (last) {
+            break;
+        }
+    }
+
+    if (ngx_http_ragq_read_send(rd) != NGX_OK) {
+        ngx_http_ragq_read_reply(&rd->cell, NULL);
+        ngx_free(rd);
+    }
+}
+
+
+static ngx_http_ragq_job_t *
+ngx_http_ragq_job_lookup(ngx_str_t *key)
+{
+    return (ngx_http_ragq_job_t *) ngx_str_rbtree_lookup(
+        &ngx_http_ragq_jobs, key, ngx_crc32_short(key->data, key->len));
+}
+
+
+/* wait elapsed: answer with the current state */
+static void
+ngx_http_ragq_waiter_timeout(ngx_event_t *ev)
+{
+    u_char                 *p;
+    ngx_str_t               key;
+    ngx_http_ragq_read_t   *rd;
+    ngx_http_ragq_waiter_t *w = ev->data;
+    ngx_int_t               rc;
+    u_char                  buf[NGX_HTTP_RAGQ_KEY_MAX];
+
+    rc = ngx_http_ragq_valkey_available();
+    if (rc != NGX_OK) {
+        ngx_http_ragq_waiter_fail(w, rc);
+        return;
+    }
+
+    key.len = w->lcf->job_prefix.len + 32;
+    key.data = buf;
+    p = ngx_cpymem(buf, w->lcf->job_prefix.data, w->lcf->job_prefix.len);
+    ngx_memcpy(p, w->job_id, 32);
+
+    rd = ngx_http_ragq_read_create(&key, 1);
+    if (rd == NULL) {
+        ngx_http_ragq_waiter_fail(w, NGX_DECLINED);
+        return;
+    }
+
+    ngx_http_ragq_read_add(rd, w);
+
+    if (ngx_http_ragq_read_send(rd) != NGX_OK) {
+        ngx_http_ragq_read_reply(&rd->cell, NULL);
+        ngx_free(rd);
+    }
+}
+
+
+static void
+ngx_http_ragq_waiter_deadline(ngx_event_t *ev)
+{
+    ngx_http_request_t     *r;
+    ngx_http_ragq_waiter_t *w = ev->data;
+
+    r = ngx_http_ragq_waiter_take(w);
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "ragq: valkey did not answer within %M ms",
+                  w->lcf->valkey_timeout);
+
+    ngx_http_ragq_finalize(
+        r,
+        ngx_http_ragq_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "valkey_timeout",
+                            "the job store (Valkey) did not answer in "
+                            "time; retry shortly"));
+}
+
+
+/*
+ * Registers r as a waiter on its job, then reads the job (in this order, so
+ * that an event between the read and the registration cannot be lost).
+ */
+static ngx_int_t
+ngx_http_ragq_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                   ngx_str_t *key, u_char *id, ngx_msec_t wait)
+{
+    ngx_http_cleanup_t     *cln;
+    ngx_http_ragq_job_t    *job;
+    ngx_http_ragq_read_t   *rd;
+    ngx_http_ragq_waiter_t *w;
+
+    w = ngx_pcalloc(r->pool, sizeof(ngx_http_ragq_waiter_t));
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rd = ngx_http_ragq_read_create(key, 0);
+    if (rd == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        ngx_free(rd);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    job = ngx_http_ragq_job_lookup(key);
+
+    if (job == NULL) {
+        job = ngx_alloc(sizeof(ngx_http_ragq_job_t) + key->len, ngx_cycle->log);
+        if (job == NULL) {
+            ngx_free(rd);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        job->sn.str.len = key->len;
+        job->sn.str.data = (u_char *) (job + 1);
+        ngx_memcpy(job->sn.str.data, key->data, key->len);
+        job->sn.node.key = ngx_crc32_short(key->data, key->len);
+        ngx_queue_init(&job->waiters);
+        ngx_rbtree_insert(&ngx_http_ragq_jobs, &job->sn.node);
+    }
+
+    w->request = r;
+    w->cleanup = cln;
+    w->lcf = lcf;
+    w->job = job;
+    ngx_memcpy(w->job_id, id, 32);
+
+    ngx_queue_insert_tail(&job->waiters, &w->tq);
+    ngx_queue_insert_tail(&ngx_http_ragq_all_waiters, &w->all);
+
+    cln->handler = ngx_http_ragq_waiter_cleanup;
+    cln->data = w;
+
+    /*
+     * Non-cancelable like every request timer; a graceful shutdown does not
+     * wait for it anyway, because it answers the waiters (see closing).
+     */
+    w->timer.handler = ngx_http_ragq_waiter_timeout;
+    w->timer.data = w;
+    w->timer.log = r->connection->log;
+    ngx_add_timer(&w->timer, wait);
+
+    ngx_http_ragq_read_add(rd, w);
+
+    if (ngx_http_ragq_read_send(rd) != NGX_OK) {
+        ngx_http_ragq_waiter_take(w);
+        ngx_free(rd);
+        return ngx_http_ragq_unavailable(r, NGX_DECLINED);
+    }
+
+    if (!r->discard_body) {
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+/* a message "ID STATUS" on P:events */
+static void
+ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
+                         ngx_http_ragq_channel_t *ch, u_char *msg, size_t len)
+{
+    u_char              *p;
+    ngx_str_t            key;
+    ngx_http_ragq_job_t *job;
+    u_char               buf[NGX_HTTP_RAGQ_KEY_MAX];
+
+    if (len < 34 || msg[32] != ' ' || !ngx_http_ragq_job_id_valid(msg, 32)) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "ragq: ignored malformed event on %V: \"%*s\"",
+                      &ch->channel, ngx_min(len, 80), msg);
+        return;
+    }
+
+    if (!ngx_http_ragq_status_final(msg + 33, len - 33)) {
+        return;
+    }
+
+    key.len = ch->job_prefix.len + 32;
+    key.data = buf;
+    p = ngx_cpymem(buf, ch->job_prefix.data, ch->job_prefix.len);
+    ngx_memcpy(p, msg, 32);
+
+    job = ngx_http_ragq_job_lookup(&key);
+    if (job == NULL) {
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: event \"%*s\" wakes waiters", len, msg);
+
+    ngx_http_ragq_read_job(job, 1);
+}
+
+
+static void
+ngx_http_ragq_lp_each(ngx_flag_t wake)
+{
+    ngx_rbtree_node_t   *node, *next, *root, *sentinel;
+    ngx_http_ragq_job_t *job;
+
+    sentinel = ngx_http_ragq_jobs.sentinel;
+    root = ngx_http_ragq_jobs.root;
+
+    if (root == sentinel) {
+        return;
+    }
+
+    /* a job's entry may be freed while it is read: step ahead first */
+    for (node = ngx_rbtree_min(root, sentinel); node; node = next) {
+        next = ngx_rbtree_next(&ngx_http_ragq_jobs, node);
+        job = (ngx_http_ragq_job_t *) node;
+        ngx_http_ragq_read_job(job, wake);
+    }
+}
+
+
+/* (re)subscribed: re-read every job that has waiters, in case its final
+ * event came while the subscription was down */
+static void
+ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps)
+{
+    ngx_http_ragq_lp_each(0);
+}
+
+
+/* graceful shutdown: answer every waiter with its current state now */
+static void
+ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps)
+{
+    ngx_http_ragq_lp_each(1);
+}
+
+
+/* the process dies: release the requests without answering */
+static void
+ngx_http_ragq_lp_exit(void)
+{
+    ngx_queue_t            *q;
+    ngx_http_ragq_waiter_t *w;
+
+    if (!ngx_http_ragq_lp_initialized) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_ragq_all_waiters)) {
+        q = ngx_queue_head(&ngx_http_ragq_all_waiters);
+        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, all);
+        (void) ngx_http_ragq_waiter_take(w);
+    }
+
+    ngx_http_ragq_lp_initialized = 0;
 }
 
 
@@ -2466,6 +3166,15 @@ ngx_http_ragq_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&rmcf->pubsub.channels, cf->pool, 1,
+                       sizeof(ngx_http_ragq_channel_t)) != NGX_OK) {
+        return NULL;
+    }
+
+    rmcf->pubsub.message = ngx_http_ragq_lp_message;
+    rmcf->pubsub.ready = ngx_http_ragq_lp_ready;
+    rmcf->pubsub.closing = ngx_http_ragq_lp_closing;
+
     return rmcf;
 }
 
@@ -2536,6 +3245,37 @@ ngx_http_ragq_key(ngx_conf_t *cf, ngx_str_t *key, ngx_str_t *prefix,
 }
 
 
+/* one SUBSCRIBE per prefix that a ragq_status location reads */
+static ngx_int_t
+ngx_http_ragq_add_channel(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
+{
+    ngx_uint_t                 i;
+    ngx_http_ragq_channel_t   *ch;
+    ngx_http_ragq_main_conf_t *rmcf;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragq_module);
+
+    ch = rmcf->pubsub.channels.elts;
+
+    for (i = 0; i < rmcf->pubsub.channels.nelts; i++) {
+        if (ch[i].job_prefix.len == lcf->job_prefix.len &&
+            ngx_strncmp(ch[i].job_prefix.data, lcf->job_prefix.data,
+                        lcf->job_prefix.len) == 0) {
+            return NGX_OK;
+        }
+    }
+
+    ch = ngx_array_push(&rmcf->pubsub.channels);
+    if (ch == NULL) {
+        return NGX_ERROR;
+    }
+
+    ch->job_prefix = lcf->job_prefix;
+
+    return ngx_http_ragq_key(cf, &ch->channel, &lcf->prefix, ":events");
+}
+
+
 static char *
 ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
@@ -2589,12 +3329,24 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->prefix.len > NGX_HTTP_RAGQ_PREFIX_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ragq_prefix is too long (at most %d bytes)",
+                           NGX_HTTP_RAGQ_PREFIX_MAX);
+        return NGX_CONF_ERROR;
+    }
+
     if (ngx_http_ragq_key(cf, &conf->jobs_key, &conf->prefix, ":jobs") !=
             NGX_OK ||
         ngx_http_ragq_key(cf, &conf->job_prefix, &conf->prefix, ":job:") !=
             NGX_OK ||
         ngx_http_ragq_key(cf, &conf->idem_prefix, &conf->prefix, ":idem:") !=
             NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->kind == NGX_HTTP_RAGQ_STATUS &&
+        ngx_http_ragq_add_channel(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -2633,12 +3385,28 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
 
     ngx_http_ragq_random_pos = sizeof(ngx_http_ragq_random);
 
-    return ngx_http_ragq_valkey_init(cycle, &rmcf->valkey);
+    if (ngx_http_ragq_valkey_init(cycle, &rmcf->valkey) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (rmcf->pubsub.channels.nelts == 0) {
+        return NGX_OK;
+    }
+
+    ngx_rbtree_init(&ngx_http_ragq_jobs, &ngx_http_ragq_jobs_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&ngx_http_ragq_all_waiters);
+    ngx_http_ragq_lp_initialized = 1;
+
+    return ngx_http_ragq_pubsub_init(cycle, &rmcf->valkey, &rmcf->pubsub);
 }
 
 
 static void
 ngx_http_ragq_exit_process(ngx_cycle_t *cycle)
 {
+    /* first, while the reads they sit in still exist */
+    ngx_http_ragq_lp_exit();
+
     ngx_http_ragq_valkey_exit(cycle);
 }

@@ -1,9 +1,11 @@
 /*
- * ragq: one pipelined Valkey command connection per nginx worker, shared by
- * every request of that worker. hiredis 0.14's async API is driven by
- * nginx's event loop through a small adapter over ngx_connection_t; connect
- * timeout, watchdog and reconnect backoff are nginx timers because 0.14 has
- * no timeouts of its own. A second (pub/sub) context can reuse the adapter.
+ * ragq: the per-worker Valkey connections. One pipelined command connection
+ * is shared by every request of the worker; a second one is subscribed to
+ * the <prefix>:events channels and wakes long-polls (it never sends anything
+ * but the handshake and SUBSCRIBE: a subscribed hiredis 0.14 context cannot
+ * PING). hiredis 0.14's async API is driven by nginx's event loop through a
+ * small adapter over ngx_connection_t; connect timeout, watchdog and
+ * reconnect backoff are nginx timers because 0.14 has no timeouts of its own.
  */
 
 #include "ngx_http_ragq_valkey.h"
@@ -28,6 +30,8 @@ typedef struct {
     redisAsyncContext           *ac;
     ngx_connection_t            *c;
     ngx_http_ragq_valkey_conf_t *conf;
+    ngx_http_ragq_pubsub_t      *pubsub; /* NULL: the command connection */
+    const char                  *name;
     ngx_http_ragq_vk_state_e     state;
     ngx_event_t                  connect_ev;
     ngx_event_t                  reconnect_ev;
@@ -37,13 +41,19 @@ typedef struct {
     ngx_msec_t                   last_progress;
     ngx_uint_t                   inflight;
     ngx_uint_t                   failures;
+    ngx_uint_t                   acks;
     unsigned                     exiting : 1;
     unsigned                     initialized : 1;
 } ngx_http_ragq_vk_t;
 
 
-static void ngx_http_ragq_vk_connect(void);
-static void ngx_http_ragq_vk_schedule_reconnect(void);
+static void ngx_http_ragq_vk_setup(ngx_http_ragq_vk_t *vk, ngx_cycle_t *cycle,
+                                   ngx_http_ragq_valkey_conf_t *conf,
+                                   const char                  *name);
+static void ngx_http_ragq_vk_close(ngx_http_ragq_vk_t *vk);
+static void ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk);
+static void ngx_http_ragq_vk_schedule_reconnect(ngx_http_ragq_vk_t *vk);
+static void ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk);
 static void ngx_http_ragq_vk_add_read(void *data);
 static void ngx_http_ragq_vk_del_read(void *data);
 static void ngx_http_ragq_vk_add_write(void *data);
@@ -59,41 +69,44 @@ static void ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r,
                                              void *privdata);
 static void ngx_http_ragq_vk_reply(redisAsyncContext *ac, void *r,
                                    void *privdata);
+static void ngx_http_ragq_vk_sub_reply(redisAsyncContext *ac, void *r,
+                                       void *privdata);
 static void ngx_http_ragq_vk_connect_timeout(ngx_event_t *ev);
 static void ngx_http_ragq_vk_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ragq_vk_watchdog(ngx_event_t *ev);
 
 
-static ngx_http_ragq_vk_t ngx_http_ragq_vk;
+static ngx_http_ragq_vk_t ngx_http_ragq_vk;     /* commands */
+static ngx_http_ragq_vk_t ngx_http_ragq_vk_sub; /* pub/sub */
 
 
 /* an outage is logged as an error once, then its retries quietly */
 static ngx_uint_t
-ngx_http_ragq_vk_level(void)
+ngx_http_ragq_vk_level(ngx_http_ragq_vk_t *vk)
 {
-    return (ngx_http_ragq_vk.failures == 1) ? NGX_LOG_ERR : NGX_LOG_INFO;
+    return (vk->failures == 1) ? NGX_LOG_ERR : NGX_LOG_INFO;
 }
 
 
 static ngx_msec_t
-ngx_http_ragq_vk_watchdog_period(void)
+ngx_http_ragq_vk_watchdog_period(ngx_http_ragq_vk_t *vk)
 {
     ngx_msec_t period;
 
-    period = ngx_http_ragq_vk.conf->timeout / 2;
+    period = vk->conf->timeout / 2;
 
     return period < 20 ? 20 : period;
 }
 
 
-ngx_int_t
-ngx_http_ragq_valkey_init(ngx_cycle_t *cycle, ngx_http_ragq_valkey_conf_t *conf)
+static void
+ngx_http_ragq_vk_setup(ngx_http_ragq_vk_t *vk, ngx_cycle_t *cycle,
+                       ngx_http_ragq_valkey_conf_t *conf, const char *name)
 {
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
-
     ngx_memzero(vk, sizeof(ngx_http_ragq_vk_t));
 
     vk->conf = conf;
+    vk->name = name;
     vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
 
     /*
@@ -116,20 +129,47 @@ ngx_http_ragq_valkey_init(ngx_cycle_t *cycle, ngx_http_ragq_valkey_conf_t *conf)
     vk->watchdog_ev.cancelable = 1;
 
     vk->initialized = 1;
+}
 
-    ngx_http_ragq_vk_connect();
 
-    ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period());
+ngx_int_t
+ngx_http_ragq_valkey_init(ngx_cycle_t *cycle, ngx_http_ragq_valkey_conf_t *conf)
+{
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+
+    ngx_http_ragq_vk_setup(vk, cycle, conf, "valkey");
+
+    ngx_http_ragq_vk_connect(vk);
+
+    ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period(vk));
 
     return NGX_OK;
 }
 
 
-void
-ngx_http_ragq_valkey_exit(ngx_cycle_t *cycle)
+ngx_int_t
+ngx_http_ragq_pubsub_init(ngx_cycle_t *cycle, ngx_http_ragq_valkey_conf_t *conf,
+                          ngx_http_ragq_pubsub_t *pubsub)
 {
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;
 
+    ngx_http_ragq_vk_setup(vk, cycle, conf, "valkey pub/sub");
+
+    vk->pubsub = pubsub;
+
+    /*
+     * No watchdog: a subscribed connection legitimately stays silent for
+     * hours, and PING is broken on a subscribed hiredis 0.14 context.
+     */
+    ngx_http_ragq_vk_connect(vk);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ragq_vk_close(ngx_http_ragq_vk_t *vk)
+{
     if (!vk->initialized) {
         return;
     }
@@ -158,6 +198,14 @@ ngx_http_ragq_valkey_exit(ngx_cycle_t *cycle)
 }
 
 
+void
+ngx_http_ragq_valkey_exit(ngx_cycle_t *cycle)
+{
+    ngx_http_ragq_vk_close(&ngx_http_ragq_vk_sub);
+    ngx_http_ragq_vk_close(&ngx_http_ragq_vk);
+}
+
+
 ngx_int_t
 ngx_http_ragq_valkey_available(void)
 {
@@ -173,6 +221,16 @@ ngx_http_ragq_valkey_available(void)
     }
 
     return NGX_OK;
+}
+
+
+ngx_flag_t
+ngx_http_ragq_pubsub_ready(void)
+{
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;
+
+    return vk->initialized && !vk->exiting && vk->ac &&
+           vk->state == NGX_HTTP_RAGQ_VK_READY && !ngx_exiting;
 }
 
 
@@ -206,12 +264,13 @@ ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
 
 
 static void
-ngx_http_ragq_vk_connect(void)
+ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
 {
     int                          one;
+    ngx_uint_t                   i;
     ngx_connection_t            *c;
     redisAsyncContext           *ac;
-    ngx_http_ragq_vk_t          *vk = &ngx_http_ragq_vk;
+    ngx_http_ragq_channel_t     *ch;
     ngx_http_ragq_valkey_conf_t *conf = vk->conf;
     const char                  *argv[2];
     size_t                       argvlen[2];
@@ -228,17 +287,17 @@ ngx_http_ragq_vk_connect(void)
 
     if (ac == NULL) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "ragq: cannot allocate a valkey context");
-        ngx_http_ragq_vk_schedule_reconnect();
+                      "ragq: cannot allocate a %s context", vk->name);
+        ngx_http_ragq_vk_schedule_reconnect(vk);
         return;
     }
 
     if (ac->err) {
         vk->failures++;
-        ngx_log_error(ngx_http_ragq_vk_level(), ngx_cycle->log, 0,
-                      "ragq: valkey connect failed: %s", ac->errstr);
+        ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
+                      "ragq: %s connect failed: %s", vk->name, ac->errstr);
         redisAsyncFree(ac);
-        ngx_http_ragq_vk_schedule_reconnect();
+        ngx_http_ragq_vk_schedule_reconnect(vk);
         return;
     }
 
@@ -252,7 +311,7 @@ ngx_http_ragq_vk_connect(void)
     if (c == NULL) {
         /* ac has no cleanup hook yet, so hiredis just closes its fd */
         redisAsyncFree(ac);
-        ngx_http_ragq_vk_schedule_reconnect();
+        ngx_http_ragq_vk_schedule_reconnect(vk);
         return;
     }
 
@@ -262,10 +321,23 @@ ngx_http_ragq_vk_connect(void)
     c->read->log = c->log;
     c->write->log = c->log;
 
+    /*
+     * The pub/sub connection is "idle": a graceful shutdown then calls its
+     * read handler with c->close at once, and the module answers the
+     * long-polls with their current state instead of keeping the old worker
+     * alive for up to ragq_max_wait.
+     */
+    if (vk->pubsub) {
+        c->idle = 1;
+    }
+
+    ac->data = vk;
+
     vk->ac = ac;
     vk->c = c;
     vk->state = NGX_HTTP_RAGQ_VK_CONNECTING;
     vk->inflight = 0;
+    vk->acks = 0;
 
     ac->ev.data = vk;
     ac->ev.addRead = ngx_http_ragq_vk_add_read;
@@ -297,20 +369,33 @@ ngx_http_ragq_vk_connect(void)
                               argv, argvlen);
     }
 
-    argv[0] = "PING";
-    argvlen[0] = 4;
-    redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "PING", 1, argv,
-                          argvlen);
+    if (vk->pubsub) {
+        /* regular replies still come first, so AUTH/SELECT precede these */
+        ch = vk->pubsub->channels.elts;
+
+        for (i = 0; i < vk->pubsub->channels.nelts; i++) {
+            argv[0] = "SUBSCRIBE";
+            argvlen[0] = 9;
+            argv[1] = (const char *) ch[i].channel.data;
+            argvlen[1] = ch[i].channel.len;
+            redisAsyncCommandArgv(ac, ngx_http_ragq_vk_sub_reply, &ch[i], 2,
+                                  argv, argvlen);
+        }
+
+    } else {
+        argv[0] = "PING";
+        argvlen[0] = 4;
+        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "PING", 1,
+                              argv, argvlen);
+    }
 
     ngx_add_timer(&vk->connect_ev, conf->timeout);
 }
 
 
 static void
-ngx_http_ragq_vk_schedule_reconnect(void)
+ngx_http_ragq_vk_schedule_reconnect(ngx_http_ragq_vk_t *vk)
 {
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
-
     if (vk->exiting || ngx_exiting || ngx_quit || ngx_terminate) {
         return;
     }
@@ -338,7 +423,7 @@ ngx_http_ragq_vk_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_ragq_vk_connect();
+    ngx_http_ragq_vk_connect(vk);
 }
 
 
@@ -352,8 +437,8 @@ ngx_http_ragq_vk_connect_timeout(ngx_event_t *ev)
     }
 
     vk->failures++;
-    ngx_log_error(ngx_http_ragq_vk_level(), ngx_cycle->log, 0,
-                  "ragq: valkey connect timed out after %M ms",
+    ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
+                  "ragq: %s connect timed out after %M ms", vk->name,
                   vk->conf->timeout);
 
     /* a timer, not a hiredis callback: freeing here is safe */
@@ -388,7 +473,7 @@ ngx_http_ragq_vk_watchdog(ngx_event_t *ev)
     }
 
     if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
-        ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period());
+        ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period(vk));
     }
 }
 
@@ -396,7 +481,7 @@ ngx_http_ragq_vk_watchdog(ngx_event_t *ev)
 static void
 ngx_http_ragq_vk_on_connect(const redisAsyncContext *ac, int status)
 {
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+    ngx_http_ragq_vk_t *vk = ac->data;
 
     /*
      * hiredis 0.14 frees the context right after this returns on failure;
@@ -405,8 +490,8 @@ ngx_http_ragq_vk_on_connect(const redisAsyncContext *ac, int status)
      */
     if (status != REDIS_OK) {
         vk->failures++;
-        ngx_log_error(ngx_http_ragq_vk_level(), ngx_cycle->log, 0,
-                      "ragq: valkey connect failed: %s", ac->errstr);
+        ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
+                      "ragq: %s connect failed: %s", vk->name, ac->errstr);
     }
 }
 
@@ -414,7 +499,7 @@ ngx_http_ragq_vk_on_connect(const redisAsyncContext *ac, int status)
 static void
 ngx_http_ragq_vk_on_disconnect(const redisAsyncContext *ac, int status)
 {
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+    ngx_http_ragq_vk_t *vk = ac->data;
 
     /* no error set: we closed it ourselves and said why already */
     if (vk->exiting || ac->err == 0) {
@@ -423,7 +508,27 @@ ngx_http_ragq_vk_on_disconnect(const redisAsyncContext *ac, int status)
 
     vk->failures++;
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "ragq: valkey connection lost: %s", ac->errstr);
+                  "ragq: %s connection lost: %s", vk->name, ac->errstr);
+}
+
+
+static void
+ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk)
+{
+    vk->state = NGX_HTTP_RAGQ_VK_READY;
+    vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
+    vk->last_progress = ngx_current_msec;
+
+    if (vk->failures) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "ragq: %s connection restored", vk->name);
+    }
+
+    vk->failures = 0;
+
+    if (vk->connect_ev.timer_set) {
+        ngx_del_timer(&vk->connect_ev);
+    }
 }
 
 
@@ -431,7 +536,7 @@ static void
 ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     redisReply         *reply = r;
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+    ngx_http_ragq_vk_t *vk = ac->data;
 
     if (reply == NULL || vk->ac != ac) {
         return;
@@ -439,8 +544,8 @@ ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (reply->type == REDIS_REPLY_ERROR) {
         vk->failures++;
-        ngx_log_error(ngx_http_ragq_vk_level(), ngx_cycle->log, 0,
-                      "ragq: valkey %s failed: %s", (char *) privdata,
+        ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
+                      "ragq: %s %s failed: %s", vk->name, (char *) privdata,
                       reply->str);
         /* deferred by hiredis until this callback returns */
         redisAsyncFree(ac);
@@ -448,19 +553,53 @@ ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (ngx_strcmp(privdata, "PING") == 0) {
-        vk->state = NGX_HTTP_RAGQ_VK_READY;
-        vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
-        vk->last_progress = ngx_current_msec;
+        ngx_http_ragq_vk_ready(vk);
+    }
+}
 
-        if (vk->failures) {
-            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                          "ragq: valkey connection restored");
+
+/*
+ * The channel callback: hiredis 0.14 routes both the subscribe
+ * acknowledgements and the messages here (and NULL when the context dies).
+ */
+static void
+ngx_http_ragq_vk_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply              *reply = r;
+    redisReply              *kind, *payload;
+    ngx_http_ragq_vk_t      *vk = ac->data;
+    ngx_http_ragq_channel_t *ch = privdata;
+
+    if (reply == NULL || vk->ac != ac || vk->exiting) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+
+    kind = reply->element[0];
+
+    if (kind->len == 9 &&
+        ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe", 9) == 0) {
+        if (++vk->acks == vk->pubsub->channels.nelts) {
+            ngx_http_ragq_vk_ready(vk);
+
+            /* whatever happened while we were not listening */
+            vk->pubsub->ready(vk->pubsub);
         }
 
-        vk->failures = 0;
+        return;
+    }
 
-        if (vk->connect_ev.timer_set) {
-            ngx_del_timer(&vk->connect_ev);
+    if (kind->len == 7 &&
+        ngx_strncasecmp((u_char *) kind->str, (u_char *) "message", 7) == 0) {
+        payload = reply->element[2];
+
+        if (payload->type == REDIS_REPLY_STRING) {
+            vk->pubsub->message(vk->pubsub, ch, (u_char *) payload->str,
+                                payload->len);
         }
     }
 }
@@ -596,7 +735,7 @@ ngx_http_ragq_vk_cleanup(void *data)
         ngx_del_timer(&vk->connect_ev);
     }
 
-    ngx_http_ragq_vk_schedule_reconnect();
+    ngx_http_ragq_vk_schedule_reconnect(vk);
 }
 
 
@@ -610,9 +749,20 @@ ngx_http_ragq_vk_read_handler(ngx_event_t *ev)
         return;
     }
 
-    /* worker_shutdown_timeout closes every connection this way */
+    /*
+     * A graceful shutdown closes idle connections this way (the pub/sub one
+     * is idle), and worker_shutdown_timeout every connection.
+     */
     if (c->close) {
-        redisAsyncFree(vk->ac);
+        if (vk->pubsub && !vk->exiting) {
+            vk->exiting = 1;
+            vk->pubsub->closing(vk->pubsub);
+        }
+
+        if (vk->ac) {
+            redisAsyncFree(vk->ac);
+        }
+
         return;
     }
 

@@ -1,7 +1,8 @@
 /*
- * ragq: the per-worker Valkey command connection (hiredis 0.14 async over
- * nginx's event loop) and the "pending cell" that ties a reply to a request
- * that may be gone by the time the reply arrives.
+ * ragq: the per-worker Valkey connections (hiredis 0.14 async over nginx's
+ * event loop): the pipelined command connection, the "pending cell" that
+ * ties a reply to a request that may be gone by the time the reply arrives,
+ * and the pub/sub connection that delivers <prefix>:events messages.
  */
 
 #ifndef _NGX_HTTP_RAGQ_VALKEY_H_INCLUDED_
@@ -41,9 +42,36 @@ typedef struct {
 } ngx_http_ragq_valkey_conf_t;
 
 
+typedef struct ngx_http_ragq_pubsub_s ngx_http_ragq_pubsub_t;
+
+typedef struct {
+    ngx_str_t channel;    /* P:events, NUL-terminated */
+    ngx_str_t job_prefix; /* P:job: */
+} ngx_http_ragq_channel_t;
+
+struct ngx_http_ragq_pubsub_s {
+    ngx_array_t channels; /* of ngx_http_ragq_channel_t */
+
+    /* a message published on one of the channels */
+    void (*message)(ngx_http_ragq_pubsub_t *ps, ngx_http_ragq_channel_t *ch,
+                    u_char *msg, size_t len);
+    /* every channel is subscribed (again): catch up on missed messages */
+    void (*ready)(ngx_http_ragq_pubsub_t *ps);
+    /* graceful shutdown: no more messages will come */
+    void (*closing)(ngx_http_ragq_pubsub_t *ps);
+};
+
+
 ngx_int_t ngx_http_ragq_valkey_init(ngx_cycle_t                 *cycle,
                                     ngx_http_ragq_valkey_conf_t *conf);
 void      ngx_http_ragq_valkey_exit(ngx_cycle_t *cycle);
+
+ngx_int_t ngx_http_ragq_pubsub_init(ngx_cycle_t                 *cycle,
+                                    ngx_http_ragq_valkey_conf_t *conf,
+                                    ngx_http_ragq_pubsub_t      *pubsub);
+
+/* subscribed to every channel: a long-poll will hear about its job */
+ngx_flag_t ngx_http_ragq_pubsub_ready(void);
 
 /* NGX_OK: commands may be queued now; NGX_BUSY: in-flight cap reached;
  * NGX_DECLINED: not connected */

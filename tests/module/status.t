@@ -131,11 +131,11 @@ Content-Type: application/json
 
 
 
-=== TEST 8: POST is 405 with Allow; wait= is accepted and answers at once
+=== TEST 8: POST is 405 with Allow; wait=0 answers at once
 --- init
 main::seed($::Id1, status => 'queued', query => 'q', tenant => '');
 --- request eval
-["POST /job-status?job_id=$::Id1", "GET /job-status?job_id=$::Id1&wait=30"]
+["POST /job-status?job_id=$::Id1", "GET /job-status?job_id=$::Id1&wait=0"]
 --- error_code eval
 [405, 200]
 --- response_headers eval
