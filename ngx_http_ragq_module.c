@@ -2022,7 +2022,8 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 
 /*
  * wait=N: seconds, with up to three decimals; 0 or absent answers at once,
- * anything above ragq_max_wait waits ragq_max_wait.
+ * anything above ragq_max_wait waits ragq_max_wait. NGX_DECLINED: not a
+ * non-negative number.
  */
 static ngx_int_t
 ngx_http_ragq_wait_arg(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
@@ -2081,10 +2082,7 @@ ngx_http_ragq_wait_arg(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 invalid:
 
-    return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST, "invalid_wait",
-                                "wait must be a number of seconds, e.g. "
-                                "wait=30 (at most %T is used)",
-                                lcf->max_wait);
+    return NGX_DECLINED;
 }
 
 
@@ -2129,9 +2127,11 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
                                    "characters, as returned by POST /chat");
     }
 
-    rc = ngx_http_ragq_wait_arg(r, lcf, &wait);
-    if (rc != NGX_OK) {
-        return rc;
+    if (ngx_http_ragq_wait_arg(r, lcf, &wait) != NGX_OK) {
+        return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST, "invalid_wait",
+                                    "wait must be a number of seconds, e.g. "
+                                    "wait=30 (at most %T is used)",
+                                    lcf->max_wait);
     }
 
     rc = ngx_http_ragq_valkey_available();
@@ -2463,6 +2463,7 @@ typedef struct {
     ngx_http_ragq_cell_t cell; /* first: the valkey layer frees it as one */
     ngx_queue_t          waiters;
     ngx_flag_t           wake;
+    ngx_flag_t           catchup; /* a failed read leaves waiters waiting */
     ngx_str_t            key;
 } ngx_http_ragq_read_t;
 
@@ -2616,7 +2617,12 @@ ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         q = ngx_queue_head(&rd->waiters);
         w = ngx_queue_data(q, ngx_http_ragq_waiter_t, rq);
 
-        if (rd->wake || ngx_http_ragq_waiter_done(w, reply)) {
+        if (rd->catchup &&
+            (reply == NULL || reply->type == REDIS_REPLY_ERROR)) {
+            /* their wait timers still end them with a fresh read */
+            ngx_http_ragq_waiter_unread(w);
+
+        } else if (rd->wake || ngx_http_ragq_waiter_done(w, reply)) {
             ngx_http_ragq_waiter_answer(w, reply);
 
         } else {
@@ -2726,6 +2732,8 @@ ngx_http_ragq_read_job(ngx_http_ragq_job_t *job, ngx_flag_t wake)
 
         return;
     }
+
+    rd->catchup = !wake;
 
     /* a wake read frees the job entry with its last waiter: no look back */
     for (q = ngx_queue_head(&job->waiters); /* void */; q = next) {
@@ -2959,8 +2967,11 @@ ngx_http_ragq_lp_each(ngx_flag_t wake)
 }
 
 
-/* (re)subscribed: re-read every job that has waiters, in case its final
- * event came while the subscription was down */
+/*
+ * (Re)subscribed, or the command connection is back while subscribed:
+ * re-read every job that has waiters, in case its final event came while
+ * we were not listening (or could not read).
+ */
 static void
 ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps)
 {

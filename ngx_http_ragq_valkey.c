@@ -537,6 +537,7 @@ ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     redisReply         *reply = r;
     ngx_http_ragq_vk_t *vk = ac->data;
+    ngx_http_ragq_vk_t *sub;
 
     if (reply == NULL || vk->ac != ac) {
         return;
@@ -554,6 +555,17 @@ ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (ngx_strcmp(privdata, "PING") == 0) {
         ngx_http_ragq_vk_ready(vk);
+
+        /*
+         * The catch-up after a resubscribe needs this connection; when it
+         * came back later than the subscription, catch up again.
+         */
+        sub = &ngx_http_ragq_vk_sub;
+
+        if (sub->initialized && !sub->exiting && sub->ac &&
+            sub->state == NGX_HTTP_RAGQ_VK_READY) {
+            sub->pubsub->ready(sub->pubsub);
+        }
     }
 }
 
