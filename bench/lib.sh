@@ -192,3 +192,13 @@ snapshot_binaries() {
         WORKER_BIN=$dir/ragq-worker
     fi
 }
+
+# CPU (ms) of this shell's reaped children, from the output of the `times`
+# builtin saved in file $1.  Take the snapshots with `times >FILE` in the
+# running shell itself (a $(...) subshell starts from zero).
+times_children_ms() {
+    local u s
+    { read -r _; read -r u s; } <"$1"
+    awk -v u="${u%s}" -v s="${s%s}" 'function ms(x, m) { split(x, m, "m"); return (m[1] * 60 + m[2]) * 1000 }
+        BEGIN { printf "%d\n", ms(u) + ms(s) }'
+}

@@ -62,6 +62,8 @@ def load_runs(raw):
                                          / 1e3 / w["requests"]
                                          if "nginx_cpu_ns_after" in row and w["requests"]
                                          else None),
+                "wrk_cpu_us_per_req": (row["wrk_cpu_ms"] * 1e3 / w["requests"]
+                                       if "wrk_cpu_ms" in row and w["requests"] else None),
                 "rss_before_kb": row["rss_before_kb"],
                 "rss_after_kb": row["rss_after_kb"],
             })
@@ -99,6 +101,7 @@ def main():
     runs = load_runs(raw)
     cols = ["rep", "endpoint", "conns", "target", "requests", "rps", "p50_ms", "p99_ms",
             "max_ms", "errors", "non2xx", "valkey_cpu_us_per_req", "nginx_cpu_us_per_req",
+            "wrk_cpu_us_per_req",
             "rss_before_kb",
             "rss_after_kb"]
     write_csv(os.path.join(raw, "module-runs.csv"), runs, cols)
@@ -122,6 +125,7 @@ def main():
                     "errors": sum(r["errors"] for r in rs),
                     "valkey_us": med(r["valkey_cpu_us_per_req"] for r in rs),
                     "nginx_us": med(r["nginx_cpu_us_per_req"] for r in rs),
+                    "wrk_us": med(r["wrk_cpu_us_per_req"] for r in rs),
                 }
     # Other work on the machine comes in bursts; runs next to each other in
     # time see the same burst, so the ratio of each repetition's adjacent runs
@@ -238,6 +242,44 @@ def main():
             if ml:
                 L.append("| %d | module ÷ Lua | **%.2f×** | %s | | | | | | | |" % (
                     c, ml, " / ".join("%.2f" % x for x in mls)))
+        L.append("")
+
+    # Where the CPU goes per request, every process of the run: on a machine
+    # where wrk, nginx and Valkey share the cores, req/s ratios follow the
+    # ratios of these totals, not nginx's alone.
+    if any(x.get("wrk_us") for x in cells.values()):
+        L.append("### CPU per request, all processes")
+        L.append("")
+        L.append("Median µs of CPU per request of nginx's workers, Valkey and the wrk client "
+                 "(the client's from the `times` builtin around each wrk). With all three on "
+                 "the same %s cores, throughput ratios tend to the ratios of the totals when the run is CPU-bound: "
+                 "`estimate ÷ Lua` = Lua's total ÷ the module's; `best possible ÷ Lua` "
+                 "= Lua's total ÷ (ceiling's total + the module's Valkey CPU), i.e. what a "
+                 "module that cost nginx nothing above `return 200` would reach." %
+                 env.get("nproc", "?"))
+        L.append("")
+        L.append("| endpoint | conns | target | nginx | Valkey | wrk | total | CPU-bound estimate ÷ ceiling "
+                 "| CPU-bound estimate ÷ Lua | best possible ÷ Lua |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        for ep in ("chat", "status"):
+            for c in conns:
+                tot = {}
+                for t in targets_present:
+                    x = cells.get((ep, c, t))
+                    if x and x["nginx_us"] is not None and x["wrk_us"] is not None:
+                        tot[t] = x["nginx_us"] + (x["valkey_us"] or 0) + x["wrk_us"]
+                for t in targets_present:
+                    x = cells.get((ep, c, t))
+                    if t not in tot:
+                        continue
+                    pc = tot["ceiling"] / tot[t] if "ceiling" in tot else None
+                    pl = tot["lua"] / tot[t] if "lua" in tot and t == "module" else None
+                    best = (tot["lua"] / (tot["ceiling"] + (x["valkey_us"] or 0))
+                            if t == "module" and "lua" in tot and "ceiling" in tot else None)
+                    L.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                        ep, c, TARGET_NAMES[t], f(x["nginx_us"], "%.1f"),
+                        f(x["valkey_us"], "%.1f"), f(x["wrk_us"], "%.1f"), f(tot[t], "%.1f"),
+                        f(pc, "%.2f"), f(pl, "%.2f×"), f(best, "%.2f×")))
         L.append("")
 
     # RSS across repetitions: after the last run of each rep.
