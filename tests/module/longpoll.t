@@ -128,7 +128,7 @@ EOF
       unless defined $block->no_error_log;
 });
 
-plan tests => 95;
+plan tests => 96;
 run_tests();
 
 __DATA__
@@ -150,11 +150,14 @@ Test::More::cmp_ok($t, '<', 5, "answered well before the wait ended ($t s)");
 
 
 
-=== TEST 2: no event: after N seconds the current (queued) state
+=== TEST 2: no event: after N seconds the current (queued) state, and no polling meanwhile
 --- init
 main::seed('lp', $::Id, status => 'queued');
 main::subscribed();
+Ragq::Valkey::cmd('CONFIG', 'RESETSTAT');
 my ($code, $body, $t) = main::timed_get("/job-status?job_id=$::Id&wait=1");
+my ($calls) = Ragq::Valkey::cmd('INFO', 'commandstats') =~ /cmdstat_hgetall:calls=(\d+)/;
+Test::More::is($calls, 2, 'no busy polling: one read to start, one at the end');
 Test::More::is($code, 200, 'timed out: 200');
 Test::More::is(main::status_of($body), 'queued', 'with the current state');
 Test::More::cmp_ok($t, '>=', 0.9, "after the wait ($t s)");
