@@ -9,7 +9,8 @@
 
 #include "upstream.h"
 
-/* "/collections/<escaped name><suffix>", suffix e.g. "/points/query".  malloc'd. */
+/* "/collections/<escaped name><suffix>", suffix e.g. "/points/query". malloc'd.
+ */
 char *ragq_qdrant_path(const char *collection, const char *suffix);
 
 /*
@@ -28,7 +29,8 @@ int ragq_qdrant_query_parse(const char *body, size_t len,
                             ragq_source_t **sources, size_t *n,
                             ragq_upstream_error_t *err);
 
-/* Body of PUT /collections/{c}: {"vectors":{"size":dim,"distance":"Cosine"}}. */
+/* Body of PUT /collections/{c}: {"vectors":{"size":dim,"distance":"Cosine"}}.
+ */
 char *ragq_qdrant_create_collection_body(size_t dim);
 
 /*
@@ -36,15 +38,14 @@ char *ragq_qdrant_create_collection_body(size_t dim);
  * (unnamed) dense vector.  -1 with err filled when malformed or when the
  * collection has only named vectors.
  */
-int ragq_qdrant_collection_dim_parse(const char *body, size_t len,
-                                     size_t *dim, ragq_upstream_error_t *err);
+int ragq_qdrant_collection_dim_parse(const char *body, size_t len, size_t *dim,
+                                     ragq_upstream_error_t *err);
 
 /*
  * Body of PUT /collections/{c}/points?wait=true: {"points":[{"id",
  * "vector", "payload":{"page_content": text, "metadata": {"source": source,
  * "chunk": chunk}}}]} -- LangChain's payload shape.
  */
-char *ragq_qdrant_upsert_body(const ragq_point_t *points, size_t n,
-                              size_t dim);
+char *ragq_qdrant_upsert_body(const ragq_point_t *points, size_t n, size_t dim);
 
 #endif
