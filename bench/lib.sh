@@ -72,7 +72,10 @@ redis_cpu_s() { # used_cpu_sys + used_cpu_user, seconds
 # same for the three, so the difference measured is the endpoints themselves.
 nginx_conf() {
     local kind=$1 port=$2 vport=$3 chat_body=$4 status_body=$5
-    local workers=${6:-2} master=${7:-on}
+    local workers=${6:-2} master=${7:-on} nofile
+    # Above the hard limit nginx logs an [alert], which the report counts.
+    nofile=$(ulimit -Hn)
+    [ "$nofile" = unlimited ] || [ "$nofile" -gt 20000 ] && nofile=20000
     local load="" httpconf="" chat="" status=""
     case $kind in
     module)
@@ -106,7 +109,7 @@ master_process $master;
 daemon off;
 pid nginx.pid;
 error_log logs/error.log warn;
-worker_rlimit_nofile 20000;
+worker_rlimit_nofile $nofile;
 events {
     worker_connections 8192;
 }
