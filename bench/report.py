@@ -334,7 +334,7 @@ def main():
                        "≤ 2×", r <= 2.0)
             else:
                 tg.add(name, "–", "≤ 2×", None)
-    if "module" in rss_series and rss_series["module"]["after"]:
+    if "module" in rss_series and len(rss_series["module"]["after"]) >= 2:
         a = rss_series["module"]["after"]
         growth = a[-1] - a[0]
         # Allocator noise is a few pages; growth means a leak per request.
@@ -342,7 +342,7 @@ def main():
                "%+d kB (%s kB)" % (growth, " → ".join(map(str, a))), "≤ +1024 kB",
                growth <= 1024)
     else:
-        tg.add("nginx worker RSS growth", "–", "none", None)
+        tg.add("nginx worker RSS growth (needs 2+ repetitions)", "–", "none", None)
     apath = os.path.join(raw, "nginx-alerts-module.txt")
     if os.path.exists(apath):
         alerts = [l for l in open(apath) if l.strip()]
