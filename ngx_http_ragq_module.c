@@ -116,7 +116,7 @@ static void      ngx_http_ragq_exit_process(ngx_cycle_t *cycle);
 
 static ngx_command_t ngx_http_ragq_commands[] = {
 
-    {ngx_string("ragq_valkey"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
+    {ngx_string("ragq_valkey"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
      ngx_http_ragq_valkey, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
 
     {ngx_string("ragq_enqueue"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
@@ -3018,8 +3018,8 @@ ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char    *p;
     size_t     len;
-    ngx_int_t  db;
-    ngx_str_t *value;
+    ngx_int_t  db, ms;
+    ngx_str_t *value, s;
     ngx_url_t  u;
     ngx_uint_t i;
     u_char     text[NGX_SOCKADDR_STRLEN];
@@ -3093,6 +3093,21 @@ ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             rmcf->valkey.db = db;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
+            s.data = value[i].data + 16;
+            s.len = value[i].len - 16;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == NGX_ERROR || ms == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid connect timeout \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rmcf->valkey.connect_timeout = (ngx_msec_t) ms;
             continue;
         }
 
@@ -3198,6 +3213,14 @@ ngx_http_ragq_init_main_conf(ngx_conf_t *cf, void *conf)
     if (!rmcf->valkey_set) {
         ngx_str_set(&rmcf->valkey.host, "127.0.0.1");
         rmcf->valkey.port = 6379;
+    }
+
+    /*
+     * Generous: on a loaded host a local connect plus AUTH/SELECT/SUBSCRIBE
+     * can take longer than a second, and that is not an outage.
+     */
+    if (rmcf->valkey.connect_timeout == 0) {
+        rmcf->valkey.connect_timeout = 3000;
     }
 
     return NGX_CONF_OK;

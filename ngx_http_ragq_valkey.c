@@ -389,7 +389,12 @@ ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
                               argv, argvlen);
     }
 
-    ngx_add_timer(&vk->connect_ev, conf->timeout);
+    /*
+     * Not ragq_valkey_timeout: a connect and handshake may legitimately take
+     * longer than a reply on a loaded machine, and requests queued behind it
+     * keep their own deadlines anyway.
+     */
+    ngx_add_timer(&vk->connect_ev, conf->connect_timeout);
 }
 
 
@@ -439,7 +444,7 @@ ngx_http_ragq_vk_connect_timeout(ngx_event_t *ev)
     vk->failures++;
     ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
                   "ragq: %s connect timed out after %M ms", vk->name,
-                  vk->conf->timeout);
+                  vk->conf->connect_timeout);
 
     /* a timer, not a hiredis callback: freeing here is safe */
     redisAsyncFree(vk->ac);

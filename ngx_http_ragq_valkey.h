@@ -38,7 +38,8 @@ typedef struct {
     ngx_str_t  unix_path;
     ngx_str_t  password;
     ngx_int_t  db;
-    ngx_msec_t timeout;
+    ngx_msec_t timeout;         /* replies (watchdog) */
+    ngx_msec_t connect_timeout; /* connect + handshake */
 } ngx_http_ragq_valkey_conf_t;
 
 

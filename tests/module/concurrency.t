@@ -47,8 +47,11 @@ sub burst {
 
 add_block_preprocessor(sub {
     my $block = shift;
+    # a generous deadline: 500 transactions at once on a loaded 2-core
+    # machine under ASan must not turn into 503s; this file checks storage
     $block->set_value('http_config',
-        "ragq_valkey 127.0.0.1:\$TEST_NGINX_REDIS_PORT;\n")
+        "ragq_valkey 127.0.0.1:\$TEST_NGINX_REDIS_PORT;\n"
+        . "ragq_valkey_timeout 10s;\n")
       unless defined $block->http_config;
 });
 

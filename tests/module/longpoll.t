@@ -113,7 +113,7 @@ add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value('http_config', <<'EOF') unless defined $block->http_config;
 ragq_valkey 127.0.0.1:$TEST_NGINX_REDIS_PORT;
-ragq_valkey_timeout 500ms;
+ragq_valkey_timeout 2s;
 EOF
     $block->set_value('config', <<'EOF') unless defined $block->config;
 location = /job-status { ragq_prefix lp; ragq_status; }

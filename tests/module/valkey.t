@@ -1,8 +1,9 @@
 # The Valkey side of the module: outages (stopped, then restarted: nginx
 # recovers by itself), a hung server (SIGSTOP longer than
 # ragq_valkey_timeout: 503 + Retry-After, recovery after SIGCONT), a client
-# that leaves before the reply, and AUTH/SELECT plus unix sockets against a
-# second, password-protected redis-server started by this file.
+# that leaves before the reply, AUTH/SELECT plus unix sockets against a
+# second, password-protected redis-server started by this file, and the
+# connect_timeout= parameter against a server that never answers.
 BEGIN {
     # consecutive blocks with the same config share one nginx, so recovery
     # is observed inside one running instance
@@ -15,6 +16,12 @@ BEGIN {
     close $s;
     $ENV{TEST_NGINX_AUTH_REDIS_DIR} = "/tmp/ragq-auth-redis-$$";
     mkdir $ENV{TEST_NGINX_AUTH_REDIS_DIR};
+
+    # a "server" that completes TCP handshakes (the kernel's backlog) but
+    # never answers: a connect that hangs in the handshake
+    $main::Silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+        LocalPort => 0, Proto => 'tcp', Listen => 64) or die "listen: $!";
+    $ENV{TEST_NGINX_SILENT_PORT} = $main::Silent->sockport;
 }
 
 use Test::Nginx::Socket;
@@ -70,7 +77,7 @@ location = /job-status { ragq_prefix vk; ragq_status; }
 EOF
 });
 
-plan tests => 53;
+plan tests => 59;
 run_tests();
 
 __DATA__
@@ -180,14 +187,19 @@ select(undef, undef, undef, 1.5);
 
 
 === TEST 6: a client that leaves before the reply: no crash, no alert
+(a timeout far above the pause: the watchdog must not take a loaded
+machine's slow reply for a hung server here)
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+ragq_valkey_timeout 5s;
 --- init
-Ragq::Valkey::cmd('CLIENT', 'PAUSE', '250', 'ALL');
+Ragq::Valkey::cmd('CLIENT', 'PAUSE', '400', 'ALL');
 --- request
 POST /chat?query=gone
 --- timeout: 0.1
 --- abort
 --- ignore_response
---- wait: 0.5
+--- wait: 1
 --- error_log
 client prematurely closed connection
 --- no_error_log
@@ -197,7 +209,19 @@ client prematurely closed connection
 
 
 === TEST 7: ... the worker still serves, and the abandoned job was stored (at-least-once)
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+ragq_valkey_timeout 5s;
 --- init
+my $stored = 0;
+for (1 .. 100) {
+    for my $k (Ragq::Valkey::cmd_list('--scan', '--pattern', 'vk:job:*')) {
+        $stored = 1 if Ragq::Valkey::cmd('HGET', $k, 'query') eq 'gone';
+    }
+    last if $stored;
+    select(undef, undef, undef, 0.05);
+}
+Test::More::ok($stored, 'the job of the client that left is stored');
 Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', 'vk:*'), 'x');
 --- request
 POST /chat?query=after
@@ -255,3 +279,28 @@ POST /chat?query=x
 ragq: valkey AUTH failed: WRONGPASS
 --- no_error_log
 [alert]
+
+
+
+=== TEST 11: connect_timeout= bounds the connect + handshake, apart from ragq_valkey_timeout
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_SILENT_PORT connect_timeout=200ms;
+ragq_valkey_timeout 5s;
+--- request
+POST /chat?query=x
+--- error_code: 503
+--- response_body_like chomp
+"valkey_(timeout|unavailable)"
+--- error_log
+ragq: valkey connect timed out after 200 ms
+--- no_error_log
+[alert]
+
+
+
+=== TEST 12: a bad connect_timeout fails the configuration
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_REDIS_PORT connect_timeout=soon;
+--- must_die
+--- error_log
+invalid connect timeout "connect_timeout=soon"
