@@ -4,6 +4,12 @@
  * share handle for DNS and TLS sessions.  Completed transfers are reported
  * from curl_multi_info_read, outside curl's own callbacks, so a completion
  * callback may start or cancel other requests.
+ *
+ * Per-request cost matters (three requests a job, thousands of jobs a
+ * second): finished requests keep their easy handle, options and body
+ * buffer on a free list for the next one, header lists are built once per
+ * distinct auth header, and the proxy environment is read once at start
+ * (curl would otherwise getenv() several variables on every transfer).
  */
 
 #include "http.h"
@@ -17,36 +23,66 @@
 /* An upstream answer bigger than this is an error, not a memory hazard. */
 #define RAGQ_HTTP_MAX_BODY (64u * 1024 * 1024)
 
+/* A pooled request keeps an answer buffer up to this size for the next. */
+#define RAGQ_HTTP_KEEP_BUF (256u * 1024)
+
+/* Distinct extra headers (auth per backend) whose lists are cached. */
+#define RAGQ_HTTP_HEADER_SETS 8
+
 struct ragq_http_req_s {
-    ragq_http_t       *http;
-    ragq_http_req_t   *prev, *next;
-    CURL              *easy;
-    struct curl_slist *headers;
-    char              *body;
-    size_t             len, cap;
-    char              *retry_after, *retry_after_ms;
-    int                too_big;
-    uint64_t           started;
-    long               timeout_ms;
-    ragq_http_cb       cb;
-    void              *data;
-    char               errbuf[CURL_ERROR_SIZE];
+    ragq_http_t     *http;
+    ragq_http_req_t *prev, *next;
+    CURL            *easy;
+    char            *send; /* the request body, owned */
+    char            *body;
+    size_t           len, cap;
+    char            *retry_after, *retry_after_ms;
+    int              too_big;
+    uint64_t         started;
+    long             timeout_ms;
+    ragq_http_cb     cb;
+    void            *data;
+    char             errbuf[CURL_ERROR_SIZE];
 };
 
+typedef struct {
+    char              *extra; /* the extra header line, NULL for none */
+    struct curl_slist *list;
+} ragq_http_headers_t;
+
 struct ragq_http_s {
-    ragq_loop_t     *loop;
-    CURLM           *multi;
-    CURLSH          *share;
-    ragq_timer_t     timer;
-    ragq_http_req_t *reqs;
-    size_t           active;
-    long             connect_timeout_ms;
+    ragq_loop_t        *loop;
+    CURLM              *multi;
+    CURLSH             *share;
+    ragq_timer_t        timer;
+    ragq_http_req_t    *reqs;
+    ragq_http_req_t    *idle; /* finished requests kept for reuse */
+    size_t              active;
+    long                connect_timeout_ms;
+    ragq_http_headers_t hsets[RAGQ_HTTP_HEADER_SETS];
+    size_t              nhsets;
+    /* From the environment at start, as curl would read it per transfer. */
+    char *http_proxy, *https_proxy, *no_proxy;
 };
 
 static void check_done(ragq_http_t *http);
 
 static void
-req_free(ragq_http_req_t *req)
+req_destroy(ragq_http_req_t *req)
+{
+    if (req->easy) {
+        curl_easy_cleanup(req->easy);
+    }
+    free(req->send);
+    free(req->body);
+    free(req->retry_after);
+    free(req->retry_after_ms);
+    free(req);
+}
+
+/* Ends a request (done or cancelled) and keeps it for the next one. */
+static void
+req_release(ragq_http_req_t *req)
 {
     ragq_http_t *http = req->http;
 
@@ -60,12 +96,22 @@ req_free(ragq_http_req_t *req)
     }
     http->active--;
     curl_multi_remove_handle(http->multi, req->easy);
-    curl_easy_cleanup(req->easy);
-    curl_slist_free_all(req->headers);
-    free(req->body);
+    free(req->send);
     free(req->retry_after);
     free(req->retry_after_ms);
-    free(req);
+    req->send = req->retry_after = req->retry_after_ms = NULL;
+    if (req->cap > RAGQ_HTTP_KEEP_BUF) {
+        free(req->body);
+        req->body = NULL;
+        req->cap = 0;
+    }
+    req->len = 0;
+    req->too_big = 0;
+    req->cb = NULL;
+    req->data = NULL;
+    req->prev = NULL;
+    req->next = http->idle;
+    http->idle = req;
 }
 
 static void
@@ -254,8 +300,39 @@ check_done(ragq_http_t *http)
         resp.retry_after_ms = req->retry_after_ms;
         /* Unlink first: the callback may free what data points to. */
         req->cb(&resp, req->data);
-        req_free(req);
+        req_release(req);
     }
+}
+
+/* The first of the variables that is set and not empty, copied. */
+static char *
+env_first(const char *a, const char *b)
+{
+    const char *v = getenv(a);
+
+    if ((v == NULL || *v == '\0') && b != NULL) {
+        v = getenv(b);
+    }
+    return v && *v ? strdup(v) : NULL;
+}
+
+/* What curl's detect_proxy() would find for either scheme, read once. */
+static void
+read_proxy_env(ragq_http_t *http)
+{
+    char *all = env_first("all_proxy", "ALL_PROXY");
+
+    /* Like curl: only lowercase http_proxy (HTTP_PROXY is CGI input). */
+    http->http_proxy = env_first("http_proxy", NULL);
+    http->https_proxy = env_first("https_proxy", "HTTPS_PROXY");
+    http->no_proxy = env_first("no_proxy", "NO_PROXY");
+    if (http->http_proxy == NULL && all) {
+        http->http_proxy = strdup(all);
+    }
+    if (http->https_proxy == NULL && all) {
+        http->https_proxy = strdup(all);
+    }
+    free(all);
 }
 
 ragq_http_t *
@@ -276,6 +353,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     }
     http->loop = loop;
     http->connect_timeout_ms = connect_timeout_ms;
+    read_proxy_env(http);
     ragq_timer_init(&http->timer, on_timer, http);
     http->multi = curl_multi_init();
     http->share = curl_share_init();
@@ -299,11 +377,18 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
 void
 ragq_http_free(ragq_http_t *http)
 {
+    ragq_http_req_t *req;
+    size_t           i;
+
     if (http == NULL) {
         return;
     }
     while (http->reqs) {
-        req_free(http->reqs);
+        req_release(http->reqs);
+    }
+    while ((req = http->idle) != NULL) {
+        http->idle = req->next;
+        req_destroy(req);
     }
     if (http->loop) {
         ragq_timer_stop(http->loop, &http->timer);
@@ -314,6 +399,13 @@ ragq_http_free(ragq_http_t *http)
     if (http->share) {
         curl_share_cleanup(http->share);
     }
+    for (i = 0; i < http->nhsets; i++) {
+        free(http->hsets[i].extra);
+        curl_slist_free_all(http->hsets[i].list);
+    }
+    free(http->http_proxy);
+    free(http->https_proxy);
+    free(http->no_proxy);
     free(http);
 }
 
@@ -323,58 +415,86 @@ ragq_http_active(const ragq_http_t *http)
     return http->active;
 }
 
-ragq_http_req_t *
-ragq_http_post(ragq_http_t *http, const char *url, const char *header,
-               const char *body, size_t len, long timeout_ms, ragq_http_cb cb,
-               void *data)
+static struct curl_slist *
+headers_build(const char *extra)
 {
-    ragq_http_req_t   *req = calloc(1, sizeof(*req));
+    static const char *fixed[] = {
+        "Content-Type: application/json", "Accept: application/json",
+        /* No 100-continue round trip for small JSON bodies. */
+        "Expect:"};
     struct curl_slist *h = NULL, *t;
-    CURL              *e;
+    size_t             i;
 
+    for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        if ((t = curl_slist_append(h, fixed[i])) == NULL) {
+            curl_slist_free_all(h);
+            return NULL;
+        }
+        h = t;
+    }
+    if (extra && (t = curl_slist_append(h, extra)) == NULL) {
+        curl_slist_free_all(h);
+        return NULL;
+    }
+    return extra ? t : h;
+}
+
+/* The header list for this extra header, built on first use and kept. */
+static struct curl_slist *
+headers_for(ragq_http_t *http, const char *extra)
+{
+    ragq_http_headers_t *hs;
+    size_t               i;
+
+    for (i = 0; i < http->nhsets; i++) {
+        hs = &http->hsets[i];
+        if (extra == NULL ? hs->extra == NULL
+                          : hs->extra && strcmp(hs->extra, extra) == 0) {
+            return hs->list;
+        }
+    }
+    if (http->nhsets == RAGQ_HTTP_HEADER_SETS) {
+        return NULL; /* more distinct keys than backends: unexpected */
+    }
+    hs = &http->hsets[http->nhsets];
+    hs->extra = extra ? strdup(extra) : NULL;
+    if (extra && hs->extra == NULL) {
+        return NULL;
+    }
+    hs->list = headers_build(extra);
+    if (hs->list == NULL) {
+        free(hs->extra);
+        hs->extra = NULL;
+        return NULL;
+    }
+    http->nhsets++;
+    return hs->list;
+}
+
+/* A request from the free list, or a new one with the fixed options set. */
+static ragq_http_req_t *
+req_get(ragq_http_t *http)
+{
+    ragq_http_req_t *req = http->idle;
+    CURL            *e;
+
+    if (req != NULL) {
+        http->idle = req->next;
+        req->next = NULL;
+        return req;
+    }
+    req = calloc(1, sizeof(*req));
     if (req == NULL) {
         return NULL;
     }
+    req->http = http;
     req->easy = e = curl_easy_init();
     if (e == NULL) {
         free(req);
         return NULL;
     }
-    t = curl_slist_append(h, "Content-Type: application/json");
-    if (t) {
-        h = t;
-        t = curl_slist_append(h, "Accept: application/json");
-    }
-    if (t) {
-        h = t;
-        /* No 100-continue round trip for small JSON bodies. */
-        t = curl_slist_append(h, "Expect:");
-    }
-    if (t && header) {
-        h = t;
-        t = curl_slist_append(h, header);
-    }
-    if (t == NULL) {
-        curl_slist_free_all(h);
-        curl_easy_cleanup(e);
-        free(req);
-        return NULL;
-    }
-    req->headers = h = t;
-    req->http = http;
-    req->cb = cb;
-    req->data = data;
-    req->timeout_ms = timeout_ms;
-    req->started = ragq_now_ms();
-
-    curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
-    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, http->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -388,17 +508,76 @@ ragq_http_post(ragq_http_t *http, const char *url, const char *header,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, req);
+    /* Set (possibly empty) so curl does not read the environment again. */
+    curl_easy_setopt(e, CURLOPT_NOPROXY, http->no_proxy ? http->no_proxy : "");
+    return req;
+}
+
+ragq_http_req_t *
+ragq_http_post(ragq_http_t *http, const char *url, const char *header,
+               const char *body, size_t len, long timeout_ms, ragq_http_cb cb,
+               void *data)
+{
+    char            *copy = malloc(len + 1);
+    ragq_http_req_t *req;
+
+    if (copy == NULL) {
+        return NULL;
+    }
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    req =
+        ragq_http_post_take(http, url, header, copy, len, timeout_ms, cb, data);
+    if (req == NULL) {
+        free(copy);
+    }
+    return req;
+}
+
+ragq_http_req_t *
+ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
+                    char *body, size_t len, long timeout_ms, ragq_http_cb cb,
+                    void *data)
+{
+    struct curl_slist *h = headers_for(http, header);
+    ragq_http_req_t   *req;
+    CURL              *e;
+    int                tls = strncasecmp(url, "https:", 6) == 0;
+    const char        *proxy = tls ? http->https_proxy : http->http_proxy;
+
+    if (h == NULL || (req = req_get(http)) == NULL) {
+        return NULL;
+    }
+    e = req->easy;
+    req->cb = cb;
+    req->data = data;
+    req->timeout_ms = timeout_ms;
+    req->started = ragq_now_ms();
+    req->errbuf[0] = '\0';
+
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    /* Waiting for a connection to multiplex only pays where HTTP/2 can be
+     * negotiated (TLS); on cleartext it would only delay the first wave. */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, tls ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
 
     req->next = http->reqs;
+    req->prev = NULL;
     if (http->reqs) {
         http->reqs->prev = req;
     }
     http->reqs = req;
     http->active++;
     if (curl_multi_add_handle(http->multi, e) != CURLM_OK) {
-        req_free(req);
+        /* The caller keeps the body on failure. */
+        req_release(req);
         return NULL;
     }
+    req->send = body;
     return req;
 }
 
@@ -406,6 +585,6 @@ void
 ragq_http_cancel(ragq_http_req_t *req)
 {
     if (req != NULL) {
-        req_free(req);
+        req_release(req);
     }
 }

@@ -47,6 +47,15 @@ ragq_http_req_t *ragq_http_post(ragq_http_t *http, const char *url,
                                 size_t len, long timeout_ms, ragq_http_cb cb,
                                 void *data);
 
+/*
+ * The same, but takes body (malloc'd, len bytes) instead of copying it; it
+ * is freed when the request ends.  On NULL the caller still owns body.
+ */
+ragq_http_req_t *ragq_http_post_take(ragq_http_t *http, const char *url,
+                                     const char *header, char *body, size_t len,
+                                     long timeout_ms, ragq_http_cb cb,
+                                     void *data);
+
 /* Aborts a request; its callback will not run.  NULL is fine. */
 void ragq_http_cancel(ragq_http_req_t *req);
 

@@ -338,10 +338,10 @@ post_json(ragq_job_t *job, const char *url, const char *auth, char *body)
         finish(job, RAGQ_JOB_FAILED);
         return;
     }
-    job->req = ragq_http_post(job->p->http, url, auth, body, strlen(body),
-                              job->p->cfg->http_timeout_ms, on_http, job);
-    free(body);
+    job->req = ragq_http_post_take(job->p->http, url, auth, body, strlen(body),
+                                   job->p->cfg->http_timeout_ms, on_http, job);
     if (job->req == NULL) {
+        free(body);
         ragq_upstream_error_set(&job->err, 0, 1, "internal_error",
                                 "cannot start the %s request",
                                 stage_api[job->stage]);
