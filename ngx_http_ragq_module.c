@@ -24,6 +24,20 @@
 #define NGX_HTTP_RAGQ_KEY_MAX       256
 #define NGX_HTTP_RAGQ_PREFIX_MAX    (NGX_HTTP_RAGQ_KEY_MAX - 32 - 5)
 
+/* the rest of the enqueue's MULTI, in RESP form around the variable parts */
+#define NGX_HTTP_RAGQ_MULTI "*1\r\n$5\r\nMULTI\r\n"
+#define NGX_HTTP_RAGQ_EXEC  "*1\r\n$4\r\nEXEC\r\n"
+#define NGX_HTTP_RAGQ_HSET_STATUS \
+    "\r\n$6\r\nstatus\r\n$6\r\nqueued\r\n$5\r\nquery\r\n"
+#define NGX_HTTP_RAGQ_HSET_TOP_K      "$5\r\ntop_k\r\n"
+#define NGX_HTTP_RAGQ_HSET_COLLECTION "$10\r\ncollection\r\n"
+#define NGX_HTTP_RAGQ_HSET_TENANT     "$6\r\ntenant\r\n"
+#define NGX_HTTP_RAGQ_HSET_CREATED    "$10\r\ncreated_at\r\n"
+#define NGX_HTTP_RAGQ_HSET_ATTEMPTS   "$8\r\nattempts\r\n$1\r\n0\r\n"
+#define NGX_HTTP_RAGQ_HGETALL         "*2\r\n$7\r\nHGETALL\r\n"
+
+#define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
+
 
 typedef struct {
     ngx_http_ragq_valkey_conf_t valkey;
@@ -48,6 +62,12 @@ typedef struct {
     ngx_msec_t                job_ttl;
     time_t                    max_wait;
     ngx_msec_t                valkey_timeout;
+
+    /* the constant parts of the hot commands, in RESP form */
+    ngx_str_t hset_head;    /* HSET + "$n\r\nP:job:" (the id follows) */
+    ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */
+    ngx_str_t xadd_head;    /* XADD P:jobs * job + "$32\r\n" */
+    ngx_str_t xlen_cmd;     /* XLEN P:jobs */
 
     /* per-worker runtime state: last known queue length */
     ngx_uint_t queue_len;
@@ -1683,8 +1703,10 @@ ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 static ngx_int_t
 ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 {
-    u_char                   *p;
-    ngx_int_t                 rc, n;
+    u_char                   *p, *cmd[5];
+    size_t                    len, n, created_len;
+    ngx_int_t                 rc;
+    ngx_uint_t                i;
     ngx_str_t                 collection, tenant, job_key, idem_key;
     ngx_time_t               *tp;
     ngx_sha1_t                sha1;
@@ -1777,91 +1799,72 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    job_key.len = lcf->job_prefix.len + 32;
-    job_key.data = ngx_pnalloc(r->pool, job_key.len);
-    if (job_key.data == NULL) {
-        cell->cleanup->handler = NULL;
-        ngx_free(cell);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
-    ngx_memcpy(p, cell->job_id, 32);
-
     tp = ngx_timeofday();
-    n = ngx_sprintf(created, "%T%03M", tp->sec, tp->msec) - created;
+    created_len =
+        ngx_http_ragq_resp_uint(created, (uint64_t) tp->sec * 1000 + tp->msec) -
+        created;
+    n = ngx_http_ragq_resp_uint(topk, top_k) - topk;
 
     if (idem == NULL) {
         /* the common path: one pipelined MULTI, no script */
-        argv[0] = "MULTI";
-        argvlen[0] = 5;
+        len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len + 32 +
+              sizeof(NGX_HTTP_RAGQ_HSET_STATUS) + query->len +
+              sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN +
+              sizeof(NGX_HTTP_RAGQ_HSET_COLLECTION) + collection.len +
+              sizeof(NGX_HTTP_RAGQ_HSET_TENANT) + tenant.len +
+              sizeof(NGX_HTTP_RAGQ_HSET_CREATED) + NGX_INT64_LEN +
+              sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len + 32 +
+              2 + lcf->xlen_cmd.len + sizeof(NGX_HTTP_RAGQ_EXEC) +
+              5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
 
-        rc = ngx_http_ragq_valkey_command(NULL, 1, argv, argvlen);
-
-        argv[0] = "HSET";
-        argvlen[0] = 4;
-        argv[1] = (const char *) job_key.data;
-        argvlen[1] = job_key.len;
-        argv[2] = "status";
-        argvlen[2] = 6;
-        argv[3] = "queued";
-        argvlen[3] = 6;
-        argv[4] = "query";
-        argvlen[4] = 5;
-        argv[5] = (const char *) query->data;
-        argvlen[5] = query->len;
-        argv[6] = "top_k";
-        argvlen[6] = 5;
-        argv[7] = (const char *) topk;
-        argvlen[7] = ngx_sprintf(topk, "%ui", top_k) - topk;
-        argv[8] = "collection";
-        argvlen[8] = 10;
-        argv[9] = (const char *) collection.data;
-        argvlen[9] = collection.len;
-        argv[10] = "tenant";
-        argvlen[10] = 6;
-        argv[11] = (const char *) tenant.data;
-        argvlen[11] = tenant.len;
-        argv[12] = "created_at";
-        argvlen[12] = 10;
-        argv[13] = (const char *) created;
-        argvlen[13] = n;
-        argv[14] = "attempts";
-        argvlen[14] = 8;
-        argv[15] = "0";
-        argvlen[15] = 1;
-
-        if (rc == NGX_OK) {
-            rc = ngx_http_ragq_valkey_command(NULL, 16, argv, argvlen);
+        cmd[0] = ngx_pnalloc(r->pool, len);
+        if (cmd[0] == NULL) {
+            cell->cleanup->handler = NULL;
+            ngx_free(cell);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        argv[0] = "XADD";
-        argvlen[0] = 4;
-        argv[1] = (const char *) lcf->jobs_key.data;
-        argvlen[1] = lcf->jobs_key.len;
-        argv[2] = "*";
-        argvlen[2] = 1;
-        argv[3] = "job";
-        argvlen[3] = 3;
-        argv[4] = (const char *) cell->job_id;
-        argvlen[4] = 32;
+        p = ngx_http_ragq_lit(cmd[0], NGX_HTTP_RAGQ_MULTI);
 
-        if (rc == NGX_OK) {
-            rc = ngx_http_ragq_valkey_command(NULL, 5, argv, argvlen);
+        cmd[1] = p;
+        p = ngx_cpymem(p, lcf->hset_head.data, lcf->hset_head.len);
+        p = ngx_cpymem(p, cell->job_id, 32);
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_STATUS);
+        p = ngx_http_ragq_resp_bulk(p, query->data, query->len);
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TOP_K);
+        p = ngx_http_ragq_resp_bulk(p, topk, n);
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_COLLECTION);
+        p = ngx_http_ragq_resp_bulk(p, collection.data, collection.len);
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TENANT);
+        p = ngx_http_ragq_resp_bulk(p, tenant.data, tenant.len);
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_CREATED);
+        p = ngx_http_ragq_resp_bulk(p, created, created_len);
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_ATTEMPTS);
+
+        cmd[2] = p;
+        p = ngx_cpymem(p, lcf->xadd_head.data, lcf->xadd_head.len);
+        p = ngx_cpymem(p, cell->job_id, 32);
+        *p++ = '\r';
+        *p++ = '\n';
+
+        cmd[3] = p;
+        p = ngx_cpymem(p, lcf->xlen_cmd.data, lcf->xlen_cmd.len);
+
+        cmd[4] = p;
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_EXEC);
+
+        /*
+         * One call per command, so that hiredis matches each reply to its
+         * callback; only EXEC's reply (all three results) is wanted.
+         */
+        rc = NGX_OK;
+
+        for (i = 0; i < 4 && rc == NGX_OK; i++) {
+            rc = ngx_http_ragq_valkey_send(NULL, cmd[i], cmd[i + 1] - cmd[i]);
         }
 
-        argv[0] = "XLEN";
-        argvlen[0] = 4;
-
         if (rc == NGX_OK) {
-            rc = ngx_http_ragq_valkey_command(NULL, 2, argv, argvlen);
-        }
-
-        argv[0] = "EXEC";
-        argvlen[0] = 4;
-
-        if (rc == NGX_OK) {
-            rc = ngx_http_ragq_valkey_command(cell, 1, argv, argvlen);
+            rc = ngx_http_ragq_valkey_send(cell, cmd[4], p - cmd[4]);
         }
 
     } else {
@@ -1869,13 +1872,18 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
         ngx_sha1_update(&sha1, idem->value.data, idem->value.len);
         ngx_sha1_final(digest, &sha1);
 
+        job_key.len = lcf->job_prefix.len + 32;
         idem_key.len = lcf->idem_prefix.len + tenant.len + 1 + 40;
-        idem_key.data = ngx_pnalloc(r->pool, idem_key.len);
-        if (idem_key.data == NULL) {
+
+        job_key.data = ngx_pnalloc(r->pool, job_key.len + idem_key.len);
+        if (job_key.data == NULL) {
             cell->cleanup->handler = NULL;
             ngx_free(cell);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+
+        p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
+        idem_key.data = ngx_cpymem(p, cell->job_id, 32);
 
         p = ngx_cpymem(idem_key.data, lcf->idem_prefix.data,
                        lcf->idem_prefix.len);
@@ -1907,13 +1915,13 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
         argv[9] = (const char *) query->data;
         argvlen[9] = query->len;
         argv[10] = (const char *) topk;
-        argvlen[10] = ngx_sprintf(topk, "%ui", top_k) - topk;
+        argvlen[10] = n;
         argv[11] = (const char *) collection.data;
         argvlen[11] = collection.len;
         argv[12] = (const char *) tenant.data;
         argvlen[12] = tenant.len;
         argv[13] = (const char *) created;
-        argvlen[13] = n;
+        argvlen[13] = created_len;
 
         rc = ngx_http_ragq_valkey_command(cell, 14, argv, argvlen);
     }
@@ -2095,8 +2103,7 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     ngx_msec_t                wait;
     ngx_http_ragq_cell_t     *cell;
     ngx_http_ragq_loc_conf_t *lcf;
-    const char               *argv[2];
-    size_t                    argvlen[2];
+    u_char                    cmd[NGX_HTTP_RAGQ_KEY_MAX + 64];
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
 
@@ -2139,20 +2146,20 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
         return ngx_http_ragq_unavailable(r, rc);
     }
 
-    job_key.len = lcf->job_prefix.len + 32;
-    job_key.data = ngx_pnalloc(r->pool, job_key.len);
-    if (job_key.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
-    ngx_memcpy(p, id.data, 32);
-
     /*
      * Without a confirmed subscription an event could be missed: answer
      * the current state at once, the client polls again.
      */
     if (wait && ngx_http_ragq_pubsub_ready()) {
+        job_key.len = lcf->job_prefix.len + 32;
+        job_key.data = ngx_pnalloc(r->pool, job_key.len);
+        if (job_key.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
+        ngx_memcpy(p, id.data, 32);
+
         return ngx_http_ragq_wait(r, lcf, &job_key, id.data, wait);
     }
 
@@ -2164,12 +2171,12 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     ngx_memcpy(cell->job_id, id.data, 32);
     cell->data = lcf;
 
-    argv[0] = "HGETALL";
-    argvlen[0] = 7;
-    argv[1] = (const char *) job_key.data;
-    argvlen[1] = job_key.len;
+    p = ngx_cpymem(cmd, lcf->hgetall_head.data, lcf->hgetall_head.len);
+    p = ngx_cpymem(p, id.data, 32);
+    *p++ = '\r';
+    *p++ = '\n';
 
-    if (ngx_http_ragq_valkey_command(cell, 2, argv, argvlen) != NGX_OK) {
+    if (ngx_http_ragq_valkey_send(cell, cmd, p - cmd) != NGX_OK) {
         cell->cleanup->handler = NULL;
         ngx_free(cell);
         return ngx_http_ragq_unavailable(r, NGX_DECLINED);
@@ -2686,15 +2693,13 @@ ngx_http_ragq_read_add(ngx_http_ragq_read_t *rd, ngx_http_ragq_waiter_t *w)
 static ngx_int_t
 ngx_http_ragq_read_send(ngx_http_ragq_read_t *rd)
 {
-    const char *argv[2];
-    size_t      argvlen[2];
+    u_char *p;
+    u_char  cmd[NGX_HTTP_RAGQ_KEY_MAX + 64];
 
-    argv[0] = "HGETALL";
-    argvlen[0] = 7;
-    argv[1] = (const char *) rd->key.data;
-    argvlen[1] = rd->key.len;
+    p = ngx_http_ragq_lit(cmd, NGX_HTTP_RAGQ_HGETALL);
+    p = ngx_http_ragq_resp_bulk(p, rd->key.data, rd->key.len);
 
-    return ngx_http_ragq_valkey_command(&rd->cell, 2, argv, argvlen);
+    return ngx_http_ragq_valkey_send(&rd->cell, cmd, p - cmd);
 }
 
 
@@ -3279,6 +3284,54 @@ ngx_http_ragq_key(ngx_conf_t *cf, ngx_str_t *key, ngx_str_t *prefix,
 }
 
 
+/*
+ * The constant heads of the hot commands. A job key is always the prefix
+ * plus 32 characters, so its RESP length header is constant too.
+ */
+static ngx_int_t
+ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
+{
+    u_char *p, *buf;
+    size_t  len;
+
+    len = 2 * (64 + lcf->job_prefix.len) + 3 * (64 + lcf->jobs_key.len);
+
+    buf = ngx_pnalloc(cf->pool, len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = buf;
+
+    lcf->hset_head.data = p;
+    p = ngx_http_ragq_lit(p, "*16\r\n$4\r\nHSET\r\n$");
+    p = ngx_http_ragq_resp_uint(p, lcf->job_prefix.len + 32);
+    p = ngx_http_ragq_lit(p, "\r\n");
+    p = ngx_cpymem(p, lcf->job_prefix.data, lcf->job_prefix.len);
+    lcf->hset_head.len = p - lcf->hset_head.data;
+
+    lcf->hgetall_head.data = p;
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HGETALL "$");
+    p = ngx_http_ragq_resp_uint(p, lcf->job_prefix.len + 32);
+    p = ngx_http_ragq_lit(p, "\r\n");
+    p = ngx_cpymem(p, lcf->job_prefix.data, lcf->job_prefix.len);
+    lcf->hgetall_head.len = p - lcf->hgetall_head.data;
+
+    lcf->xadd_head.data = p;
+    p = ngx_http_ragq_lit(p, "*5\r\n$4\r\nXADD\r\n");
+    p = ngx_http_ragq_resp_bulk(p, lcf->jobs_key.data, lcf->jobs_key.len);
+    p = ngx_http_ragq_lit(p, "$1\r\n*\r\n$3\r\njob\r\n$32\r\n");
+    lcf->xadd_head.len = p - lcf->xadd_head.data;
+
+    lcf->xlen_cmd.data = p;
+    p = ngx_http_ragq_lit(p, "*2\r\n$4\r\nXLEN\r\n");
+    p = ngx_http_ragq_resp_bulk(p, lcf->jobs_key.data, lcf->jobs_key.len);
+    lcf->xlen_cmd.len = p - lcf->xlen_cmd.data;
+
+    return NGX_OK;
+}
+
+
 /* one SUBSCRIBE per prefix that a ragq_status location reads */
 static ngx_int_t
 ngx_http_ragq_add_channel(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
@@ -3375,7 +3428,8 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_http_ragq_key(cf, &conf->job_prefix, &conf->prefix, ":job:") !=
             NGX_OK ||
         ngx_http_ragq_key(cf, &conf->idem_prefix, &conf->prefix, ":idem:") !=
-            NGX_OK) {
+            NGX_OK ||
+        ngx_http_ragq_commands_init(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

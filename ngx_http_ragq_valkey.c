@@ -234,6 +234,19 @@ ngx_http_ragq_pubsub_ready(void)
 }
 
 
+static void
+ngx_http_ragq_vk_sent(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell)
+{
+    if (cell) {
+        if (vk->inflight == 0) {
+            vk->busy_since = ngx_current_msec;
+        }
+
+        vk->inflight++;
+    }
+}
+
+
 ngx_int_t
 ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
                              const char **argv, const size_t *argvlen)
@@ -251,15 +264,65 @@ ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
         return NGX_ERROR;
     }
 
-    if (cell) {
-        if (vk->inflight == 0) {
-            vk->busy_since = ngx_current_msec;
-        }
-
-        vk->inflight++;
-    }
+    ngx_http_ragq_vk_sent(vk, cell);
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
+{
+    int                 rc;
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+
+    if (vk->ac == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc =
+        redisAsyncFormattedCommand(vk->ac, cell ? ngx_http_ragq_vk_reply : NULL,
+                                   cell, (const char *) cmd, len);
+    if (rc != REDIS_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ragq_vk_sent(vk, cell);
+
+    return NGX_OK;
+}
+
+
+/* decimal, without ngx_sprintf()'s format parsing */
+u_char *
+ngx_http_ragq_resp_uint(u_char *p, uint64_t n)
+{
+    u_char *q;
+    u_char  tmp[NGX_INT64_LEN];
+
+    q = tmp + sizeof(tmp);
+
+    do {
+        *--q = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, q, tmp + sizeof(tmp) - q);
+}
+
+
+u_char *
+ngx_http_ragq_resp_bulk(u_char *p, const void *data, size_t len)
+{
+    *p++ = '$';
+    p = ngx_http_ragq_resp_uint(p, len);
+    *p++ = '\r';
+    *p++ = '\n';
+    p = ngx_cpymem(p, data, len);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    return p;
 }
 
 
