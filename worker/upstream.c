@@ -240,7 +240,7 @@ static const double pow10_tab[] = {
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /*
- * "%.*g" for the values that need no exponent (10^-4 <= |v| < 10^prec),
+ * "%.*g" for zeros and 10^-15 <= |v| < 10^prec (fixed or exponent style),
  * without snprintf: a query vector has thousands of them and snprintf's
  * exact conversion costs ~250 ns each.  The digits come from one rounding
  * of v * 10^k (10^k exact); values that land too near a rounding tie for
@@ -256,8 +256,19 @@ fast_g(char *out, double v, int prec)
     long long m;
     char      d[16];
 
-    if (prec < 1 || prec > 15 || !(a >= 1e-4) || a >= pow10_tab[prec]) {
+    if (prec < 1 || prec > 15 || a >= pow10_tab[prec]) {
         return 0;
+    }
+    if (a == 0) {
+        /* Hash embeddings are mostly zeros; printf keeps the sign. */
+        if (signbit(v)) {
+            out[n++] = '-';
+        }
+        out[n++] = '0';
+        return n;
+    }
+    if (!(a >= 1e-15)) {
+        return 0; /* 10^k below would not be exact */
     }
     e = (int) floor(log10(a));
     for (int tries = 0; tries < 2; tries++) {
@@ -281,20 +292,42 @@ fast_g(char *out, double v, int prec)
         break;
     }
     if (m >= (long long) pow10_tab[prec] ||
-        m < (long long) pow10_tab[prec - 1] || e < -4 || e >= prec) {
+        m < (long long) pow10_tab[prec - 1] || e >= prec) {
         return 0;
     }
     for (int i = prec - 1; i >= 0; i--) {
         d[i] = (char) ('0' + m % 10);
         m /= 10;
     }
+    if (v < 0) {
+        out[n++] = '-';
+    }
+    if (e < -4) {
+        /* %g's exponent style: d[.ddd]e-XX, trailing zeros dropped. */
+        last = prec - 1;
+        while (last > 0 && d[last] == '0') {
+            last--;
+        }
+        out[n++] = d[0];
+        if (last > 0) {
+            out[n++] = '.';
+            for (int i = 1; i <= last; i++) {
+                out[n++] = d[i];
+            }
+        }
+        out[n++] = 'e';
+        out[n++] = '-';
+        if (-e >= 100) {
+            out[n++] = (char) ('0' + -e / 100);
+        }
+        out[n++] = (char) ('0' + (-e / 10) % 10);
+        out[n++] = (char) ('0' + -e % 10);
+        return n;
+    }
     last = prec - 1; /* %g drops trailing zeros of the fraction */
     point = e + 1;   /* digits before the decimal point */
     while (last >= point && last > 0 && d[last] == '0') {
         last--;
-    }
-    if (v < 0) {
-        out[n++] = '-';
     }
     if (point <= 0) {
         out[n++] = '0';
@@ -380,13 +413,18 @@ ragq_json_parse(const char *text, size_t len)
     enum json_tokener_error e;
     size_t                  end;
 
+    /* Kept between calls: a new tokener costs a few kB of calloc each time
+     * (three parses a job).  The worker and ingest are single-threaded. */
+    static struct json_tokener *tok_kept;
+
     if (text == NULL || len > INT_MAX) {
         return NULL;
     }
-    tok = json_tokener_new();
-    if (tok == NULL) {
+    if (tok_kept == NULL && (tok_kept = json_tokener_new()) == NULL) {
         return NULL;
     }
+    tok = tok_kept;
+    json_tokener_reset(tok);
     obj = json_tokener_parse_ex(tok, text, (int) len);
     e = json_tokener_get_error(tok);
     if (obj == NULL && e == json_tokener_continue) {
@@ -397,7 +435,7 @@ ragq_json_parse(const char *text, size_t len)
     } else {
         end = json_tokener_get_parse_end(tok);
     }
-    json_tokener_free(tok);
+    json_tokener_reset(tok);
     if (obj == NULL || e != json_tokener_success) {
         json_object_put(obj);
         return NULL;

@@ -707,7 +707,15 @@ START_TEST(jbuf_number_matches_printf)
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        switch (i % 4) {
+        switch (i % 5) {
+        case 4:
+            /* zeros of both signs and tiny values (exponent style) */
+            v = x % 3 == 0 ? ((x >> 8) % 2 ? -0.0 : 0.0)
+                : x % 3 == 1
+                    ? (double) (float) ((double) (x % 2000001) *
+                                        pow(10, -(double) ((x >> 40) % 16) - 5))
+                    : -(double) (x % 99999999) * 1e-13;
+            break;
         case 0:
             u = (unsigned) x;
             memcpy(&f, &u, sizeof(f));
