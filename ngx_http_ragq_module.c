@@ -1008,6 +1008,64 @@ ngx_http_ragq_form_decode(ngx_http_request_t *r, ngx_str_t *value,
 }
 
 
+/* ---- query arguments ---- */
+
+
+typedef struct {
+    ngx_str_t name;
+    ngx_str_t value; /* data == NULL: absent */
+} ngx_http_ragq_arg_t;
+
+
+/*
+ * The wanted arguments in one pass over r->args (ngx_http_arg() scans the
+ * whole string once per name). As there, names match case-insensitively,
+ * need a "=", and the first occurrence wins.
+ */
+static void
+ngx_http_ragq_args(ngx_http_request_t *r, ngx_http_ragq_arg_t *args,
+                   ngx_uint_t n)
+{
+    u_char    *p, *end, *name, *eq;
+    ngx_uint_t i;
+
+    for (i = 0; i < n; i++) {
+        ngx_str_null(&args[i].value);
+    }
+
+    p = r->args.data;
+    end = p + r->args.len;
+
+    while (p < end) {
+        name = p;
+        eq = NULL;
+
+        while (p < end && *p != '&') {
+            if (eq == NULL && *p == '=') {
+                eq = p;
+            }
+
+            p++;
+        }
+
+        if (eq) {
+            for (i = 0; i < n; i++) {
+                if (args[i].value.data == NULL &&
+                    (size_t) (eq - name) == args[i].name.len &&
+                    ngx_strncasecmp(name, args[i].name.data,
+                                    args[i].name.len) == 0) {
+                    args[i].value.data = eq + 1;
+                    args[i].value.len = p - (eq + 1);
+                    break;
+                }
+            }
+        }
+
+        p++;
+    }
+}
+
+
 /* ---- responses ---- */
 
 
@@ -1421,7 +1479,8 @@ static ngx_int_t
 ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc, top_k;
-    ngx_str_t                 value, query;
+    ngx_str_t                 query;
+    ngx_http_ragq_arg_t       args[2];
     ngx_http_ragq_loc_conf_t *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
@@ -1441,13 +1500,18 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
                                    "use POST to submit a question");
     }
 
-    if (ngx_http_arg(r, (u_char *) "query", 5, &value) == NGX_OK) {
+    ngx_str_set(&args[0].name, "query");
+    ngx_str_set(&args[1].name, "top_k");
+
+    ngx_http_ragq_args(r, args, 2);
+
+    if (args[0].value.data) {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
         }
 
-        rc = ngx_http_ragq_form_decode(r, &value, &query);
+        rc = ngx_http_ragq_form_decode(r, &args[0].value, &query);
         if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -1460,8 +1524,10 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
 
         top_k = NGX_CONF_UNSET;
 
-        if (ngx_http_arg(r, (u_char *) "top_k", 5, &value) == NGX_OK) {
-            top_k = (value.len > 6) ? 0 : ngx_atoi(value.data, value.len);
+        if (args[1].value.data) {
+            top_k = (args[1].value.len > 6)
+                        ? 0
+                        : ngx_atoi(args[1].value.data, args[1].value.len);
             if (top_k == NGX_ERROR) {
                 top_k = 0;
             }
@@ -1943,22 +2009,9 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 static ngx_int_t
 ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
 {
-    u_char *body, *p, *loc;
-
-    loc = ngx_pnalloc(r->pool, sizeof("/job-status?job_id=") + 32);
-    if (loc == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(loc, "/job-status?job_id=", 19);
-    p = ngx_cpymem(p, id, 32);
-    *p = '\0';
-
-    /* a plain header, not headers_out.location: nginx would make that one
-     * absolute, and clients of the old API expect the relative form */
-    if (ngx_http_ragq_add_header(r, "Location", (const char *) loc) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    u_char          *body, *p, *loc;
+    size_t           len;
+    ngx_table_elt_t *h;
 
     body = ngx_pnalloc(r->pool, sizeof("{\"status\":\"queued\",\"job_id\":\"\","
                                        "\"status_url\":\"\"}\n") +
@@ -1967,10 +2020,26 @@ ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(body,
-                    "{\"status\":\"queued\",\"job_id\":\"%*s\","
-                    "\"status_url\":\"%s\"}\n",
-                    (size_t) 32, id, loc);
+    p = ngx_http_ragq_lit(body, "{\"status\":\"queued\",\"job_id\":\"");
+    p = ngx_cpymem(p, id, 32);
+    p = ngx_http_ragq_lit(p, "\",\"status_url\":\"");
+    loc = p;
+    p = ngx_http_ragq_lit(p, "/job-status?job_id=");
+    p = ngx_cpymem(p, id, 32);
+    len = p - loc;
+    p = ngx_http_ragq_lit(p, "\"}\n");
+
+    /* a plain header, not headers_out.location: nginx would make that one
+     * absolute, and clients of the old API expect the relative form */
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Location");
+    h->value.data = loc;
+    h->value.len = len;
 
     return ngx_http_ragq_send_json(r, NGX_HTTP_ACCEPTED, body, p - body);
 }
@@ -2034,21 +2103,20 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
  * non-negative number.
  */
 static ngx_int_t
-ngx_http_ragq_wait_arg(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+ngx_http_ragq_wait_arg(ngx_str_t *v, ngx_http_ragq_loc_conf_t *lcf,
                        ngx_msec_t *wait)
 {
     u_char    *p, *end;
-    ngx_str_t  v;
     ngx_uint_t ms, frac, scale;
 
     *wait = 0;
 
-    if (ngx_http_arg(r, (u_char *) "wait", 4, &v) != NGX_OK) {
+    if (v->data == NULL) {
         return NGX_OK;
     }
 
-    p = v.data;
-    end = v.data + v.len;
+    p = v->data;
+    end = v->data + v->len;
     ms = 0;
 
     while (p < end && *p >= '0' && *p <= '9') {
@@ -2060,7 +2128,7 @@ ngx_http_ragq_wait_arg(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
         p++;
     }
 
-    if (p == v.data) {
+    if (p == v->data) {
         goto invalid;
     }
 
@@ -2101,6 +2169,7 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     ngx_int_t                 rc;
     ngx_str_t                 id, job_key;
     ngx_msec_t                wait;
+    ngx_http_ragq_arg_t       args[2];
     ngx_http_ragq_cell_t     *cell;
     ngx_http_ragq_loc_conf_t *lcf;
     u_char                    cmd[NGX_HTTP_RAGQ_KEY_MAX + 64];
@@ -2122,7 +2191,14 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
                                    "use GET to read a job");
     }
 
-    if (ngx_http_arg(r, (u_char *) "job_id", 6, &id) != NGX_OK || id.len == 0) {
+    ngx_str_set(&args[0].name, "job_id");
+    ngx_str_set(&args[1].name, "wait");
+
+    ngx_http_ragq_args(r, args, 2);
+
+    id = args[0].value;
+
+    if (id.len == 0) {
         return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "missing_job_id",
                                    "the job_id argument is required: "
                                    "/job-status?job_id=ID");
@@ -2134,7 +2210,7 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
                                    "characters, as returned by POST /chat");
     }
 
-    if (ngx_http_ragq_wait_arg(r, lcf, &wait) != NGX_OK) {
+    if (ngx_http_ragq_wait_arg(&args[1].value, lcf, &wait) != NGX_OK) {
         return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST, "invalid_wait",
                                     "wait must be a number of seconds, e.g. "
                                     "wait=30 (at most %T is used)",
@@ -2256,10 +2332,15 @@ ngx_http_ragq_send_job(ngx_http_request_t *r, u_char *id, redisReply *reply)
     for (i = 0; i + 1 < reply->elements; i += 2) {
         key = reply->element[i];
 
+        if (key->type != REDIS_REPLY_STRING || key->len == 0) {
+            continue;
+        }
+
         for (k = 0; k < NGX_HTTP_RAGQ_NFIELDS; k++) {
             if ((size_t) key->len == ngx_http_ragq_fields[k].name.len &&
-                ngx_strncmp(key->str, ngx_http_ragq_fields[k].name.data,
-                            key->len) == 0) {
+                (u_char) key->str[0] == ngx_http_ragq_fields[k].name.data[0] &&
+                ngx_memcmp(key->str, ngx_http_ragq_fields[k].name.data,
+                           key->len) == 0) {
                 val[k] = reply->element[i + 1];
                 break;
             }
@@ -2310,7 +2391,9 @@ ngx_http_ragq_send_job(ngx_http_request_t *r, u_char *id, redisReply *reply)
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(body, "{\"job_id\":\"%*s\"", (size_t) 32, id);
+    p = ngx_http_ragq_lit(body, "{\"job_id\":\"");
+    p = ngx_cpymem(p, id, 32);
+    *p++ = '"';
 
     for (k = 0; k < NGX_HTTP_RAGQ_NFIELDS; k++) {
         *p++ = ',';
