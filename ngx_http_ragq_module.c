@@ -1,9 +1,10 @@
 /*
  * ragq: the nginx side of the asynchronous question queue. Owns the ragq_*
  * directives, POST /chat (validate, enqueue into Valkey, 202) and
- * GET /job-status (read the job hash, tenant check, JSON, long-polls), the
- * /chat body's fields, and job id generation. JSON text and UTF-8 live in
- * ngx_http_ragq_json.c, the Valkey connections in ngx_http_ragq_valkey.c.
+ * GET /job-status (read the job hash, tenant check, JSON), the /chat body's
+ * fields, and job id generation. Long-polls live in ngx_http_ragq_longpoll.c,
+ * JSON text and UTF-8 in ngx_http_ragq_json.c, the Valkey connections in
+ * ngx_http_ragq_valkey.c.
  */
 
 #include <ngx_config.h>
@@ -13,7 +14,7 @@
 #include <sys/random.h>
 
 #include "ngx_http_ragq_json.h"
-#include "ngx_http_ragq_valkey.h"
+#include "ngx_http_ragq_module.h"
 
 
 #define NGX_HTTP_RAGQ_ENQUEUE 1
@@ -21,7 +22,6 @@
 
 #define NGX_HTTP_RAGQ_IDEM_MAX      255
 #define NGX_HTTP_RAGQ_QUEUE_RECHECK 100
-#define NGX_HTTP_RAGQ_KEY_MAX       256
 #define NGX_HTTP_RAGQ_PREFIX_MAX    (NGX_HTTP_RAGQ_KEY_MAX - 32 - 5)
 
 /* the rest of the enqueue's MULTI, in RESP form around the variable parts */
@@ -34,9 +34,6 @@
 #define NGX_HTTP_RAGQ_HSET_TENANT     "$6\r\ntenant\r\n"
 #define NGX_HTTP_RAGQ_HSET_CREATED    "$10\r\ncreated_at\r\n"
 #define NGX_HTTP_RAGQ_HSET_ATTEMPTS   "$8\r\nattempts\r\n$1\r\n0\r\n"
-#define NGX_HTTP_RAGQ_HGETALL         "*2\r\n$7\r\nHGETALL\r\n"
-
-#define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
 
 
 typedef struct {
@@ -45,35 +42,6 @@ typedef struct {
     ngx_flag_t                  valkey_set;
     ngx_flag_t                  used;
 } ngx_http_ragq_main_conf_t;
-
-
-typedef struct {
-    ngx_uint_t                kind;
-    ngx_str_t                 prefix;
-    ngx_str_t                 jobs_key;   /* P:jobs */
-    ngx_str_t                 job_prefix; /* P:job: */
-    ngx_str_t                 idem_prefix;
-    ngx_http_complex_value_t *collection;
-    ngx_http_complex_value_t *tenant;
-    ngx_uint_t                top_k;
-    ngx_uint_t                top_k_max;
-    size_t                    max_query_length;
-    ngx_int_t                 max_queue;
-    ngx_msec_t                job_ttl;
-    time_t                    max_wait;
-    ngx_msec_t                valkey_timeout;
-
-    /* the constant parts of the hot commands, in RESP form */
-    ngx_str_t hset_head;    /* HSET + "$n\r\nP:job:" (the id follows) */
-    ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */
-    ngx_str_t xadd_head;    /* XADD P:jobs * job + "$32\r\n" */
-    ngx_str_t xlen_cmd;     /* XLEN P:jobs */
-
-    /* per-worker runtime state: last known queue length */
-    ngx_uint_t queue_len;
-    ngx_msec_t queue_checked;
-    ngx_flag_t queue_checking;
-} ngx_http_ragq_loc_conf_t;
 
 
 typedef struct {
@@ -94,18 +62,6 @@ static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
 static ngx_int_t ngx_http_ragq_status_handler(ngx_http_request_t *r);
 static void      ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell,
                                             redisReply           *reply);
-static ngx_int_t ngx_http_ragq_wait(ngx_http_request_t       *r,
-                                    ngx_http_ragq_loc_conf_t *lcf,
-                                    ngx_str_t *key, u_char *id,
-                                    ngx_msec_t wait);
-static void      ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
-                                          ngx_http_ragq_channel_t *ch, u_char *msg,
-                                          size_t len);
-static void      ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps);
-static void      ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps);
-static void      ngx_http_ragq_lp_exit(void);
-static ngx_int_t ngx_http_ragq_error(ngx_http_request_t *r, ngx_uint_t status,
-                                     const char *code, const char *message);
 static ngx_int_t ngx_http_ragq_send_json(ngx_http_request_t *r,
                                          ngx_uint_t status, u_char *body,
                                          size_t len);
@@ -574,7 +530,7 @@ ngx_http_ragq_send_json(ngx_http_request_t *r, ngx_uint_t status, u_char *body,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ragq_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
                     const char *message)
 {
@@ -629,7 +585,7 @@ ngx_http_ragq_errorf(ngx_http_request_t *r, ngx_uint_t status, const char *code,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ragq_unavailable(ngx_http_request_t *r, ngx_int_t why)
 {
     if (why == NGX_BUSY) {
@@ -719,7 +675,7 @@ ngx_http_ragq_cell_take(ngx_http_ragq_cell_t *cell)
 }
 
 
-static void
+void
 ngx_http_ragq_finalize(ngx_http_request_t *r, ngx_int_t rc)
 {
     ngx_connection_t *c = r->connection;
@@ -838,7 +794,7 @@ ngx_http_ragq_job_id(u_char *id)
 }
 
 
-static ngx_flag_t
+ngx_flag_t
 ngx_http_ragq_job_id_valid(u_char *p, size_t len)
 {
     size_t i;
@@ -1874,7 +1830,7 @@ ngx_http_ragq_send_job(ngx_http_request_t *r, u_char *id, redisReply *reply)
  * NGX_OK: the job in reply exists and belongs to r's tenant; NGX_DECLINED:
  * 404 (another tenant's job is indistinguishable from a missing one).
  */
-static ngx_int_t
+ngx_int_t
 ngx_http_ragq_job_visible(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                           redisReply *reply)
 {
@@ -1917,7 +1873,7 @@ ngx_http_ragq_job_visible(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 
 /* the /job-status answer for a HGETALL reply (or its failure) */
-static ngx_int_t
+ngx_int_t
 ngx_http_ragq_status_respond(ngx_http_request_t       *r,
                              ngx_http_ragq_loc_conf_t *lcf, u_char *id,
                              redisReply *reply)
@@ -1957,588 +1913,6 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 
     ngx_http_ragq_finalize(
         r, ngx_http_ragq_status_respond(r, lcf, cell->job_id, reply));
-}
-
-
-/* ---- long-polls: GET /job-status?wait=N ---- */
-
-/*
- * Per worker: a table of jobs that have waiters, keyed by the job's hash key
- * (P:job:ID, so that two prefixes never mix), each with its queue of waiting
- * requests. A waiter is always in that table while it waits, and at most in
- * one pending HGETALL ("read") at a time. A read either checks (waiters stay
- * in the table unless the job is final, gone or not theirs) or wakes (every
- * waiter is answered with whatever the reply holds). Waiters live in their
- * request's pool: the request cleanup unlinks them from everything, so
- * nothing outside points to a dead one. Their number is bounded by
- * worker_connections, since each holds a client connection.
- */
-
-typedef struct {
-    ngx_str_node_t sn; /* key: P:job:ID */
-    ngx_queue_t    waiters;
-} ngx_http_ragq_job_t;
-
-
-typedef struct {
-    ngx_http_request_t       *request; /* NULL once answered or gone */
-    ngx_http_cleanup_t       *cleanup;
-    ngx_http_ragq_loc_conf_t *lcf;
-    ngx_http_ragq_job_t      *job; /* NULL when not in the table */
-    ngx_queue_t               tq;  /* in job->waiters */
-    ngx_queue_t               rq;  /* in a read's waiters */
-    ngx_queue_t               all;
-    ngx_event_t               timer; /* the wait, then the read deadline */
-    u_char                    job_id[32];
-    unsigned                  in_read : 1;
-    unsigned                  woken : 1;
-} ngx_http_ragq_waiter_t;
-
-
-typedef struct {
-    ngx_http_ragq_cell_t cell; /* first: the valkey layer frees it as one */
-    ngx_queue_t          waiters;
-    ngx_flag_t           wake;
-    ngx_flag_t           catchup; /* a failed read leaves waiters waiting */
-    ngx_str_t            key;
-} ngx_http_ragq_read_t;
-
-
-static ngx_rbtree_t      ngx_http_ragq_jobs;
-static ngx_rbtree_node_t ngx_http_ragq_jobs_sentinel;
-static ngx_queue_t       ngx_http_ragq_all_waiters;
-static ngx_flag_t        ngx_http_ragq_lp_initialized;
-
-
-static void
-ngx_http_ragq_waiter_untable(ngx_http_ragq_waiter_t *w)
-{
-    ngx_http_ragq_job_t *job = w->job;
-
-    if (job == NULL) {
-        return;
-    }
-
-    ngx_queue_remove(&w->tq);
-    w->job = NULL;
-
-    if (ngx_queue_empty(&job->waiters)) {
-        ngx_rbtree_delete(&ngx_http_ragq_jobs, &job->sn.node);
-        ngx_free(job);
-    }
-}
-
-
-static void
-ngx_http_ragq_waiter_unread(ngx_http_ragq_waiter_t *w)
-{
-    if (w->in_read) {
-        ngx_queue_remove(&w->rq);
-        w->in_read = 0;
-    }
-}
-
-
-static void
-ngx_http_ragq_waiter_unlink(ngx_http_ragq_waiter_t *w)
-{
-    w->request = NULL;
-
-    ngx_http_ragq_waiter_untable(w);
-    ngx_http_ragq_waiter_unread(w);
-    ngx_queue_remove(&w->all);
-
-    if (w->timer.timer_set) {
-        ngx_del_timer(&w->timer);
-    }
-}
-
-
-/* request cleanup: the client left (or the request ends otherwise) */
-static void
-ngx_http_ragq_waiter_cleanup(void *data)
-{
-    ngx_http_ragq_waiter_t *w = data;
-
-    if (w->request) {
-        ngx_http_ragq_waiter_unlink(w);
-    }
-}
-
-
-static ngx_http_request_t *
-ngx_http_ragq_waiter_take(ngx_http_ragq_waiter_t *w)
-{
-    ngx_http_request_t *r = w->request;
-
-    w->cleanup->handler = NULL;
-    ngx_http_ragq_waiter_unlink(w);
-
-    return r;
-}
-
-
-static void
-ngx_http_ragq_waiter_answer(ngx_http_ragq_waiter_t *w, redisReply *reply)
-{
-    ngx_http_request_t *r;
-
-    /* w lives in r->pool, so it is still readable until the finalize */
-    r = ngx_http_ragq_waiter_take(w);
-
-    ngx_http_ragq_finalize(
-        r, ngx_http_ragq_status_respond(r, w->lcf, w->job_id, reply));
-}
-
-
-static void
-ngx_http_ragq_waiter_fail(ngx_http_ragq_waiter_t *w, ngx_int_t why)
-{
-    ngx_http_request_t *r;
-
-    r = ngx_http_ragq_waiter_take(w);
-
-    ngx_http_ragq_finalize(r, ngx_http_ragq_unavailable(r, why));
-}
-
-
-static ngx_flag_t
-ngx_http_ragq_status_final(u_char *p, size_t len)
-{
-    return (len == 8 && ngx_strncmp(p, "finished", 8) == 0) ||
-           (len == 6 && ngx_strncmp(p, "failed", 6) == 0) ||
-           (len == 8 && ngx_strncmp(p, "canceled", 8) == 0);
-}
-
-
-/* true when a check read must answer the waiter now */
-static ngx_flag_t
-ngx_http_ragq_waiter_done(ngx_http_ragq_waiter_t *w, redisReply *reply)
-{
-    size_t      i;
-    redisReply *key, *val;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
-        ngx_http_ragq_job_visible(w->request, w->lcf, reply) != NGX_OK) {
-        return 1;
-    }
-
-    for (i = 0; i + 1 < reply->elements; i += 2) {
-        key = reply->element[i];
-        val = reply->element[i + 1];
-
-        if (key->type == REDIS_REPLY_STRING && key->len == 6 &&
-            ngx_strncmp(key->str, "status", 6) == 0) {
-            return val->type == REDIS_REPLY_STRING &&
-                   ngx_http_ragq_status_final((u_char *) val->str, val->len);
-        }
-    }
-
-    return 0;
-}
-
-
-static void
-ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
-{
-    ngx_queue_t            *q;
-    ngx_http_ragq_read_t   *rd = (ngx_http_ragq_read_t *) cell;
-    ngx_http_ragq_waiter_t *w;
-
-    /*
-     * Answering one waiter may end its request and run its cleanup, so the
-     * queue is re-read from its head every time.
-     */
-    while (!ngx_queue_empty(&rd->waiters)) {
-        q = ngx_queue_head(&rd->waiters);
-        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, rq);
-
-        if (rd->catchup &&
-            (reply == NULL || reply->type == REDIS_REPLY_ERROR)) {
-            /* their wait timers still end them with a fresh read */
-            ngx_http_ragq_waiter_unread(w);
-
-        } else if (rd->wake || ngx_http_ragq_waiter_done(w, reply)) {
-            ngx_http_ragq_waiter_answer(w, reply);
-
-        } else {
-            /* still running: keep waiting for its event */
-            ngx_http_ragq_waiter_unread(w);
-        }
-    }
-}
-
-
-static ngx_http_ragq_read_t *
-ngx_http_ragq_read_create(ngx_str_t *key, ngx_flag_t wake)
-{
-    ngx_http_ragq_read_t *rd;
-
-    rd = ngx_calloc(sizeof(ngx_http_ragq_read_t) + key->len, ngx_cycle->log);
-    if (rd == NULL) {
-        return NULL;
-    }
-
-    rd->cell.handler = ngx_http_ragq_read_reply;
-    rd->wake = wake;
-    rd->key.len = key->len;
-    rd->key.data = (u_char *) (rd + 1);
-    ngx_memcpy(rd->key.data, key->data, key->len);
-    ngx_queue_init(&rd->waiters);
-
-    return rd;
-}
-
-
-static void ngx_http_ragq_waiter_deadline(ngx_event_t *ev);
-
-
-static void
-ngx_http_ragq_read_add(ngx_http_ragq_read_t *rd, ngx_http_ragq_waiter_t *w)
-{
-    ngx_http_ragq_waiter_unread(w);
-
-    ngx_queue_insert_tail(&rd->waiters, &w->rq);
-    w->in_read = 1;
-
-    if (!rd->wake) {
-        return;
-    }
-
-    /* a woken waiter no longer hears events; its timer now bounds the read */
-    ngx_http_ragq_waiter_untable(w);
-
-    w->woken = 1;
-
-    if (w->timer.timer_set) {
-        ngx_del_timer(&w->timer);
-    }
-
-    w->timer.handler = ngx_http_ragq_waiter_deadline;
-    ngx_add_timer(&w->timer, w->lcf->valkey_timeout);
-}
-
-
-static ngx_int_t
-ngx_http_ragq_read_send(ngx_http_ragq_read_t *rd)
-{
-    u_char *p;
-    u_char  cmd[NGX_HTTP_RAGQ_KEY_MAX + 64];
-
-    p = ngx_http_ragq_lit(cmd, NGX_HTTP_RAGQ_HGETALL);
-    p = ngx_http_ragq_resp_bulk(p, rd->key.data, rd->key.len);
-
-    return ngx_http_ragq_valkey_send(&rd->cell, cmd, p - cmd);
-}
-
-
-/* reads the job of every waiter in q (one table entry), one HGETALL */
-static void
-ngx_http_ragq_read_job(ngx_http_ragq_job_t *job, ngx_flag_t wake)
-{
-    ngx_int_t               rc;
-    ngx_flag_t              last;
-    ngx_queue_t            *q, *next;
-    ngx_http_ragq_read_t   *rd;
-    ngx_http_ragq_waiter_t *w;
-
-    rc = ngx_http_ragq_valkey_available();
-
-    rd = (rc == NGX_OK) ? ngx_http_ragq_read_create(&job->sn.str, wake) : NULL;
-
-    if (rd == NULL) {
-        if (!wake) {
-            /* their wait timers still end them with a fresh read */
-            return;
-        }
-
-        for (q = ngx_queue_head(&job->waiters); /* void */; q = next) {
-            next = ngx_queue_next(q);
-            last = (next == ngx_queue_sentinel(&job->waiters));
-            w = ngx_queue_data(q, ngx_http_ragq_waiter_t, tq);
-
-            ngx_http_ragq_waiter_fail(w, rc == NGX_OK ? NGX_DECLINED : rc);
-
-            if (last) {
-                break;
-            }
-        }
-
-        return;
-    }
-
-    rd->catchup = !wake;
-
-    /* a wake read frees the job entry with its last waiter: no look back */
-    for (q = ngx_queue_head(&job->waiters); /* void */; q = next) {
-        next = ngx_queue_next(q);
-        last = (next == ngx_queue_sentinel(&job->waiters));
-        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, tq);
-
-        ngx_http_ragq_read_add(rd, w);
-
-        if (last) {
-            break;
-        }
-    }
-
-    if (ngx_http_ragq_read_send(rd) != NGX_OK) {
-        ngx_http_ragq_read_reply(&rd->cell, NULL);
-        ngx_free(rd);
-    }
-}
-
-
-static ngx_http_ragq_job_t *
-ngx_http_ragq_job_lookup(ngx_str_t *key)
-{
-    return (ngx_http_ragq_job_t *) ngx_str_rbtree_lookup(
-        &ngx_http_ragq_jobs, key, ngx_crc32_short(key->data, key->len));
-}
-
-
-/* wait elapsed: answer with the current state */
-static void
-ngx_http_ragq_waiter_timeout(ngx_event_t *ev)
-{
-    u_char                 *p;
-    ngx_str_t               key;
-    ngx_http_ragq_read_t   *rd;
-    ngx_http_ragq_waiter_t *w = ev->data;
-    ngx_int_t               rc;
-    u_char                  buf[NGX_HTTP_RAGQ_KEY_MAX];
-
-    rc = ngx_http_ragq_valkey_available();
-    if (rc != NGX_OK) {
-        ngx_http_ragq_waiter_fail(w, rc);
-        return;
-    }
-
-    key.len = w->lcf->job_prefix.len + 32;
-    key.data = buf;
-    p = ngx_cpymem(buf, w->lcf->job_prefix.data, w->lcf->job_prefix.len);
-    ngx_memcpy(p, w->job_id, 32);
-
-    rd = ngx_http_ragq_read_create(&key, 1);
-    if (rd == NULL) {
-        ngx_http_ragq_waiter_fail(w, NGX_DECLINED);
-        return;
-    }
-
-    ngx_http_ragq_read_add(rd, w);
-
-    if (ngx_http_ragq_read_send(rd) != NGX_OK) {
-        ngx_http_ragq_read_reply(&rd->cell, NULL);
-        ngx_free(rd);
-    }
-}
-
-
-static void
-ngx_http_ragq_waiter_deadline(ngx_event_t *ev)
-{
-    ngx_http_request_t     *r;
-    ngx_http_ragq_waiter_t *w = ev->data;
-
-    r = ngx_http_ragq_waiter_take(w);
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "ragq: valkey did not answer within %M ms",
-                  w->lcf->valkey_timeout);
-
-    ngx_http_ragq_finalize(
-        r,
-        ngx_http_ragq_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "valkey_timeout",
-                            "the job store (Valkey) did not answer in "
-                            "time; retry shortly"));
-}
-
-
-/*
- * Registers r as a waiter on its job, then reads the job (in this order, so
- * that an event between the read and the registration cannot be lost).
- */
-static ngx_int_t
-ngx_http_ragq_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
-                   ngx_str_t *key, u_char *id, ngx_msec_t wait)
-{
-    ngx_http_cleanup_t     *cln;
-    ngx_http_ragq_job_t    *job;
-    ngx_http_ragq_read_t   *rd;
-    ngx_http_ragq_waiter_t *w;
-
-    w = ngx_pcalloc(r->pool, sizeof(ngx_http_ragq_waiter_t));
-    if (w == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rd = ngx_http_ragq_read_create(key, 0);
-    if (rd == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln = ngx_http_cleanup_add(r, 0);
-    if (cln == NULL) {
-        ngx_free(rd);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    job = ngx_http_ragq_job_lookup(key);
-
-    if (job == NULL) {
-        job = ngx_alloc(sizeof(ngx_http_ragq_job_t) + key->len, ngx_cycle->log);
-        if (job == NULL) {
-            ngx_free(rd);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        job->sn.str.len = key->len;
-        job->sn.str.data = (u_char *) (job + 1);
-        ngx_memcpy(job->sn.str.data, key->data, key->len);
-        job->sn.node.key = ngx_crc32_short(key->data, key->len);
-        ngx_queue_init(&job->waiters);
-        ngx_rbtree_insert(&ngx_http_ragq_jobs, &job->sn.node);
-    }
-
-    w->request = r;
-    w->cleanup = cln;
-    w->lcf = lcf;
-    w->job = job;
-    ngx_memcpy(w->job_id, id, 32);
-
-    ngx_queue_insert_tail(&job->waiters, &w->tq);
-    ngx_queue_insert_tail(&ngx_http_ragq_all_waiters, &w->all);
-
-    cln->handler = ngx_http_ragq_waiter_cleanup;
-    cln->data = w;
-
-    /*
-     * Non-cancelable like every request timer; a graceful shutdown does not
-     * wait for it anyway, because it answers the waiters (see closing).
-     */
-    w->timer.handler = ngx_http_ragq_waiter_timeout;
-    w->timer.data = w;
-    w->timer.log = r->connection->log;
-    ngx_add_timer(&w->timer, wait);
-
-    ngx_http_ragq_read_add(rd, w);
-
-    if (ngx_http_ragq_read_send(rd) != NGX_OK) {
-        ngx_http_ragq_waiter_take(w);
-        ngx_free(rd);
-        return ngx_http_ragq_unavailable(r, NGX_DECLINED);
-    }
-
-    if (!r->discard_body) {
-        r->read_event_handler = ngx_http_test_reading;
-    }
-
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    r->main->count++;
-
-    return NGX_DONE;
-}
-
-
-/* a message "ID STATUS" on P:events */
-static void
-ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
-                         ngx_http_ragq_channel_t *ch, u_char *msg, size_t len)
-{
-    u_char              *p;
-    ngx_str_t            key;
-    ngx_http_ragq_job_t *job;
-    u_char               buf[NGX_HTTP_RAGQ_KEY_MAX];
-
-    if (len < 34 || msg[32] != ' ' || !ngx_http_ragq_job_id_valid(msg, 32)) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "ragq: ignored malformed event on %V: \"%*s\"",
-                      &ch->channel, ngx_min(len, 80), msg);
-        return;
-    }
-
-    if (!ngx_http_ragq_status_final(msg + 33, len - 33)) {
-        return;
-    }
-
-    key.len = ch->job_prefix.len + 32;
-    key.data = buf;
-    p = ngx_cpymem(buf, ch->job_prefix.data, ch->job_prefix.len);
-    ngx_memcpy(p, msg, 32);
-
-    job = ngx_http_ragq_job_lookup(&key);
-    if (job == NULL) {
-        return;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "ragq: event \"%*s\" wakes waiters", len, msg);
-
-    ngx_http_ragq_read_job(job, 1);
-}
-
-
-static void
-ngx_http_ragq_lp_each(ngx_flag_t wake)
-{
-    ngx_rbtree_node_t   *node, *next, *root, *sentinel;
-    ngx_http_ragq_job_t *job;
-
-    sentinel = ngx_http_ragq_jobs.sentinel;
-    root = ngx_http_ragq_jobs.root;
-
-    if (root == sentinel) {
-        return;
-    }
-
-    /* a job's entry may be freed while it is read: step ahead first */
-    for (node = ngx_rbtree_min(root, sentinel); node; node = next) {
-        next = ngx_rbtree_next(&ngx_http_ragq_jobs, node);
-        job = (ngx_http_ragq_job_t *) node;
-        ngx_http_ragq_read_job(job, wake);
-    }
-}
-
-
-/*
- * (Re)subscribed, or the command connection is back while subscribed:
- * re-read every job that has waiters, in case its final event came while
- * we were not listening (or could not read).
- */
-static void
-ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps)
-{
-    ngx_http_ragq_lp_each(0);
-}
-
-
-/* graceful shutdown: answer every waiter with its current state now */
-static void
-ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps)
-{
-    ngx_http_ragq_lp_each(1);
-}
-
-
-/* the process dies: release the requests without answering */
-static void
-ngx_http_ragq_lp_exit(void)
-{
-    ngx_queue_t            *q;
-    ngx_http_ragq_waiter_t *w;
-
-    if (!ngx_http_ragq_lp_initialized) {
-        return;
-    }
-
-    while (!ngx_queue_empty(&ngx_http_ragq_all_waiters)) {
-        q = ngx_queue_head(&ngx_http_ragq_all_waiters);
-        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, all);
-        (void) ngx_http_ragq_waiter_take(w);
-    }
-
-    ngx_http_ragq_lp_initialized = 0;
 }
 
 
@@ -3010,10 +2384,7 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_rbtree_init(&ngx_http_ragq_jobs, &ngx_http_ragq_jobs_sentinel,
-                    ngx_str_rbtree_insert_value);
-    ngx_queue_init(&ngx_http_ragq_all_waiters);
-    ngx_http_ragq_lp_initialized = 1;
+    ngx_http_ragq_lp_init();
 
     return ngx_http_ragq_pubsub_init(cycle, &rmcf->valkey, &rmcf->pubsub);
 }
