@@ -49,7 +49,7 @@ add_block_preprocessor(sub {
       unless defined $block->no_error_log;
 });
 
-plan tests => 204;
+plan tests => 214;
 run_tests();
 
 __DATA__
@@ -567,3 +567,29 @@ location = /chat { ragq_valkey 127.0.0.1:1; ragq_enqueue; }
 --- must_die
 --- error_log
 "ragq_valkey" directive is not allowed here
+
+
+
+=== TEST 39: arguments: names need "=", match case-insensitively, the first wins; others are ignored
+--- config
+location = /chat { ragq_prefix t39; ragq_enqueue; }
+--- init
+Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', 't39:*'), 'x');
+--- request
+POST /chat?xquery=no&query&top_k=2&Query=yes&query=later&top_k=3
+--- error_code: 202
+--- response_body_like eval
+$::Queued
+
+
+
+=== TEST 40: ... stored: the first "query=" and the first "top_k="
+--- init
+my $key = main::job_of('t39');
+Test::More::is(main::hget($key, 'query'), 'yes', 'query');
+Test::More::is(main::hget($key, 'top_k'), '2', 'top_k');
+--- request
+POST /chat?query=
+--- error_code: 400
+--- response_body_like chomp
+"invalid_query"
