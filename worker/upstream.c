@@ -97,6 +97,18 @@ ragq_utf8_dup(const char *s, size_t len)
         return NULL;
     }
     while (i < len) {
+        size_t run = i;
+
+        /* Plain ASCII runs in one copy: the common case. */
+        while (run < len && p[run] != 0 && p[run] < 0x80) {
+            run++;
+        }
+        if (run > i) {
+            memcpy(out + o, p + i, run - i);
+            o += run - i;
+            i = run;
+            continue;
+        }
         l = p[i] == 0 ? 0 : utf8_seq(p + i, len - i);
         if (l == 0) {
             memcpy(out + o, "\xef\xbf\xbd", 3);

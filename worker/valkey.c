@@ -939,9 +939,14 @@ valid_job_id(const char *s, size_t n)
     return 1;
 }
 
-/* A stream entry [id, [field, value, ...]] now held by this consumer. */
+/*
+ * A stream entry [id, [field, value, ...]] now held by this consumer.
+ * reclaimed: it came from XAUTOCLAIM and may be one we are running already
+ * (XREADGROUP ">" only hands out entries never delivered, so the O(jobs)
+ * scan is skipped for those).
+ */
 static void
-take_entry(ragq_queue_t *q, redisReply *e)
+take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
 {
     redisReply *fields;
     const char *entry, *id = NULL;
@@ -973,7 +978,7 @@ take_entry(ragq_queue_t *q, redisReply *e)
         ack_entry(q, entry);
         return;
     }
-    if (job_in_flight(q, entry)) {
+    if (reclaimed && job_in_flight(q, entry)) {
         return;
     }
     job = ragq_job_new();
@@ -1048,7 +1053,7 @@ xread_reply(redisAsyncContext *ac, void *r, void *priv)
                 continue;
             }
             for (j = 0; j < s->element[1]->elements; j++) {
-                take_entry(q, s->element[1]->element[j]);
+                take_entry(q, s->element[1]->element[j], 0);
             }
         }
     }
@@ -1127,7 +1132,7 @@ xautoclaim_reply(redisAsyncContext *ac, void *r, void *priv)
                 if (!q->stopping) {
                     ragq_log(RAGQ_LOG_INFO, "reclaimed stream entry %s",
                              e->element[0]->str);
-                    take_entry(q, e);
+                    take_entry(q, e, 1);
                 }
                 got++;
             }
