@@ -501,21 +501,33 @@ ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
 }
 
 
-/* decimal, without ngx_sprintf()'s format parsing */
+/* decimal, without ngx_sprintf()'s format parsing: most are 1-3 digits */
 u_char *
 ngx_http_ragq_resp_uint(u_char *p, uint64_t n)
 {
-    u_char *q;
-    u_char  tmp[NGX_INT64_LEN];
+    u_char  *q;
+    uint64_t v;
+    size_t   len;
 
-    q = tmp + sizeof(tmp);
+    if (n < 10) {
+        *p = (u_char) ('0' + n);
+        return p + 1;
+    }
+
+    len = 1;
+
+    for (v = n; v >= 10; v /= 10) {
+        len++;
+    }
+
+    q = p + len;
 
     do {
         *--q = (u_char) ('0' + n % 10);
         n /= 10;
     } while (n);
 
-    return ngx_cpymem(p, q, tmp + sizeof(tmp) - q);
+    return p + len;
 }
 
 
