@@ -1168,6 +1168,29 @@ ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 }
 
 
+/* epoch ms as text: nginx's clock is cached per event loop iteration, so
+ * most requests share the last one's text */
+static size_t
+ngx_http_ragq_created_at(u_char *buf, ngx_time_t *tp)
+{
+    uint64_t        ms;
+    static size_t   len;
+    static u_char   text[NGX_INT64_LEN];
+    static uint64_t last;
+
+    ms = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    if (ms != last || len == 0) {
+        len = ngx_http_ragq_resp_uint(text, ms) - text;
+        last = ms;
+    }
+
+    ngx_memcpy(buf, text, len);
+
+    return len;
+}
+
+
 static ngx_int_t
 ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 {
@@ -1268,9 +1291,7 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
     }
 
     tp = ngx_timeofday();
-    created_len =
-        ngx_http_ragq_resp_uint(created, (uint64_t) tp->sec * 1000 + tp->msec) -
-        created;
+    created_len = ngx_http_ragq_created_at(created, tp);
     n = ngx_http_ragq_resp_uint(topk, top_k) - topk;
 
     if (idem == NULL) {
