@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonr.h"
 #include "openai.h"
 #include "qdrant.h"
 
@@ -183,33 +184,69 @@ stage_done(ragq_job_t *job)
     ragq_timer_start(job->p->loop, &job->timer, 0);
 }
 
+/* Parses chat usage objects (single-threaded, one at a time). */
+static ragq_jdoc_t usage_doc = RAGQ_JDOC_INIT;
+
+/* The model's usage object (when it sent one) plus "backends". */
 static char *
 usage_with_backends(const ragq_job_t *job)
 {
     const ragq_config_t *cfg = job->p->cfg;
-    json_object         *o = NULL, *b;
-    char                *s;
+    const ragq_jv_t     *o = NULL, *c;
+    ragq_jbuf_t          b;
+    char                *rest;
 
     if (job->chat_usage) {
-        o = json_tokener_parse(job->chat_usage);
-        if (o && !json_object_is_type(o, json_type_object)) {
-            json_object_put(o);
+        o = ragq_jdoc_parse(&usage_doc, job->chat_usage,
+                            strlen(job->chat_usage));
+        if (o && o->type != RAGQ_JOBJ) {
             o = NULL;
         }
     }
-    if (o == NULL) {
-        o = json_object_new_object();
+    ragq_jbuf_init(&b, 256);
+    ragq_jbuf_add(&b, "{", 1);
+    if (o && o->len) {
+        /* Every member but a "backends" of the model's own: ours wins. */
+        for (c = o->child; c; c = c->next) {
+            const ragq_jv_t *d, *val = c;
+            int              repeated = 0;
+
+            if (c->keylen == 8 && memcmp(c->key, "backends", 8) == 0) {
+                continue;
+            }
+            /* A repeated key: once, at its first place, last value. */
+            for (d = o->child; d != c && !repeated; d = d->next) {
+                repeated = d->keylen == c->keylen &&
+                           memcmp(d->key, c->key, c->keylen) == 0;
+            }
+            if (repeated) {
+                continue;
+            }
+            for (d = c->next; d; d = d->next) {
+                if (d->keylen == c->keylen &&
+                    memcmp(d->key, c->key, c->keylen) == 0) {
+                    val = d;
+                }
+            }
+            if ((rest = ragq_jv_to_json(val)) == NULL) {
+                free(ragq_jbuf_finish(&b));
+                return NULL;
+            }
+            ragq_jbuf_string(&b, c->key, c->keylen);
+            ragq_jbuf_add(&b, ":", 1);
+            ragq_jbuf_adds(&b, rest);
+            ragq_jbuf_add(&b, ",", 1);
+            free(rest);
+        }
     }
-    b = json_object_new_object();
-    json_object_object_add(b, "embedder",
-                           json_object_new_string(cfg->embedder));
-    json_object_object_add(b, "store", json_object_new_string(cfg->store));
-    json_object_object_add(b, "answerer",
-                           json_object_new_string(cfg->answerer));
-    json_object_object_add(o, "backends", b);
-    s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-    json_object_put(o);
-    return s;
+    ragq_jbuf_adds(&b, "\"backends\":{\"embedder\":");
+    ragq_jbuf_string(&b, cfg->embedder, strlen(cfg->embedder));
+    ragq_jbuf_adds(&b, ",\"store\":");
+    ragq_jbuf_string(&b, cfg->store, strlen(cfg->store));
+    ragq_jbuf_adds(&b, ",\"answerer\":");
+    ragq_jbuf_string(&b, cfg->answerer, strlen(cfg->answerer));
+    ragq_jbuf_adds(&b, "}}");
+    return ragq_jbuf_finish(&b);
 }
 
 static void

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json.h>
 
+#include "jsonr.h"
 #include "openai.h"
 
 #define BAD "bad_upstream_response"
@@ -29,28 +29,28 @@ bad(ragq_upstream_error_t *err, const char *what)
     ragq_upstream_error_set(err, 200, 0, BAD, "%s", what);
 }
 
+/* Answers are parsed into this (one job at a time, single-threaded). */
+static ragq_jdoc_t doc = RAGQ_JDOC_INIT;
+
 /* A 2xx body that carries an error object anyway (some proxies and local
  * servers do this): its message is worth more than "malformed". */
 static int
 embedded_error(ragq_upstream_error_t *err, const char *api,
-               struct json_object *root)
+               const ragq_jv_t *root)
 {
-    struct json_object *e;
-    const char         *m = NULL;
+    ragq_jv_t  *e = ragq_jv_get(root, "error"), *m;
+    const char *msg = NULL;
 
-    if (!json_object_object_get_ex(root, "error", &e) ||
-        json_object_is_type(e, json_type_null)) {
+    if (e == NULL || e->type == RAGQ_JNULL) {
         return 0;
     }
-    if (json_object_is_type(e, json_type_string)) {
-        m = json_object_get_string(e);
-    } else if (json_object_is_type(e, json_type_object) &&
-               json_object_object_get_ex(e, "message", &e) &&
-               json_object_is_type(e, json_type_string)) {
-        m = json_object_get_string(e);
+    if (e->type == RAGQ_JSTR) {
+        msg = e->str;
+    } else if ((m = ragq_jv_get_type(e, "message", RAGQ_JSTR)) != NULL) {
+        msg = m->str;
     }
     ragq_upstream_error_set(err, 200, 0, BAD, "%s answer is an error: %s", api,
-                            m ? m : "(no message)");
+                            msg ? msg : "(no message)");
     return 1;
 }
 
@@ -150,25 +150,23 @@ le_float(const unsigned char *p)
  * the vector length or -1 with err filled.
  */
 static long
-read_vector(struct json_object *emb, size_t idx, float *row, size_t dim,
+read_vector(const ragq_jv_t *emb, size_t idx, float *row, size_t dim,
             ragq_upstream_error_t *err)
 {
-    size_t              len;
-    struct json_object *v;
-    double              d;
+    size_t           len, j;
+    const ragq_jv_t *v;
+    double           d;
 
-    if (json_object_is_type(emb, json_type_array)) {
-        len = json_object_array_length(emb);
+    if (emb->type == RAGQ_JARR) {
+        len = emb->len;
         if (row == NULL) {
             return (long) len;
         }
         if (len != dim) {
             goto mismatch;
         }
-        for (size_t j = 0; j < len; j++) {
-            v = json_object_array_get_idx(emb, j);
-            if (!json_object_is_type(v, json_type_double) &&
-                !json_object_is_type(v, json_type_int)) {
+        for (v = emb->child, j = 0; v; v = v->next, j++) {
+            if (v->type != RAGQ_JNUM) {
                 ragq_upstream_error_set(
                     err, 200, 0, BAD,
                     "embeddings answer: embedding %zu has a non-numeric "
@@ -176,7 +174,7 @@ read_vector(struct json_object *emb, size_t idx, float *row, size_t dim,
                     idx, j);
                 return -1;
             }
-            d = json_object_get_double(v);
+            d = v->num;
             if (!isfinite(d) || fabs(d) > 3.4e38) {
                 ragq_upstream_error_set(err, 200, 0, BAD,
                                         "embeddings answer: embedding %zu has "
@@ -188,9 +186,9 @@ read_vector(struct json_object *emb, size_t idx, float *row, size_t dim,
         }
         return (long) len;
     }
-    if (json_object_is_type(emb, json_type_string)) {
-        const char    *s = json_object_get_string(emb);
-        size_t         sl = (size_t) json_object_get_string_len(emb);
+    if (emb->type == RAGQ_JSTR) {
+        const char    *s = emb->str;
+        size_t         sl = emb->len;
         size_t         max = sl / 4 * 3 + 3;
         unsigned char *raw = malloc(max ? max : 1);
         long           nb;
@@ -217,7 +215,7 @@ read_vector(struct json_object *emb, size_t idx, float *row, size_t dim,
             free(raw);
             goto mismatch;
         }
-        for (size_t j = 0; j < len; j++) {
+        for (j = 0; j < len; j++) {
             row[j] = le_float(raw + 4 * j);
             if (!isfinite(row[j])) {
                 free(raw);
@@ -250,29 +248,29 @@ ragq_openai_embeddings_parse(const char *body, size_t len, size_t n,
                              float **vectors, size_t *dim,
                              ragq_upstream_error_t *err)
 {
-    struct json_object *root, *data, *item, *v, *emb;
-    size_t              count, d = 0;
-    int64_t             idx;
-    float              *out = NULL;
-    unsigned char      *seen = NULL;
-    long                l;
+    ragq_jv_t     *root, *data, *item, *v, *emb;
+    size_t         count, d = 0, i;
+    size_t         idx;
+    float         *out = NULL;
+    unsigned char *seen = NULL;
+    long           l;
 
     *vectors = NULL;
     *dim = 0;
-    root = ragq_json_parse(body, len);
-    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+    root = ragq_jdoc_parse(&doc, body, len);
+    if (root == NULL || root->type != RAGQ_JOBJ) {
         bad(err, "embeddings answer is not a JSON object");
         goto fail;
     }
     if (embedded_error(err, "embeddings", root)) {
         goto fail;
     }
-    if (!json_object_object_get_ex(root, "data", &data) ||
-        !json_object_is_type(data, json_type_array)) {
+    data = ragq_jv_get_type(root, "data", RAGQ_JARR);
+    if (data == NULL) {
         bad(err, "embeddings answer has no \"data\" array");
         goto fail;
     }
-    count = json_object_array_length(data);
+    count = data->len;
     if (count != n) {
         ragq_upstream_error_set(err, 200, 0, BAD,
                                 "embeddings answer has %zu embeddings for %zu "
@@ -281,16 +279,14 @@ ragq_openai_embeddings_parse(const char *body, size_t len, size_t n,
         goto fail;
     }
     if (n == 0) {
-        json_object_put(root);
         return 0;
     }
 
     /* The first item fixes the dimension, so every row can be checked
      * against it and written straight into place. */
-    for (size_t i = 0; i < n; i++) {
-        item = json_object_array_get_idx(data, i);
-        if (!json_object_is_type(item, json_type_object) ||
-            !json_object_object_get_ex(item, "embedding", &emb)) {
+    for (item = data->child, i = 0; item; item = item->next, i++) {
+        if (item->type != RAGQ_JOBJ ||
+            (emb = ragq_jv_get(item, "embedding")) == NULL) {
             ragq_upstream_error_set(err, 200, 0, BAD,
                                     "embeddings answer: data[%zu] has no "
                                     "\"embedding\"",
@@ -318,37 +314,35 @@ ragq_openai_embeddings_parse(const char *body, size_t len, size_t n,
                 goto fail;
             }
         }
-        if (!json_object_object_get_ex(item, "index", &v) ||
-            !json_object_is_type(v, json_type_int)) {
+        v = ragq_jv_get(item, "index");
+        if (v == NULL || v->type != RAGQ_JNUM || !v->is_int) {
             ragq_upstream_error_set(err, 200, 0, BAD,
                                     "embeddings answer: data[%zu] has no "
                                     "integer \"index\"",
                                     i);
             goto fail;
         }
-        idx = json_object_get_int64(v);
-        if (idx < 0 || (uint64_t) idx >= n) {
+        if (!(v->num >= 0 && v->num < (double) n)) {
             ragq_upstream_error_set(err, 200, 0, BAD,
                                     "embeddings answer: data[%zu] has index "
-                                    "%lld, expected 0..%zu",
-                                    i, (long long) idx, n - 1);
+                                    "%.*s, expected 0..%zu",
+                                    i, (int) v->len, v->str, n - 1);
             goto fail;
         }
+        idx = (size_t) v->num;
         if (seen[idx]) {
             ragq_upstream_error_set(err, 200, 0, BAD,
-                                    "embeddings answer: index %lld appears "
+                                    "embeddings answer: index %zu appears "
                                     "twice",
-                                    (long long) idx);
+                                    idx);
             goto fail;
         }
         seen[idx] = 1;
-        if (read_vector(emb, (size_t) idx, out + (size_t) idx * d, d, err) <
-            0) {
+        if (read_vector(emb, idx, out + idx * d, d, err) < 0) {
             goto fail;
         }
     }
     free(seen);
-    json_object_put(root);
     *vectors = out;
     *dim = d;
     return 0;
@@ -356,7 +350,6 @@ ragq_openai_embeddings_parse(const char *body, size_t len, size_t n,
 fail:
     free(seen);
     free(out);
-    json_object_put(root);
     return -1;
 }
 
@@ -470,42 +463,36 @@ ragq_openai_chat_body(const char *model, const char *question,
 
 /* content as a string, or the text parts of a content array joined. */
 static char *
-content_text(struct json_object *content, int *is_null)
+content_text(const ragq_jv_t *content, int *is_null)
 {
-    struct json_object *part, *t, *ty;
-    ragq_jbuf_t         b;
-    const char         *s;
-    char               *out;
+    const ragq_jv_t *part, *t, *ty;
+    ragq_jbuf_t      b;
+    char            *out;
 
     *is_null = 0;
-    if (content == NULL || json_object_is_type(content, json_type_null)) {
+    if (content == NULL || content->type == RAGQ_JNULL) {
         *is_null = 1;
         return NULL;
     }
-    if (json_object_is_type(content, json_type_string)) {
-        return ragq_utf8_dup(json_object_get_string(content),
-                             (size_t) json_object_get_string_len(content));
+    if (content->type == RAGQ_JSTR) {
+        return ragq_utf8_dup(content->str, content->len);
     }
-    if (!json_object_is_type(content, json_type_array)) {
+    if (content->type != RAGQ_JARR) {
         return NULL;
     }
     ragq_jbuf_init(&b, 256);
-    for (size_t i = 0; i < json_object_array_length(content); i++) {
-        part = json_object_array_get_idx(content, i);
-        if (json_object_is_type(part, json_type_string)) {
+    for (part = content->child; part; part = part->next) {
+        if (part->type == RAGQ_JSTR) {
             t = part;
-        } else if (!json_object_is_type(part, json_type_object) ||
-                   !json_object_object_get_ex(part, "text", &t) ||
-                   !json_object_is_type(t, json_type_string)) {
+        } else if (part->type != RAGQ_JOBJ ||
+                   (t = ragq_jv_get_type(part, "text", RAGQ_JSTR)) == NULL) {
             continue; /* images, audio, tool parts: not answer text */
-        } else if (json_object_object_get_ex(part, "type", &ty) &&
-                   json_object_is_type(ty, json_type_string) &&
-                   strcmp(json_object_get_string(ty), "text") != 0 &&
-                   strcmp(json_object_get_string(ty), "output_text") != 0) {
+        } else if ((ty = ragq_jv_get_type(part, "type", RAGQ_JSTR)) != NULL &&
+                   strcmp(ty->str, "text") != 0 &&
+                   strcmp(ty->str, "output_text") != 0) {
             continue; /* e.g. "reasoning" parts of some servers */
         }
-        s = json_object_get_string(t);
-        ragq_jbuf_add(&b, s, (size_t) json_object_get_string_len(t));
+        ragq_jbuf_add(&b, t->str, t->len);
     }
     out = ragq_utf8_dup(b.data ? b.data : "", b.len);
     free(b.data);
@@ -516,39 +503,36 @@ int
 ragq_openai_chat_parse(const char *body, size_t len, char **answer,
                        char **usage_json, ragq_upstream_error_t *err)
 {
-    struct json_object *root, *choices, *choice, *msg, *content = NULL, *v;
-    const char         *finish = NULL, *s;
-    char               *text = NULL;
-    int                 is_null;
+    ragq_jv_t  *root, *choices, *choice, *msg, *content, *v;
+    const char *finish = NULL;
+    char       *text = NULL;
+    int         is_null;
 
     *answer = NULL;
     *usage_json = NULL;
-    root = ragq_json_parse(body, len);
-    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+    root = ragq_jdoc_parse(&doc, body, len);
+    if (root == NULL || root->type != RAGQ_JOBJ) {
         bad(err, "chat answer is not a JSON object");
         goto fail;
     }
     if (embedded_error(err, "chat", root)) {
         goto fail;
     }
-    if (!json_object_object_get_ex(root, "choices", &choices) ||
-        !json_object_is_type(choices, json_type_array) ||
-        json_object_array_length(choices) == 0) {
+    choices = ragq_jv_get_type(root, "choices", RAGQ_JARR);
+    if (choices == NULL || choices->len == 0) {
         bad(err, "chat answer has no choices");
         goto fail;
     }
-    choice = json_object_array_get_idx(choices, 0);
-    if (!json_object_is_type(choice, json_type_object) ||
-        !json_object_object_get_ex(choice, "message", &msg) ||
-        !json_object_is_type(msg, json_type_object)) {
+    choice = choices->child;
+    if (choice->type != RAGQ_JOBJ ||
+        (msg = ragq_jv_get_type(choice, "message", RAGQ_JOBJ)) == NULL) {
         bad(err, "chat answer: choices[0] has no message");
         goto fail;
     }
-    if (json_object_object_get_ex(choice, "finish_reason", &v) &&
-        json_object_is_type(v, json_type_string)) {
-        finish = json_object_get_string(v);
+    if ((v = ragq_jv_get_type(choice, "finish_reason", RAGQ_JSTR)) != NULL) {
+        finish = v->str;
     }
-    json_object_object_get_ex(msg, "content", &content);
+    content = ragq_jv_get(msg, "content");
     text = content_text(content, &is_null);
     if (text == NULL && !is_null) {
         bad(err, "chat answer: message content is neither a string, an "
@@ -556,11 +540,9 @@ ragq_openai_chat_parse(const char *body, size_t len, char **answer,
         goto fail;
     }
     if (text == NULL || *text == '\0') {
-        if (json_object_object_get_ex(msg, "refusal", &v) &&
-            json_object_is_type(v, json_type_string) &&
-            json_object_get_string_len(v) > 0) {
-            s = json_object_get_string(v);
-            ragq_upstream_error_set(err, 200, 0, "model_refused", "%s", s);
+        if ((v = ragq_jv_get_type(msg, "refusal", RAGQ_JSTR)) != NULL &&
+            v->len > 0) {
+            ragq_upstream_error_set(err, 200, 0, "model_refused", "%s", v->str);
             goto fail;
         }
         ragq_upstream_error_set(err, 200, 0, BAD,
@@ -569,23 +551,18 @@ ragq_openai_chat_parse(const char *body, size_t len, char **answer,
                                 finish ? finish : "none");
         goto fail;
     }
-    if (json_object_object_get_ex(root, "usage", &v) &&
-        json_object_is_type(v, json_type_object)) {
-        s = json_object_to_json_string_ext(
-            v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        /* json-c passes string bytes through: keep the text valid UTF-8. */
-        *usage_json = s ? ragq_utf8_dup(s, strlen(s)) : NULL;
+    if ((v = ragq_jv_get_type(root, "usage", RAGQ_JOBJ)) != NULL) {
+        /* Re-escaped as valid UTF-8, numbers as the server wrote them. */
+        *usage_json = ragq_jv_to_json(v);
         if (*usage_json == NULL) {
             bad(err, "out of memory copying usage");
             goto fail;
         }
     }
     *answer = text;
-    json_object_put(root);
     return 0;
 
 fail:
     free(text);
-    json_object_put(root);
     return -1;
 }

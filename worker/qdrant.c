@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json.h>
 
+#include "jsonr.h"
 #include "qdrant.h"
 
 #define BAD "bad_upstream_response"
@@ -129,67 +129,63 @@ ragq_qdrant_upsert_body(const ragq_point_t *points, size_t n, size_t dim)
     return ragq_jbuf_finish(&b);
 }
 
+/* Answers are parsed into this (single-threaded). */
+static ragq_jdoc_t doc = RAGQ_JDOC_INIT;
+
 /* Qdrant's error envelope in a 2xx answer, or a non-object: both mean the
  * answer cannot be used; say why with the server's words when it gave any. */
-static struct json_object *
+static ragq_jv_t *
 envelope(const char *body, size_t len, const char *what,
          ragq_upstream_error_t *err)
 {
-    struct json_object *root, *st, *e;
+    ragq_jv_t *root, *st, *e;
 
-    root = ragq_json_parse(body, len);
-    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+    root = ragq_jdoc_parse(&doc, body, len);
+    if (root == NULL || root->type != RAGQ_JOBJ) {
         ragq_upstream_error_set(err, 200, 0, BAD,
                                 "Qdrant %s answer is not a JSON object", what);
-        json_object_put(root);
         return NULL;
     }
-    if (json_object_object_get_ex(root, "status", &st) &&
-        json_object_is_type(st, json_type_object)) {
-        if (json_object_object_get_ex(st, "error", &e) &&
-            json_object_is_type(e, json_type_string)) {
+    if ((st = ragq_jv_get_type(root, "status", RAGQ_JOBJ)) != NULL) {
+        if ((e = ragq_jv_get_type(st, "error", RAGQ_JSTR)) != NULL) {
             ragq_upstream_error_set(err, 200, 0, BAD, "Qdrant %s failed: %s",
-                                    what, json_object_get_string(e));
+                                    what, e->str);
         } else {
             ragq_upstream_error_set(
                 err, 200, 0, BAD, "Qdrant %s answer has an error status", what);
         }
-        json_object_put(root);
         return NULL;
     }
     return root;
 }
 
 static const char *
-str_field(struct json_object *o, const char *key, size_t *len)
+str_field(const ragq_jv_t *o, const char *key, size_t *len)
 {
-    struct json_object *v;
+    ragq_jv_t *v = ragq_jv_get_type(o, key, RAGQ_JSTR);
 
-    if (o == NULL || !json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string)) {
+    if (v == NULL) {
         return NULL;
     }
-    *len = (size_t) json_object_get_string_len(v);
-    return json_object_get_string(v);
+    *len = v->len;
+    return v->str;
 }
 
 /* text and source from a payload: LangChain's page_content +
  * metadata.source (or file_path / url), else plain text + source. */
 static int
-read_payload(struct json_object *payload, ragq_source_t *src)
+read_payload(const ragq_jv_t *payload, ragq_source_t *src)
 {
-    struct json_object *meta = NULL;
-    const char         *text = NULL, *source = NULL;
-    size_t              tl = 0, sl = 0;
+    const ragq_jv_t *meta;
+    const char      *text = NULL, *source = NULL;
+    size_t           tl = 0, sl = 0;
 
-    if (payload != NULL && json_object_is_type(payload, json_type_object)) {
+    if (payload != NULL && payload->type == RAGQ_JOBJ) {
         text = str_field(payload, "page_content", &tl);
         if (text == NULL) {
             text = str_field(payload, "text", &tl);
         }
-        if (json_object_object_get_ex(payload, "metadata", &meta) &&
-            json_object_is_type(meta, json_type_object)) {
+        if ((meta = ragq_jv_get_type(payload, "metadata", RAGQ_JOBJ)) != NULL) {
             source = str_field(meta, "source", &sl);
             if (source == NULL) {
                 source = str_field(meta, "file_path", &sl);
@@ -211,10 +207,9 @@ int
 ragq_qdrant_query_parse(const char *body, size_t len, ragq_source_t **sources,
                         size_t *n, ragq_upstream_error_t *err)
 {
-    struct json_object *root, *result, *points, *pt, *id, *score, *payload;
-    ragq_source_t      *out = NULL;
-    size_t              count, i = 0;
-    const char         *s;
+    ragq_jv_t     *root, *result, *points, *pt, *id, *score;
+    ragq_source_t *out = NULL;
+    size_t         count, i = 0;
 
     *sources = NULL;
     *n = 0;
@@ -222,26 +217,24 @@ ragq_qdrant_query_parse(const char *body, size_t len, ragq_source_t **sources,
     if (root == NULL) {
         return -1;
     }
-    if (!json_object_object_get_ex(root, "result", &result)) {
+    if ((result = ragq_jv_get(root, "result")) == NULL) {
         ragq_upstream_error_set(err, 200, 0, BAD,
                                 "Qdrant query answer has no \"result\"");
         goto fail;
     }
     /* /points/query answers {"points":[...]}, the legacy /points/search a
      * bare array. */
-    if (json_object_is_type(result, json_type_array)) {
+    if (result->type == RAGQ_JARR) {
         points = result;
-    } else if (!json_object_is_type(result, json_type_object) ||
-               !json_object_object_get_ex(result, "points", &points) ||
-               !json_object_is_type(points, json_type_array)) {
+    } else if ((points = ragq_jv_get_type(result, "points", RAGQ_JARR)) ==
+               NULL) {
         ragq_upstream_error_set(err, 200, 0, BAD,
                                 "Qdrant query answer has no \"result.points\" "
                                 "array");
         goto fail;
     }
-    count = json_object_array_length(points);
+    count = points->len;
     if (count == 0) {
-        json_object_put(root);
         return 0;
     }
     out = calloc(count, sizeof(*out));
@@ -249,23 +242,22 @@ ragq_qdrant_query_parse(const char *body, size_t len, ragq_source_t **sources,
         ragq_upstream_error_set(err, 200, 0, BAD, "out of memory");
         goto fail;
     }
-    for (i = 0; i < count; i++) {
-        pt = json_object_array_get_idx(points, i);
-        if (!json_object_is_type(pt, json_type_object) ||
-            !json_object_object_get_ex(pt, "id", &id)) {
+    for (pt = points->child, i = 0; pt; pt = pt->next, i++) {
+        if (pt->type != RAGQ_JOBJ || (id = ragq_jv_get(pt, "id")) == NULL) {
             ragq_upstream_error_set(err, 200, 0, BAD,
                                     "Qdrant query answer: point %zu has no id",
                                     i);
             goto fail;
         }
-        if (json_object_is_type(id, json_type_string)) {
-            out[i].id = ragq_utf8_dup(json_object_get_string(id),
-                                      (size_t) json_object_get_string_len(id));
-        } else if (json_object_is_type(id, json_type_int)) {
-            /* json-c keeps u64 ids above INT64_MAX exact and prints them
-             * as they came. */
-            s = json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN);
-            out[i].id = s ? strdup(s) : NULL;
+        if (id->type == RAGQ_JSTR) {
+            out[i].id = ragq_utf8_dup(id->str, id->len);
+        } else if (id->type == RAGQ_JNUM && id->is_int) {
+            /* As the server wrote it: u64 ids above 2^53 stay exact. */
+            out[i].id = malloc(id->len + 1);
+            if (out[i].id) {
+                memcpy(out[i].id, id->str, id->len);
+                out[i].id[id->len] = '\0';
+            }
         } else {
             ragq_upstream_error_set(err, 200, 0, BAD,
                                     "Qdrant query answer: point %zu has an id "
@@ -273,9 +265,7 @@ ragq_qdrant_query_parse(const char *body, size_t len, ragq_source_t **sources,
                                     i);
             goto fail;
         }
-        if (!json_object_object_get_ex(pt, "score", &score) ||
-            (!json_object_is_type(score, json_type_double) &&
-             !json_object_is_type(score, json_type_int))) {
+        if ((score = ragq_jv_get_type(pt, "score", RAGQ_JNUM)) == NULL) {
             ragq_upstream_error_set(err, 200, 0, BAD,
                                     "Qdrant query answer: point %zu has no "
                                     "numeric score",
@@ -283,23 +273,20 @@ ragq_qdrant_query_parse(const char *body, size_t len, ragq_source_t **sources,
             i++; /* out[i].id is set and must be freed */
             goto fail;
         }
-        out[i].score = json_object_get_double(score);
-        payload = NULL;
-        json_object_object_get_ex(pt, "payload", &payload);
-        if (read_payload(payload, &out[i]) != 0 || out[i].id == NULL) {
+        out[i].score = score->num;
+        if (read_payload(ragq_jv_get(pt, "payload"), &out[i]) != 0 ||
+            out[i].id == NULL) {
             ragq_upstream_error_set(err, 200, 0, BAD, "out of memory");
             i++;
             goto fail;
         }
     }
-    json_object_put(root);
     *sources = out;
     *n = count;
     return 0;
 
 fail:
     ragq_sources_free(out, i);
-    json_object_put(root);
     return -1;
 }
 
@@ -307,65 +294,60 @@ int
 ragq_qdrant_collection_dim_parse(const char *body, size_t len, size_t *dim,
                                  ragq_upstream_error_t *err)
 {
-    struct json_object *root, *o, *vectors, *size;
-    ragq_jbuf_t         names;
-    char               *list;
-    int64_t             d;
-    size_t              count = 0;
+    ragq_jv_t  *root, *o, *vectors, *size, *c;
+    ragq_jbuf_t names;
+    char       *list;
+    size_t      count = 0;
 
     *dim = 0;
     root = envelope(body, len, "collection info", err);
     if (root == NULL) {
         return -1;
     }
-    if (!json_object_object_get_ex(root, "result", &o) ||
-        !json_object_object_get_ex(o, "config", &o) ||
-        !json_object_object_get_ex(o, "params", &o) ||
-        !json_object_is_type(o, json_type_object)) {
+    o = ragq_jv_get(root, "result");
+    o = ragq_jv_get(o, "config");
+    o = ragq_jv_get_type(o, "params", RAGQ_JOBJ);
+    if (o == NULL) {
         ragq_upstream_error_set(err, 200, 0, BAD,
                                 "Qdrant collection info has no "
                                 "\"result.config.params\"");
-        goto fail;
+        return -1;
     }
-    if (!json_object_object_get_ex(o, "vectors", &vectors) ||
-        json_object_is_type(vectors, json_type_null) ||
-        (json_object_is_type(vectors, json_type_object) &&
-         json_object_object_length(vectors) == 0)) {
+    vectors = ragq_jv_get(o, "vectors");
+    if (vectors == NULL || vectors->type == RAGQ_JNULL ||
+        (vectors->type == RAGQ_JOBJ && vectors->len == 0)) {
         ragq_upstream_error_set(err, 200, 0, "unsupported_collection",
                                 "the Qdrant collection has no dense vectors "
                                 "(sparse only?); ragq needs one unnamed dense "
                                 "vector");
-        goto fail;
+        return -1;
     }
-    if (!json_object_is_type(vectors, json_type_object)) {
+    if (vectors->type != RAGQ_JOBJ) {
         ragq_upstream_error_set(err, 200, 0, BAD,
                                 "Qdrant collection info: "
                                 "\"config.params.vectors\" is not an object");
-        goto fail;
+        return -1;
     }
-    if (json_object_object_get_ex(vectors, "size", &size)) {
-        if (!json_object_is_type(size, json_type_int) ||
-            (d = json_object_get_int64(size)) < 1) {
+    if ((size = ragq_jv_get(vectors, "size")) != NULL) {
+        if (size->type != RAGQ_JNUM || !size->is_int || !(size->num >= 1) ||
+            size->num > 1e15) {
             ragq_upstream_error_set(err, 200, 0, BAD,
                                     "Qdrant collection info: vector size is "
                                     "not a positive integer");
-            goto fail;
+            return -1;
         }
-        *dim = (size_t) d;
-        json_object_put(root);
+        *dim = (size_t) size->num;
         return 0;
     }
 
     /* A map of named vectors: name them, so the user sees what is there. */
     ragq_jbuf_init(&names, 128);
-    json_object_object_foreach(vectors, key, val)
-    {
-        (void) val;
+    for (c = vectors->child; c; c = c->next) {
         if (count++ < 8) {
             if (count > 1) {
                 ragq_jbuf_add(&names, ", ", 2);
             }
-            ragq_jbuf_adds(&names, key);
+            ragq_jbuf_add(&names, c->key, c->keylen);
         }
     }
     if (count > 8) {
@@ -378,8 +360,5 @@ ragq_qdrant_collection_dim_parse(const char *body, size_t len, size_t *dim,
                             "dense vector",
                             list ? list : "?");
     free(list);
-
-fail:
-    json_object_put(root);
     return -1;
 }

@@ -11,5 +11,6 @@ Suite *ragq_suite_qdrant(void);   /* test_qdrant.c */
 Suite *ragq_suite_local(void);    /* test_local.c */
 Suite *ragq_suite_chunk(void);    /* test_chunk.c */
 Suite *ragq_suite_config(void);   /* test_config.c */
+Suite *ragq_suite_jsonr(void);    /* test_jsonr.c */
 
 #endif

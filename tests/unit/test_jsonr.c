@@ -1,0 +1,221 @@
+/*
+ * test_jsonr.c: unit tests of jsonr.c, the worker's JSON reader: values and
+ * escapes, numbers (exact fast path against strtod), what is not JSON,
+ * repeated keys, depth limit, arena reuse across parses, serialization.
+ */
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonr.h"
+#include "suites.h"
+
+static ragq_jdoc_t doc = RAGQ_JDOC_INIT;
+
+static ragq_jv_t *
+parse(const char *text)
+{
+    return ragq_jdoc_parse(&doc, text, strlen(text));
+}
+
+START_TEST(values)
+{
+    ragq_jv_t *r = parse(" {\"a\":[1,-2.5e3,true,false,null,\"x\"],"
+                         "\"b\":{},\"c\":[]} ");
+    ragq_jv_t *a, *v;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, RAGQ_JOBJ);
+    ck_assert_uint_eq(r->len, 3);
+    a = ragq_jv_get_type(r, "a", RAGQ_JARR);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(a->len, 6);
+    v = a->child;
+    ck_assert(v->type == RAGQ_JNUM && v->is_int && v->num == 1);
+    v = v->next;
+    ck_assert(v->type == RAGQ_JNUM && !v->is_int && v->num == -2500);
+    ck_assert_uint_eq(v->len, 6);
+    v = v->next;
+    ck_assert(v->type == RAGQ_JBOOL && v->boolean);
+    v = v->next;
+    ck_assert(v->type == RAGQ_JBOOL && !v->boolean);
+    ck_assert_int_eq(v->next->type, RAGQ_JNULL);
+    ck_assert_str_eq(v->next->next->str, "x");
+    ck_assert_uint_eq(ragq_jv_get(r, "b")->len, 0);
+    ck_assert_ptr_null(ragq_jv_get(r, "nope"));
+    ck_assert_ptr_null(ragq_jv_get_type(r, "b", RAGQ_JARR));
+    ck_assert_ptr_null(ragq_jv_get(a, "a")); /* not an object */
+}
+END_TEST
+
+START_TEST(strings)
+{
+    ragq_jv_t *r = parse("[\"q\\\"b\\\\s\\/n\\n\\t\", \"\\u00e9\\u20ac\","
+                         "\"\\ud83d\\ude00\", \"\\ud800x\", \"a\\u0000b\","
+                         "\"caf\xc3\xa9\"]");
+    ragq_jv_t *v;
+
+    ck_assert_ptr_nonnull(r);
+    v = r->child;
+    ck_assert_str_eq(v->str, "q\"b\\s/n\n\t");
+    v = v->next;
+    ck_assert_str_eq(v->str, "\xc3\xa9\xe2\x82\xac");
+    v = v->next;
+    ck_assert_str_eq(v->str, "\xf0\x9f\x98\x80");
+    v = v->next;
+    ck_assert_str_eq(v->str, "\xef\xbf\xbdx"); /* lone surrogate */
+    v = v->next;
+    ck_assert_uint_eq(v->len, 3);
+    ck_assert(memcmp(v->str, "a\0b", 3) == 0);
+    ck_assert_str_eq(v->next->str, "caf\xc3\xa9");
+}
+END_TEST
+
+START_TEST(not_json)
+{
+    static const char *bad[] = {
+        "",        " ",         "{",     "[1,]",  "{\"a\" 1}",    "{\"a\":}",
+        "[01]",    "[1.]",      "[.5]",  "[1e]",  "[-]",          "\"abc",
+        "\"\\x\"", "\"\\u12\"", "nul",   "[1] x", "{\"a\":1,}",   "[1 2]",
+        "{1:2}",   "truex",     "[NaN]", "'a'",   "[\"a\"\"b\"]", "+1",
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse(bad[i]) != NULL) {
+            ck_abort_msg("accepted: %s", bad[i]);
+        }
+    }
+    ck_assert_ptr_null(ragq_jdoc_parse(&doc, NULL, 0));
+    /* The length counts, not a NUL. */
+    ck_assert_ptr_null(ragq_jdoc_parse(&doc, "[1,2]", 3));
+    ck_assert_ptr_nonnull(ragq_jdoc_parse(&doc, "[1,2]xx", 5));
+}
+END_TEST
+
+START_TEST(depth)
+{
+    char  *s = malloc(2 * 300 + 1);
+    size_t i;
+
+    for (i = 0; i < 300; i++) {
+        s[i] = '[';
+        s[600 - 1 - i] = ']';
+    }
+    s[600] = '\0';
+    ck_assert_ptr_null(parse(s)); /* 300 > 256 levels */
+    s[0] = ' ';
+    s[599] = ' ';
+    for (i = 0; i < 44; i++) {
+        s[i] = ' ';
+        s[599 - i] = ' ';
+    }
+    ck_assert_ptr_nonnull(parse(s)); /* 256 levels */
+    free(s);
+}
+END_TEST
+
+START_TEST(numbers_match_strtod)
+{
+    unsigned long long x = 88172645463325252ULL;
+    char               text[64];
+    long               bad = 0;
+
+    for (long i = 0; i < 100000; i++) {
+        ragq_jv_t *v;
+        double     ref;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        switch (i % 4) {
+        case 0:
+            snprintf(text, sizeof(text), "%.17g",
+                     (double) (x % 1000000007) / (double) (x % 997 + 1));
+            break;
+        case 1:
+            snprintf(text, sizeof(text), "%.*g", (int) (x % 17) + 1,
+                     ((double) (x % 2000001) - 1000000) / 1e6);
+            break;
+        case 2:
+            snprintf(text, sizeof(text), "%llue%d", x % 100000000000ULL,
+                     (int) ((x >> 40) % 60) - 30);
+            break;
+        default:
+            snprintf(text, sizeof(text), "-0.%015llu", x % 1000000000000000ULL);
+            break;
+        }
+        v = parse(text);
+        ref = strtod(text, NULL);
+        if ((v == NULL || v->type != RAGQ_JNUM ||
+             memcmp(&v->num, &ref, sizeof(ref)) != 0) &&
+            bad++ < 5) {
+            fprintf(stderr, "%s: %.17g, strtod %.17g\n", text, v ? v->num : NAN,
+                    ref);
+        }
+    }
+    ck_assert_int_eq(bad, 0);
+    ck_assert(parse("-0")->is_int && signbit(parse("-0")->num));
+    ck_assert(parse("1e999") && isinf(parse("1e999")->num));
+    ck_assert_double_eq(parse("123456789012345678901234567890")->num,
+                        123456789012345678901234567890.0);
+}
+END_TEST
+
+START_TEST(repeated_keys_and_to_json)
+{
+    ragq_jv_t *r =
+        parse("{\"a\":1,\"b\":\"x\\u00e9\\n\",\"a\":[2,{\"c\":null}],"
+              "\"n\":18446744073709551615,\"f\":1.50}");
+    char *s;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(ragq_jv_get(r, "a")->type, RAGQ_JARR);
+    s = ragq_jv_to_json(r);
+    ck_assert_str_eq(s, "{\"a\":[2,{\"c\":null}],\"b\":\"x\xc3\xa9\\n\","
+                        "\"n\":18446744073709551615,\"f\":1.50}");
+    free(s);
+}
+END_TEST
+
+START_TEST(arena_reuse)
+{
+    /* A big document, then small ones: the arena is reused, no leak (ASan
+     * checks), and old trees are not needed after the next parse. */
+    size_t n = 20000, i, o = 0;
+    char  *big = malloc(n * 8 + 16);
+
+    big[o++] = '[';
+    for (i = 0; i < n; i++) {
+        o += (size_t) sprintf(big + o, "%s\"v%zu\"", i ? "," : "", i % 100);
+    }
+    big[o++] = ']';
+    big[o] = '\0';
+    ck_assert_uint_eq(parse(big)->len, n);
+    ck_assert_uint_eq(parse(big)->len, n);
+    ck_assert_uint_eq(parse("[1]")->len, 1);
+    free(big);
+    ragq_jdoc_free(&doc);
+    ck_assert_uint_eq(parse("[1,2]")->len, 2);
+    ragq_jdoc_free(&doc);
+}
+END_TEST
+
+Suite *
+ragq_suite_jsonr(void)
+{
+    Suite *s = suite_create("jsonr");
+    TCase *tc = tcase_create("jsonr");
+
+    tcase_add_test(tc, values);
+    tcase_add_test(tc, strings);
+    tcase_add_test(tc, not_json);
+    tcase_add_test(tc, depth);
+    tcase_add_test(tc, numbers_match_strtod);
+    tcase_add_test(tc, repeated_keys_and_to_json);
+    tcase_add_test(tc, arena_reuse);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,579 @@
+/*
+ * jsonr.c: the arena-backed JSON reader of jsonr.h.  Recursive descent,
+ * depth-limited; numbers take an exact fast path (at most 15 significant
+ * digits and a power of ten up to 22, where one IEEE operation is
+ * correctly rounded) and strtod otherwise.
+ */
+
+#include "jsonr.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "upstream.h"
+
+#define RAGQ_JSON_MAX_DEPTH 256
+#define RAGQ_ARENA_FIRST    (16u * 1024)
+#define RAGQ_ARENA_KEEP     (1024u * 1024)
+
+typedef struct arena_blk_s arena_blk_t;
+
+struct arena_blk_s {
+    arena_blk_t *next;
+    size_t       cap, used;
+    /* data follows, 16-byte aligned by the header's size */
+    size_t pad;
+};
+
+typedef struct {
+    ragq_jdoc_t         *doc;
+    const unsigned char *p, *end;
+    int                  depth;
+} parser_t;
+
+static void *
+arena_alloc(parser_t *ps, size_t n)
+{
+    arena_blk_t *b = ps->doc->blocks;
+    size_t       cap;
+    void        *r;
+
+    n = (n + 15) & ~(size_t) 15;
+    if (b == NULL || b->cap - b->used < n) {
+        cap = b ? b->cap * 2 : RAGQ_ARENA_FIRST;
+        while (cap < n) {
+            cap *= 2;
+        }
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL) {
+            return NULL;
+        }
+        b->cap = cap;
+        b->used = 0;
+        b->next = ps->doc->blocks;
+        ps->doc->blocks = b;
+    }
+    r = (char *) (b + 1) + b->used;
+    b->used += n;
+    return r;
+}
+
+/* Frees all blocks but one big enough for what the last parse needed. */
+static void
+arena_reset(ragq_jdoc_t *doc, size_t need)
+{
+    arena_blk_t *b = doc->blocks, *next;
+
+    if (b == NULL) {
+        return;
+    }
+    if (b->next == NULL && b->cap >= need) {
+        b->used = 0;
+        return;
+    }
+    while (b) {
+        next = b->next;
+        free(b);
+        b = next;
+    }
+    doc->blocks = NULL;
+    if (need > 0 && need <= RAGQ_ARENA_KEEP) {
+        size_t cap = RAGQ_ARENA_FIRST;
+
+        while (cap < need) {
+            cap *= 2;
+        }
+        b = malloc(sizeof(*b) + cap);
+        if (b) {
+            b->cap = cap;
+            b->used = 0;
+            b->next = NULL;
+            doc->blocks = b;
+        }
+    }
+}
+
+void
+ragq_jdoc_free(ragq_jdoc_t *doc)
+{
+    arena_reset(doc, 0);
+}
+
+static void
+skip_ws(parser_t *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' ||
+                               *ps->p == '\r' || *ps->p == '\t')) {
+        ps->p++;
+    }
+}
+
+static int
+hex4(const unsigned char *p, unsigned *out)
+{
+    unsigned v = 0;
+
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i], d;
+
+        if (c >= '0' && c <= '9') {
+            d = c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            d = c - 'a' + 10;
+        } else if (c >= 'A' && c <= 'F') {
+            d = c - 'A' + 10;
+        } else {
+            return -1;
+        }
+        v = v << 4 | d;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t
+put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char) cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char) (0xc0 | cp >> 6);
+        o[1] = (char) (0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char) (0xe0 | cp >> 12);
+        o[1] = (char) (0x80 | ((cp >> 6) & 0x3f));
+        o[2] = (char) (0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char) (0xf0 | cp >> 18);
+    o[1] = (char) (0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char) (0x80 | ((cp >> 6) & 0x3f));
+    o[3] = (char) (0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* At the opening quote; *out / *outlen get the unescaped copy. */
+static int
+parse_string(parser_t *ps, const char **out, size_t *outlen)
+{
+    const unsigned char *s = ps->p + 1, *q = s;
+    char                *buf;
+    size_t               o = 0;
+    int                  esc = 0;
+
+    /* Find the end first: the unescaped text is never longer. */
+    while (q < ps->end && *q != '"') {
+        if (*q == '\\') {
+            esc = 1;
+            q++;
+        }
+        q++;
+    }
+    if (q >= ps->end) {
+        return -1;
+    }
+    buf = arena_alloc(ps, (size_t) (q - s) + 1);
+    if (buf == NULL) {
+        return -1;
+    }
+    if (!esc) {
+        memcpy(buf, s, (size_t) (q - s));
+        o = (size_t) (q - s);
+    } else {
+        const unsigned char *r = s;
+
+        while (r < q) {
+            unsigned cp, lo;
+
+            if (*r != '\\') {
+                buf[o++] = (char) *r++;
+                continue;
+            }
+            r++;
+            switch (*r) {
+            case '"':
+            case '\\':
+            case '/':
+                buf[o++] = (char) *r++;
+                break;
+            case 'b':
+                buf[o++] = '\b';
+                r++;
+                break;
+            case 'f':
+                buf[o++] = '\f';
+                r++;
+                break;
+            case 'n':
+                buf[o++] = '\n';
+                r++;
+                break;
+            case 'r':
+                buf[o++] = '\r';
+                r++;
+                break;
+            case 't':
+                buf[o++] = '\t';
+                r++;
+                break;
+            case 'u':
+                if (q - r < 5 || hex4(r + 1, &cp) != 0) {
+                    return -1;
+                }
+                r += 5;
+                if (cp >= 0xd800 && cp <= 0xdbff && q - r >= 6 &&
+                    r[0] == '\\' && r[1] == 'u' && hex4(r + 2, &lo) == 0 &&
+                    lo >= 0xdc00 && lo <= 0xdfff) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    r += 6;
+                } else if (cp >= 0xd800 && cp <= 0xdfff) {
+                    cp = 0xfffd; /* a lone surrogate has no UTF-8 form */
+                }
+                /* \uXXXX is 6 bytes in, at most 3 out; a pair 12 in, 4 out. */
+                o += put_utf8(buf + o, cp);
+                break;
+            default:
+                return -1;
+            }
+        }
+    }
+    buf[o] = '\0';
+    *out = buf;
+    *outlen = o;
+    ps->p = q + 1;
+    return 0;
+}
+
+static const double exact_pow10[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static int
+parse_number(parser_t *ps, ragq_jv_t *v)
+{
+    const unsigned char *p = ps->p, *start = p;
+    uint64_t             m = 0;
+    int                  digits = 0, frac = 0, exp = 0, neg = 0, eneg = 0;
+    int                  is_int = 1;
+
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= ps->end || *p < '0' || *p > '9') {
+        return -1;
+    }
+    if (*p == '0') {
+        p++;
+    } else {
+        while (p < ps->end && *p >= '0' && *p <= '9') {
+            if (digits < 19) {
+                m = m * 10 + (uint64_t) (*p - '0');
+            }
+            if (m || digits) {
+                digits++;
+            }
+            if (digits > 19) {
+                exp++; /* only for the fast path, which gives up anyway */
+            }
+            p++;
+        }
+    }
+    if (p < ps->end && *p == '.') {
+        is_int = 0;
+        p++;
+        if (p >= ps->end || *p < '0' || *p > '9') {
+            return -1;
+        }
+        while (p < ps->end && *p >= '0' && *p <= '9') {
+            if (digits < 19) {
+                m = m * 10 + (uint64_t) (*p - '0');
+                frac++;
+            }
+            if (m || digits) {
+                digits++;
+            }
+            p++;
+        }
+    }
+    if (p < ps->end && (*p == 'e' || *p == 'E')) {
+        int e = 0;
+
+        is_int = 0;
+        p++;
+        if (p < ps->end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p >= ps->end || *p < '0' || *p > '9') {
+            return -1;
+        }
+        while (p < ps->end && *p >= '0' && *p <= '9') {
+            if (e < 100000) {
+                e = e * 10 + (*p - '0');
+            }
+            p++;
+        }
+        exp += eneg ? -e : e;
+    }
+    exp -= frac;
+    v->type = RAGQ_JNUM;
+    v->is_int = is_int;
+    v->str = (const char *) start;
+    v->len = (size_t) (p - start);
+    if (digits <= 15 && exp >= -22 && exp <= 22) {
+        double d = (double) m;
+
+        d = exp < 0 ? d / exact_pow10[-exp] : d * exact_pow10[exp];
+        v->num = neg ? -d : d;
+    } else {
+        char   tmp[64], *copy = tmp;
+        size_t n = v->len;
+
+        if (n >= sizeof(tmp) && (copy = arena_alloc(ps, n + 1)) == NULL) {
+            return -1;
+        }
+        memcpy(copy, start, n);
+        copy[n] = '\0';
+        v->num = strtod(copy, NULL);
+    }
+    ps->p = p;
+    return 0;
+}
+
+static int parse_value(parser_t *ps, ragq_jv_t *v);
+
+static int
+parse_container(parser_t *ps, ragq_jv_t *v, int obj)
+{
+    ragq_jv_t *last = NULL, *c;
+    char       close = obj ? '}' : ']';
+
+    if (++ps->depth > RAGQ_JSON_MAX_DEPTH) {
+        return -1;
+    }
+    v->type = obj ? RAGQ_JOBJ : RAGQ_JARR;
+    ps->p++;
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        ps->depth--;
+        return 0;
+    }
+    for (;;) {
+        c = arena_alloc(ps, sizeof(*c));
+        if (c == NULL) {
+            return -1;
+        }
+        memset(c, 0, sizeof(*c));
+        if (obj) {
+            skip_ws(ps);
+            if (ps->p >= ps->end || *ps->p != '"' ||
+                parse_string(ps, &c->key, &c->keylen) != 0) {
+                return -1;
+            }
+            skip_ws(ps);
+            if (ps->p >= ps->end || *ps->p != ':') {
+                return -1;
+            }
+            ps->p++;
+        }
+        if (parse_value(ps, c) != 0) {
+            return -1;
+        }
+        if (last) {
+            last->next = c;
+        } else {
+            v->child = c;
+        }
+        last = c;
+        v->len++;
+        skip_ws(ps);
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == close) {
+            ps->p++;
+            ps->depth--;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static int
+literal(parser_t *ps, const char *word, size_t n)
+{
+    if ((size_t) (ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0) {
+        return -1;
+    }
+    ps->p += n;
+    return 0;
+}
+
+static int
+parse_value(parser_t *ps, ragq_jv_t *v)
+{
+    skip_ws(ps);
+    if (ps->p >= ps->end) {
+        return -1;
+    }
+    switch (*ps->p) {
+    case '{':
+        return parse_container(ps, v, 1);
+    case '[':
+        return parse_container(ps, v, 0);
+    case '"':
+        v->type = RAGQ_JSTR;
+        return parse_string(ps, &v->str, &v->len);
+    case 't':
+        v->type = RAGQ_JBOOL;
+        v->boolean = 1;
+        return literal(ps, "true", 4);
+    case 'f':
+        v->type = RAGQ_JBOOL;
+        return literal(ps, "false", 5);
+    case 'n':
+        v->type = RAGQ_JNULL;
+        return literal(ps, "null", 4);
+    default:
+        return parse_number(ps, v);
+    }
+}
+
+ragq_jv_t *
+ragq_jdoc_parse(ragq_jdoc_t *doc, const char *text, size_t len)
+{
+    parser_t     ps;
+    ragq_jv_t   *root;
+    size_t       need = 0;
+    arena_blk_t *b;
+
+    /* Size the kept block for what the previous parse used. */
+    for (b = doc->blocks; b; b = b->next) {
+        need += b->used;
+    }
+    arena_reset(doc, need);
+    if (text == NULL) {
+        return NULL;
+    }
+    memset(&ps, 0, sizeof(ps));
+    ps.doc = doc;
+    ps.p = (const unsigned char *) text;
+    ps.end = ps.p + len;
+    root = arena_alloc(&ps, sizeof(*root));
+    if (root == NULL) {
+        return NULL;
+    }
+    memset(root, 0, sizeof(*root));
+    if (parse_value(&ps, root) != 0) {
+        return NULL;
+    }
+    skip_ws(&ps);
+    return ps.p == ps.end ? root : NULL;
+}
+
+ragq_jv_t *
+ragq_jv_get(const ragq_jv_t *o, const char *key)
+{
+    ragq_jv_t *c, *found = NULL;
+    size_t     n = strlen(key);
+
+    if (o == NULL || o->type != RAGQ_JOBJ) {
+        return NULL;
+    }
+    for (c = o->child; c; c = c->next) {
+        if (c->keylen == n && memcmp(c->key, key, n) == 0) {
+            found = c;
+        }
+    }
+    return found;
+}
+
+ragq_jv_t *
+ragq_jv_get_type(const ragq_jv_t *o, const char *key, ragq_jtype_t t)
+{
+    ragq_jv_t *v = ragq_jv_get(o, key);
+
+    return v && v->type == t ? v : NULL;
+}
+
+static void
+to_json(ragq_jbuf_t *b, const ragq_jv_t *v)
+{
+    const ragq_jv_t *c, *d;
+    int              first = 1;
+
+    switch (v->type) {
+    case RAGQ_JNULL:
+        ragq_jbuf_add(b, "null", 4);
+        break;
+    case RAGQ_JBOOL:
+        ragq_jbuf_adds(b, v->boolean ? "true" : "false");
+        break;
+    case RAGQ_JNUM:
+        ragq_jbuf_add(b, v->str, v->len);
+        break;
+    case RAGQ_JSTR:
+        ragq_jbuf_string(b, v->str, v->len);
+        break;
+    case RAGQ_JARR:
+        ragq_jbuf_add(b, "[", 1);
+        for (c = v->child; c; c = c->next) {
+            if (!first) {
+                ragq_jbuf_add(b, ",", 1);
+            }
+            first = 0;
+            to_json(b, c);
+        }
+        ragq_jbuf_add(b, "]", 1);
+        break;
+    case RAGQ_JOBJ:
+        ragq_jbuf_add(b, "{", 1);
+        for (c = v->child; c; c = c->next) {
+            const ragq_jv_t *val = c;
+
+            /* A repeated key: once, where it first appeared, last value. */
+            for (d = v->child; d != c; d = d->next) {
+                if (d->keylen == c->keylen &&
+                    memcmp(d->key, c->key, c->keylen) == 0) {
+                    break;
+                }
+            }
+            if (d != c) {
+                continue;
+            }
+            for (d = c->next; d; d = d->next) {
+                if (d->keylen == c->keylen &&
+                    memcmp(d->key, c->key, c->keylen) == 0) {
+                    val = d;
+                }
+            }
+            if (!first) {
+                ragq_jbuf_add(b, ",", 1);
+            }
+            first = 0;
+            ragq_jbuf_string(b, c->key, c->keylen);
+            ragq_jbuf_add(b, ":", 1);
+            to_json(b, val);
+        }
+        ragq_jbuf_add(b, "}", 1);
+        break;
+    }
+}
+
+char *
+ragq_jv_to_json(const ragq_jv_t *v)
+{
+    ragq_jbuf_t b;
+
+    ragq_jbuf_init(&b, 128);
+    to_json(&b, v);
+    return ragq_jbuf_finish(&b);
+}

@@ -1,0 +1,72 @@
+/*
+ * jsonr.h: a small strict JSON reader for the upstream answers parsed on
+ * every job (embeddings, Qdrant query, chat completion).  json-c built and
+ * freed a hash table per object and an allocation per value, about half of
+ * the worker's CPU per job; this reader puts the whole tree in one arena
+ * that is reused from parse to parse.  Strings are unescaped (\u escapes as
+ * UTF-8, bytes otherwise passed through as json-c does); numbers keep a
+ * pointer to their text, so integers print exactly as they came (the
+ * parsed text must outlive the tree).  Single-threaded, like the worker.
+ */
+
+#ifndef RAGQ_JSONR_H
+#define RAGQ_JSONR_H
+
+#include <stddef.h>
+
+typedef enum {
+    RAGQ_JNULL,
+    RAGQ_JBOOL,
+    RAGQ_JNUM,
+    RAGQ_JSTR,
+    RAGQ_JARR,
+    RAGQ_JOBJ
+} ragq_jtype_t;
+
+typedef struct ragq_jv_s ragq_jv_t;
+
+struct ragq_jv_s {
+    ragq_jtype_t type;
+    int          is_int;  /* RAGQ_JNUM written without fraction or exponent */
+    int          boolean; /* RAGQ_JBOOL */
+    double       num;     /* RAGQ_JNUM */
+    const char  *str;     /* RAGQ_JSTR: unescaped, NUL-terminated; RAGQ_JNUM:
+                             the number's text (not terminated) */
+    size_t      len;      /* bytes of str; children of an array / object */
+    const char *key;      /* member name when the parent is an object */
+    size_t      keylen;
+    ragq_jv_t  *child; /* first element / member */
+    ragq_jv_t  *next;  /* next sibling */
+};
+
+/* Owns the memory of one parsed text; reusable (ragq_jdoc_parse resets). */
+typedef struct {
+    void *blocks; /* arena blocks, the first one kept between parses */
+} ragq_jdoc_t;
+
+#define RAGQ_JDOC_INIT \
+    {                  \
+        NULL           \
+    }
+
+/*
+ * Parses a whole JSON text (RFC 8259, surrounding whitespace allowed, at
+ * most 256 levels deep).  NULL when it is not JSON or memory ran out.  The
+ * tree lives until the next parse with doc or ragq_jdoc_free.
+ */
+ragq_jv_t *ragq_jdoc_parse(ragq_jdoc_t *doc, const char *text, size_t len);
+void       ragq_jdoc_free(ragq_jdoc_t *doc);
+
+/* The member named key (the last one when repeated), NULL if none or if o
+ * is not an object. */
+ragq_jv_t *ragq_jv_get(const ragq_jv_t *o, const char *key);
+
+/* Member key of o when it has type t, else NULL. */
+ragq_jv_t *ragq_jv_get_type(const ragq_jv_t *o, const char *key,
+                            ragq_jtype_t t);
+
+/* Compact JSON text of v (strings re-escaped as valid UTF-8, numbers as
+ * they came, repeated keys once with their last value).  malloc'd. */
+char *ragq_jv_to_json(const ragq_jv_t *v);
+
+#endif
