@@ -19,6 +19,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,9 @@ struct ragq_queue_s {
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
     ragq_timer_t exit_timer;
     long         cmd_pending;
+
+    /* SHA1s from SCRIPT LOAD on the command connection; "" = use EVAL. */
+    char sha[3][41];
 };
 
 static const char claim_script[] =
@@ -121,6 +125,11 @@ static const char release_script[] =
     "  redis.call('PUBLISH', KEYS[2], ARGV[2] .. ' queued')\n"
     "end\n"
     "return 1\n";
+
+enum { SCRIPT_CLAIM, SCRIPT_FINAL, SCRIPT_RELEASE, NSCRIPTS };
+
+static const char *const scripts[NSCRIPTS] = {claim_script, final_script,
+                                              release_script};
 
 static void vconn_connect(ragq_vconn_t *vc);
 static void vconn_drop(ragq_vconn_t *vc, const char *why);
@@ -435,6 +444,8 @@ vconn_lost(ragq_vconn_t *vc, const char *why)
         q->reserved_reclaim = 0;
         q->group_creating = 0;
         q->probing = 0;
+        /* The next server may not have them: EVAL until reloaded. */
+        memset(q->sha, 0, sizeof(q->sha));
     }
     vconn_schedule(vc);
 }
@@ -623,6 +634,61 @@ qsend(ragq_queue_t *q, redisCallbackFn *fn, void *priv, int argc,
     return 0;
 }
 
+/* ---- scripts ---------------------------------------------------------- */
+
+/*
+ * Scripts run by EVALSHA once SCRIPT LOAD has answered: EVAL would send
+ * the text and have Valkey hash it again three times a job.  A NOSCRIPT
+ * answer (script cache flushed, failover) falls back to EVAL and reloads.
+ */
+static void
+script_loaded(redisAsyncContext *ac, void *r, void *priv)
+{
+    ragq_queue_t *q = ((ragq_vconn_t *) ac->data)->q;
+    redisReply   *reply = r;
+    int           which = (int) (intptr_t) priv;
+
+    q->cmd_pending--;
+    if (reply && reply->type == REDIS_REPLY_STRING && reply->len == 40) {
+        memcpy(q->sha[which], reply->str, 40);
+        q->sha[which][40] = '\0';
+    }
+}
+
+static void
+script_load(ragq_queue_t *q, int which)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", scripts[which]};
+
+    q->sha[which][0] = '\0';
+    qsend(q, script_loaded, (void *) (intptr_t) which, 3, argv, NULL);
+}
+
+/* argv[0] and argv[1] of a script call. */
+static void
+script_head(const ragq_queue_t *q, int which, const char **argv)
+{
+    if (q->sha[which][0]) {
+        argv[0] = "EVALSHA";
+        argv[1] = q->sha[which];
+    } else {
+        argv[0] = "EVAL";
+        argv[1] = scripts[which];
+    }
+}
+
+/* The script was not in the server's cache: reload it, caller re-sends. */
+static int
+script_missing(ragq_queue_t *q, const redisReply *reply, int which)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR ||
+        strncmp(reply->str, "NOSCRIPT", 8) != 0) {
+        return 0;
+    }
+    script_load(q, which);
+    return 1;
+}
+
 /* ---- jobs and slots --------------------------------------------------- */
 
 static unsigned
@@ -707,6 +773,10 @@ final_reply(redisAsyncContext *ac, void *r, void *priv)
     long          ms = (long) (ragq_now_ms() - job->claimed_at);
 
     q->cmd_pending--;
+    if (script_missing(q, reply, SCRIPT_FINAL)) {
+        write_final(q, job);
+        return;
+    }
     if (reply == NULL) {
         /* Connection lost: the write may or may not have happened. */
         job->state = JOB_PARKED;
@@ -758,8 +828,7 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
     }
     snprintf(ended, sizeof(ended), "%lld", (long long) ragq_epoch_ms());
     snprintf(ttl, sizeof(ttl), "%ld", q->cfg->result_ttl_ms);
-    argv[0] = "EVAL";
-    argv[1] = final_script;
+    script_head(q, SCRIPT_FINAL, argv);
     argv[2] = "4";
     argv[3] = key;
     argv[4] = q->k_events;
@@ -801,14 +870,39 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
     }
 }
 
+static int send_release(ragq_queue_t *q, ragq_job_t *job);
+
 static void
 release_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     ragq_queue_t *q = ((ragq_vconn_t *) ac->data)->q;
 
-    (void) r;
     q->cmd_pending--;
+    if (script_missing(q, r, SCRIPT_RELEASE) && send_release(q, priv) == 0) {
+        return;
+    }
     job_drop(q, priv);
+}
+
+static int
+send_release(ragq_queue_t *q, ragq_job_t *job)
+{
+    char       *key = job_key(q, job->id), *err_json = ragq_job_error_json(job);
+    const char *argv[7];
+    int         rc = -1;
+
+    script_head(q, SCRIPT_RELEASE, argv);
+    argv[2] = "2";
+    argv[3] = key ? key : "";
+    argv[4] = q->k_events;
+    argv[5] = err_json ? err_json : "";
+    argv[6] = job->id;
+    if (key != NULL && err_json != NULL) {
+        rc = qsend(q, release_reply, job, 7, argv, NULL);
+    }
+    free(key);
+    free(err_json);
+    return rc;
 }
 
 /*
@@ -819,28 +913,15 @@ release_reply(redisAsyncContext *ac, void *r, void *priv)
 static void
 release_job(ragq_queue_t *q, ragq_job_t *job)
 {
-    char       *key = job_key(q, job->id), *err_json = ragq_job_error_json(job);
-    const char *argv[7];
-
     ragq_log(RAGQ_LOG_WARN,
              "job %s: attempt %ld of %u gave up (%s: %s); another attempt "
              "after %ld ms",
              job->id, job->attempts, q->cfg->max_attempts, job->err.code,
              job->err.message, q->cfg->reclaim_after_ms);
-    argv[0] = "EVAL";
-    argv[1] = release_script;
-    argv[2] = "2";
-    argv[3] = key ? key : "";
-    argv[4] = q->k_events;
-    argv[5] = err_json ? err_json : "";
-    argv[6] = job->id;
     job->state = JOB_RELEASING;
-    if (key == NULL || err_json == NULL ||
-        qsend(q, release_reply, job, 7, argv, NULL) != 0) {
+    if (send_release(q, job) != 0) {
         job_drop(q, job);
     }
-    free(key);
-    free(err_json);
 }
 
 static void
@@ -858,6 +939,8 @@ job_done(ragq_job_t *job, void *data)
     write_final(q, job);
 }
 
+static int send_claim(ragq_queue_t *q, ragq_job_t *job);
+
 static void
 claim_reply(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -867,6 +950,12 @@ claim_reply(redisAsyncContext *ac, void *r, void *priv)
     long long     kind;
 
     q->cmd_pending--;
+    if (script_missing(q, reply, SCRIPT_CLAIM)) {
+        if (send_claim(q, job) != 0) {
+            job_drop(q, job);
+        }
+        return;
+    }
     if (reply == NULL) {
         q->cmd.ready = 0;
         job_drop(q, job);
@@ -952,9 +1041,6 @@ take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
     const char *entry, *id = NULL;
     size_t      idlen = 0, i;
     ragq_job_t *job;
-    char       *key;
-    char        now[32], max[16];
-    const char *argv[8];
 
     if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
         e->element[0]->type != REDIS_REPLY_STRING) {
@@ -997,22 +1083,35 @@ take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
     q->jobs = job;
     q->njobs++;
 
-    key = job_key(q, job->id);
+    if (send_claim(q, job) != 0) {
+        /* Not acked: the entry stays ours and is reclaimed later. */
+        job_unlink_free(q, job);
+    }
+}
+
+static int
+send_claim(ragq_queue_t *q, ragq_job_t *job)
+{
+    char       *key = job_key(q, job->id);
+    char        now[32], max[16];
+    const char *argv[8];
+    int         rc;
+
+    if (key == NULL) {
+        return -1;
+    }
     snprintf(now, sizeof(now), "%lld", (long long) ragq_epoch_ms());
     snprintf(max, sizeof(max), "%u", q->cfg->max_attempts);
-    argv[0] = "EVAL";
-    argv[1] = claim_script;
+    script_head(q, SCRIPT_CLAIM, argv);
     argv[2] = "2";
-    argv[3] = key ? key : "";
+    argv[3] = key;
     argv[4] = q->k_events;
     argv[5] = max;
     argv[6] = now;
     argv[7] = job->id;
-    if (key == NULL || qsend(q, claim_reply, job, 8, argv, NULL) != 0) {
-        /* Not acked: the entry stays ours and is reclaimed later. */
-        job_unlink_free(q, job);
-    }
+    rc = qsend(q, claim_reply, job, 8, argv, NULL);
     free(key);
+    return rc;
 }
 
 /* ---- claiming --------------------------------------------------------- */
@@ -1353,6 +1452,9 @@ on_vconn_ready(ragq_vconn_t *vc)
     if (vc == &q->blk) {
         claim_more(q);
         return;
+    }
+    for (int i = 0; i < NSCRIPTS; i++) {
+        script_load(q, i);
     }
     create_group(q);
     for (j = q->jobs; j; j = next) {

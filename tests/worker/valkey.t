@@ -60,5 +60,23 @@ is(Ragq::Worker::wait_final($P, [$id2], 15), 1, 'job ends after the pause');
 is(Ragq::Worker::field($P, $id2, 'status'), 'finished', 'finished');
 is(Ragq::Worker::field($P, $id2, 'attempts'), 1, 'in one attempt');
 
+# Scripts run by EVALSHA (loaded once per connection); a flushed script
+# cache (SCRIPT FLUSH, failover to a server without them) falls back to
+# EVAL and reloads, for the claim and the final write alike.
+$s->latency(0);
+Ragq::Valkey::cmd('CONFIG', 'RESETSTAT');
+my $id3 = Ragq::Worker::enqueue(prefix => $P);
+is(Ragq::Worker::wait_final($P, [$id3], 15), 1, 'job with loaded scripts');
+my $stats = Ragq::Valkey::cmd('INFO', 'commandstats');
+like($stats, qr/cmdstat_evalsha:calls=2,/, 'claim and final write by EVALSHA');
+Ragq::Valkey::cmd('SCRIPT', 'FLUSH');
+my @ids3 = map { Ragq::Worker::enqueue(prefix => $P) } 1 .. 2;
+is(Ragq::Worker::wait_final($P, \@ids3, 15), 2, 'jobs after SCRIPT FLUSH end');
+is(scalar(grep { Ragq::Worker::field($P, $_, 'status') eq 'finished' } @ids3), 2,
+   'and finish');
+my $id4 = Ragq::Worker::enqueue(prefix => $P);
+is(Ragq::Worker::wait_final($P, [$id4], 15), 1, 'and the next one too');
+is(Ragq::Worker::field($P, $id4, 'attempts'), 1, 'in one attempt');
+
 is($w->stop, 0, 'exit 0');
 done_testing();
