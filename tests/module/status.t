@@ -1,7 +1,7 @@
 # GET /job-status: the 200 document (every key, nulls, numbers, raw JSON
 # fields), 400 for missing/malformed ids, 404 for unknown jobs and for
-# another tenant's jobs, 405, HEAD, and Idempotency-Key plus ragq_max_queue
-# (429) on the enqueue side.
+# another tenant's jobs, 405, HEAD, a reply larger than the module's reply
+# arena, and Idempotency-Key plus ragq_max_queue (429) on the enqueue side.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
 
@@ -37,7 +37,7 @@ EOF
       unless defined $block->no_error_log;
 });
 
-plan tests => 153;
+plan tests => 157;
 run_tests();
 
 __DATA__
@@ -290,15 +290,27 @@ Ragq::Valkey::cmd('XADD', 'st:jobs', '*', 'job', 'a');
 Ragq::Valkey::cmd('XADD', 'st:jobs', '*', 'job', 'b');
 my $pid = fork();
 if (defined $pid && $pid == 0) {
-    select(undef, undef, undef, 0.3);
+    # well after the first two requests, even on a loaded machine
+    select(undef, undef, undef, 1.0);
     Ragq::Valkey::cmd('DEL', 'st:jobs');
     POSIX::_exit(0);
 }
 --- request eval
 ["POST /chat?query=1", "POST /chat?query=2",
- [{value => "POST /chat?query=3", delay_before => 0.6}],
- [{value => "POST /chat?query=4", delay_before => 0.1}]]
+ [{value => "POST /chat?query=3", delay_before => 2}],
+ [{value => "POST /chat?query=4", delay_before => 0.5}]]
 --- error_code eval
 [202, 429, 429, 202]
 --- response_body_like eval
 [$::Queued, qr/queue_full/, qr/queue_full/, $::Queued]
+
+
+
+=== TEST 18: a reply larger than the module's 16 kB reply arena (a 100 kB result) comes back whole
+--- init
+main::seed($::Id1, status => 'finished', query => 'q', tenant => '',
+    result => ('0123456789' x 10000), sources => '[]');
+--- request eval
+"GET /job-status?job_id=$::Id1"
+--- response_body_like eval
+qr/^\{"job_id":"$::Id1","status":"finished","query":"q","result":"(?:0123456789){10000}","sources":\[\],/
