@@ -23,8 +23,13 @@
 /* An upstream answer bigger than this is an error, not a memory hazard. */
 #define RAGQ_HTTP_MAX_BODY (64u * 1024 * 1024)
 
-/* A pooled request keeps an answer buffer up to this size for the next. */
-#define RAGQ_HTTP_KEEP_BUF (256u * 1024)
+/*
+ * A pooled request keeps an answer buffer up to this size for the next:
+ * the pool is as large as the most requests ever in flight, so bigger
+ * buffers (1536-float embeddings are ~32 kB) would pin that much memory
+ * per slot (RSS target: 64 MB at 1024 jobs in flight).
+ */
+#define RAGQ_HTTP_KEEP_BUF (16u * 1024)
 
 /* Distinct extra headers (auth per backend) whose lists are cached. */
 #define RAGQ_HTTP_HEADER_SETS 8
