@@ -34,7 +34,13 @@ ok($w->ready, 'worker is ready') or diag $w->log;
 # Watch the events channel while the job runs.
 open(my $sub, '-|', 'redis-cli', '-p', Ragq::Valkey::port(), '--raw', 'SUBSCRIBE', "$P:events")
   or die "redis-cli: $!";
-sleep 0.3;
+# Enqueue only once the subscription is in place (a loaded machine may take
+# a while to start redis-cli).
+for (1 .. 200) {
+    my (undef, $n) = Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', "$P:events");
+    last if $n && $n >= 1;
+    select(undef, undef, undef, 0.05);
+}
 
 my $id = Ragq::Worker::enqueue(prefix => $P, query => 'What is the capital of France?', top_k => 2);
 is(Ragq::Worker::wait_final($P, [$id], 15), 1, 'job reached a final state');
