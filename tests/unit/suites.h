@@ -5,6 +5,8 @@
 
 #include <check.h>
 
+struct json_object;
+
 Suite *ragq_suite_upstream(void); /* test_upstream.c */
 Suite *ragq_suite_openai(void);   /* test_openai.c */
 Suite *ragq_suite_qdrant(void);   /* test_qdrant.c */
@@ -12,5 +14,9 @@ Suite *ragq_suite_local(void);    /* test_local.c */
 Suite *ragq_suite_chunk(void);    /* test_chunk.c */
 Suite *ragq_suite_config(void);   /* test_config.c */
 Suite *ragq_suite_jsonr(void);    /* test_jsonr.c */
+
+/* helpers.c */
+struct json_object *ragq_test_strict_parse(const char *text);
+struct json_object *ragq_test_key(struct json_object *o, const char *key);
 
 #endif

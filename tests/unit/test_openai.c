@@ -13,32 +13,6 @@
 #include "openai.h"
 #include "suites.h"
 
-static struct json_object *
-strict_parse(const char *text)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object  *o;
-
-    json_tokener_set_flags(tok,
-                           JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    o = json_tokener_parse_ex(tok, text, (int) strlen(text));
-    if (json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
-static struct json_object *
-path(struct json_object *o, const char *key)
-{
-    struct json_object *v = NULL;
-
-    ck_assert_msg(json_object_object_get_ex(o, key, &v), "no key %s", key);
-    return v;
-}
-
 /* ---- embeddings ---- */
 
 START_TEST(emb_body)
@@ -46,14 +20,14 @@ START_TEST(emb_body)
     const char *in[] = {"what is our \"refund\" policy?\n", "caf\xc3\xa9",
                         "bad\xff"};
     char *body = ragq_openai_embeddings_body("text-embedding-3-small", in, 3);
-    struct json_object *o = strict_parse(body), *arr;
+    struct json_object *o = ragq_test_strict_parse(body), *arr;
 
     ck_assert_msg(o != NULL, "%s", body);
-    ck_assert_str_eq(json_object_get_string(path(o, "model")),
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(o, "model")),
                      "text-embedding-3-small");
-    ck_assert_str_eq(json_object_get_string(path(o, "encoding_format")),
-                     "float");
-    arr = path(o, "input");
+    ck_assert_str_eq(
+        json_object_get_string(ragq_test_key(o, "encoding_format")), "float");
+    arr = ragq_test_key(o, "input");
     ck_assert_int_eq(json_object_array_length(arr), 3);
     ck_assert_str_eq(json_object_get_string(json_object_array_get_idx(arr, 0)),
                      in[0]);
@@ -211,15 +185,16 @@ user_content(const char *body, struct json_object **root)
 {
     struct json_object *msgs, *m;
 
-    *root = strict_parse(body);
+    *root = ragq_test_strict_parse(body);
     ck_assert_msg(*root != NULL, "%s", body);
-    msgs = path(*root, "messages");
+    msgs = ragq_test_key(*root, "messages");
     ck_assert_int_eq(json_object_array_length(msgs), 2);
     m = json_object_array_get_idx(msgs, 0);
-    ck_assert_str_eq(json_object_get_string(path(m, "role")), "system");
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(m, "role")),
+                     "system");
     m = json_object_array_get_idx(msgs, 1);
-    ck_assert_str_eq(json_object_get_string(path(m, "role")), "user");
-    return (char *) json_object_get_string(path(m, "content"));
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(m, "role")), "user");
+    return (char *) json_object_get_string(ragq_test_key(m, "content"));
 }
 
 START_TEST(chat_body_prompt)
@@ -241,15 +216,16 @@ START_TEST(chat_body_prompt)
                      "[3] (multi line) keep \"quotes\" and \\ and\ttabs\n"
                      "\n"
                      "Question: why?\nreally?");
-    sys = json_object_array_get_idx(path(root, "messages"), 0);
-    s = json_object_get_string(path(sys, "content"));
+    sys = json_object_array_get_idx(ragq_test_key(root, "messages"), 0);
+    s = json_object_get_string(ragq_test_key(sys, "content"));
     ck_assert_ptr_nonnull(strstr(s, "only"));
     ck_assert_ptr_nonnull(strstr(s, "[1]"));
     ck_assert_ptr_nonnull(strstr(s, "don't know"));
-    ck_assert_str_eq(json_object_get_string(path(root, "model")),
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(root, "model")),
                      "gpt-4o-mini");
-    ck_assert_int_eq(json_object_get_int(path(root, "max_tokens")), 512);
-    ck_assert(!json_object_get_boolean(path(root, "stream")));
+    ck_assert_int_eq(json_object_get_int(ragq_test_key(root, "max_tokens")),
+                     512);
+    ck_assert(!json_object_get_boolean(ragq_test_key(root, "stream")));
     json_object_put(root);
     free(body);
 }
@@ -339,10 +315,12 @@ START_TEST(chat_parse_string)
     ck_assert_int_eq(parse_chat(body, &answer, &usage, &err), 0);
     ck_assert_str_eq(answer, "Refunds are issued within 30 days [1].");
     ck_assert_ptr_nonnull(usage);
-    u = strict_parse(usage);
+    u = ragq_test_strict_parse(usage);
     ck_assert_ptr_nonnull(u);
-    ck_assert_int_eq(json_object_get_int(path(u, "prompt_tokens")), 412);
-    ck_assert_int_eq(json_object_get_int(path(u, "total_tokens")), 431);
+    ck_assert_int_eq(json_object_get_int(ragq_test_key(u, "prompt_tokens")),
+                     412);
+    ck_assert_int_eq(json_object_get_int(ragq_test_key(u, "total_tokens")),
+                     431);
     json_object_put(u);
     free(answer);
     free(usage);

@@ -13,32 +13,6 @@
 #include "qdrant.h"
 #include "suites.h"
 
-static struct json_object *
-strict_parse(const char *text)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object  *o;
-
-    json_tokener_set_flags(tok,
-                           JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    o = json_tokener_parse_ex(tok, text, (int) strlen(text));
-    if (json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
-static struct json_object *
-path(struct json_object *o, const char *key)
-{
-    struct json_object *v = NULL;
-
-    ck_assert_msg(json_object_object_get_ex(o, key, &v), "no key %s", key);
-    return v;
-}
-
 START_TEST(paths)
 {
     char *p;
@@ -59,12 +33,12 @@ START_TEST(query_body)
 {
     float               v[4] = {0.2f, -0.1f, 0.123456789f, 1e-8f};
     char               *b = ragq_qdrant_query_body(v, 4, 5);
-    struct json_object *o = strict_parse(b), *q;
+    struct json_object *o = ragq_test_strict_parse(b), *q;
 
     ck_assert_msg(o != NULL, "%s", b);
     ck_assert_str_eq(b, "{\"query\":[0.2,-0.1,0.1234568,1e-08],\"limit\":5,"
                         "\"with_payload\":true}");
-    q = path(o, "query");
+    q = ragq_test_key(o, "query");
     ck_assert_int_eq(json_object_array_length(q), 4);
     for (int i = 0; i < 4; i++) {
         double d = json_object_get_double(json_object_array_get_idx(q, i));
@@ -99,32 +73,33 @@ START_TEST(upsert_body)
         {"00000000-0000-0000-0000-000000000002", v2, NULL, "bad\xff", 7},
     };
     char               *b = ragq_qdrant_upsert_body(pts, 2, 3);
-    struct json_object *o = strict_parse(b), *arr, *p, *pl, *md;
+    struct json_object *o = ragq_test_strict_parse(b), *arr, *p, *pl, *md;
 
     ck_assert_msg(o != NULL, "%s", b);
-    arr = path(o, "points");
+    arr = ragq_test_key(o, "points");
     ck_assert_int_eq(json_object_array_length(arr), 2);
     p = json_object_array_get_idx(arr, 0);
-    ck_assert(json_object_is_type(path(p, "id"), json_type_string));
-    ck_assert_str_eq(json_object_get_string(path(p, "id")),
+    ck_assert(json_object_is_type(ragq_test_key(p, "id"), json_type_string));
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(p, "id")),
                      "5c56c793-69f3-4fbf-87e6-c4bf54c28c26");
-    ck_assert_int_eq(json_object_array_length(path(p, "vector")), 3);
-    ck_assert_double_eq_tol(
-        json_object_get_double(json_object_array_get_idx(path(p, "vector"), 2)),
-        0.3, 1e-7);
-    pl = path(p, "payload");
-    ck_assert_str_eq(json_object_get_string(path(pl, "page_content")),
+    ck_assert_int_eq(json_object_array_length(ragq_test_key(p, "vector")), 3);
+    ck_assert_double_eq_tol(json_object_get_double(json_object_array_get_idx(
+                                ragq_test_key(p, "vector"), 2)),
+                            0.3, 1e-7);
+    pl = ragq_test_key(p, "payload");
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(pl, "page_content")),
                      "chunk \"one\"\n");
-    md = path(pl, "metadata");
-    ck_assert_str_eq(json_object_get_string(path(md, "source")), "docs/a.md");
-    ck_assert_int_eq(json_object_get_int(path(md, "chunk")), 0);
+    md = ragq_test_key(pl, "metadata");
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(md, "source")),
+                     "docs/a.md");
+    ck_assert_int_eq(json_object_get_int(ragq_test_key(md, "chunk")), 0);
     p = json_object_array_get_idx(arr, 1);
-    pl = path(p, "payload");
-    ck_assert_str_eq(json_object_get_string(path(pl, "page_content")),
+    pl = ragq_test_key(p, "payload");
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(pl, "page_content")),
                      "bad\xef\xbf\xbd");
-    md = path(pl, "metadata");
-    ck_assert_str_eq(json_object_get_string(path(md, "source")), "");
-    ck_assert_int_eq(json_object_get_int(path(md, "chunk")), 7);
+    md = ragq_test_key(pl, "metadata");
+    ck_assert_str_eq(json_object_get_string(ragq_test_key(md, "source")), "");
+    ck_assert_int_eq(json_object_get_int(ragq_test_key(md, "chunk")), 7);
     ck_assert_ptr_nonnull(strstr(b, "\"vector\":[1,0,-1]"));
     json_object_put(o);
     free(b);

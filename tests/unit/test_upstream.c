@@ -16,24 +16,6 @@
 #include "suites.h"
 #include "upstream.h"
 
-/* Parses text strictly (UTF-8 validated): what any client would do. */
-static struct json_object *
-strict_parse(const char *text)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object  *o;
-
-    json_tokener_set_flags(tok,
-                           JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    o = json_tokener_parse_ex(tok, text, (int) strlen(text));
-    if (json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
 /* Independent of upstream.c's own validator: RFC 3629 rules. */
 static int
 valid_utf8(const char *s)
@@ -111,7 +93,7 @@ START_TEST(sources_json_fields)
     /* Short floats: 6 significant digits, not json-c's 17. */
     ck_assert_ptr_nonnull(strstr(js, "\"score\":0.873123,"));
     ck_assert_ptr_nonnull(strstr(js, "\"score\":0.71,"));
-    o = strict_parse(js);
+    o = ragq_test_strict_parse(js);
     ck_assert_ptr_nonnull(o);
     ck_assert_int_eq(json_object_array_length(o), 2);
     e = json_object_array_get_idx(o, 0);
@@ -166,7 +148,7 @@ START_TEST(sources_json_excerpt_utf8_boundary)
 
     for (size_t i = 1; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         js = ragq_sources_to_json(&src, 1, cuts[i]);
-        o = strict_parse(js);
+        o = ragq_test_strict_parse(js);
         ck_assert_msg(o != NULL, "cut %zu: %s", cuts[i], js);
         ck_assert_str_eq(get_str(json_object_array_get_idx(o, 0), "text"),
                          want[i]);
@@ -185,7 +167,7 @@ START_TEST(sources_json_invalid_utf8_replaced)
 {
     ragq_source_t       src = {"\xff", 0.1, "bad\xc3(", "x\xed\xa0\x80y\x01z"};
     char               *js = ragq_sources_to_json(&src, 1, 0);
-    struct json_object *o = strict_parse(js), *e;
+    struct json_object *o = ragq_test_strict_parse(js), *e;
 
     ck_assert_msg(o != NULL, "%s", js);
     e = json_object_array_get_idx(o, 0);
@@ -218,7 +200,7 @@ START_TEST(sources_json_random_bytes_always_valid)
         }
         source[sl] = '\0';
         char *js = ragq_sources_to_json(&src, 1, (size_t) (round % 50));
-        struct json_object *o = strict_parse(js);
+        struct json_object *o = ragq_test_strict_parse(js);
         ck_assert_msg(o != NULL && valid_utf8(js), "round %d: %s", round, js);
         json_object_put(o);
         free(js);
