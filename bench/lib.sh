@@ -48,7 +48,9 @@ bench_cleanup() {
     BENCH_PIDS=()
 }
 
-# start_redis DIR -> echoes the port; the server's pid is remembered.
+# start_redis DIR: sets REDIS_PORT; the server's pid is remembered.  Not to be
+# called inside $(...): a subshell's BENCH_PIDS never reaches bench_cleanup,
+# and the server would outlive the run.
 start_redis() {
     local dir=$1 port
     port=$(free_port)
@@ -59,7 +61,7 @@ start_redis() {
     BENCH_PIDS+=($!)
     echo "$!" >"$dir/redis.pid"
     wait_port "$port" || return 1
-    echo "$port"
+    REDIS_PORT=$port
 }
 
 redis_cpu_s() { # used_cpu_sys + used_cpu_user, seconds
