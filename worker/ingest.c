@@ -186,30 +186,33 @@ progress_clear(void)
     }
 }
 
-static void __attribute__((format(printf, 1, 2), noreturn))
-die(const char *fmt, ...)
+static void __attribute__((format(printf, 1, 0)))
+vnote(const char *fmt, va_list ap)
 {
-    va_list ap;
-
     progress_clear();
     fputs("ragq-ingest: ", stderr);
-    va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
-    va_end(ap);
     fputc('\n', stderr);
-    exit(1);
 }
 
 static void __attribute__((format(printf, 1, 2))) note(const char *fmt, ...)
 {
     va_list ap;
 
-    progress_clear();
-    fputs("ragq-ingest: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vnote(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+}
+
+static void __attribute__((format(printf, 1, 2), noreturn))
+die(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vnote(fmt, ap);
+    va_end(ap);
+    exit(1);
 }
 
 /* ---- files ----------------------------------------------------------- */
