@@ -6,7 +6,9 @@
  * and the answers at graceful shutdown and exit.
  */
 
-#include "ngx_http_ragq_module.h"
+#include "ngx_http_ragq_longpoll.h"
+#include "ngx_http_ragq_request.h"
+#include "ngx_http_ragq_job.h"
 
 
 /*

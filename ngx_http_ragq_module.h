@@ -1,7 +1,7 @@
 /*
- * ragq: what the module's files share: the location configuration, the
- * /job-status answers (ngx_http_ragq_module.c) and the long-poll entry
- * points (ngx_http_ragq_longpoll.c).
+ * ragq: what every file of the module shares: the location configuration
+ * (ngx_http_ragq_module.c fills it), the module itself and constants of the
+ * data model. Every other header of the module builds on this one.
  */
 
 #ifndef _NGX_HTTP_RAGQ_MODULE_H_INCLUDED_
@@ -11,8 +11,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-
-#include "ngx_http_ragq_valkey.h"
 
 
 #define NGX_HTTP_RAGQ_KEY_MAX 256
@@ -51,35 +49,6 @@ typedef struct {
 
 
 extern ngx_module_t ngx_http_ragq_module;
-
-
-/* responses (ngx_http_ragq_module.c) */
-ngx_int_t ngx_http_ragq_error(ngx_http_request_t *r, ngx_uint_t status,
-                              const char *code, const char *message);
-/* 503 + Retry-After: why is NGX_BUSY (in-flight cap) or NGX_DECLINED */
-ngx_int_t  ngx_http_ragq_unavailable(ngx_http_request_t *r, ngx_int_t why);
-void       ngx_http_ragq_finalize(ngx_http_request_t *r, ngx_int_t rc);
-ngx_flag_t ngx_http_ragq_job_id_valid(u_char *p, size_t len);
-/* NGX_OK: the job in a HGETALL reply exists and is r's tenant's */
-ngx_int_t ngx_http_ragq_job_visible(ngx_http_request_t       *r,
-                                    ngx_http_ragq_loc_conf_t *lcf,
-                                    redisReply               *reply);
-/* the /job-status answer for a HGETALL reply (NULL: the read failed) */
-ngx_int_t ngx_http_ragq_status_respond(ngx_http_request_t       *r,
-                                       ngx_http_ragq_loc_conf_t *lcf,
-                                       u_char *id, redisReply *reply);
-
-/* long-polls (ngx_http_ragq_longpoll.c) */
-void      ngx_http_ragq_lp_init(void);
-ngx_int_t ngx_http_ragq_wait(ngx_http_request_t       *r,
-                             ngx_http_ragq_loc_conf_t *lcf, ngx_str_t *key,
-                             u_char *id, ngx_msec_t wait);
-void      ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
-                                   ngx_http_ragq_channel_t *ch, u_char *msg,
-                                   size_t len);
-void      ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps);
-void      ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps);
-void      ngx_http_ragq_lp_exit(void);
 
 
 #endif /* _NGX_HTTP_RAGQ_MODULE_H_INCLUDED_ */
