@@ -1,10 +1,9 @@
 /*
  * ragq: POST /chat: the question from the "query" argument or the JSON
- * body, its checks, the enqueue (one pipelined MULTI, or one EVAL with an
- * Idempotency-Key), the queue-length backpressure and the 202 answer.
+ * body, its checks (query, top_k, Idempotency-Key), the queue-length
+ * backpressure, and the 202 answer once the job is written
+ * (ngx_http_ragq_job.c writes it).
  */
-
-#include <ngx_sha1.h>
 
 #include "ngx_http_ragq_enqueue.h"
 #include "ngx_http_ragq_request.h"
@@ -14,17 +13,6 @@
 
 #define NGX_HTTP_RAGQ_IDEM_MAX      255
 #define NGX_HTTP_RAGQ_QUEUE_RECHECK 100
-
-/* the rest of the enqueue's MULTI, in RESP form around the variable parts */
-#define NGX_HTTP_RAGQ_MULTI "*1\r\n$5\r\nMULTI\r\n"
-#define NGX_HTTP_RAGQ_EXEC  "*1\r\n$4\r\nEXEC\r\n"
-#define NGX_HTTP_RAGQ_HSET_STATUS \
-    "\r\n$6\r\nstatus\r\n$6\r\nqueued\r\n$5\r\nquery\r\n"
-#define NGX_HTTP_RAGQ_HSET_TOP_K      "$5\r\ntop_k\r\n"
-#define NGX_HTTP_RAGQ_HSET_COLLECTION "$10\r\ncollection\r\n"
-#define NGX_HTTP_RAGQ_HSET_TENANT     "$6\r\ntenant\r\n"
-#define NGX_HTTP_RAGQ_HSET_CREATED    "$10\r\ncreated_at\r\n"
-#define NGX_HTTP_RAGQ_HSET_ATTEMPTS   "$8\r\nattempts\r\n$1\r\n0\r\n"
 
 
 typedef struct {
@@ -41,23 +29,6 @@ static void      ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell,
                                              redisReply           *reply);
 static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
                                           redisReply           *reply);
-
-
-/*
- * Idempotent enqueue: only used with an Idempotency-Key header, so a script
- * is affordable here. An id whose job hash has expired is replaced.
- */
-static const char ngx_http_ragq_idem_script[] =
-    "local id = redis.call('GET', KEYS[1])\n"
-    "if id and redis.call('EXISTS', ARGV[3] .. id) == 1 then\n"
-    "  return {0, id, -1}\n"
-    "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "redis.call('HSET', KEYS[2], 'status', 'queued', 'query', ARGV[4],\n"
-    "  'top_k', ARGV[5], 'collection', ARGV[6], 'tenant', ARGV[7],\n"
-    "  'created_at', ARGV[8], 'attempts', '0')\n"
-    "redis.call('XADD', KEYS[3], '*', 'job', ARGV[1])\n"
-    "return {1, ARGV[1], redis.call('XLEN', KEYS[3])}\n";
 
 
 static ngx_int_t
@@ -240,13 +211,8 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        if (ngx_http_ragq_add_header(r, "Allow", "POST") != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_ragq_error(r, NGX_HTTP_NOT_ALLOWED,
-                                   "method_not_allowed",
-                                   "use POST to submit a question");
+        return ngx_http_ragq_not_allowed(r, "POST",
+                                         "use POST to submit a question");
     }
 
     ngx_str_set(&args[0].name, "query");
@@ -456,48 +422,14 @@ ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 }
 
 
-/* epoch ms as text: nginx's clock is cached per event loop iteration, so
- * most requests share the last one's text */
-static size_t
-ngx_http_ragq_created_at(u_char *buf, ngx_time_t *tp)
-{
-    uint64_t        ms;
-    static size_t   len;
-    static u_char   text[NGX_INT64_LEN];
-    static uint64_t last;
-
-    ms = (uint64_t) tp->sec * 1000 + tp->msec;
-
-    if (ms != last || len == 0) {
-        len = ngx_http_ragq_resp_uint(text, ms) - text;
-        last = ms;
-    }
-
-    ngx_memcpy(buf, text, len);
-
-    return len;
-}
-
-
+/* checks the question, then sends its job to Valkey; NGX_DONE: sent */
 static ngx_int_t
 ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 {
-    u_char                   *p, *cmd[5];
-    size_t                    len, n, created_len;
     ngx_int_t                 rc;
-    ngx_uint_t                i;
-    ngx_str_t                 collection, tenant, job_key, idem_key;
-    ngx_time_t               *tp;
-    ngx_sha1_t                sha1;
     ngx_table_elt_t          *idem;
     ngx_http_ragq_cell_t     *cell;
     ngx_http_ragq_loc_conf_t *lcf;
-    const char               *argv[20];
-    size_t                    argvlen[20];
-    u_char                    created[NGX_INT64_LEN];
-    u_char                    topk[NGX_INT_T_LEN];
-    u_char                    ttl[NGX_INT_T_LEN];
-    u_char                    digest[20];
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
 
@@ -552,19 +484,6 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
                                     lcf->queue_len, lcf->max_queue);
     }
 
-    ngx_str_set(&collection, "");
-    ngx_str_set(&tenant, "");
-
-    if (lcf->collection &&
-        ngx_http_complex_value(r, lcf->collection, &collection) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (lcf->tenant &&
-        ngx_http_complex_value(r, lcf->tenant, &tenant) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     cell = ngx_http_ragq_cell_create(r, ngx_http_ragq_enqueue_reply);
     if (cell == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -572,148 +491,24 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 
     cell->data = lcf;
 
-    if (ngx_http_ragq_job_id(cell->job_id) != NGX_OK) {
-        cell->cleanup->handler = NULL;
-        ngx_free(cell);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_ragq_job_create(r, lcf, cell, query, top_k,
+                                  idem ? &idem->value : NULL);
+
+    if (rc == NGX_OK) {
+        ngx_http_ragq_cell_wait(r, cell);
+        return NGX_DONE;
     }
 
-    tp = ngx_timeofday();
-    created_len = ngx_http_ragq_created_at(created, tp);
-    n = ngx_http_ragq_resp_uint(topk, top_k) - topk;
+    /* the one way out once the cell exists */
+    ngx_http_ragq_cell_drop(cell);
 
-    if (idem == NULL) {
-        /* the common path: one pipelined MULTI, no script */
-        len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len + 32 +
-              sizeof(NGX_HTTP_RAGQ_HSET_STATUS) + query->len +
-              sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN +
-              sizeof(NGX_HTTP_RAGQ_HSET_COLLECTION) + collection.len +
-              sizeof(NGX_HTTP_RAGQ_HSET_TENANT) + tenant.len +
-              sizeof(NGX_HTTP_RAGQ_HSET_CREATED) + NGX_INT64_LEN +
-              sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len + 32 +
-              2 + lcf->xlen_cmd.len + sizeof(NGX_HTTP_RAGQ_EXEC) +
-              5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
-
-        cmd[0] = ngx_pnalloc(r->pool, len);
-        if (cmd[0] == NULL) {
-            cell->cleanup->handler = NULL;
-            ngx_free(cell);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_http_ragq_lit(cmd[0], NGX_HTTP_RAGQ_MULTI);
-
-        cmd[1] = p;
-        p = ngx_cpymem(p, lcf->hset_head.data, lcf->hset_head.len);
-        p = ngx_cpymem(p, cell->job_id, 32);
-        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_STATUS);
-        p = ngx_http_ragq_resp_bulk(p, query->data, query->len);
-        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TOP_K);
-        p = ngx_http_ragq_resp_bulk(p, topk, n);
-        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_COLLECTION);
-        p = ngx_http_ragq_resp_bulk(p, collection.data, collection.len);
-        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TENANT);
-        p = ngx_http_ragq_resp_bulk(p, tenant.data, tenant.len);
-        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_CREATED);
-        p = ngx_http_ragq_resp_bulk(p, created, created_len);
-        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_ATTEMPTS);
-
-        cmd[2] = p;
-        p = ngx_cpymem(p, lcf->xadd_head.data, lcf->xadd_head.len);
-        p = ngx_cpymem(p, cell->job_id, 32);
-        *p++ = '\r';
-        *p++ = '\n';
-
-        cmd[3] = p;
-        p = ngx_cpymem(p, lcf->xlen_cmd.data, lcf->xlen_cmd.len);
-
-        cmd[4] = p;
-        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_EXEC);
-
-        /*
-         * One call per command, so that hiredis matches each reply to its
-         * callback; only EXEC's reply (all three results) is wanted.
-         */
-        rc = NGX_OK;
-
-        for (i = 0; i < 4 && rc == NGX_OK; i++) {
-            rc = ngx_http_ragq_valkey_send(NULL, cmd[i], cmd[i + 1] - cmd[i]);
-        }
-
-        if (rc == NGX_OK) {
-            rc = ngx_http_ragq_valkey_send(cell, cmd[4], p - cmd[4]);
-        }
-
-    } else {
-        ngx_sha1_init(&sha1);
-        ngx_sha1_update(&sha1, idem->value.data, idem->value.len);
-        ngx_sha1_final(digest, &sha1);
-
-        job_key.len = lcf->job_prefix.len + 32;
-        idem_key.len = lcf->idem_prefix.len + tenant.len + 1 + 40;
-
-        job_key.data = ngx_pnalloc(r->pool, job_key.len + idem_key.len);
-        if (job_key.data == NULL) {
-            cell->cleanup->handler = NULL;
-            ngx_free(cell);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
-        idem_key.data = ngx_cpymem(p, cell->job_id, 32);
-
-        p = ngx_cpymem(idem_key.data, lcf->idem_prefix.data,
-                       lcf->idem_prefix.len);
-        if (tenant.len) {
-            p = ngx_cpymem(p, tenant.data, tenant.len);
-        }
-
-        *p++ = ':';
-        ngx_hex_dump(p, digest, 20);
-
-        argv[0] = "EVAL";
-        argvlen[0] = 4;
-        argv[1] = ngx_http_ragq_idem_script;
-        argvlen[1] = sizeof(ngx_http_ragq_idem_script) - 1;
-        argv[2] = "3";
-        argvlen[2] = 1;
-        argv[3] = (const char *) idem_key.data;
-        argvlen[3] = idem_key.len;
-        argv[4] = (const char *) job_key.data;
-        argvlen[4] = job_key.len;
-        argv[5] = (const char *) lcf->jobs_key.data;
-        argvlen[5] = lcf->jobs_key.len;
-        argv[6] = (const char *) cell->job_id;
-        argvlen[6] = 32;
-        argv[7] = (const char *) ttl;
-        argvlen[7] = ngx_sprintf(ttl, "%M", lcf->job_ttl) - ttl;
-        argv[8] = (const char *) lcf->job_prefix.data;
-        argvlen[8] = lcf->job_prefix.len;
-        argv[9] = (const char *) query->data;
-        argvlen[9] = query->len;
-        argv[10] = (const char *) topk;
-        argvlen[10] = n;
-        argv[11] = (const char *) collection.data;
-        argvlen[11] = collection.len;
-        argv[12] = (const char *) tenant.data;
-        argvlen[12] = tenant.len;
-        argv[13] = (const char *) created;
-        argvlen[13] = created_len;
-
-        rc = ngx_http_ragq_valkey_command(cell, 14, argv, argvlen);
-    }
-
-    if (rc != NGX_OK) {
+    if (rc == NGX_DECLINED) {
         /* a MULTI left open is discarded by the server when the failed
          * connection goes away; the context refuses commands only then */
-        cell->cleanup->handler = NULL;
-        ngx_free(cell);
         return ngx_http_ragq_unavailable(r, NGX_DECLINED);
     }
 
-    ngx_http_ragq_cell_wait(r, cell);
-
-    return NGX_DONE;
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 
@@ -760,33 +555,15 @@ static void
 ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 {
     u_char                   *id;
-    ngx_int_t                 rc;
-    redisReply               *e;
+    ngx_int_t                 rc, queue_len;
     ngx_http_request_t       *r;
     ngx_http_ragq_loc_conf_t *lcf = cell->data;
 
-    id = NULL;
+    id = ngx_http_ragq_job_created(cell, reply, &queue_len);
 
-    /* MULTI's EXEC: [hset, stream id, xlen]; the script: [new, id, xlen] */
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
-        reply->element[0]->type == REDIS_REPLY_INTEGER &&
-        reply->element[2]->type == REDIS_REPLY_INTEGER) {
-        e = reply->element[1];
-
-        if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) {
-            if (reply->element[2]->integer >= 0) {
-                lcf->queue_len = (ngx_uint_t) reply->element[2]->integer;
-                lcf->queue_checked = ngx_current_msec;
-            }
-
-            id = cell->job_id;
-
-            if (e->len == 32 &&
-                ngx_http_ragq_job_id_valid((u_char *) e->str, 32)) {
-                /* an existing job for the same Idempotency-Key */
-                id = (u_char *) e->str;
-            }
-        }
+    if (queue_len >= 0) {
+        lcf->queue_len = (ngx_uint_t) queue_len;
+        lcf->queue_checked = ngx_current_msec;
     }
 
     r = ngx_http_ragq_cell_take(cell);

@@ -1,14 +1,50 @@
 /*
- * ragq: a job as the module sees it: job ids (made and checked), whether a
- * job hash is visible to a request's tenant, and the job view (the job hash
- * of a HGETALL reply as the /job-status JSON).
+ * ragq: a job as the module sees it, the data model of DEVELOPERS.md: job
+ * ids (made and checked); a new job's hash and queue entry (one pipelined
+ * MULTI, or one EVAL with an Idempotency-Key) and the reply to them; and,
+ * reading a job hash, its fields, whether it is final, whether a tenant may
+ * see it, and the job view (the /job-status JSON).
  */
 
+#include <ngx_sha1.h>
 #include <sys/random.h>
 
 #include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_request.h"
 #include "ngx_http_ragq_json.h"
+#include "ngx_http_ragq_resp.h"
+
+
+/* the rest of the enqueue's MULTI, in RESP form around the variable parts */
+#define NGX_HTTP_RAGQ_MULTI "*1\r\n$5\r\nMULTI\r\n"
+#define NGX_HTTP_RAGQ_EXEC  "*1\r\n$4\r\nEXEC\r\n"
+#define NGX_HTTP_RAGQ_HSET_STATUS \
+    "\r\n$6\r\nstatus\r\n$6\r\nqueued\r\n$5\r\nquery\r\n"
+#define NGX_HTTP_RAGQ_HSET_TOP_K      "$5\r\ntop_k\r\n"
+#define NGX_HTTP_RAGQ_HSET_COLLECTION "$10\r\ncollection\r\n"
+#define NGX_HTTP_RAGQ_HSET_TENANT     "$6\r\ntenant\r\n"
+#define NGX_HTTP_RAGQ_HSET_CREATED    "$10\r\ncreated_at\r\n"
+#define NGX_HTTP_RAGQ_HSET_ATTEMPTS   "$8\r\nattempts\r\n$1\r\n0\r\n"
+
+
+/*
+ * Idempotent enqueue: only used with an Idempotency-Key header, so a script
+ * is affordable here. An id whose job hash has expired is replaced.
+ */
+static const char ngx_http_ragq_idem_script[] =
+    "local id = redis.call('GET', KEYS[1])\n"
+    "if id and redis.call('EXISTS', ARGV[3] .. id) == 1 then\n"
+    "  return {0, id, -1}\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "redis.call('HSET', KEYS[2], 'status', 'queued', 'query', ARGV[4],\n"
+    "  'top_k', ARGV[5], 'collection', ARGV[6], 'tenant', ARGV[7],\n"
+    "  'created_at', ARGV[8], 'attempts', '0')\n"
+    "redis.call('XADD', KEYS[3], '*', 'job', ARGV[1])\n"
+    "return {1, ARGV[1], redis.call('XLEN', KEYS[3])}\n";
+
+
+/* ---- job ids ---- */
 
 
 /* random bytes for job ids, refilled in bulk to keep getrandom() off the
@@ -70,6 +106,9 @@ ngx_http_ragq_job_id_valid(u_char *p, size_t len)
 }
 
 
+/* ---- reading a job ---- */
+
+
 typedef enum {
     NGX_HTTP_RAGQ_F_STRING,
     NGX_HTTP_RAGQ_F_JSON,
@@ -122,8 +161,14 @@ ngx_http_ragq_is_integer(u_char *p, size_t len)
 }
 
 
-static ngx_int_t
-ngx_http_ragq_send_job(ngx_http_request_t *r, u_char *id, redisReply *reply)
+/*
+ * The job view: the job hash of a HGETALL reply as the /job-status JSON
+ * object, in pool. Fields missing from the hash are null; numbers and JSON
+ * fields are sent as they are when they parse, else as strings.
+ */
+ngx_int_t
+ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
+                       ngx_str_t *json)
 {
     u_char     *body, *p;
     size_t      len, i, k;
@@ -190,7 +235,7 @@ ngx_http_ragq_send_job(ngx_http_request_t *r, u_char *id, redisReply *reply)
         }
     }
 
-    body = ngx_pnalloc(r->pool, len);
+    body = ngx_pnalloc(pool, len);
     if (body == NULL) {
         return NGX_ERROR;
     }
@@ -224,7 +269,40 @@ ngx_http_ragq_send_job(ngx_http_request_t *r, u_char *id, redisReply *reply)
     *p++ = '}';
     *p++ = '\n';
 
-    return ngx_http_ragq_send_json(r, NGX_HTTP_OK, body, p - body);
+    json->data = body;
+    json->len = p - body;
+
+    return NGX_OK;
+}
+
+
+/* the value of one field of a HGETALL reply, NULL when it has none */
+redisReply *
+ngx_http_ragq_job_field(redisReply *reply, const char *name, size_t len)
+{
+    size_t      i;
+    redisReply *key;
+
+    for (i = 0; i + 1 < reply->elements; i += 2) {
+        key = reply->element[i];
+
+        if (key->type == REDIS_REPLY_STRING && (size_t) key->len == len &&
+            ngx_strncmp(key->str, name, len) == 0) {
+            return reply->element[i + 1];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* finished, failed and canceled jobs do not change any more */
+ngx_flag_t
+ngx_http_ragq_job_final(u_char *p, size_t len)
+{
+    return (len == 8 && ngx_strncmp(p, "finished", 8) == 0) ||
+           (len == 6 && ngx_strncmp(p, "failed", 6) == 0) ||
+           (len == 8 && ngx_strncmp(p, "canceled", 8) == 0);
 }
 
 
@@ -236,9 +314,8 @@ ngx_int_t
 ngx_http_ragq_job_visible(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                           redisReply *reply)
 {
-    size_t      i;
     ngx_str_t   tenant;
-    redisReply *key, *owner;
+    redisReply *owner;
 
     if (reply->elements == 0) {
         return NGX_DECLINED;
@@ -251,17 +328,7 @@ ngx_http_ragq_job_visible(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
         return NGX_ERROR;
     }
 
-    owner = NULL;
-
-    for (i = 0; i + 1 < reply->elements; i += 2) {
-        key = reply->element[i];
-
-        if (key->type == REDIS_REPLY_STRING && key->len == 6 &&
-            ngx_strncmp(key->str, "tenant", 6) == 0) {
-            owner = reply->element[i + 1];
-            break;
-        }
-    }
+    owner = ngx_http_ragq_job_field(reply, "tenant", 6);
 
     if ((owner == NULL && tenant.len > 0) ||
         (owner && ((size_t) owner->len != tenant.len ||
@@ -276,11 +343,11 @@ ngx_http_ragq_job_visible(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 /* the /job-status answer for a HGETALL reply (or its failure) */
 ngx_int_t
-ngx_http_ragq_status_respond(ngx_http_request_t       *r,
-                             ngx_http_ragq_loc_conf_t *lcf, u_char *id,
-                             redisReply *reply)
+ngx_http_ragq_job_respond(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                          u_char *id, redisReply *reply)
 {
     ngx_int_t rc;
+    ngx_str_t json;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         return ngx_http_ragq_reply_error(r, reply);
@@ -298,5 +365,299 @@ ngx_http_ragq_status_respond(ngx_http_request_t       *r,
                                    "expired, or belongs to someone else");
     }
 
-    return ngx_http_ragq_send_job(r, id, reply);
+    if (ngx_http_ragq_job_view(r->pool, id, reply, &json) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ragq_send_json(r, NGX_HTTP_OK, json.data, json.len);
+}
+
+
+/* ---- new jobs ---- */
+
+
+/* epoch ms as text: nginx's clock is cached per event loop iteration, so
+ * most requests share the last one's text */
+static size_t
+ngx_http_ragq_created_at(u_char *buf, ngx_time_t *tp)
+{
+    uint64_t        ms;
+    static size_t   len;
+    static u_char   text[NGX_INT64_LEN];
+    static uint64_t last;
+
+    ms = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    if (ms != last || len == 0) {
+        len = ngx_http_ragq_resp_uint(text, ms) - text;
+        last = ms;
+    }
+
+    ngx_memcpy(buf, text, len);
+
+    return len;
+}
+
+
+/* the fields of a new job hash that are not constant */
+typedef struct {
+    ngx_str_t query;
+    ngx_str_t top_k;
+    ngx_str_t collection;
+    ngx_str_t tenant;
+    ngx_str_t created_at;
+    u_char    top_k_text[NGX_INT_T_LEN];
+    u_char    created_at_text[NGX_INT64_LEN];
+} ngx_http_ragq_job_fields_t;
+
+
+static ngx_int_t
+ngx_http_ragq_job_fields(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                         ngx_str_t *query, ngx_uint_t top_k,
+                         ngx_http_ragq_job_fields_t *f)
+{
+    f->query = *query;
+
+    ngx_str_set(&f->collection, "");
+    ngx_str_set(&f->tenant, "");
+
+    if (lcf->collection &&
+        ngx_http_complex_value(r, lcf->collection, &f->collection) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (lcf->tenant &&
+        ngx_http_complex_value(r, lcf->tenant, &f->tenant) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    f->top_k.data = f->top_k_text;
+    f->top_k.len =
+        ngx_http_ragq_resp_uint(f->top_k_text, top_k) - f->top_k_text;
+
+    f->created_at.data = f->created_at_text;
+    f->created_at.len =
+        ngx_http_ragq_created_at(f->created_at_text, ngx_timeofday());
+
+    return NGX_OK;
+}
+
+
+/*
+ * The common path, one pipelined round trip and no script:
+ * MULTI / HSET / XADD / XLEN / EXEC.
+ * NGX_ERROR: out of memory; NGX_DECLINED: Valkey refused the commands.
+ */
+static ngx_int_t
+ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                        ngx_http_ragq_cell_t       *cell,
+                        ngx_http_ragq_job_fields_t *f)
+{
+    u_char    *p, *cmd[5];
+    size_t     len;
+    ngx_int_t  rc;
+    ngx_uint_t i;
+
+    len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len + 32 +
+          sizeof(NGX_HTTP_RAGQ_HSET_STATUS) + f->query.len +
+          sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN +
+          sizeof(NGX_HTTP_RAGQ_HSET_COLLECTION) + f->collection.len +
+          sizeof(NGX_HTTP_RAGQ_HSET_TENANT) + f->tenant.len +
+          sizeof(NGX_HTTP_RAGQ_HSET_CREATED) + NGX_INT64_LEN +
+          sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len + 32 + 2 +
+          lcf->xlen_cmd.len + sizeof(NGX_HTTP_RAGQ_EXEC) +
+          5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
+
+    cmd[0] = ngx_pnalloc(r->pool, len);
+    if (cmd[0] == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_ragq_lit(cmd[0], NGX_HTTP_RAGQ_MULTI);
+
+    cmd[1] = p;
+    p = ngx_cpymem(p, lcf->hset_head.data, lcf->hset_head.len);
+    p = ngx_cpymem(p, cell->job_id, 32);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_STATUS);
+    p = ngx_http_ragq_resp_bulk(p, f->query.data, f->query.len);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TOP_K);
+    p = ngx_http_ragq_resp_bulk(p, f->top_k.data, f->top_k.len);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_COLLECTION);
+    p = ngx_http_ragq_resp_bulk(p, f->collection.data, f->collection.len);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TENANT);
+    p = ngx_http_ragq_resp_bulk(p, f->tenant.data, f->tenant.len);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_CREATED);
+    p = ngx_http_ragq_resp_bulk(p, f->created_at.data, f->created_at.len);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_ATTEMPTS);
+
+    cmd[2] = p;
+    p = ngx_cpymem(p, lcf->xadd_head.data, lcf->xadd_head.len);
+    p = ngx_cpymem(p, cell->job_id, 32);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    cmd[3] = p;
+    p = ngx_cpymem(p, lcf->xlen_cmd.data, lcf->xlen_cmd.len);
+
+    cmd[4] = p;
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_EXEC);
+
+    /*
+     * One call per command, so that hiredis matches each reply to its
+     * callback; only EXEC's reply (all three results) is wanted.
+     */
+    rc = NGX_OK;
+
+    for (i = 0; i < 4 && rc == NGX_OK; i++) {
+        rc = ngx_http_ragq_valkey_send(NULL, cmd[i], cmd[i + 1] - cmd[i]);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_ragq_valkey_send(cell, cmd[4], p - cmd[4]);
+    }
+
+    return (rc == NGX_OK) ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * With an Idempotency-Key: one EVAL of the idempotency script. NGX_ERROR:
+ * out of memory; NGX_DECLINED: Valkey refused the command.
+ */
+static ngx_int_t
+ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                       ngx_http_ragq_cell_t *cell, ngx_str_t *idem,
+                       ngx_http_ragq_job_fields_t *f)
+{
+    u_char     *p;
+    ngx_str_t   job_key, idem_key;
+    ngx_sha1_t  sha1;
+    const char *argv[14];
+    size_t      argvlen[14];
+    u_char      ttl[NGX_INT_T_LEN];
+    u_char      digest[20];
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, idem->data, idem->len);
+    ngx_sha1_final(digest, &sha1);
+
+    job_key.len = lcf->job_prefix.len + 32;
+    idem_key.len = lcf->idem_prefix.len + f->tenant.len + 1 + 40;
+
+    job_key.data = ngx_pnalloc(r->pool, job_key.len + idem_key.len);
+    if (job_key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
+    idem_key.data = ngx_cpymem(p, cell->job_id, 32);
+
+    p = ngx_cpymem(idem_key.data, lcf->idem_prefix.data, lcf->idem_prefix.len);
+    if (f->tenant.len) {
+        p = ngx_cpymem(p, f->tenant.data, f->tenant.len);
+    }
+
+    *p++ = ':';
+    ngx_hex_dump(p, digest, 20);
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_http_ragq_idem_script;
+    argvlen[1] = sizeof(ngx_http_ragq_idem_script) - 1;
+    argv[2] = "3";
+    argvlen[2] = 1;
+    argv[3] = (const char *) idem_key.data;
+    argvlen[3] = idem_key.len;
+    argv[4] = (const char *) job_key.data;
+    argvlen[4] = job_key.len;
+    argv[5] = (const char *) lcf->jobs_key.data;
+    argvlen[5] = lcf->jobs_key.len;
+    argv[6] = (const char *) cell->job_id;
+    argvlen[6] = 32;
+    argv[7] = (const char *) ttl;
+    argvlen[7] = ngx_sprintf(ttl, "%M", lcf->job_ttl) - ttl;
+    argv[8] = (const char *) lcf->job_prefix.data;
+    argvlen[8] = lcf->job_prefix.len;
+    argv[9] = (const char *) f->query.data;
+    argvlen[9] = f->query.len;
+    argv[10] = (const char *) f->top_k.data;
+    argvlen[10] = f->top_k.len;
+    argv[11] = (const char *) f->collection.data;
+    argvlen[11] = f->collection.len;
+    argv[12] = (const char *) f->tenant.data;
+    argvlen[12] = f->tenant.len;
+    argv[13] = (const char *) f->created_at.data;
+    argvlen[13] = f->created_at.len;
+
+    if (ngx_http_ragq_valkey_command(cell, 14, argv, argvlen) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Writes a new job: its hash and its queue entry, with cell as the callback
+ * of the reply that says how it went; the job id is made here, in
+ * cell->job_id. idem: the Idempotency-Key, NULL without one. NGX_ERROR: out
+ * of memory or no id; NGX_DECLINED: Valkey refused the commands.
+ */
+ngx_int_t
+ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                         ngx_http_ragq_cell_t *cell, ngx_str_t *query,
+                         ngx_uint_t top_k, ngx_str_t *idem)
+{
+    ngx_http_ragq_job_fields_t f;
+
+    if (ngx_http_ragq_job_id(cell->job_id) != NGX_OK ||
+        ngx_http_ragq_job_fields(r, lcf, query, top_k, &f) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (idem == NULL) {
+        return ngx_http_ragq_job_multi(r, lcf, cell, &f);
+    }
+
+    return ngx_http_ragq_job_eval(r, lcf, cell, idem, &f);
+}
+
+
+/*
+ * The reply of ngx_http_ragq_job_create(): the job's id (cell->job_id, or
+ * the existing job's for the same Idempotency-Key) and the queue length
+ * (-1: unknown); NULL when the reply has another shape.
+ */
+u_char *
+ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
+                          ngx_int_t *queue_len)
+{
+    u_char     *id;
+    redisReply *e;
+
+    *queue_len = -1;
+    id = NULL;
+
+    /* MULTI's EXEC: [hset, stream id, xlen]; the script: [new, id, xlen] */
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER &&
+        reply->element[2]->type == REDIS_REPLY_INTEGER) {
+        e = reply->element[1];
+
+        if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) {
+            if (reply->element[2]->integer >= 0) {
+                *queue_len = (ngx_int_t) reply->element[2]->integer;
+            }
+
+            id = cell->job_id;
+
+            if (e->len == 32 &&
+                ngx_http_ragq_job_id_valid((u_char *) e->str, 32)) {
+                /* an existing job for the same Idempotency-Key */
+                id = (u_char *) e->str;
+            }
+        }
+    }
+
+    return id;
 }

@@ -1,7 +1,7 @@
 /*
- * ragq: a job as the module sees it (ngx_http_ragq_job.c): job ids, its
- * visibility to a tenant, and the job view, the /job-status JSON of a job
- * hash.
+ * ragq: a job as the module sees it (ngx_http_ragq_job.c): job ids, new
+ * jobs, and what a job hash (a HGETALL reply) says: its fields, whether it
+ * is final and visible to a tenant, and the job view (the /job-status JSON).
  */
 
 #ifndef _NGX_HTTP_RAGQ_JOB_H_INCLUDED_
@@ -12,17 +12,35 @@
 #include "ngx_http_ragq_valkey.h"
 
 
-void       ngx_http_ragq_job_init_process(void);
+void ngx_http_ragq_job_init_process(void);
+
+/* a new job, and the reply that says how it went */
+ngx_int_t ngx_http_ragq_job_create(ngx_http_request_t       *r,
+                                   ngx_http_ragq_loc_conf_t *lcf,
+                                   ngx_http_ragq_cell_t *cell, ngx_str_t *query,
+                                   ngx_uint_t top_k, ngx_str_t *idem);
+u_char *ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
+                                  ngx_int_t *queue_len);
+
 ngx_int_t  ngx_http_ragq_job_id(u_char *id);
 ngx_flag_t ngx_http_ragq_job_id_valid(u_char *p, size_t len);
-/* NGX_OK: the job in a HGETALL reply exists and is r's tenant's */
+
+/* about the job hash of a HGETALL reply (an array, possibly empty) */
+redisReply *ngx_http_ragq_job_field(redisReply *reply, const char *name,
+                                    size_t len);
+/* a status that does not change any more */
+ngx_flag_t ngx_http_ragq_job_final(u_char *status, size_t len);
+/* NGX_OK: the job exists and is r's tenant's; NGX_DECLINED: 404 */
 ngx_int_t ngx_http_ragq_job_visible(ngx_http_request_t       *r,
                                     ngx_http_ragq_loc_conf_t *lcf,
                                     redisReply               *reply);
+/* the job view: the /job-status JSON of the job, allocated in pool */
+ngx_int_t ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id,
+                                 redisReply *reply, ngx_str_t *json);
 /* the /job-status answer for a HGETALL reply (NULL: the read failed) */
-ngx_int_t ngx_http_ragq_status_respond(ngx_http_request_t       *r,
-                                       ngx_http_ragq_loc_conf_t *lcf,
-                                       u_char *id, redisReply *reply);
+ngx_int_t ngx_http_ragq_job_respond(ngx_http_request_t       *r,
+                                    ngx_http_ragq_loc_conf_t *lcf, u_char *id,
+                                    redisReply *reply);
 
 
 #endif /* _NGX_HTTP_RAGQ_JOB_H_INCLUDED_ */

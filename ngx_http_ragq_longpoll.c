@@ -9,6 +9,7 @@
 #include "ngx_http_ragq_longpoll.h"
 #include "ngx_http_ragq_request.h"
 #include "ngx_http_ragq_job.h"
+#include "ngx_http_ragq_resp.h"
 
 
 /*
@@ -53,19 +54,31 @@ typedef struct {
 } ngx_http_ragq_read_t;
 
 
+static void ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
+                                     ngx_http_ragq_channel_t *ch, u_char *msg,
+                                     size_t len);
+static void ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps);
+static void ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps);
+
+
 static ngx_rbtree_t      ngx_http_ragq_jobs;
 static ngx_rbtree_node_t ngx_http_ragq_jobs_sentinel;
 static ngx_queue_t       ngx_http_ragq_all_waiters;
 static ngx_flag_t        ngx_http_ragq_lp_initialized;
 
 
+/* the waiter table of this worker, woken by the events of pubsub */
 void
-ngx_http_ragq_lp_init(void)
+ngx_http_ragq_lp_init(ngx_http_ragq_pubsub_t *pubsub)
 {
     ngx_rbtree_init(&ngx_http_ragq_jobs, &ngx_http_ragq_jobs_sentinel,
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&ngx_http_ragq_all_waiters);
     ngx_http_ragq_lp_initialized = 1;
+
+    pubsub->message = ngx_http_ragq_lp_message;
+    pubsub->ready = ngx_http_ragq_lp_ready;
+    pubsub->closing = ngx_http_ragq_lp_closing;
 }
 
 
@@ -146,7 +159,7 @@ ngx_http_ragq_waiter_answer(ngx_http_ragq_waiter_t *w, redisReply *reply)
     r = ngx_http_ragq_waiter_take(w);
 
     ngx_http_ragq_finalize(
-        r, ngx_http_ragq_status_respond(r, w->lcf, w->job_id, reply));
+        r, ngx_http_ragq_job_respond(r, w->lcf, w->job_id, reply));
 }
 
 
@@ -161,39 +174,21 @@ ngx_http_ragq_waiter_fail(ngx_http_ragq_waiter_t *w, ngx_int_t why)
 }
 
 
-static ngx_flag_t
-ngx_http_ragq_status_final(u_char *p, size_t len)
-{
-    return (len == 8 && ngx_strncmp(p, "finished", 8) == 0) ||
-           (len == 6 && ngx_strncmp(p, "failed", 6) == 0) ||
-           (len == 8 && ngx_strncmp(p, "canceled", 8) == 0);
-}
-
-
 /* true when a check read must answer the waiter now */
 static ngx_flag_t
 ngx_http_ragq_waiter_done(ngx_http_ragq_waiter_t *w, redisReply *reply)
 {
-    size_t      i;
-    redisReply *key, *val;
+    redisReply *status;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
         ngx_http_ragq_job_visible(w->request, w->lcf, reply) != NGX_OK) {
         return 1;
     }
 
-    for (i = 0; i + 1 < reply->elements; i += 2) {
-        key = reply->element[i];
-        val = reply->element[i + 1];
+    status = ngx_http_ragq_job_field(reply, "status", 6);
 
-        if (key->type == REDIS_REPLY_STRING && key->len == 6 &&
-            ngx_strncmp(key->str, "status", 6) == 0) {
-            return val->type == REDIS_REPLY_STRING &&
-                   ngx_http_ragq_status_final((u_char *) val->str, val->len);
-        }
-    }
-
-    return 0;
+    return status && status->type == REDIS_REPLY_STRING &&
+           ngx_http_ragq_job_final((u_char *) status->str, status->len);
 }
 
 
@@ -401,15 +396,7 @@ ngx_http_ragq_waiter_deadline(ngx_event_t *ev)
 
     r = ngx_http_ragq_waiter_take(w);
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "ragq: valkey did not answer within %M ms",
-                  w->lcf->valkey_timeout);
-
-    ngx_http_ragq_finalize(
-        r,
-        ngx_http_ragq_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "valkey_timeout",
-                            "the job store (Valkey) did not answer in "
-                            "time; retry shortly"));
+    ngx_http_ragq_finalize(r, ngx_http_ragq_timed_out(r));
 }
 
 
@@ -418,8 +405,8 @@ ngx_http_ragq_waiter_deadline(ngx_event_t *ev)
  * that an event between the read and the registration cannot be lost).
  */
 ngx_int_t
-ngx_http_ragq_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
-                   ngx_str_t *key, u_char *id, ngx_msec_t wait)
+ngx_http_ragq_lp_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                      ngx_str_t *key, u_char *id, ngx_msec_t wait)
 {
     ngx_http_cleanup_t     *cln;
     ngx_http_ragq_job_t    *job;
@@ -501,7 +488,7 @@ ngx_http_ragq_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 
 /* a message "ID STATUS" on P:events */
-void
+static void
 ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
                          ngx_http_ragq_channel_t *ch, u_char *msg, size_t len)
 {
@@ -517,7 +504,7 @@ ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
         return;
     }
 
-    if (!ngx_http_ragq_status_final(msg + 33, len - 33)) {
+    if (!ngx_http_ragq_job_final(msg + 33, len - 33)) {
         return;
     }
 
@@ -565,7 +552,7 @@ ngx_http_ragq_lp_each(ngx_flag_t wake)
  * re-read every job that has waiters, in case its final event came while
  * we were not listening (or could not read).
  */
-void
+static void
 ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps)
 {
     ngx_http_ragq_lp_each(0);
@@ -573,7 +560,7 @@ ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps)
 
 
 /* graceful shutdown: answer every waiter with its current state now */
-void
+static void
 ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps)
 {
     ngx_http_ragq_lp_each(1);

@@ -11,16 +11,14 @@
 #include "ngx_http_ragq_valkey.h"
 
 
-void      ngx_http_ragq_lp_init(void);
-ngx_int_t ngx_http_ragq_wait(ngx_http_request_t       *r,
-                             ngx_http_ragq_loc_conf_t *lcf, ngx_str_t *key,
-                             u_char *id, ngx_msec_t wait);
-void      ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
-                                   ngx_http_ragq_channel_t *ch, u_char *msg,
-                                   size_t len);
-void      ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps);
-void      ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps);
-void      ngx_http_ragq_lp_exit(void);
+/* per worker, before the pub/sub connection starts: sets its hooks */
+void ngx_http_ragq_lp_init(ngx_http_ragq_pubsub_t *pubsub);
+void ngx_http_ragq_lp_exit(void);
+
+/* GET /job-status?wait=N: r waits for the final state of job id (key) */
+ngx_int_t ngx_http_ragq_lp_wait(ngx_http_request_t       *r,
+                                ngx_http_ragq_loc_conf_t *lcf, ngx_str_t *key,
+                                u_char *id, ngx_msec_t wait);
 
 
 #endif /* _NGX_HTTP_RAGQ_LONGPOLL_H_INCLUDED_ */

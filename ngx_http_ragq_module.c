@@ -11,6 +11,7 @@
 
 #include "ngx_http_ragq_module.h"
 #include "ngx_http_ragq_valkey.h"
+#include "ngx_http_ragq_resp.h"
 #include "ngx_http_ragq_enqueue.h"
 #include "ngx_http_ragq_status.h"
 #include "ngx_http_ragq_longpoll.h"
@@ -333,10 +334,6 @@ ngx_http_ragq_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    rmcf->pubsub.message = ngx_http_ragq_lp_message;
-    rmcf->pubsub.ready = ngx_http_ragq_lp_ready;
-    rmcf->pubsub.closing = ngx_http_ragq_lp_closing;
-
     return rmcf;
 }
 
@@ -612,7 +609,7 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_http_ragq_lp_init();
+    ngx_http_ragq_lp_init(&rmcf->pubsub);
 
     return ngx_http_ragq_pubsub_init(cycle, &rmcf->valkey, &rmcf->pubsub);
 }

@@ -14,7 +14,6 @@
 
 
 #define NGX_HTTP_RAGQ_KEY_MAX 256
-#define NGX_HTTP_RAGQ_HGETALL "*2\r\n$7\r\nHGETALL\r\n"
 
 #define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
 

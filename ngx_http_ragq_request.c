@@ -277,6 +277,39 @@ ngx_http_ragq_reply_error(ngx_http_request_t *r, redisReply *reply)
 }
 
 
+/* no reply within the location's ragq_valkey_timeout */
+ngx_int_t
+ngx_http_ragq_timed_out(ngx_http_request_t *r)
+{
+    ngx_http_ragq_loc_conf_t *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "ragq: valkey did not answer within %M ms",
+                  lcf->valkey_timeout);
+
+    return ngx_http_ragq_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               "valkey_timeout",
+                               "the job store (Valkey) did not answer in "
+                               "time; retry shortly");
+}
+
+
+/* 405 with the Allow header; the caller has dealt with the body */
+ngx_int_t
+ngx_http_ragq_not_allowed(ngx_http_request_t *r, const char *allow,
+                          const char *message)
+{
+    if (ngx_http_ragq_add_header(r, "Allow", allow) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_ragq_error(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed",
+                               message);
+}
+
+
 /* ---- pending cells ---- */
 
 
@@ -331,9 +364,8 @@ ngx_http_ragq_finalize(ngx_http_request_t *r, ngx_int_t rc)
 static void
 ngx_http_ragq_deadline_handler(ngx_event_t *ev)
 {
-    ngx_http_request_t       *r;
-    ngx_http_ragq_cell_t     *cell = ev->data;
-    ngx_http_ragq_loc_conf_t *lcf;
+    ngx_http_request_t   *r;
+    ngx_http_ragq_cell_t *cell = ev->data;
 
     /* the cell stays queued in hiredis until its reply or the disconnect */
     r = ngx_http_ragq_cell_take(cell);
@@ -341,17 +373,7 @@ ngx_http_ragq_deadline_handler(ngx_event_t *ev)
         return;
     }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "ragq: valkey did not answer within %M ms",
-                  lcf->valkey_timeout);
-
-    ngx_http_ragq_finalize(
-        r,
-        ngx_http_ragq_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "valkey_timeout",
-                            "the job store (Valkey) did not answer in "
-                            "time; retry shortly"));
+    ngx_http_ragq_finalize(r, ngx_http_ragq_timed_out(r));
 }
 
 
@@ -385,6 +407,15 @@ ngx_http_ragq_cell_create(ngx_http_request_t *r, ngx_http_ragq_reply_pt handler)
     cell->deadline.log = r->connection->log;
 
     return cell;
+}
+
+
+/* a cell that never reached Valkey, so no reply will ever free it */
+void
+ngx_http_ragq_cell_drop(ngx_http_ragq_cell_t *cell)
+{
+    cell->cleanup->handler = NULL;
+    ngx_free(cell);
 }
 
 

@@ -44,12 +44,18 @@ ngx_int_t ngx_http_ragq_errorf(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_ragq_unavailable(ngx_http_request_t *r, ngx_int_t why);
 /* the answer to an error reply, or to none (reply == NULL) */
 ngx_int_t ngx_http_ragq_reply_error(ngx_http_request_t *r, redisReply *reply);
+/* 503 valkey_timeout, logged */
+ngx_int_t ngx_http_ragq_timed_out(ngx_http_request_t *r);
+ngx_int_t ngx_http_ragq_not_allowed(ngx_http_request_t *r, const char *allow,
+                                    const char *message);
 void      ngx_http_ragq_finalize(ngx_http_request_t *r, ngx_int_t rc);
 
 /* pending cells */
 ngx_http_ragq_cell_t *ngx_http_ragq_cell_create(ngx_http_request_t    *r,
                                                 ngx_http_ragq_reply_pt handler);
-ngx_http_request_t   *ngx_http_ragq_cell_take(ngx_http_ragq_cell_t *cell);
+/* detaches the cell from its request; returns the request or NULL */
+ngx_http_request_t *ngx_http_ragq_cell_take(ngx_http_ragq_cell_t *cell);
+void                ngx_http_ragq_cell_drop(ngx_http_ragq_cell_t *cell);
 void ngx_http_ragq_cell_wait(ngx_http_request_t *r, ngx_http_ragq_cell_t *cell);
 
 

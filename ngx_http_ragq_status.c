@@ -99,13 +99,8 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     }
 
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
-        if (ngx_http_ragq_add_header(r, "Allow", "GET, HEAD") != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_ragq_error(r, NGX_HTTP_NOT_ALLOWED,
-                                   "method_not_allowed",
-                                   "use GET to read a job");
+        return ngx_http_ragq_not_allowed(r, "GET, HEAD",
+                                         "use GET to read a job");
     }
 
     ngx_str_set(&args[0].name, "job_id");
@@ -153,7 +148,7 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
         p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
         ngx_memcpy(p, id.data, 32);
 
-        return ngx_http_ragq_wait(r, lcf, &job_key, id.data, wait);
+        return ngx_http_ragq_lp_wait(r, lcf, &job_key, id.data, wait);
     }
 
     cell = ngx_http_ragq_cell_create(r, ngx_http_ragq_status_reply);
@@ -170,8 +165,7 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     *p++ = '\n';
 
     if (ngx_http_ragq_valkey_send(cell, cmd, p - cmd) != NGX_OK) {
-        cell->cleanup->handler = NULL;
-        ngx_free(cell);
+        ngx_http_ragq_cell_drop(cell);
         return ngx_http_ragq_unavailable(r, NGX_DECLINED);
     }
 
@@ -195,5 +189,5 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     }
 
     ngx_http_ragq_finalize(
-        r, ngx_http_ragq_status_respond(r, lcf, cell->job_id, reply));
+        r, ngx_http_ragq_job_respond(r, lcf, cell->job_id, reply));
 }

@@ -13,7 +13,6 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 
 typedef struct ngx_http_ragq_cell_s ngx_http_ragq_cell_t;
@@ -84,19 +83,11 @@ ngx_int_t ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
                                        const size_t *argvlen);
 
 /*
- * The same for one command already in RESP form (built with the helpers
- * below); hiredis copies the bytes, so cmd may be reused at once. The hot
- * paths use this: hiredis's own formatting costs more than the rest of a
- * request.
+ * The same for one command already in RESP form (ngx_http_ragq_resp.h);
+ * hiredis copies the bytes, so cmd may be reused at once. The hot paths use
+ * this: hiredis's own formatting costs more than the rest of a request.
  */
 ngx_int_t ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd,
                                     size_t len);
-
-/* "$<len>\r\n" at most, so a bulk string needs len + this + 2 bytes */
-#define NGX_HTTP_RAGQ_RESP_HEAD_MAX (1 + NGX_SIZE_T_LEN + 2)
-
-u_char *ngx_http_ragq_resp_uint(u_char *p, uint64_t n);
-u_char *ngx_http_ragq_resp_bulk(u_char *p, const void *data, size_t len);
-
 
 #endif /* _NGX_HTTP_RAGQ_VALKEY_H_INCLUDED_ */

@@ -1,0 +1,32 @@
+/*
+ * ragq: RESP (ngx_http_ragq_resp.c): commands in RESP form, built by the
+ * module itself on the hot paths, and the reply arena of the command
+ * connection's reader.
+ */
+
+#ifndef _NGX_HTTP_RAGQ_RESP_H_INCLUDED_
+#define _NGX_HTTP_RAGQ_RESP_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <hiredis/hiredis.h>
+
+
+#define NGX_HTTP_RAGQ_HGETALL "*2\r\n$7\r\nHGETALL\r\n"
+
+/* "$<len>\r\n" at most, so a bulk string needs len + this + 2 bytes */
+#define NGX_HTTP_RAGQ_RESP_HEAD_MAX (1 + NGX_SIZE_T_LEN + 2)
+
+u_char *ngx_http_ragq_resp_uint(u_char *p, uint64_t n);
+u_char *ngx_http_ragq_resp_bulk(u_char *p, const void *data, size_t len);
+
+/*
+ * The replies of reader are built in a per-process arena, rewound when
+ * hiredis frees each one: a reply must not be used after its callback
+ * returns. One reader at a time (the command connection's).
+ */
+void ngx_http_ragq_resp_arena(redisReader *reader);
+
+
+#endif /* _NGX_HTTP_RAGQ_RESP_H_INCLUDED_ */
