@@ -521,17 +521,19 @@ ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
 
     body = ngx_pnalloc(r->pool, sizeof("{\"status\":\"queued\",\"job_id\":\"\","
                                        "\"status_url\":\"\"}\n") +
-                                    32 + sizeof("/job-status?job_id=") + 32);
+                                    NGX_HTTP_RAGQ_JOB_ID_LEN +
+                                    sizeof("/job-status?job_id=") +
+                                    NGX_HTTP_RAGQ_JOB_ID_LEN);
     if (body == NULL) {
         return NGX_ERROR;
     }
 
     p = ngx_http_ragq_lit(body, "{\"status\":\"queued\",\"job_id\":\"");
-    p = ngx_cpymem(p, id, 32);
+    p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
     p = ngx_http_ragq_lit(p, "\",\"status_url\":\"");
     loc = p;
     p = ngx_http_ragq_lit(p, "/job-status?job_id=");
-    p = ngx_cpymem(p, id, 32);
+    p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
     len = p - loc;
     p = ngx_http_ragq_lit(p, "\"}\n");
 

@@ -47,6 +47,10 @@ static const char ngx_http_ragq_idem_script[] =
 /* ---- job ids ---- */
 
 
+/* the random bits of a job id, in bytes */
+#define NGX_HTTP_RAGQ_JOB_ID_BYTES (NGX_HTTP_RAGQ_JOB_ID_LEN / 2)
+
+
 /* random bytes for job ids, refilled in bulk to keep getrandom() off the
  * per-request path */
 static u_char ngx_http_ragq_random[4096];
@@ -66,7 +70,8 @@ ngx_http_ragq_job_id(u_char *id)
 {
     ssize_t n;
 
-    if (ngx_http_ragq_random_pos + 16 > sizeof(ngx_http_ragq_random)) {
+    if (ngx_http_ragq_random_pos + NGX_HTTP_RAGQ_JOB_ID_BYTES >
+        sizeof(ngx_http_ragq_random)) {
         n = getrandom(ngx_http_ragq_random, sizeof(ngx_http_ragq_random), 0);
         if (n != (ssize_t) sizeof(ngx_http_ragq_random)) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
@@ -77,11 +82,13 @@ ngx_http_ragq_job_id(u_char *id)
         ngx_http_ragq_random_pos = 0;
     }
 
-    ngx_hex_dump(id, ngx_http_ragq_random + ngx_http_ragq_random_pos, 16);
+    ngx_hex_dump(id, ngx_http_ragq_random + ngx_http_ragq_random_pos,
+                 NGX_HTTP_RAGQ_JOB_ID_BYTES);
 
     /* used bytes are wiped so an id never repeats from stale memory */
-    ngx_memzero(ngx_http_ragq_random + ngx_http_ragq_random_pos, 16);
-    ngx_http_ragq_random_pos += 16;
+    ngx_memzero(ngx_http_ragq_random + ngx_http_ragq_random_pos,
+                NGX_HTTP_RAGQ_JOB_ID_BYTES);
+    ngx_http_ragq_random_pos += NGX_HTTP_RAGQ_JOB_ID_BYTES;
 
     return NGX_OK;
 }
@@ -92,7 +99,7 @@ ngx_http_ragq_job_id_valid(u_char *p, size_t len)
 {
     size_t i;
 
-    if (len != 32) {
+    if (len != NGX_HTTP_RAGQ_JOB_ID_LEN) {
         return 0;
     }
 
@@ -134,6 +141,13 @@ static ngx_http_ragq_field_t ngx_http_ragq_fields[] = {
     {ngx_string("attempts"), NGX_HTTP_RAGQ_F_NUMBER},
     {ngx_string("usage"), NGX_HTTP_RAGQ_F_JSON}};
 
+/* how the view writes a field's value */
+typedef enum {
+    NGX_HTTP_RAGQ_OUT_NULL = 0, /* missing, or not a number where one is due */
+    NGX_HTTP_RAGQ_OUT_VERBATIM, /* a number or JSON text, as it is */
+    NGX_HTTP_RAGQ_OUT_STRING    /* text, escaped into a JSON string */
+} ngx_http_ragq_out_e;
+
 #define NGX_HTTP_RAGQ_NFIELDS \
     (sizeof(ngx_http_ragq_fields) / sizeof(ngx_http_ragq_fields[0]))
 
@@ -170,11 +184,11 @@ ngx_int_t
 ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
                        ngx_str_t *json)
 {
-    u_char     *body, *p;
-    size_t      len, i, k;
-    ngx_uint_t  kind[NGX_HTTP_RAGQ_NFIELDS];
-    redisReply *val[NGX_HTTP_RAGQ_NFIELDS];
-    redisReply *key, *v;
+    u_char             *body, *p;
+    size_t              len, i, k;
+    ngx_http_ragq_out_e out[NGX_HTTP_RAGQ_NFIELDS];
+    redisReply         *val[NGX_HTTP_RAGQ_NFIELDS];
+    redisReply         *key, *v;
 
     ngx_memzero(val, sizeof(val));
 
@@ -196,12 +210,12 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
         }
     }
 
-    len = sizeof("{\"job_id\":\"\"}\n") + 32;
+    len = sizeof("{\"job_id\":\"\"}\n") + NGX_HTTP_RAGQ_JOB_ID_LEN;
 
     for (k = 0; k < NGX_HTTP_RAGQ_NFIELDS; k++) {
         len += ngx_http_ragq_fields[k].name.len + sizeof(",\"\":") - 1;
         v = val[k];
-        kind[k] = 0;
+        out[k] = NGX_HTTP_RAGQ_OUT_NULL;
 
         if (v == NULL || v->type != REDIS_REPLY_STRING) {
             len += 4;
@@ -211,7 +225,7 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
         switch (ngx_http_ragq_fields[k].type) {
         case NGX_HTTP_RAGQ_F_NUMBER:
             if (ngx_http_ragq_is_integer((u_char *) v->str, v->len)) {
-                kind[k] = 1;
+                out[k] = NGX_HTTP_RAGQ_OUT_VERBATIM;
                 len += v->len;
             } else {
                 len += 4;
@@ -221,7 +235,7 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
 
         case NGX_HTTP_RAGQ_F_JSON:
             if (ngx_http_ragq_json_valid((u_char *) v->str, v->len)) {
-                kind[k] = 1;
+                out[k] = NGX_HTTP_RAGQ_OUT_VERBATIM;
                 len += v->len;
                 break;
             }
@@ -230,7 +244,7 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
             /* fall through */
 
         default:
-            kind[k] = 2;
+            out[k] = NGX_HTTP_RAGQ_OUT_STRING;
             len += ngx_http_ragq_json_escape_len((u_char *) v->str, v->len);
         }
     }
@@ -241,7 +255,7 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
     }
 
     p = ngx_http_ragq_lit(body, "{\"job_id\":\"");
-    p = ngx_cpymem(p, id, 32);
+    p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
     *p++ = '"';
 
     for (k = 0; k < NGX_HTTP_RAGQ_NFIELDS; k++) {
@@ -254,11 +268,11 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
 
         v = val[k];
 
-        switch (kind[k]) {
-        case 1:
+        switch (out[k]) {
+        case NGX_HTTP_RAGQ_OUT_VERBATIM:
             p = ngx_cpymem(p, v->str, v->len);
             break;
-        case 2:
+        case NGX_HTTP_RAGQ_OUT_STRING:
             p = ngx_http_ragq_json_escape(p, (u_char *) v->str, v->len);
             break;
         default:
@@ -458,15 +472,15 @@ ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     ngx_int_t  rc;
     ngx_uint_t i;
 
-    len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len + 32 +
-          sizeof(NGX_HTTP_RAGQ_HSET_STATUS) + f->query.len +
-          sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN +
+    len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len +
+          NGX_HTTP_RAGQ_JOB_ID_LEN + sizeof(NGX_HTTP_RAGQ_HSET_STATUS) +
+          f->query.len + sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN +
           sizeof(NGX_HTTP_RAGQ_HSET_COLLECTION) + f->collection.len +
           sizeof(NGX_HTTP_RAGQ_HSET_TENANT) + f->tenant.len +
           sizeof(NGX_HTTP_RAGQ_HSET_CREATED) + NGX_INT64_LEN +
-          sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len + 32 + 2 +
-          lcf->xlen_cmd.len + sizeof(NGX_HTTP_RAGQ_EXEC) +
-          5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
+          sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len +
+          NGX_HTTP_RAGQ_JOB_ID_LEN + 2 + lcf->xlen_cmd.len +
+          sizeof(NGX_HTTP_RAGQ_EXEC) + 5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
 
     cmd[0] = ngx_pnalloc(r->pool, len);
     if (cmd[0] == NULL) {
@@ -477,7 +491,7 @@ ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
     cmd[1] = p;
     p = ngx_cpymem(p, lcf->hset_head.data, lcf->hset_head.len);
-    p = ngx_cpymem(p, cell->job_id, 32);
+    p = ngx_cpymem(p, cell->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
     p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_STATUS);
     p = ngx_http_ragq_resp_bulk(p, f->query.data, f->query.len);
     p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TOP_K);
@@ -492,7 +506,7 @@ ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
     cmd[2] = p;
     p = ngx_cpymem(p, lcf->xadd_head.data, lcf->xadd_head.len);
-    p = ngx_cpymem(p, cell->job_id, 32);
+    p = ngx_cpymem(p, cell->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
     *p++ = '\r';
     *p++ = '\n';
 
@@ -541,8 +555,9 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     ngx_sha1_update(&sha1, idem->data, idem->len);
     ngx_sha1_final(digest, &sha1);
 
-    job_key.len = lcf->job_prefix.len + 32;
-    idem_key.len = lcf->idem_prefix.len + f->tenant.len + 1 + 40;
+    job_key.len = lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN;
+    idem_key.len =
+        lcf->idem_prefix.len + f->tenant.len + 1 + 2 * sizeof(digest);
 
     job_key.data = ngx_pnalloc(r->pool, job_key.len + idem_key.len);
     if (job_key.data == NULL) {
@@ -550,7 +565,7 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     }
 
     p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
-    idem_key.data = ngx_cpymem(p, cell->job_id, 32);
+    idem_key.data = ngx_cpymem(p, cell->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
 
     p = ngx_cpymem(idem_key.data, lcf->idem_prefix.data, lcf->idem_prefix.len);
     if (f->tenant.len) {
@@ -558,7 +573,7 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     }
 
     *p++ = ':';
-    ngx_hex_dump(p, digest, 20);
+    ngx_hex_dump(p, digest, sizeof(digest));
 
     argv[0] = "EVAL";
     argvlen[0] = 4;
@@ -573,7 +588,7 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     argv[5] = (const char *) lcf->jobs_key.data;
     argvlen[5] = lcf->jobs_key.len;
     argv[6] = (const char *) cell->job_id;
-    argvlen[6] = 32;
+    argvlen[6] = NGX_HTTP_RAGQ_JOB_ID_LEN;
     argv[7] = (const char *) ttl;
     argvlen[7] = ngx_sprintf(ttl, "%M", lcf->job_ttl) - ttl;
     argv[8] = (const char *) lcf->job_prefix.data;
@@ -651,8 +666,8 @@ ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
 
             id = cell->job_id;
 
-            if (e->len == 32 &&
-                ngx_http_ragq_job_id_valid((u_char *) e->str, 32)) {
+            if (e->len == NGX_HTTP_RAGQ_JOB_ID_LEN &&
+                ngx_http_ragq_job_id_valid((u_char *) e->str, e->len)) {
                 /* an existing job for the same Idempotency-Key */
                 id = (u_char *) e->str;
             }

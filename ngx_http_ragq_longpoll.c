@@ -39,7 +39,7 @@ typedef struct {
     ngx_queue_t               rq;  /* in a read's waiters */
     ngx_queue_t               all;
     ngx_event_t               timer; /* the wait, then the read deadline */
-    u_char                    job_id[32];
+    u_char                    job_id[NGX_HTTP_RAGQ_JOB_ID_LEN];
     unsigned                  in_read : 1;
     unsigned                  woken : 1;
 } ngx_http_ragq_waiter_t;
@@ -368,10 +368,10 @@ ngx_http_ragq_waiter_timeout(ngx_event_t *ev)
         return;
     }
 
-    key.len = w->lcf->job_prefix.len + 32;
+    key.len = w->lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN;
     key.data = buf;
     p = ngx_cpymem(buf, w->lcf->job_prefix.data, w->lcf->job_prefix.len);
-    ngx_memcpy(p, w->job_id, 32);
+    ngx_memcpy(p, w->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
 
     rd = ngx_http_ragq_read_create(&key, 1);
     if (rd == NULL) {
@@ -450,7 +450,7 @@ ngx_http_ragq_lp_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     w->cleanup = cln;
     w->lcf = lcf;
     w->job = job;
-    ngx_memcpy(w->job_id, id, 32);
+    ngx_memcpy(w->job_id, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
 
     ngx_queue_insert_tail(&job->waiters, &w->tq);
     ngx_queue_insert_tail(&ngx_http_ragq_all_waiters, &w->all);
@@ -492,26 +492,30 @@ static void
 ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
                          ngx_http_ragq_channel_t *ch, u_char *msg, size_t len)
 {
-    u_char              *p;
+    u_char              *p, *status;
     ngx_str_t            key;
     ngx_http_ragq_job_t *job;
     u_char               buf[NGX_HTTP_RAGQ_KEY_MAX];
 
-    if (len < 34 || msg[32] != ' ' || !ngx_http_ragq_job_id_valid(msg, 32)) {
+    if (len < NGX_HTTP_RAGQ_JOB_ID_LEN + 2 ||
+        msg[NGX_HTTP_RAGQ_JOB_ID_LEN] != ' ' ||
+        !ngx_http_ragq_job_id_valid(msg, NGX_HTTP_RAGQ_JOB_ID_LEN)) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "ragq: ignored malformed event on %V: \"%*s\"",
                       &ch->channel, ngx_min(len, 80), msg);
         return;
     }
 
-    if (!ngx_http_ragq_job_final(msg + 33, len - 33)) {
+    status = msg + NGX_HTTP_RAGQ_JOB_ID_LEN + 1;
+
+    if (!ngx_http_ragq_job_final(status, msg + len - status)) {
         return;
     }
 
-    key.len = ch->job_prefix.len + 32;
+    key.len = ch->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN;
     key.data = buf;
     p = ngx_cpymem(buf, ch->job_prefix.data, ch->job_prefix.len);
-    ngx_memcpy(p, msg, 32);
+    ngx_memcpy(p, msg, NGX_HTTP_RAGQ_JOB_ID_LEN);
 
     job = ngx_http_ragq_job_lookup(&key);
     if (job == NULL) {

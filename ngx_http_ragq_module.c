@@ -18,10 +18,14 @@
 #include "ngx_http_ragq_job.h"
 
 
-#define NGX_HTTP_RAGQ_ENQUEUE 1
-#define NGX_HTTP_RAGQ_STATUS  2
+/* ragq_top_k's defaults: passages per question, and the most a request
+ * may ask for */
+#define NGX_HTTP_RAGQ_TOP_K     5
+#define NGX_HTTP_RAGQ_TOP_K_MAX 20
 
-#define NGX_HTTP_RAGQ_PREFIX_MAX (NGX_HTTP_RAGQ_KEY_MAX - 32 - 5)
+/* room for ":job:" and an id in a key */
+#define NGX_HTTP_RAGQ_PREFIX_MAX \
+    (NGX_HTTP_RAGQ_KEY_MAX - NGX_HTTP_RAGQ_JOB_ID_LEN - 5)
 
 
 typedef struct {
@@ -312,8 +316,9 @@ ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     lcf->top_k = n;
-    lcf->top_k_max =
-        (cf->args->nelts > 2) ? (ngx_uint_t) max : ngx_max((ngx_uint_t) n, 20);
+    lcf->top_k_max = (cf->args->nelts > 2)
+                         ? (ngx_uint_t) max
+                         : ngx_max((ngx_uint_t) n, NGX_HTTP_RAGQ_TOP_K_MAX);
 
     return NGX_CONF_OK;
 }
@@ -414,7 +419,8 @@ ngx_http_ragq_key(ngx_conf_t *cf, ngx_str_t *key, ngx_str_t *prefix,
 
 /*
  * The constant heads of the hot commands. A job key is always the prefix
- * plus 32 characters, so its RESP length header is constant too.
+ * plus NGX_HTTP_RAGQ_JOB_ID_LEN characters, so its RESP length header is
+ * constant too.
  */
 static ngx_int_t
 ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
@@ -433,14 +439,16 @@ ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
 
     lcf->hset_head.data = p;
     p = ngx_http_ragq_lit(p, "*16\r\n$4\r\nHSET\r\n$");
-    p = ngx_http_ragq_resp_uint(p, lcf->job_prefix.len + 32);
+    p = ngx_http_ragq_resp_uint(p,
+                                lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN);
     p = ngx_http_ragq_lit(p, "\r\n");
     p = ngx_cpymem(p, lcf->job_prefix.data, lcf->job_prefix.len);
     lcf->hset_head.len = p - lcf->hset_head.data;
 
     lcf->hgetall_head.data = p;
     p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HGETALL "$");
-    p = ngx_http_ragq_resp_uint(p, lcf->job_prefix.len + 32);
+    p = ngx_http_ragq_resp_uint(p,
+                                lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN);
     p = ngx_http_ragq_lit(p, "\r\n");
     p = ngx_cpymem(p, lcf->job_prefix.data, lcf->job_prefix.len);
     lcf->hgetall_head.len = p - lcf->hgetall_head.data;
@@ -448,7 +456,9 @@ ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
     lcf->xadd_head.data = p;
     p = ngx_http_ragq_lit(p, "*5\r\n$4\r\nXADD\r\n");
     p = ngx_http_ragq_resp_bulk(p, lcf->jobs_key.data, lcf->jobs_key.len);
-    p = ngx_http_ragq_lit(p, "$1\r\n*\r\n$3\r\njob\r\n$32\r\n");
+    p = ngx_http_ragq_lit(p, "$1\r\n*\r\n$3\r\njob\r\n$");
+    p = ngx_http_ragq_resp_uint(p, NGX_HTTP_RAGQ_JOB_ID_LEN);
+    p = ngx_http_ragq_lit(p, "\r\n");
     lcf->xadd_head.len = p - lcf->xadd_head.data;
 
     lcf->xlen_cmd.data = p;
@@ -508,9 +518,11 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (conf->top_k == NGX_CONF_UNSET_UINT) {
-        conf->top_k = (prev->top_k == NGX_CONF_UNSET_UINT) ? 5 : prev->top_k;
-        conf->top_k_max =
-            (prev->top_k_max == NGX_CONF_UNSET_UINT) ? 20 : prev->top_k_max;
+        conf->top_k = (prev->top_k == NGX_CONF_UNSET_UINT) ? NGX_HTTP_RAGQ_TOP_K
+                                                           : prev->top_k;
+        conf->top_k_max = (prev->top_k_max == NGX_CONF_UNSET_UINT)
+                              ? NGX_HTTP_RAGQ_TOP_K_MAX
+                              : prev->top_k_max;
     }
 
     ngx_conf_merge_size_value(conf->max_query_length, prev->max_query_length,

@@ -13,7 +13,15 @@
 #include <ngx_http.h>
 
 
+/* a job id: 128 random bits, as 32 lowercase hexadecimal characters */
+#define NGX_HTTP_RAGQ_JOB_ID_LEN 32
+
+/* the longest P:job:ID key */
 #define NGX_HTTP_RAGQ_KEY_MAX 256
+
+/* what a location does (ngx_http_ragq_loc_conf_t.kind) */
+#define NGX_HTTP_RAGQ_ENQUEUE 1 /* ragq_enqueue: POST /chat */
+#define NGX_HTTP_RAGQ_STATUS  2 /* ragq_status: GET /job-status */
 
 #define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
 
@@ -37,7 +45,7 @@ typedef struct {
     /* the constant parts of the hot commands, in RESP form */
     ngx_str_t hset_head;    /* HSET + "$n\r\nP:job:" (the id follows) */
     ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */
-    ngx_str_t xadd_head;    /* XADD P:jobs * job + "$32\r\n" */
+    ngx_str_t xadd_head;    /* XADD P:jobs * job + "$32\r\n" (an id's) */
     ngx_str_t xlen_cmd;     /* XLEN P:jobs */
 
     /* per-worker runtime state: last known queue length */

@@ -139,14 +139,14 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
      * the current state at once, the client polls again.
      */
     if (wait && ngx_http_ragq_pubsub_ready()) {
-        job_key.len = lcf->job_prefix.len + 32;
+        job_key.len = lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN;
         job_key.data = ngx_pnalloc(r->pool, job_key.len);
         if (job_key.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
-        ngx_memcpy(p, id.data, 32);
+        ngx_memcpy(p, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
 
         return ngx_http_ragq_lp_wait(r, lcf, &job_key, id.data, wait);
     }
@@ -156,11 +156,11 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memcpy(cell->job_id, id.data, 32);
+    ngx_memcpy(cell->job_id, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
     cell->data = lcf;
 
     p = ngx_cpymem(cmd, lcf->hgetall_head.data, lcf->hgetall_head.len);
-    p = ngx_cpymem(p, id.data, 32);
+    p = ngx_cpymem(p, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
     *p++ = '\r';
     *p++ = '\n';
 

@@ -9,9 +9,8 @@
 #define _NGX_HTTP_RAGQ_VALKEY_H_INCLUDED_
 
 
-#include <ngx_config.h>
-#include <ngx_core.h>
-#include <ngx_http.h>
+#include "ngx_http_ragq_module.h"
+
 #include <hiredis/hiredis.h>
 
 
@@ -27,7 +26,7 @@ struct ngx_http_ragq_cell_s {
     ngx_event_t            deadline;
     ngx_http_ragq_reply_pt handler;
     void                  *data;
-    u_char                 job_id[32];
+    u_char                 job_id[NGX_HTTP_RAGQ_JOB_ID_LEN];
 };
 
 
