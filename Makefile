@@ -18,7 +18,7 @@ WLIBS     = -lhiredis -lcurl $(shell pkg-config --libs json-c) -lm
 
 WORKER_COMMON = $(filter-out worker/main.c worker/ingest.c,$(wildcard worker/*.c))
 WORKER_HDRS   = $(wildcard worker/*.h)
-MODULE_SRCS   = config ngx_http_ragq_module.c $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
+MODULE_SRCS   = config $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
 
 all: module worker
 
@@ -83,11 +83,17 @@ bench: deps
 	$(MAKE) all
 	bench/run
 
-FORMAT_FILES = $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h worker/*.c worker/*.h tests/unit/*.c)
+# The worker and the unit tests: .clang-format with clang-format (14). The
+# module: nginx's style, .clang-format-nginx with clang-format-19.
+FORMAT_FILES = $(wildcard worker/*.c worker/*.h tests/unit/*.c)
+MODULE_FORMAT_FILES = $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
+NGX_CLANG_FORMAT ?= clang-format-19 --style=file:.clang-format-nginx
 format:
 	clang-format -i $(FORMAT_FILES)
+	$(NGX_CLANG_FORMAT) -i $(MODULE_FORMAT_FILES)
 lint:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
+	$(NGX_CLANG_FORMAT) --dry-run --Werror $(MODULE_FORMAT_FILES)
 
 clean:
 	rm -rf build tests/servroot*

@@ -131,8 +131,9 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
                 j.p += 4;
                 *top_k = NGX_CONF_UNSET;
 
-            } else if (j.p < j.end &&
-                       ((*j.p >= '0' && *j.p <= '9') || *j.p == '-')) {
+            } else if (j.p < j.end
+                       && ((*j.p >= '0' && *j.p <= '9') || *j.p == '-'))
+            {
                 if (ngx_http_ragq_json_number(&j, &integer) != NGX_OK) {
                     return NGX_ERROR;
                 }
@@ -282,20 +283,21 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
                                    "the \"query\" argument");
     }
 
-    if (r->headers_in.content_length_n >
-        (off_t) ngx_http_ragq_body_limit(lcf)) {
+    if (r->headers_in.content_length_n > (off_t) ngx_http_ragq_body_limit(lcf))
+    {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
         }
 
-        return ngx_http_ragq_errorf(
-            r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "body_too_large",
-            "the request body is %O bytes; at most "
-            "%uz are accepted (ragq_max_query_length "
-            "is %uz)",
-            r->headers_in.content_length_n, ngx_http_ragq_body_limit(lcf),
-            lcf->max_query_length);
+        return ngx_http_ragq_errorf(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                    "body_too_large",
+                                    "the request body is %O bytes; at most "
+                                    "%uz are accepted (ragq_max_query_length "
+                                    "is %uz)",
+                                    r->headers_in.content_length_n,
+                                    ngx_http_ragq_body_limit(lcf),
+                                    lcf->max_query_length);
     }
 
     rc = ngx_http_read_client_request_body(r,
@@ -336,21 +338,24 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
 
     if (rc == NGX_DECLINED) {
         ngx_http_finalize_request(
-            r, ngx_http_ragq_errorf(
-                   r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "body_too_large",
-                   "the request body is larger than %uz "
-                   "bytes (ragq_max_query_length is %uz)",
-                   ngx_http_ragq_body_limit(lcf), lcf->max_query_length));
+            r, ngx_http_ragq_errorf(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                    "body_too_large",
+                                    "the request body is larger than %uz "
+                                    "bytes (ragq_max_query_length is %uz)",
+                                    ngx_http_ragq_body_limit(lcf),
+                                    lcf->max_query_length));
         return;
     }
 
     ngx_str_null(&query);
     top_k = NGX_CONF_UNSET;
 
-    if (ngx_http_ragq_parse_body(r, body.data, body.len, &query, &top_k,
-                                 &err) != NGX_OK) {
-        ngx_http_finalize_request(
-            r, ngx_http_ragq_error(r, err.status, err.code, err.message));
+    if (ngx_http_ragq_parse_body(r, body.data, body.len, &query, &top_k, &err)
+        != NGX_OK)
+    {
+        ngx_http_finalize_request(r,
+                                  ngx_http_ragq_error(r, err.status, err.code,
+                                                      err.message));
         return;
     }
 
@@ -382,8 +387,9 @@ ngx_http_ragq_queue_full(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf)
     }
 
     /* saturated: re-read the length now and then, without a request */
-    if (!lcf->queue_checking &&
-        ngx_current_msec - lcf->queue_checked >= NGX_HTTP_RAGQ_QUEUE_RECHECK) {
+    if (!lcf->queue_checking
+        && ngx_current_msec - lcf->queue_checked >= NGX_HTTP_RAGQ_QUEUE_RECHECK)
+    {
         cell = ngx_calloc(sizeof(ngx_http_ragq_cell_t), r->connection->log);
 
         if (cell) {
@@ -395,8 +401,8 @@ ngx_http_ragq_queue_full(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf)
             argv[1] = (const char *) lcf->jobs_key.data;
             argvlen[1] = lcf->jobs_key.len;
 
-            if (ngx_http_ragq_valkey_command(cell, 2, argv, argvlen) ==
-                NGX_OK) {
+            if (ngx_http_ragq_valkey_command(cell, 2, argv, argvlen) == NGX_OK)
+            {
                 lcf->queue_checking = 1;
             } else {
                 ngx_free(cell);
@@ -463,8 +469,9 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
     idem = ngx_http_ragq_find_header(r, "Idempotency-Key",
                                      sizeof("Idempotency-Key") - 1);
 
-    if (idem &&
-        (idem->value.len == 0 || idem->value.len > NGX_HTTP_RAGQ_IDEM_MAX)) {
+    if (idem
+        && (idem->value.len == 0 || idem->value.len > NGX_HTTP_RAGQ_IDEM_MAX))
+    {
         return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST,
                                     "invalid_idempotency_key",
                                     "the Idempotency-Key header must have "
@@ -520,10 +527,10 @@ ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
     ngx_table_elt_t *h;
 
     body = ngx_pnalloc(r->pool, sizeof("{\"status\":\"queued\",\"job_id\":\"\","
-                                       "\"status_url\":\"\"}\n") +
-                                    NGX_HTTP_RAGQ_JOB_ID_LEN +
-                                    sizeof("/job-status?job_id=") +
-                                    NGX_HTTP_RAGQ_JOB_ID_LEN);
+                                       "\"status_url\":\"\"}\n")
+                                    + NGX_HTTP_RAGQ_JOB_ID_LEN
+                                    + sizeof("/job-status?job_id=")
+                                    + NGX_HTTP_RAGQ_JOB_ID_LEN);
     if (body == NULL) {
         return NGX_ERROR;
     }

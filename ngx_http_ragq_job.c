@@ -70,8 +70,9 @@ ngx_http_ragq_job_id(u_char *id)
 {
     ssize_t n;
 
-    if (ngx_http_ragq_random_pos + NGX_HTTP_RAGQ_JOB_ID_BYTES >
-        sizeof(ngx_http_ragq_random)) {
+    if (ngx_http_ragq_random_pos + NGX_HTTP_RAGQ_JOB_ID_BYTES
+        > sizeof(ngx_http_ragq_random))
+    {
         n = getrandom(ngx_http_ragq_random, sizeof(ngx_http_ragq_random), 0);
         if (n != (ssize_t) sizeof(ngx_http_ragq_random)) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
@@ -130,16 +131,17 @@ typedef struct {
 
 
 static ngx_http_ragq_field_t ngx_http_ragq_fields[] = {
-    {ngx_string("status"), NGX_HTTP_RAGQ_F_STRING},
-    {ngx_string("query"), NGX_HTTP_RAGQ_F_STRING},
-    {ngx_string("result"), NGX_HTTP_RAGQ_F_STRING},
-    {ngx_string("sources"), NGX_HTTP_RAGQ_F_JSON},
-    {ngx_string("error"), NGX_HTTP_RAGQ_F_JSON},
-    {ngx_string("created_at"), NGX_HTTP_RAGQ_F_NUMBER},
-    {ngx_string("started_at"), NGX_HTTP_RAGQ_F_NUMBER},
-    {ngx_string("ended_at"), NGX_HTTP_RAGQ_F_NUMBER},
-    {ngx_string("attempts"), NGX_HTTP_RAGQ_F_NUMBER},
-    {ngx_string("usage"), NGX_HTTP_RAGQ_F_JSON}};
+    { ngx_string("status"), NGX_HTTP_RAGQ_F_STRING },
+    { ngx_string("query"), NGX_HTTP_RAGQ_F_STRING },
+    { ngx_string("result"), NGX_HTTP_RAGQ_F_STRING },
+    { ngx_string("sources"), NGX_HTTP_RAGQ_F_JSON },
+    { ngx_string("error"), NGX_HTTP_RAGQ_F_JSON },
+    { ngx_string("created_at"), NGX_HTTP_RAGQ_F_NUMBER },
+    { ngx_string("started_at"), NGX_HTTP_RAGQ_F_NUMBER },
+    { ngx_string("ended_at"), NGX_HTTP_RAGQ_F_NUMBER },
+    { ngx_string("attempts"), NGX_HTTP_RAGQ_F_NUMBER },
+    { ngx_string("usage"), NGX_HTTP_RAGQ_F_JSON }
+};
 
 /* how the view writes a field's value */
 typedef enum {
@@ -188,6 +190,7 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
     size_t              len, i, k;
     ngx_http_ragq_out_e out[NGX_HTTP_RAGQ_NFIELDS];
     redisReply         *val[NGX_HTTP_RAGQ_NFIELDS];
+    ngx_str_t          *name;
     redisReply         *key, *v;
 
     ngx_memzero(val, sizeof(val));
@@ -200,10 +203,12 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
         }
 
         for (k = 0; k < NGX_HTTP_RAGQ_NFIELDS; k++) {
-            if ((size_t) key->len == ngx_http_ragq_fields[k].name.len &&
-                (u_char) key->str[0] == ngx_http_ragq_fields[k].name.data[0] &&
-                ngx_memcmp(key->str, ngx_http_ragq_fields[k].name.data,
-                           key->len) == 0) {
+            name = &ngx_http_ragq_fields[k].name;
+
+            if ((size_t) key->len == name->len
+                && (u_char) key->str[0] == name->data[0]
+                && ngx_memcmp(key->str, name->data, key->len) == 0)
+            {
                 val[k] = reply->element[i + 1];
                 break;
             }
@@ -300,8 +305,9 @@ ngx_http_ragq_job_field(redisReply *reply, const char *name, size_t len)
     for (i = 0; i + 1 < reply->elements; i += 2) {
         key = reply->element[i];
 
-        if (key->type == REDIS_REPLY_STRING && (size_t) key->len == len &&
-            ngx_strncmp(key->str, name, len) == 0) {
+        if (key->type == REDIS_REPLY_STRING && (size_t) key->len == len
+            && ngx_strncmp(key->str, name, len) == 0)
+        {
             return reply->element[i + 1];
         }
     }
@@ -314,9 +320,9 @@ ngx_http_ragq_job_field(redisReply *reply, const char *name, size_t len)
 ngx_flag_t
 ngx_http_ragq_job_final(u_char *p, size_t len)
 {
-    return (len == 8 && ngx_strncmp(p, "finished", 8) == 0) ||
-           (len == 6 && ngx_strncmp(p, "failed", 6) == 0) ||
-           (len == 8 && ngx_strncmp(p, "canceled", 8) == 0);
+    return (len == 8 && ngx_strncmp(p, "finished", 8) == 0)
+           || (len == 6 && ngx_strncmp(p, "failed", 6) == 0)
+           || (len == 8 && ngx_strncmp(p, "canceled", 8) == 0);
 }
 
 
@@ -337,17 +343,20 @@ ngx_http_ragq_job_visible(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
     ngx_str_set(&tenant, "");
 
-    if (lcf->tenant &&
-        ngx_http_complex_value(r, lcf->tenant, &tenant) != NGX_OK) {
+    if (lcf->tenant
+        && ngx_http_complex_value(r, lcf->tenant, &tenant) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
     owner = ngx_http_ragq_job_field(reply, "tenant", 6);
 
-    if ((owner == NULL && tenant.len > 0) ||
-        (owner && ((size_t) owner->len != tenant.len ||
-                   (tenant.len &&
-                    ngx_memcmp(owner->str, tenant.data, tenant.len) != 0)))) {
+    if ((owner == NULL && tenant.len > 0)
+        || (owner
+            && ((size_t) owner->len != tenant.len
+                || (tenant.len
+                    && ngx_memcmp(owner->str, tenant.data, tenant.len) != 0))))
+    {
         return NGX_DECLINED;
     }
 
@@ -435,13 +444,15 @@ ngx_http_ragq_job_fields(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     ngx_str_set(&f->collection, "");
     ngx_str_set(&f->tenant, "");
 
-    if (lcf->collection &&
-        ngx_http_complex_value(r, lcf->collection, &f->collection) != NGX_OK) {
+    if (lcf->collection
+        && ngx_http_complex_value(r, lcf->collection, &f->collection) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    if (lcf->tenant &&
-        ngx_http_complex_value(r, lcf->tenant, &f->tenant) != NGX_OK) {
+    if (lcf->tenant
+        && ngx_http_complex_value(r, lcf->tenant, &f->tenant) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -472,15 +483,15 @@ ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     ngx_int_t  rc;
     ngx_uint_t i;
 
-    len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len +
-          NGX_HTTP_RAGQ_JOB_ID_LEN + sizeof(NGX_HTTP_RAGQ_HSET_STATUS) +
-          f->query.len + sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN +
-          sizeof(NGX_HTTP_RAGQ_HSET_COLLECTION) + f->collection.len +
-          sizeof(NGX_HTTP_RAGQ_HSET_TENANT) + f->tenant.len +
-          sizeof(NGX_HTTP_RAGQ_HSET_CREATED) + NGX_INT64_LEN +
-          sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len +
-          NGX_HTTP_RAGQ_JOB_ID_LEN + 2 + lcf->xlen_cmd.len +
-          sizeof(NGX_HTTP_RAGQ_EXEC) + 5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
+    len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len
+          + NGX_HTTP_RAGQ_JOB_ID_LEN + sizeof(NGX_HTTP_RAGQ_HSET_STATUS)
+          + f->query.len + sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN
+          + sizeof(NGX_HTTP_RAGQ_HSET_COLLECTION) + f->collection.len
+          + sizeof(NGX_HTTP_RAGQ_HSET_TENANT) + f->tenant.len
+          + sizeof(NGX_HTTP_RAGQ_HSET_CREATED) + NGX_INT64_LEN
+          + sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len
+          + NGX_HTTP_RAGQ_JOB_ID_LEN + 2 + lcf->xlen_cmd.len
+          + sizeof(NGX_HTTP_RAGQ_EXEC) + 5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
 
     cmd[0] = ngx_pnalloc(r->pool, len);
     if (cmd[0] == NULL) {
@@ -625,8 +636,9 @@ ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 {
     ngx_http_ragq_job_fields_t f;
 
-    if (ngx_http_ragq_job_id(cell->job_id) != NGX_OK ||
-        ngx_http_ragq_job_fields(r, lcf, query, top_k, &f) != NGX_OK) {
+    if (ngx_http_ragq_job_id(cell->job_id) != NGX_OK
+        || ngx_http_ragq_job_fields(r, lcf, query, top_k, &f) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -654,9 +666,10 @@ ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
     id = NULL;
 
     /* MULTI's EXEC: [hset, stream id, xlen]; the script: [new, id, xlen] */
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
-        reply->element[0]->type == REDIS_REPLY_INTEGER &&
-        reply->element[2]->type == REDIS_REPLY_INTEGER) {
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[2]->type == REDIS_REPLY_INTEGER)
+    {
         e = reply->element[1];
 
         if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) {
@@ -666,8 +679,9 @@ ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
 
             id = cell->job_id;
 
-            if (e->len == NGX_HTTP_RAGQ_JOB_ID_LEN &&
-                ngx_http_ragq_job_id_valid((u_char *) e->str, e->len)) {
+            if (e->len == NGX_HTTP_RAGQ_JOB_ID_LEN
+                && ngx_http_ragq_job_id_valid((u_char *) e->str, e->len))
+            {
                 /* an existing job for the same Idempotency-Key */
                 id = (u_char *) e->str;
             }

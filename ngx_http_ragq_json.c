@@ -50,8 +50,9 @@ ngx_http_ragq_utf8_seq(u_char *p, u_char *end)
     }
 
     if (c < 0xf5) {
-        if (end - p < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80) {
+        if (end - p < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80
+            || (p[3] & 0xc0) != 0x80)
+        {
             return 0;
         }
 
@@ -114,8 +115,9 @@ ngx_http_ragq_json_escape_len(u_char *p, size_t len)
             continue;
         }
 
-        if (*p == '"' || *p == '\\' || *p == '\n' || *p == '\r' || *p == '\t' ||
-            *p == '\b' || *p == '\f') {
+        if (*p == '"' || *p == '\\' || *p == '\n' || *p == '\r' || *p == '\t'
+            || *p == '\b' || *p == '\f')
+        {
             size += 2;
 
         } else if (*p < 0x20) {
@@ -206,8 +208,9 @@ ngx_http_ragq_json_escape(u_char *dst, u_char *p, size_t len)
 void
 ngx_http_ragq_json_ws(ngx_http_ragq_json_t *j)
 {
-    while (j->p < j->end &&
-           (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) {
+    while (j->p < j->end
+           && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+    {
         j->p++;
     }
 }
@@ -320,9 +323,10 @@ ngx_http_ragq_json_string(ngx_http_ragq_json_t *j, ngx_str_t *out)
             }
 
             if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (end - p < 7 || p[1] != '\\' || p[2] != 'u' ||
-                    ngx_http_ragq_json_hex4(p + 3, &lo) != NGX_OK ||
-                    lo < 0xdc00 || lo > 0xdfff) {
+                if (end - p < 7 || p[1] != '\\' || p[2] != 'u'
+                    || ngx_http_ragq_json_hex4(p + 3, &lo) != NGX_OK
+                    || lo < 0xdc00 || lo > 0xdfff)
+                {
                     return NGX_ERROR;
                 }
 

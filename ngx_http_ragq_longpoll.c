@@ -158,8 +158,8 @@ ngx_http_ragq_waiter_answer(ngx_http_ragq_waiter_t *w, redisReply *reply)
     /* w lives in r->pool, so it is still readable until the finalize */
     r = ngx_http_ragq_waiter_take(w);
 
-    ngx_http_ragq_finalize(
-        r, ngx_http_ragq_job_respond(r, w->lcf, w->job_id, reply));
+    ngx_http_ragq_finalize(r, ngx_http_ragq_job_respond(r, w->lcf, w->job_id,
+                                                        reply));
 }
 
 
@@ -180,15 +180,16 @@ ngx_http_ragq_waiter_done(ngx_http_ragq_waiter_t *w, redisReply *reply)
 {
     redisReply *status;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
-        ngx_http_ragq_job_visible(w->request, w->lcf, reply) != NGX_OK) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || ngx_http_ragq_job_visible(w->request, w->lcf, reply) != NGX_OK)
+    {
         return 1;
     }
 
     status = ngx_http_ragq_job_field(reply, "status", 6);
 
-    return status && status->type == REDIS_REPLY_STRING &&
-           ngx_http_ragq_job_final((u_char *) status->str, status->len);
+    return status && status->type == REDIS_REPLY_STRING
+           && ngx_http_ragq_job_final((u_char *) status->str, status->len);
 }
 
 
@@ -207,8 +208,8 @@ ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         q = ngx_queue_head(&rd->waiters);
         w = ngx_queue_data(q, ngx_http_ragq_waiter_t, rq);
 
-        if (rd->catchup &&
-            (reply == NULL || reply->type == REDIS_REPLY_ERROR)) {
+        if (rd->catchup && (reply == NULL || reply->type == REDIS_REPLY_ERROR))
+        {
             /* their wait timers still end them with a fresh read */
             ngx_http_ragq_waiter_unread(w);
 
@@ -497,9 +498,10 @@ ngx_http_ragq_lp_message(ngx_http_ragq_pubsub_t  *ps,
     ngx_http_ragq_job_t *job;
     u_char               buf[NGX_HTTP_RAGQ_KEY_MAX];
 
-    if (len < NGX_HTTP_RAGQ_JOB_ID_LEN + 2 ||
-        msg[NGX_HTTP_RAGQ_JOB_ID_LEN] != ' ' ||
-        !ngx_http_ragq_job_id_valid(msg, NGX_HTTP_RAGQ_JOB_ID_LEN)) {
+    if (len < NGX_HTTP_RAGQ_JOB_ID_LEN + 2
+        || msg[NGX_HTTP_RAGQ_JOB_ID_LEN] != ' '
+        || !ngx_http_ragq_job_id_valid(msg, NGX_HTTP_RAGQ_JOB_ID_LEN))
+    {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "ragq: ignored malformed event on %V: \"%*s\"",
                       &ch->channel, ngx_min(len, 80), msg);

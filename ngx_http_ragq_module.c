@@ -36,117 +36,145 @@ typedef struct {
 } ngx_http_ragq_main_conf_t;
 
 
-static char     *ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd,
-                                      void *conf);
-static char     *ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd,
-                                           void *conf);
-static char     *ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd,
-                                     void *conf);
-static void     *ngx_http_ragq_create_main_conf(ngx_conf_t *cf);
-static char     *ngx_http_ragq_init_main_conf(ngx_conf_t *cf, void *conf);
-static void     *ngx_http_ragq_create_loc_conf(ngx_conf_t *cf);
-static char     *ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent,
-                                              void *child);
+/* nginx's own layout for these, not clang-format's */
+/* clang-format off */
+
+static char *ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void *ngx_http_ragq_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_ragq_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_ragq_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
 static ngx_int_t ngx_http_ragq_init_process(ngx_cycle_t *cycle);
-static void      ngx_http_ragq_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_ragq_exit_process(ngx_cycle_t *cycle);
 
 
-static ngx_command_t ngx_http_ragq_commands[] = {
+static ngx_command_t  ngx_http_ragq_commands[] = {
 
-    {ngx_string("ragq_valkey"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
-     ngx_http_ragq_valkey, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    { ngx_string("ragq_valkey"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ragq_valkey,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
 
-    {ngx_string("ragq_enqueue"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-     ngx_http_ragq_handler_set, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     (void *) NGX_HTTP_RAGQ_ENQUEUE},
+    { ngx_string("ragq_enqueue"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragq_handler_set,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_RAGQ_ENQUEUE },
 
-    {ngx_string("ragq_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-     ngx_http_ragq_handler_set, NGX_HTTP_LOC_CONF_OFFSET, 0,
-     (void *) NGX_HTTP_RAGQ_STATUS},
+    { ngx_string("ragq_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragq_handler_set,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_RAGQ_STATUS },
 
-    {ngx_string("ragq_prefix"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, prefix), NULL},
+    { ngx_string("ragq_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, prefix),
+      NULL },
 
-    {ngx_string("ragq_collection"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_http_set_complex_value_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, collection), NULL},
+    { ngx_string("ragq_collection"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, collection),
+      NULL },
 
-    {ngx_string("ragq_tenant"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_http_set_complex_value_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, tenant), NULL},
+    { ngx_string("ragq_tenant"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, tenant),
+      NULL },
 
-    {ngx_string("ragq_top_k"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE12,
-     ngx_http_ragq_top_k, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    { ngx_string("ragq_top_k"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_ragq_top_k,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
-    {ngx_string("ragq_max_query_length"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_conf_set_size_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, max_query_length), NULL},
+    { ngx_string("ragq_max_query_length"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, max_query_length),
+      NULL },
 
-    {ngx_string("ragq_max_queue"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_conf_set_num_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, max_queue), NULL},
+    { ngx_string("ragq_max_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, max_queue),
+      NULL },
 
-    {ngx_string("ragq_job_ttl"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_conf_set_msec_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, job_ttl), NULL},
+    { ngx_string("ragq_job_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, job_ttl),
+      NULL },
 
-    {ngx_string("ragq_max_wait"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_conf_set_sec_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, max_wait), NULL},
+    { ngx_string("ragq_max_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, max_wait),
+      NULL },
 
-    {ngx_string("ragq_valkey_timeout"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
-         NGX_CONF_TAKE1,
-     ngx_conf_set_msec_slot, NGX_HTTP_LOC_CONF_OFFSET,
-     offsetof(ngx_http_ragq_loc_conf_t, valkey_timeout), NULL},
+    { ngx_string("ragq_valkey_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, valkey_timeout),
+      NULL },
 
-    ngx_null_command};
-
-
-static ngx_http_module_t ngx_http_ragq_module_ctx = {
-    NULL, /* preconfiguration */
-    NULL, /* postconfiguration */
-
-    ngx_http_ragq_create_main_conf, /* create main configuration */
-    ngx_http_ragq_init_main_conf,   /* init main configuration */
-
-    NULL, /* create server configuration */
-    NULL, /* merge server configuration */
-
-    ngx_http_ragq_create_loc_conf, /* create location configuration */
-    ngx_http_ragq_merge_loc_conf   /* merge location configuration */
+      ngx_null_command
 };
 
 
-ngx_module_t ngx_http_ragq_module = {NGX_MODULE_V1,
-                                     &ngx_http_ragq_module_ctx,  /* ctx */
-                                     ngx_http_ragq_commands,     /* commands */
-                                     NGX_HTTP_MODULE,            /* type */
-                                     NULL,                       /* master */
-                                     NULL,                       /* module */
-                                     ngx_http_ragq_init_process, /* process */
-                                     NULL,                       /* thread */
-                                     NULL,                       /* thread */
-                                     ngx_http_ragq_exit_process, /* process */
-                                     NULL,                       /* master */
-                                     NGX_MODULE_V1_PADDING};
+static ngx_http_module_t  ngx_http_ragq_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_ragq_create_main_conf,        /* create main configuration */
+    ngx_http_ragq_init_main_conf,          /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ragq_create_loc_conf,         /* create location configuration */
+    ngx_http_ragq_merge_loc_conf           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ragq_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ragq_module_ctx,             /* module context */
+    ngx_http_ragq_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ragq_init_process,            /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_ragq_exit_process,            /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+/* clang-format on */
 
 
 /* ---- configuration ---- */
@@ -335,7 +363,9 @@ ngx_http_ragq_create_main_conf(ngx_conf_t *cf)
     }
 
     if (ngx_array_init(&rmcf->pubsub.channels, cf->pool, 1,
-                       sizeof(ngx_http_ragq_channel_t)) != NGX_OK) {
+                       sizeof(ngx_http_ragq_channel_t))
+        != NGX_OK)
+    {
         return NULL;
     }
 
@@ -483,9 +513,11 @@ ngx_http_ragq_add_channel(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
     ch = rmcf->pubsub.channels.elts;
 
     for (i = 0; i < rmcf->pubsub.channels.nelts; i++) {
-        if (ch[i].job_prefix.len == lcf->job_prefix.len &&
-            ngx_strncmp(ch[i].job_prefix.data, lcf->job_prefix.data,
-                        lcf->job_prefix.len) == 0) {
+        if (ch[i].job_prefix.len == lcf->job_prefix.len
+            && ngx_strncmp(ch[i].job_prefix.data, lcf->job_prefix.data,
+                           lcf->job_prefix.len)
+                   == 0)
+        {
             return NGX_OK;
         }
     }
@@ -563,18 +595,19 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_ragq_key(cf, &conf->jobs_key, &conf->prefix, ":jobs") !=
-            NGX_OK ||
-        ngx_http_ragq_key(cf, &conf->job_prefix, &conf->prefix, ":job:") !=
-            NGX_OK ||
-        ngx_http_ragq_key(cf, &conf->idem_prefix, &conf->prefix, ":idem:") !=
-            NGX_OK ||
-        ngx_http_ragq_commands_init(cf, conf) != NGX_OK) {
+    if (ngx_http_ragq_key(cf, &conf->jobs_key, &conf->prefix, ":jobs") != NGX_OK
+        || ngx_http_ragq_key(cf, &conf->job_prefix, &conf->prefix, ":job:")
+               != NGX_OK
+        || ngx_http_ragq_key(cf, &conf->idem_prefix, &conf->prefix, ":idem:")
+               != NGX_OK
+        || ngx_http_ragq_commands_init(cf, conf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    if (conf->kind == NGX_HTTP_RAGQ_STATUS &&
-        ngx_http_ragq_add_channel(cf, conf) != NGX_OK) {
+    if (conf->kind == NGX_HTTP_RAGQ_STATUS
+        && ngx_http_ragq_add_channel(cf, conf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -593,8 +626,8 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
     ngx_http_ragq_loc_conf_t  *lcf;
 
     /* not in the cache manager/loader helpers */
-    if (ngx_process != NGX_PROCESS_WORKER &&
-        ngx_process != NGX_PROCESS_SINGLE) {
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE)
+    {
         return NGX_OK;
     }
 

@@ -94,10 +94,12 @@ ngx_http_ragq_args(ngx_http_request_t *r, ngx_http_ragq_arg_t *args,
 
         if (eq) {
             for (i = 0; i < n; i++) {
-                if (args[i].value.data == NULL &&
-                    (size_t) (eq - name) == args[i].name.len &&
-                    ngx_strncasecmp(name, args[i].name.data,
-                                    args[i].name.len) == 0) {
+                if (args[i].value.data == NULL
+                    && (size_t) (eq - name) == args[i].name.len
+                    && ngx_strncasecmp(name, args[i].name.data,
+                                       args[i].name.len)
+                           == 0)
+                {
                     args[i].value.data = eq + 1;
                     args[i].value.len = p - (eq + 1);
                     break;
@@ -179,8 +181,9 @@ ngx_http_ragq_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
     u_char *body, *p;
     size_t  len, mlen, clen;
 
-    if (status == NGX_HTTP_TOO_MANY_REQUESTS ||
-        status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS
+        || status == NGX_HTTP_SERVICE_UNAVAILABLE)
+    {
         if (ngx_http_ragq_add_header(r, "Retry-After", "1") != NGX_OK) {
             return NGX_ERROR;
         }
@@ -189,9 +192,9 @@ ngx_http_ragq_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
     clen = ngx_strlen(code);
     mlen = ngx_strlen(message);
 
-    len = sizeof("{\"error\":{\"code\":,\"message\":}}\n") - 1 +
-          ngx_http_ragq_json_escape_len((u_char *) code, clen) +
-          ngx_http_ragq_json_escape_len((u_char *) message, mlen);
+    len = sizeof("{\"error\":{\"code\":,\"message\":}}\n") - 1
+          + ngx_http_ragq_json_escape_len((u_char *) code, clen)
+          + ngx_http_ragq_json_escape_len((u_char *) message, mlen);
 
     body = ngx_pnalloc(r->pool, len);
     if (body == NULL) {
@@ -256,13 +259,14 @@ ngx_http_ragq_reply_error(ngx_http_request_t *r, redisReply *reply)
                       "ragq: valkey error: %s", reply->str);
 
         /* transient server states: the client may retry */
-        if (ngx_strncmp(reply->str, "LOADING", 7) == 0 ||
-            ngx_strncmp(reply->str, "BUSY", 4) == 0 ||
-            ngx_strncmp(reply->str, "MASTERDOWN", 10) == 0 ||
-            ngx_strncmp(reply->str, "READONLY", 8) == 0 ||
-            ngx_strncmp(reply->str, "OOM", 3) == 0 ||
-            ngx_strncmp(reply->str, "NOAUTH", 6) == 0 ||
-            ngx_strncmp(reply->str, "EXECABORT", 9) == 0) {
+        if (ngx_strncmp(reply->str, "LOADING", 7) == 0
+            || ngx_strncmp(reply->str, "BUSY", 4) == 0
+            || ngx_strncmp(reply->str, "MASTERDOWN", 10) == 0
+            || ngx_strncmp(reply->str, "READONLY", 8) == 0
+            || ngx_strncmp(reply->str, "OOM", 3) == 0
+            || ngx_strncmp(reply->str, "NOAUTH", 6) == 0
+            || ngx_strncmp(reply->str, "EXECABORT", 9) == 0)
+        {
             return ngx_http_ragq_unavailable(r, NGX_DECLINED);
         }
 
@@ -462,8 +466,9 @@ ngx_http_ragq_find_header(ngx_http_request_t *r, const char *name, size_t len)
             i = 0;
         }
 
-        if (h[i].key.len == len &&
-            ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
             return &h[i];
         }
     }
@@ -484,13 +489,14 @@ ngx_http_ragq_is_json(ngx_http_request_t *r)
     len = sizeof("application/json") - 1;
     p = ct->value.data;
 
-    if (ct->value.len < len ||
-        ngx_strncasecmp(p, (u_char *) "application/json", len) != 0) {
+    if (ct->value.len < len
+        || ngx_strncasecmp(p, (u_char *) "application/json", len) != 0)
+    {
         return 0;
     }
 
-    return ct->value.len == len || p[len] == ';' || p[len] == ' ' ||
-           p[len] == '\t';
+    return ct->value.len == len || p[len] == ';' || p[len] == ' '
+           || p[len] == '\t';
 }
 
 

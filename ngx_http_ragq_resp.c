@@ -257,7 +257,8 @@ ngx_http_ragq_reply_free(void *reply)
 static redisReplyObjectFunctions ngx_http_ragq_reply_fns = {
     ngx_http_ragq_reply_string, ngx_http_ragq_reply_array,
     ngx_http_ragq_reply_integer, ngx_http_ragq_reply_nil,
-    ngx_http_ragq_reply_free};
+    ngx_http_ragq_reply_free
+};
 
 
 /* from now on, reader builds its replies in the arena */

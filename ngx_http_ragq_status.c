@@ -188,6 +188,6 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         return;
     }
 
-    ngx_http_ragq_finalize(
-        r, ngx_http_ragq_job_respond(r, lcf, cell->job_id, reply));
+    ngx_http_ragq_finalize(r, ngx_http_ragq_job_respond(r, lcf, cell->job_id,
+                                                        reply));
 }

@@ -213,8 +213,9 @@ ngx_http_ragq_valkey_available(void)
 {
     ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
 
-    if (!vk->initialized || vk->ac == NULL || vk->exiting ||
-        vk->state == NGX_HTTP_RAGQ_VK_DISCONNECTED) {
+    if (!vk->initialized || vk->ac == NULL || vk->exiting
+        || vk->state == NGX_HTTP_RAGQ_VK_DISCONNECTED)
+    {
         return NGX_DECLINED;
     }
 
@@ -231,8 +232,8 @@ ngx_http_ragq_pubsub_ready(void)
 {
     ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;
 
-    return vk->initialized && !vk->exiting && vk->ac &&
-           vk->state == NGX_HTTP_RAGQ_VK_READY && !ngx_exiting;
+    return vk->initialized && !vk->exiting && vk->ac
+           && vk->state == NGX_HTTP_RAGQ_VK_READY && !ngx_exiting;
 }
 
 
@@ -463,8 +464,9 @@ ngx_http_ragq_vk_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_ragq_vk_t *vk = ev->data;
 
-    if (vk->exiting || ngx_exiting || ngx_quit || ngx_terminate ||
-        vk->ac != NULL) {
+    if (vk->exiting || ngx_exiting || ngx_quit || ngx_terminate
+        || vk->ac != NULL)
+    {
         return;
     }
 
@@ -607,8 +609,9 @@ ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
          */
         sub = &ngx_http_ragq_vk_sub;
 
-        if (sub->initialized && !sub->exiting && sub->ac &&
-            sub->state == NGX_HTTP_RAGQ_VK_READY) {
+        if (sub->initialized && !sub->exiting && sub->ac
+            && sub->state == NGX_HTTP_RAGQ_VK_READY)
+        {
             sub->pubsub->ready(sub->pubsub);
         }
     }
@@ -631,15 +634,18 @@ ngx_http_ragq_vk_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
         return;
     }
 
     kind = reply->element[0];
 
-    if (kind->len == 9 &&
-        ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe", 9) == 0) {
+    if (kind->len == 9
+        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe", 9)
+               == 0)
+    {
         if (++vk->acks == vk->pubsub->channels.nelts) {
             ngx_http_ragq_vk_ready(vk);
 
@@ -650,8 +656,9 @@ ngx_http_ragq_vk_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    if (kind->len == 7 &&
-        ngx_strncasecmp((u_char *) kind->str, (u_char *) "message", 7) == 0) {
+    if (kind->len == 7
+        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "message", 7) == 0)
+    {
         payload = reply->element[2];
 
         if (payload->type == REDIS_REPLY_STRING) {
