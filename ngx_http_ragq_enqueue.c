@@ -300,6 +300,10 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
                                     lcf->max_query_length);
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragq: reading a JSON body of %O bytes",
+                   r->headers_in.content_length_n);
+
     rc = ngx_http_read_client_request_body(r,
                                            ngx_http_ragq_enqueue_body_handler);
 
@@ -390,6 +394,10 @@ ngx_http_ragq_queue_full(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf)
     if (!lcf->queue_checking
         && ngx_current_msec - lcf->queue_checked >= NGX_HTTP_RAGQ_QUEUE_RECHECK)
     {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragq: queue at %ui of %i, re-reading its length",
+                       lcf->queue_len, lcf->max_queue);
+
         cell = ngx_calloc(sizeof(ngx_http_ragq_cell_t), r->connection->log);
 
         if (cell) {
@@ -425,6 +433,9 @@ ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0) {
         lcf->queue_len = (ngx_uint_t) reply->integer;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: queue length %ui", lcf->queue_len);
 }
 
 
@@ -581,6 +592,10 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     }
 
     if (id) {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragq: job %*s queued, queue length %i",
+                       (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id, queue_len);
+
         rc = ngx_http_ragq_send_queued(r, id);
 
     } else {

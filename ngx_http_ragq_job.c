@@ -383,6 +383,10 @@ ngx_http_ragq_job_respond(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     }
 
     if (rc == NGX_DECLINED) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragq: job %*s is missing or another tenant's",
+                       (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id);
+
         return ngx_http_ragq_error(r, NGX_HTTP_NOT_FOUND, "job_not_found",
                                    "no such job: it never existed, has "
                                    "expired, or belongs to someone else");
@@ -391,6 +395,10 @@ ngx_http_ragq_job_respond(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     if (ngx_http_ragq_job_view(r->pool, id, reply, &json) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragq: job %*s answered, %uz bytes",
+                   (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id, json.len);
 
     return ngx_http_ragq_send_json(r, NGX_HTTP_OK, json.data, json.len);
 }
@@ -641,6 +649,10 @@ ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     {
         return NGX_ERROR;
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragq: new job %*s (%s)", (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN,
+                   cell->job_id, idem ? "EVAL, Idempotency-Key" : "MULTI");
 
     if (idem == NULL) {
         return ngx_http_ragq_job_multi(r, lcf, cell, &f);

@@ -218,6 +218,10 @@ ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 
         } else {
             /* still running: keep waiting for its event */
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, w->timer.log, 0,
+                           "ragq: job %*s not final yet, waiting on",
+                           (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, w->job_id);
+
             ngx_http_ragq_waiter_unread(w);
         }
     }
@@ -324,6 +328,9 @@ ngx_http_ragq_read_job(ngx_http_ragq_job_t *job, ngx_flag_t wake)
 
     rd->catchup = !wake;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0, "ragq: %s read of %V",
+                   wake ? "wake" : "catch-up", &job->sn.str);
+
     /* a wake read frees the job entry with its last waiter: no look back */
     for (q = ngx_queue_head(&job->waiters); /* void */; q = next) {
         next = ngx_queue_next(q);
@@ -362,6 +369,10 @@ ngx_http_ragq_waiter_timeout(ngx_event_t *ev)
     ngx_http_ragq_waiter_t *w = ev->data;
     ngx_int_t               rc;
     u_char                  buf[NGX_HTTP_RAGQ_KEY_MAX];
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "ragq: wait for job %*s elapsed",
+                   (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, w->job_id);
 
     rc = ngx_http_ragq_valkey_available();
     if (rc != NGX_OK) {
@@ -468,6 +479,9 @@ ngx_http_ragq_lp_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     w->timer.log = r->connection->log;
     ngx_add_timer(&w->timer, wait);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragq: waiting up to %M ms for %V", wait, key);
+
     ngx_http_ragq_read_add(rd, w);
 
     if (ngx_http_ragq_read_send(rd) != NGX_OK) {
@@ -561,6 +575,9 @@ ngx_http_ragq_lp_each(ngx_flag_t wake)
 static void
 ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps)
 {
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: subscribed, re-reading the jobs with waiters");
+
     ngx_http_ragq_lp_each(0);
 }
 
@@ -569,6 +586,9 @@ ngx_http_ragq_lp_ready(ngx_http_ragq_pubsub_t *ps)
 static void
 ngx_http_ragq_lp_closing(ngx_http_ragq_pubsub_t *ps)
 {
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: shutting down, answering every waiter");
+
     ngx_http_ragq_lp_each(1);
 }
 

@@ -322,6 +322,9 @@ ngx_http_ragq_cell_cleanup(void *data)
 {
     ngx_http_ragq_cell_t *cell = data;
 
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, cell->deadline.log, 0,
+                   "ragq: request done before its valkey reply");
+
     cell->request = NULL;
 
     if (cell->deadline.timer_set) {

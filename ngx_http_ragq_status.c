@@ -129,6 +129,9 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
                                     lcf->max_wait);
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ragq: job-status of %V, wait %M ms", &id, wait);
+
     rc = ngx_http_ragq_valkey_available();
     if (rc != NGX_OK) {
         return ngx_http_ragq_unavailable(r, rc);

@@ -309,6 +309,9 @@ ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
     size_t                       argvlen[2];
     char                         db[NGX_INT_T_LEN + 1];
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0, "ragq: %s connecting",
+                   vk->name);
+
     if (conf->unix_path.len) {
         ac = redisAsyncConnectUnix((const char *) conf->unix_path.data);
 
@@ -450,6 +453,9 @@ ngx_http_ragq_vk_schedule_reconnect(ngx_http_ragq_vk_t *vk)
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: %s reconnects in %M ms", vk->name, vk->backoff);
+
     ngx_add_timer(&vk->reconnect_ev, vk->backoff);
 
     vk->backoff *= 2;
@@ -562,6 +568,9 @@ ngx_http_ragq_vk_on_disconnect(const redisAsyncContext *ac, int status)
 static void
 ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk)
 {
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0, "ragq: %s ready",
+                   vk->name);
+
     vk->state = NGX_HTTP_RAGQ_VK_READY;
     vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
     vk->last_progress = ngx_current_msec;
@@ -646,6 +655,9 @@ ngx_http_ragq_vk_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
         && ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe", 9)
                == 0)
     {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragq: %s subscribed to %V", vk->name, &ch->channel);
+
         if (++vk->acks == vk->pubsub->channels.nelts) {
             ngx_http_ragq_vk_ready(vk);
 
@@ -680,6 +692,9 @@ ngx_http_ragq_vk_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (vk->exiting) {
         /* the process is going away: release the request, answer nothing */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragq: reply dropped, the worker is exiting");
+
         if (cell->request) {
             if (cell->cleanup) {
                 cell->cleanup->handler = NULL;
@@ -753,6 +768,10 @@ ngx_http_ragq_vk_cleanup(void *data)
     ngx_http_ragq_vk_t *vk = data;
 
     c = vk->c;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: %s closed, %ui replies pending", vk->name,
+                   vk->inflight);
 
     /*
      * ngx_close_connection() minus the close(): hiredis closes the fd right
