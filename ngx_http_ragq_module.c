@@ -50,8 +50,21 @@ static char *ngx_http_ragq_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_ragq_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_ragq_check_prefix(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_ragq_check_size(ngx_conf_t *cf, void *post, void *data);
+static char *ngx_http_ragq_check_msec(ngx_conf_t *cf, void *post, void *data);
 static ngx_int_t ngx_http_ragq_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ragq_exit_process(ngx_cycle_t *cycle);
+
+
+/* range checks at the directive, so that errors point at its line */
+static ngx_conf_post_handler_pt  ngx_http_ragq_prefix_p =
+    ngx_http_ragq_check_prefix;
+static ngx_conf_post_handler_pt  ngx_http_ragq_positive_size_p =
+    ngx_http_ragq_check_size;
+static ngx_conf_post_handler_pt  ngx_http_ragq_positive_msec_p =
+    ngx_http_ragq_check_msec;
 
 
 static ngx_command_t  ngx_http_ragq_commands[] = {
@@ -82,7 +95,7 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragq_loc_conf_t, prefix),
-      NULL },
+      &ngx_http_ragq_prefix_p },
 
     { ngx_string("ragq_collection"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -110,7 +123,7 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragq_loc_conf_t, max_query_length),
-      NULL },
+      &ngx_http_ragq_positive_size_p },
 
     { ngx_string("ragq_max_queue"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -124,7 +137,7 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragq_loc_conf_t, job_ttl),
-      NULL },
+      &ngx_http_ragq_positive_msec_p },
 
     { ngx_string("ragq_max_wait"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -138,7 +151,7 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragq_loc_conf_t, valkey_timeout),
-      NULL },
+      &ngx_http_ragq_positive_msec_p },
 
       ngx_null_command
 };
@@ -349,6 +362,44 @@ ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                          : ngx_max((ngx_uint_t) n, NGX_HTTP_RAGQ_TOP_K_MAX);
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ragq_check_prefix(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t *prefix = data;
+
+    if (prefix->len == 0) {
+        return "must not be empty";
+    }
+
+    if (prefix->len > NGX_HTTP_RAGQ_PREFIX_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ragq_prefix\" must be at most %d bytes long",
+                           NGX_HTTP_RAGQ_PREFIX_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ragq_check_size(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t *sp = data;
+
+    return (*sp == 0) ? "must be positive" : NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ragq_check_msec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t *mp = data;
+
+    return (*mp == 0) ? "must be positive" : NGX_CONF_OK;
 }
 
 
@@ -563,37 +614,6 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->job_ttl, prev->job_ttl, 86400000);
     ngx_conf_merge_sec_value(conf->max_wait, prev->max_wait, 30);
     ngx_conf_merge_msec_value(conf->valkey_timeout, prev->valkey_timeout, 1000);
-
-    if (conf->prefix.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ragq_prefix must not be empty");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->max_query_length == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ragq_max_query_length must be positive");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->valkey_timeout == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ragq_valkey_timeout must be positive");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->job_ttl == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ragq_job_ttl must be positive");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->prefix.len > NGX_HTTP_RAGQ_PREFIX_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ragq_prefix is too long (at most %d bytes)",
-                           NGX_HTTP_RAGQ_PREFIX_MAX);
-        return NGX_CONF_ERROR;
-    }
 
     if (ngx_http_ragq_key(cf, &conf->jobs_key, &conf->prefix, ":jobs") != NGX_OK
         || ngx_http_ragq_key(cf, &conf->job_prefix, &conf->prefix, ":job:")
