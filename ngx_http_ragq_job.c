@@ -65,7 +65,8 @@ ngx_http_ragq_job_init_process(void)
 }
 
 
-ngx_int_t
+/* a new job id, made only by ngx_http_ragq_job_create() */
+static ngx_int_t
 ngx_http_ragq_job_id(u_char *id)
 {
     ssize_t n;

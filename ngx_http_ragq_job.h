@@ -22,7 +22,6 @@ ngx_int_t ngx_http_ragq_job_create(ngx_http_request_t       *r,
 u_char *ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
                                   ngx_int_t *queue_len);
 
-ngx_int_t  ngx_http_ragq_job_id(u_char *id);
 ngx_flag_t ngx_http_ragq_job_id_valid(u_char *p, size_t len);
 
 /* about the job hash of a HGETALL reply (an array, possibly empty) */
