@@ -3,10 +3,10 @@
  * the ragq_* directives, the configuration (create, merge, checks, the
  * constant heads of the hot commands) and the process lifecycle (the Valkey
  * connections of each worker). POST /chat is ngx_http_ragq_enqueue.c,
- * GET /job-status ngx_http_ragq_status.c and ngx_http_ragq_longpoll.c, the
- * job view and job ids ngx_http_ragq_job.c, request plumbing
+ * GET /job-status ngx_http_ragq_status.c and ngx_http_ragq_longpoll.c, jobs
+ * (ids, new jobs, the job view) ngx_http_ragq_job.c, request plumbing
  * ngx_http_ragq_request.c, JSON ngx_http_ragq_json.c, the Valkey
- * connections ngx_http_ragq_valkey.c.
+ * connections ngx_http_ragq_valkey.c and RESP ngx_http_ragq_resp.c.
  */
 
 #include "ngx_http_ragq_module.h"
