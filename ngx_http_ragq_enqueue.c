@@ -31,6 +31,79 @@ static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
                                           redisReply           *reply);
 
 
+/* the value of "query" in a /chat body: a string, decoded into r->pool */
+static ngx_int_t
+ngx_http_ragq_parse_query(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
+                          ngx_str_t *query, ngx_http_ragq_err_t *err)
+{
+    if (j->p == j->end) {
+        return NGX_ERROR;
+    }
+
+    if (*j->p != '"') {
+        if (ngx_http_ragq_json_skip(j) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        err->code = "invalid_query";
+        err->message = "\"query\" must be a non-empty string";
+        return NGX_ERROR;
+    }
+
+    query->data = ngx_pnalloc(r->pool, j->end - j->p);
+    if (query->data == NULL) {
+        err->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        err->code = "internal_error";
+        err->message = "out of memory";
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ragq_json_string(j, query);
+}
+
+
+/*
+ * The value of "top_k" in a /chat body: null is unset; anything but a small
+ * non-negative integer is 0, which the checks reject with the allowed range.
+ */
+static ngx_int_t
+ngx_http_ragq_parse_top_k(ngx_http_ragq_json_t *j, ngx_int_t *top_k)
+{
+    u_char    *start;
+    ngx_flag_t integer;
+
+    start = j->p;
+
+    if (j->end - j->p >= 4 && ngx_strncmp(j->p, "null", 4) == 0) {
+        j->p += 4;
+        *top_k = NGX_CONF_UNSET;
+        return NGX_OK;
+    }
+
+    if (j->p < j->end && ((*j->p >= '0' && *j->p <= '9') || *j->p == '-')) {
+        if (ngx_http_ragq_json_number(j, &integer) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (!integer || *start == '-' || j->p - start > 6) {
+            *top_k = 0;
+        } else {
+            *top_k = ngx_atoi(start, j->p - start);
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_http_ragq_json_skip(j) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    *top_k = 0;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
                          ngx_str_t *query, ngx_int_t *top_k,
@@ -38,7 +111,6 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
 {
     u_char              *start;
     ngx_str_t            key;
-    ngx_flag_t           integer;
     ngx_http_ragq_json_t j;
     u_char               keybuf[16];
 
@@ -98,58 +170,13 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
         ngx_http_ragq_json_ws(&j);
 
         if (key.len == 5 && ngx_strncmp(key.data, "query", 5) == 0) {
-            if (j.p == j.end) {
-                return NGX_ERROR;
-            }
-
-            if (*j.p != '"') {
-                if (ngx_http_ragq_json_skip(&j) != NGX_OK) {
-                    return NGX_ERROR;
-                }
-
-                err->code = "invalid_query";
-                err->message = "\"query\" must be a non-empty string";
-                return NGX_ERROR;
-            }
-
-            query->data = ngx_pnalloc(r->pool, j.end - j.p);
-            if (query->data == NULL) {
-                err->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-                err->code = "internal_error";
-                err->message = "out of memory";
-                return NGX_ERROR;
-            }
-
-            if (ngx_http_ragq_json_string(&j, query) != NGX_OK) {
+            if (ngx_http_ragq_parse_query(r, &j, query, err) != NGX_OK) {
                 return NGX_ERROR;
             }
 
         } else if (key.len == 5 && ngx_strncmp(key.data, "top_k", 5) == 0) {
-            start = j.p;
-
-            if (j.end - j.p >= 4 && ngx_strncmp(j.p, "null", 4) == 0) {
-                j.p += 4;
-                *top_k = NGX_CONF_UNSET;
-
-            } else if (j.p < j.end
-                       && ((*j.p >= '0' && *j.p <= '9') || *j.p == '-'))
-            {
-                if (ngx_http_ragq_json_number(&j, &integer) != NGX_OK) {
-                    return NGX_ERROR;
-                }
-
-                if (!integer || *start == '-' || j.p - start > 6) {
-                    *top_k = 0;
-                } else {
-                    *top_k = ngx_atoi(start, j.p - start);
-                }
-
-            } else {
-                if (ngx_http_ragq_json_skip(&j) != NGX_OK) {
-                    return NGX_ERROR;
-                }
-
-                *top_k = 0;
+            if (ngx_http_ragq_parse_top_k(&j, top_k) != NGX_OK) {
+                return NGX_ERROR;
             }
 
         } else if (ngx_http_ragq_json_skip(&j) != NGX_OK) {
@@ -196,11 +223,55 @@ ngx_http_ragq_body_limit(ngx_http_ragq_loc_conf_t *lcf)
 }
 
 
+/* the question in the query string: ?query=...&top_k=N */
+static ngx_int_t
+ngx_http_ragq_enqueue_args(ngx_http_request_t *r, ngx_str_t *arg_query,
+                           ngx_str_t *arg_top_k)
+{
+    ngx_int_t rc, top_k;
+    ngx_str_t query;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_ragq_form_decode(r, arg_query, &query);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "invalid_query",
+                                   "the query argument has a malformed "
+                                   "percent-encoding");
+    }
+
+    top_k = NGX_CONF_UNSET;
+
+    if (arg_top_k->data) {
+        top_k = (arg_top_k->len > 6)
+                    ? 0
+                    : ngx_atoi(arg_top_k->data, arg_top_k->len);
+        if (top_k == NGX_ERROR) {
+            top_k = 0;
+        }
+    }
+
+    rc = ngx_http_ragq_enqueue(r, &query, top_k);
+
+    if (rc == NGX_DONE) {
+        r->main->count++;
+    }
+
+    return rc;
+}
+
+
 ngx_int_t
 ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                 rc, top_k;
-    ngx_str_t                 query;
+    ngx_int_t                 rc;
     ngx_http_ragq_arg_t       args[2];
     ngx_http_ragq_loc_conf_t *lcf;
 
@@ -222,40 +293,7 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
     ngx_http_ragq_args(r, args, 2);
 
     if (args[0].value.data) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        rc = ngx_http_ragq_form_decode(r, &args[0].value, &query);
-        if (rc == NGX_ERROR) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (rc == NGX_DECLINED) {
-            return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "invalid_query",
-                                       "the query argument has a malformed "
-                                       "percent-encoding");
-        }
-
-        top_k = NGX_CONF_UNSET;
-
-        if (args[1].value.data) {
-            top_k = (args[1].value.len > 6)
-                        ? 0
-                        : ngx_atoi(args[1].value.data, args[1].value.len);
-            if (top_k == NGX_ERROR) {
-                top_k = 0;
-            }
-        }
-
-        rc = ngx_http_ragq_enqueue(r, &query, top_k);
-
-        if (rc == NGX_DONE) {
-            r->main->count++;
-        }
-
-        return rc;
+        return ngx_http_ragq_enqueue_args(r, &args[0].value, &args[1].value);
     }
 
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {

@@ -178,23 +178,15 @@ ngx_http_ragq_is_integer(u_char *p, size_t len)
 }
 
 
-/*
- * The job view: the job hash of a HGETALL reply as the /job-status JSON
- * object, in pool. Fields missing from the hash are null; numbers and JSON
- * fields are sent as they are when they parse, else as strings.
- */
-ngx_int_t
-ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
-                       ngx_str_t *json)
+/* the values of the view's fields in a HGETALL reply, NULL when absent */
+static void
+ngx_http_ragq_view_values(redisReply *reply, redisReply **val)
 {
-    u_char             *body, *p;
-    size_t              len, i, k;
-    ngx_http_ragq_out_e out[NGX_HTTP_RAGQ_NFIELDS];
-    redisReply         *val[NGX_HTTP_RAGQ_NFIELDS];
-    ngx_str_t          *name;
-    redisReply         *key, *v;
+    size_t      i, k;
+    ngx_str_t  *name;
+    redisReply *key;
 
-    ngx_memzero(val, sizeof(val));
+    ngx_memzero(val, NGX_HTTP_RAGQ_NFIELDS * sizeof(redisReply *));
 
     for (i = 0; i + 1 < reply->elements; i += 2) {
         key = reply->element[i];
@@ -215,6 +207,25 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
             }
         }
     }
+}
+
+
+/*
+ * The job view: the job hash of a HGETALL reply as the /job-status JSON
+ * object, in pool. Fields missing from the hash are null; numbers and JSON
+ * fields are sent as they are when they parse, else as strings.
+ */
+ngx_int_t
+ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
+                       ngx_str_t *json)
+{
+    u_char             *body, *p;
+    size_t              len, k;
+    ngx_http_ragq_out_e out[NGX_HTTP_RAGQ_NFIELDS];
+    redisReply         *val[NGX_HTTP_RAGQ_NFIELDS];
+    redisReply         *v;
+
+    ngx_http_ragq_view_values(reply, val);
 
     len = sizeof("{\"job_id\":\"\"}\n") + NGX_HTTP_RAGQ_JOB_ID_LEN;
 

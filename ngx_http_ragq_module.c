@@ -193,18 +193,74 @@ ngx_module_t  ngx_http_ragq_module = {
 /* ---- configuration ---- */
 
 
+/* ragq_valkey's address: unix:PATH, or HOST[:PORT] resolved now */
+static ngx_int_t
+ngx_http_ragq_valkey_address(ngx_conf_t *cf, ngx_str_t *addr,
+                             ngx_http_ragq_valkey_conf_t *vcf)
+{
+    u_char   *p;
+    size_t    len;
+    ngx_url_t u;
+    u_char    text[NGX_SOCKADDR_STRLEN];
+
+    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        len = addr->len - 5;
+        p = ngx_pnalloc(cf->pool, len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, addr->data + 5, len);
+        p[len] = '\0';
+        vcf->unix_path.data = p;
+        vcf->unix_path.len = len;
+
+    } else {
+        /* resolved here, at configuration time: hiredis would otherwise call
+         * getaddrinfo() on the event loop */
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = *addr;
+        u.default_port = 6379;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
+                               u.err ? u.err : "invalid address", addr);
+            return NGX_ERROR;
+        }
+
+        if (u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "no address for \"%V\"",
+                               addr);
+            return NGX_ERROR;
+        }
+
+        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
+                            NGX_SOCKADDR_STRLEN, 0);
+
+        p = ngx_pnalloc(cf->pool, len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, text, len);
+        p[len] = '\0';
+        vcf->host.data = p;
+        vcf->host.len = len;
+        vcf->port = u.port ? u.port : 6379;
+    }
+
+    return NGX_OK;
+}
+
+
 static char *
 ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ragq_main_conf_t *rmcf = conf;
 
-    u_char    *p;
-    size_t     len;
     ngx_int_t  db, ms;
     ngx_str_t *value, s;
-    ngx_url_t  u;
     ngx_uint_t i;
-    u_char     text[NGX_SOCKADDR_STRLEN];
 
     if (rmcf->valkey_set) {
         return "is duplicate";
@@ -213,50 +269,8 @@ ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rmcf->valkey_set = 1;
     value = cf->args->elts;
 
-    if (value[1].len > 5 && ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        len = value[1].len - 5;
-        p = ngx_pnalloc(cf->pool, len + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(p, value[1].data + 5, len);
-        p[len] = '\0';
-        rmcf->valkey.unix_path.data = p;
-        rmcf->valkey.unix_path.len = len;
-
-    } else {
-        /* resolved here, at configuration time: hiredis would otherwise call
-         * getaddrinfo() on the event loop */
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.url = value[1];
-        u.default_port = 6379;
-
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
-                               u.err ? u.err : "invalid address", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        if (u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "no address for \"%V\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
-                            NGX_SOCKADDR_STRLEN, 0);
-
-        p = ngx_pnalloc(cf->pool, len + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(p, text, len);
-        p[len] = '\0';
-        rmcf->valkey.host.data = p;
-        rmcf->valkey.host.len = len;
-        rmcf->valkey.port = u.port ? u.port : 6379;
+    if (ngx_http_ragq_valkey_address(cf, &value[1], &rmcf->valkey) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     for (i = 2; i < cf->args->nelts; i++) {

@@ -296,18 +296,68 @@ ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
 }
 
 
+/*
+ * AUTH, SELECT, then PING (command connection) or one SUBSCRIBE per channel
+ * (pub/sub), queued at once: the handshake is pipelined ahead of any
+ * request's command.
+ */
 static void
-ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
+ngx_http_ragq_vk_handshake(ngx_http_ragq_vk_t *vk, redisAsyncContext *ac)
 {
-    int                          one;
     ngx_uint_t                   i;
-    ngx_connection_t            *c;
-    redisAsyncContext           *ac;
     ngx_http_ragq_channel_t     *ch;
     ngx_http_ragq_valkey_conf_t *conf = vk->conf;
     const char                  *argv[2];
     size_t                       argvlen[2];
     char                         db[NGX_INT_T_LEN + 1];
+
+    if (conf->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (const char *) conf->password.data;
+        argvlen[1] = conf->password.len;
+        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "AUTH", 2,
+                              argv, argvlen);
+    }
+
+    if (conf->db > 0) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = ngx_sprintf((u_char *) db, "%i", conf->db) - (u_char *) db;
+        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "SELECT", 2,
+                              argv, argvlen);
+    }
+
+    if (vk->pubsub) {
+        /* regular replies still come first, so AUTH/SELECT precede these */
+        ch = vk->pubsub->channels.elts;
+
+        for (i = 0; i < vk->pubsub->channels.nelts; i++) {
+            argv[0] = "SUBSCRIBE";
+            argvlen[0] = 9;
+            argv[1] = (const char *) ch[i].channel.data;
+            argvlen[1] = ch[i].channel.len;
+            redisAsyncCommandArgv(ac, ngx_http_ragq_vk_sub_reply, &ch[i], 2,
+                                  argv, argvlen);
+        }
+
+    } else {
+        argv[0] = "PING";
+        argvlen[0] = 4;
+        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "PING", 1,
+                              argv, argvlen);
+    }
+}
+
+
+static void
+ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
+{
+    int                          one;
+    ngx_connection_t            *c;
+    redisAsyncContext           *ac;
+    ngx_http_ragq_valkey_conf_t *conf = vk->conf;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0, "ragq: %s connecting",
                    vk->name);
@@ -394,44 +444,7 @@ ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
     redisAsyncSetConnectCallback(ac, ngx_http_ragq_vk_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_http_ragq_vk_on_disconnect);
 
-    /* the handshake is pipelined ahead of any request's command */
-    if (conf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = (const char *) conf->password.data;
-        argvlen[1] = conf->password.len;
-        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "AUTH", 2,
-                              argv, argvlen);
-    }
-
-    if (conf->db > 0) {
-        argv[0] = "SELECT";
-        argvlen[0] = 6;
-        argv[1] = db;
-        argvlen[1] = ngx_sprintf((u_char *) db, "%i", conf->db) - (u_char *) db;
-        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "SELECT", 2,
-                              argv, argvlen);
-    }
-
-    if (vk->pubsub) {
-        /* regular replies still come first, so AUTH/SELECT precede these */
-        ch = vk->pubsub->channels.elts;
-
-        for (i = 0; i < vk->pubsub->channels.nelts; i++) {
-            argv[0] = "SUBSCRIBE";
-            argvlen[0] = 9;
-            argv[1] = (const char *) ch[i].channel.data;
-            argvlen[1] = ch[i].channel.len;
-            redisAsyncCommandArgv(ac, ngx_http_ragq_vk_sub_reply, &ch[i], 2,
-                                  argv, argvlen);
-        }
-
-    } else {
-        argv[0] = "PING";
-        argvlen[0] = 4;
-        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "PING", 1,
-                              argv, argvlen);
-    }
+    ngx_http_ragq_vk_handshake(vk, ac);
 
     /*
      * Not ragq_valkey_timeout: a connect and handshake may legitimately take
