@@ -15,7 +15,8 @@
 #include "http.h"
 #include "job.h"
 #include "loop.h"
-#include "valkey.h"
+#include "queue.h"
+#include "valkey_url.h"
 
 static void
 on_signal(int signo, void *data)
