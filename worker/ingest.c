@@ -31,6 +31,7 @@
 #include "openai.h"
 #include "qdrant.h"
 #include "upstream.h"
+#include "utf8.h"
 
 #define RAGQ_TRIES 5 /* per HTTP call, on retryable failures */
 
@@ -460,47 +461,16 @@ read_pdf(const char *path, buf_t *b)
 static void
 sanitize(buf_t *b)
 {
-    buf_t                out = {NULL, 0, 0};
-    const unsigned char *s = (const unsigned char *) b->data;
-    size_t               i = 0, n = b->len, k, need;
+    size_t len;
+    char  *clean = ragq_utf8_clean(b->data ? b->data : "", b->len, ' ', &len);
 
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c == 0) {
-            buf_add(&out, " ", 1);
-            i++;
-            continue;
-        }
-        if (c < 0x80) {
-            buf_add(&out, s + i, 1);
-            i++;
-            continue;
-        }
-        need = (c & 0xE0) == 0xC0 && c >= 0xC2   ? 1
-               : (c & 0xF0) == 0xE0              ? 2
-               : (c & 0xF8) == 0xF0 && c <= 0xF4 ? 3
-                                                 : 0;
-        for (k = 1; need && k <= need; k++) {
-            if (i + k >= n || (s[i + k] & 0xC0) != 0x80) {
-                need = 0;
-            }
-        }
-        /* overlong 3-byte forms and surrogates */
-        if (need == 2 && ((c == 0xE0 && s[i + 1] < 0xA0) ||
-                          (c == 0xED && s[i + 1] >= 0xA0))) {
-            need = 0;
-        }
-        if (need == 0) {
-            buf_add(&out, "\xEF\xBF\xBD", 3);
-            i++;
-            continue;
-        }
-        buf_add(&out, s + i, need + 1);
-        i += need + 1;
+    if (clean == NULL) {
+        die("out of memory");
     }
-    buf_add(&out, "", 0);
     free(b->data);
-    *b = out;
+    b->data = clean;
+    b->len = len;
+    b->cap = len + 1;
 }
 
 /* ---- HTTP -------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 
 #include "jsonr.h"
 #include "openai.h"
+#include "utf8.h"
 
 #define BAD "bad_upstream_response"
 

@@ -13,6 +13,7 @@
 
 #include "jsonr.h"
 #include "qdrant.h"
+#include "utf8.h"
 
 #define BAD "bad_upstream_response"
 

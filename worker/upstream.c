@@ -1,8 +1,8 @@
 /*
  * upstream.c: what every backend shares: sources and their JSON form, the
  * classification of upstream HTTP errors (codes, retryability,
- * Retry-After), URL helpers, and the small JSON-writing and UTF-8 helpers
- * the codecs build request bodies with.  No I/O.
+ * Retry-After), URL helpers, and the small JSON-writing helpers the codecs
+ * build request bodies with.  No I/O.
  */
 
 #include <ctype.h>
@@ -20,109 +20,7 @@
 #include <json.h>
 
 #include "upstream.h"
-
-/* ---- UTF-8 ---- */
-
-/* Length of the valid UTF-8 sequence at p (1..4), 0 when p starts an
- * invalid one (overlong forms, surrogates and > U+10FFFF are invalid, as
- * RFC 3629 says, so the output is always acceptable to strict parsers). */
-static size_t
-utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-
-    if (c < 0x80) {
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        return (avail >= 2 && (p[1] & 0xc0) == 0x80) ? 2 : 0;
-    }
-    if (c >= 0xe0 && c <= 0xef) {
-        if (avail < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80) {
-            return 0;
-        }
-        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f)) {
-            return 0;
-        }
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80) {
-            return 0;
-        }
-        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f)) {
-            return 0;
-        }
-        return 4;
-    }
-    return 0;
-}
-
-size_t
-ragq_utf8_cut(const char *s, size_t len, size_t max)
-{
-    const unsigned char *p = (const unsigned char *) s;
-    size_t               i = 0, l;
-
-    if (len <= max) {
-        return len;
-    }
-    while (i < len) {
-        l = utf8_seq(p + i, len - i);
-        if (l == 0) {
-            l = 1; /* an invalid byte is its own unit (becomes U+FFFD) */
-        }
-        if (i + l > max) {
-            break;
-        }
-        i += l;
-    }
-    return i;
-}
-
-char *
-ragq_utf8_dup(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *) s;
-    size_t               i = 0, o = 0, l;
-    char                *out;
-
-    /* Worst case every byte becomes the 3-byte U+FFFD. */
-    if (len > (SIZE_MAX - 1) / 3) {
-        return NULL;
-    }
-    out = malloc(len * 3 + 1);
-    if (out == NULL) {
-        return NULL;
-    }
-    while (i < len) {
-        size_t run = i;
-
-        /* Plain ASCII runs in one copy: the common case. */
-        while (run < len && p[run] != 0 && p[run] < 0x80) {
-            run++;
-        }
-        if (run > i) {
-            memcpy(out + o, p + i, run - i);
-            o += run - i;
-            i = run;
-            continue;
-        }
-        l = p[i] == 0 ? 0 : utf8_seq(p + i, len - i);
-        if (l == 0) {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-            continue;
-        }
-        memcpy(out + o, p + i, l);
-        o += l;
-        i += l;
-    }
-    out[o] = '\0';
-    return out;
-}
+#include "utf8.h"
 
 /* ---- JSON writer ---- */
 
@@ -206,9 +104,9 @@ ragq_jbuf_string(ragq_jbuf_t *b, const char *s, size_t n)
             continue;
         }
         if (p[i] >= 0x80) {
-            l = utf8_seq(p + i, n - i);
+            l = ragq_utf8_seq(p + i, n - i);
             if (l == 0) {
-                ragq_jbuf_add(b, "\xef\xbf\xbd", 3);
+                ragq_jbuf_add(b, RAGQ_UTF8_REPLACEMENT, 3);
                 i++;
             } else {
                 ragq_jbuf_add(b, s + i, l);
@@ -529,12 +427,12 @@ set_message(ragq_upstream_error_t *err, const char *s, size_t len)
         i++;
     }
     while (i < len) {
-        l = utf8_seq(p + i, len - i);
+        l = ragq_utf8_seq(p + i, len - i);
         if (l == 0 || p[i] == 0) {
             if (o + 3 > cap) {
                 break;
             }
-            memcpy(err->message + o, "\xef\xbf\xbd", 3);
+            memcpy(err->message + o, RAGQ_UTF8_REPLACEMENT, 3);
             o += 3;
             i++;
             continue;

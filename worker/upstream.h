@@ -101,14 +101,6 @@ void ragq_jbuf_uint(ragq_jbuf_t *b, unsigned long long v);
 /* The NUL-terminated text (the caller frees it), NULL after a failure. */
 char *ragq_jbuf_finish(ragq_jbuf_t *b);
 
-/* Length of the longest prefix of s[0..len), at most max bytes, that does
- * not split a UTF-8 character. */
-size_t ragq_utf8_cut(const char *s, size_t len, size_t max);
-
-/* A NUL-terminated copy of s[0..len) that is valid UTF-8: invalid sequences
- * and NUL bytes become U+FFFD.  malloc'd, NULL on allocation failure. */
-char *ragq_utf8_dup(const char *s, size_t len);
-
 /*
  * Parses a whole JSON text of len bytes (trailing whitespace allowed);
  * NULL when it is not JSON.  Free with json_object_put.
