@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "jsonr.h"
+#include "jsonw.h"
 #include "openai.h"
 #include "qdrant.h"
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "upstream.h"
+#include "jsonw.h"
 
 #define RAGQ_JSON_MAX_DEPTH 256
 #define RAGQ_ARENA_FIRST    (16u * 1024)

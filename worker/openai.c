@@ -12,6 +12,7 @@
 
 
 #include "jsonr.h"
+#include "jsonw.h"
 #include "openai.h"
 #include "utf8.h"
 

@@ -12,6 +12,7 @@
 
 
 #include "jsonr.h"
+#include "jsonw.h"
 #include "qdrant.h"
 #include "utf8.h"
 

@@ -22,6 +22,7 @@ main(void)
     srunner_add_suite(sr, ragq_suite_config());
     srunner_add_suite(sr, ragq_suite_jsonr());
     srunner_add_suite(sr, ragq_suite_utf8());
+    srunner_add_suite(sr, ragq_suite_jsonw());
 
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
