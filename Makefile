@@ -16,7 +16,8 @@ CFLAGS   ?= -O2 -g
 WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE $(shell pkg-config --cflags json-c)
 WLIBS     = -lhiredis -lcurl $(shell pkg-config --libs json-c) -lm
 
-WORKER_COMMON = $(filter-out worker/main.c worker/ingest.c,$(wildcard worker/*.c))
+INGEST_SRCS   = $(wildcard worker/ingest*.c)
+WORKER_COMMON = $(filter-out worker/main.c $(INGEST_SRCS),$(wildcard worker/*.c))
 WORKER_HDRS   = $(wildcard worker/*.h)
 LUA_SCRIPTS   = $(wildcard worker/scripts/*.lua)
 WORKER_OBJS   = $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON)) \
@@ -61,7 +62,7 @@ $(BUILD)/scripts_lua.o: $(BUILD)/gen/scripts_lua.c $(WORKER_HDRS)
 $(BUILD)/ragq-worker: $(WORKER_OBJS) $(BUILD)/main.o
 	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
 
-$(BUILD)/ragq-ingest: $(WORKER_OBJS) $(BUILD)/ingest.o
+$(BUILD)/ragq-ingest: $(WORKER_OBJS) $(patsubst worker/%.c,$(BUILD)/%.o,$(INGEST_SRCS))
 	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
 
 # Unit tests (Check).

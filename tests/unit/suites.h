@@ -16,6 +16,7 @@ Suite *ragq_suite_config(void);   /* test_config.c */
 Suite *ragq_suite_jsonr(void);    /* test_jsonr.c */
 Suite *ragq_suite_utf8(void);     /* test_utf8.c */
 Suite *ragq_suite_jsonw(void);    /* test_jsonw.c */
+Suite *ragq_suite_pointid(void);  /* test_pointid.c */
 
 /* helpers.c */
 struct json_object *ragq_test_strict_parse(const char *text);
