@@ -49,8 +49,11 @@ main(int argc, char **argv)
         fprintf(stderr, "ragq-worker: %s\n", err);
         return 2;
     }
-    if (ragq_valkey_addr_parse(cfg.valkey_url, &addr, err, sizeof(err)) != 0) {
-        fprintf(stderr, "ragq-worker: %s\n", err);
+    /* Checked by ragq_config_check already: this cannot fail but on DNS. */
+    if (ragq_valkey_addr_parse(cfg.valkey_url, &addr, err, sizeof(err)) != 0 ||
+        ragq_valkey_addr_resolve(&addr, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ragq-worker: RAGQ_VALKEY_URL: %s\n", err);
+        ragq_valkey_addr_free(&addr);
         return 2;
     }
 

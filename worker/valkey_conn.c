@@ -274,8 +274,9 @@ ragq_vconn_connect(ragq_vconn_t *vc)
     if (vc->closed) {
         return;
     }
-    ac = addr->path ? redisAsyncConnectUnix(addr->path)
-                    : redisAsyncConnect(addr->host, addr->port);
+    ac = addr->transport == RAGQ_VALKEY_UNIX
+             ? redisAsyncConnectUnix(addr->path)
+             : redisAsyncConnect(addr->host, addr->port);
     if (ac == NULL) {
         vconn_lost(vc, "out of memory");
         return;

@@ -17,6 +17,7 @@ Suite *ragq_suite_jsonr(void);    /* test_jsonr.c */
 Suite *ragq_suite_utf8(void);     /* test_utf8.c */
 Suite *ragq_suite_jsonw(void);    /* test_jsonw.c */
 Suite *ragq_suite_pointid(void);  /* test_pointid.c */
+Suite *ragq_suite_valkey_url(void); /* test_valkey_url.c */
 
 /* helpers.c */
 struct json_object *ragq_test_strict_parse(const char *text);
