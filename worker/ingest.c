@@ -107,6 +107,8 @@ main(int argc, char **argv)
         return 2;
     }
     tty = isatty(2);
+    /* Retry jitter (retry.h) must differ between runs started together. */
+    srandom((unsigned) (time(NULL) ^ ((unsigned) getpid() << 16)));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         ragq_ingest_die("cannot initialise libcurl");
     }

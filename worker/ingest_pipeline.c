@@ -5,7 +5,7 @@
  * Qdrant (the collection checked or created first, ?wait=true), or kept
  * for the local store, which is written once at the end.  Re-ingested
  * documents lose the chunks past their new count.  Blocking HTTP (libcurl
- * easy handles) with retries: this is a command-line tool.
+ * easy handles: this is a command-line tool), retried as retry.h says.
  */
 
 #include <curl/curl.h>
@@ -22,9 +22,8 @@
 #include "openai.h"
 #include "pointid.h"
 #include "qdrant.h"
+#include "retry.h"
 #include "upstream.h"
-
-#define RAGQ_TRIES 5 /* per HTTP call, on retryable failures */
 
 typedef struct {
     ragq_ingest_buf_t body;
@@ -80,7 +79,7 @@ http_call(const ragq_config_t *cfg, const char *method, const char *url,
     int  attempt;
     long status = 0;
 
-    for (attempt = 1; attempt <= RAGQ_TRIES; attempt++) {
+    for (attempt = 1; attempt <= RAGQ_CALL_TRIES; attempt++) {
         CURL              *c = curl_easy_init();
         struct curl_slist *h = NULL;
         CURLcode           rc;
@@ -137,14 +136,10 @@ http_call(const ragq_config_t *cfg, const char *method, const char *url,
                 return status;
             }
         }
-        if (attempt == RAGQ_TRIES) {
+        if (attempt == RAGQ_CALL_TRIES) {
             break;
         }
-        delay = err->retry_after_ms >= 0 ? err->retry_after_ms
-                                         : 500L << (attempt - 1);
-        if (delay > 30000) {
-            delay = 30000;
-        }
+        delay = (long) ragq_retry_delay_ms(err->retry_after_ms, attempt);
         ragq_ingest_note("%s %s failed (%s), retrying in %.1f s", method, url,
                          err->message, (double) delay / 1000.0);
         usleep((useconds_t) delay * 1000);

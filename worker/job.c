@@ -1,9 +1,9 @@
 /*
  * job.c: the per-job pipeline of job.h.  Every step starts from a loop
  * timer (never from inside the previous step's callback), so the local
- * backends, which finish synchronously, cannot recurse.  Retries: full
- * jitter exponential backoff, or the upstream's Retry-After when it sent
- * one (capped), up to RAGQ_CALL_TRIES tries per call.
+ * backends, which finish synchronously, cannot recurse.  Retries follow
+ * retry.h: up to RAGQ_CALL_TRIES tries per call, full jitter exponential
+ * backoff or the upstream's Retry-After.
  */
 
 #include "job.h"
@@ -17,6 +17,7 @@
 #include "jsonw.h"
 #include "openai.h"
 #include "qdrant.h"
+#include "retry.h"
 
 enum { STAGE_EMBED, STAGE_RETRIEVE, STAGE_GENERATE, STAGE_DONE };
 
@@ -275,7 +276,7 @@ complete(ragq_job_t *job)
 static void
 retry_or_give_up(ragq_job_t *job, int parse_error)
 {
-    uint64_t delay, cap;
+    uint64_t delay;
 
     if (!job->err.retryable && !parse_error) {
         finish(job, RAGQ_JOB_FAILED);
@@ -287,18 +288,7 @@ retry_or_give_up(ragq_job_t *job, int parse_error)
         finish(job, parse_error ? RAGQ_JOB_FAILED : RAGQ_JOB_EXHAUSTED);
         return;
     }
-    if (job->err.retry_after_ms >= 0) {
-        delay = (uint64_t) job->err.retry_after_ms;
-        if (delay > RAGQ_RETRY_AFTER_CAP_MS) {
-            delay = RAGQ_RETRY_AFTER_CAP_MS;
-        }
-    } else {
-        cap = (uint64_t) RAGQ_BACKOFF_BASE_MS << (job->tries - 1);
-        if (cap > RAGQ_BACKOFF_CAP_MS) {
-            cap = RAGQ_BACKOFF_CAP_MS;
-        }
-        delay = (uint64_t) random() % (cap + 1);
-    }
+    delay = ragq_retry_delay_ms(job->err.retry_after_ms, job->tries);
     ragq_log(RAGQ_LOG_INFO, "job %s: %s: %s; retry %d in %llu ms", job->id,
              stage_api[job->stage], job->err.message, job->tries,
              (unsigned long long) delay);

@@ -18,8 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RAGQ_BACKOFF_MIN_MS 100
-#define RAGQ_BACKOFF_MAX_MS 5000
+#include "retry.h"
+
+#define RAGQ_RECONNECT_MIN_MS 100
+#define RAGQ_RECONNECT_MAX_MS 5000
 
 typedef struct {
     ragq_loop_t       *loop;
@@ -55,7 +57,7 @@ struct ragq_vconn_s {
     int                ready, handshake_failed, closed;
     long long          client_id; /* CLIENT ID, for CLIENT UNBLOCK */
     long               pending;
-    uint64_t           backoff_ms;
+    ragq_backoff_t     backoff;
     ragq_timer_t       connect_timer, retry_timer;
     ragq_vcmd_t       *free_cmds;
     char               last_error[256];
@@ -161,16 +163,12 @@ adapter_attach(ragq_loop_t *loop, redisAsyncContext *ac)
 static void
 vconn_schedule(ragq_vconn_t *vc)
 {
-    uint64_t d = vc->backoff_ms;
-
     ragq_timer_stop(vc->loop, &vc->connect_timer);
     if (vc->closed) {
         return;
     }
-    vc->backoff_ms = d * 2 > RAGQ_BACKOFF_MAX_MS ? RAGQ_BACKOFF_MAX_MS : d * 2;
-    /* Half fixed, half jitter, so a fleet does not reconnect in lockstep. */
-    d = d / 2 + (uint64_t) random() % (d / 2 + 1);
-    ragq_timer_start(vc->loop, &vc->retry_timer, d);
+    ragq_timer_start(vc->loop, &vc->retry_timer,
+                     ragq_backoff_next(&vc->backoff));
 }
 
 static void
@@ -259,7 +257,7 @@ handshake_reply(redisAsyncContext *ac, void *r, void *priv)
     if (strcmp(priv, "PING") == 0 && !vc->handshake_failed) {
         ragq_timer_stop(vc->loop, &vc->connect_timer);
         vc->ready = 1;
-        vc->backoff_ms = RAGQ_BACKOFF_MIN_MS;
+        ragq_backoff_reset(&vc->backoff);
         vc->hooks->ready(vc, vc->owner);
     }
 }
@@ -359,7 +357,8 @@ ragq_vconn_new(ragq_loop_t *loop, const ragq_valkey_addr_t *addr,
     vc->flags = flags;
     vc->hooks = hooks;
     vc->owner = owner;
-    vc->backoff_ms = RAGQ_BACKOFF_MIN_MS;
+    ragq_backoff_init(&vc->backoff, RAGQ_RECONNECT_MIN_MS,
+                      RAGQ_RECONNECT_MAX_MS);
     ragq_timer_init(&vc->connect_timer, vconn_connect_timer, vc);
     ragq_timer_init(&vc->retry_timer, vconn_retry, vc);
     return vc;
