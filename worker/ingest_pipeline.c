@@ -147,20 +147,6 @@ http_call(const ragq_config_t *cfg, const char *method, const char *url,
     return status;
 }
 
-static char *
-auth_header(const char *name, const char *prefix, const char *key)
-{
-    char *h;
-
-    if (key == NULL || key[0] == '\0') {
-        return NULL;
-    }
-    if (asprintf(&h, "%s: %s%s", name, prefix, key) < 0) {
-        ragq_ingest_die("out of memory");
-    }
-    return h;
-}
-
 typedef struct {
     char    *ids[2048];
     char    *texts[2048];
@@ -459,11 +445,16 @@ ragq_ingest_new(const ragq_config_t *cfg)
     s->cfg = cfg;
     if (strcmp(cfg->embedder, "openai") == 0) {
         s->embed_url = ragq_url_join(cfg->embed_base_url, "/embeddings");
-        s->embed_auth =
-            auth_header("Authorization", "Bearer ", cfg->embed_api_key);
+        if (s->embed_url == NULL ||
+            ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, cfg->embed_api_key,
+                             &s->embed_auth) != 0) {
+            ragq_ingest_die("out of memory");
+        }
     }
-    if (strcmp(cfg->store, "qdrant") == 0) {
-        s->qdrant_auth = auth_header("api-key", "", cfg->qdrant_api_key);
+    if (strcmp(cfg->store, "qdrant") == 0 &&
+        ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, cfg->qdrant_api_key,
+                         &s->qdrant_auth) != 0) {
+        ragq_ingest_die("out of memory");
     }
     return s;
 }

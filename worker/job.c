@@ -25,27 +25,12 @@ static const char *stage_api[] = {"embeddings", "qdrant", "chat"};
 
 static void step(void *data);
 
-static char *
-auth_header(const char *name, const char *prefix, const char *key)
-{
-    size_t n;
-    char  *h;
-
-    if (key == NULL || key[0] == '\0') {
-        return NULL;
-    }
-    n = strlen(name) + strlen(prefix) + strlen(key) + 3;
-    h = malloc(n);
-    if (h != NULL) {
-        snprintf(h, n, "%s: %s%s", name, prefix, key);
-    }
-    return h;
-}
-
 int
 ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
                    const ragq_config_t *cfg, char *err, size_t errlen)
 {
+    int oom = 0;
+
     memset(p, 0, sizeof(*p));
     p->loop = loop;
     p->http = http;
@@ -56,23 +41,24 @@ ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
 
     if (p->embed_openai) {
         p->embed_url = ragq_url_join(cfg->embed_base_url, "/embeddings");
-        p->embed_auth =
-            auth_header("Authorization", "Bearer ", cfg->embed_api_key);
+        oom |= ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, cfg->embed_api_key,
+                                &p->embed_auth);
     }
     if (p->answer_openai) {
         p->chat_url = ragq_url_join(cfg->chat_base_url, "/chat/completions");
-        p->chat_auth =
-            auth_header("Authorization", "Bearer ", cfg->chat_api_key);
+        oom |= ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, cfg->chat_api_key,
+                                &p->chat_auth);
     }
     if (p->store_qdrant) {
-        p->qdrant_auth = auth_header("api-key", "", cfg->qdrant_api_key);
+        oom |= ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, cfg->qdrant_api_key,
+                                &p->qdrant_auth);
     } else {
         p->store = ragq_local_store_open(cfg->store_path, err, errlen);
         if (p->store == NULL) {
             return -1;
         }
     }
-    if ((p->embed_openai && p->embed_url == NULL) ||
+    if (oom || (p->embed_openai && p->embed_url == NULL) ||
         (p->answer_openai && p->chat_url == NULL)) {
         snprintf(err, errlen, "out of memory");
         return -1;

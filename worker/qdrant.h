@@ -9,6 +9,9 @@
 
 #include "upstream.h"
 
+/* How the key is sent: "api-key: KEY" (ragq_auth_header). */
+#define RAGQ_QDRANT_AUTH_HEADER "api-key", ""
+
 /* "/collections/<escaped name><suffix>", suffix e.g. "/points/query". malloc'd.
  */
 char *ragq_qdrant_path(const char *collection, const char *suffix);

@@ -506,7 +506,25 @@ ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
     json_object_put(root);
 }
 
-/* ---- URLs ---- */
+/* ---- URLs and headers ---- */
+
+int
+ragq_auth_header(const char *name, const char *prefix, const char *key,
+                 char **out)
+{
+    size_t n;
+
+    *out = NULL;
+    if (key == NULL || key[0] == '\0') {
+        return 0;
+    }
+    n = strlen(name) + strlen(prefix) + strlen(key) + 3;
+    if ((*out = malloc(n)) == NULL) {
+        return -1;
+    }
+    snprintf(*out, n, "%s: %s%s", name, prefix, key);
+    return 0;
+}
 
 char *
 ragq_url_join(const char *base, const char *path)

@@ -73,6 +73,15 @@ char *ragq_url_join(const char *base, const char *path);
 char *ragq_url_escape_segment(const char *segment);
 
 /*
+ * The header line that carries a backend's key, as libcurl takes it:
+ * "name: prefixkey" (RAGQ_OPENAI_AUTH_HEADER, RAGQ_QDRANT_AUTH_HEADER).
+ * *out is malloc'd, or NULL when key is NULL or empty (no header is sent
+ * then).  Returns -1 when out of memory.
+ */
+int ragq_auth_header(const char *name, const char *prefix, const char *key,
+                     char **out);
+
+/*
  * Parses a whole JSON text of len bytes (trailing whitespace allowed);
  * NULL when it is not JSON.  Free with json_object_put.
  */

@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include "suites.h"
+#include "openai.h" /* RAGQ_OPENAI_AUTH_HEADER */
+#include "qdrant.h" /* RAGQ_QDRANT_AUTH_HEADER */
 #include "upstream.h"
 #include "utf8.h" /* ragq_utf8_cut */
 
@@ -610,6 +612,25 @@ START_TEST(url_escape)
 }
 END_TEST
 
+START_TEST(auth_headers)
+{
+    char *h = (char *) 1;
+
+    ck_assert_int_eq(ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, "sk-1", &h), 0);
+    ck_assert_str_eq(h, "Authorization: Bearer sk-1");
+    free(h);
+    ck_assert_int_eq(ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, "q-2", &h), 0);
+    ck_assert_str_eq(h, "api-key: q-2");
+    free(h);
+    /* No key, no header. */
+    ck_assert_int_eq(ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, "", &h), 0);
+    ck_assert_ptr_null(h);
+    h = (char *) 1;
+    ck_assert_int_eq(ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, NULL, &h), 0);
+    ck_assert_ptr_null(h);
+}
+END_TEST
+
 /* ---- helpers ---- */
 
 START_TEST(json_parse_whole_text)
@@ -664,6 +685,7 @@ ragq_suite_upstream(void)
     tcase_add_test(tc, err_set);
     tcase_add_test(tc, url_join);
     tcase_add_test(tc, url_escape);
+    tcase_add_test(tc, auth_headers);
     tcase_add_test(tc, json_parse_whole_text);
     suite_add_tcase(s, tc);
     return s;
