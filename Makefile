@@ -13,8 +13,8 @@ NGX_SRC  ?= /usr/share/nginx/src
 BUILD    ?= build
 WARN      = -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
-WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE $(shell pkg-config --cflags json-c)
-WLIBS     = -lhiredis -lcurl $(shell pkg-config --libs json-c) -lm
+WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE
+WLIBS     = -lhiredis -lcurl -lm
 
 INGEST_SRCS   = $(wildcard worker/ingest*.c)
 WORKER_COMMON = $(filter-out worker/main.c $(INGEST_SRCS),$(wildcard worker/*.c))
@@ -65,11 +65,13 @@ $(BUILD)/ragq-worker: $(WORKER_OBJS) $(BUILD)/main.o
 $(BUILD)/ragq-ingest: $(WORKER_OBJS) $(patsubst worker/%.c,$(BUILD)/%.o,$(INGEST_SRCS))
 	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
 
-# Unit tests (Check).
+# Unit tests (Check); json-c only checks, strictly, the JSON they see written.
+UNIT_CFLAGS = $(shell pkg-config --cflags json-c check)
+UNIT_LIBS   = $(shell pkg-config --libs json-c check)
 UNIT_SRCS = $(wildcard tests/unit/*.c)
 $(BUILD)/unit-tests: $(UNIT_SRCS) $(WORKER_OBJS)
-	$(CC) $(CFLAGS) $(WCFLAGS) -Iworker -o $@ $(UNIT_SRCS) \
-	    $(WORKER_OBJS) $(WLIBS) $(shell pkg-config --libs check)
+	$(CC) $(CFLAGS) $(WCFLAGS) $(UNIT_CFLAGS) -Iworker -o $@ $(UNIT_SRCS) \
+	    $(WORKER_OBJS) $(WLIBS) $(UNIT_LIBS)
 unit: $(BUILD)/unit-tests
 
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -9,7 +9,6 @@
  */
 
 #include <curl/curl.h>
-#include <json-c/json.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -380,55 +379,30 @@ qdrant_prune(ragq_ingest_t *s, char **sources, const size_t *nchunks,
              size_t ndocs)
 {
     const ragq_config_t *cfg = s->cfg;
-    size_t               i, from;
+    size_t               n, from;
 
     for (from = 0; from < ndocs; from += 64) {
-        struct json_object   *body = json_object_new_object();
-        struct json_object   *filter = json_object_new_object();
-        struct json_object   *should = json_object_new_array();
         ragq_upstream_error_t err;
         reply_t               r;
-        char                 *url;
+        char                 *url, *body;
         long                  status;
 
-        for (i = from; i < ndocs && i < from + 64; i++) {
-            struct json_object *must = json_object_new_array();
-            struct json_object *c1 = json_object_new_object();
-            struct json_object *c2 = json_object_new_object();
-            struct json_object *m = json_object_new_object();
-            struct json_object *rg = json_object_new_object();
-            struct json_object *one = json_object_new_object();
-
-            json_object_object_add(m, "value",
-                                   json_object_new_string(sources[i]));
-            json_object_object_add(c1, "key",
-                                   json_object_new_string("metadata.source"));
-            json_object_object_add(c1, "match", m);
-            json_object_object_add(rg, "gte",
-                                   json_object_new_int64((int64_t) nchunks[i]));
-            json_object_object_add(c2, "key",
-                                   json_object_new_string("metadata.chunk"));
-            json_object_object_add(c2, "range", rg);
-            json_object_array_add(must, c1);
-            json_object_array_add(must, c2);
-            json_object_object_add(one, "must", must);
-            json_object_array_add(should, one);
+        n = ndocs - from < 64 ? ndocs - from : 64;
+        body =
+            ragq_qdrant_delete_chunks_body(sources + from, nchunks + from, n);
+        if (body == NULL) {
+            ragq_ingest_die("out of memory");
         }
-        json_object_object_add(filter, "should", should);
-        json_object_object_add(body, "filter", filter);
-
         memset(&r, 0, sizeof(r));
         url = qdrant_url(cfg, "/points/delete?wait=true");
-        status = http_call(
-            cfg, "POST", url, s->qdrant_auth,
-            json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN),
-            "qdrant", &r, &err);
+        status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", &r,
+                           &err);
         if (status < 200 || status >= 300) {
             ragq_ingest_die(
                 "removing old chunks from collection '%s' at %s failed: %s",
                 cfg->collection, cfg->qdrant_url, err.message);
         }
-        json_object_put(body);
+        free(body);
         free(url);
         free(r.body.data);
     }

@@ -8,7 +8,6 @@
 
 #include "job.h"
 
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,19 +125,16 @@ ragq_job_free(ragq_job_t *job)
 char *
 ragq_job_error_json(const ragq_job_t *job)
 {
-    json_object *o = json_object_new_object();
-    char        *s;
+    const char *code = job->err.code[0] ? job->err.code : "internal_error";
+    ragq_jbuf_t b;
 
-    json_object_object_add(o, "code",
-                           json_object_new_string(job->err.code[0]
-                                                      ? job->err.code
-                                                      : "internal_error"));
-    json_object_object_add(o, "message",
-                           json_object_new_string(job->err.message));
-    s = strdup(json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
+    ragq_jbuf_init(&b, 96 + strlen(job->err.message));
+    ragq_jbuf_adds(&b, "{\"code\":");
+    ragq_jbuf_string(&b, code, strlen(code));
+    ragq_jbuf_adds(&b, ",\"message\":");
+    ragq_jbuf_string(&b, job->err.message, strlen(job->err.message));
+    ragq_jbuf_adds(&b, "}");
+    return ragq_jbuf_finish(&b);
 }
 
 static void

@@ -16,58 +16,10 @@
 #include <strings.h>
 #include <time.h>
 
-#include <json.h>
-
+#include "jsonr.h"
 #include "jsonw.h"
 #include "upstream.h"
 #include "utf8.h"
-
-/* ---- JSON ---- */
-
-struct json_object *
-ragq_json_parse(const char *text, size_t len)
-{
-    struct json_tokener    *tok;
-    struct json_object     *obj;
-    enum json_tokener_error e;
-    size_t                  end;
-
-    /* Kept between calls: a new tokener costs a few kB of calloc each time
-     * (three parses a job).  The worker and ingest are single-threaded. */
-    static struct json_tokener *tok_kept;
-
-    if (text == NULL || len > INT_MAX) {
-        return NULL;
-    }
-    if (tok_kept == NULL && (tok_kept = json_tokener_new()) == NULL) {
-        return NULL;
-    }
-    tok = tok_kept;
-    json_tokener_reset(tok);
-    obj = json_tokener_parse_ex(tok, text, (int) len);
-    e = json_tokener_get_error(tok);
-    if (obj == NULL && e == json_tokener_continue) {
-        /* A bare number at the very end needs to see its end. */
-        obj = json_tokener_parse_ex(tok, "", 1);
-        e = json_tokener_get_error(tok);
-        end = len;
-    } else {
-        end = json_tokener_get_parse_end(tok);
-    }
-    json_tokener_reset(tok);
-    if (obj == NULL || e != json_tokener_success) {
-        json_object_put(obj);
-        return NULL;
-    }
-    while (end < len && isspace((unsigned char) text[end])) {
-        end++;
-    }
-    if (end < len) {
-        json_object_put(obj); /* trailing garbage: not one JSON text */
-        return NULL;
-    }
-    return obj;
-}
 
 /* ---- sources ---- */
 
@@ -279,50 +231,68 @@ retry_after_ms(const char *retry_after, const char *retry_after_ms)
     return -1;
 }
 
-static const char *
-json_str(struct json_object *o, const char *key)
-{
-    struct json_object *v;
+/* Error bodies are parsed one at a time (single-threaded programs). */
+static ragq_jdoc_t err_doc = RAGQ_JDOC_INIT;
 
-    if (o == NULL || !json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string)) {
-        return NULL;
+/* Member key of o when it is a string, else NULL. */
+static const char *
+jstr(const ragq_jv_t *o, const char *key)
+{
+    const ragq_jv_t *v = ragq_jv_get_type(o, key, RAGQ_JSTR);
+
+    return v ? v->str : NULL;
+}
+
+/* A value as text: strings as they are, numbers as written, the rest as
+ * compact JSON. */
+static void
+add_text(ragq_jbuf_t *b, const ragq_jv_t *v)
+{
+    char *txt;
+
+    if (v->type == RAGQ_JSTR || v->type == RAGQ_JNUM) {
+        ragq_jbuf_add(b, v->str, v->len);
+        return;
     }
-    return json_object_get_string(v);
+    if ((txt = ragq_jv_to_json(v)) != NULL) {
+        ragq_jbuf_adds(b, txt);
+        free(txt);
+    }
 }
 
 /* FastAPI's validation errors: [{"loc":[...],"msg":"..."}] -> "a.b: msg; ..."
  */
 static void
-detail_list(ragq_jbuf_t *b, struct json_object *arr)
+detail_list(ragq_jbuf_t *b, const ragq_jv_t *arr)
 {
-    size_t              n = json_object_array_length(arr);
-    struct json_object *it, *loc, *part;
-    const char         *msg;
+    const ragq_jv_t *it, *loc, *part;
+    const char      *msg;
 
-    for (size_t i = 0; i < n && b->len < 1024; i++) {
-        it = json_object_array_get_idx(arr, i);
-        msg = json_str(it, "msg");
-        if (msg == NULL) {
-            msg = json_object_to_json_string_ext(it, JSON_C_TO_STRING_PLAIN);
-        }
-        if (i) {
+    for (it = arr->child; it && b->len < 1024; it = it->next) {
+        if (it != arr->child) {
             ragq_jbuf_adds(b, "; ");
         }
-        if (json_object_is_type(it, json_type_object) &&
-            json_object_object_get_ex(it, "loc", &loc) &&
-            json_object_is_type(loc, json_type_array)) {
-            for (size_t j = 0; j < json_object_array_length(loc); j++) {
-                part = json_object_array_get_idx(loc, j);
-                if (j) {
+        loc = ragq_jv_get_type(it, "loc", RAGQ_JARR);
+        if (loc) {
+            for (part = loc->child; part; part = part->next) {
+                if (part != loc->child) {
                     ragq_jbuf_adds(b, ".");
                 }
-                ragq_jbuf_adds(b, json_object_get_string(part));
+                add_text(b, part);
             }
             ragq_jbuf_adds(b, ": ");
         }
-        ragq_jbuf_adds(b, msg);
+        msg = jstr(it, "msg");
+        if (msg) {
+            ragq_jbuf_adds(b, msg);
+        } else {
+            char *txt = ragq_jv_to_json(it);
+
+            if (txt) {
+                ragq_jbuf_adds(b, txt);
+                free(txt);
+            }
+        }
     }
 }
 
@@ -330,38 +300,37 @@ detail_list(ragq_jbuf_t *b, struct json_object *arr)
  * The upstream's own message, in the order the reference gives: Qdrant's
  * status.error; error.message (OpenAI, Ollama, llama.cpp, vLLM); a string
  * "error" (Ollama native, TEI); "detail" (FastAPI-based servers); a flat
- * "message" (old vLLM).  *ocode gets an OpenAI string code if any.  Returns
- * 0 when the body held none of these.
+ * "message" (old vLLM).  *ocode gets an OpenAI string code if any (valid
+ * until the next parse).  Returns 0 when the body held none of these.
  */
 static int
-body_message(ragq_upstream_error_t *err, struct json_object *root,
+body_message(ragq_upstream_error_t *err, const ragq_jv_t *root,
              const char **ocode)
 {
-    struct json_object *v, *e;
-    const char         *s;
-    ragq_jbuf_t         b;
-    char               *txt;
+    const ragq_jv_t *v, *e;
+    const char      *s;
+    ragq_jbuf_t      b;
+    char            *txt;
 
     *ocode = NULL;
-    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+    if (root == NULL || root->type != RAGQ_JOBJ) {
         return 0;
     }
-    if (json_object_object_get_ex(root, "status", &v) &&
-        (s = json_str(v, "error")) != NULL) {
+    if ((v = ragq_jv_get(root, "status")) != NULL &&
+        (s = jstr(v, "error")) != NULL) {
         set_message(err, s, strlen(s));
         return 1;
     }
-    if (json_object_object_get_ex(root, "error", &e)) {
-        if (json_object_is_type(e, json_type_string)) {
-            s = json_object_get_string(e);
-            set_message(err, s, (size_t) json_object_get_string_len(e));
+    if ((e = ragq_jv_get(root, "error")) != NULL) {
+        if (e->type == RAGQ_JSTR) {
+            set_message(err, e->str, e->len);
             return 1;
         }
-        if (json_object_is_type(e, json_type_object)) {
-            *ocode = json_str(e, "code");
-            s = json_str(e, "message");
+        if (e->type == RAGQ_JOBJ) {
+            *ocode = jstr(e, "code");
+            s = jstr(e, "message");
             if (s == NULL || *s == '\0') {
-                s = *ocode ? *ocode : json_str(e, "type");
+                s = *ocode ? *ocode : jstr(e, "type");
             }
             if (s != NULL && *s != '\0') {
                 set_message(err, s, strlen(s));
@@ -369,18 +338,16 @@ body_message(ragq_upstream_error_t *err, struct json_object *root,
             }
         }
     }
-    if (json_object_object_get_ex(root, "detail", &v)) {
-        if (json_object_is_type(v, json_type_string)) {
-            s = json_object_get_string(v);
-            set_message(err, s, (size_t) json_object_get_string_len(v));
+    if ((v = ragq_jv_get(root, "detail")) != NULL) {
+        if (v->type == RAGQ_JSTR) {
+            set_message(err, v->str, v->len);
             return 1;
         }
         ragq_jbuf_init(&b, 256);
-        if (json_object_is_type(v, json_type_array)) {
+        if (v->type == RAGQ_JARR) {
             detail_list(&b, v);
         } else {
-            ragq_jbuf_adds(
-                &b, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+            add_text(&b, v);
         }
         txt = ragq_jbuf_finish(&b);
         if (txt != NULL) {
@@ -389,8 +356,8 @@ body_message(ragq_upstream_error_t *err, struct json_object *root,
             return 1;
         }
     }
-    if ((s = json_str(root, "message")) != NULL) {
-        *ocode = json_str(root, "code");
+    if ((s = jstr(root, "message")) != NULL) {
+        *ocode = jstr(root, "code");
         set_message(err, s, strlen(s));
         return 1;
     }
@@ -438,10 +405,10 @@ ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
                               const char *retry_after_ms_hdr, const char *body,
                               size_t len)
 {
-    struct json_object *root = NULL;
-    const char         *ocode = NULL;
-    int                 is_qdrant, is_openai, have;
-    char                code[64];
+    const ragq_jv_t *root = NULL;
+    const char      *ocode = NULL;
+    int              is_qdrant, is_openai, have;
+    char             code[64];
 
     if (api == NULL) {
         api = "upstream";
@@ -457,7 +424,7 @@ ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
     err->retryable = status == 408 || status == 409 || status == 429 ||
                      (status >= 500 && status <= 599);
 
-    root = len ? ragq_json_parse(body, len) : NULL;
+    root = len ? ragq_jdoc_parse(&err_doc, body, len) : NULL;
     have = body_message(err, root, &ocode);
     if (!have) {
         while (len && isspace((unsigned char) *body)) {
@@ -503,7 +470,6 @@ ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
         snprintf(code, sizeof(code), "upstream_http_%ld", status);
         set_code(err, code);
     }
-    json_object_put(root);
 }
 
 /* ---- URLs and headers ---- */

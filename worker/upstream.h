@@ -81,10 +81,4 @@ char *ragq_url_escape_segment(const char *segment);
 int ragq_auth_header(const char *name, const char *prefix, const char *key,
                      char **out);
 
-/*
- * Parses a whole JSON text of len bytes (trailing whitespace allowed);
- * NULL when it is not JSON.  Free with json_object_put.
- */
-struct json_object *ragq_json_parse(const char *text, size_t len);
-
 #endif

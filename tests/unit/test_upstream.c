@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "suites.h"
+#include "job.h"
 #include "openai.h" /* RAGQ_OPENAI_AUTH_HEADER */
 #include "qdrant.h" /* RAGQ_QDRANT_AUTH_HEADER */
 #include "upstream.h"
@@ -612,6 +613,24 @@ START_TEST(url_escape)
 }
 END_TEST
 
+START_TEST(job_error_json)
+{
+    ragq_job_t *job = ragq_job_new();
+    char       *s;
+
+    s = ragq_job_error_json(job);
+    ck_assert_str_eq(s, "{\"code\":\"internal_error\",\"message\":\"\"}");
+    free(s);
+    ragq_upstream_error_set(&job->err, 401, 0, "unauthorized",
+                            "bad \"key\" \\ caf\xc3\xa9 \xff");
+    s = ragq_job_error_json(job);
+    ck_assert_str_eq(s, "{\"code\":\"unauthorized\",\"message\":\"bad "
+                        "\\\"key\\\" \\\\ caf\xc3\xa9 \xef\xbf\xbd\"}");
+    free(s);
+    ragq_job_free(job);
+}
+END_TEST
+
 START_TEST(auth_headers)
 {
     char *h = (char *) 1;
@@ -628,35 +647,6 @@ START_TEST(auth_headers)
     h = (char *) 1;
     ck_assert_int_eq(ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, NULL, &h), 0);
     ck_assert_ptr_null(h);
-}
-END_TEST
-
-/* ---- helpers ---- */
-
-START_TEST(json_parse_whole_text)
-{
-    struct json_object *o;
-    const char         *t;
-
-    t = "{\"a\":1}  \n";
-    o = ragq_json_parse(t, strlen(t));
-    ck_assert_ptr_nonnull(o);
-    json_object_put(o);
-    t = "42";
-    o = ragq_json_parse(t, strlen(t));
-    ck_assert_ptr_nonnull(o);
-    ck_assert_int_eq(json_object_get_int(o), 42);
-    json_object_put(o);
-    /* The length counts, not a NUL: no terminator needed. */
-    o = ragq_json_parse("[1,2]xxxx", 5);
-    ck_assert_ptr_nonnull(o);
-    json_object_put(o);
-    t = "{\"a\":1} {\"b\":2}";
-    ck_assert_ptr_null(ragq_json_parse(t, strlen(t)));
-    t = "{\"a\":";
-    ck_assert_ptr_null(ragq_json_parse(t, strlen(t)));
-    ck_assert_ptr_null(ragq_json_parse("", 0));
-    ck_assert_ptr_null(ragq_json_parse(NULL, 3));
 }
 END_TEST
 
@@ -686,7 +676,7 @@ ragq_suite_upstream(void)
     tcase_add_test(tc, url_join);
     tcase_add_test(tc, url_escape);
     tcase_add_test(tc, auth_headers);
-    tcase_add_test(tc, json_parse_whole_text);
+    tcase_add_test(tc, job_error_json);
     suite_add_tcase(s, tc);
     return s;
 }
