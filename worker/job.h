@@ -1,7 +1,7 @@
 /*
  * job.h: one job's pipeline: embed the question, retrieve the top_k chunks,
  * generate the answer, each call retried with backoff on transient errors.
- * The queue (valkey.c) claims a job, fills in its inputs, runs it here and
+ * The queue (queue.c) claims a job, fills in its inputs, runs it here and
  * writes the outcome this leaves in the job.
  */
 

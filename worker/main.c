@@ -1,6 +1,6 @@
 /*
  * main.c: ragq-worker: configuration, start-up checks, and the one event
- * loop that runs the queue (valkey.c), the pipeline (job.c) and HTTP
+ * loop that runs the queue (queue.c), the pipeline (job.c) and HTTP
  * (http.c); SIGTERM/SIGINT stop it gracefully.
  */
 

@@ -360,6 +360,9 @@ create_group(ragq_queue_t *q)
     }
 }
 
+/* ---- connections ------------------------------------------------------ */
+
+/* Anything in flight on vc is gone: its reservations with it. */
 static void
 on_vconn_lost(ragq_vconn_t *vc, const char *why, void *owner)
 {
@@ -384,6 +387,11 @@ on_vconn_lost(ragq_vconn_t *vc, const char *why, void *owner)
     }
 }
 
+/*
+ * After every (re)connect: the claim connection reads again; the command
+ * connection loads the scripts, makes sure of the group and writes the
+ * results kept while Valkey was away.
+ */
 static void
 on_vconn_ready(ragq_vconn_t *vc, void *owner)
 {
@@ -403,6 +411,7 @@ on_vconn_ready(ragq_vconn_t *vc, void *owner)
 }
 
 static const ragq_vconn_hooks_t vconn_hooks = {on_vconn_ready, on_vconn_lost};
+
 /* ---- start and stop --------------------------------------------------- */
 
 static void

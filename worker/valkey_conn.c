@@ -7,6 +7,11 @@
  * teardown every pending reply callback runs first with reply == NULL; the
  * connect/disconnect callbacks must not free the context; cleanup() can run
  * inside our own read handler, so the adapter defers its own free.
+ *
+ * The adapter and the async context are the part a transport of the
+ * worker's own (a non-blocking socket on the loop, TLS, hiredis kept only
+ * as a reply reader) replaces; valkey_conn.h does not change with it.
+ * Pending callbacks are already ours (ragq_vcmd_t), in sending order.
  */
 
 #include "valkey_conn.h"
