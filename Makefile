@@ -13,11 +13,15 @@ NGX_SRC  ?= /usr/share/nginx/src
 BUILD    ?= build
 WARN      = -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
-WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE $(shell pkg-config --cflags json-c)
-WLIBS     = -lhiredis -lcurl $(shell pkg-config --libs json-c) -lm
+WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE
+WLIBS     = -lhiredis -lcurl -lm
 
-WORKER_COMMON = $(filter-out worker/main.c worker/ingest.c,$(wildcard worker/*.c))
+INGEST_SRCS   = $(wildcard worker/ingest*.c)
+WORKER_COMMON = $(filter-out worker/main.c $(INGEST_SRCS),$(wildcard worker/*.c))
 WORKER_HDRS   = $(wildcard worker/*.h)
+LUA_SCRIPTS   = $(wildcard worker/scripts/*.lua)
+WORKER_OBJS   = $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON)) \
+                $(BUILD)/scripts_lua.o
 MODULE_SRCS   = config $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
 
 all: module worker
@@ -47,18 +51,27 @@ $(BUILD)/%.o: worker/%.c $(WORKER_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WCFLAGS) -c -o $@ $<
 
-$(BUILD)/ragq-worker: $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON) worker/main.c)
+# The Lua scripts (worker/scripts/*.lua) as C strings, generated.
+$(BUILD)/gen/scripts_lua.c: $(LUA_SCRIPTS) worker/scripts/embed.sh
+	@mkdir -p $(dir $@)
+	worker/scripts/embed.sh $@ $(LUA_SCRIPTS)
+
+$(BUILD)/scripts_lua.o: $(BUILD)/gen/scripts_lua.c $(WORKER_HDRS)
+	$(CC) $(CFLAGS) $(WCFLAGS) -Iworker -c -o $@ $<
+
+$(BUILD)/ragq-worker: $(WORKER_OBJS) $(BUILD)/main.o
 	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
 
-$(BUILD)/ragq-ingest: $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON) worker/ingest.c)
+$(BUILD)/ragq-ingest: $(WORKER_OBJS) $(patsubst worker/%.c,$(BUILD)/%.o,$(INGEST_SRCS))
 	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
 
-# Unit tests (Check).
+# Unit tests (Check); json-c only checks, strictly, the JSON they see written.
+UNIT_CFLAGS = $(shell pkg-config --cflags json-c check)
+UNIT_LIBS   = $(shell pkg-config --libs json-c check)
 UNIT_SRCS = $(wildcard tests/unit/*.c)
-$(BUILD)/unit-tests: $(UNIT_SRCS) $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON))
-	$(CC) $(CFLAGS) $(WCFLAGS) -Iworker -o $@ $(UNIT_SRCS) \
-	    $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON)) $(WLIBS) \
-	    $(shell pkg-config --libs check)
+$(BUILD)/unit-tests: $(UNIT_SRCS) $(WORKER_OBJS)
+	$(CC) $(CFLAGS) $(WCFLAGS) $(UNIT_CFLAGS) -Iworker -o $@ $(UNIT_SRCS) \
+	    $(WORKER_OBJS) $(WLIBS) $(UNIT_LIBS)
 unit: $(BUILD)/unit-tests
 
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -10,16 +10,11 @@
 #include <string.h>
 
 #include "chunk.h"
+#include "utf8.h"
 
 #define RAGQ_CUT_PARAGRAPH 0
 #define RAGQ_CUT_SENTENCE  1
 #define RAGQ_CUT_WORD      2
-
-static int
-is_cont(unsigned char c)
-{
-    return (c & 0xC0) == 0x80;
-}
 
 static int
 is_space(unsigned char c)
@@ -28,26 +23,13 @@ is_space(unsigned char c)
            c == '\v';
 }
 
-size_t
-ragq_utf8_chars(const char *s, size_t len)
-{
-    size_t i, n = 0;
-
-    for (i = 0; i < len; i++) {
-        if (!is_cont((unsigned char) s[i])) {
-            n++;
-        }
-    }
-    return n;
-}
-
 /* Byte position after up to n characters from pos. */
 static size_t
 skip_chars(const char *t, size_t len, size_t pos, size_t n)
 {
     while (pos < len && n > 0) {
         pos++;
-        while (pos < len && is_cont((unsigned char) t[pos])) {
+        while (pos < len && ragq_utf8_is_cont((unsigned char) t[pos])) {
             pos++;
         }
         n--;
@@ -61,7 +43,7 @@ back_chars(const char *t, size_t floor, size_t pos, size_t n)
 {
     while (pos > floor && n > 0) {
         pos--;
-        while (pos > floor && is_cont((unsigned char) t[pos])) {
+        while (pos > floor && ragq_utf8_is_cont((unsigned char) t[pos])) {
             pos--;
         }
         n--;

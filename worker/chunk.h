@@ -31,7 +31,4 @@ int ragq_chunk_text(const char *text, size_t len, unsigned chunk_size,
 
 void ragq_chunks_free(ragq_chunk_t *chunks, size_t n);
 
-/* Number of UTF-8 characters in s[0..len) (continuation bytes not counted). */
-size_t ragq_utf8_chars(const char *s, size_t len);
-
 #endif

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "valkey_url.h"
 
 #ifndef RAGQ_VERSION
 #define RAGQ_VERSION "0.1.0"
@@ -591,128 +592,6 @@ http_url_host(const char *url, char *host, size_t hostlen)
 }
 
 static int
-check_db(const char *s, const char **end)
-{
-    char *e;
-    long  db;
-
-    if (!isdigit((unsigned char) *s)) {
-        return -1;
-    }
-    db = strtol(s, &e, 10);
-    *end = e;
-    return db >= 0 && db <= 1000000 ? 0 : -1;
-}
-
-/* Syntax of RAGQ_VALKEY_URL; the worker's queue parses it for real. */
-static int
-check_valkey_url(const char *url, char *why, size_t whylen)
-{
-    const char *p, *at, *host, *end;
-
-    if (strncmp(url, "rediss://", 9) == 0 ||
-        strncmp(url, "valkeys://", 10) == 0) {
-        snprintf(why, whylen,
-                 "TLS is not supported; reach Valkey over loopback, a unix "
-                 "socket or a TLS tunnel such as stunnel");
-        return -1;
-    }
-    if (strncmp(url, "unix://", 7) == 0) {
-        p = url + 7;
-        if (*p != '/') {
-            snprintf(why, whylen,
-                     "the socket path must be absolute "
-                     "(unix:///run/valkey.sock)");
-            return -1;
-        }
-        end = strchr(p, '?');
-        if (end == NULL) {
-            return 0;
-        }
-        if (strncmp(end, "?db=", 4) != 0 || check_db(end + 4, &p) != 0 ||
-            *p != '\0') {
-            snprintf(why, whylen, "after the path only ?db=N may follow");
-            return -1;
-        }
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8) == 0) {
-        p = url + 8;
-    } else if (strncmp(url, "valkey://", 9) == 0) {
-        p = url + 9;
-    } else {
-        snprintf(why, whylen, "the scheme must be redis:// or unix://");
-        return -1;
-    }
-    end = p + strcspn(p, "/");
-    at = NULL;
-    for (host = p; host < end; host++) {
-        if (*host == '@') {
-            at = host;
-        }
-    }
-    host = at ? at + 1 : p;
-    if (*host == '[') {
-        const char *rb = strchr(host, ']');
-        if (rb == NULL || rb > end) {
-            snprintf(why, whylen, "an IPv6 address needs its closing ']'");
-            return -1;
-        }
-        p = rb + 1;
-    } else {
-        p = host + strcspn(host, ":/");
-        if (p == host) {
-            snprintf(why, whylen, "the host is missing");
-            return -1;
-        }
-    }
-    if (*p == ':') {
-        char *e;
-        long  port = strtol(p + 1, &e, 10);
-        if (e == p + 1 || port < 1 || port > 65535) {
-            snprintf(why, whylen, "the port must be a number from 1 to 65535");
-            return -1;
-        }
-        p = e;
-    }
-    if (*p == '/' && p[1] != '\0') {
-        if (check_db(p + 1, &p) != 0 || *p != '\0') {
-            snprintf(why, whylen, "the database must be a number (/0)");
-            return -1;
-        }
-    } else if (*p == '/') {
-        p++;
-    }
-    if (*p != '\0') {
-        snprintf(why, whylen, "unexpected '%s'", p);
-        return -1;
-    }
-    return 0;
-}
-
-/* The URL for messages, its password replaced by "***". */
-static void
-mask_url(const char *url, char *out, size_t outlen)
-{
-    const char *s = strstr(url, "://"), *at, *colon;
-
-    snprintf(out, outlen, "%s", url);
-    if (s == NULL) {
-        return;
-    }
-    s += 3;
-    at = strchr(s, '@');
-    if (at == NULL || (strchr(s, '/') && strchr(s, '/') < at)) {
-        return;
-    }
-    colon = memchr(s, ':', (size_t) (at - s));
-    if (colon == NULL) {
-        colon = s - 1; /* redis://password@host */
-    }
-    snprintf(out, outlen, "%.*s***%s", (int) (colon + 1 - url), url, at);
-}
-
-static int
 check_model_url(const char *env, const char *url, const char *key,
                 const char *keyenv, const char *alt, char *err, size_t errlen)
 {
@@ -738,17 +617,21 @@ check_model_url(const char *env, const char *url, const char *key,
 int
 ragq_config_check(const ragq_config_t *cfg, char *err, size_t errlen)
 {
-    char why[200], masked[512], host[256];
+    ragq_valkey_addr_t addr;
+    char               why[200], masked[512], host[256];
 
     if (cfg->valkey_url != NULL &&
-        check_valkey_url(cfg->valkey_url, why, sizeof(why)) != 0) {
-        mask_url(cfg->valkey_url, masked, sizeof(masked));
+        ragq_valkey_addr_parse(cfg->valkey_url, &addr, why, sizeof(why)) != 0) {
+        ragq_valkey_url_mask(cfg->valkey_url, masked, sizeof(masked));
         snprintf(err, errlen,
                  "RAGQ_VALKEY_URL must look like "
                  "redis://[[user]:password@]host[:port][/db] or "
                  "unix:///path[?db=N], got '%s': %s",
                  masked, why);
         return -1;
+    }
+    if (cfg->valkey_url != NULL) {
+        ragq_valkey_addr_free(&addr);
     }
     if (cfg->embedder && strcmp(cfg->embedder, "openai") == 0 &&
         check_model_url(cfg->embed_base_url == cfg->chat_base_url

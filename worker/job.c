@@ -1,21 +1,22 @@
 /*
  * job.c: the per-job pipeline of job.h.  Every step starts from a loop
  * timer (never from inside the previous step's callback), so the local
- * backends, which finish synchronously, cannot recurse.  Retries: full
- * jitter exponential backoff, or the upstream's Retry-After when it sent
- * one (capped), up to RAGQ_CALL_TRIES tries per call.
+ * backends, which finish synchronously, cannot recurse.  Retries follow
+ * retry.h: up to RAGQ_CALL_TRIES tries per call, full jitter exponential
+ * backoff or the upstream's Retry-After.
  */
 
 #include "job.h"
 
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "jsonr.h"
+#include "jsonw.h"
 #include "openai.h"
 #include "qdrant.h"
+#include "retry.h"
 
 enum { STAGE_EMBED, STAGE_RETRIEVE, STAGE_GENERATE, STAGE_DONE };
 
@@ -23,27 +24,12 @@ static const char *stage_api[] = {"embeddings", "qdrant", "chat"};
 
 static void step(void *data);
 
-static char *
-auth_header(const char *name, const char *prefix, const char *key)
-{
-    size_t n;
-    char  *h;
-
-    if (key == NULL || key[0] == '\0') {
-        return NULL;
-    }
-    n = strlen(name) + strlen(prefix) + strlen(key) + 3;
-    h = malloc(n);
-    if (h != NULL) {
-        snprintf(h, n, "%s: %s%s", name, prefix, key);
-    }
-    return h;
-}
-
 int
 ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
                    const ragq_config_t *cfg, char *err, size_t errlen)
 {
+    int oom = 0;
+
     memset(p, 0, sizeof(*p));
     p->loop = loop;
     p->http = http;
@@ -54,23 +40,24 @@ ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
 
     if (p->embed_openai) {
         p->embed_url = ragq_url_join(cfg->embed_base_url, "/embeddings");
-        p->embed_auth =
-            auth_header("Authorization", "Bearer ", cfg->embed_api_key);
+        oom |= ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, cfg->embed_api_key,
+                                &p->embed_auth);
     }
     if (p->answer_openai) {
         p->chat_url = ragq_url_join(cfg->chat_base_url, "/chat/completions");
-        p->chat_auth =
-            auth_header("Authorization", "Bearer ", cfg->chat_api_key);
+        oom |= ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, cfg->chat_api_key,
+                                &p->chat_auth);
     }
     if (p->store_qdrant) {
-        p->qdrant_auth = auth_header("api-key", "", cfg->qdrant_api_key);
+        oom |= ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, cfg->qdrant_api_key,
+                                &p->qdrant_auth);
     } else {
         p->store = ragq_local_store_open(cfg->store_path, err, errlen);
         if (p->store == NULL) {
             return -1;
         }
     }
-    if ((p->embed_openai && p->embed_url == NULL) ||
+    if (oom || (p->embed_openai && p->embed_url == NULL) ||
         (p->answer_openai && p->chat_url == NULL)) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -138,19 +125,16 @@ ragq_job_free(ragq_job_t *job)
 char *
 ragq_job_error_json(const ragq_job_t *job)
 {
-    json_object *o = json_object_new_object();
-    char        *s;
+    const char *code = job->err.code[0] ? job->err.code : "internal_error";
+    ragq_jbuf_t b;
 
-    json_object_object_add(o, "code",
-                           json_object_new_string(job->err.code[0]
-                                                      ? job->err.code
-                                                      : "internal_error"));
-    json_object_object_add(o, "message",
-                           json_object_new_string(job->err.message));
-    s = strdup(json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
+    ragq_jbuf_init(&b, 96 + strlen(job->err.message));
+    ragq_jbuf_adds(&b, "{\"code\":");
+    ragq_jbuf_string(&b, code, strlen(code));
+    ragq_jbuf_adds(&b, ",\"message\":");
+    ragq_jbuf_string(&b, job->err.message, strlen(job->err.message));
+    ragq_jbuf_adds(&b, "}");
+    return ragq_jbuf_finish(&b);
 }
 
 static void
@@ -274,7 +258,7 @@ complete(ragq_job_t *job)
 static void
 retry_or_give_up(ragq_job_t *job, int parse_error)
 {
-    uint64_t delay, cap;
+    uint64_t delay;
 
     if (!job->err.retryable && !parse_error) {
         finish(job, RAGQ_JOB_FAILED);
@@ -286,18 +270,7 @@ retry_or_give_up(ragq_job_t *job, int parse_error)
         finish(job, parse_error ? RAGQ_JOB_FAILED : RAGQ_JOB_EXHAUSTED);
         return;
     }
-    if (job->err.retry_after_ms >= 0) {
-        delay = (uint64_t) job->err.retry_after_ms;
-        if (delay > RAGQ_RETRY_AFTER_CAP_MS) {
-            delay = RAGQ_RETRY_AFTER_CAP_MS;
-        }
-    } else {
-        cap = (uint64_t) RAGQ_BACKOFF_BASE_MS << (job->tries - 1);
-        if (cap > RAGQ_BACKOFF_CAP_MS) {
-            cap = RAGQ_BACKOFF_CAP_MS;
-        }
-        delay = (uint64_t) random() % (cap + 1);
-    }
+    delay = ragq_retry_delay_ms(job->err.retry_after_ms, job->tries);
     ragq_log(RAGQ_LOG_INFO, "job %s: %s: %s; retry %d in %llu ms", job->id,
              stage_api[job->stage], job->err.message, job->tries,
              (unsigned long long) delay);

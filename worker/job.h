@@ -1,7 +1,7 @@
 /*
  * job.h: one job's pipeline: embed the question, retrieve the top_k chunks,
  * generate the answer, each call retried with backoff on transient errors.
- * The queue (valkey.c) claims a job, fills in its inputs, runs it here and
+ * The queue (queue.c) claims a job, fills in its inputs, runs it here and
  * writes the outcome this leaves in the job.
  */
 
@@ -17,12 +17,7 @@
 #include "loop.h"
 #include "upstream.h"
 
-/* Tries per upstream call (first try included) before the call gives up. */
-#define RAGQ_CALL_TRIES         5
-#define RAGQ_BACKOFF_BASE_MS    200
-#define RAGQ_BACKOFF_CAP_MS     8000
-#define RAGQ_RETRY_AFTER_CAP_MS 30000
-#define RAGQ_EXCERPT_MAX        500
+#define RAGQ_EXCERPT_MAX 500 /* bytes of a source's text kept in "sources" */
 
 typedef enum {
     RAGQ_JOB_FINISHED, /* result, sources_json, usage_json set */

@@ -6,12 +6,13 @@
  */
 
 #include "jsonr.h"
+#include "utf8.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "upstream.h"
+#include "jsonw.h"
 
 #define RAGQ_JSON_MAX_DEPTH 256
 #define RAGQ_ARENA_FIRST    (16u * 1024)
@@ -132,31 +133,6 @@ hex4(const unsigned char *p, unsigned *out)
     return 0;
 }
 
-static size_t
-put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char) cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char) (0xc0 | cp >> 6);
-        o[1] = (char) (0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char) (0xe0 | cp >> 12);
-        o[1] = (char) (0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char) (0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char) (0xf0 | cp >> 18);
-    o[1] = (char) (0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char) (0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (char) (0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* At the opening quote; *out / *outlen get the unescaped copy. */
 static int
 parse_string(parser_t *ps, const char **out, size_t *outlen)
@@ -235,7 +211,7 @@ parse_string(parser_t *ps, const char **out, size_t *outlen)
                     cp = 0xfffd; /* a lone surrogate has no UTF-8 form */
                 }
                 /* \uXXXX is 6 bytes in, at most 3 out; a pair 12 in, 4 out. */
-                o += put_utf8(buf + o, cp);
+                o += ragq_utf8_put(cp, buf + o);
                 break;
             default:
                 return -1;

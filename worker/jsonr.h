@@ -1,12 +1,14 @@
 /*
- * jsonr.h: a small strict JSON reader for the upstream answers parsed on
- * every job (embeddings, Qdrant query, chat completion).  json-c built and
- * freed a hash table per object and an allocation per value, about half of
- * the worker's CPU per job; this reader puts the whole tree in one arena
- * that is reused from parse to parse.  Strings are unescaped (\u escapes as
- * UTF-8, bytes otherwise passed through as json-c does); numbers keep a
- * pointer to their text, so integers print exactly as they came (the
+ * jsonr.h: the worker's JSON reader, strict (RFC 8259), for every answer
+ * either program parses: embeddings, Qdrant query and collection info,
+ * chat completions and their usage, and upstream error bodies.  It puts
+ * the whole tree in one arena reused from parse to parse (json-c, used
+ * before, built a hash table per object and an allocation per value:
+ * about half of the worker's CPU per job).  Strings are unescaped (\u
+ * escapes as UTF-8, other bytes passed through as they are); numbers keep
+ * a pointer to their text, so integers print exactly as they came (the
  * parsed text must outlive the tree).  Single-threaded, like the worker.
+ * Written JSON is jsonw.h's.
  */
 
 #ifndef RAGQ_JSONR_H

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "local.h"
+#include "utf8.h"
 
 #define RAGQ_HASH_DIM     384
 #define RAGQ_WORD_MAX     64 /* code points kept of one word */
@@ -29,45 +30,6 @@ ragq_hash_embed_dim(void)
 }
 
 /* ---- UTF-8 words ---------------------------------------------------- */
-
-/* Decodes one character; invalid bytes come back as U+FFFD, one byte. */
-static uint32_t
-utf8_next(const unsigned char *s, size_t len, size_t *i)
-{
-    uint32_t c = s[*i];
-    size_t   need, k;
-
-    if (c < 0x80) {
-        (*i)++;
-        return c;
-    }
-    if ((c & 0xE0) == 0xC0) {
-        need = 1;
-        c &= 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-        need = 2;
-        c &= 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-        need = 3;
-        c &= 0x07;
-    } else {
-        (*i)++;
-        return 0xFFFD;
-    }
-    if (*i + need >= len) {
-        (*i)++;
-        return 0xFFFD;
-    }
-    for (k = 1; k <= need; k++) {
-        if ((s[*i + k] & 0xC0) != 0x80) {
-            (*i)++;
-            return 0xFFFD;
-        }
-        c = (c << 6) | (s[*i + k] & 0x3F);
-    }
-    *i += need + 1;
-    return c;
-}
 
 /*
  * Lower case for the scripts people mostly write documents in (Latin-1,
@@ -122,31 +84,6 @@ is_word_cp(uint32_t c)
     return 1;
 }
 
-static size_t
-utf8_put(uint32_t c, char *out)
-{
-    if (c < 0x80) {
-        out[0] = (char) c;
-        return 1;
-    }
-    if (c < 0x800) {
-        out[0] = (char) (0xC0 | (c >> 6));
-        out[1] = (char) (0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        out[0] = (char) (0xE0 | (c >> 12));
-        out[1] = (char) (0x80 | ((c >> 6) & 0x3F));
-        out[2] = (char) (0x80 | (c & 0x3F));
-        return 3;
-    }
-    out[0] = (char) (0xF0 | (c >> 18));
-    out[1] = (char) (0x80 | ((c >> 12) & 0x3F));
-    out[2] = (char) (0x80 | ((c >> 6) & 0x3F));
-    out[3] = (char) (0x80 | (c & 0x3F));
-    return 4;
-}
-
 /*
  * Next lower-cased word of text from *pos: its code points in cps (at most
  * RAGQ_WORD_MAX) and its UTF-8 form in buf.  Returns the number of code
@@ -156,13 +93,12 @@ static size_t
 next_word(const char *text, size_t len, size_t *pos, uint32_t *cps, char *buf,
           size_t *buflen)
 {
-    const unsigned char *s = (const unsigned char *) text;
-    size_t               n = 0, i = *pos, b = 0;
-    uint32_t             c;
+    size_t   n = 0, i = *pos, b = 0;
+    uint32_t c;
 
     while (i < len) {
         size_t save = i;
-        c = utf8_next(s, len, &i);
+        c = ragq_utf8_next(text, len, &i);
         if (is_word_cp(c)) {
             i = save;
             break;
@@ -170,7 +106,7 @@ next_word(const char *text, size_t len, size_t *pos, uint32_t *cps, char *buf,
     }
     while (i < len) {
         size_t save = i;
-        c = utf8_next(s, len, &i);
+        c = ragq_utf8_next(text, len, &i);
         if (!is_word_cp(c)) {
             i = save;
             break;
@@ -178,7 +114,7 @@ next_word(const char *text, size_t len, size_t *pos, uint32_t *cps, char *buf,
         if (n < RAGQ_WORD_MAX) {
             c = lower_cp(c);
             cps[n++] = c;
-            b += utf8_put(c, buf + b);
+            b += ragq_utf8_put(c, buf + b);
         }
     }
     *pos = i;

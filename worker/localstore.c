@@ -1,16 +1,10 @@
 /*
- * localstore.c: the local vector store of local.h.  One file per
- * collection, <dir>/<collection>.ragq, little-endian:
- *
- *     "RAGQVEC\0"  u32 version (1)  u32 dim  u64 count
- *     count x { u32 id_len, u32 source_len, u32 text_len, u32 chunk,
- *               id, source, text (UTF-8, no NUL), f32 vector[dim] }
- *
- * Vectors are stored L2-normalised, so cosine similarity is a dot product.
- * Readers keep a collection in memory and reload it when the file's inode,
- * size or mtime changes; writers take an flock on <dir>/.<collection>.lock,
- * write a temporary file and rename it over the old one, so a reader sees
- * the old or the new collection, never a partial one.
+ * localstore.c: the local vector store of local.h, in the files of
+ * localfile.h.  Readers keep a collection in memory and reload it when the
+ * file's inode, size or mtime changes; writers take an flock on
+ * <dir>/.<collection>.lock, merge their points into the collection and
+ * write it whole to a temporary file renamed over the old one, so a reader
+ * sees the old or the new collection, never a partial one.
  */
 
 #include <errno.h>
@@ -25,326 +19,22 @@
 #include <unistd.h>
 
 #include "local.h"
-
-#define RAGQ_STORE_MAGIC   "RAGQVEC"
-#define RAGQ_STORE_VERSION 1
-#define RAGQ_STORE_HEADER  24
-
-typedef struct {
-    size_t    dim, count;
-    float    *vecs; /* count x dim, normalised */
-    char    **ids, **sources, **texts;
-    unsigned *chunks;
-} coll_data_t;
+#include "localfile.h"
 
 typedef struct coll_s {
-    char           *name;
-    dev_t           dev;
-    ino_t           ino;
-    off_t           size;
-    struct timespec mtime;
-    coll_data_t     data;
-    struct coll_s  *next;
+    char            *name;
+    dev_t            dev;
+    ino_t            ino;
+    off_t            size;
+    struct timespec  mtime;
+    ragq_localfile_t data;
+    struct coll_s   *next;
 } coll_t;
 
 struct ragq_local_store_s {
     char   *dir;
     coll_t *colls;
 };
-
-/* ---- names and paths ------------------------------------------------ */
-
-/* Collection names become file names: no separators, no dot files. */
-static int
-valid_name(const char *name)
-{
-    size_t i, len = strlen(name);
-
-    if (len == 0 || len > 200 || name[0] == '.') {
-        return 0;
-    }
-    for (i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.')) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static char *
-coll_path(const char *dir, const char *name, const char *fmt)
-{
-    char  *p;
-    size_t len = strlen(dir) + strlen(name) + 64;
-
-    p = malloc(len);
-    if (p != NULL) {
-        snprintf(p, len, fmt, dir, name, (long) getpid());
-    }
-    return p;
-}
-
-/* ---- file format ------------------------------------------------------ */
-
-static void
-data_free(coll_data_t *d)
-{
-    size_t i;
-
-    for (i = 0; i < d->count; i++) {
-        if (d->ids) {
-            free(d->ids[i]);
-        }
-        if (d->sources) {
-            free(d->sources[i]);
-        }
-        if (d->texts) {
-            free(d->texts[i]);
-        }
-    }
-    free(d->ids);
-    free(d->sources);
-    free(d->texts);
-    free(d->chunks);
-    free(d->vecs);
-    memset(d, 0, sizeof(*d));
-}
-
-static uint32_t
-get_u32(const unsigned char *p)
-{
-    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 |
-           (uint32_t) p[3] << 24;
-}
-
-static void
-put_u32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char) v;
-    p[1] = (unsigned char) (v >> 8);
-    p[2] = (unsigned char) (v >> 16);
-    p[3] = (unsigned char) (v >> 24);
-}
-
-static int
-data_alloc(coll_data_t *d, size_t dim, size_t count)
-{
-    size_t c = count ? count : 1;
-
-    d->dim = dim;
-    d->count = 0;
-    d->vecs = malloc(c * dim * sizeof(float));
-    d->ids = calloc(c, sizeof(char *));
-    d->sources = calloc(c, sizeof(char *));
-    d->texts = calloc(c, sizeof(char *));
-    d->chunks = calloc(c, sizeof(unsigned));
-    if (!d->vecs || !d->ids || !d->sources || !d->texts || !d->chunks) {
-        data_free(d);
-        return -1;
-    }
-    return 0;
-}
-
-/*
- * Reads a collection file.  Returns 0, 1 when it does not exist, -1 with
- * msg filled (corrupt == 1 when the file is not a store file).
- */
-static int
-data_read(const char *path, coll_data_t *d, struct stat *st, char *msg,
-          size_t msglen, int *corrupt)
-{
-    unsigned char *buf = NULL, *p, *end;
-    FILE          *f;
-    size_t         i, count, dim;
-
-    memset(d, 0, sizeof(*d));
-    *corrupt = 0;
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        if (errno == ENOENT) {
-            return 1;
-        }
-        snprintf(msg, msglen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (fstat(fileno(f), st) != 0 || st->st_size < RAGQ_STORE_HEADER) {
-        fclose(f);
-        snprintf(msg, msglen, "%s is not a ragq store file (too short)", path);
-        *corrupt = 1;
-        return -1;
-    }
-    buf = malloc((size_t) st->st_size);
-    if (buf == NULL ||
-        fread(buf, 1, (size_t) st->st_size, f) != (size_t) st->st_size) {
-        snprintf(msg, msglen, "cannot read %s: %s", path,
-                 buf ? strerror(errno) : "out of memory");
-        free(buf);
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-
-    end = buf + st->st_size;
-    if (memcmp(buf, RAGQ_STORE_MAGIC, 8) != 0) {
-        snprintf(msg, msglen, "%s is not a ragq store file", path);
-        goto corrupt;
-    }
-    if (get_u32(buf + 8) != RAGQ_STORE_VERSION) {
-        snprintf(msg, msglen,
-                 "%s has store format version %u; this ragq reads version %d",
-                 path, get_u32(buf + 8), RAGQ_STORE_VERSION);
-        goto corrupt;
-    }
-    dim = get_u32(buf + 12);
-    count = (size_t) get_u32(buf + 16) | (size_t) get_u32(buf + 20) << 32;
-    if (dim == 0 || dim > 65536 ||
-        count > (size_t) st->st_size / (16 + dim * sizeof(float))) {
-        snprintf(msg, msglen, "%s has a damaged header", path);
-        goto corrupt;
-    }
-    if (data_alloc(d, dim, count) != 0) {
-        snprintf(msg, msglen, "out of memory loading %s", path);
-        free(buf);
-        return -1;
-    }
-    p = buf + RAGQ_STORE_HEADER;
-    for (i = 0; i < count; i++) {
-        size_t il, sl, tl, k;
-        if (end - p < 16) {
-            goto truncated;
-        }
-        il = get_u32(p);
-        sl = get_u32(p + 4);
-        tl = get_u32(p + 8);
-        d->chunks[i] = get_u32(p + 12);
-        p += 16;
-        if ((size_t) (end - p) < il + sl + tl + dim * sizeof(float)) {
-            goto truncated;
-        }
-        d->ids[i] = strndup((char *) p, il);
-        d->sources[i] = strndup((char *) p + il, sl);
-        d->texts[i] = strndup((char *) p + il + sl, tl);
-        d->count = i + 1;
-        if (!d->ids[i] || !d->sources[i] || !d->texts[i]) {
-            snprintf(msg, msglen, "out of memory loading %s", path);
-            data_free(d);
-            free(buf);
-            return -1;
-        }
-        p += il + sl + tl;
-        for (k = 0; k < dim; k++) {
-            uint32_t u = get_u32(p + k * 4);
-            memcpy(&d->vecs[i * dim + k], &u, sizeof(float));
-        }
-        p += dim * sizeof(float);
-    }
-    free(buf);
-    return 0;
-
-truncated:
-    snprintf(msg, msglen, "%s is truncated", path);
-corrupt:
-    *corrupt = 1;
-    data_free(d);
-    free(buf);
-    return -1;
-}
-
-static int
-write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -1;
-        }
-        p += w;
-        len -= (size_t) w;
-    }
-    return 0;
-}
-
-static int
-data_write(const char *tmp, const char *path, const coll_data_t *d, char *msg,
-           size_t msglen)
-{
-    unsigned char hdr[RAGQ_STORE_HEADER], rec[16], *vb = NULL;
-    size_t        i, k, dim = d->dim;
-    int           fd;
-
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        snprintf(msg, msglen, "cannot create %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    vb = malloc(dim * sizeof(float));
-    if (vb == NULL) {
-        goto fail;
-    }
-    memcpy(hdr, RAGQ_STORE_MAGIC, 8);
-    put_u32(hdr + 8, RAGQ_STORE_VERSION);
-    put_u32(hdr + 12, (uint32_t) dim);
-    put_u32(hdr + 16, (uint32_t) d->count);
-    put_u32(hdr + 20, (uint32_t) ((uint64_t) d->count >> 32));
-    if (write_all(fd, hdr, sizeof(hdr)) != 0) {
-        goto fail;
-    }
-    for (i = 0; i < d->count; i++) {
-        size_t il = strlen(d->ids[i]), sl = strlen(d->sources[i]),
-               tl = strlen(d->texts[i]);
-        put_u32(rec, (uint32_t) il);
-        put_u32(rec + 4, (uint32_t) sl);
-        put_u32(rec + 8, (uint32_t) tl);
-        put_u32(rec + 12, d->chunks[i]);
-        for (k = 0; k < dim; k++) {
-            uint32_t u;
-            memcpy(&u, &d->vecs[i * dim + k], sizeof(float));
-            put_u32(vb + k * 4, u);
-        }
-        if (write_all(fd, rec, 16) != 0 || write_all(fd, d->ids[i], il) != 0 ||
-            write_all(fd, d->sources[i], sl) != 0 ||
-            write_all(fd, d->texts[i], tl) != 0 ||
-            write_all(fd, vb, dim * sizeof(float)) != 0) {
-            goto fail;
-        }
-    }
-    /* the data must be on disk before the rename makes it visible */
-    if (fsync(fd) != 0) {
-        goto fail;
-    }
-    free(vb);
-    vb = NULL;
-    if (close(fd) != 0) {
-        snprintf(msg, msglen, "cannot write %s: %s", tmp, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        snprintf(msg, msglen, "cannot rename %s to %s: %s", tmp, path,
-                 strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-
-fail:
-    snprintf(msg, msglen, "cannot write %s: %s", tmp,
-             vb ? strerror(errno) : "out of memory");
-    free(vb);
-    vb = NULL;
-    if (fd >= 0) {
-        close(fd);
-    }
-    unlink(tmp);
-    return -1;
-}
 
 /* ---- reader ------------------------------------------------------------ */
 
@@ -378,7 +68,7 @@ ragq_local_store_close(ragq_local_store_t *s)
     }
     for (c = s->colls; c; c = next) {
         next = c->next;
-        data_free(&c->data);
+        ragq_localfile_free(&c->data);
         free(c->name);
         free(c);
     }
@@ -405,7 +95,7 @@ coll_drop(ragq_local_store_t *s, coll_t *c)
             break;
         }
     }
-    data_free(&c->data);
+    ragq_localfile_free(&c->data);
     free(c->name);
     free(c);
 }
@@ -414,13 +104,13 @@ coll_drop(ragq_local_store_t *s, coll_t *c)
 static coll_t *
 coll_get(ragq_local_store_t *s, const char *name, ragq_upstream_error_t *err)
 {
-    coll_t     *c;
-    struct stat st;
-    char       *path, msg[400];
-    int         rc, corrupt;
-    coll_data_t d;
+    coll_t          *c;
+    struct stat      st;
+    char            *path, msg[400];
+    int              rc, corrupt;
+    ragq_localfile_t d;
 
-    path = coll_path(s->dir, name, "%s/%s.ragq");
+    path = ragq_localfile_path(s->dir, name, "%s/%s.ragq");
     if (path == NULL) {
         ragq_upstream_error_set(err, 0, 1, "out_of_memory", "out of memory");
         return NULL;
@@ -451,7 +141,7 @@ coll_get(ragq_local_store_t *s, const char *name, ragq_upstream_error_t *err)
         return c;
     }
 
-    rc = data_read(path, &d, &st, msg, sizeof(msg), &corrupt);
+    rc = ragq_localfile_read(path, &d, &st, msg, sizeof(msg), &corrupt);
     free(path);
     if (rc != 0) {
         if (rc == 1) {
@@ -472,7 +162,7 @@ coll_get(ragq_local_store_t *s, const char *name, ragq_upstream_error_t *err)
         c = calloc(1, sizeof(*c));
         if (c == NULL || (c->name = strdup(name)) == NULL) {
             free(c);
-            data_free(&d);
+            ragq_localfile_free(&d);
             ragq_upstream_error_set(err, 0, 1, "out_of_memory",
                                     "out of memory");
             return NULL;
@@ -480,7 +170,7 @@ coll_get(ragq_local_store_t *s, const char *name, ragq_upstream_error_t *err)
         c->next = s->colls;
         s->colls = c;
     } else {
-        data_free(&c->data);
+        ragq_localfile_free(&c->data);
     }
     c->data = d;
     c->dev = st.st_dev;
@@ -546,16 +236,16 @@ ragq_local_store_query(ragq_local_store_t *s, const char *collection,
                        ragq_source_t **sources, size_t *n,
                        ragq_upstream_error_t *err)
 {
-    coll_t        *c;
-    coll_data_t   *d;
-    hit_t         *heap;
-    ragq_source_t *out;
-    size_t         i, k, nh = 0;
-    double         qn = 0;
+    coll_t           *c;
+    ragq_localfile_t *d;
+    hit_t            *heap;
+    ragq_source_t    *out;
+    size_t            i, k, nh = 0;
+    double            qn = 0;
 
     *sources = NULL;
     *n = 0;
-    if (!valid_name(collection)) {
+    if (!ragq_localfile_valid_name(collection)) {
         ragq_upstream_error_set(err, 0, 0, "invalid_collection_name",
                                 "collection name '%s' is not usable by the "
                                 "local store: use letters, digits, '_', '-' "
@@ -684,7 +374,7 @@ mkdir_p(const char *dir, char *err, size_t errlen)
 }
 
 static int
-set_point(coll_data_t *d, size_t i, const ragq_point_t *pt)
+set_point(ragq_localfile_t *d, size_t i, const ragq_point_t *pt)
 {
     size_t k;
     double norm = 0;
@@ -708,20 +398,20 @@ set_point(coll_data_t *d, size_t i, const ragq_point_t *pt)
 
 /* Merges points into d (replacing same ids) in a new, larger data set. */
 static int
-merge(coll_data_t *d, const ragq_point_t *points, size_t n, size_t dim)
+merge(ragq_localfile_t *d, const ragq_point_t *points, size_t n, size_t dim)
 {
-    coll_data_t m;
-    size_t     *slots, nslots = 16, i, used = 0;
+    ragq_localfile_t m;
+    size_t          *slots, nslots = 16, i, used = 0;
 
     while (nslots < 2 * (d->count + n)) {
         nslots *= 2;
     }
-    if (data_alloc(&m, dim, d->count + n) != 0) {
+    if (ragq_localfile_alloc(&m, dim, d->count + n) != 0) {
         return -1;
     }
     slots = malloc(nslots * sizeof(size_t));
     if (slots == NULL) {
-        data_free(&m);
+        ragq_localfile_free(&m);
         return -1;
     }
     memset(slots, 0xff, nslots * sizeof(size_t));
@@ -758,12 +448,12 @@ merge(coll_data_t *d, const ragq_point_t *points, size_t n, size_t dim)
         }
         if (set_point(&m, at, &points[i]) != 0) {
             free(slots);
-            data_free(&m);
+            ragq_localfile_free(&m);
             return -1;
         }
     }
     free(slots);
-    data_free(d);
+    ragq_localfile_free(d);
     *d = m;
     return 0;
 }
@@ -773,7 +463,7 @@ merge(coll_data_t *d, const ragq_point_t *points, size_t n, size_t dim)
  * a document ingested again leaves none of its old chunks behind).
  */
 static void
-drop_sources(coll_data_t *d, const ragq_point_t *points, size_t n)
+drop_sources(ragq_localfile_t *d, const ragq_point_t *points, size_t n)
 {
     size_t i, j, k = 0;
 
@@ -829,13 +519,13 @@ static int
 store_write(const char *dir, const char *collection, const ragq_point_t *points,
             size_t n, size_t dim, int replace, char *err, size_t errlen)
 {
-    char       *path = NULL, *tmp = NULL, *lock = NULL;
-    coll_data_t d;
-    struct stat st;
-    int         lfd = -1, rc = -1, corrupt, r;
+    char            *path = NULL, *tmp = NULL, *lock = NULL;
+    ragq_localfile_t d;
+    struct stat      st;
+    int              lfd = -1, rc = -1, corrupt, r;
 
     memset(&d, 0, sizeof(d));
-    if (!valid_name(collection)) {
+    if (!ragq_localfile_valid_name(collection)) {
         snprintf(err, errlen,
                  "collection name '%s' is not usable by the local store: use "
                  "letters, digits, '_', '-' and '.', not starting with '.'",
@@ -849,9 +539,9 @@ store_write(const char *dir, const char *collection, const ragq_point_t *points,
     if (mkdir_p(dir, err, errlen) != 0) {
         return -1;
     }
-    path = coll_path(dir, collection, "%s/%s.ragq");
-    tmp = coll_path(dir, collection, "%s/.%s.ragq.tmp.%ld");
-    lock = coll_path(dir, collection, "%s/.%s.lock");
+    path = ragq_localfile_path(dir, collection, "%s/%s.ragq");
+    tmp = ragq_localfile_path(dir, collection, "%s/.%s.ragq.tmp.%ld");
+    lock = ragq_localfile_path(dir, collection, "%s/.%s.lock");
     if (!path || !tmp || !lock) {
         snprintf(err, errlen, "out of memory");
         goto done;
@@ -863,11 +553,11 @@ store_write(const char *dir, const char *collection, const ragq_point_t *points,
         snprintf(err, errlen, "cannot lock %s: %s", lock, strerror(errno));
         goto done;
     }
-    r = data_read(path, &d, &st, err, errlen, &corrupt);
+    r = ragq_localfile_read(path, &d, &st, err, errlen, &corrupt);
     if (r < 0) {
         goto done;
     }
-    if (r == 1 && data_alloc(&d, dim, 0) != 0) {
+    if (r == 1 && ragq_localfile_alloc(&d, dim, 0) != 0) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
@@ -886,10 +576,10 @@ store_write(const char *dir, const char *collection, const ragq_point_t *points,
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    rc = data_write(tmp, path, &d, err, errlen);
+    rc = ragq_localfile_write(tmp, path, &d, err, errlen);
 
 done:
-    data_free(&d);
+    ragq_localfile_free(&d);
     if (lfd >= 0) {
         close(lfd);
     }

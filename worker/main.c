@@ -1,6 +1,6 @@
 /*
  * main.c: ragq-worker: configuration, start-up checks, and the one event
- * loop that runs the queue (valkey.c), the pipeline (job.c) and HTTP
+ * loop that runs the queue (queue.c), the pipeline (job.c) and HTTP
  * (http.c); SIGTERM/SIGINT stop it gracefully.
  */
 
@@ -15,7 +15,8 @@
 #include "http.h"
 #include "job.h"
 #include "loop.h"
-#include "valkey.h"
+#include "queue.h"
+#include "valkey_url.h"
 
 static void
 on_signal(int signo, void *data)
@@ -48,8 +49,11 @@ main(int argc, char **argv)
         fprintf(stderr, "ragq-worker: %s\n", err);
         return 2;
     }
-    if (ragq_valkey_addr_parse(cfg.valkey_url, &addr, err, sizeof(err)) != 0) {
-        fprintf(stderr, "ragq-worker: %s\n", err);
+    /* Checked by ragq_config_check already: this cannot fail but on DNS. */
+    if (ragq_valkey_addr_parse(cfg.valkey_url, &addr, err, sizeof(err)) != 0 ||
+        ragq_valkey_addr_resolve(&addr, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ragq-worker: RAGQ_VALKEY_URL: %s\n", err);
+        ragq_valkey_addr_free(&addr);
         return 2;
     }
 

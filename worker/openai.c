@@ -12,7 +12,9 @@
 
 
 #include "jsonr.h"
+#include "jsonw.h"
 #include "openai.h"
+#include "utf8.h"
 
 #define BAD "bad_upstream_response"
 

@@ -9,6 +9,9 @@
 
 #include "upstream.h"
 
+/* How the key is sent: "Authorization: Bearer KEY" (ragq_auth_header). */
+#define RAGQ_OPENAI_AUTH_HEADER "Authorization", "Bearer "
+
 /*
  * Body of POST {base}/embeddings:
  * {"model": model, "input": [..n strings..], "encoding_format": "float"}.

@@ -12,7 +12,9 @@
 
 
 #include "jsonr.h"
+#include "jsonw.h"
 #include "qdrant.h"
+#include "utf8.h"
 
 #define BAD "bad_upstream_response"
 
@@ -85,6 +87,30 @@ ragq_qdrant_create_collection_body(size_t dim)
     ragq_jbuf_adds(&b, "{\"vectors\":{\"size\":");
     ragq_jbuf_uint(&b, dim);
     ragq_jbuf_adds(&b, ",\"distance\":\"Cosine\"}}");
+    return ragq_jbuf_finish(&b);
+}
+
+char *
+ragq_qdrant_delete_chunks_body(char *const *sources, const size_t *from,
+                               size_t n)
+{
+    ragq_jbuf_t b;
+
+    ragq_jbuf_init(&b, 64 + n * 160);
+    ragq_jbuf_adds(&b, "{\"filter\":{\"should\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            ragq_jbuf_add(&b, ",", 1);
+        }
+        ragq_jbuf_adds(&b, "{\"must\":[{\"key\":\"metadata.source\","
+                           "\"match\":{\"value\":");
+        ragq_jbuf_string(&b, sources[i], strlen(sources[i]));
+        ragq_jbuf_adds(&b, "}},{\"key\":\"metadata.chunk\",\"range\":{"
+                           "\"gte\":");
+        ragq_jbuf_uint(&b, from[i]);
+        ragq_jbuf_adds(&b, "}}]}");
+    }
+    ragq_jbuf_adds(&b, "]}}");
     return ragq_jbuf_finish(&b);
 }
 

@@ -9,6 +9,9 @@
 
 #include "upstream.h"
 
+/* How the key is sent: "api-key: KEY" (ragq_auth_header). */
+#define RAGQ_QDRANT_AUTH_HEADER "api-key", ""
+
 /* "/collections/<escaped name><suffix>", suffix e.g. "/points/query". malloc'd.
  */
 char *ragq_qdrant_path(const char *collection, const char *suffix);
@@ -47,5 +50,14 @@ int ragq_qdrant_collection_dim_parse(const char *body, size_t len, size_t *dim,
  * "chunk": chunk}}}]} -- LangChain's payload shape.
  */
 char *ragq_qdrant_upsert_body(const ragq_point_t *points, size_t n, size_t dim);
+
+/*
+ * Body of POST /collections/{c}/points/delete?wait=true that removes, for
+ * each i < n, the points of document sources[i] (metadata.source) whose
+ * metadata.chunk is from[i] or more: the chunks a re-ingested document no
+ * longer has.  malloc'd, NULL on allocation failure.
+ */
+char *ragq_qdrant_delete_chunks_body(char *const *sources, const size_t *from,
+                                     size_t n);
 
 #endif

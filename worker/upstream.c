@@ -1,8 +1,7 @@
 /*
  * upstream.c: what every backend shares: sources and their JSON form, the
  * classification of upstream HTTP errors (codes, retryability,
- * Retry-After), URL helpers, and the small JSON-writing and UTF-8 helpers
- * the codecs build request bodies with.  No I/O.
+ * Retry-After) and URL helpers.  No I/O.
  */
 
 #include <ctype.h>
@@ -17,450 +16,10 @@
 #include <strings.h>
 #include <time.h>
 
-#include <json.h>
-
+#include "jsonr.h"
+#include "jsonw.h"
 #include "upstream.h"
-
-/* ---- UTF-8 ---- */
-
-/* Length of the valid UTF-8 sequence at p (1..4), 0 when p starts an
- * invalid one (overlong forms, surrogates and > U+10FFFF are invalid, as
- * RFC 3629 says, so the output is always acceptable to strict parsers). */
-static size_t
-utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-
-    if (c < 0x80) {
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        return (avail >= 2 && (p[1] & 0xc0) == 0x80) ? 2 : 0;
-    }
-    if (c >= 0xe0 && c <= 0xef) {
-        if (avail < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80) {
-            return 0;
-        }
-        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f)) {
-            return 0;
-        }
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80) {
-            return 0;
-        }
-        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f)) {
-            return 0;
-        }
-        return 4;
-    }
-    return 0;
-}
-
-size_t
-ragq_utf8_cut(const char *s, size_t len, size_t max)
-{
-    const unsigned char *p = (const unsigned char *) s;
-    size_t               i = 0, l;
-
-    if (len <= max) {
-        return len;
-    }
-    while (i < len) {
-        l = utf8_seq(p + i, len - i);
-        if (l == 0) {
-            l = 1; /* an invalid byte is its own unit (becomes U+FFFD) */
-        }
-        if (i + l > max) {
-            break;
-        }
-        i += l;
-    }
-    return i;
-}
-
-char *
-ragq_utf8_dup(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *) s;
-    size_t               i = 0, o = 0, l;
-    char                *out;
-
-    /* Worst case every byte becomes the 3-byte U+FFFD. */
-    if (len > (SIZE_MAX - 1) / 3) {
-        return NULL;
-    }
-    out = malloc(len * 3 + 1);
-    if (out == NULL) {
-        return NULL;
-    }
-    while (i < len) {
-        size_t run = i;
-
-        /* Plain ASCII runs in one copy: the common case. */
-        while (run < len && p[run] != 0 && p[run] < 0x80) {
-            run++;
-        }
-        if (run > i) {
-            memcpy(out + o, p + i, run - i);
-            o += run - i;
-            i = run;
-            continue;
-        }
-        l = p[i] == 0 ? 0 : utf8_seq(p + i, len - i);
-        if (l == 0) {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-            continue;
-        }
-        memcpy(out + o, p + i, l);
-        o += l;
-        i += l;
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/* ---- JSON writer ---- */
-
-static int
-jbuf_reserve(ragq_jbuf_t *b, size_t more)
-{
-    size_t cap;
-    char  *d;
-
-    if (b->failed) {
-        return -1;
-    }
-    if (more < b->cap - b->len) {
-        return 0; /* keeps one byte for the terminating NUL */
-    }
-    if (more > SIZE_MAX / 2 - b->len - 1) {
-        b->failed = 1;
-        return -1;
-    }
-    cap = b->cap ? b->cap : 256;
-    while (cap - b->len <= more) {
-        cap *= 2;
-    }
-    d = realloc(b->data, cap);
-    if (d == NULL) {
-        b->failed = 1;
-        return -1;
-    }
-    b->data = d;
-    b->cap = cap;
-    return 0;
-}
-
-void
-ragq_jbuf_init(ragq_jbuf_t *b, size_t hint)
-{
-    b->data = NULL;
-    b->len = 0;
-    b->cap = 0;
-    b->failed = 0;
-    if (hint) {
-        jbuf_reserve(b, hint);
-    }
-}
-
-void
-ragq_jbuf_add(ragq_jbuf_t *b, const char *s, size_t n)
-{
-    if (n == 0 || jbuf_reserve(b, n) != 0) {
-        return;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-}
-
-void
-ragq_jbuf_adds(ragq_jbuf_t *b, const char *s)
-{
-    ragq_jbuf_add(b, s, strlen(s));
-}
-
-void
-ragq_jbuf_string(ragq_jbuf_t *b, const char *s, size_t n)
-{
-    static const char    hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *) s;
-    size_t               i = 0, run, l;
-    char                 esc[6];
-
-    ragq_jbuf_add(b, "\"", 1);
-    while (i < n) {
-        /* Copy runs of plain ASCII in one go: the common case. */
-        run = i;
-        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' &&
-               p[run] != '\\') {
-            run++;
-        }
-        if (run > i) {
-            ragq_jbuf_add(b, s + i, run - i);
-            i = run;
-            continue;
-        }
-        if (p[i] >= 0x80) {
-            l = utf8_seq(p + i, n - i);
-            if (l == 0) {
-                ragq_jbuf_add(b, "\xef\xbf\xbd", 3);
-                i++;
-            } else {
-                ragq_jbuf_add(b, s + i, l);
-                i += l;
-            }
-            continue;
-        }
-        switch (p[i]) {
-        case '"':
-            ragq_jbuf_add(b, "\\\"", 2);
-            break;
-        case '\\':
-            ragq_jbuf_add(b, "\\\\", 2);
-            break;
-        case '\n':
-            ragq_jbuf_add(b, "\\n", 2);
-            break;
-        case '\r':
-            ragq_jbuf_add(b, "\\r", 2);
-            break;
-        case '\t':
-            ragq_jbuf_add(b, "\\t", 2);
-            break;
-        case 0:
-            ragq_jbuf_add(b, "\\ufffd", 6);
-            break;
-        default:
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[p[i] >> 4];
-            esc[5] = hex[p[i] & 0xf];
-            ragq_jbuf_add(b, esc, 6);
-            break;
-        }
-        i++;
-    }
-    ragq_jbuf_add(b, "\"", 1);
-}
-
-static const double pow10_tab[] = {
-    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-
-/*
- * "%.*g" for zeros and 10^-15 <= |v| < 10^prec (fixed or exponent style),
- * without snprintf: a query vector has thousands of them and snprintf's
- * exact conversion costs ~250 ns each.  The digits come from one rounding
- * of v * 10^k (10^k exact); values that land too near a rounding tie for
- * that to be certain are left to snprintf, so the output is printf's
- * byte for byte (tests/unit compares millions of values).  Returns the
- * length written, 0 when v is outside that range (the caller falls back).
- */
-static int
-fast_g(char *out, double v, int prec)
-{
-    double    a = fabs(v), scaled;
-    int       e, k, n = 0, point, last;
-    long long m;
-    char      d[16];
-
-    if (prec < 1 || prec > 15 || a >= pow10_tab[prec]) {
-        return 0;
-    }
-    if (a == 0) {
-        /* Hash embeddings are mostly zeros; printf keeps the sign. */
-        if (signbit(v)) {
-            out[n++] = '-';
-        }
-        out[n++] = '0';
-        return n;
-    }
-    if (!(a >= 1e-15)) {
-        return 0; /* 10^k below would not be exact */
-    }
-    e = (int) floor(log10(a));
-    for (int tries = 0; tries < 2; tries++) {
-        k = prec - 1 - e;
-        if (k < 0 || k > 22) {
-            return 0;
-        }
-        scaled = a * pow10_tab[k];
-        if (fabs(scaled - floor(scaled) - 0.5) <= scaled * 0x1p-48) {
-            return 0; /* too close to a tie to decide without exactness */
-        }
-        m = llrint(scaled);
-        if (m >= (long long) pow10_tab[prec]) {
-            e++; /* log10 was low, or rounding carried into a new digit */
-            continue;
-        }
-        if (m < (long long) pow10_tab[prec - 1]) {
-            e--;
-            continue;
-        }
-        break;
-    }
-    if (m >= (long long) pow10_tab[prec] ||
-        m < (long long) pow10_tab[prec - 1] || e >= prec) {
-        return 0;
-    }
-    for (int i = prec - 1; i >= 0; i--) {
-        d[i] = (char) ('0' + m % 10);
-        m /= 10;
-    }
-    if (v < 0) {
-        out[n++] = '-';
-    }
-    if (e < -4) {
-        /* %g's exponent style: d[.ddd]e-XX, trailing zeros dropped. */
-        last = prec - 1;
-        while (last > 0 && d[last] == '0') {
-            last--;
-        }
-        out[n++] = d[0];
-        if (last > 0) {
-            out[n++] = '.';
-            for (int i = 1; i <= last; i++) {
-                out[n++] = d[i];
-            }
-        }
-        out[n++] = 'e';
-        out[n++] = '-';
-        if (-e >= 100) {
-            out[n++] = (char) ('0' + -e / 100);
-        }
-        out[n++] = (char) ('0' + (-e / 10) % 10);
-        out[n++] = (char) ('0' + -e % 10);
-        return n;
-    }
-    last = prec - 1; /* %g drops trailing zeros of the fraction */
-    point = e + 1;   /* digits before the decimal point */
-    while (last >= point && last > 0 && d[last] == '0') {
-        last--;
-    }
-    if (point <= 0) {
-        out[n++] = '0';
-        out[n++] = '.';
-        for (int i = 0; i < -point; i++) {
-            out[n++] = '0';
-        }
-        for (int i = 0; i <= last; i++) {
-            out[n++] = d[i];
-        }
-    } else {
-        for (int i = 0; i <= last || i < point; i++) {
-            if (i == point) {
-                out[n++] = '.';
-            }
-            out[n++] = d[i];
-        }
-    }
-    return n;
-}
-
-void
-ragq_jbuf_number(ragq_jbuf_t *b, double v, int prec)
-{
-    char tmp[64];
-    int  n;
-
-    if (!isfinite(v)) {
-        ragq_jbuf_add(b, "null", 4);
-        return;
-    }
-    n = fast_g(tmp, v, prec);
-    if (n > 0) {
-        ragq_jbuf_add(b, tmp, (size_t) n);
-        return;
-    }
-    n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
-    if (n <= 0 || (size_t) n >= sizeof(tmp)) {
-        ragq_jbuf_add(b, "null", 4);
-        return;
-    }
-    /* A locale with a decimal comma must not leak into JSON. */
-    for (int i = 0; i < n; i++) {
-        if (tmp[i] == ',') {
-            tmp[i] = '.';
-        }
-    }
-    ragq_jbuf_add(b, tmp, (size_t) n);
-}
-
-void
-ragq_jbuf_uint(ragq_jbuf_t *b, unsigned long long v)
-{
-    char tmp[24];
-    int  n;
-
-    n = snprintf(tmp, sizeof(tmp), "%llu", v);
-    ragq_jbuf_add(b, tmp, (size_t) n);
-}
-
-char *
-ragq_jbuf_finish(ragq_jbuf_t *b)
-{
-    char *d;
-
-    if (jbuf_reserve(b, 0) != 0) {
-        free(b->data);
-        b->data = NULL;
-        return NULL;
-    }
-    b->data[b->len] = '\0';
-    d = b->data;
-    b->data = NULL;
-    b->len = b->cap = 0;
-    return d;
-}
-
-struct json_object *
-ragq_json_parse(const char *text, size_t len)
-{
-    struct json_tokener    *tok;
-    struct json_object     *obj;
-    enum json_tokener_error e;
-    size_t                  end;
-
-    /* Kept between calls: a new tokener costs a few kB of calloc each time
-     * (three parses a job).  The worker and ingest are single-threaded. */
-    static struct json_tokener *tok_kept;
-
-    if (text == NULL || len > INT_MAX) {
-        return NULL;
-    }
-    if (tok_kept == NULL && (tok_kept = json_tokener_new()) == NULL) {
-        return NULL;
-    }
-    tok = tok_kept;
-    json_tokener_reset(tok);
-    obj = json_tokener_parse_ex(tok, text, (int) len);
-    e = json_tokener_get_error(tok);
-    if (obj == NULL && e == json_tokener_continue) {
-        /* A bare number at the very end needs to see its end. */
-        obj = json_tokener_parse_ex(tok, "", 1);
-        e = json_tokener_get_error(tok);
-        end = len;
-    } else {
-        end = json_tokener_get_parse_end(tok);
-    }
-    json_tokener_reset(tok);
-    if (obj == NULL || e != json_tokener_success) {
-        json_object_put(obj);
-        return NULL;
-    }
-    while (end < len && isspace((unsigned char) text[end])) {
-        end++;
-    }
-    if (end < len) {
-        json_object_put(obj); /* trailing garbage: not one JSON text */
-        return NULL;
-    }
-    return obj;
-}
+#include "utf8.h"
 
 /* ---- sources ---- */
 
@@ -529,12 +88,12 @@ set_message(ragq_upstream_error_t *err, const char *s, size_t len)
         i++;
     }
     while (i < len) {
-        l = utf8_seq(p + i, len - i);
+        l = ragq_utf8_seq(p + i, len - i);
         if (l == 0 || p[i] == 0) {
             if (o + 3 > cap) {
                 break;
             }
-            memcpy(err->message + o, "\xef\xbf\xbd", 3);
+            memcpy(err->message + o, RAGQ_UTF8_REPLACEMENT, 3);
             o += 3;
             i++;
             continue;
@@ -672,50 +231,68 @@ retry_after_ms(const char *retry_after, const char *retry_after_ms)
     return -1;
 }
 
-static const char *
-json_str(struct json_object *o, const char *key)
-{
-    struct json_object *v;
+/* Error bodies are parsed one at a time (single-threaded programs). */
+static ragq_jdoc_t err_doc = RAGQ_JDOC_INIT;
 
-    if (o == NULL || !json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string)) {
-        return NULL;
+/* Member key of o when it is a string, else NULL. */
+static const char *
+jstr(const ragq_jv_t *o, const char *key)
+{
+    const ragq_jv_t *v = ragq_jv_get_type(o, key, RAGQ_JSTR);
+
+    return v ? v->str : NULL;
+}
+
+/* A value as text: strings as they are, numbers as written, the rest as
+ * compact JSON. */
+static void
+add_text(ragq_jbuf_t *b, const ragq_jv_t *v)
+{
+    char *txt;
+
+    if (v->type == RAGQ_JSTR || v->type == RAGQ_JNUM) {
+        ragq_jbuf_add(b, v->str, v->len);
+        return;
     }
-    return json_object_get_string(v);
+    if ((txt = ragq_jv_to_json(v)) != NULL) {
+        ragq_jbuf_adds(b, txt);
+        free(txt);
+    }
 }
 
 /* FastAPI's validation errors: [{"loc":[...],"msg":"..."}] -> "a.b: msg; ..."
  */
 static void
-detail_list(ragq_jbuf_t *b, struct json_object *arr)
+detail_list(ragq_jbuf_t *b, const ragq_jv_t *arr)
 {
-    size_t              n = json_object_array_length(arr);
-    struct json_object *it, *loc, *part;
-    const char         *msg;
+    const ragq_jv_t *it, *loc, *part;
+    const char      *msg;
 
-    for (size_t i = 0; i < n && b->len < 1024; i++) {
-        it = json_object_array_get_idx(arr, i);
-        msg = json_str(it, "msg");
-        if (msg == NULL) {
-            msg = json_object_to_json_string_ext(it, JSON_C_TO_STRING_PLAIN);
-        }
-        if (i) {
+    for (it = arr->child; it && b->len < 1024; it = it->next) {
+        if (it != arr->child) {
             ragq_jbuf_adds(b, "; ");
         }
-        if (json_object_is_type(it, json_type_object) &&
-            json_object_object_get_ex(it, "loc", &loc) &&
-            json_object_is_type(loc, json_type_array)) {
-            for (size_t j = 0; j < json_object_array_length(loc); j++) {
-                part = json_object_array_get_idx(loc, j);
-                if (j) {
+        loc = ragq_jv_get_type(it, "loc", RAGQ_JARR);
+        if (loc) {
+            for (part = loc->child; part; part = part->next) {
+                if (part != loc->child) {
                     ragq_jbuf_adds(b, ".");
                 }
-                ragq_jbuf_adds(b, json_object_get_string(part));
+                add_text(b, part);
             }
             ragq_jbuf_adds(b, ": ");
         }
-        ragq_jbuf_adds(b, msg);
+        msg = jstr(it, "msg");
+        if (msg) {
+            ragq_jbuf_adds(b, msg);
+        } else {
+            char *txt = ragq_jv_to_json(it);
+
+            if (txt) {
+                ragq_jbuf_adds(b, txt);
+                free(txt);
+            }
+        }
     }
 }
 
@@ -723,38 +300,37 @@ detail_list(ragq_jbuf_t *b, struct json_object *arr)
  * The upstream's own message, in the order the reference gives: Qdrant's
  * status.error; error.message (OpenAI, Ollama, llama.cpp, vLLM); a string
  * "error" (Ollama native, TEI); "detail" (FastAPI-based servers); a flat
- * "message" (old vLLM).  *ocode gets an OpenAI string code if any.  Returns
- * 0 when the body held none of these.
+ * "message" (old vLLM).  *ocode gets an OpenAI string code if any (valid
+ * until the next parse).  Returns 0 when the body held none of these.
  */
 static int
-body_message(ragq_upstream_error_t *err, struct json_object *root,
+body_message(ragq_upstream_error_t *err, const ragq_jv_t *root,
              const char **ocode)
 {
-    struct json_object *v, *e;
-    const char         *s;
-    ragq_jbuf_t         b;
-    char               *txt;
+    const ragq_jv_t *v, *e;
+    const char      *s;
+    ragq_jbuf_t      b;
+    char            *txt;
 
     *ocode = NULL;
-    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+    if (root == NULL || root->type != RAGQ_JOBJ) {
         return 0;
     }
-    if (json_object_object_get_ex(root, "status", &v) &&
-        (s = json_str(v, "error")) != NULL) {
+    if ((v = ragq_jv_get(root, "status")) != NULL &&
+        (s = jstr(v, "error")) != NULL) {
         set_message(err, s, strlen(s));
         return 1;
     }
-    if (json_object_object_get_ex(root, "error", &e)) {
-        if (json_object_is_type(e, json_type_string)) {
-            s = json_object_get_string(e);
-            set_message(err, s, (size_t) json_object_get_string_len(e));
+    if ((e = ragq_jv_get(root, "error")) != NULL) {
+        if (e->type == RAGQ_JSTR) {
+            set_message(err, e->str, e->len);
             return 1;
         }
-        if (json_object_is_type(e, json_type_object)) {
-            *ocode = json_str(e, "code");
-            s = json_str(e, "message");
+        if (e->type == RAGQ_JOBJ) {
+            *ocode = jstr(e, "code");
+            s = jstr(e, "message");
             if (s == NULL || *s == '\0') {
-                s = *ocode ? *ocode : json_str(e, "type");
+                s = *ocode ? *ocode : jstr(e, "type");
             }
             if (s != NULL && *s != '\0') {
                 set_message(err, s, strlen(s));
@@ -762,18 +338,16 @@ body_message(ragq_upstream_error_t *err, struct json_object *root,
             }
         }
     }
-    if (json_object_object_get_ex(root, "detail", &v)) {
-        if (json_object_is_type(v, json_type_string)) {
-            s = json_object_get_string(v);
-            set_message(err, s, (size_t) json_object_get_string_len(v));
+    if ((v = ragq_jv_get(root, "detail")) != NULL) {
+        if (v->type == RAGQ_JSTR) {
+            set_message(err, v->str, v->len);
             return 1;
         }
         ragq_jbuf_init(&b, 256);
-        if (json_object_is_type(v, json_type_array)) {
+        if (v->type == RAGQ_JARR) {
             detail_list(&b, v);
         } else {
-            ragq_jbuf_adds(
-                &b, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+            add_text(&b, v);
         }
         txt = ragq_jbuf_finish(&b);
         if (txt != NULL) {
@@ -782,8 +356,8 @@ body_message(ragq_upstream_error_t *err, struct json_object *root,
             return 1;
         }
     }
-    if ((s = json_str(root, "message")) != NULL) {
-        *ocode = json_str(root, "code");
+    if ((s = jstr(root, "message")) != NULL) {
+        *ocode = jstr(root, "code");
         set_message(err, s, strlen(s));
         return 1;
     }
@@ -831,10 +405,10 @@ ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
                               const char *retry_after_ms_hdr, const char *body,
                               size_t len)
 {
-    struct json_object *root = NULL;
-    const char         *ocode = NULL;
-    int                 is_qdrant, is_openai, have;
-    char                code[64];
+    const ragq_jv_t *root = NULL;
+    const char      *ocode = NULL;
+    int              is_qdrant, is_openai, have;
+    char             code[64];
 
     if (api == NULL) {
         api = "upstream";
@@ -850,7 +424,7 @@ ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
     err->retryable = status == 408 || status == 409 || status == 429 ||
                      (status >= 500 && status <= 599);
 
-    root = len ? ragq_json_parse(body, len) : NULL;
+    root = len ? ragq_jdoc_parse(&err_doc, body, len) : NULL;
     have = body_message(err, root, &ocode);
     if (!have) {
         while (len && isspace((unsigned char) *body)) {
@@ -896,10 +470,27 @@ ragq_upstream_error_from_http(ragq_upstream_error_t *err, const char *api,
         snprintf(code, sizeof(code), "upstream_http_%ld", status);
         set_code(err, code);
     }
-    json_object_put(root);
 }
 
-/* ---- URLs ---- */
+/* ---- URLs and headers ---- */
+
+int
+ragq_auth_header(const char *name, const char *prefix, const char *key,
+                 char **out)
+{
+    size_t n;
+
+    *out = NULL;
+    if (key == NULL || key[0] == '\0') {
+        return 0;
+    }
+    n = strlen(name) + strlen(prefix) + strlen(key) + 3;
+    if ((*out = malloc(n)) == NULL) {
+        return -1;
+    }
+    snprintf(*out, n, "%s: %s%s", name, prefix, key);
+    return 0;
+}
 
 char *
 ragq_url_join(const char *base, const char *path)

@@ -73,46 +73,12 @@ char *ragq_url_join(const char *base, const char *path);
 char *ragq_url_escape_segment(const char *segment);
 
 /*
- * Added for the codecs (openai.c, qdrant.c) and anyone else who writes JSON
- * by hand.  A growable buffer for building JSON text in one pass (amortised
- * doubling, so big request bodies are not built quadratically).  After an
- * allocation failure every call is a no-op and ragq_jbuf_finish returns
- * NULL, so callers check once at the end.
+ * The header line that carries a backend's key, as libcurl takes it:
+ * "name: prefixkey" (RAGQ_OPENAI_AUTH_HEADER, RAGQ_QDRANT_AUTH_HEADER).
+ * *out is malloc'd, or NULL when key is NULL or empty (no header is sent
+ * then).  Returns -1 when out of memory.
  */
-typedef struct {
-    char  *data;
-    size_t len;
-    size_t cap;
-    int    failed;
-} ragq_jbuf_t;
-
-void ragq_jbuf_init(ragq_jbuf_t *b, size_t hint);
-void ragq_jbuf_add(ragq_jbuf_t *b, const char *s, size_t n);
-void ragq_jbuf_adds(ragq_jbuf_t *b, const char *s);
-
-/* s[0..n) as a quoted JSON string; invalid UTF-8 and NUL become U+FFFD. */
-void ragq_jbuf_string(ragq_jbuf_t *b, const char *s, size_t n);
-
-/* v with prec significant digits ("%.*g"); NaN and infinities as null. */
-void ragq_jbuf_number(ragq_jbuf_t *b, double v, int prec);
-
-void ragq_jbuf_uint(ragq_jbuf_t *b, unsigned long long v);
-
-/* The NUL-terminated text (the caller frees it), NULL after a failure. */
-char *ragq_jbuf_finish(ragq_jbuf_t *b);
-
-/* Length of the longest prefix of s[0..len), at most max bytes, that does
- * not split a UTF-8 character. */
-size_t ragq_utf8_cut(const char *s, size_t len, size_t max);
-
-/* A NUL-terminated copy of s[0..len) that is valid UTF-8: invalid sequences
- * and NUL bytes become U+FFFD.  malloc'd, NULL on allocation failure. */
-char *ragq_utf8_dup(const char *s, size_t len);
-
-/*
- * Parses a whole JSON text of len bytes (trailing whitespace allowed);
- * NULL when it is not JSON.  Free with json_object_put.
- */
-struct json_object *ragq_json_parse(const char *text, size_t len);
+int ragq_auth_header(const char *name, const char *prefix, const char *key,
+                     char **out);
 
 #endif

@@ -21,6 +21,12 @@ main(void)
     srunner_add_suite(sr, ragq_suite_chunk());
     srunner_add_suite(sr, ragq_suite_config());
     srunner_add_suite(sr, ragq_suite_jsonr());
+    srunner_add_suite(sr, ragq_suite_utf8());
+    srunner_add_suite(sr, ragq_suite_jsonw());
+    srunner_add_suite(sr, ragq_suite_pointid());
+    srunner_add_suite(sr, ragq_suite_valkey_url());
+    srunner_add_suite(sr, ragq_suite_retry());
+    srunner_add_suite(sr, ragq_suite_loop());
 
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);

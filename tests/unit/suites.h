@@ -14,6 +14,12 @@ Suite *ragq_suite_local(void);    /* test_local.c */
 Suite *ragq_suite_chunk(void);    /* test_chunk.c */
 Suite *ragq_suite_config(void);   /* test_config.c */
 Suite *ragq_suite_jsonr(void);    /* test_jsonr.c */
+Suite *ragq_suite_utf8(void);     /* test_utf8.c */
+Suite *ragq_suite_jsonw(void);    /* test_jsonw.c */
+Suite *ragq_suite_pointid(void);  /* test_pointid.c */
+Suite *ragq_suite_valkey_url(void); /* test_valkey_url.c */
+Suite *ragq_suite_retry(void);    /* test_retry.c */
+Suite *ragq_suite_loop(void);     /* test_loop.c */
 
 /* helpers.c */
 struct json_object *ragq_test_strict_parse(const char *text);

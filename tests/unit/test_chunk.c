@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "chunk.h"
+#include "utf8.h"
 #include "suites.h"
 
 static char *

@@ -64,6 +64,27 @@ START_TEST(create_body)
 }
 END_TEST
 
+START_TEST(delete_chunks_body)
+{
+    char               *src[] = {"docs/a.md", "we \"quote\"/x.md"};
+    size_t              from[] = {3, 0};
+    char               *b = ragq_qdrant_delete_chunks_body(src, from, 2);
+    struct json_object *o = ragq_test_strict_parse(b);
+
+    ck_assert_ptr_nonnull(o);
+    ck_assert_str_eq(
+        b,
+        "{\"filter\":{\"should\":["
+        "{\"must\":[{\"key\":\"metadata.source\",\"match\":{\"value\":"
+        "\"docs/a.md\"}},{\"key\":\"metadata.chunk\",\"range\":{\"gte\":3}}]},"
+        "{\"must\":[{\"key\":\"metadata.source\",\"match\":{\"value\":"
+        "\"we \\\"quote\\\"/x.md\"}},{\"key\":\"metadata.chunk\",\"range\":{"
+        "\"gte\":0}}]}]}}");
+    json_object_put(o);
+    free(b);
+}
+END_TEST
+
 START_TEST(upsert_body)
 {
     float        v1[3] = {0.1f, 0.2f, 0.3f}, v2[3] = {1, 0, -1};
@@ -330,6 +351,7 @@ ragq_suite_qdrant(void)
     tcase_add_test(tc, query_body);
     tcase_add_test(tc, create_body);
     tcase_add_test(tc, upsert_body);
+    tcase_add_test(tc, delete_chunks_body);
     tcase_add_test(tc, query_parse_points);
     tcase_add_test(tc, query_parse_legacy_and_empty);
     tcase_add_test(tc, query_parse_errors);

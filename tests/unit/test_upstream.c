@@ -1,8 +1,7 @@
 /*
  * test_upstream.c: unit tests of upstream.c: the sources JSON, the
  * classification of upstream HTTP errors (bodies taken from the OpenAI,
- * llama.cpp, Ollama, vLLM and Qdrant references), Retry-After, URL helpers
- * and the JSON / UTF-8 helpers.
+ * llama.cpp, Ollama, vLLM and Qdrant references), Retry-After, URL helpers.
  */
 
 #include <check.h>
@@ -14,7 +13,11 @@
 #include <time.h>
 
 #include "suites.h"
+#include "job.h"
+#include "openai.h" /* RAGQ_OPENAI_AUTH_HEADER */
+#include "qdrant.h" /* RAGQ_QDRANT_AUTH_HEADER */
 #include "upstream.h"
+#include "utf8.h" /* ragq_utf8_cut */
 
 /* Independent of upstream.c's own validator: RFC 3629 rules. */
 static int
@@ -610,122 +613,40 @@ START_TEST(url_escape)
 }
 END_TEST
 
-/* ---- helpers ---- */
-
-START_TEST(json_parse_whole_text)
+START_TEST(job_error_json)
 {
-    struct json_object *o;
-    const char         *t;
+    ragq_job_t *job = ragq_job_new();
+    char       *s;
 
-    t = "{\"a\":1}  \n";
-    o = ragq_json_parse(t, strlen(t));
-    ck_assert_ptr_nonnull(o);
-    json_object_put(o);
-    t = "42";
-    o = ragq_json_parse(t, strlen(t));
-    ck_assert_ptr_nonnull(o);
-    ck_assert_int_eq(json_object_get_int(o), 42);
-    json_object_put(o);
-    /* The length counts, not a NUL: no terminator needed. */
-    o = ragq_json_parse("[1,2]xxxx", 5);
-    ck_assert_ptr_nonnull(o);
-    json_object_put(o);
-    t = "{\"a\":1} {\"b\":2}";
-    ck_assert_ptr_null(ragq_json_parse(t, strlen(t)));
-    t = "{\"a\":";
-    ck_assert_ptr_null(ragq_json_parse(t, strlen(t)));
-    ck_assert_ptr_null(ragq_json_parse("", 0));
-    ck_assert_ptr_null(ragq_json_parse(NULL, 3));
+    s = ragq_job_error_json(job);
+    ck_assert_str_eq(s, "{\"code\":\"internal_error\",\"message\":\"\"}");
+    free(s);
+    ragq_upstream_error_set(&job->err, 401, 0, "unauthorized",
+                            "bad \"key\" \\ caf\xc3\xa9 \xff");
+    s = ragq_job_error_json(job);
+    ck_assert_str_eq(s, "{\"code\":\"unauthorized\",\"message\":\"bad "
+                        "\\\"key\\\" \\\\ caf\xc3\xa9 \xef\xbf\xbd\"}");
+    free(s);
+    ragq_job_free(job);
 }
 END_TEST
 
-START_TEST(jbuf_large_and_dup)
+START_TEST(auth_headers)
 {
-    ragq_jbuf_t b;
-    char       *s, *d;
+    char *h = (char *) 1;
 
-    ragq_jbuf_init(&b, 0);
-    for (int i = 0; i < 100000; i++) {
-        ragq_jbuf_string(&b, "ab\"c", 4);
-    }
-    s = ragq_jbuf_finish(&b);
-    ck_assert_uint_eq(strlen(s), 100000 * 7);
-    ck_assert(strncmp(s, "\"ab\\\"c\"\"ab", 10) == 0);
-    free(s);
-
-    d = ragq_utf8_dup("a\0b\xc0\xaf", 5); /* NUL and an overlong '/' */
-    ck_assert_str_eq(d, "a\xef\xbf\xbd"
-                        "b\xef\xbf\xbd\xef\xbf\xbd");
-    free(d);
-
-    ragq_jbuf_init(&b, 0);
-    ragq_jbuf_number(&b, 0.1234567891, 7);
-    ragq_jbuf_add(&b, " ", 1);
-    ragq_jbuf_number(&b, -1.5e-9, 7);
-    ragq_jbuf_add(&b, " ", 1);
-    ragq_jbuf_number(&b, 0.0 / 0.0, 7);
-    s = ragq_jbuf_finish(&b);
-    ck_assert_str_eq(s, "0.1234568 -1.5e-09 null");
-    free(s);
-}
-END_TEST
-
-START_TEST(jbuf_number_matches_printf)
-{
-    /* The fast float path must print exactly what "%.*g" prints: random
-     * float bit patterns, embedding-like values, dyadic values full of
-     * rounding ties, and decimal values near ties. */
-    unsigned long long x = 88172645463325252ULL;
-    char               ref[64];
-    ragq_jbuf_t        b;
-    long               bad = 0;
-
-    for (long i = 0; i < 200000; i++) {
-        double   v;
-        unsigned u;
-        float    f;
-        int      prec = i % 5 == 0 ? 6 : 7;
-
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        switch (i % 5) {
-        case 4:
-            /* zeros of both signs and tiny values (exponent style) */
-            v = x % 3 == 0 ? ((x >> 8) % 2 ? -0.0 : 0.0)
-                : x % 3 == 1
-                    ? (double) (float) ((double) (x % 2000001) *
-                                        pow(10, -(double) ((x >> 40) % 16) - 5))
-                    : -(double) (x % 99999999) * 1e-13;
-            break;
-        case 0:
-            u = (unsigned) x;
-            memcpy(&f, &u, sizeof(f));
-            v = f;
-            break;
-        case 1:
-            v = (float) (((double) (x % 2000001) - 1000000) / 1000000.0);
-            break;
-        case 2:
-            v = (double) (x % 100000000) / (double) (1ULL << ((x >> 40) % 30));
-            break;
-        default:
-            v = (double) (x % 20000001) / pow(10, (double) ((x >> 40) % 12));
-            break;
-        }
-        if (!isfinite(v)) {
-            continue;
-        }
-        ragq_jbuf_init(&b, 0);
-        ragq_jbuf_number(&b, v, prec);
-        char *got = ragq_jbuf_finish(&b);
-        snprintf(ref, sizeof(ref), "%.*g", prec, v);
-        if (strcmp(got, ref) != 0 && bad++ < 5) {
-            fprintf(stderr, "%.17g: %s, printf %s\n", v, got, ref);
-        }
-        free(got);
-    }
-    ck_assert_int_eq(bad, 0);
+    ck_assert_int_eq(ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, "sk-1", &h), 0);
+    ck_assert_str_eq(h, "Authorization: Bearer sk-1");
+    free(h);
+    ck_assert_int_eq(ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, "q-2", &h), 0);
+    ck_assert_str_eq(h, "api-key: q-2");
+    free(h);
+    /* No key, no header. */
+    ck_assert_int_eq(ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, "", &h), 0);
+    ck_assert_ptr_null(h);
+    h = (char *) 1;
+    ck_assert_int_eq(ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, NULL, &h), 0);
+    ck_assert_ptr_null(h);
 }
 END_TEST
 
@@ -754,9 +675,8 @@ ragq_suite_upstream(void)
     tcase_add_test(tc, err_set);
     tcase_add_test(tc, url_join);
     tcase_add_test(tc, url_escape);
-    tcase_add_test(tc, json_parse_whole_text);
-    tcase_add_test(tc, jbuf_large_and_dup);
-    tcase_add_test(tc, jbuf_number_matches_printf);
+    tcase_add_test(tc, auth_headers);
+    tcase_add_test(tc, job_error_json);
     suite_add_tcase(s, tc);
     return s;
 }

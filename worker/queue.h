@@ -1,38 +1,23 @@
 /*
- * valkey.h: the worker's side of the queue: two hiredis 0.14 async
- * connections on the worker loop (one blocked in XREADGROUP, one pipelined
- * for everything else), reconnecting with backoff, and the claim /
+ * queue.h: the worker's side of the queue: two connections to Valkey (one
+ * blocked in XREADGROUP, one pipelined for everything else) and the claim /
  * keep-alive / reclaim / final-state protocol of DEVELOPERS.md.  It owns
- * the job slots: a job is claimed only when a slot is free.
+ * the job slots: a job is claimed only when a slot is free.  Implemented in
+ * queue.c (connections, claiming, slots, start and stop) and queue_job.c
+ * (one job's claim, final write or release).
  */
 
-#ifndef RAGQ_VALKEY_H
-#define RAGQ_VALKEY_H
-
-#include <stddef.h>
+#ifndef RAGQ_QUEUE_H
+#define RAGQ_QUEUE_H
 
 #include "config.h"
 #include "job.h"
 #include "loop.h"
-
-typedef struct {
-    char *host; /* numeric address, resolved at start-up; NULL for unix */
-    int   port;
-    char *path; /* unix socket */
-    char *user, *password;
-    int   db;
-} ragq_valkey_addr_t;
-
-/*
- * Parses redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]
- * and resolves host (blocking: call it before the loop runs).  -1 + err.
- */
-int ragq_valkey_addr_parse(const char *url, ragq_valkey_addr_t *addr, char *err,
-                           size_t errlen);
-void ragq_valkey_addr_free(ragq_valkey_addr_t *addr);
+#include "valkey_url.h"
 
 typedef struct ragq_queue_s ragq_queue_t;
 
+/* addr (resolved) must outlive the queue. */
 ragq_queue_t *ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
                              const ragq_config_t      *cfg,
                              const ragq_valkey_addr_t *addr);

@@ -1,0 +1,513 @@
+/*
+ * ingest_pipeline.c: ragq-ingest's pipeline (ingest.h): chunks gathered in
+ * batches of RAGQ_BATCH_SIZE, each batch embedded (an OpenAI-compatible
+ * /embeddings server or the hashed embedder) and stored: upserted into
+ * Qdrant (the collection checked or created first, ?wait=true), or kept
+ * for the local store, which is written once at the end.  Re-ingested
+ * documents lose the chunks past their new count.  Blocking HTTP (libcurl
+ * easy handles: this is a command-line tool), retried as retry.h says.
+ */
+
+#include <curl/curl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "ingest.h"
+#include "local.h"
+#include "openai.h"
+#include "pointid.h"
+#include "qdrant.h"
+#include "retry.h"
+#include "upstream.h"
+
+typedef struct {
+    ragq_ingest_buf_t body;
+    char              retry_after[64];
+    char              retry_after_ms[64];
+} reply_t;
+
+static size_t
+on_body(char *p, size_t size, size_t nmemb, void *data)
+{
+    ragq_ingest_buf_add(&((reply_t *) data)->body, p, size * nmemb);
+    return size * nmemb;
+}
+
+static size_t
+on_header(char *p, size_t size, size_t nmemb, void *data)
+{
+    reply_t *r = data;
+    size_t   len = size * nmemb;
+    char     line[256];
+
+    if (len < sizeof(line)) {
+        char *v;
+        memcpy(line, p, len);
+        line[len] = '\0';
+        line[strcspn(line, "\r\n")] = '\0';
+        v = strchr(line, ':');
+        if (v != NULL) {
+            *v++ = '\0';
+            while (*v == ' ') {
+                v++;
+            }
+            if (strcasecmp(line, "retry-after") == 0) {
+                snprintf(r->retry_after, sizeof(r->retry_after), "%s", v);
+            } else if (strcasecmp(line, "retry-after-ms") == 0) {
+                snprintf(r->retry_after_ms, sizeof(r->retry_after_ms), "%s", v);
+            }
+        }
+    }
+    return len;
+}
+
+/*
+ * One HTTP call with retries on network errors, 408/409/429/5xx (honouring
+ * Retry-After).  Returns the final status (0: no answer) with the body in
+ * r; err is filled for anything but 2xx.  404 is returned, not retried.
+ */
+static long
+http_call(const ragq_config_t *cfg, const char *method, const char *url,
+          const char *auth, const char *body, const char *api, reply_t *r,
+          ragq_upstream_error_t *err)
+{
+    int  attempt;
+    long status = 0;
+
+    for (attempt = 1; attempt <= RAGQ_CALL_TRIES; attempt++) {
+        CURL              *c = curl_easy_init();
+        struct curl_slist *h = NULL;
+        CURLcode           rc;
+        char               cerr[CURL_ERROR_SIZE] = "";
+        long               delay;
+
+        if (c == NULL) {
+            ragq_ingest_die("out of memory");
+        }
+        free(r->body.data);
+        memset(r, 0, sizeof(*r));
+        h = curl_slist_append(h, "Content-Type: application/json");
+        h = curl_slist_append(h, "Accept: application/json");
+        if (auth != NULL) {
+            h = curl_slist_append(h, auth);
+        }
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        if (body != NULL) {
+            curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                             (curl_off_t) strlen(body));
+        }
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg->http_timeout_ms);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, cfg->connect_timeout_ms);
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_USERAGENT, "ragq-ingest");
+        rc = curl_easy_perform(c);
+        status = 0;
+        if (rc == CURLE_OK) {
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        }
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+
+        if (rc != CURLE_OK) {
+            ragq_upstream_error_set(err, 0, 1, "upstream_unreachable",
+                                    "%s %s: %s", method, url,
+                                    cerr[0] ? cerr : curl_easy_strerror(rc));
+        } else if (status >= 200 && status < 300) {
+            return status;
+        } else {
+            ragq_upstream_error_from_http(
+                err, api, status, r->retry_after[0] ? r->retry_after : NULL,
+                r->retry_after_ms[0] ? r->retry_after_ms : NULL, r->body.data,
+                r->body.len);
+            if (status == 404 || !err->retryable) {
+                return status;
+            }
+        }
+        if (attempt == RAGQ_CALL_TRIES) {
+            break;
+        }
+        delay = (long) ragq_retry_delay_ms(err->retry_after_ms, attempt);
+        ragq_ingest_note("%s %s failed (%s), retrying in %.1f s", method, url,
+                         err->message, (double) delay / 1000.0);
+        usleep((useconds_t) delay * 1000);
+    }
+    return status;
+}
+
+typedef struct {
+    char    *ids[2048];
+    char    *texts[2048];
+    char    *sources[2048];
+    unsigned chunks[2048];
+    size_t   n;
+} batch_t;
+
+struct ragq_ingest_s {
+    const ragq_config_t *cfg;
+    char                *embed_url, *embed_auth, *qdrant_auth;
+    size_t               dim;        /* 0 until the first vectors come back */
+    int                  coll_ready; /* qdrant: collection checked / created */
+    size_t               stored;     /* points written */
+    batch_t              batch;
+    /* local store: all points, written in one go at the end */
+    ragq_point_t *points;
+    float        *vectors;
+    size_t        npoints, cap;
+};
+
+static float *
+embed(ragq_ingest_t *s, batch_t *b)
+{
+    const ragq_config_t  *cfg = s->cfg;
+    float                *v;
+    size_t                dim, i;
+    ragq_upstream_error_t err;
+
+    if (strcmp(cfg->embedder, "hash") == 0) {
+        dim = ragq_hash_embed_dim();
+        v = malloc(b->n * dim * sizeof(float));
+        if (v == NULL) {
+            ragq_ingest_die("out of memory");
+        }
+        for (i = 0; i < b->n; i++) {
+            ragq_hash_embed(b->texts[i], strlen(b->texts[i]), v + i * dim);
+        }
+    } else {
+        reply_t r;
+        char   *body;
+        long    status;
+
+        memset(&r, 0, sizeof(r));
+        body = ragq_openai_embeddings_body(
+            cfg->embed_model, (const char *const *) b->texts, b->n);
+        if (body == NULL) {
+            ragq_ingest_die("out of memory");
+        }
+        status = http_call(cfg, "POST", s->embed_url, s->embed_auth, body,
+                           "embeddings", &r, &err);
+        free(body);
+        if (status < 200 || status >= 300) {
+            ragq_ingest_die("embedding with model '%s' at %s failed: %s",
+                            cfg->embed_model, s->embed_url, err.message);
+        }
+        if (ragq_openai_embeddings_parse(r.body.data, r.body.len, b->n, &v,
+                                         &dim, &err) != 0) {
+            ragq_ingest_die(
+                "the embeddings server at %s gave an answer ragq cannot use: "
+                "%s",
+                s->embed_url, err.message);
+        }
+        free(r.body.data);
+    }
+    if (s->dim != 0 && dim != s->dim) {
+        ragq_ingest_die(
+            "the embedder returned vectors of size %zu after vectors of size "
+            "%zu",
+            dim, s->dim);
+    }
+    s->dim = dim;
+    return v;
+}
+
+static char *
+qdrant_url(const ragq_config_t *cfg, const char *suffix)
+{
+    char *path = ragq_qdrant_path(cfg->collection, suffix), *url;
+
+    if (path == NULL || (url = ragq_url_join(cfg->qdrant_url, path)) == NULL) {
+        ragq_ingest_die("out of memory");
+    }
+    free(path);
+    return url;
+}
+
+/* Checks the collection's vector size, or creates it. */
+static void
+qdrant_prepare(ragq_ingest_t *s)
+{
+    const ragq_config_t  *cfg = s->cfg;
+    ragq_upstream_error_t err;
+    reply_t               r;
+    char                 *url = qdrant_url(cfg, NULL), *body;
+    long                  status;
+    size_t                dim;
+
+    memset(&r, 0, sizeof(r));
+    status =
+        http_call(cfg, "GET", url, s->qdrant_auth, NULL, "qdrant", &r, &err);
+    if (status >= 200 && status < 300) {
+        if (ragq_qdrant_collection_dim_parse(r.body.data, r.body.len, &dim,
+                                             &err) != 0) {
+            ragq_ingest_die("cannot use collection '%s' at %s: %s",
+                            cfg->collection, cfg->qdrant_url, err.message);
+        }
+        if (dim != s->dim) {
+            ragq_ingest_die(
+                "collection '%s' at %s holds vectors of size %zu, but "
+                "embedder %s%s%s makes vectors of size %zu; ingest into "
+                "another collection (--collection) or use the embedder the "
+                "collection was built with",
+                cfg->collection, cfg->qdrant_url, dim, cfg->embedder,
+                strcmp(cfg->embedder, "hash") ? " " : "",
+                strcmp(cfg->embedder, "hash") ? cfg->embed_model : "", s->dim);
+        }
+    } else if (status == 404) {
+        body = ragq_qdrant_create_collection_body(s->dim);
+        status = http_call(cfg, "PUT", url, s->qdrant_auth, body, "qdrant", &r,
+                           &err);
+        free(body);
+        if (status < 200 || status >= 300) {
+            ragq_ingest_die("cannot create collection '%s' at %s: %s",
+                            cfg->collection, cfg->qdrant_url, err.message);
+        }
+        ragq_ingest_note(
+            "created collection '%s' (vectors of size %zu, cosine)",
+            cfg->collection, s->dim);
+    } else {
+        ragq_ingest_die("cannot read collection '%s' at %s: %s",
+                        cfg->collection, cfg->qdrant_url, err.message);
+    }
+    free(r.body.data);
+    free(url);
+    s->coll_ready = 1;
+}
+
+static void
+store(ragq_ingest_t *s, batch_t *b, float *v)
+{
+    const ragq_config_t *cfg = s->cfg;
+    ragq_point_t         pts[2048];
+    size_t               i;
+
+    for (i = 0; i < b->n; i++) {
+        pts[i].id = b->ids[i];
+        pts[i].vector = v + i * s->dim;
+        pts[i].source = b->sources[i];
+        pts[i].text = b->texts[i];
+        pts[i].chunk = b->chunks[i];
+    }
+    if (strcmp(cfg->store, "qdrant") == 0) {
+        ragq_upstream_error_t err;
+        reply_t               r;
+        char                 *url, *body;
+        long                  status;
+
+        if (!s->coll_ready) {
+            qdrant_prepare(s);
+        }
+        memset(&r, 0, sizeof(r));
+        url = qdrant_url(cfg, "/points?wait=true");
+        body = ragq_qdrant_upsert_body(pts, b->n, s->dim);
+        if (body == NULL) {
+            ragq_ingest_die("out of memory");
+        }
+        status = http_call(cfg, "PUT", url, s->qdrant_auth, body, "qdrant", &r,
+                           &err);
+        if (status < 200 || status >= 300) {
+            ragq_ingest_die(
+                "writing %zu points to collection '%s' at %s failed: %s", b->n,
+                cfg->collection, cfg->qdrant_url, err.message);
+        }
+        free(body);
+        free(url);
+        free(r.body.data);
+        free(v);
+    } else {
+        /* keep copies; the local file is rewritten once, at the end */
+        if (s->npoints + b->n > s->cap) {
+            while (s->npoints + b->n > s->cap) {
+                s->cap = s->cap ? s->cap * 2 : 1024;
+            }
+            s->points = realloc(s->points, s->cap * sizeof(ragq_point_t));
+            s->vectors = realloc(s->vectors, s->cap * s->dim * sizeof(float));
+            if (s->points == NULL || s->vectors == NULL) {
+                ragq_ingest_die("out of memory");
+            }
+        }
+        memcpy(s->vectors + s->npoints * s->dim, v,
+               b->n * s->dim * sizeof(float));
+        for (i = 0; i < b->n; i++) {
+            pts[i].id = strdup(b->ids[i]);
+            pts[i].source = strdup(b->sources[i]);
+            pts[i].text = strdup(b->texts[i]);
+            if (!pts[i].id || !pts[i].source || !pts[i].text) {
+                ragq_ingest_die("out of memory");
+            }
+            s->points[s->npoints + i] = pts[i];
+        }
+        s->npoints += b->n;
+        free(v);
+    }
+    s->stored += b->n;
+}
+
+static void
+flush(ragq_ingest_t *s, batch_t *b)
+{
+    size_t i;
+
+    if (b->n == 0) {
+        return;
+    }
+    store(s, b, embed(s, b));
+    for (i = 0; i < b->n; i++) {
+        free(b->ids[i]);
+        free(b->texts[i]);
+        free(b->sources[i]);
+    }
+    b->n = 0;
+}
+
+/*
+ * Deletes the chunks a document had past its new chunk count (it was
+ * longer when it was last ingested), 64 documents per request.
+ */
+static void
+qdrant_prune(ragq_ingest_t *s, char **sources, const size_t *nchunks,
+             size_t ndocs)
+{
+    const ragq_config_t *cfg = s->cfg;
+    size_t               n, from;
+
+    for (from = 0; from < ndocs; from += 64) {
+        ragq_upstream_error_t err;
+        reply_t               r;
+        char                 *url, *body;
+        long                  status;
+
+        n = ndocs - from < 64 ? ndocs - from : 64;
+        body =
+            ragq_qdrant_delete_chunks_body(sources + from, nchunks + from, n);
+        if (body == NULL) {
+            ragq_ingest_die("out of memory");
+        }
+        memset(&r, 0, sizeof(r));
+        url = qdrant_url(cfg, "/points/delete?wait=true");
+        status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", &r,
+                           &err);
+        if (status < 200 || status >= 300) {
+            ragq_ingest_die(
+                "removing old chunks from collection '%s' at %s failed: %s",
+                cfg->collection, cfg->qdrant_url, err.message);
+        }
+        free(body);
+        free(url);
+        free(r.body.data);
+    }
+}
+
+ragq_ingest_t *
+ragq_ingest_new(const ragq_config_t *cfg)
+{
+    ragq_ingest_t *s = calloc(1, sizeof(*s));
+
+    if (s == NULL) {
+        ragq_ingest_die("out of memory");
+    }
+    s->cfg = cfg;
+    if (strcmp(cfg->embedder, "openai") == 0) {
+        s->embed_url = ragq_url_join(cfg->embed_base_url, "/embeddings");
+        if (s->embed_url == NULL ||
+            ragq_auth_header(RAGQ_OPENAI_AUTH_HEADER, cfg->embed_api_key,
+                             &s->embed_auth) != 0) {
+            ragq_ingest_die("out of memory");
+        }
+    }
+    if (strcmp(cfg->store, "qdrant") == 0 &&
+        ragq_auth_header(RAGQ_QDRANT_AUTH_HEADER, cfg->qdrant_api_key,
+                         &s->qdrant_auth) != 0) {
+        ragq_ingest_die("out of memory");
+    }
+    return s;
+}
+
+void
+ragq_ingest_add(ragq_ingest_t *s, const char *source, ragq_chunk_t *c, size_t n)
+{
+    batch_t *b = &s->batch;
+    size_t   i;
+
+    for (i = 0; i < n; i++) {
+        char id[37];
+
+        ragq_point_id(source, c[i].index, id);
+        b->ids[b->n] = strdup(id);
+        b->sources[b->n] = strdup(source);
+        b->texts[b->n] = c[i].text; /* the batch owns it now */
+        b->chunks[b->n] = c[i].index;
+        c[i].text = NULL;
+        if (!b->ids[b->n] || !b->sources[b->n]) {
+            ragq_ingest_die("out of memory");
+        }
+        b->n++;
+        if (b->n == s->cfg->batch_size) {
+            flush(s, b);
+        }
+    }
+}
+
+void
+ragq_ingest_finish(ragq_ingest_t *s, char **sources, const size_t *nchunks,
+                   size_t ndocs)
+{
+    char   err[1024];
+    size_t i;
+
+    flush(s, &s->batch);
+    if (s->coll_ready) {
+        qdrant_prune(s, sources, nchunks, ndocs);
+    }
+    if (strcmp(s->cfg->store, "local") == 0) {
+        /* vectors were appended to a growing array: point into it now */
+        for (i = 0; i < s->npoints; i++) {
+            s->points[i].vector = s->vectors + i * s->dim;
+        }
+        if (ragq_local_store_replace_documents(
+                s->cfg->store_path, s->cfg->collection, s->points, s->npoints,
+                s->dim, err, sizeof(err)) != 0) {
+            ragq_ingest_die("%s", err);
+        }
+    }
+}
+
+size_t
+ragq_ingest_stored(const ragq_ingest_t *s)
+{
+    return s->stored;
+}
+
+size_t
+ragq_ingest_dim(const ragq_ingest_t *s)
+{
+    return s->dim;
+}
+
+void
+ragq_ingest_free(ragq_ingest_t *s)
+{
+    size_t i;
+
+    for (i = 0; i < s->npoints; i++) {
+        free((char *) s->points[i].id);
+        free((char *) s->points[i].source);
+        free((char *) s->points[i].text);
+    }
+    free(s->points);
+    free(s->vectors);
+    free(s->embed_url);
+    free(s->embed_auth);
+    free(s->qdrant_auth);
+    free(s);
+}

@@ -1,0 +1,59 @@
+/*
+ * queue_int.h: what queue.c and queue_job.c share, and nobody else: the
+ * queue's state and the calls between the two files.
+ */
+
+#ifndef RAGQ_QUEUE_INT_H
+#define RAGQ_QUEUE_INT_H
+
+#include <hiredis/hiredis.h>
+
+#include "queue.h"
+#include "scripts.h"
+#include "valkey_conn.h"
+
+/* ragq_job_t.state while the queue holds a job. */
+enum {
+    JOB_CLAIMING,  /* claim script sent */
+    JOB_RUNNING,   /* in the pipeline (job.c) */
+    JOB_WRITING,   /* final script sent */
+    JOB_PARKED,    /* ended while Valkey was down: written on reconnect */
+    JOB_RELEASING, /* release script sent; no longer kept alive */
+};
+
+struct ragq_queue_s {
+    ragq_loop_t              *loop;
+    ragq_pipeline_t          *pipeline;
+    const ragq_config_t      *cfg;
+    const ragq_valkey_addr_t *addr;
+    char                      consumer[256];
+    char *k_jobs, *k_group, *k_events, *k_dead, *k_job_prefix;
+
+    ragq_vconn_t  *cmd; /* pipelined: scripts, acks, reclaim, keep-alive */
+    ragq_vconn_t  *blk; /* XREADGROUP BLOCK only */
+    ragq_scripts_t scripts;
+    int            group_ready, group_creating;
+    int            started, stopping, exit_code;
+
+    ragq_job_t *jobs;
+    unsigned    njobs;
+    unsigned    reserved_read, reserved_reclaim;
+    int         reading, reclaiming, probing, reclaim_due;
+    char        reclaim_cursor[64];
+
+    ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
+    ragq_timer_t exit_timer;
+};
+
+/* queue.c */
+int  ragq_queue_send(ragq_queue_t *q, ragq_vconn_reply_cb cb, void *priv,
+                     int argc, const char **argv, const size_t *lens);
+void ragq_queue_slot_freed(ragq_queue_t *q);
+void ragq_queue_check_drained(ragq_queue_t *q);
+
+/* queue_job.c */
+void ragq_queue_take_entry(ragq_queue_t *q, redisReply *entry, int reclaimed);
+void ragq_queue_write_parked(ragq_queue_t *q);
+void ragq_queue_jobs_free(ragq_queue_t *q);
+
+#endif
