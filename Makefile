@@ -89,7 +89,7 @@ $(BUILD)/ngx_http_ragq_module.so: $(BUILD)/nginx-src/.configured-$(notdir $(BUIL
 	    || { cat $(BUILD)/module-build.log | grep -E 'error|warning' | head -40; exit 1; }
 	cp $(BUILD)/nginx-src/objs/ngx_http_ragq_module.so $@
 
-$(BUILD)/%.o: worker/%.c $(WORKER_HDRS)
+$(BUILD)/%.o: worker/%.c $(WORKER_HDRS) VERSION
 	@mkdir -p $(dir $@)
 	$(CC) $(P_CPPFLAGS) $(P_CFLAGS) $(WCFLAGS) -c -o $@ $<
 
@@ -121,7 +121,11 @@ NGX_MODULES_DIR       ?= /usr/lib/nginx/modules
 NGX_MODULES_AVAILABLE ?= /usr/share/nginx/modules-available
 MAN_PAGES   = man/ragq-worker.1 man/ragq-ingest.1
 
+# install-files installs what is built without building it first.
 install: all
+	$(MAKE) --no-print-directory install-files
+
+install-files:
 	install -d "$(DESTDIR)$(NGX_MODULES_DIR)" "$(DESTDIR)$(NGX_MODULES_AVAILABLE)" \
 	    "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(UNITDIR)" \
 	    "$(DESTDIR)$(SYSCONFDIR)/default"
@@ -219,4 +223,4 @@ clean:
 	rm -rf build tests/servroot*
 
 .PHONY: all module worker unit asan deps deps-build test demo bench format lint clean \
-	module-check install uninstall deb lintian
+	module-check install install-files uninstall deb lintian
