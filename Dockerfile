@@ -14,7 +14,10 @@ ARG DEBIAN_IMAGE=debian:12.8-slim
 FROM ${DEBIAN_IMAGE} AS build
 WORKDIR /src
 COPY scripts/install-deps scripts/install-deps
-RUN scripts/install-deps --deb && rm -rf /var/lib/apt/lists/*
+# the base image's own packages first: install-deps refuses to upgrade them
+# as a side effect (right on a host, in a build stage it is just the start)
+RUN apt-get update && apt-get upgrade -y \
+    && scripts/install-deps --deb && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN make deb
 

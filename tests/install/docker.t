@@ -76,7 +76,8 @@ is_deeply [grep { $_ ne '${DEBIAN_IMAGE}' } @from], [], 'every stage starts from
 my %body;
 my @parts = split /^(?=FROM\s)/m, $dockerfile;
 for (@parts) { $body{$1} = $_ if /^FROM\s+\S+\s+AS\s+(\S+)/ }
-like $body{build} // '', qr/^RUN scripts\/install-deps --deb\b/m, 'build: scripts/install-deps --deb, as CI';
+like $body{build} // '', qr/^RUN\b[^\n]*(?:\\\n[^\n]*)*scripts\/install-deps --deb\b/m,
+    'build: scripts/install-deps --deb, as CI';
 like $body{build} // '', qr/^RUN make deb$/m, 'build: make deb, as CI';
 like slurp("$root/scripts/ci-packages"), qr/^scripts\/install-deps --deb$/m, 'CI runs the same install-deps';
 for my $st (qw(nginx worker)) {
