@@ -2,19 +2,51 @@
 SHELL := /bin/bash
 #
 #   make            build/ngx_http_ragq_module.so, build/ragq-worker, build/ragq-ingest
+#   make install    the module, its modules-available snippet, the programs, man pages,
+#                   the systemd unit and the environment file (DESTDIR, PREFIX)
+#   make deb        Debian packages libnginx-mod-http-ragq and ragq-worker in build/deb/
+#   make lintian    make deb, then lintian on the packages
 #   make asan       the same under AddressSanitizer + UBSan, in build/asan/
 #   make test       the whole suite (tests/run)
 #   make demo       question in, answer out, on private ports (scripts/demo)
 #   make bench      benchmarks, writes bench/RESULTS.md
 #   make format     clang-format in place; make lint checks it
+#
+# Build flags: CFLAGS, CPPFLAGS and LDFLAGS from the environment or the command
+# line are used for the module and the programs (dpkg-buildflags' in the .deb
+# build).  Hardening is added unless already asked for or HARDENING=0: stack
+# protector, _FORTIFY_SOURCE=2 (when optimising), -z relro -z now, PIE programs.
+#
+# Another nginx: NGX_SRC is a copy of the source tree of the nginx the module
+# will be loaded into.  Debian's nginx-dev tree carries that nginx's configure
+# arguments (conf_flags); for a plain tree give them in NGX_CONFIGURE_ARGS, as
+# `nginx -V` prints them (or at least --with-compat on both sides).
 
+VERSION  := $(shell cat VERSION)
 CC       ?= cc
 NGX_SRC  ?= /usr/share/nginx/src
+NGX_CONFIGURE_ARGS ?=
 BUILD    ?= build
 WARN      = -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
-WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE
+CPPFLAGS ?=
+LDFLAGS  ?=
+WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE -DRAGQ_VERSION='"$(VERSION)"'
 WLIBS     = -lhiredis -lcurl -lm
+
+# Hardening, each part only when the given flags do not already decide it.
+HARDENING ?= 1
+ifeq ($(HARDENING),1)
+HARDEN_CFLAGS   = $(if $(filter -fstack-protector% -fno-stack-protector%,$(CFLAGS)),,-fstack-protector-strong)
+HARDEN_CPPFLAGS = $(if $(findstring _FORTIFY_SOURCE,$(CFLAGS) $(CPPFLAGS)),,$(if $(filter -O1 -O2 -O3 -Os -Og -Ofast,$(CFLAGS)),-D_FORTIFY_SOURCE=2))
+HARDEN_LDFLAGS  = -Wl,-z,relro -Wl,-z,now
+HARDEN_PIE_CFLAGS  = $(if $(filter -fno-pie -fno-PIE -fpie -fPIE,$(CFLAGS)),,-fPIE)
+HARDEN_PIE_LDFLAGS = $(if $(filter -no-pie -pie,$(LDFLAGS)),,-pie)
+endif
+# Programs: ours first, so that the given flags can still override them.
+P_CPPFLAGS = $(HARDEN_CPPFLAGS) $(CPPFLAGS)
+P_CFLAGS   = $(HARDEN_CFLAGS) $(HARDEN_PIE_CFLAGS) $(CFLAGS)
+P_LDFLAGS  = $(HARDEN_LDFLAGS) $(HARDEN_PIE_LDFLAGS) $(LDFLAGS)
 
 INGEST_SRCS   = $(wildcard worker/ingest*.c)
 WORKER_COMMON = $(filter-out worker/main.c $(INGEST_SRCS),$(wildcard worker/*.c))
@@ -22,34 +54,47 @@ WORKER_HDRS   = $(wildcard worker/*.h)
 LUA_SCRIPTS   = $(wildcard worker/scripts/*.lua)
 WORKER_OBJS   = $(patsubst worker/%.c,$(BUILD)/%.o,$(WORKER_COMMON)) \
                 $(BUILD)/scripts_lua.o
-MODULE_SRCS   = config $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
+MODULE_SRCS   = config VERSION $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
 
 all: module worker
 
 module: $(BUILD)/ngx_http_ragq_module.so
 worker: $(BUILD)/ragq-worker $(BUILD)/ragq-ingest
 
-# The module is built inside a copy of nginx-dev's tree, configured exactly
-# as Debian's nginx was (conf_flags), so the .so loads into /usr/sbin/nginx.
-$(BUILD)/nginx-src/.configured-$(notdir $(BUILD)): $(NGX_SRC)/conf_flags config
+# The module is built inside a copy of the nginx source tree, configured
+# exactly as the nginx it is for (Debian's conf_flags, or NGX_CONFIGURE_ARGS),
+# so the .so loads into that nginx.  After changing flags: make clean.
+NGX_CONF_FLAGS_FILE = $(wildcard $(NGX_SRC)/conf_flags)
+$(BUILD)/nginx-src/.configured-$(notdir $(BUILD)): $(NGX_CONF_FLAGS_FILE) config VERSION
+	@if [ ! -x "$(NGX_SRC)/configure" ]; then \
+	    echo "ragq: $(NGX_SRC) is not an nginx source tree (no configure);" \
+	         "install nginx-dev (scripts/install-deps --build) or set NGX_SRC" >&2; exit 1; fi
+	@if [ -z "$(NGX_CONF_FLAGS_FILE)" ] && [ -z "$(NGX_CONFIGURE_ARGS)" ]; then \
+	    echo "ragq: $(NGX_SRC) has no conf_flags: give the configure arguments of the" \
+	         "nginx the module is for, e.g. NGX_CONFIGURE_ARGS='--with-compat ...'" \
+	         "(see nginx -V)" >&2; exit 1; fi
 	rm -rf $(BUILD)/nginx-src && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(BUILD)/nginx-src
-	cd $(BUILD)/nginx-src && . ./conf_flags && \
+	cd $(BUILD)/nginx-src && \
+	    if [ -n "$(NGX_CONF_FLAGS_FILE)" ] && [ -z "$(NGX_CONFIGURE_ARGS)" ]; then \
+	        . ./conf_flags; else eval "NGX_CONF_FLAGS=($(NGX_CONFIGURE_ARGS))"; fi && \
 	    ./configure "$${NGX_CONF_FLAGS[@]}" \
 	        --with-cc-opt="$(MODULE_CC_OPT)" \
+	        --with-ld-opt="$(MODULE_LD_OPT)" \
 	        --add-dynamic-module=$(CURDIR) >configure.log 2>&1 \
 	    || { tail -30 configure.log; exit 1; }
 	touch $@
 
-MODULE_CC_OPT ?= -g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -Wno-unused-parameter
+MODULE_CC_OPT ?= $(HARDEN_CFLAGS) $(CFLAGS) $(HARDEN_CPPFLAGS) $(CPPFLAGS) -fPIC $(WARN) -Wno-unused-parameter
+MODULE_LD_OPT ?= $(HARDEN_LDFLAGS) $(LDFLAGS)
 
 $(BUILD)/ngx_http_ragq_module.so: $(BUILD)/nginx-src/.configured-$(notdir $(BUILD)) $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/nginx-src -f objs/Makefile modules >$(BUILD)/module-build.log 2>&1 \
 	    || { cat $(BUILD)/module-build.log | grep -E 'error|warning' | head -40; exit 1; }
 	cp $(BUILD)/nginx-src/objs/ngx_http_ragq_module.so $@
 
-$(BUILD)/%.o: worker/%.c $(WORKER_HDRS)
+$(BUILD)/%.o: worker/%.c $(WORKER_HDRS) VERSION
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WCFLAGS) -c -o $@ $<
+	$(CC) $(P_CPPFLAGS) $(P_CFLAGS) $(WCFLAGS) -c -o $@ $<
 
 # The Lua scripts (worker/scripts/*.lua) as C strings, generated.
 $(BUILD)/gen/scripts_lua.c: $(LUA_SCRIPTS) worker/scripts/embed.sh
@@ -57,32 +102,116 @@ $(BUILD)/gen/scripts_lua.c: $(LUA_SCRIPTS) worker/scripts/embed.sh
 	worker/scripts/embed.sh $@ $(LUA_SCRIPTS)
 
 $(BUILD)/scripts_lua.o: $(BUILD)/gen/scripts_lua.c $(WORKER_HDRS)
-	$(CC) $(CFLAGS) $(WCFLAGS) -Iworker -c -o $@ $<
+	$(CC) $(P_CPPFLAGS) $(P_CFLAGS) $(WCFLAGS) -Iworker -c -o $@ $<
 
 $(BUILD)/ragq-worker: $(WORKER_OBJS) $(BUILD)/main.o
-	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
+	$(CC) $(P_CFLAGS) $(P_LDFLAGS) -o $@ $^ $(WLIBS)
 
 $(BUILD)/ragq-ingest: $(WORKER_OBJS) $(patsubst worker/%.c,$(BUILD)/%.o,$(INGEST_SRCS))
-	$(CC) $(CFLAGS) -o $@ $^ $(WLIBS)
+	$(CC) $(P_CFLAGS) $(P_LDFLAGS) -o $@ $^ $(WLIBS)
+
+# nginx -t with the built module loaded, as Debian's module packages check theirs.
+NGINX ?= /usr/sbin/nginx
+module-check: module
+	printf 'load_module %s;\nevents {}\n' "$(abspath $(BUILD))/ngx_http_ragq_module.so" \
+	    >$(BUILD)/module-check.conf
+	$(NGINX) -t -q -p "$(abspath $(BUILD))/" -c "$(abspath $(BUILD))/module-check.conf" \
+	    -e stderr -g 'error_log stderr; pid /dev/null;'
+
+# make install: programs under PREFIX; the module and its load snippet where
+# Debian's nginx looks for them (--modules-path, modules-available); the unit
+# and /etc/default/ragq-worker read by it.  Nothing is enabled or started:
+# the module is enabled by linking the snippet into /etc/nginx/modules-enabled/.
+DESTDIR    ?=
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+NGX_MODULES_DIR       ?= /usr/lib/nginx/modules
+NGX_MODULES_AVAILABLE ?= /usr/share/nginx/modules-available
+MAN_PAGES   = man/ragq-worker.1 man/ragq-ingest.1
+
+# install-files installs what is built without building it first.
+install: all
+	$(MAKE) --no-print-directory install-files
+
+install-files:
+	install -d "$(DESTDIR)$(NGX_MODULES_DIR)" "$(DESTDIR)$(NGX_MODULES_AVAILABLE)" \
+	    "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(UNITDIR)" \
+	    "$(DESTDIR)$(SYSCONFDIR)/default"
+	install -m 0644 $(BUILD)/ngx_http_ragq_module.so "$(DESTDIR)$(NGX_MODULES_DIR)/"
+	@# modules/ is nginx's own path to --modules-path; elsewhere, the full path
+	if [ "$(NGX_MODULES_DIR)" = /usr/lib/nginx/modules ]; then \
+	    install -m 0644 conf/mod-http-ragq.conf "$(DESTDIR)$(NGX_MODULES_AVAILABLE)/"; \
+	else \
+	    sed 's|modules/|$(NGX_MODULES_DIR)/|' conf/mod-http-ragq.conf \
+	        >"$(DESTDIR)$(NGX_MODULES_AVAILABLE)/mod-http-ragq.conf"; \
+	    chmod 0644 "$(DESTDIR)$(NGX_MODULES_AVAILABLE)/mod-http-ragq.conf"; \
+	fi
+	install -m 0755 $(BUILD)/ragq-worker $(BUILD)/ragq-ingest "$(DESTDIR)$(BINDIR)/"
+	install -m 0644 $(MAN_PAGES) "$(DESTDIR)$(MANDIR)/man1/"
+	sed -e 's|/usr/bin/ragq-worker|$(BINDIR)/ragq-worker|' \
+	    -e 's|/etc/default/ragq-worker|$(SYSCONFDIR)/default/ragq-worker|' \
+	    conf/ragq-worker.service >"$(DESTDIR)$(UNITDIR)/ragq-worker.service"
+	chmod 0644 "$(DESTDIR)$(UNITDIR)/ragq-worker.service"
+	@# an environment file an administrator already edited is kept
+	if [ -e "$(DESTDIR)$(SYSCONFDIR)/default/ragq-worker" ]; then \
+	    echo "ragq: kept $(DESTDIR)$(SYSCONFDIR)/default/ragq-worker" \
+	         "(the new one is conf/ragq-worker.env)"; \
+	else \
+	    install -m 0644 conf/ragq-worker.env "$(DESTDIR)$(SYSCONFDIR)/default/ragq-worker"; \
+	fi
+
+# The environment file is left in place, as dpkg leaves a conffile on remove.
+uninstall:
+	rm -f "$(DESTDIR)$(NGX_MODULES_DIR)/ngx_http_ragq_module.so" \
+	    "$(DESTDIR)$(NGX_MODULES_AVAILABLE)/mod-http-ragq.conf" \
+	    "$(DESTDIR)$(BINDIR)/ragq-worker" "$(DESTDIR)$(BINDIR)/ragq-ingest" \
+	    $(patsubst man/%,"$(DESTDIR)$(MANDIR)/man1/%",$(MAN_PAGES)) \
+	    "$(DESTDIR)$(UNITDIR)/ragq-worker.service"
+
+# make deb: dpkg-buildpackage (debhelper, dh_nginx from nginx-dev) on a copy of
+# this tree in build/deb/, so the packages and the build never touch the tree
+# or its parent directory.  DEB_BUILD_OPTIONS=nocheck skips the build's tests.
+DEB_DIR ?= $(BUILD)/deb
+deb:
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/ragq-$(VERSION)
+	tar -c --exclude-vcs --exclude=./build --exclude='./tests/servroot*' \
+	    --exclude=./bench/raw/tmp --exclude=__pycache__ --exclude='*.o' --exclude='*.so' . \
+	    | tar -x -C $(DEB_DIR)/ragq-$(VERSION)
+	cd $(DEB_DIR)/ragq-$(VERSION) && dpkg-buildpackage --no-sign -b \
+	    >../dpkg-buildpackage.log 2>&1 \
+	    || { tail -40 ../dpkg-buildpackage.log; exit 1; }
+	ls -l $(DEB_DIR)/*.deb
+
+lintian: deb
+	lintian --fail-on error,warning --display-info --info $(DEB_DIR)/*.changes
 
 # Unit tests (Check); json-c only checks, strictly, the JSON they see written.
 UNIT_CFLAGS = $(shell pkg-config --cflags json-c check)
 UNIT_LIBS   = $(shell pkg-config --libs json-c check)
 UNIT_SRCS = $(wildcard tests/unit/*.c)
 $(BUILD)/unit-tests: $(UNIT_SRCS) $(WORKER_OBJS)
-	$(CC) $(CFLAGS) $(WCFLAGS) $(UNIT_CFLAGS) -Iworker -o $@ $(UNIT_SRCS) \
+	$(CC) $(P_CPPFLAGS) $(P_CFLAGS) $(WCFLAGS) $(UNIT_CFLAGS) $(P_LDFLAGS) -Iworker -o $@ $(UNIT_SRCS) \
 	    $(WORKER_OBJS) $(WLIBS) $(UNIT_LIBS)
 unit: $(BUILD)/unit-tests
 
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 asan:
-	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_FLAGS)" \
+	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_FLAGS)" HARDENING=0 \
 	    MODULE_CC_OPT="$(ASAN_FLAGS) -fPIC -Wall -Wextra -Werror -Wno-unused-parameter" \
+	    MODULE_LD_OPT= \
 	    all build/asan/unit-tests
 
 # The commands of the README: each installs what is missing first.
+# deps: everything for tests, demo and benchmarks (a developer's or CI's
+# machine); deps-build: only what make, make install and make deb need.
 deps:
 	scripts/install-deps
+
+deps-build:
+	scripts/install-deps --build
 
 test: deps
 	$(MAKE) all unit
@@ -111,4 +240,5 @@ lint:
 clean:
 	rm -rf build tests/servroot*
 
-.PHONY: all module worker unit asan deps test demo bench format lint clean
+.PHONY: all module worker unit asan deps deps-build test demo bench format lint clean \
+	module-check install install-files uninstall deb lintian

@@ -1,0 +1,165 @@
+# The Dockerfile and compose.yaml, checked without a container engine: the
+# compose file parses; every service has a healthcheck and a non-root user;
+# the images named are pinned; the Dockerfile's stages are built with the
+# Makefile's commands, run as non-root with a healthcheck, nginx's with
+# STOPSIGNAL SIGQUIT; .dockerignore keeps a host's build out.  The image's
+# nginx.conf (rendered by conf/docker/entrypoint from the environment) is run
+# here with the built module, and the healthchecks answer for it and for
+# Valkey, and fail when Valkey is away.
+use strict;
+use warnings;
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use JSON::PP;
+use File::Spec;
+use Test::More;
+
+my $root  = File::Spec->rel2abs($ENV{RAGQ_ROOT} || '.');
+my $build = File::Spec->rel2abs($ENV{RAGQ_BUILD} || "$root/build");
+my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+my $redis = $ENV{TEST_NGINX_REDIS_PORT} || 6379;
+my $tmp   = tempdir(CLEANUP => 1);
+
+sub slurp {
+    open my $f, '<', $_[0] or return '';
+    local $/;
+    return scalar <$f>;
+}
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+        Proto => 'tcp', Listen => 1) or die "no port: $!";
+    return $s->sockport;
+}
+
+chomp(my $version = slurp("$root/VERSION"));
+
+# --- compose.yaml ----------------------------------------------------------------
+my $json = `python3 -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))' '$root/compose.yaml' 2>&1`;
+is $? >> 8, 0, 'compose.yaml parses as YAML' or diag $json;
+my $compose = eval { decode_json($json) } || {};
+my $services = $compose->{services} || {};
+is_deeply [sort keys %$services], [qw(nginx qdrant valkey worker)],
+    'services: Valkey, Qdrant, nginx + ragq, a worker';
+
+my $dockerfile = slurp("$root/Dockerfile");
+my %stage = map { $_ => 1 } $dockerfile =~ /^FROM\s+\S+\s+AS\s+(\S+)/mig;
+
+for my $name (sort keys %$services) {
+    my $s  = $services->{$name};
+    my $hc = $s->{healthcheck} || {};
+    ok ref $hc->{test} eq 'ARRAY' && @{$hc->{test}} > 1 && !$hc->{disable},
+        "$name has a healthcheck";
+    ok defined $s->{user} && $s->{user} !~ /^(root|0)(:|$)/, "$name runs as a non-root user";
+    if ($s->{build}) {
+        ok $stage{$s->{build}{target} // ''}, "$name builds the Dockerfile's $s->{build}{target} stage";
+        like $s->{image} // '', qr/:\Q$version\E$/, "${name}'s image is tagged with VERSION";
+    } else {
+        like $s->{image} // '', qr/^[\w.\/-]+:(?!latest)[\w.-]*\d[\w.-]*(\@sha256:[0-9a-f]{64})?$/,
+            "${name}'s image is pinned ($s->{image})";
+    }
+}
+like join(' ', @{$services->{valkey}{command} || []}), qr/--appendonly yes/, 'Valkey keeps an AOF';
+is $services->{nginx}{environment}{RAGQ_VALKEY}, 'valkey:6379', 'nginx takes Valkey\'s address from the environment';
+ok grep({ /^RAGQ_VALKEY_URL=redis:\/\/valkey:6379$/ } @{$services->{worker}{environment} || []}),
+    'so does the worker';
+is $services->{nginx}{stop_signal}, 'SIGQUIT', 'compose stops nginx with SIGQUIT (graceful)';
+my @published = map { @{$_->{ports} || []} } values %$services;
+ok !grep({ !/^127\.0\.0\.1:/ } @published), 'only loopback ports are published';
+
+# --- Dockerfile --------------------------------------------------------------------
+my ($base) = $dockerfile =~ /^ARG DEBIAN_IMAGE=(\S+)/m;
+like $base // '', qr/^debian:[\w.-]*\d[\w.-]*$/, "the base image is pinned ($base)";
+my @from = $dockerfile =~ /^FROM\s+(\S+)/mg;
+is_deeply [grep { $_ ne '${DEBIAN_IMAGE}' } @from], [], 'every stage starts from that base';
+
+my %body;
+my @parts = split /^(?=FROM\s)/m, $dockerfile;
+for (@parts) { $body{$1} = $_ if /^FROM\s+\S+\s+AS\s+(\S+)/ }
+like $body{build} // '', qr/^RUN\b[^\n]*(?:\\\n[^\n]*)*scripts\/install-deps --deb\b/m,
+    'build: scripts/install-deps --deb, as CI';
+like $body{build} // '', qr/^RUN make deb$/m, 'build: make deb, as CI';
+like slurp("$root/scripts/ci-packages"), qr/^scripts\/install-deps --deb$/m, 'CI runs the same install-deps';
+for my $st (qw(nginx worker)) {
+    my $b = $body{$st} // '';
+    like $b, qr/^USER (?!root\b|0\b)\S+/m, "$st: a non-root USER";
+    like $b, qr/^HEALTHCHECK .*\n?.*CMD/m, "$st: a HEALTHCHECK";
+    like $b, qr/apt-get install .*\/tmp\/debs\/\*\.deb/, "$st: installs the package built by make deb";
+}
+like $body{nginx} // '', qr/^STOPSIGNAL SIGQUIT$/m, 'nginx: STOPSIGNAL SIGQUIT';
+for my $src ($dockerfile =~ /^COPY\s+(?!--from)(.+)\s+\S+$/mg) {
+    for my $f (split ' ', $src) {
+        next if $f eq '.';
+        ok -e "$root/$f", "COPY source $f exists";
+    }
+}
+my %ignored = map { $_ => 1 } grep { /\S/ && !/^#/ } split /\n/, slurp("$root/.dockerignore");
+ok $ignored{$_}, ".dockerignore excludes $_" for qw(build .git tests/servroot*);
+
+# --- the image's nginx.conf, rendered and run --------------------------------------
+my $template = "$root/conf/docker/nginx.conf.template";
+like slurp($template), qr/^error_log stderr;$/m, 'nginx logs errors to stderr';
+like slurp($template), qr/^\s*access_log \/dev\/stdout;$/m, 'and requests to stdout';
+
+my $entry = "$root/conf/docker/entrypoint";
+my $said = `RAGQ_NGINX_TEMPLATE='$template' RAGQ_NGINX_CONF='$tmp/x.conf' RAGQ_VALKEY='x; include /etc/passwd' '$entry' true 2>&1`;
+isnt $? >> 8, 0, 'the entrypoint refuses a RAGQ_VALKEY that would extend the directive';
+
+sub render {
+    my ($valkey_port, $port) = @_;
+    my $out = `RAGQ_NGINX_TEMPLATE='$template' RAGQ_NGINX_CONF='$tmp/nginx.conf' RAGQ_VALKEY='127.0.0.1:$valkey_port' RAGQ_PREFIX=ragq_docker_t '$entry' true 2>&1`;
+    return (0, $out) if $? >> 8;
+    my $conf = slurp("$tmp/nginx.conf");
+    $conf =~ s{^include /etc/nginx/modules-enabled/\*\.conf;}{load_module $build/ngx_http_ragq_module.so;}m;
+    $conf =~ s{/run/ragq-nginx/}{$tmp/}g;
+    $conf =~ s{listen 8080;}{listen 127.0.0.1:$port;};
+    # daemonized here: a master holding stderr would hold the test's pipe
+    $conf =~ s{access_log /dev/stdout;}{access_log off;};
+    $conf =~ s{^error_log stderr;}{error_log $tmp/error.log;}m;
+    $conf =~ s{worker_processes auto;}{worker_processes 1;};
+    open my $f, '>', "$tmp/nginx.conf" or die $!;
+    print $f $conf;
+    close $f;
+    return (1, $conf);
+}
+
+sub run_nginx {
+    my @cmd = ($nginx, '-p', "$tmp/", '-c', "$tmp/nginx.conf", '-e', "$tmp/error.log");
+    my $out = `@cmd @_ 2>&1`;
+    return ($? >> 8, $out);
+}
+
+sub stop_nginx {
+    my $pid = slurp("$tmp/nginx.pid") or return;
+    chomp $pid;
+    kill 'QUIT', $pid;
+    for (1 .. 100) { last unless kill 0, $pid; select undef, undef, undef, 0.05 }
+    unlink "$tmp/nginx.pid";
+}
+
+# an nginx left by a failed test is stopped too
+END { stop_nginx() }
+
+my $health = "$root/conf/docker/healthcheck";
+my $dead = free_port();    # nothing listens there
+for my $case ([$redis, 0, 'answers'], [$dead, 1, 'fails while Valkey is away']) {
+    my ($vport, $fails, $what) = @$case;
+    my $port = free_port();
+    my ($ok, $conf) = render($vport, $port);
+    ok $ok, 'the entrypoint renders nginx.conf' or diag $conf;
+    like $conf, qr/^\s*ragq_valkey 127\.0\.0\.1:$vport;$/m, 'with RAGQ_VALKEY';
+    my ($rc, $out) = run_nginx('-t');
+    is $rc, 0, 'nginx -t accepts the image\'s nginx.conf' or diag $out;
+    ($rc, $out) = run_nginx();
+    is $rc, 0, 'nginx starts with it' or diag $out;
+    my $code = system("RAGQ_HEALTH_PORT=$port '$health' nginx") >> 8;
+    if ($fails) { isnt $code, 0, "healthcheck nginx $what" }
+    else        { is $code, 0, "healthcheck nginx $what" }
+    stop_nginx();
+
+    $code = system("RAGQ_VALKEY_URL=redis://127.0.0.1:$vport/0 '$health' worker 2>/dev/null") >> 8;
+    if ($fails) { isnt $code, 0, "healthcheck worker $what" }
+    else        { is $code, 0, "healthcheck worker $what" }
+}
+
+done_testing;
