@@ -1362,6 +1362,12 @@ sub check_sections () {
 }
 
 sub run_tests () {
+    for my $mode (qw(USE_HUP USE_VALGRIND CHECK_LEAK BENCHMARK USE_STAP
+        NO_NGINX_MANAGER USE_HTTP2 USE_HTTP3 USE_RR))
+    {
+        bail_out("TEST_NGINX_$mode is not implemented by ragq's"
+          . " Test::Nginx::Socket (tests/lib)") if $ENV{"TEST_NGINX_$mode"};
+    }
     $ENV{TEST_NGINX_SERVER_PORT} = $ServerPort
       unless defined $ENV{TEST_NGINX_SERVER_PORT};
     my @blocks = Test::Base::blocks();
