@@ -49,7 +49,7 @@ add_block_preprocessor(sub {
       unless defined $block->no_error_log;
 });
 
-plan tests => 214;
+plan tests => 216;
 run_tests();
 
 __DATA__

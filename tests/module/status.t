@@ -4,6 +4,7 @@
 # arena, and Idempotency-Key plus ragq_max_queue (429) on the enqueue side.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
+use IO::Socket::INET;
 
 no_shuffle();
 no_long_string();
@@ -18,8 +19,42 @@ sub seed {
     Ragq::Valkey::cmd('HSET', "st:job:$id", @fields);
 }
 
+# How many XLEN commands Valkey ran so far (the module's re-reads of the
+# queue length while it answers 429).
+sub xlen_calls {
+    my ($calls) = Ragq::Valkey::cmd('INFO', 'commandstats')
+      =~ /^cmdstat_xlen:calls=(\d+)/m;
+    return $calls // 0;
+}
+
+sub wait_for {
+    my ($what, $cond) = @_;
+    for (1 .. 100) {
+        return if $cond->();
+        select(undef, undef, undef, 0.15);
+    }
+    die "gave up waiting for $what\n";
+}
+
+# A POST /chat of our own (its answer is not checked).
+sub post_chat {
+    my $q = shift;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 5) or die "connect: $!";
+    print $s "POST /chat?query=$q HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    local $/;
+    my $resp = <$s>;
+    close $s;
+}
+
+# A block numbered like "17b" goes on in the nginx of the block before it:
+# it gets no --- config, and Test::Nginx keeps nginx running for a block
+# without one.
 add_block_preprocessor(sub {
     my $block = shift;
+    $block->set_value('no_error_log', "[error]\n[alert]\n")
+      unless defined $block->no_error_log;
+    return if $block->name =~ /^TEST \d+[a-z]:/;
     $block->set_value('http_config',
         "ragq_valkey 127.0.0.1:\$TEST_NGINX_REDIS_PORT;\n")
       unless defined $block->http_config;
@@ -33,8 +68,6 @@ location = /t/job-status {
     ragq_prefix st; ragq_tenant $http_x_tenant; ragq_status;
 }
 EOF
-    $block->set_value('no_error_log', "[error]\n[alert]\n")
-      unless defined $block->no_error_log;
 });
 
 plan tests => 157;
@@ -280,29 +313,63 @@ Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', 'st:*'), 
 
 
 
-=== TEST 17: ... accepts again once workers drained the stream (re-read at most every 100 ms)
+=== TEST 17: ... accepts again once workers drained the stream (TEST 17 to 17d share one nginx)
 --- config
 location = /chat { ragq_prefix st; ragq_max_queue 3; ragq_enqueue; }
 --- init
-require POSIX;
 Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', 'st:*'), 'x');
 Ragq::Valkey::cmd('XADD', 'st:jobs', '*', 'job', 'a');
 Ragq::Valkey::cmd('XADD', 'st:jobs', '*', 'job', 'b');
-my $pid = fork();
-if (defined $pid && $pid == 0) {
-    # well after the first two requests, even on a loaded machine
-    select(undef, undef, undef, 1.0);
-    Ragq::Valkey::cmd('DEL', 'st:jobs');
-    POSIX::_exit(0);
-}
---- request eval
-["POST /chat?query=1", "POST /chat?query=2",
- [{value => "POST /chat?query=3", delay_before => 2}],
- [{value => "POST /chat?query=4", delay_before => 0.5}]]
---- error_code eval
-[202, 429, 429, 202]
+--- request
+POST /chat?query=1
+--- error_code: 202
 --- response_body_like eval
-[$::Queued, qr/queue_full/, qr/queue_full/, $::Queued]
+$::Queued
+
+
+
+=== TEST 17b: ... full now: 429, which makes nginx re-read the length (XLEN)
+--- init
+# nginx re-reads the length at most every 100 ms after it last learnt it
+# (from TEST 17's enqueue reply, before its 202): wait longer than that, so
+# that this 429 asks for it.
+select(undef, undef, undef, 0.15);
+$main::Xlen = main::xlen_calls();
+--- request
+POST /chat?query=2
+--- error_code: 429
+--- response_body_like chomp
+"queue_full"
+
+
+
+=== TEST 17c: ... drained after that XLEN: the next request still sees the length nginx knows (429)
+--- init
+main::wait_for('the XLEN of TEST 17b', sub { main::xlen_calls() > $main::Xlen });
+Ragq::Valkey::cmd('DEL', 'st:jobs');
+$main::Xlen = main::xlen_calls();
+--- request
+POST /chat?query=3
+--- error_code: 429
+--- response_body_like chomp
+"queue_full"
+
+
+
+=== TEST 17d: ... once nginx has re-read the length (at most every 100 ms, on a 429), it accepts again
+--- init
+# TEST 17c's 429 asked for the length unless it came within 100 ms of the
+# previous XLEN; then a later 429 (ours, 150 ms apart) does.
+main::wait_for('an XLEN after the stream was drained', sub {
+    return 1 if main::xlen_calls() > $main::Xlen;
+    main::post_chat('nudge');
+    return main::xlen_calls() > $main::Xlen;
+});
+--- request
+POST /chat?query=4
+--- error_code: 202
+--- response_body_like eval
+$::Queued
 
 
 

@@ -12,7 +12,7 @@ master_on();
 workers(2);
 env_to_nginx('RAGQ_RUNNER_TEST_ENV');
 no_shuffle();
-plan tests => 21;
+plan tests => 22;
 run_tests();
 
 __DATA__
@@ -39,7 +39,7 @@ open socket
 
 
 
-=== TEST 2: must_die: a bad config must not start; stderr is checked
+=== TEST 2: must_die: a bad config must not start (1 assertion); error.log is checked
 --- config
 location = /x { no_such_directive on; }
 --- must_die
@@ -111,7 +111,7 @@ env RAGQ_RUNNER_TEST_ENV;
 
 
 
-=== TEST 7: mock reply in packets (second one delayed); tcp_no_close
+=== TEST 7: mock reply as an array (one send() each); tcp_no_close
 --- config
 location = /pk {
     proxy_set_header Host mock;
@@ -120,7 +120,7 @@ location = /pk {
 --- tcp_listen: $TEST_NGINX_RAND_PORT_2
 --- tcp_no_close
 --- tcp_reply eval
-["HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nab", {value => "cd\n\n", delay_before => 0.1}]
+["HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nab", "cd\n\n"]
 --- request
 GET /pk
 --- response_body eval

@@ -1,6 +1,10 @@
-# Runner self-test: wrong expectations really fail. Each case writes a tiny
-# inner .t (plain nginx), runs it with perl in a subprocess against a private
-# servroot, and checks how many assertions ran and which failed.
+# Runner self-test: wrong expectations really fail, and our runner fails
+# them as the real Test::Nginx does. Each case writes a tiny inner .t (plain
+# nginx), runs it with perl in a subprocess against a private servroot, and
+# checks how many assertions ran, which failed and the exit code; when
+# tests/run found the real Test::Nginx ($RAGQ_TEST_NGINX_REAL_LIB), every
+# case also runs under it and must give the same result (the expected
+# values below are the real runner's).
 use strict;
 use warnings;
 use Test::More;
@@ -9,6 +13,7 @@ use Time::HiRes ();
 use IO::Socket::INET ();
 
 my $root = $ENV{RAGQ_ROOT} or plan skip_all => 'run via tests/run';
+my $real = $ENV{RAGQ_TEST_NGINX_REAL_LIB};
 my $tmp = tempdir('ragq-neg-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $n = 0;
 
@@ -29,9 +34,10 @@ sub free_port {
 }
 
 # Starts the inner test in the background (own servroot and port, so the
-# cases run in parallel); returns a handle for result().
-sub inner {
-    my ($preamble, $blocks) = @_;
+# cases run in parallel) under one runner (@inc: its -I dirs); returns a
+# handle for result().
+sub start_inner {
+    my ($preamble, $blocks, @inc) = @_;
     $n++;
     my $file = "$tmp/inner$n.t";
     open my $fh, '>', $file or die $!;
@@ -41,19 +47,45 @@ sub inner {
     close $fh;
     local $ENV{TEST_NGINX_SERVROOT} = "$tmp/servroot$n";
     local $ENV{TEST_NGINX_SERVER_PORT} = free_port();
-    open my $pipe, '-|', "perl -I$root/tests/lib $file 2>&1" or die $!;
-    return $pipe;
+    my $inc = join ' ', map { "-I$_" } @inc;
+    open my $pipe, '-|', "perl $inc $file 2>&1" or die $!;
+    return {pipe => $pipe, servroot => "$tmp/servroot$n"};
 }
 
-# Waits for it: (exit code, number run, [failed numbers], whole output).
-sub result {
-    my $pipe = shift;
+# The case under ours, and under the real runner when we have it (unless
+# $ours_only).
+sub inner {
+    my ($preamble, $blocks, $ours_only) = @_;
+    return {
+        ours => start_inner($preamble, $blocks, "$root/tests/lib"),
+        $real && !$ours_only ? (real => start_inner($preamble, $blocks,
+            $real, "$root/tests/lib")) : (),
+    };
+}
+
+sub result_of {
+    my $pipe = shift->{pipe};
     my $out = do { local $/; <$pipe> } // '';
     close $pipe;
     my $rc = $? >> 8;
     my @ran = $out =~ /^(?:not )?ok \d+/mg;
     my @failed = $out =~ /^not ok (\d+)/mg;
     return ($rc, scalar @ran, \@failed, $out);
+}
+
+# Waits for a case: (exit code, number run, [failed numbers], output) of
+# ours; when the real runner ran it too, one more assertion: the same exit
+# code, count and failures there.
+sub result {
+    my ($h, $what) = @_;
+    my @ours = result_of($h->{ours});
+    if ($h->{real}) {
+        my @real = result_of($h->{real});
+        is("$real[0]/$real[1]/@{$real[2]}", "$ours[0]/$ours[1]/@{$ours[2]}",
+            "$what: the real Test::Nginx gives the same result")
+          or diag "real:\n$real[3]\nours:\n$ours[3]";
+    }
+    return @ours;
 }
 
 my $hello = <<'EOF_';
@@ -103,9 +135,10 @@ GET /Assertion%20x%20failed
 No such file
 EOF_
 
-# Unknown sections bail out loudly.
+# Unknown sections: ours bails out (the real runner ignores sections it
+# does not know; ours refuses to ignore those it does not implement).
 $h{unknown} = inner('plan tests => 2;',
-    "$hello--- response_body_eq\nhello\n");
+    "$hello--- response_body_eq\nhello\n", 'ours only');
 
 # must_die with a valid config fails.
 $h{must_die} = inner('plan tests => 1;', <<'EOF_');
@@ -115,8 +148,9 @@ location = /t { return 200; }
 --- must_die
 EOF_
 
-# A broken config fails the block (no hang, no bail out).
-$h{badconf} = inner('plan tests => 2;', <<'EOF_');
+# nginx that cannot start (a broken config) bails out (the real runner
+# too, after retrying for 30 s: not waited for here).
+$h{badconf} = inner('plan tests => 2;', <<'EOF_', 'ours only');
 === TEST 1: bad config
 --- config
 location = /t { bogus_directive; }
@@ -150,89 +184,99 @@ $h{array} = inner('plan tests => 4;',
 # Blocks are shuffled unless no_shuffle(): 8 blocks in file order would
 # happen with probability 1/40320.
 sub order_blocks {
-    my ($file, $count) = @_;
+    my ($count) = @_;
     return join '', map { <<"EOF_" } 1 .. $count;
 === TEST $_: b$_
 --- config
 location = /t { return 200; }
 --- init
-open my \$o, '>>', '$file'; print \$o "$_\\n"; close \$o;
+open my \$o, '>>', "\$ENV{TEST_NGINX_SERVROOT}.order";
+print \$o "$_\\n"; close \$o;
 --- request
 GET /t
 --- response_body:
 
 EOF_
 }
-$h{shuffled} = inner('plan tests => 16;', order_blocks("$tmp/order1", 8));
-$h{ordered} = inner("no_shuffle();\nplan tests => 8;",
-    order_blocks("$tmp/order2", 4));
+$h{shuffled} = inner('plan tests => 16;', order_blocks(8));
+$h{ordered} = inner("no_shuffle();\nplan tests => 8;", order_blocks(4));
 
 my ($rc, $ran, $failed, $out);
 
-($rc, $ran, $failed, $out) = result($h{right});
+($rc, $ran, $failed, $out) = result($h{right}, 'right');
 is("$rc/$ran/@$failed", '0/2/', 'right expectations pass') or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{body});
+($rc, $ran, $failed, $out) = result($h{body}, 'body');
 is("$rc/$ran/@$failed", '1/2/2', 'wrong response_body fails') or diag $out;
 like($out, qr/got: "hello\\x\{0a\}"|hello/, 'diff shows the body');
 
-($rc, $ran, $failed, $out) = result($h{code});
+($rc, $ran, $failed, $out) = result($h{code}, 'code');
 is("$rc/$ran/@$failed", '1/2/1', 'wrong error_code fails') or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{log});
-is("$rc/$ran/@$failed", '2/4/2 4', 'error_log / no_error_log failures')
+# passes first (in error.log order), then the patterns no line matched;
+# no_error_log fails once per matching line
+($rc, $ran, $failed, $out) = result($h{log}, 'log');
+is("$rc/$ran/@$failed", '2/4/3 4', 'error_log / no_error_log failures')
   or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{header});
+($rc, $ran, $failed, $out) = result($h{header}, 'header');
 is("$rc/$ran/@$failed", '1/3/2', 'wrong response header fails') or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{like});
+($rc, $ran, $failed, $out) = result($h{like}, 'like');
 is("$rc/$ran/@$failed", '1/2/2', 'wrong response_body_like fails')
   or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{grep});
+($rc, $ran, $failed, $out) = result($h{grep}, 'grep');
 is("$rc/$ran/@$failed", '1/2/2', 'wrong grep_error_log_out fails')
   or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{timeout});
+# no exit code: the real runner turns Test::Builder's ending off here
+($rc, $ran, $failed, $out) = result($h{timeout}, 'timeout');
 like($out, qr/not ok 1 - ERROR: client socket timed out/, 'timeout fails')
   or diag $out;
-is($ran, 3, 'timeout: then status and body are still checked');
+is("$rc/$ran", '0/3', 'timeout: then status and body are still checked');
 
-($rc, $ran, $failed, $out) = result($h{assert});
-like($out, qr/not ok \d+ - .*assertion failure in error\.log/,
+($rc, $ran, $failed, $out) = result($h{assert}, 'assert');
+like($out, qr/not ok \d+ - .*Assertion x failed/,
     'Assertion ... failed lines fail') or diag $out;
-is("$ran/@$failed", '3/2', 'exactly one extra failing assertion')
+is("$ran/@$failed", '3/3', 'exactly one extra failing assertion')
   or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{unknown});
+($rc, $ran, $failed, $out) = result($h{unknown}, 'unknown');
 like($out, qr/^Bail out!.*response_body_eq.*not supported/m,
     'unknown section bails out') or diag $out;
 isnt($rc, 0, 'bail out exits non-zero');
 
-($rc, $ran, $failed, $out) = result($h{must_die});
+($rc, $ran, $failed, $out) = result($h{must_die}, 'must_die');
 is("$rc/$ran/@$failed", '1/1/1', 'must_die fails when nginx starts')
   or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{badconf});
-like($out, qr/nginx failed to start.*bogus_directive/s,
-    'start failure is reported with nginx output') or diag $out;
+($rc, $ran, $failed, $out) = result($h{badconf}, 'badconf');
+like($out, qr/^Bail out!.*Cannot start nginx/m, 'start failure bails out')
+  or diag $out;
+like($out, qr/bogus_directive/, 'with what nginx said') or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{tcp});
+($rc, $ran, $failed, $out) = result($h{tcp}, 'tcp');
 is("$rc/$ran/@$failed", '1/3/3', 'wrong tcp_query fails') or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{array});
-like($out, qr/response_body must be an array/, 'scalar expectation for'
-      . ' several requests bails out') or diag $out;
+($rc, $ran, $failed, $out) = result($h{array}, 'array');
+like($out, qr/^Bail out!.*the expected results should be arrays/m,
+    'scalar expectation for several requests bails out') or diag $out;
 
-($rc, $ran, $failed, $out) = result($h{shuffled});
-is("$rc/$ran", '0/16', 'shuffled run passes') or diag $out;
-my $got = do { local (@ARGV, $/) = "$tmp/order1"; <> };
-isnt($got, join('', map { "$_\n" } 1 .. 8), 'blocks ran shuffled');
-is(join(',', sort split /\n/, $got), '1,2,3,4,5,6,7,8', 'each block once');
-
-($rc, $ran, $failed, $out) = result($h{ordered});
-$got = do { local (@ARGV, $/) = "$tmp/order2"; <> };
-is($got, join('', map { "$_\n" } 1 .. 4), 'no_shuffle keeps file order');
+for my $runner (sort keys %{ $h{shuffled} }) {
+    my $dir = $h{shuffled}{$runner}{servroot};
+    my $dir2 = $h{ordered}{$runner}{servroot};
+    ($rc, $ran, $failed, $out) = result({ours => $h{shuffled}{$runner}});
+    is("$rc/$ran", '0/16', "$runner: shuffled run passes") or diag $out;
+    my $got = do { local (@ARGV, $/) = "$dir.order"; <> };
+    isnt($got, join('', map { "$_\n" } 1 .. 8), "$runner: blocks ran"
+      . " shuffled");
+    is(join(',', sort split /\n/, $got), '1,2,3,4,5,6,7,8',
+        "$runner: each block once");
+    result({ours => $h{ordered}{$runner}});
+    $got = do { local (@ARGV, $/) = "$dir2.order"; <> };
+    is($got, join('', map { "$_\n" } 1 .. 4),
+        "$runner: no_shuffle keeps file order");
+}
 
 done_testing();

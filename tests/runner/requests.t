@@ -7,7 +7,7 @@ use Test::Nginx::Socket;
 our $InitRan = 0;
 
 no_shuffle();
-plan tests => 32;
+plan tests => 34;
 run_tests();
 
 __DATA__
@@ -147,3 +147,14 @@ location = /big { client_max_body_size 1k; return 200 "no\n"; }
 "POST /big\n" . ("x" x 300_000)
 --- error_code: 413
 --- response_body_like: 413 Request Entity Too Large
+
+
+
+=== TEST 12: the first packet's delay_before is not waited for, later ones' are
+--- config
+client_header_timeout 500ms;
+location = /d { return 200 "$request_method $http_content_length\n"; }
+--- request eval
+[[{value => "POST /d\nab", delay_before => 3}, {value => "cd", delay_before => 0.05}]]
+--- response_body
+POST 4

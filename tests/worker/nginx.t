@@ -27,26 +27,22 @@ our $W = Ragq::Worker->start(env => {
 });
 $W->ready or die "worker did not start:\n" . $W->log;
 
-# The job id of the last POST /chat, for the next block's request line.
+# The job id of the last POST /chat.
 sub last_job {
     my @k = Ragq::Valkey::cmd_list('--scan', '--pattern', "$Prefix:job:*");
     my %c = map { $_ => Ragq::Valkey::cmd('HGET', $_, 'created_at') } @k;
     my ($id) = map { /:job:(\w+)$/ } sort { $c{$b} <=> $c{$a} } @k;
-    $ENV{TEST_NGINX_JOB_ID} = $id;
-}
-
-# Blocks are parsed before any --- init runs, so the request line of a block
-# that reads "the job just queued" is built when it is sent.
-package LazyRequest {
-    use overload '""' => sub { $_[0]->() }, fallback => 1;
-}
-sub status_of_last_job {
-    my ($wait) = @_;
-    return bless sub { "GET /job-status?job_id=$ENV{TEST_NGINX_JOB_ID}&wait=$wait" }, 'LazyRequest';
+    return $id;
 }
 
 add_block_preprocessor(sub {
     my $block = shift;
+    # A block without --- request waits on the job the block before it
+    # queued: preprocessors run just before their block, after the previous
+    # one is done (blocks are parsed before anything runs).
+    $block->set_value('request',
+        "GET /job-status?job_id=" . main::last_job() . "&wait=15")
+      unless defined $block->request;
     $block->set_value('http_config', "ragq_valkey 127.0.0.1:\$TEST_NGINX_REDIS_PORT;\n")
       unless defined $block->http_config;
     $block->set_value('config', <<'EOF') unless defined $block->config;
@@ -71,10 +67,6 @@ POST /chat?query=Who+wrote+Moby-Dick%3F
 
 
 === TEST 2: /job-status?wait= returns the finished job, answer and sources from the chunk
---- init
-main::last_job();
---- request eval
-main::status_of_last_job(15)
 --- timeout: 20
 --- error_code: 200
 --- response_body_like chomp
@@ -96,10 +88,6 @@ POST /chat
 
 
 === TEST 4: the failed job
---- init
-main::last_job();
---- request eval
-main::status_of_last_job(15)
 --- timeout: 20
 --- error_code: 200
 --- response_body_like chomp
