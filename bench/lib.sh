@@ -207,3 +207,66 @@ times_children_ms() {
     awk -v u="${u%s}" -v s="${s%s}" 'function ms(x, m) { split(x, m, "m"); return (m[1] * 60 + m[2]) * 1000 }
         BEGIN { printf "%d\n", ms(u) + ms(s) }'
 }
+
+# ---- the seed stack (bench/seed/): FastAPI + RQ under uvicorn -------------------------------
+
+# Whether Debian's python3 can run the seed stack (python3-fastapi, -uvicorn, -rq, -redis).
+seed_available() {
+    "$PY" -c 'import fastapi, uvicorn, rq, redis' 2>/dev/null
+}
+
+# start_seed DIR PORT VALKEY_PORT: uvicorn with 2 workers (uvloop + httptools when installed,
+# access log off as in the nginx configurations) -> supervisor pid in DIR/master.pid.
+start_seed() {
+    local dir=$1 port=$2 vport=$3 loop=auto http=auto
+    mkdir -p "$dir/logs"
+    "$PY" -c 'import uvloop' 2>/dev/null && loop=uvloop
+    "$PY" -c 'import httptools' 2>/dev/null && http=httptools
+    (cd "$BENCH_DIR/seed" &&
+        exec env REDIS_URL="redis://127.0.0.1:$vport/0" "$PY" -m uvicorn --app-dir . app:app \
+            --workers 2 --loop "$loop" --http "$http" --no-access-log --log-level warning \
+            --host 127.0.0.1 --port "$port") >>"$dir/logs/error.log" 2>&1 &
+    BENCH_PIDS+=($!)
+    echo "$!" >"$dir/master.pid"
+    echo "loop=$loop http=$http" >"$dir/uvicorn.txt"
+    wait_port "$port" || return 1
+    # Both workers answer before the first measured run (each imports the app itself).
+    local i
+    for i in $(seq 1 100); do
+        [ "$(wc -w <"/proc/$!/task/$!/children" 2>/dev/null || echo 0)" -ge 2 ] && break
+        sleep 0.05
+    done
+    sleep 1
+}
+
+# Every process under pid $1, $1 included (uvicorn: supervisor, workers, resource tracker).
+proc_tree() {
+    local pid=$1 kid
+    echo "$pid"
+    for kid in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        proc_tree "$kid"
+    done
+}
+
+# CPU time (ns, schedstat, every thread) of the process tree under pid $1.
+proc_tree_cpu_ns() {
+    local pid f ns total=0
+    for pid in $(proc_tree "$1"); do
+        for f in /proc/"$pid"/task/*/schedstat; do
+            read -r ns _ <"$f" 2>/dev/null || ns=0
+            total=$((total + ns))
+        done
+    done
+    echo "$total"
+}
+
+# Sum of VmRSS (kB) of the children of pid $1 (uvicorn's workers; the supervisor is idle).
+proc_children_rss_kb() {
+    local pid total=0 key rss
+    for pid in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        while read -r key rss _; do
+            [ "$key" = VmRSS: ] && total=$((total + rss))
+        done <"/proc/$pid/status" 2>/dev/null || true
+    done
+    echo "$total"
+}

@@ -14,7 +14,8 @@ import subprocess
 import sys
 
 TARGET_NAMES = {"module": "ragq module", "lua": "Lua (lua-resty-redis)",
-                "ceiling": "nginx `return 200`"}
+                "ceiling": "nginx `return 200`",
+                "seed": "seed: FastAPI + RQ (2 uvicorn workers)"}
 
 
 def med(xs):
@@ -106,7 +107,7 @@ def main():
             "rss_after_kb"]
     write_csv(os.path.join(raw, "module-runs.csv"), runs, cols)
 
-    targets_present = [t for t in ("module", "lua", "ceiling")
+    targets_present = [t for t in ("module", "lua", "ceiling", "seed")
                        if any(r["target"] == t for r in runs)]
     conns = sorted({r["conns"] for r in runs})
     cells = {}
@@ -160,6 +161,13 @@ def main():
                      ("wrk", "wrk"), ("lua_module", "libnginx-mod-http-lua"),
                      ("lua_redis", "lua-nginx-redis (lua-resty-redis)"),
                      ("lua_cjson", "lua-cjson"), ("uvloop", "stand-in uvloop"),
+                     ("py_fastapi", "seed: python3-fastapi"), ("py_starlette", "seed: starlette"),
+                     ("py_uvicorn", "seed: python3-uvicorn"),
+                     ("seed_uvicorn", "seed: uvicorn event loop / HTTP parser"),
+                     ("py_httptools", "seed: python3-httptools"), ("py_rq", "seed: python3-rq"),
+                     ("py_redis", "seed: python3-redis"),
+                     ("py_hiredis", "seed: hiredis parser (python3-hiredis)"),
+                     ("py_requests", "seed worker: python3-requests"),
                      ("git", "git commit"), ("loadavg_start", "load average at start"),
                      ("loadavg_end", "load average at end"),
                      ("total_seconds", "bench wall time (s)")):
@@ -197,6 +205,14 @@ def main():
              "taken from the %s's replies)." % (env.get("chat_body_bytes", "?"),
                                                  env.get("status_body_bytes", "?"),
                                                  env.get("body_reference", "?")))
+    if "seed" in targets_present:
+        L.append("- **seed**: the Python design ragq replaces, rebuilt as it was "
+                 "(`bench/seed/app.py`): FastAPI + RQ on its own redis-server, `POST /chat` = "
+                 "RQ's `Queue.enqueue`, `GET /job-status` = RQ's `Job.fetch` + `job.result`, "
+                 "`async def` handlers, uvicorn `--workers 2` (%s), access log off as in the "
+                 "nginx servers. Its /chat answers 200 where ragq answers 202 and its ids are "
+                 "UUIDs; its bodies are its own (no padding). Its \"server CPU\" is every "
+                 "uvicorn process (supervisor + 2 workers)." % env.get("seed_uvicorn", "?"))
     if "shape_check" in env:
         L.append("- `/job-status` JSON keys, module vs Lua (checked each run): %s." %
                  env["shape_check"])
@@ -210,7 +226,7 @@ def main():
              "the per-repetition ratios of adjacent runs (steadier when other work on the "
              "machine comes and goes)." % (env.get("reps", "?"), "/c".join(map(str, conns))))
     L.append("- Valkey CPU per request: `INFO cpu` (used_cpu_sys + used_cpu_user) delta over "
-             "the run ÷ requests. nginx CPU per request: CPU time of the nginx workers "
+             "the run ÷ requests. Server (nginx) CPU per request: CPU time of the nginx workers "
              "(`/proc/PID/schedstat`) over the run ÷ requests; it hardly depends on other "
              "load on the machine, so its ratio to the ceiling's is the steadiest estimate of "
              "the throughput ratio when nginx is CPU-bound.")
@@ -221,7 +237,7 @@ def main():
         L.append("### %s" % title)
         L.append("")
         L.append("| conns | target | req/s (median) | runs | ratio to ceiling (median of "
-                 "per-repetition ratios) | p50 ms | p99 ms | nginx CPU µs/req "
+                 "per-repetition ratios) | p50 ms | p99 ms | server (nginx) CPU µs/req "
                  "| ceiling's ÷ this CPU/req | Valkey CPU µs/req | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for c in conns:
@@ -242,6 +258,10 @@ def main():
             if ml:
                 L.append("| %d | module ÷ Lua | **%.2f×** | %s | | | | | | | |" % (
                     c, ml, " / ".join("%.2f" % x for x in mls)))
+            ms, mss = paired(ep, c, "module", "seed")
+            if ms:
+                L.append("| %d | module ÷ seed | **%.1f×** | %s | | | | | | | |" % (
+                    c, ms, " / ".join("%.1f" % x for x in mss)))
         L.append("")
 
     # Where the CPU goes per request, every process of the run: on a machine
@@ -258,7 +278,7 @@ def main():
                  "module that cost nginx nothing above `return 200` would reach." %
                  env.get("nproc", "?"))
         L.append("")
-        L.append("| endpoint | conns | target | nginx | Valkey | wrk | total | CPU-bound estimate ÷ ceiling "
+        L.append("| endpoint | conns | target | server (nginx) | Valkey | wrk | total | CPU-bound estimate ÷ ceiling "
                  "| CPU-bound estimate ÷ Lua | best possible ÷ Lua |")
         L.append("|---|---|---|---|---|---|---|---|---|---|")
         for ep in ("chat", "status"):
@@ -282,11 +302,41 @@ def main():
                         f(pc, "%.2f"), f(pl, "%.2f×"), f(best, "%.2f×")))
         L.append("")
 
+    # The seed stack: what ragq replaces, per request, server + Valkey (the
+    # client's CPU is the same program for both and is left out).
+    seed_cpu = {}
+    if "seed" in targets_present and "module" in targets_present:
+        L.append("### ragq vs the seed stack (FastAPI + RQ): server + Valkey CPU per request")
+        L.append("")
+        L.append("Median µs of CPU per request of the server processes (nginx workers; the "
+                 "seed's uvicorn supervisor and 2 workers) plus its redis-server, from the same "
+                 "runs as above; `seed ÷ ragq` is how many times less CPU ragq spends on the "
+                 "same request. The throughput ratio (`module ÷ seed` above) is capped by "
+                 "`return 200` ÷ seed on this machine, since wrk shares the cores.")
+        L.append("")
+        L.append("| endpoint | conns | seed server | seed Valkey | seed total | ragq nginx "
+                 "| ragq Valkey | ragq total | seed ÷ ragq | req/s seed ÷ ragq |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        for ep in ("chat", "status"):
+            for c in conns:
+                sd, md = cells.get((ep, c, "seed")), cells.get((ep, c, "module"))
+                if not sd or not md or sd["nginx_us"] is None or md["nginx_us"] is None:
+                    continue
+                st = sd["nginx_us"] + (sd["valkey_us"] or 0)
+                mt = md["nginx_us"] + (md["valkey_us"] or 0)
+                seed_cpu[(ep, c)] = (st / mt if mt else None, st, mt)
+                rr, _ = paired(ep, c, "seed", "module")
+                L.append("| %s | %d | %.1f | %s | %.1f | %.1f | %s | %.1f | **%s** | %s |" % (
+                    "/chat" if ep == "chat" else "/job-status", c, sd["nginx_us"],
+                    f(sd["valkey_us"], "%.1f"), st, md["nginx_us"], f(md["valkey_us"], "%.1f"),
+                    mt, f(st / mt if mt else None, "%.1f×"), f(rr, "%.3f")))
+        L.append("")
+
     # RSS across repetitions: after the last run of each rep.
     L.append("### nginx worker memory")
     L.append("")
-    L.append("Sum of VmRSS of the 2 nginx workers (kB): before the first measured run and "
-             "after each repetition (after its last run).")
+    L.append("Sum of VmRSS of the 2 nginx workers (the seed: its 2 uvicorn workers) (kB): "
+             "before the first measured run and after each repetition (after its last run).")
     L.append("")
     reps = sorted({r["rep"] for r in runs})
     L.append("| target | before | " + " | ".join("after rep %d" % i for i in reps) + " |")
@@ -343,6 +393,15 @@ def main():
                growth <= 1024)
     else:
         tg.add("nginx worker RSS growth (needs 2+ repetitions)", "–", "none", None)
+    for ep in ("chat", "status"):
+        for c in conns:
+            name = "server + Valkey CPU per request, seed ÷ ragq, `/%s` c%d" % (
+                "chat" if ep == "chat" else "job-status", c)
+            v = seed_cpu.get((ep, c))
+            if v and v[0] is not None:
+                tg.add(name, "%.1f× (%.0f vs %.1f µs)" % v, "≥ 20×", v[0] >= 20)
+            elif "seed" in targets_present or not runs:
+                tg.add(name, "–", "≥ 20×", None)
     apath = os.path.join(raw, "nginx-alerts-module.txt")
     if os.path.exists(apath):
         alerts = [l for l in open(apath) if l.strip()]
@@ -441,6 +500,70 @@ def main():
         else:
             tg.add("worker peak RSS at 1024 in flight", "–", "≤ 64 MB", None)
         plot(bench, raw, pts)
+
+    # ---------------------------------------------------------------- RQ workers
+    rpath = os.path.join(raw, "worker-rq.json")
+    rdata = json.load(open(rpath)) if os.path.exists(rpath) else None
+    if rdata:
+        rpts = rdata["points"]
+        L.append("### The seed's worker: RQ against the same stand-ins")
+        L.append("")
+        L.append("`bench/seed/rq_bench.py`: %s (`bench/seed/worker.py`, the job module and "
+                 "its libraries imported once in the parent, as RQ advises) running "
+                 "`bench/seed/jobs.py`: the LangChain worker's three calls (embeddings, "
+                 "Qdrant `points/query`, chat completions) made with python3-requests, since "
+                 "LangChain is not packaged in Debian (LangChain's own CPU per call would come "
+                 "on top). RQ runs one job at a time per process, so jobs in flight = worker "
+                 "processes; N processes are started and registered before N × 8 jobs are "
+                 "enqueued with RQ's `enqueue_many`. Same redis-server and stand-ins as "
+                 "ragq-worker above; throughput = jobs ÷ (last `ended_at` − first "
+                 "`started_at`); CPU = the worker processes' own plus their forked work "
+                 "horses' (`utime+stime+cutime+cstime`) ÷ jobs; RSS = VmRSS of one worker "
+                 "process (median) and the peak sum over all processes and horses (PSS, "
+                 "which counts pages shared after fork once)." % rdata.get("worker", "RQ"))
+        L.append("")
+        L.append("| worker | jobs in flight (processes) | jobs | failed | jobs/s | ideal | ratio "
+                 "| job ms p50 / p99 | CPU ms/job (processes + horses) | RSS per process MB "
+                 "| peak RSS / PSS all MB | Valkey CPU ms/job |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        wby = {p["inflight"]: p for p in (wdata["points"] if wdata else [])}
+        for p in rpts:
+            L.append("| RQ | %d | %d | %d | %s | %s | %s | %s / %s | %s (%s + %s) | %s | %s / %s "
+                     "| %s |" % (
+                         p["processes"], p["jobs"], p["failed"], f(p["jobs_per_s"], "%.1f"),
+                         f(p["ideal_per_s"], "%.1f"), f(p["ratio"], "%.2f"),
+                         f(p["job_ms_p50"]), f(p["job_ms_p99"]),
+                         f(p["cpu_ms_per_job"], "%.1f"),
+                         f(p["cpu_main_s"] * 1000.0 / p["jobs"], "%.1f"),
+                         f(p["cpu_horses_s"] * 1000.0 / p["jobs"], "%.1f"),
+                         f(p["rss_per_process_kb_median"] / 1024.0, "%.1f"),
+                         f(p["rss_total_kb_peak"] / 1024.0, "%.0f"),
+                         f(p["pss_total_kb_peak"] / 1024.0, "%.0f"),
+                         f(p["redis_cpu_ms_per_job"], "%.3f")))
+            w = wby.get(p["processes"])
+            if w:
+                L.append("| ragq-worker | %d (1 process) | %d | %d | %s | %s | %s | %s / %s | %s "
+                         "| %s | %s | %s |" % (
+                             w["inflight"], w["jobs"], w["failed"], f(w["jobs_per_s"], "%.1f"),
+                             f(w["ideal_per_s"], "%.1f"), f(w["ratio"], "%.2f"),
+                             f(w.get("job_ms_p50")), f(w.get("job_ms_p99")),
+                             f(w["cpu_ms_per_job"], "%.3f"),
+                             f(w["peak_rss_kb"] / 1024.0 if w["peak_rss_kb"] else None,
+                               "%.1f"), "–", f(w["redis_cpu_ms_per_job"], "%.3f")))
+        L.append("")
+        both = [(p, wby[p["processes"]]) for p in rpts if p["processes"] in wby
+                and p["processes"] > 1 and p["cpu_ms_per_job"] and
+                wby[p["processes"]]["cpu_ms_per_job"]]
+        for p, w in both:
+            L.append("At %d jobs in flight: RQ spends **%.0f×** the CPU per job of ragq-worker "
+                     "(%.1f vs %.3f ms) and reaches %.2f of the ideal throughput against "
+                     "ragq-worker's %.2f, with %d processes (%.0f MB PSS) against one (%.1f MB "
+                     "peak RSS)." % (
+                         p["processes"], p["cpu_ms_per_job"] / w["cpu_ms_per_job"],
+                         p["cpu_ms_per_job"], w["cpu_ms_per_job"], p["ratio"] or 0,
+                         w["ratio"] or 0, p["processes"], p["pss_total_kb_peak"] / 1024.0,
+                         (w["peak_rss_kb"] or 0) / 1024.0))
+            L.append("")
 
     # ---------------------------------------------------------------- profile
     ppath = os.path.join(raw, "profile.json")

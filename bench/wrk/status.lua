@@ -13,7 +13,7 @@ end
 
 function init(args)
     for id in io.lines(os.getenv("WRK_IDS")) do
-        if #id == 32 then
+        if #id > 0 then
             n = n + 1
             reqs[n] = wrk.format("GET", "/job-status?job_id=" .. id)
         end
