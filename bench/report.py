@@ -179,7 +179,10 @@ def main():
              "the machine during the run (see the load averages) adds noise to every number; "
              "the instruction counts of the profile section do not depend on it." %
              env.get("nproc", "?"))
-    L.append("")
+    note = os.environ.get("BENCH_NOTE") or env.get("note")
+    if note:
+        L.append("**Note on this run:** %s" % note)
+        L.append("")
 
     targets_at = len(L)
 
