@@ -181,6 +181,7 @@ def main():
              env.get("nproc", "?"))
     note = os.environ.get("BENCH_NOTE") or env.get("note")
     if note:
+        L.append("")
         L.append("**Note on this run:** %s" % note)
         L.append("")
 
@@ -223,7 +224,7 @@ def main():
              "%s jobs created through each server's own `/chat` just before (ids "
              "round-robin, `bench/wrk/status.lua`); before every `/chat` run its redis is "
              "FLUSHALLed so memory stays bounded." % env.get("seed", "?"))
-    L.append("- Order: %s repetitions of (status c%s for module, Lua, ceiling; then chat "
+    L.append("- Order: %s repetitions of (status c%s for module, Lua, ceiling (and seed); then chat "
              "the same), i.e. interleaved A B C A B C; a 1 s warm-up of each first. "
              "req/s, p50 and p99 are medians over the repetitions; ratios are the median of "
              "the per-repetition ratios of adjacent runs (steadier when other work on the "
@@ -554,6 +555,13 @@ def main():
                              f(w["peak_rss_kb"] / 1024.0 if w["peak_rss_kb"] else None,
                                "%.1f"), "–", f(w["redis_cpu_ms_per_job"], "%.3f")))
         L.append("")
+        for p in rpts:
+            if p.get("timed_out"):
+                L.append("- RQ, %d processes: stopped at the deadline with %d of %d jobs done; "
+                         "its row is over the jobs done." % (
+                             p["processes"], p["finished"] + p["failed"], p["jobs"]))
+        if any(p.get("timed_out") for p in rpts):
+            L.append("")
         both = [(p, wby[p["processes"]]) for p in rpts if p["processes"] in wby
                 and p["processes"] > 1 and p["cpu_ms_per_job"] and
                 wby[p["processes"]]["cpu_ms_per_job"]]
