@@ -87,8 +87,16 @@ ragq_tls_new(const ragq_tls_conf_t *conf, char *err, size_t errlen)
             goto fail;
         }
         if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
-            snprintf(what, sizeof(what), "RAGQ_VALKEY_KEY_FILE %s: cannot load",
-                     key);
+            if (ERR_GET_REASON(ERR_peek_error()) ==
+                X509_R_KEY_VALUES_MISMATCH) {
+                snprintf(what, sizeof(what),
+                         "RAGQ_VALKEY_KEY_FILE does not match "
+                         "RAGQ_VALKEY_CERT_FILE (%s, %s)",
+                         key, conf->cert_file);
+            } else {
+                snprintf(what, sizeof(what),
+                         "RAGQ_VALKEY_KEY_FILE %s: cannot load", key);
+            }
             ssl_err(err, errlen, what);
             goto fail;
         }

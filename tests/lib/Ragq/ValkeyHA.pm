@@ -599,7 +599,9 @@ sub _cli_argv {
              '--no-auth-warning');
     if ($self->{tls}) {
         my $k = $self->{ha}->pki;
-        push @a, '--tls', '--cacert', $k->{ca}, '--cert', $k->{client_cert},
+        # a server with the untrusted CA's certificate: the admin trusts it
+        my $ca = ($self->{cert} // '') eq 'bad_server' ? $k->{bad_ca} : $k->{ca};
+        push @a, '--tls', '--cacert', $ca, '--cert', $k->{client_cert},
           '--key', $k->{client_key};
     }
     if ($auth) {
