@@ -206,12 +206,17 @@ void
 ngx_http_ragq_peer_init(ngx_resolver_t *resolver, ngx_msec_t timeout)
 {
     /* nginx always creates one; without "resolver" it has no servers */
-    if (resolver && resolver->connections.nelts == 0) {
+    if (resolver == NGX_CONF_UNSET_PTR
+        || (resolver && resolver->connections.nelts == 0))
+    {
         resolver = NULL;
     }
 
     ngx_http_ragq_resolver = resolver;
-    ngx_http_ragq_resolver_timeout = timeout;
+
+    /* the http{}-level value is never merged: nginx's default, 30 s */
+    ngx_http_ragq_resolver_timeout =
+        (timeout == NGX_CONF_UNSET_MSEC) ? 30000 : timeout;
 }
 
 
