@@ -14,7 +14,6 @@ use Ragq::Chat;
 use Time::HiRes ();
 
 our $HA = Ragq::ValkeyHA->new;
-our @Load;
 
 # without Sentinel: two standalone servers
 our $A = $HA->server;
@@ -34,31 +33,6 @@ $ENV{TEST_NGINX_SENTINELS2} = join ',',
 sub missing {
     my ($s, $prefix, @ids) = @_;
     return grep { $s->cli('EXISTS', "$prefix:job:$_") ne '1' } @ids;
-}
-
-# Steady POST /chat load; SIGKILL of Set2's primary after 20 answers of 202;
-# on until 20 answers of 202 in a row after it (at most 60 s). Results in
-# @main::Load: [seconds since the kill (negative before), response].
-sub load_and_kill {
-    my ($t_kill, $ok_after, $ok_before) = (undef, 0, 0);
-    my $start = Time::HiRes::time();
-    while (Time::HiRes::time() - $start < 90) {
-        my $r = Ragq::Chat::post_chat('under+load', timeout => 5);
-        my $t = Time::HiRes::time();
-        push @main::Load, [ defined $t_kill ? $t - $t_kill : -1, $r ];
-        if (!defined $t_kill) {
-            $ok_before++ if $r->{status} == 202;
-            if ($ok_before == 20) {
-                $Set2->{primary}->kill;
-                $t_kill = Time::HiRes::time();
-            }
-        } else {
-            $ok_after = $r->{status} == 202 ? $ok_after + 1 : 0;
-            last if $ok_after == 20;
-        }
-        Time::HiRes::sleep(0.02);
-    }
-    return $ok_after == 20;
 }
 
 # a line of the running nginx's error.log matches $re
@@ -211,20 +185,14 @@ location = /chat { ragq_prefix fo; ragq_valkey_replicas 1; ragq_enqueue; }
 location = /job-status { ragq_prefix fo; ragq_status; }
 --- init
 Test::More::ok(Ragq::Chat::until_202(30), 'served before the kill');
-Test::More::ok(main::load_and_kill(), '20 answers of 202 in a row after the SIGKILL');
+my ($ok, @load) = Ragq::Chat::load_and_kill(kill => sub { $main::Set2->{primary}->kill });
+Test::More::ok($ok, '20 answers of 202 in a row after the SIGKILL');
 my $new = $main::HA->wait_failover($main::Set2, 30);
-my @after = grep { $_->[0] >= 0 } @main::Load;
-my ($first) = grep { $_->[1]{status} == 202 } @after;
-my %codes;
-$codes{"$_->[1]{status} " . ($_->[1]{code} // '-')}++
-    for grep { $_->[1]{status} != 202 } @after;
-Test::More::diag(sprintf('fail-over: 202 again %.2f s after SIGKILL; meanwhile %s',
-    $first->[0], join(', ', map { "$codes{$_} x $_" } sort keys %codes)));
-my @bad = grep { $_->[1]{status} != 202
-    && !($_->[1]{status} == 503 && ($_->[1]{headers}{'retry-after'} // '') eq '1') } @main::Load;
+Test::More::diag(Ragq::Chat::recovery_summary(@load));
+my @bad = Ragq::Chat::unexpected(@load);
 Test::More::is(scalar(@bad), 0, 'every other answer is a 503 with Retry-After')
     or Test::More::diag(join "\n", map { "$_->[1]{status} $_->[1]{body}" } @bad);
-my @ids = map { $_->[1]{job_id} } grep { $_->[1]{status} == 202 } @main::Load;
+my @ids = map { $_->[1]{job_id} } grep { $_->[1]{status} == 202 } @load;
 Test::More::cmp_ok(scalar(@ids), '>=', 40, 'jobs answered 202 before and after');
 my @missing = main::missing($new, 'fo', @ids);
 Test::More::is(scalar(@missing), 0, 'every job answered 202 is on the new primary')

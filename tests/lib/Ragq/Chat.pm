@@ -61,4 +61,49 @@ sub until_202 {
     return undef;
 }
 
+# Steady POST /chat load (one request at a time, 20 ms apart): after
+# $o{before} answers of 202, $o{kill}->() runs once; then on until $o{after}
+# answers of 202 in a row (at most $o{secs}, default 90). Returns (ok, the
+# results: [seconds since the kill (-1 before it), response] each).
+sub load_and_kill {
+    my (%o) = @_;
+    my ($t_kill, $ok_after, $ok_before, @load) = (undef, 0, 0);
+    my $start = time;
+    while (time - $start < ($o{secs} // 90)) {
+        my $r = post_chat($o{query} // 'under+load', timeout => 5);
+        push @load, [ defined $t_kill ? time - $t_kill : -1, $r ];
+        if (!defined $t_kill) {
+            $ok_before++ if $r->{status} == 202;
+            if ($ok_before == ($o{before} // 20)) {
+                $o{kill}->();
+                $t_kill = time;
+            }
+        } else {
+            $ok_after = $r->{status} == 202 ? $ok_after + 1 : 0;
+            last if $ok_after == ($o{after} // 20);
+        }
+        sleep 0.02;
+    }
+    return ($ok_after == ($o{after} // 20), @load);
+}
+
+# A line for the test's output: when 202s came back after the kill, and
+# what was answered meanwhile.
+sub recovery_summary {
+    my @after = grep { $_->[0] >= 0 } @_;
+    my ($first) = grep { $_->[1]{status} == 202 } @after;
+    my %codes;
+    $codes{"$_->[1]{status} " . ($_->[1]{code} // '-')}++
+      for grep { $_->[1]{status} != 202 } @after;
+    return sprintf('fail-over: 202 again %.2f s after SIGKILL; meanwhile %s',
+        $first ? $first->[0] : -1,
+        join(', ', map { "$codes{$_} x $_" } sort keys %codes) || 'nothing else');
+}
+
+# The answers that are neither 202 nor 503 with Retry-After.
+sub unexpected {
+    return grep { $_->[1]{status} != 202
+        && !($_->[1]{status} == 503 && ($_->[1]{headers}{'retry-after'} // '') eq '1') } @_;
+}
+
 1;
