@@ -97,13 +97,14 @@ struct ragq_vconn_s {
     long long    client_id;
 
     long           extra_timeout_ms;
+    int            loss; /* RAGQ_VLOSS_* of the last failure */
     uint64_t       last_progress;
     ragq_backoff_t backoff;
     ragq_timer_t   connect_timer, retry_timer, flush_timer, reply_timer;
     char           last_error[512];
 };
 
-static void vconn_fail(ragq_vconn_t *vc, const char *why, int refused);
+static void vconn_fail(ragq_vconn_t *vc, const char *why, int kind);
 static void vconn_io(int fd, unsigned events, void *data);
 static void start_connect(ragq_vconn_t *vc);
 
@@ -252,7 +253,7 @@ flush(ragq_vconn_t *vc)
             }
         }
         if (n < 0) {
-            vconn_fail(vc, err, 0);
+            vconn_fail(vc, err, RAGQ_VLOSS_NET);
             return -1;
         }
         vc->ooff += (size_t) n;
@@ -327,7 +328,7 @@ reply_deadline(void *data)
              "no reply within %ld ms (RAGQ_VALKEY_TIMEOUT); the server "
              "seems hung",
              (long) limit);
-    vconn_fail(vc, why, 0);
+    vconn_fail(vc, why, RAGQ_VLOSS_HUNG);
 }
 
 /* Queues one command and its record; the write happens on the next turn. */
@@ -448,13 +449,18 @@ schedule_retry(ragq_vconn_t *vc, int refused)
 }
 
 /*
- * The current try or connection failed.  refused: the server answered
- * that it will not serve us (not a network fault): retries slow down.
+ * The current try or connection failed (kind: RAGQ_VLOSS_*).  When the
+ * server answered that it will not serve us (not a network fault),
+ * retries slow down.
  */
 static void
-vconn_fail(ragq_vconn_t *vc, const char *why, int refused)
+vconn_fail(ragq_vconn_t *vc, const char *why, int kind)
 {
+    int refused = kind == RAGQ_VLOSS_ROLE || kind == RAGQ_VLOSS_REFUSED ||
+                  kind == RAGQ_VLOSS_TLS;
+
     snprintf(vc->last_error, sizeof(vc->last_error), "%s", why);
+    vc->loss = kind;
     teardown(vc);
     vc->failures++;
     vc->healthy = 0;
@@ -475,7 +481,7 @@ connect_deadline(void *data)
 
     snprintf(why, sizeof(why), "no answer within %ld ms (RAGQ_CONNECT_TIMEOUT)",
              vc->net->connect_timeout_ms);
-    vconn_fail(vc, why, 0);
+    vconn_fail(vc, why, RAGQ_VLOSS_HUNG);
 }
 
 static void
@@ -498,7 +504,7 @@ handshake_start(ragq_vconn_t *vc)
     vc->state = VC_HANDSHAKE;
     vc->reader = redisReaderCreate();
     if (vc->reader == NULL) {
-        vconn_fail(vc, "out of memory", 0);
+        vconn_fail(vc, "out of memory", RAGQ_VLOSS_NET);
         return;
     }
     user = sentinel ? vc->net->sentinel_user : a->user;
@@ -529,7 +535,7 @@ handshake_start(ragq_vconn_t *vc)
                         NULL);
     vc->hs_left++;
     if (rc != 0) {
-        vconn_fail(vc, "out of memory", 0);
+        vconn_fail(vc, "out of memory", RAGQ_VLOSS_NET);
         return;
     }
     flush(vc);
@@ -559,7 +565,7 @@ handshake_reply(ragq_vconn_t *vc, int hs, redisReply *r)
             }
         } else {
             snprintf(why, sizeof(why), "%s: %s", hs_names[hs], r->str);
-            vconn_fail(vc, why, 1);
+            vconn_fail(vc, why, RAGQ_VLOSS_REFUSED);
             return;
         }
     } else if (hs == HS_CLIENT_ID) {
@@ -576,7 +582,7 @@ handshake_reply(ragq_vconn_t *vc, int hs, redisReply *r)
                      vc->net->sentinel ? ""
                                        : "; RAGQ_VALKEY_URL must name "
                                          "the primary, or use Sentinel");
-            vconn_fail(vc, why, 1);
+            vconn_fail(vc, why, RAGQ_VLOSS_ROLE);
             return;
         }
     }
@@ -615,7 +621,8 @@ dispatch(ragq_vconn_t *vc, redisReply *r)
             vc->hooks->message(vc, r, vc->owner);
             return;
         }
-        vconn_fail(vc, "a reply nobody asked for (protocol error)", 0);
+        vconn_fail(vc, "a reply nobody asked for (protocol error)",
+                   RAGQ_VLOSS_NET);
         return;
     }
     rec = ring_pop(vc);
@@ -634,9 +641,12 @@ dispatch(ragq_vconn_t *vc, redisReply *r)
             rec.cb(vc->owner, r, rec.priv);
         }
         if (vc->epoch == epoch && role_error(r->str)) {
-            snprintf(why, sizeof(why), "%s is no longer the primary (%s: %s)",
-                     vc->peer, rec.cmd, r->str);
-            vconn_fail(vc, why, 1);
+            snprintf(why, sizeof(why), "%s is no longer the primary (%s: %s)%s",
+                     vc->peer, rec.cmd, r->str,
+                     vc->net->sentinel ? ""
+                                       : "; RAGQ_VALKEY_URL must name the "
+                                         "primary, or use Sentinel");
+            vconn_fail(vc, why, RAGQ_VLOSS_ROLE);
         }
         return;
     }
@@ -685,16 +695,16 @@ read_replies(ragq_vconn_t *vc)
             }
         }
         if (n == 0) {
-            vconn_fail(vc, "connection closed by the server", 0);
+            vconn_fail(vc, "connection closed by the server", RAGQ_VLOSS_NET);
             return;
         }
         if (n < 0) {
-            vconn_fail(vc, err, 0);
+            vconn_fail(vc, err, RAGQ_VLOSS_NET);
             return;
         }
         vc->last_progress = ragq_now_ms();
         if (redisReaderFeed(vc->reader, buf, (size_t) n) != REDIS_OK) {
-            vconn_fail(vc, "out of memory", 0);
+            vconn_fail(vc, "out of memory", RAGQ_VLOSS_NET);
             return;
         }
         for (;;) {
@@ -702,7 +712,7 @@ read_replies(ragq_vconn_t *vc)
             if (redisReaderGetReply(vc->reader, &reply) != REDIS_OK) {
                 snprintf(err, sizeof(err), "protocol error: %s",
                          vc->reader->errstr);
-                vconn_fail(vc, err, 0);
+                vconn_fail(vc, err, RAGQ_VLOSS_NET);
                 return;
             }
             if (reply == NULL) {
@@ -736,7 +746,7 @@ tls_step(ragq_vconn_t *vc)
     rc = ragq_tls_handshake(vc->tls, &want, err, sizeof(err));
     if (rc < 0) {
         snprintf(why, sizeof(why), "%s: %s", vc->peer, err);
-        vconn_fail(vc, why, 1);
+        vconn_fail(vc, why, RAGQ_VLOSS_TLS);
         return;
     }
     if (rc == 0) {
@@ -757,7 +767,7 @@ connected(ragq_vconn_t *vc)
         vc->tls = ragq_tls_session_new(vc->net->tls, vc->fd, vc->host, err,
                                        sizeof(err));
         if (vc->tls == NULL) {
-            vconn_fail(vc, err, 0);
+            vconn_fail(vc, err, RAGQ_VLOSS_NET);
             return;
         }
         vc->state = VC_TLS;
@@ -810,7 +820,7 @@ try_address(ragq_vconn_t *vc)
         vc->addr_i++;
     }
     snprintf(why, sizeof(why), "connect to %s: %s", vc->peer, strerror(err));
-    vconn_fail(vc, why, 0);
+    vconn_fail(vc, why, RAGQ_VLOSS_NET);
 }
 
 static void
@@ -840,7 +850,7 @@ connect_done(ragq_vconn_t *vc)
 
         snprintf(why, sizeof(why), "connect to %s: %s", vc->peer,
                  strerror(err));
-        vconn_fail(vc, why, 0);
+        vconn_fail(vc, why, RAGQ_VLOSS_NET);
     }
 }
 
@@ -886,7 +896,7 @@ resolved(void *data, const ragq_addrs_t *addrs, const char *err)
 
     vc->lookup = NULL;
     if (addrs == NULL) {
-        vconn_fail(vc, err, 0);
+        vconn_fail(vc, err, RAGQ_VLOSS_NET);
         return;
     }
     vc->addrs = *addrs;
@@ -908,7 +918,7 @@ start_connect(ragq_vconn_t *vc)
     vc->lookup =
         ragq_resolve(vc->net->resolver, vc->host, vc->port, resolved, vc);
     if (vc->lookup == NULL) {
-        vconn_fail(vc, "cannot start a name lookup", 0);
+        vconn_fail(vc, "cannot start a name lookup", RAGQ_VLOSS_NET);
     }
 }
 
@@ -921,7 +931,7 @@ connect_unix(ragq_vconn_t *vc)
     snprintf(vc->peer, sizeof(vc->peer), "unix:%s", path);
     memset(&vc->addrs, 0, sizeof(vc->addrs));
     if (strlen(path) >= sizeof(sun->sun_path)) {
-        vconn_fail(vc, "the socket path is too long", 0);
+        vconn_fail(vc, "the socket path is too long", RAGQ_VLOSS_NET);
         return;
     }
     sun->sun_family = AF_UNIX;
@@ -980,7 +990,7 @@ ragq_vconn_locate_failed(ragq_vconn_t *vc, const char *why)
 {
     if (vc->state == VC_LOCATING) {
         vc->state = VC_IDLE; /* the sentinel forgot us already */
-        vconn_fail(vc, why, 0);
+        vconn_fail(vc, why, RAGQ_VLOSS_NET);
     }
 }
 
@@ -999,7 +1009,7 @@ ragq_vconn_moved(ragq_vconn_t *vc, const char *host, int port, const char *why)
         ragq_vconn_connect(vc); /* waiting for a retry: go now */
         return;
     }
-    vconn_fail(vc, why, 0);
+    vconn_fail(vc, why, RAGQ_VLOSS_MOVED);
 }
 
 /* ---- life ---------------------------------------------------------------- */
@@ -1084,6 +1094,12 @@ const char *
 ragq_vconn_last_error(const ragq_vconn_t *vc)
 {
     return vc->last_error;
+}
+
+int
+ragq_vconn_loss(const ragq_vconn_t *vc)
+{
+    return vc->loss;
 }
 
 unsigned
