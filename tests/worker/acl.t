@@ -14,14 +14,10 @@ use Ragq::Worker;
 use Ragq::ValkeyHA;
 
 my $P = "wa$$";
-# The worker's ACL, as README "Production Valkey" gives it.
-my @CMDS = qw(xreadgroup xautoclaim xpending xclaim xack xdel xgroup|create
-  evalsha eval script|load client|id client|unblock role
-  hset hget hmget hdel hincrby pexpire publish xadd);
-my $ACL = "on >s3cret resetkeys ~$P:* resetchannels &$P:* -\@all "
-  . join(' ', map { "+$_" } @CMDS);
+# The worker's ACL, as README "Production Valkey" gives it (Ragq::Worker).
+my $ACL = Ragq::Worker::acl_rules($P, 's3cret');
 # The worker's commands, to count what it sends (the harness's are left out).
-my @WORKER_CMDS = map { my $c = $_; $c } @CMDS;
+my @WORKER_CMDS = @Ragq::Worker::ACL_COMMANDS;
 
 my $ha = Ragq::ValkeyHA->new;
 my $v = $ha->server(users => { 'ragq-worker' => $ACL, 'no-read' => $ACL =~ s/ \+xreadgroup//r });

@@ -16,11 +16,7 @@ use Ragq::Worker;
 use Ragq::ValkeyHA;
 
 my $P = "ws$$";
-my @CMDS = qw(xreadgroup xautoclaim xpending xclaim xack xdel xgroup|create
-  evalsha eval script|load client|id client|unblock role
-  hset hget hmget hdel hincrby pexpire publish xadd);
-my $ACL = "on >s3cret resetkeys ~$P:* resetchannels &$P:* -\@all "
-  . join(' ', map { "+$_" } @CMDS);
+my $ACL = Ragq::Worker::acl_rules($P, 's3cret');
 
 my $ha = Ragq::ValkeyHA->new;
 my $s = Ragq::Standin->start(dim => 16);
