@@ -29,9 +29,7 @@
 
 #include "valkey_sentinel.h"
 
-/* ---- output ------------------------------------------------------------ */
-
-/* ---- the ring of callbacks ------------------------------------------- */
+/* ---- deadline and sending ------------------------------------------ */
 
 static void
 reply_deadline(void *data)
@@ -419,7 +417,7 @@ read_replies(ragq_vconn_t *vc)
     ragq_vc_update_watch(vc);
 }
 
-/* ---- connecting --------------------------------------------------------- */
+/* ---- socket events ------------------------------------------------------ */
 
 void
 ragq_vc_io(int fd, unsigned events, void *data)
