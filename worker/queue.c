@@ -25,6 +25,7 @@
 
 static void claim_more(ragq_queue_t *q);
 static void reclaim_now(ragq_queue_t *q);
+static void keep_orphan(ragq_queue_t *q, const redisReply *e);
 static void create_group(ragq_queue_t *q);
 
 /* ---- faults ------------------------------------------------------------ */
@@ -176,7 +177,8 @@ ragq_queue_send(ragq_queue_t *q, ragq_vconn_reply_cb cb, void *priv, int argc,
 static unsigned
 free_slots(const ragq_queue_t *q)
 {
-    unsigned used = q->njobs + q->reserved_read + q->reserved_reclaim;
+    unsigned used = q->njobs + q->reserved_read + q->reserved_reclaim +
+                    q->norphans + q->reserved_adopt;
 
     return used >= q->cfg->concurrency ? 0 : q->cfg->concurrency - used;
 }
@@ -234,11 +236,102 @@ xread_reply(void *owner, redisReply *reply, void *priv)
                 continue;
             }
             for (j = 0; j < s->element[1]->elements; j++) {
-                ragq_queue_take_entry(q, s->element[1]->element[j], 0);
+                redisReply *e = s->element[1]->element[j];
+
+                if (ragq_vconn_ready(q->cmd)) {
+                    ragq_queue_take_entry(q, e, 0);
+                } else {
+                    keep_orphan(q, e);
+                }
             }
         }
     }
     claim_more(q);
+}
+
+/*
+ * Entries that came on the claim connection while the command connection
+ * was down (reconnecting, a fail-over) cannot be claimed now; they are ours
+ * in the group already, so instead of waiting RAGQ_RECLAIM_AFTER for
+ * anyone to reclaim them, their ids are kept and XCLAIMed back (with their
+ * fields) as soon as the command connection is ready again.
+ */
+static void
+keep_orphan(ragq_queue_t *q, const redisReply *e)
+{
+    char **o;
+
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 1 ||
+        e->element[0]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+    o = realloc(q->orphans, (q->norphans + 1) * sizeof(*o));
+    if (o == NULL) {
+        return; /* reclaimed after RAGQ_RECLAIM_AFTER, as before */
+    }
+    q->orphans = o;
+    if ((o[q->norphans] = strdup(e->element[0]->str)) != NULL) {
+        q->norphans++;
+    }
+}
+
+static void
+orphans_free(ragq_queue_t *q)
+{
+    while (q->norphans > 0) {
+        free(q->orphans[--q->norphans]);
+    }
+    free(q->orphans);
+    q->orphans = NULL;
+}
+
+static void
+adopt_reply(void *owner, redisReply *reply, void *priv)
+{
+    ragq_queue_t *q = owner;
+    size_t        i;
+
+    (void) priv;
+    q->reserved_adopt = 0;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && !q->stopping) {
+        for (i = 0; i < reply->elements; i++) {
+            ragq_queue_take_entry(q, reply->element[i], 1);
+        }
+    }
+    claim_more(q);
+    ragq_queue_check_drained(q);
+}
+
+static void
+adopt_orphans(ragq_queue_t *q)
+{
+    const char **argv;
+    unsigned     i, argc = 0;
+
+    if (q->norphans == 0 || q->stopping) {
+        return;
+    }
+    argv = malloc((q->norphans + 5) * sizeof(*argv));
+    if (argv == NULL) {
+        return;
+    }
+    argv[argc++] = "XCLAIM";
+    argv[argc++] = q->k_jobs;
+    argv[argc++] = q->k_group;
+    argv[argc++] = q->consumer;
+    argv[argc++] = "0";
+    for (i = 0; i < q->norphans; i++) {
+        argv[argc++] = q->orphans[i];
+    }
+    if (ragq_queue_send(q, adopt_reply, NULL, (int) argc, argv, NULL) == 0) {
+        ragq_log(RAGQ_LOG_DEBUG,
+                 "claiming back %u entry(ies) read while the "
+                 "command connection was down",
+                 q->norphans);
+        q->reserved_adopt = q->norphans;
+        orphans_free(q);
+    }
+    free(argv);
 }
 
 static void
@@ -515,18 +608,23 @@ create_group(ragq_queue_t *q)
 
 /*
  * Anything in flight on vc is gone: its reservations with it.  Logged once
- * per change of reason (the reconnect backoff tries again and again).
+ * per kind of loss for both connections (the reconnect backoff tries again
+ * and again, and both connections meet the same fault), at debug level
+ * otherwise.
  */
 static void
 on_vconn_lost(ragq_vconn_t *vc, const char *why, void *owner)
 {
     ragq_queue_t *q = owner;
-    char         *said = q->lost_logged[vc == q->blk];
+    int           kind = ragq_vconn_loss(vc);
 
-    if (q->started && strcmp(said, why) != 0) {
+    if (q->started) {
+        q->lost_since[vc == q->blk] = 1;
+    }
+    if (q->started && kind != q->lost_kind) {
         ragq_log(RAGQ_LOG_WARN, "valkey (%s connection): %s; reconnecting",
                  ragq_vconn_name(vc), why);
-        snprintf(said, sizeof(q->lost_logged[0]), "%s", why);
+        q->lost_kind = kind;
     } else {
         ragq_log(RAGQ_LOG_DEBUG, "valkey (%s connection): %s",
                  ragq_vconn_name(vc), why);
@@ -539,6 +637,7 @@ on_vconn_lost(ragq_vconn_t *vc, const char *why, void *owner)
         q->reserved_reclaim = 0;
         q->group_creating = 0;
         q->probing = 0;
+        q->reserved_adopt = 0;
         ragq_scripts_forget(&q->scripts);
     }
 }
@@ -553,12 +652,13 @@ on_vconn_ready(ragq_vconn_t *vc, void *owner)
 {
     ragq_queue_t *q = owner;
 
-    char *said = q->lost_logged[vc == q->blk];
-
-    if (said[0]) {
+    if (q->lost_since[vc == q->blk]) {
         ragq_log(RAGQ_LOG_INFO, "valkey (%s connection): connected to %s",
                  ragq_vconn_name(vc), ragq_vconn_peer(vc));
-        said[0] = '\0';
+        q->lost_since[vc == q->blk] = 0;
+    }
+    if (ragq_vconn_ready(q->cmd) && ragq_vconn_ready(q->blk)) {
+        q->lost_kind = -1; /* the next loss is news again */
     }
     if (vc == q->blk) {
         claim_more(q);
@@ -567,6 +667,7 @@ on_vconn_ready(ragq_vconn_t *vc, void *owner)
     ragq_scripts_load(&q->scripts);
     create_group(q);
     ragq_queue_write_parked(q);
+    adopt_orphans(q);
 }
 
 static const ragq_vconn_hooks_t vconn_hooks = {
@@ -711,6 +812,7 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     q->pipeline = pipeline;
     q->cfg = cfg;
     q->net = net;
+    q->lost_kind = -1;
     q->addr = net->addr;
     if (cfg->consumer && cfg->consumer[0]) {
         snprintf(q->consumer, sizeof(q->consumer), "%s", cfg->consumer);
@@ -779,6 +881,7 @@ ragq_queue_free(ragq_queue_t *q)
         ragq_vconn_close(q->blk);
     }
     ragq_queue_jobs_free(q);
+    orphans_free(q);
     if (q->loop) {
         ragq_timer_stop(q->loop, &q->startup_timer);
         ragq_timer_stop(q->loop, &q->keepalive_timer);

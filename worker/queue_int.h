@@ -60,7 +60,10 @@ struct ragq_queue_s {
     unsigned       nfaults, gated, passing;
     ragq_backoff_t fault_backoff;
     ragq_timer_t   pass_timer;
-    char           lost_logged[2][512]; /* per connection: what was said */
+    char         **orphans; /* entry ids read while cmd was down */
+    unsigned       norphans, reserved_adopt;
+    int            lost_kind;     /* RAGQ_VLOSS_* logged last, -1: none */
+    unsigned char  lost_since[2]; /* per connection: lost since ready */
 };
 
 /* queue.c */

@@ -116,6 +116,17 @@ const char *ragq_vconn_peer(const ragq_vconn_t *vc);
 /* Why the last connect or connection failed, "" if it never did. */
 const char *ragq_vconn_last_error(const ragq_vconn_t *vc);
 
+/* What kind of failure the last one was, for logging once per kind. */
+enum {
+    RAGQ_VLOSS_NET,     /* unreachable, refused, reset, closed, DNS */
+    RAGQ_VLOSS_HUNG,    /* no answer within a deadline */
+    RAGQ_VLOSS_ROLE,    /* not (or no longer) the primary */
+    RAGQ_VLOSS_REFUSED, /* AUTH / SELECT / PING refused */
+    RAGQ_VLOSS_TLS,     /* TLS handshake failed (certificate...) */
+    RAGQ_VLOSS_MOVED    /* Sentinel: the primary moved */
+};
+int ragq_vconn_loss(const ragq_vconn_t *vc);
+
 /* Consecutive failed connects or losses since the connection was last
  * ready. */
 unsigned ragq_vconn_failures(const ragq_vconn_t *vc);

@@ -133,6 +133,23 @@ END {
     }
 }
 
+# ---- the worker's ACL -------------------------------------------------
+
+# The commands ragq-worker sends, itself and inside its scripts: the ACL of
+# README "Production Valkey" (worker subsection).  Tests log in with it, so a
+# command added to the worker without adding it here fails them (NOPERM).
+our @ACL_COMMANDS = qw(xreadgroup xautoclaim xpending xclaim xack xdel
+  xgroup|create xgroup|delconsumer xinfo|groups xinfo|consumers
+  evalsha eval script|load client|id client|unblock role
+  type hset hget hmget hdel hincrby pexpire publish xadd);
+
+# The rules of an ACL user for a worker of prefix P with password PASS.
+sub acl_rules {
+    my ($prefix, $pass) = @_;
+    return "on >$pass resetkeys ~$prefix:* resetchannels &$prefix:* -\@all "
+      . join(' ', map { "+$_" } @ACL_COMMANDS);
+}
+
 # ---- jobs in Valkey, the module's way ---------------------------------
 
 # Where the job helpers below talk: the suite's redis-server (Ragq::Valkey),
