@@ -101,15 +101,18 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
         vk->busy_since = ngx_current_msec;
     }
 
-    /* the bytes are written: a mismatch from here on would misroute
-     * replies, so a failure drops the connection */
+    /*
+     * The bytes are written: a mismatch from here on would misroute
+     * replies, so a failure drops the connection (and its bytes), and the
+     * cell stays the caller's.
+     */
     for (i = (cell ? 1 : 0); i < n; i++) {
         if (ngx_http_ragq_conn_expect(&vk->conn, ngx_http_ragq_vk_skip_reply,
                                       NULL)
             != NGX_OK)
         {
             ngx_http_ragq_vk_fail(vk, NULL, "out of memory");
-            return NGX_OK;
+            return NGX_DECLINED;
         }
     }
 
@@ -124,7 +127,7 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
         != NGX_OK)
     {
         ngx_http_ragq_vk_fail(vk, NULL, "out of memory");
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     vk->inflight++;
