@@ -32,7 +32,7 @@ CFLAGS   ?= -O2 -g
 CPPFLAGS ?=
 LDFLAGS  ?=
 WCFLAGS   = -std=gnu99 $(WARN) -D_GNU_SOURCE -DRAGQ_VERSION='"$(VERSION)"'
-WLIBS     = -lhiredis -lcurl -lm
+WLIBS     = -lhiredis -lcurl -lssl -lcrypto -lpthread -lm
 
 # Hardening, each part only when the given flags do not already decide it.
 HARDENING ?= 1

@@ -498,10 +498,9 @@ ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                         ngx_http_ragq_cell_t       *cell,
                         ngx_http_ragq_job_fields_t *f)
 {
-    u_char    *p, *cmd[5];
-    size_t     len;
-    ngx_int_t  rc;
-    ngx_uint_t i;
+    u_char   *p, *cmd[5];
+    size_t    len;
+    ngx_int_t rc;
 
     len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len
           + NGX_HTTP_RAGQ_JOB_ID_LEN + sizeof(NGX_HTTP_RAGQ_HSET_STATUS)
@@ -547,19 +546,8 @@ ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     cmd[4] = p;
     p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_EXEC);
 
-    /*
-     * One call per command, so that hiredis matches each reply to its
-     * callback; only EXEC's reply (all three results) is wanted.
-     */
-    rc = NGX_OK;
-
-    for (i = 0; i < 4 && rc == NGX_OK; i++) {
-        rc = ngx_http_ragq_valkey_send(NULL, cmd[i], cmd[i + 1] - cmd[i]);
-    }
-
-    if (rc == NGX_OK) {
-        rc = ngx_http_ragq_valkey_send(cell, cmd[4], p - cmd[4]);
-    }
+    /* five commands, one reply wanted: EXEC's, all three results */
+    rc = ngx_http_ragq_valkey_send_n(cell, cmd[0], p - cmd[0], 5);
 
     return (rc == NGX_OK) ? NGX_OK : NGX_DECLINED;
 }
@@ -661,6 +649,9 @@ ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     {
         return NGX_ERROR;
     }
+
+    /* 202 only once WAIT says this many replicas have the job */
+    cell->replicas = lcf->replicas;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragq: new job %*s (%s)", (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN,

@@ -11,6 +11,7 @@
 
 #include "ngx_http_ragq_module.h"
 #include "ngx_http_ragq_valkey.h"
+#include "ngx_http_ragq_valkey_conf.h"
 #include "ngx_http_ragq_resp.h"
 #include "ngx_http_ragq_enqueue.h"
 #include "ngx_http_ragq_status.h"
@@ -31,7 +32,6 @@
 typedef struct {
     ngx_http_ragq_valkey_conf_t valkey;
     ngx_http_ragq_pubsub_t      pubsub; /* the events of ragq_status prefixes */
-    ngx_flag_t                  valkey_set;
     ngx_flag_t                  used;
 } ngx_http_ragq_main_conf_t;
 
@@ -39,8 +39,6 @@ typedef struct {
 /* nginx's own layout for these, not clang-format's */
 /* clang-format off */
 
-static char *ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -71,9 +69,72 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
 
     { ngx_string("ragq_valkey"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_ragq_valkey,
+      ngx_http_ragq_valkey_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_ragq_main_conf_t, valkey),
+      NULL },
+
+    { ngx_string("ragq_valkey_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_verify),
+      NULL },
+
+    { ngx_string("ragq_valkey_ssl_verify_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_verify_depth),
+      NULL },
+
+    { ngx_string("ragq_valkey_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_trusted_certificate),
+      NULL },
+
+    { ngx_string("ragq_valkey_ssl_name"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_name),
+      NULL },
+
+    { ngx_string("ragq_valkey_ssl_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_certificate),
+      NULL },
+
+    { ngx_string("ragq_valkey_ssl_certificate_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_certificate_key),
+      NULL },
+
+    { ngx_string("ragq_valkey_ssl_protocols"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_protocols),
+      &ngx_http_ragq_valkey_ssl_protocols },
+
+    { ngx_string("ragq_valkey_ssl_ciphers"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ragq_main_conf_t, valkey.ssl_ciphers),
+      NULL },
+
+    { ngx_string("ragq_valkey_replicas"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, replicas),
       NULL },
 
     { ngx_string("ragq_enqueue"),
@@ -191,129 +252,6 @@ ngx_module_t  ngx_http_ragq_module = {
 
 
 /* ---- configuration ---- */
-
-
-/* ragq_valkey's address: unix:PATH, or HOST[:PORT] resolved now */
-static ngx_int_t
-ngx_http_ragq_valkey_address(ngx_conf_t *cf, ngx_str_t *addr,
-                             ngx_http_ragq_valkey_conf_t *vcf)
-{
-    u_char   *p;
-    size_t    len;
-    ngx_url_t u;
-    u_char    text[NGX_SOCKADDR_STRLEN];
-
-    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
-        len = addr->len - 5;
-        p = ngx_pnalloc(cf->pool, len + 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, addr->data + 5, len);
-        p[len] = '\0';
-        vcf->unix_path.data = p;
-        vcf->unix_path.len = len;
-
-    } else {
-        /* resolved here, at configuration time: hiredis would otherwise call
-         * getaddrinfo() on the event loop */
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.url = *addr;
-        u.default_port = 6379;
-
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
-                               u.err ? u.err : "invalid address", addr);
-            return NGX_ERROR;
-        }
-
-        if (u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "no address for \"%V\"",
-                               addr);
-            return NGX_ERROR;
-        }
-
-        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
-                            NGX_SOCKADDR_STRLEN, 0);
-
-        p = ngx_pnalloc(cf->pool, len + 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, text, len);
-        p[len] = '\0';
-        vcf->host.data = p;
-        vcf->host.len = len;
-        vcf->port = u.port ? u.port : 6379;
-    }
-
-    return NGX_OK;
-}
-
-
-static char *
-ngx_http_ragq_valkey(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_ragq_main_conf_t *rmcf = conf;
-
-    ngx_int_t  db, ms;
-    ngx_str_t *value, s;
-    ngx_uint_t i;
-
-    if (rmcf->valkey_set) {
-        return "is duplicate";
-    }
-
-    rmcf->valkey_set = 1;
-    value = cf->args->elts;
-
-    if (ngx_http_ragq_valkey_address(cf, &value[1], &rmcf->valkey) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            rmcf->valkey.password.data = value[i].data + 9;
-            rmcf->valkey.password.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            db = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (db == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid database number \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            rmcf->valkey.db = db;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
-            s.data = value[i].data + 16;
-            s.len = value[i].len - 16;
-
-            ms = ngx_parse_time(&s, 0);
-            if (ms == NGX_ERROR || ms == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid connect timeout \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            rmcf->valkey.connect_timeout = (ngx_msec_t) ms;
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
-                           &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
 
 
 static char *
@@ -434,6 +372,8 @@ ngx_http_ragq_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    ngx_http_ragq_valkey_conf_create(&rmcf->valkey);
+
     return rmcf;
 }
 
@@ -443,20 +383,7 @@ ngx_http_ragq_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_ragq_main_conf_t *rmcf = conf;
 
-    if (!rmcf->valkey_set) {
-        ngx_str_set(&rmcf->valkey.host, "127.0.0.1");
-        rmcf->valkey.port = 6379;
-    }
-
-    /*
-     * Generous: on a loaded host a local connect plus AUTH/SELECT/SUBSCRIBE
-     * can take longer than a second, and that is not an outage.
-     */
-    if (rmcf->valkey.connect_timeout == 0) {
-        rmcf->valkey.connect_timeout = 3000;
-    }
-
-    return NGX_CONF_OK;
+    return ngx_http_ragq_valkey_conf_init(cf, &rmcf->valkey);
 }
 
 
@@ -486,6 +413,7 @@ ngx_http_ragq_create_loc_conf(ngx_conf_t *cf)
     lcf->job_ttl = NGX_CONF_UNSET_MSEC;
     lcf->max_wait = NGX_CONF_UNSET;
     lcf->valkey_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->replicas = NGX_CONF_UNSET_UINT;
 
     return lcf;
 }
@@ -604,6 +532,8 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ragq_loc_conf_t *prev = parent;
     ngx_http_ragq_loc_conf_t *conf = child;
 
+    ngx_http_ragq_main_conf_t *rmcf;
+
     ngx_conf_merge_str_value(conf->prefix, prev->prefix, "ragq");
 
     if (conf->collection == NULL) {
@@ -628,6 +558,11 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->job_ttl, prev->job_ttl, 86400000);
     ngx_conf_merge_sec_value(conf->max_wait, prev->max_wait, 30);
     ngx_conf_merge_msec_value(conf->valkey_timeout, prev->valkey_timeout, 1000);
+    ngx_conf_merge_uint_value(conf->replicas, prev->replicas, 0);
+
+    /* a writes connection of its own when some location waits for replicas */
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragq_module);
+    rmcf->valkey.replicas = ngx_max(rmcf->valkey.replicas, conf->replicas);
 
     if (ngx_http_ragq_key(cf, &conf->jobs_key, &conf->prefix, ":jobs") != NGX_OK
         || ngx_http_ragq_key(cf, &conf->job_prefix, &conf->prefix, ":job:")
@@ -656,6 +591,7 @@ static ngx_int_t
 ngx_http_ragq_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_conf_ctx_t       *ctx;
+    ngx_http_core_loc_conf_t  *clcf;
     ngx_http_ragq_main_conf_t *rmcf;
     ngx_http_ragq_loc_conf_t  *lcf;
 
@@ -679,6 +615,10 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
                                : lcf->valkey_timeout;
 
     ngx_http_ragq_job_init_process();
+
+    /* the http{}-level "resolver", if any, re-resolves Valkey's host names */
+    clcf = ctx->loc_conf[ngx_http_core_module.ctx_index];
+    ngx_http_ragq_peer_init(clcf->resolver, clcf->resolver_timeout);
 
     if (ngx_http_ragq_valkey_init(cycle, &rmcf->valkey) != NGX_OK) {
         return NGX_ERROR;

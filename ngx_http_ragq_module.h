@@ -41,6 +41,7 @@ typedef struct {
     ngx_msec_t                job_ttl;
     time_t                    max_wait;
     ngx_msec_t                valkey_timeout;
+    ngx_uint_t                replicas; /* ragq_valkey_replicas */
 
     /* the constant parts of the hot commands, in RESP form */
     ngx_str_t hset_head;    /* HSET + "$n\r\nP:job:" (the id follows) */

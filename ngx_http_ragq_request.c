@@ -233,11 +233,19 @@ ngx_http_ragq_errorf(ngx_http_request_t *r, ngx_uint_t status, const char *code,
 ngx_int_t
 ngx_http_ragq_unavailable(ngx_http_request_t *r, ngx_int_t why)
 {
+    const ngx_http_ragq_resp_error_t *down;
+
     if (why == NGX_BUSY) {
         return ngx_http_ragq_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                    "overloaded",
                                    "too many requests are waiting for Valkey "
                                    "in this nginx worker; retry shortly");
+    }
+
+    /* a more precise reason: a replica, a refused login... */
+    down = ngx_http_ragq_valkey_down();
+    if (down) {
+        return ngx_http_ragq_error(r, down->status, down->code, down->message);
     }
 
     return ngx_http_ragq_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -247,37 +255,33 @@ ngx_http_ragq_unavailable(ngx_http_request_t *r, ngx_int_t why)
 }
 
 
+/* an error reply (the table of ngx_http_ragq_resp.c), or none */
 ngx_int_t
 ngx_http_ragq_reply_error(ngx_http_request_t *r, redisReply *reply)
 {
+    const ngx_http_ragq_resp_error_t *err;
+
     if (reply == NULL) {
         return ngx_http_ragq_unavailable(r, NGX_DECLINED);
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ragq: valkey error: %s", reply->str);
-
-        /* transient server states: the client may retry */
-        if (ngx_strncmp(reply->str, "LOADING", 7) == 0
-            || ngx_strncmp(reply->str, "BUSY", 4) == 0
-            || ngx_strncmp(reply->str, "MASTERDOWN", 10) == 0
-            || ngx_strncmp(reply->str, "READONLY", 8) == 0
-            || ngx_strncmp(reply->str, "OOM", 3) == 0
-            || ngx_strncmp(reply->str, "NOAUTH", 6) == 0
-            || ngx_strncmp(reply->str, "EXECABORT", 9) == 0)
-        {
-            return ngx_http_ragq_unavailable(r, NGX_DECLINED);
-        }
-
-    } else {
+    if (reply->type != REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "ragq: unexpected valkey reply type %d", reply->type);
+
+        return ngx_http_ragq_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "internal_error",
+                                   "the job store returned an unexpected "
+                                   "reply");
     }
 
-    return ngx_http_ragq_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                               "internal_error",
-                               "the job store returned an unexpected reply");
+    /* Valkey's own words (the queued command's, not EXECABORT's) */
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "ragq: valkey error: %s",
+                  reply->str);
+
+    err = ngx_http_ragq_resp_error(reply->str, reply->len);
+
+    return ngx_http_ragq_error(r, err->status, err->code, err->message);
 }
 
 

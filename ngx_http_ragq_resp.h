@@ -1,7 +1,7 @@
 /*
  * ragq: RESP (ngx_http_ragq_resp.c): commands in RESP form, built by the
- * module itself on the hot paths, and the reply arena of the command
- * connection's reader.
+ * module itself on the hot paths, the reply arena of the command
+ * connection's reader, and what each Valkey error reply means for a client.
  */
 
 #ifndef _NGX_HTTP_RAGQ_RESP_H_INCLUDED_
@@ -27,6 +27,26 @@ u_char *ngx_http_ragq_resp_bulk(u_char *p, const void *data, size_t len);
  * returns. One reader at a time (the command connection's).
  */
 void ngx_http_ragq_resp_arena(redisReader *reader);
+
+
+/* what an error reply (or a connection's state) means for a client */
+typedef struct {
+    const char *prefix; /* the start of Valkey's error text */
+    ngx_uint_t  status; /* 503: retry later; 500: retrying will not help */
+    const char *code;
+    const char *message;
+    unsigned    reconnect : 1; /* this connection cannot go on */
+} ngx_http_ragq_resp_error_t;
+
+/* the class of an error reply's text; never NULL (internal_error) */
+const ngx_http_ragq_resp_error_t *ngx_http_ragq_resp_error(const char *str,
+                                                           size_t      len);
+
+/* the classes a connection's state can have */
+extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_readonly;
+extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_denied;
+extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_misconfigured;
+extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_internal;
 
 
 #endif /* _NGX_HTTP_RAGQ_RESP_H_INCLUDED_ */

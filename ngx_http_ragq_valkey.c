@@ -1,93 +1,44 @@
 /*
- * ragq: the per-worker Valkey connections. One pipelined command connection
- * is shared by every request of the worker; a second one is subscribed to
- * the <prefix>:events channels and wakes long-polls (it never sends anything
- * but the handshake and SUBSCRIBE: a subscribed hiredis 0.14 context cannot
- * PING). hiredis 0.14's async API is driven by nginx's event loop through a
- * small adapter over ngx_connection_t; connect timeout, watchdog and
- * reconnect backoff are nginx timers because 0.14 has no timeouts of its own.
+ * ragq: the per-worker Valkey connections and their lifecycle. The command
+ * connection carries every request's commands, pipelined; the writes
+ * connection (only with ragq_valkey_replicas) carries the new jobs and the
+ * WAITs that confirm them (ngx_http_ragq_replicas.c), so that a WAIT held
+ * up by a missing replica never delays a /job-status read; the pub/sub
+ * connection is subscribed to the <prefix>:events channels. Each one:
+ * where the primary is (the configured address, re-resolved when a
+ * resolver is set, or the sentinels' answer), connect (ngx_http_ragq_conn.c
+ * owns socket, TLS and parsing), the handshake (AUTH, SELECT, ROLE must say
+ * master, SUBSCRIBE), the watchdog, reconnects with backoff, and one log
+ * line per change of state. Requests hand their commands in with a cell.
  */
 
 #include "ngx_http_ragq_valkey.h"
-#include "ngx_http_ragq_resp.h"
-
-#include <hiredis/async.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include "ngx_http_ragq_valkey_int.h"
+#include "ngx_http_ragq_sentinel.h"
 
 
-#define NGX_HTTP_RAGQ_MAX_INFLIGHT 16384
-#define NGX_HTTP_RAGQ_BACKOFF_MIN  50
-#define NGX_HTTP_RAGQ_BACKOFF_MAX  1000
+#define NGX_HTTP_RAGQ_BACKOFF_MIN 50
+#define NGX_HTTP_RAGQ_BACKOFF_MAX 1000
 
 
-typedef enum {
-    NGX_HTTP_RAGQ_VK_DISCONNECTED = 0,
-    NGX_HTTP_RAGQ_VK_CONNECTING,
-    NGX_HTTP_RAGQ_VK_READY
-} ngx_http_ragq_vk_state_e;
-
-
-typedef struct {
-    redisAsyncContext           *ac;
-    ngx_connection_t            *c;
-    ngx_http_ragq_valkey_conf_t *conf;
-    ngx_http_ragq_pubsub_t      *pubsub; /* NULL: the command connection */
-    const char                  *name;
-    ngx_http_ragq_vk_state_e     state;
-    ngx_event_t                  connect_ev;
-    ngx_event_t                  reconnect_ev;
-    ngx_event_t                  watchdog_ev;
-    ngx_msec_t                   backoff;
-    ngx_msec_t                   busy_since;
-    ngx_msec_t                   last_progress;
-    ngx_uint_t                   inflight;
-    ngx_uint_t                   failures;
-    ngx_uint_t                   acks;
-    unsigned                     exiting : 1;
-    unsigned                     initialized : 1;
-} ngx_http_ragq_vk_t;
-
-
-static void ngx_http_ragq_vk_setup(ngx_http_ragq_vk_t *vk, ngx_cycle_t *cycle,
-                                   ngx_http_ragq_valkey_conf_t *conf,
-                                   const char                  *name);
-static void ngx_http_ragq_vk_close(ngx_http_ragq_vk_t *vk);
 static void ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk);
-static void ngx_http_ragq_vk_schedule_reconnect(ngx_http_ragq_vk_t *vk);
-static void ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk);
-static void ngx_http_ragq_vk_add_read(void *data);
-static void ngx_http_ragq_vk_del_read(void *data);
-static void ngx_http_ragq_vk_add_write(void *data);
-static void ngx_http_ragq_vk_del_write(void *data);
-static void ngx_http_ragq_vk_cleanup(void *data);
-static void ngx_http_ragq_vk_read_handler(ngx_event_t *ev);
-static void ngx_http_ragq_vk_write_handler(ngx_event_t *ev);
-static void ngx_http_ragq_vk_on_connect(const redisAsyncContext *ac,
-                                        int                      status);
-static void ngx_http_ragq_vk_on_disconnect(const redisAsyncContext *ac,
-                                           int                      status);
-static void ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r,
-                                             void *privdata);
-static void ngx_http_ragq_vk_reply(redisAsyncContext *ac, void *r,
-                                   void *privdata);
-static void ngx_http_ragq_vk_sub_reply(redisAsyncContext *ac, void *r,
-                                       void *privdata);
+static void ngx_http_ragq_vk_resolved(ngx_http_ragq_resolve_t *rs,
+                                      ngx_int_t                rc);
+static void ngx_http_ragq_vk_lost(ngx_http_ragq_conn_t *conn);
+static void ngx_http_ragq_vk_hello_reply(ngx_http_ragq_conn_t *conn, void *data,
+                                         redisReply *reply);
+static void ngx_http_ragq_vk_role_reply(ngx_http_ragq_conn_t *conn, void *data,
+                                        redisReply *reply);
 static void ngx_http_ragq_vk_connect_timeout(ngx_event_t *ev);
 static void ngx_http_ragq_vk_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ragq_vk_watchdog(ngx_event_t *ev);
+static void ngx_http_ragq_vk_primary_changed(void);
 
 
-static ngx_http_ragq_vk_t ngx_http_ragq_vk;     /* commands */
-static ngx_http_ragq_vk_t ngx_http_ragq_vk_sub; /* pub/sub */
-
-
-/* an outage is logged as an error once, then its retries quietly */
-static ngx_uint_t
-ngx_http_ragq_vk_level(ngx_http_ragq_vk_t *vk)
-{
-    return (vk->failures == 1) ? NGX_LOG_ERR : NGX_LOG_INFO;
-}
+/* per worker */
+ngx_http_ragq_vk_t ngx_http_ragq_vk;     /* commands */
+ngx_http_ragq_vk_t ngx_http_ragq_vk_wr;  /* writes, with WAIT */
+ngx_http_ragq_vk_t ngx_http_ragq_vk_sub; /* pub/sub */
 
 
 static ngx_msec_t
@@ -101,15 +52,103 @@ ngx_http_ragq_vk_watchdog_period(ngx_http_ragq_vk_t *vk)
 }
 
 
-static void
+/* AUTH, SELECT and ROLE in RESP form: the start of every handshake */
+static ngx_int_t
+ngx_http_ragq_vk_hello_init(ngx_cycle_t *cycle, ngx_http_ragq_vk_t *vk)
+{
+    u_char                      *p;
+    size_t                       len;
+    ngx_uint_t                   i;
+    ngx_http_ragq_channel_t     *ch;
+    ngx_http_ragq_valkey_conf_t *conf = vk->conf;
+    u_char                       db[NGX_INT_T_LEN];
+
+    ch = NULL;
+    len = 64 + conf->user.len + conf->password.len + NGX_INT_T_LEN;
+
+    if (vk->pubsub) {
+        ch = vk->pubsub->channels.elts;
+
+        for (i = 0; i < vk->pubsub->channels.nelts; i++) {
+            len += NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2 + ch[i].channel.len;
+        }
+
+        len += 32;
+    }
+
+    p = ngx_pnalloc(cycle->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    vk->hello.data = p;
+
+    if (conf->password.len) {
+        /* AUTH user password: an ACL user (Valkey 6+); else "default" */
+        if (conf->user.len) {
+            p = ngx_http_ragq_lit(p, "*3\r\n$4\r\nAUTH\r\n");
+            p = ngx_http_ragq_resp_bulk(p, conf->user.data, conf->user.len);
+        } else {
+            p = ngx_http_ragq_lit(p, "*2\r\n$4\r\nAUTH\r\n");
+        }
+
+        p = ngx_http_ragq_resp_bulk(p, conf->password.data, conf->password.len);
+    }
+
+    if (conf->db > 0) {
+        p = ngx_http_ragq_lit(p, "*2\r\n$6\r\nSELECT\r\n");
+        p = ngx_http_ragq_resp_bulk(p, db,
+                                    ngx_http_ragq_resp_uint(db, conf->db) - db);
+    }
+
+    p = ngx_http_ragq_lit(p, "*1\r\n$4\r\nROLE\r\n");
+
+    if (vk->pubsub) {
+        /* acknowledged by one push reply per channel */
+        *p++ = '*';
+        p = ngx_http_ragq_resp_uint(p, vk->pubsub->channels.nelts + 1);
+        p = ngx_http_ragq_lit(p, "\r\n$9\r\nSUBSCRIBE\r\n");
+
+        for (i = 0; i < vk->pubsub->channels.nelts; i++) {
+            p = ngx_http_ragq_resp_bulk(p, ch[i].channel.data,
+                                        ch[i].channel.len);
+        }
+    }
+
+    vk->hello.len = p - vk->hello.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
 ngx_http_ragq_vk_setup(ngx_http_ragq_vk_t *vk, ngx_cycle_t *cycle,
-                       ngx_http_ragq_valkey_conf_t *conf, const char *name)
+                       ngx_http_ragq_valkey_conf_t *conf,
+                       ngx_http_ragq_pubsub_t *pubsub, const char *name)
 {
     ngx_memzero(vk, sizeof(ngx_http_ragq_vk_t));
 
     vk->conf = conf;
+    vk->pubsub = pubsub;
     vk->name = name;
     vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
+
+    vk->conn.data = vk;
+    vk->conn.lost = ngx_http_ragq_vk_lost;
+
+    if (pubsub) {
+        vk->conn.push = ngx_http_ragq_pubsub_push;
+
+        /*
+         * "Idle": a graceful shutdown closes it at once, and the module
+         * answers the long-polls with their current state instead of
+         * keeping the old worker alive for up to ragq_max_wait.
+         */
+        vk->conn.idle = 1;
+    }
+
+    vk->rs.handler = ngx_http_ragq_vk_resolved;
+    vk->rs.data = vk;
 
     /*
      * Connection timers are cancelable so that a graceful shutdown does not
@@ -130,7 +169,22 @@ ngx_http_ragq_vk_setup(ngx_http_ragq_vk_t *vk, ngx_cycle_t *cycle,
     vk->watchdog_ev.data = vk;
     vk->watchdog_ev.cancelable = 1;
 
+    if (ngx_http_ragq_vk_hello_init(cycle, vk) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     vk->initialized = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ragq_vk_start(ngx_http_ragq_vk_t *vk)
+{
+    ngx_http_ragq_vk_connect(vk);
+
+    ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period(vk));
 }
 
 
@@ -139,11 +193,39 @@ ngx_http_ragq_valkey_init(ngx_cycle_t *cycle, ngx_http_ragq_valkey_conf_t *conf)
 {
     ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
 
-    ngx_http_ragq_vk_setup(vk, cycle, conf, "valkey");
+    if (conf->sentinels
+        && ngx_http_ragq_sentinel_init(cycle, conf,
+                                       ngx_http_ragq_vk_primary_changed)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    ngx_http_ragq_vk_connect(vk);
+    if (ngx_http_ragq_vk_setup(vk, cycle, conf, NULL, "valkey") != NGX_OK) {
+        return NGX_ERROR;
+    }
 
-    ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period(vk));
+    /* only the command connection's replies are hot: the arena is its */
+    vk->conn.arena = 1;
+
+    ngx_http_ragq_vk_start(vk);
+
+    if (conf->replicas == 0) {
+        return NGX_OK;
+    }
+
+    vk = &ngx_http_ragq_vk_wr;
+
+    if (ngx_http_ragq_vk_setup(vk, cycle, conf, NULL, "valkey writes")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    vk->writes = 1;
+    vk->conn.flush = ngx_http_ragq_replicas_flush;
+
+    ngx_http_ragq_vk_start(vk);
 
     return NGX_OK;
 }
@@ -155,15 +237,13 @@ ngx_http_ragq_pubsub_init(ngx_cycle_t *cycle, ngx_http_ragq_valkey_conf_t *conf,
 {
     ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;
 
-    ngx_http_ragq_vk_setup(vk, cycle, conf, "valkey pub/sub");
+    if (ngx_http_ragq_vk_setup(vk, cycle, conf, pubsub, "valkey pub/sub")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    vk->pubsub = pubsub;
-
-    /*
-     * No watchdog: a subscribed connection legitimately stays silent for
-     * hours, and PING is broken on a subscribed hiredis 0.14 context.
-     */
-    ngx_http_ragq_vk_connect(vk);
+    ngx_http_ragq_vk_start(vk);
 
     return NGX_OK;
 }
@@ -190,12 +270,13 @@ ngx_http_ragq_vk_close(ngx_http_ragq_vk_t *vk)
         ngx_del_timer(&vk->watchdog_ev);
     }
 
-    /* frees the ngx_connection_t through the cleanup hook, so nginx finds
-     * no open socket left at exit */
-    if (vk->ac) {
-        redisAsyncFree(vk->ac);
-    }
+    ngx_http_ragq_peer_resolve_cancel(&vk->rs);
 
+    /* pending cells are released unanswered; nginx finds no open socket */
+    ngx_http_ragq_conn_free(&vk->conn);
+    ngx_http_ragq_replicas_exit(vk);
+
+    vk->state = NGX_HTTP_RAGQ_VK_DISCONNECTED;
     vk->initialized = 0;
 }
 
@@ -204,265 +285,26 @@ void
 ngx_http_ragq_valkey_exit(ngx_cycle_t *cycle)
 {
     ngx_http_ragq_vk_close(&ngx_http_ragq_vk_sub);
+    ngx_http_ragq_vk_close(&ngx_http_ragq_vk_wr);
     ngx_http_ragq_vk_close(&ngx_http_ragq_vk);
+    ngx_http_ragq_sentinel_exit();
 }
 
 
-ngx_int_t
-ngx_http_ragq_valkey_available(void)
+/* ---- connecting ---- */
+
+
+static ngx_flag_t
+ngx_http_ragq_vk_stopping(ngx_http_ragq_vk_t *vk)
 {
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
-
-    if (!vk->initialized || vk->ac == NULL || vk->exiting
-        || vk->state == NGX_HTTP_RAGQ_VK_DISCONNECTED)
-    {
-        return NGX_DECLINED;
-    }
-
-    if (vk->inflight >= NGX_HTTP_RAGQ_MAX_INFLIGHT) {
-        return NGX_BUSY;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_flag_t
-ngx_http_ragq_pubsub_ready(void)
-{
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;
-
-    return vk->initialized && !vk->exiting && vk->ac
-           && vk->state == NGX_HTTP_RAGQ_VK_READY && !ngx_exiting;
-}
-
-
-static void
-ngx_http_ragq_vk_sent(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell)
-{
-    if (cell) {
-        if (vk->inflight == 0) {
-            vk->busy_since = ngx_current_msec;
-        }
-
-        vk->inflight++;
-    }
-}
-
-
-ngx_int_t
-ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
-                             const char **argv, const size_t *argvlen)
-{
-    int                 rc;
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
-
-    if (vk->ac == NULL) {
-        return NGX_DECLINED;
-    }
-
-    rc = redisAsyncCommandArgv(vk->ac, cell ? ngx_http_ragq_vk_reply : NULL,
-                               cell, argc, argv, argvlen);
-    if (rc != REDIS_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_ragq_vk_sent(vk, cell);
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
-{
-    int                 rc;
-    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
-
-    if (vk->ac == NULL) {
-        return NGX_DECLINED;
-    }
-
-    rc =
-        redisAsyncFormattedCommand(vk->ac, cell ? ngx_http_ragq_vk_reply : NULL,
-                                   cell, (const char *) cmd, len);
-    if (rc != REDIS_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_ragq_vk_sent(vk, cell);
-
-    return NGX_OK;
-}
-
-
-/*
- * AUTH, SELECT, then PING (command connection) or one SUBSCRIBE per channel
- * (pub/sub), queued at once: the handshake is pipelined ahead of any
- * request's command.
- */
-static void
-ngx_http_ragq_vk_handshake(ngx_http_ragq_vk_t *vk, redisAsyncContext *ac)
-{
-    ngx_uint_t                   i;
-    ngx_http_ragq_channel_t     *ch;
-    ngx_http_ragq_valkey_conf_t *conf = vk->conf;
-    const char                  *argv[2];
-    size_t                       argvlen[2];
-    char                         db[NGX_INT_T_LEN + 1];
-
-    if (conf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = (const char *) conf->password.data;
-        argvlen[1] = conf->password.len;
-        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "AUTH", 2,
-                              argv, argvlen);
-    }
-
-    if (conf->db > 0) {
-        argv[0] = "SELECT";
-        argvlen[0] = 6;
-        argv[1] = db;
-        argvlen[1] = ngx_sprintf((u_char *) db, "%i", conf->db) - (u_char *) db;
-        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "SELECT", 2,
-                              argv, argvlen);
-    }
-
-    if (vk->pubsub) {
-        /* regular replies still come first, so AUTH/SELECT precede these */
-        ch = vk->pubsub->channels.elts;
-
-        for (i = 0; i < vk->pubsub->channels.nelts; i++) {
-            argv[0] = "SUBSCRIBE";
-            argvlen[0] = 9;
-            argv[1] = (const char *) ch[i].channel.data;
-            argvlen[1] = ch[i].channel.len;
-            redisAsyncCommandArgv(ac, ngx_http_ragq_vk_sub_reply, &ch[i], 2,
-                                  argv, argvlen);
-        }
-
-    } else {
-        argv[0] = "PING";
-        argvlen[0] = 4;
-        redisAsyncCommandArgv(ac, ngx_http_ragq_vk_handshake_reply, "PING", 1,
-                              argv, argvlen);
-    }
-}
-
-
-static void
-ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
-{
-    int                          one;
-    ngx_connection_t            *c;
-    redisAsyncContext           *ac;
-    ngx_http_ragq_valkey_conf_t *conf = vk->conf;
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0, "ragq: %s connecting",
-                   vk->name);
-
-    if (conf->unix_path.len) {
-        ac = redisAsyncConnectUnix((const char *) conf->unix_path.data);
-
-    } else {
-        /* host is an IP literal, so no DNS lookup blocks the loop here */
-        ac =
-            redisAsyncConnect((const char *) conf->host.data, (int) conf->port);
-    }
-
-    if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "ragq: cannot allocate a %s context", vk->name);
-        ngx_http_ragq_vk_schedule_reconnect(vk);
-        return;
-    }
-
-    if (ac->err) {
-        vk->failures++;
-        ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
-                      "ragq: %s connect failed: %s", vk->name, ac->errstr);
-        redisAsyncFree(ac);
-        ngx_http_ragq_vk_schedule_reconnect(vk);
-        return;
-    }
-
-    if (conf->unix_path.len == 0) {
-        one = 1;
-        (void) setsockopt(ac->c.fd, IPPROTO_TCP, TCP_NODELAY, &one,
-                          sizeof(one));
-    }
-
-    c = ngx_get_connection(ac->c.fd, ngx_cycle->log);
-    if (c == NULL) {
-        /* ac has no cleanup hook yet, so hiredis just closes its fd */
-        redisAsyncFree(ac);
-        ngx_http_ragq_vk_schedule_reconnect(vk);
-        return;
-    }
-
-    c->data = vk;
-    c->read->handler = ngx_http_ragq_vk_read_handler;
-    c->write->handler = ngx_http_ragq_vk_write_handler;
-    c->read->log = c->log;
-    c->write->log = c->log;
-
-    /*
-     * The pub/sub connection is "idle": a graceful shutdown then calls its
-     * read handler with c->close at once, and the module answers the
-     * long-polls with their current state instead of keeping the old worker
-     * alive for up to ragq_max_wait.
-     */
-    if (vk->pubsub) {
-        c->idle = 1;
-    }
-
-    ac->data = vk;
-
-    /*
-     * Not on the pub/sub connection: nothing there is hot, and the arena
-     * serves one reader only.
-     */
-    if (vk->pubsub == NULL) {
-        ngx_http_ragq_resp_arena(ac->c.reader);
-    }
-
-    vk->ac = ac;
-    vk->c = c;
-    vk->state = NGX_HTTP_RAGQ_VK_CONNECTING;
-    vk->inflight = 0;
-    vk->acks = 0;
-
-    ac->ev.data = vk;
-    ac->ev.addRead = ngx_http_ragq_vk_add_read;
-    ac->ev.delRead = ngx_http_ragq_vk_del_read;
-    ac->ev.addWrite = ngx_http_ragq_vk_add_write;
-    ac->ev.delWrite = ngx_http_ragq_vk_del_write;
-    ac->ev.cleanup = ngx_http_ragq_vk_cleanup;
-
-    /* only after the hooks: setting the callback registers write interest */
-    redisAsyncSetConnectCallback(ac, ngx_http_ragq_vk_on_connect);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_ragq_vk_on_disconnect);
-
-    ngx_http_ragq_vk_handshake(vk, ac);
-
-    /*
-     * Not ragq_valkey_timeout: a connect and handshake may legitimately take
-     * longer than a reply on a loaded machine, and requests queued behind it
-     * keep their own deadlines anyway.
-     */
-    ngx_add_timer(&vk->connect_ev, conf->connect_timeout);
+    return vk->exiting || ngx_exiting || ngx_quit || ngx_terminate;
 }
 
 
 static void
 ngx_http_ragq_vk_schedule_reconnect(ngx_http_ragq_vk_t *vk)
 {
-    if (vk->exiting || ngx_exiting || ngx_quit || ngx_terminate) {
-        return;
-    }
-
-    if (vk->reconnect_ev.timer_set) {
+    if (ngx_http_ragq_vk_stopping(vk) || vk->reconnect_ev.timer_set) {
         return;
     }
 
@@ -479,17 +321,109 @@ ngx_http_ragq_vk_schedule_reconnect(ngx_http_ragq_vk_t *vk)
 
 
 static void
+ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
+{
+    ngx_int_t             rc;
+    ngx_http_ragq_peer_t *peer;
+
+    if (ngx_http_ragq_vk_stopping(vk)) {
+        return;
+    }
+
+    if (vk->conf->sentinels) {
+        if (ngx_http_ragq_sentinel_primary(&peer, &vk->gen) != NGX_OK) {
+            /* ngx_http_ragq_vk_primary_changed() starts it */
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                           "ragq: %s waits for the sentinels", vk->name);
+            vk->state = NGX_HTTP_RAGQ_VK_DISCONNECTED;
+            return;
+        }
+
+    } else {
+        peer = &vk->conf->peer;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: %s connecting to %V", vk->name, &peer->name);
+
+    vk->peer = peer;
+    vk->state = NGX_HTTP_RAGQ_VK_RESOLVING;
+    vk->role_ok = 0;
+    vk->acks = 0;
+    vk->ping = 0;
+
+    /*
+     * Not ragq_valkey_timeout: resolving, connecting, TLS and the handshake
+     * may take longer than a reply on a loaded machine, and requests queued
+     * behind them keep their own deadlines anyway.
+     */
+    if (vk->connect_ev.timer_set) {
+        ngx_del_timer(&vk->connect_ev);
+    }
+
+    ngx_add_timer(&vk->connect_ev, vk->conf->connect_timeout);
+
+    rc = ngx_http_ragq_peer_resolve(peer, &vk->rs);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_ragq_vk_resolved(&vk->rs, rc);
+    }
+}
+
+
+static void
+ngx_http_ragq_vk_resolved(ngx_http_ragq_resolve_t *rs, ngx_int_t rc)
+{
+    ngx_http_ragq_vk_t *vk = rs->data;
+
+    if (rc != NGX_OK) {
+        ngx_http_ragq_vk_fail(vk, NULL, "cannot resolve %V: %s",
+                              &vk->peer->host, rs->err);
+        return;
+    }
+
+    vk->conn.quiet = vk->quiet;
+
+    if (ngx_http_ragq_conn_connect(&vk->conn, vk->peer, rs, &vk->conf->ssl)
+        != NGX_OK)
+    {
+        ngx_http_ragq_vk_fail(vk, NULL, "connect failed: %V", &vk->conn.err);
+        return;
+    }
+
+    vk->state = NGX_HTTP_RAGQ_VK_CONNECTING;
+
+    /* AUTH, SELECT, ROLE (+ SUBSCRIBE) go first; requests may follow now */
+    if (ngx_http_ragq_conn_write(&vk->conn, vk->hello.data, vk->hello.len)
+            != NGX_OK
+        || (vk->conf->password.len
+            && ngx_http_ragq_conn_expect(&vk->conn,
+                                         ngx_http_ragq_vk_hello_reply, "AUTH")
+                   != NGX_OK)
+        || (vk->conf->db > 0
+            && ngx_http_ragq_conn_expect(&vk->conn,
+                                         ngx_http_ragq_vk_hello_reply, "SELECT")
+                   != NGX_OK)
+        || ngx_http_ragq_conn_expect(&vk->conn, ngx_http_ragq_vk_role_reply,
+                                     NULL)
+               != NGX_OK)
+    {
+        ngx_http_ragq_vk_fail(vk, NULL, "out of memory");
+        return;
+    }
+
+    vk->busy_since = ngx_current_msec;
+}
+
+
+static void
 ngx_http_ragq_vk_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_ragq_vk_t *vk = ev->data;
 
-    if (vk->exiting || ngx_exiting || ngx_quit || ngx_terminate
-        || vk->ac != NULL)
-    {
-        return;
+    if (vk->state == NGX_HTTP_RAGQ_VK_DISCONNECTED) {
+        ngx_http_ragq_vk_connect(vk);
     }
-
-    ngx_http_ragq_vk_connect(vk);
 }
 
 
@@ -498,388 +432,343 @@ ngx_http_ragq_vk_connect_timeout(ngx_event_t *ev)
 {
     ngx_http_ragq_vk_t *vk = ev->data;
 
-    if (vk->ac == NULL || vk->state == NGX_HTTP_RAGQ_VK_READY) {
+    if (vk->state == NGX_HTTP_RAGQ_VK_READY
+        || vk->state == NGX_HTTP_RAGQ_VK_DISCONNECTED)
+    {
         return;
     }
 
-    vk->failures++;
-    ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
-                  "ragq: %s connect timed out after %M ms", vk->name,
-                  vk->conf->connect_timeout);
-
-    /* a timer, not a hiredis callback: freeing here is safe */
-    redisAsyncFree(vk->ac);
+    ngx_http_ragq_vk_fail(vk, NULL, "connect timed out after %M ms",
+                          vk->conf->connect_timeout);
 }
 
 
+/* the sentinels name another primary: every connection follows now */
 static void
-ngx_http_ragq_vk_watchdog(ngx_event_t *ev)
+ngx_http_ragq_vk_primary_changed(void)
 {
-    ngx_msec_t          since;
-    ngx_http_ragq_vk_t *vk = ev->data;
+    ngx_uint_t            i, gen;
+    ngx_http_ragq_vk_t   *vk;
+    ngx_http_ragq_peer_t *peer;
+    ngx_http_ragq_vk_t   *all[3];
 
-    if (vk->exiting) {
+    if (ngx_http_ragq_sentinel_primary(&peer, &gen) != NGX_OK) {
         return;
     }
 
-    if (vk->ac && vk->state == NGX_HTTP_RAGQ_VK_READY && vk->inflight > 0) {
-        since = vk->busy_since;
-        if ((ngx_msec_int_t) (vk->last_progress - since) > 0) {
-            since = vk->last_progress;
+    all[0] = &ngx_http_ragq_vk;
+    all[1] = &ngx_http_ragq_vk_wr;
+    all[2] = &ngx_http_ragq_vk_sub;
+
+    for (i = 0; i < 3; i++) {
+        vk = all[i];
+
+        if (!vk->initialized || ngx_http_ragq_vk_stopping(vk)) {
+            continue;
         }
 
-        if (ngx_current_msec - since >= vk->conf->timeout) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "ragq: valkey sent no reply for %M ms with %ui "
-                          "commands pending, reconnecting",
-                          ngx_current_msec - since, vk->inflight);
-            vk->failures = 1;
-            redisAsyncFree(vk->ac);
+        if (vk->state != NGX_HTTP_RAGQ_VK_DISCONNECTED && vk->gen == gen) {
+            continue;
         }
-    }
 
-    if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
-        ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period(vk));
-    }
-}
+        if (vk->state != NGX_HTTP_RAGQ_VK_DISCONNECTED) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "ragq: %s moves to the new primary %V", vk->name,
+                          &peer->name);
+            ngx_http_ragq_vk_drop(vk, NULL);
+        }
 
+        if (vk->reconnect_ev.timer_set) {
+            ngx_del_timer(&vk->reconnect_ev);
+        }
 
-static void
-ngx_http_ragq_vk_on_connect(const redisAsyncContext *ac, int status)
-{
-    ngx_http_ragq_vk_t *vk = ac->data;
+        vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
 
-    /*
-     * hiredis 0.14 frees the context right after this returns on failure;
-     * freeing or reconnecting from here is a use-after-free, so the cleanup
-     * hook does the bookkeeping.
-     */
-    if (status != REDIS_OK) {
-        vk->failures++;
-        ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
-                      "ragq: %s connect failed: %s", vk->name, ac->errstr);
+        ngx_http_ragq_vk_connect(vk);
     }
 }
 
 
-static void
-ngx_http_ragq_vk_on_disconnect(const redisAsyncContext *ac, int status)
+/* ---- failures ---- */
+
+
+/* closes the connection, whose pending cells get NULL (down says why) */
+void
+ngx_http_ragq_vk_drop(ngx_http_ragq_vk_t               *vk,
+                      const ngx_http_ragq_resp_error_t *down)
 {
-    ngx_http_ragq_vk_t *vk = ac->data;
-
-    /* no error set: we closed it ourselves and said why already */
-    if (vk->exiting || ac->err == 0) {
-        return;
-    }
-
-    vk->failures++;
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "ragq: %s connection lost: %s", vk->name, ac->errstr);
-}
-
-
-static void
-ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk)
-{
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0, "ragq: %s ready",
-                   vk->name);
-
-    vk->state = NGX_HTTP_RAGQ_VK_READY;
-    vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
-    vk->last_progress = ngx_current_msec;
-
-    if (vk->failures) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "ragq: %s connection restored", vk->name);
-    }
-
-    vk->failures = 0;
+    vk->state = NGX_HTTP_RAGQ_VK_DISCONNECTED;
+    vk->down = down;
 
     if (vk->connect_ev.timer_set) {
         ngx_del_timer(&vk->connect_ev);
     }
-}
 
-
-static void
-ngx_http_ragq_vk_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    redisReply         *reply = r;
-    ngx_http_ragq_vk_t *vk = ac->data;
-    ngx_http_ragq_vk_t *sub;
-
-    if (reply == NULL || vk->ac != ac) {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        vk->failures++;
-        ngx_log_error(ngx_http_ragq_vk_level(vk), ngx_cycle->log, 0,
-                      "ragq: %s %s failed: %s", vk->name, (char *) privdata,
-                      reply->str);
-        /* deferred by hiredis until this callback returns */
-        redisAsyncFree(ac);
-        return;
-    }
-
-    if (ngx_strcmp(privdata, "PING") == 0) {
-        ngx_http_ragq_vk_ready(vk);
-
-        /*
-         * The catch-up after a resubscribe needs this connection; when it
-         * came back later than the subscription, catch up again.
-         */
-        sub = &ngx_http_ragq_vk_sub;
-
-        if (sub->initialized && !sub->exiting && sub->ac
-            && sub->state == NGX_HTTP_RAGQ_VK_READY)
-        {
-            sub->pubsub->ready(sub->pubsub);
-        }
-    }
+    ngx_http_ragq_peer_resolve_cancel(&vk->rs);
+    ngx_http_ragq_conn_close(&vk->conn);
 }
 
 
 /*
- * The channel callback: hiredis 0.14 routes both the subscribe
- * acknowledgements and the messages here (and NULL when the context dies).
+ * The connection failed or cannot go on: logged once per change of state
+ * (at error, its repeats at info), dropped, and retried with backoff; with
+ * Sentinel the primary is asked for again.
  */
-static void
-ngx_http_ragq_vk_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+void
+ngx_http_ragq_vk_fail(ngx_http_ragq_vk_t               *vk,
+                      const ngx_http_ragq_resp_error_t *down, const char *fmt,
+                      ...)
 {
-    redisReply              *reply = r;
-    redisReply              *kind, *payload;
-    ngx_http_ragq_vk_t      *vk = ac->data;
-    ngx_http_ragq_channel_t *ch = privdata;
-
-    if (reply == NULL || vk->ac != ac || vk->exiting) {
-        return;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
-        || reply->element[0]->type != REDIS_REPLY_STRING)
-    {
-        return;
-    }
-
-    kind = reply->element[0];
-
-    if (kind->len == 9
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe", 9)
-               == 0)
-    {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "ragq: %s subscribed to %V", vk->name, &ch->channel);
-
-        if (++vk->acks == vk->pubsub->channels.nelts) {
-            ngx_http_ragq_vk_ready(vk);
-
-            /* whatever happened while we were not listening */
-            vk->pubsub->ready(vk->pubsub);
-        }
-
-        return;
-    }
-
-    if (kind->len == 7
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "message", 7) == 0)
-    {
-        payload = reply->element[2];
-
-        if (payload->type == REDIS_REPLY_STRING) {
-            vk->pubsub->message(vk->pubsub, ch, (u_char *) payload->str,
-                                payload->len);
-        }
-    }
-}
-
-
-static void
-ngx_http_ragq_vk_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    ngx_http_ragq_cell_t *cell = privdata;
-    ngx_http_ragq_vk_t   *vk = &ngx_http_ragq_vk;
-
-    vk->inflight--;
-    vk->last_progress = ngx_current_msec;
+    u_char    *p;
+    size_t     len;
+    va_list    args;
+    ngx_uint_t level;
+    u_char     msg[sizeof(vk->err)];
 
     if (vk->exiting) {
-        /* the process is going away: release the request, answer nothing */
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "ragq: reply dropped, the worker is exiting");
+        return;
+    }
 
-        if (cell->request) {
-            if (cell->cleanup) {
-                cell->cleanup->handler = NULL;
-            }
+    va_start(args, fmt);
+    p = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
 
-            if (cell->deadline.timer_set) {
-                ngx_del_timer(&cell->deadline);
-            }
-        }
+    len = p - msg;
+
+    if (len == vk->err_len && ngx_memcmp(msg, vk->err, len) == 0) {
+        level = NGX_LOG_INFO;
+        vk->quiet = 1;
 
     } else {
-        cell->handler(cell, r);
+        level = NGX_LOG_ERR;
+
+        /* nginx's own lines about the next attempt tell the details once */
+        vk->quiet = !vk->conn.quiet;
+
+        ngx_memcpy(vk->err, msg, len);
+        vk->err_len = len;
     }
 
-    ngx_free(cell);
-}
+    ngx_log_error(level, ngx_cycle->log, 0, "ragq: %s %*s", vk->name, len, msg);
 
+    vk->failed = 1;
 
-static void
-ngx_http_ragq_vk_add_read(void *data)
-{
-    ngx_http_ragq_vk_t *vk = data;
+    ngx_http_ragq_vk_drop(vk, down);
 
-    /*
-     * Level-triggered: hiredis reads at most 16 KiB per call, and epoll keeps
-     * reporting a socket that still holds data, so no reply is stranded.
-     */
-    if (vk->c && !vk->c->read->active) {
-        (void) ngx_add_event(vk->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ragq_vk_del_read(void *data)
-{
-    ngx_http_ragq_vk_t *vk = data;
-
-    if (vk->c && vk->c->read->active) {
-        (void) ngx_del_event(vk->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ragq_vk_add_write(void *data)
-{
-    ngx_http_ragq_vk_t *vk = data;
-
-    if (vk->c && !vk->c->write->active) {
-        (void) ngx_add_event(vk->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ragq_vk_del_write(void *data)
-{
-    ngx_http_ragq_vk_t *vk = data;
-
-    if (vk->c && vk->c->write->active) {
-        (void) ngx_del_event(vk->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ragq_vk_cleanup(void *data)
-{
-    ngx_connection_t   *c;
-    ngx_http_ragq_vk_t *vk = data;
-
-    c = vk->c;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "ragq: %s closed, %ui replies pending", vk->name,
-                   vk->inflight);
-
-    /*
-     * ngx_close_connection() minus the close(): hiredis closes the fd right
-     * after this hook, and closing it twice could hit a reused descriptor.
-     */
-    if (c) {
-        if (c->read->timer_set) {
-            ngx_del_timer(c->read);
-        }
-
-        if (c->write->timer_set) {
-            ngx_del_timer(c->write);
-        }
-
-        if (c->read->active) {
-            (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->write->active) {
-            (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->read->posted) {
-            ngx_delete_posted_event(c->read);
-        }
-
-        if (c->write->posted) {
-            ngx_delete_posted_event(c->write);
-        }
-
-        c->read->closed = 1;
-        c->write->closed = 1;
-
-        ngx_free_connection(c);
-        c->fd = (ngx_socket_t) -1;
-    }
-
-    vk->c = NULL;
-    vk->ac = NULL;
-    vk->state = NGX_HTTP_RAGQ_VK_DISCONNECTED;
-    vk->inflight = 0;
-
-    if (vk->connect_ev.timer_set) {
-        ngx_del_timer(&vk->connect_ev);
+    if (vk->conf->sentinels && (down == NULL || down->reconnect)) {
+        ngx_http_ragq_sentinel_stale(vk->gen);
     }
 
     ngx_http_ragq_vk_schedule_reconnect(vk);
 }
 
 
+/* the transport lost the connection (or nginx closes it for shutdown) */
 static void
-ngx_http_ragq_vk_read_handler(ngx_event_t *ev)
+ngx_http_ragq_vk_lost(ngx_http_ragq_conn_t *conn)
 {
-    ngx_connection_t   *c = ev->data;
-    ngx_http_ragq_vk_t *vk = c->data;
+    ngx_http_ragq_vk_t *vk = conn->data;
 
-    if (vk->ac == NULL || vk->c != c) {
-        return;
-    }
-
-    /*
-     * A graceful shutdown closes idle connections this way (the pub/sub one
-     * is idle), and worker_shutdown_timeout every connection.
-     */
-    if (c->close) {
+    if (conn->shutdown) {
         if (vk->pubsub && !vk->exiting) {
             vk->exiting = 1;
             vk->pubsub->closing(vk->pubsub);
         }
 
-        if (vk->ac) {
-            redisAsyncFree(vk->ac);
-        }
-
+        vk->exiting = 1;
+        ngx_http_ragq_vk_drop(vk, NULL);
         return;
     }
 
-    redisAsyncHandleRead(vk->ac);
+    if (vk->state == NGX_HTTP_RAGQ_VK_READY) {
+        ngx_http_ragq_vk_fail(vk, NULL, "connection lost: %V", &conn->err);
+
+    } else {
+        ngx_http_ragq_vk_fail(vk, NULL, "connect failed: %V", &conn->err);
+    }
+}
+
+
+/* ---- the handshake ---- */
+
+
+void
+ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk)
+{
+    ngx_http_ragq_vk_t *sub;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0, "ragq: %s ready (%V)",
+                   vk->name, &vk->conn.peer);
+
+    vk->state = NGX_HTTP_RAGQ_VK_READY;
+    vk->backoff = NGX_HTTP_RAGQ_BACKOFF_MIN;
+    vk->down = NULL;
+
+    if (vk->failed) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "ragq: %s connection restored (%V)", vk->name,
+                      &vk->conn.peer);
+    }
+
+    vk->failed = 0;
+    vk->quiet = 0;
+    vk->err_len = 0;
+
+    if (vk->connect_ev.timer_set) {
+        ngx_del_timer(&vk->connect_ev);
+    }
+
+    sub = &ngx_http_ragq_vk_sub;
+
+    /*
+     * The catch-up after a resubscription needs the command connection;
+     * when that comes back later than the subscription, catch up again.
+     */
+    if ((vk->pubsub || vk == &ngx_http_ragq_vk) && sub->initialized
+        && !sub->exiting && sub->state == NGX_HTTP_RAGQ_VK_READY
+        && ngx_http_ragq_vk.state == NGX_HTTP_RAGQ_VK_READY)
+    {
+        sub->pubsub->ready(sub->pubsub);
+    }
 }
 
 
 static void
-ngx_http_ragq_vk_write_handler(ngx_event_t *ev)
+ngx_http_ragq_vk_hello_reply(ngx_http_ragq_conn_t *conn, void *data,
+                             redisReply *reply)
 {
-    ngx_connection_t   *c = ev->data;
-    ngx_http_ragq_vk_t *vk = c->data;
+    ngx_http_ragq_vk_t               *vk = conn->data;
+    const ngx_http_ragq_resp_error_t *down;
 
-    if (vk->ac == NULL || vk->c != c) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
         return;
     }
 
-    if (c->close) {
-        redisAsyncFree(vk->ac);
+    down = ngx_http_ragq_resp_error(reply->str, reply->len);
+
+    if (down == &ngx_http_ragq_resp_internal) {
+        /* e.g. "ERR DB index is out of range" */
+        down = &ngx_http_ragq_resp_misconfigured;
+    }
+
+    ngx_http_ragq_vk_fail(vk, down, "%s failed: %s", (char *) data, reply->str);
+}
+
+
+static void
+ngx_http_ragq_vk_role_reply(ngx_http_ragq_conn_t *conn, void *data,
+                            redisReply *reply)
+{
+    redisReply         *role;
+    ngx_http_ragq_vk_t *vk = conn->data;
+
+    if (reply == NULL) {
         return;
     }
 
-    redisAsyncHandleWrite(vk->ac);
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /*
+         * A user without +role, or a service that hides ROLE: the writes
+         * will still say READONLY on a replica, so go on, and say so once.
+         */
+        if (!vk->role_warned) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "ragq: %s cannot check that %V is the primary: "
+                          "ROLE failed: %s",
+                          vk->name, &conn->peer, reply->str);
+            vk->role_warned = 1;
+        }
+
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
+               || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        ngx_http_ragq_vk_fail(vk, &ngx_http_ragq_resp_internal,
+                              "%V answered ROLE with something unexpected",
+                              &conn->peer);
+        return;
+
+    } else {
+        role = reply->element[0];
+
+        if (role->len != 6 || ngx_strncmp(role->str, "master", 6) != 0) {
+            /* its answers could be stale, and its writes fail: not this */
+            ngx_http_ragq_vk_fail(vk, &ngx_http_ragq_resp_readonly,
+                                  "%V is not the primary (ROLE: %s)",
+                                  &conn->peer, role->str);
+            return;
+        }
+    }
+
+    vk->role_ok = 1;
+
+    if (vk->pubsub == NULL || vk->acks == vk->pubsub->channels.nelts) {
+        ngx_http_ragq_vk_ready(vk);
+    }
+}
+
+
+/* ---- the watchdog ---- */
+
+
+static void
+ngx_http_ragq_vk_watchdog(ngx_event_t *ev)
+{
+    ngx_msec_t            since, limit;
+    ngx_http_ragq_vk_t   *vk = ev->data;
+    ngx_http_ragq_conn_t *conn = &vk->conn;
+
+    if (vk->exiting) {
+        return;
+    }
+
+    if (vk->state == NGX_HTTP_RAGQ_VK_READY && vk->pubsub) {
+        /*
+         * A subscriber hears nothing when nothing happens: a PING (a pong
+         * push on a subscribed connection) tells a quiet server from a
+         * dead one.
+         */
+        if (vk->ping && (ngx_msec_int_t) (conn->last_read - vk->ping_at) >= 0) {
+            vk->ping = 0;
+        }
+
+        if (vk->ping) {
+            if (ngx_current_msec - vk->ping_at >= vk->conf->timeout) {
+                ngx_http_ragq_vk_fail(vk, NULL,
+                                      "sent no pong for %M ms, reconnecting",
+                                      ngx_current_msec - vk->ping_at);
+            }
+
+        } else if (ngx_current_msec - conn->last_read >= vk->conf->timeout
+                   && ngx_http_ragq_conn_write(
+                          conn, (u_char *) "*1\r\n$4\r\nPING\r\n", 14)
+                          == NGX_OK)
+        {
+            vk->ping = 1;
+            vk->ping_at = ngx_current_msec;
+        }
+
+    } else if (vk->state == NGX_HTTP_RAGQ_VK_READY
+               && ngx_http_ragq_conn_pending(conn) > 0)
+    {
+        /* any byte read is progress: a big reply may stream in slowly */
+        since = vk->busy_since;
+        if ((ngx_msec_int_t) (conn->last_read - since) > 0) {
+            since = conn->last_read;
+        }
+
+        /* a WAIT may keep the server quiet for its own timeout */
+        limit = vk->conf->timeout + (vk->wait_out ? vk->wait_timeout : 0);
+
+        if (ngx_current_msec - since >= limit) {
+            ngx_http_ragq_vk_fail(vk, NULL,
+                                  "sent no reply for %M ms with %ui "
+                                  "commands pending, reconnecting",
+                                  ngx_current_msec - since,
+                                  ngx_http_ragq_conn_pending(conn));
+        }
+    }
+
+    if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
+        ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period(vk));
+    }
 }

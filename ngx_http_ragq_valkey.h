@@ -1,8 +1,10 @@
 /*
- * ragq: the per-worker Valkey connections (hiredis 0.14 async over nginx's
- * event loop): the pipelined command connection, the "pending cell" that
- * ties a reply to a request that may be gone by the time the reply arrives,
- * and the pub/sub connection that delivers <prefix>:events messages.
+ * ragq: the per-worker Valkey connections (ngx_http_ragq_valkey.c, over the
+ * transport of ngx_http_ragq_conn.c): the pipelined command connection, the
+ * "pending cell" that ties a reply to a request that may be gone by the
+ * time the reply arrives, the writes connection of ragq_valkey_replicas
+ * (WAIT), and the pub/sub connection that delivers <prefix>:events
+ * messages; the primary found directly or through Sentinel.
  */
 
 #ifndef _NGX_HTTP_RAGQ_VALKEY_H_INCLUDED_
@@ -10,6 +12,9 @@
 
 
 #include "ngx_http_ragq_module.h"
+#include "ngx_http_ragq_peer.h"
+#include "ngx_http_ragq_conn.h"
+#include "ngx_http_ragq_resp.h"
 
 #include <hiredis/hiredis.h>
 
@@ -27,17 +32,37 @@ struct ngx_http_ragq_cell_s {
     ngx_http_ragq_reply_pt handler;
     void                  *data;
     u_char                 job_id[NGX_HTTP_RAGQ_JOB_ID_LEN];
+    /* > 0: a write that counts only once WAIT says this many replicas
+     * have it (ragq_valkey_replicas); it goes on the writes connection */
+    ngx_uint_t replicas;
 };
 
 
 typedef struct {
-    ngx_str_t  host; /* IP literal, resolved at configuration time */
-    ngx_int_t  port;
-    ngx_str_t  unix_path;
-    ngx_str_t  password;
-    ngx_int_t  db;
-    ngx_msec_t timeout;         /* replies (watchdog) */
-    ngx_msec_t connect_timeout; /* connect + handshake */
+    ngx_http_ragq_peer_t peer;      /* ragq_valkey ADDRESS */
+    ngx_array_t         *sentinels; /* of ngx_http_ragq_peer_t, or NULL */
+    ngx_str_t            master;    /* master=NAME */
+    ngx_str_t            user;      /* AUTH [user] password */
+    ngx_str_t            password;
+    ngx_str_t            sentinel_user;
+    ngx_str_t            sentinel_password;
+    ngx_int_t            db;
+    ngx_msec_t           timeout;         /* replies (watchdog) */
+    ngx_msec_t           connect_timeout; /* connect + handshake */
+    ngx_uint_t           replicas;        /* the most a location asks for */
+    ngx_flag_t           tls;             /* ragq_valkey ... tls */
+
+    /* ragq_valkey_ssl_* */
+    ngx_flag_t ssl_verify;
+    ngx_uint_t ssl_verify_depth;
+    ngx_uint_t ssl_protocols;
+    ngx_str_t  ssl_ciphers;
+    ngx_str_t  ssl_name;
+    ngx_str_t  ssl_trusted_certificate;
+    ngx_str_t  ssl_certificate;
+    ngx_str_t  ssl_certificate_key;
+
+    ngx_http_ragq_tls_t ssl; /* what the connections use */
 } ngx_http_ragq_valkey_conf_t;
 
 
@@ -83,10 +108,23 @@ ngx_int_t ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
 
 /*
  * The same for one command already in RESP form (ngx_http_ragq_resp.h);
- * hiredis copies the bytes, so cmd may be reused at once. The hot paths use
+ * the bytes are copied, so cmd may be reused at once. The hot paths use
  * this: hiredis's own formatting costs more than the rest of a request.
  */
 ngx_int_t ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd,
                                     size_t len);
+
+/*
+ * n commands in RESP form, one after the other (MULTI ... EXEC): the cell
+ * gets the reply of the last one. When that reply is EXECABORT, the cell
+ * gets the error of the queued command that failed instead (READONLY,
+ * NOPERM, OOM...), which says what is wrong.
+ */
+ngx_int_t ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd,
+                                      size_t len, ngx_uint_t n);
+
+/* why Valkey cannot be used right now (e.g. a replica, a refused AUTH);
+ * NULL: no more precise reason than "unavailable" */
+const ngx_http_ragq_resp_error_t *ngx_http_ragq_valkey_down(void);
 
 #endif /* _NGX_HTTP_RAGQ_VALKEY_H_INCLUDED_ */

@@ -48,8 +48,44 @@ typedef struct {
 static const opt_t opts[] = {
     {"RAGQ_VALKEY_URL", W, T_STR, OFF(valkey_url), "redis://127.0.0.1:6379", 0,
      0, "URL",
-     "redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]", NULL,
-     "Queue"},
+     "redis://[[user]:password@]host[:port][/db], rediss://... (TLS), "
+     "unix:///path[?db=N], or "
+     "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[/db]"
+     " (rediss+sentinel:// for TLS)",
+     NULL, "Valkey"},
+    {"RAGQ_VALKEY_TIMEOUT", W, T_DUR, OFF(valkey_timeout_ms), "10s", 100,
+     3600000L, "DURATION",
+     "commands waiting and no reply from Valkey for this long: the "
+     "connection is dropped and made again",
+     NULL, "Valkey"},
+    {"RAGQ_VALKEY_CA_FILE", W, T_STR, OFF(valkey_ca_file), NULL, 0, 0, "FILE",
+     "rediss://: the CA certificates (PEM) that sign Valkey's certificate "
+     "(default: the system's trusted CAs)",
+     NULL, "Valkey"},
+    {"RAGQ_VALKEY_CERT_FILE", W, T_STR, OFF(valkey_cert_file), NULL, 0, 0,
+     "FILE",
+     "rediss://: client certificate (PEM, with its chain) for mutual TLS", NULL,
+     "Valkey"},
+    {"RAGQ_VALKEY_KEY_FILE", W, T_STR, OFF(valkey_key_file), NULL, 0, 0, "FILE",
+     "rediss://: the client certificate's key (PEM; default: in the "
+     "certificate's file)",
+     NULL, "Valkey"},
+    {"RAGQ_VALKEY_TLS_SERVER_NAME", W, T_STR, OFF(valkey_tls_server_name), NULL,
+     0, 0, "NAME",
+     "rediss://: the name Valkey's certificate must carry, also sent as SNI "
+     "(default: the host connected to)",
+     NULL, "Valkey"},
+    {"RAGQ_VALKEY_TLS_VERIFY", W, T_UINT, OFF(valkey_tls_verify), "1", 0, 1,
+     "0|1", "rediss://: 0 accepts any certificate (never in production)", NULL,
+     "Valkey"},
+    {"RAGQ_VALKEY_SENTINEL_USER", W, T_STR, OFF(valkey_sentinel_user), NULL, 0,
+     0, "NAME", "redis+sentinel://: ACL user for the sentinels", NULL,
+     "Valkey"},
+    {"RAGQ_VALKEY_SENTINEL_PASSWORD", W, T_STR, OFF(valkey_sentinel_password),
+     NULL, 0, 0, "PASSWORD",
+     "redis+sentinel://: password of the sentinels (the URL's is the "
+     "primary's)",
+     NULL, "Valkey"},
     {"RAGQ_PREFIX", W, T_STR, OFF(prefix), "ragq", 0, 0, "NAME",
      "key prefix in Valkey, the same as nginx's ragq_prefix", NULL, "Queue"},
     {"RAGQ_CONCURRENCY", W, T_UINT, OFF(concurrency), "64", 1, 10000, "N",
@@ -134,8 +170,8 @@ static const opt_t opts[] = {
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const groups[] = {"Queue",  "Backends", "Models",
-                                     "Qdrant", "Ingest",   "Other"};
+static const char *const groups[] = {"Queue",  "Valkey", "Backends", "Models",
+                                     "Qdrant", "Ingest", "Other"};
 
 /* The positional arguments of the last load (cfg->paths). */
 static char **last_paths;
@@ -625,13 +661,42 @@ ragq_config_check(const ragq_config_t *cfg, char *err, size_t errlen)
         ragq_valkey_url_mask(cfg->valkey_url, masked, sizeof(masked));
         snprintf(err, errlen,
                  "RAGQ_VALKEY_URL must look like "
-                 "redis://[[user]:password@]host[:port][/db] or "
-                 "unix:///path[?db=N], got '%s': %s",
+                 "redis://[[user]:password@]host[:port][/db], "
+                 "rediss://..., unix:///path[?db=N] or "
+                 "redis+sentinel://host:port[,host:port...]/NAME[/db], "
+                 "got '%s': %s",
                  masked, why);
         return -1;
     }
     if (cfg->valkey_url != NULL) {
+        const char *tls_opt = cfg->valkey_ca_file     ? "RAGQ_VALKEY_CA_FILE"
+                              : cfg->valkey_cert_file ? "RAGQ_VALKEY_CERT_FILE"
+                              : cfg->valkey_key_file  ? "RAGQ_VALKEY_KEY_FILE"
+                              : cfg->valkey_tls_server_name
+                                  ? "RAGQ_VALKEY_TLS_SERVER_NAME"
+                                  : NULL;
+        const char *sen_opt =
+            cfg->valkey_sentinel_user       ? "RAGQ_VALKEY_SENTINEL_USER"
+            : cfg->valkey_sentinel_password ? "RAGQ_VALKEY_SENTINEL_PASSWORD"
+                                            : NULL;
+        int tls = addr.tls, sentinel = addr.transport == RAGQ_VALKEY_SENTINEL;
+
         ragq_valkey_addr_free(&addr);
+        /* Set for TLS but talking plain text is worse than not starting. */
+        if (tls_opt && !tls) {
+            snprintf(err, errlen,
+                     "%s is set but RAGQ_VALKEY_URL does not use TLS (use "
+                     "rediss:// or rediss+sentinel://)",
+                     tls_opt);
+            return -1;
+        }
+        if (sen_opt && !sentinel) {
+            snprintf(err, errlen,
+                     "%s is set but RAGQ_VALKEY_URL is not a "
+                     "redis+sentinel:// URL",
+                     sen_opt);
+            return -1;
+        }
     }
     if (cfg->embedder && strcmp(cfg->embedder, "openai") == 0 &&
         check_model_url(cfg->embed_base_url == cfg->chat_base_url

@@ -8,6 +8,8 @@
 #ifndef RAGQ_CONFIG_H
 #define RAGQ_CONFIG_H
 
+#include <stddef.h>
+
 typedef enum { RAGQ_PROG_WORKER, RAGQ_PROG_INGEST } ragq_prog_t;
 
 typedef struct {
@@ -47,7 +49,17 @@ typedef struct {
     long        connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
     unsigned    max_tokens;         /* RAGQ_MAX_TOKENS      0 = not sent */
     const char *consumer;           /* RAGQ_CONSUMER        <host>-<pid> */
-    int         log_level;          /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
+
+    /* ragq-worker's Valkey connections (valkey_net.c) */
+    long        valkey_timeout_ms;      /* RAGQ_VALKEY_TIMEOUT     10s */
+    const char *valkey_ca_file;         /* RAGQ_VALKEY_CA_FILE     system CAs */
+    const char *valkey_cert_file;       /* RAGQ_VALKEY_CERT_FILE */
+    const char *valkey_key_file;        /* RAGQ_VALKEY_KEY_FILE */
+    const char *valkey_tls_server_name; /* RAGQ_VALKEY_TLS_SERVER_NAME */
+    unsigned    valkey_tls_verify;      /* RAGQ_VALKEY_TLS_VERIFY  1 */
+    const char *valkey_sentinel_user;   /* RAGQ_VALKEY_SENTINEL_USER */
+    const char *valkey_sentinel_password; /* RAGQ_VALKEY_SENTINEL_PASSWORD */
+    int         log_level; /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
 
     /* ragq-ingest */
     unsigned chunk_size;    /* RAGQ_CHUNK_SIZE     1000 characters */

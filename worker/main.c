@@ -16,7 +16,7 @@
 #include "job.h"
 #include "loop.h"
 #include "queue.h"
-#include "valkey_url.h"
+#include "valkey_net.h"
 
 static void
 on_signal(int signo, void *data)
@@ -31,6 +31,7 @@ main(int argc, char **argv)
 {
     ragq_config_t      cfg;
     ragq_valkey_addr_t addr;
+    ragq_vnet_t        net;
     ragq_pipeline_t    pipeline;
     ragq_loop_t       *loop;
     ragq_http_t       *http;
@@ -49,19 +50,18 @@ main(int argc, char **argv)
         fprintf(stderr, "ragq-worker: %s\n", err);
         return 2;
     }
-    /* Checked by ragq_config_check already: this cannot fail but on DNS. */
-    if (ragq_valkey_addr_parse(cfg.valkey_url, &addr, err, sizeof(err)) != 0 ||
-        ragq_valkey_addr_resolve(&addr, err, sizeof(err)) != 0) {
-        fprintf(stderr, "ragq-worker: RAGQ_VALKEY_URL: %s\n", err);
-        ragq_valkey_addr_free(&addr);
-        return 2;
-    }
-
     /* Jitter must differ between workers started at the same moment. */
     srandom((unsigned) (time(NULL) ^ ((unsigned) getpid() << 16)));
     signal(SIGPIPE, SIG_IGN);
 
     loop = ragq_loop_new();
+    /* Names are resolved on every connect, off the loop (resolver.h);
+     * the TLS files are read now, so a bad one stops us here. */
+    if (loop &&
+        ragq_vnet_init(&net, &addr, loop, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ragq-worker: %s\n", err);
+        return 2;
+    }
     /*
      * One connection per job in flight is what HTTP/1.1 needs; HTTP/2
      * servers multiplex and use far fewer.
@@ -77,17 +77,19 @@ main(int argc, char **argv)
         fprintf(stderr, "ragq-worker: %s\n", err);
         return 2;
     }
-    q = ragq_queue_new(loop, &pipeline, &cfg, &addr);
+    q = ragq_queue_new(loop, &pipeline, &cfg, &net);
     if (q == NULL || ragq_loop_signals(loop, on_signal, q) != 0) {
         fprintf(stderr, "ragq-worker: cannot set up the queue\n");
         return 1;
     }
+    ragq_vnet_start(&net);
     ragq_queue_start(q);
     if (ragq_loop_run(loop) != 0) {
         return 1;
     }
     rc = ragq_queue_exit_code(q);
     ragq_queue_free(q);
+    ragq_vnet_free(&net);
     ragq_pipeline_free(&pipeline);
     ragq_http_free(http);
     ragq_loop_free(loop);

@@ -3,8 +3,10 @@
  * stream entries come to this worker (XREADGROUP on the claim connection,
  * XAUTOCLAIM of entries idle for RAGQ_RECLAIM_AFTER, the XPENDING probe that
  * wakes a read holding every free slot), the keep-alive of entries held,
- * the consumer group, the job slots, start-up and the graceful stop.  What
- * happens to one job once its entry is ours is queue_job.c.
+ * the consumer group, the job slots, start-up and the graceful stop, and
+ * what persistent Valkey errors do to all of that (never spin: see
+ * "faults").  What happens to one job once its entry is ours is
+ * queue_job.c.
  */
 
 #include "queue_int.h"
@@ -15,10 +17,152 @@
 #include <unistd.h>
 
 #define RAGQ_XREAD_BLOCK_MS 5000
+#define RAGQ_FAULT_MIN_MS   250
+#define RAGQ_FAULT_MAX_MS   5000
+
+#define GATE_CLAIM   1u /* XREADGROUP and the claim script */
+#define GATE_RECLAIM 2u /* XAUTOCLAIM and the XPENDING probe */
 
 static void claim_more(ragq_queue_t *q);
 static void reclaim_now(ragq_queue_t *q);
+static void keep_orphan(ragq_queue_t *q, const redisReply *e);
 static void create_group(ragq_queue_t *q);
+
+/* ---- faults ------------------------------------------------------------ */
+
+/*
+ * A command's error that retrying at once would only repeat: logged once
+ * per change of text, and the path it belongs to (claims or reclaims)
+ * waits a backoff delay before each next try, until a good reply to the
+ * same command clears it.  Errors handled elsewhere are not faults:
+ * BUSYGROUP (the group exists), NOSCRIPT (scripts.c reloads), and the
+ * role errors (READONLY...) on which valkey_conn.c drops the connection.
+ */
+static unsigned
+fault_gates(const char *cmd)
+{
+    if (strcmp(cmd, "XREADGROUP") == 0 || strcmp(cmd, "EVALSHA") == 0 ||
+        strcmp(cmd, "EVAL") == 0) {
+        return GATE_CLAIM;
+    }
+    if (strcmp(cmd, "XAUTOCLAIM") == 0 || strcmp(cmd, "XPENDING") == 0) {
+        return GATE_RECLAIM;
+    }
+    return 0;
+}
+
+static void
+fault_regate(ragq_queue_t *q)
+{
+    unsigned i;
+
+    q->gated = 0;
+    for (i = 0; i < q->nfaults; i++) {
+        q->gated |= q->faults[i].gates;
+    }
+    ragq_vconn_watch_ok(q->cmd, q->nfaults > 0);
+    ragq_vconn_watch_ok(q->blk, q->nfaults > 0);
+}
+
+static void
+on_vconn_error(ragq_vconn_t *vc, const char *cmd, const redisReply *reply,
+               void *owner)
+{
+    ragq_queue_t *q = owner;
+    unsigned      i;
+    const char   *e = reply->str;
+
+    (void) vc;
+    if (strncmp(e, "BUSYGROUP", 9) == 0 || strncmp(e, "NOSCRIPT", 8) == 0 ||
+        strncmp(e, "READONLY", 8) == 0 || strncmp(e, "MASTERDOWN", 10) == 0 ||
+        strncmp(e, "UNBLOCKED", 9) == 0) {
+        return;
+    }
+    for (i = 0; i < q->nfaults && strcmp(q->faults[i].cmd, cmd) != 0; i++) {
+    }
+    if (i == q->nfaults) {
+        if (q->nfaults == sizeof(q->faults) / sizeof(q->faults[0])) {
+            i = q->nfaults - 1; /* full: the last one is replaced */
+        } else {
+            q->nfaults++;
+        }
+        snprintf(q->faults[i].cmd, sizeof(q->faults[i].cmd), "%s", cmd);
+        q->faults[i].text[0] = '\0';
+        q->faults[i].count = 0;
+        q->faults[i].since = ragq_now_ms();
+        q->faults[i].gates = fault_gates(cmd);
+        fault_regate(q);
+    }
+    q->faults[i].count++;
+    if (strncmp(q->faults[i].text, e, sizeof(q->faults[i].text) - 1) != 0) {
+        snprintf(q->faults[i].text, sizeof(q->faults[i].text), "%s", e);
+        ragq_log(RAGQ_LOG_WARN, "valkey: %s: %s%s", cmd, e,
+                 q->faults[i].gates & GATE_CLAIM
+                     ? "; claims back off (up to 5 s) until it works; "
+                       "logged again only if it changes"
+                 : q->faults[i].gates & GATE_RECLAIM
+                     ? "; reclaims back off (up to 5 s) until it works; "
+                       "logged again only if it changes"
+                     : "; logged again only if it changes");
+    }
+}
+
+static void
+on_vconn_ok(ragq_vconn_t *vc, const char *cmd, void *owner)
+{
+    ragq_queue_t *q = owner;
+    unsigned      i;
+
+    (void) vc;
+    for (i = 0; i < q->nfaults && strcmp(q->faults[i].cmd, cmd) != 0; i++) {
+    }
+    if (i == q->nfaults) {
+        return;
+    }
+    ragq_log(RAGQ_LOG_INFO,
+             "valkey: %s works again (%u error(s) in %.1f s; the last: %s)",
+             cmd, q->faults[i].count,
+             (double) (ragq_now_ms() - q->faults[i].since) / 1000.0,
+             q->faults[i].text);
+    q->faults[i] = q->faults[--q->nfaults];
+    fault_regate(q);
+    if (q->gated == 0) {
+        ragq_backoff_reset(&q->fault_backoff);
+        ragq_timer_stop(q->loop, &q->pass_timer);
+        ragq_timer_start(q->loop, &q->reclaim_timer, 0);
+        claim_more(q);
+    }
+}
+
+/*
+ * 1 when the path of gate may send now: not faulted, or this is the pass
+ * the backoff timer allows.  Else arms that timer and returns 0.
+ */
+static int
+gate_open(ragq_queue_t *q, unsigned gate)
+{
+    if (!(q->gated & gate) || (q->passing & gate)) {
+        return 1;
+    }
+    if (!ragq_timer_active(&q->pass_timer)) {
+        ragq_timer_start(q->loop, &q->pass_timer,
+                         ragq_backoff_next(&q->fault_backoff));
+    }
+    return 0;
+}
+
+static void
+fault_pass(void *data)
+{
+    ragq_queue_t *q = data;
+
+    q->passing = GATE_CLAIM | GATE_RECLAIM;
+    if (q->gated & GATE_RECLAIM) {
+        reclaim_now(q);
+    }
+    claim_more(q);
+    q->passing = 0;
+}
 
 /* Sends on the command connection; -1 when it is down. */
 int
@@ -33,7 +177,8 @@ ragq_queue_send(ragq_queue_t *q, ragq_vconn_reply_cb cb, void *priv, int argc,
 static unsigned
 free_slots(const ragq_queue_t *q)
 {
-    unsigned used = q->njobs + q->reserved_read + q->reserved_reclaim;
+    unsigned used = q->njobs + q->reserved_read + q->reserved_reclaim +
+                    q->norphans + q->reserved_adopt;
 
     return used >= q->cfg->concurrency ? 0 : q->cfg->concurrency - used;
 }
@@ -62,7 +207,7 @@ xread_reply(void *owner, redisReply *reply, void *priv)
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        ragq_log(RAGQ_LOG_WARN, "XREADGROUP: %s", reply->str);
+        /* Logged by on_vconn_error; claim_more waits for the backoff. */
         if (strncmp(reply->str, "NOGROUP", 7) == 0) {
             /* The server lost the group (restart without persistence). */
             q->group_ready = 0;
@@ -70,6 +215,16 @@ xread_reply(void *owner, redisReply *reply, void *priv)
         }
         claim_more(q);
         return;
+    }
+    if (!q->started) {
+        q->started = 1;
+        ragq_timer_stop(q->loop, &q->startup_timer);
+        ragq_log(RAGQ_LOG_INFO,
+                 "ready: consumer %s, stream %s, group %s, concurrency %u, "
+                 "embedder %s, store %s, answerer %s",
+                 q->consumer, q->k_jobs, q->k_group, q->cfg->concurrency,
+                 q->cfg->embedder, q->cfg->store, q->cfg->answerer);
+        ragq_timer_start(q->loop, &q->keepalive_timer, 0);
     }
     streams = reply;
     if (streams->type == REDIS_REPLY_ARRAY) {
@@ -81,11 +236,102 @@ xread_reply(void *owner, redisReply *reply, void *priv)
                 continue;
             }
             for (j = 0; j < s->element[1]->elements; j++) {
-                ragq_queue_take_entry(q, s->element[1]->element[j], 0);
+                redisReply *e = s->element[1]->element[j];
+
+                if (ragq_vconn_ready(q->cmd)) {
+                    ragq_queue_take_entry(q, e, 0);
+                } else {
+                    keep_orphan(q, e);
+                }
             }
         }
     }
     claim_more(q);
+}
+
+/*
+ * Entries that came on the claim connection while the command connection
+ * was down (reconnecting, a fail-over) cannot be claimed now; they are ours
+ * in the group already, so instead of waiting RAGQ_RECLAIM_AFTER for
+ * anyone to reclaim them, their ids are kept and XCLAIMed back (with their
+ * fields) as soon as the command connection is ready again.
+ */
+static void
+keep_orphan(ragq_queue_t *q, const redisReply *e)
+{
+    char **o;
+
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 1 ||
+        e->element[0]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+    o = realloc(q->orphans, (q->norphans + 1) * sizeof(*o));
+    if (o == NULL) {
+        return; /* reclaimed after RAGQ_RECLAIM_AFTER, as before */
+    }
+    q->orphans = o;
+    if ((o[q->norphans] = strdup(e->element[0]->str)) != NULL) {
+        q->norphans++;
+    }
+}
+
+static void
+orphans_free(ragq_queue_t *q)
+{
+    while (q->norphans > 0) {
+        free(q->orphans[--q->norphans]);
+    }
+    free(q->orphans);
+    q->orphans = NULL;
+}
+
+static void
+adopt_reply(void *owner, redisReply *reply, void *priv)
+{
+    ragq_queue_t *q = owner;
+    size_t        i;
+
+    (void) priv;
+    q->reserved_adopt = 0;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && !q->stopping) {
+        for (i = 0; i < reply->elements; i++) {
+            ragq_queue_take_entry(q, reply->element[i], 1);
+        }
+    }
+    claim_more(q);
+    ragq_queue_check_drained(q);
+}
+
+static void
+adopt_orphans(ragq_queue_t *q)
+{
+    const char **argv;
+    unsigned     i, argc = 0;
+
+    if (q->norphans == 0 || q->stopping) {
+        return;
+    }
+    argv = malloc((q->norphans + 5) * sizeof(*argv));
+    if (argv == NULL) {
+        return;
+    }
+    argv[argc++] = "XCLAIM";
+    argv[argc++] = q->k_jobs;
+    argv[argc++] = q->k_group;
+    argv[argc++] = q->consumer;
+    argv[argc++] = "0";
+    for (i = 0; i < q->norphans; i++) {
+        argv[argc++] = q->orphans[i];
+    }
+    if (ragq_queue_send(q, adopt_reply, NULL, (int) argc, argv, NULL) == 0) {
+        ragq_log(RAGQ_LOG_DEBUG,
+                 "claiming back %u entry(ies) read while the "
+                 "command connection was down",
+                 q->norphans);
+        q->reserved_adopt = q->norphans;
+        orphans_free(q);
+    }
+    free(argv);
 }
 
 static void
@@ -94,6 +340,8 @@ claim_more(ragq_queue_t *q)
     unsigned    n;
     char        count[16], block[16];
     const char *argv[11];
+
+    int argc = 0;
 
     if (q->stopping || !q->group_ready || q->reading ||
         !ragq_vconn_ready(q->blk) || !ragq_vconn_ready(q->cmd)) {
@@ -104,23 +352,29 @@ claim_more(ragq_queue_t *q)
         reclaim_now(q);
     }
     n = free_slots(q);
-    if (n == 0) {
+    if (n == 0 || !gate_open(q, GATE_CLAIM)) {
         return;
+    }
+    if (q->gated & GATE_CLAIM) {
+        n = 1; /* a fault lasts: one entry at a time, to see if it is over */
     }
     snprintf(count, sizeof(count), "%u", n);
     snprintf(block, sizeof(block), "%d", RAGQ_XREAD_BLOCK_MS);
-    argv[0] = "XREADGROUP";
-    argv[1] = "GROUP";
-    argv[2] = q->k_group;
-    argv[3] = q->consumer;
-    argv[4] = "COUNT";
-    argv[5] = count;
-    argv[6] = "BLOCK";
-    argv[7] = block;
-    argv[8] = "STREAMS";
-    argv[9] = q->k_jobs;
-    argv[10] = ">";
-    if (ragq_vconn_send(q->blk, xread_reply, NULL, 11, argv, NULL) == 0) {
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = q->k_group;
+    argv[argc++] = q->consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = count;
+    if (q->started) {
+        /* The first round does not block: "ready" says claiming works. */
+        argv[argc++] = "BLOCK";
+        argv[argc++] = block;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = q->k_jobs;
+    argv[argc++] = ">";
+    if (ragq_vconn_send(q->blk, xread_reply, NULL, argc, argv, NULL) == 0) {
         q->reading = 1;
         q->reserved_read = n;
     }
@@ -139,7 +393,7 @@ xautoclaim_reply(void *owner, redisReply *reply, void *priv)
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        ragq_log(RAGQ_LOG_WARN, "XAUTOCLAIM: %s", reply->str);
+        /* Logged by on_vconn_error; reclaims wait for the backoff. */
         ragq_queue_check_drained(q);
         return;
     }
@@ -219,7 +473,8 @@ reclaim(void *data)
         return;
     }
     ragq_timer_start(q->loop, &q->reclaim_timer, reclaim_period(q));
-    if (!q->group_ready || q->reclaiming || !ragq_vconn_ready(q->cmd)) {
+    if (!q->group_ready || q->reclaiming || !ragq_vconn_ready(q->cmd) ||
+        !gate_open(q, GATE_RECLAIM)) {
         return;
     }
     if (free_slots(q) > 0) {
@@ -255,7 +510,7 @@ reclaim_now(ragq_queue_t *q)
         return;
     }
     n = free_slots(q);
-    if (n == 0) {
+    if (n == 0 || !gate_open(q, GATE_RECLAIM)) {
         return;
     }
     snprintf(idle, sizeof(idle), "%ld", q->cfg->reclaim_after_ms);
@@ -323,23 +578,12 @@ group_reply(void *owner, redisReply *reply, void *priv)
     if (reply == NULL) {
         return;
     }
-    if (reply->type == REDIS_REPLY_ERROR &&
-        strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        ragq_log(RAGQ_LOG_ERROR, "XGROUP CREATE %s %s: %s", q->k_jobs,
-                 q->k_group, reply->str);
-        return;
-    }
+    /*
+     * Any other error (logged by on_vconn_error): go on as if the group
+     * existed (an ACL may allow reading it but not creating it); a
+     * NOGROUP answer to XREADGROUP comes back here after a backoff.
+     */
     q->group_ready = 1;
-    if (!q->started) {
-        q->started = 1;
-        ragq_timer_stop(q->loop, &q->startup_timer);
-        ragq_log(RAGQ_LOG_INFO,
-                 "ready: consumer %s, stream %s, group %s, concurrency %u, "
-                 "embedder %s, store %s, answerer %s",
-                 q->consumer, q->k_jobs, q->k_group, q->cfg->concurrency,
-                 q->cfg->embedder, q->cfg->store, q->cfg->answerer);
-        ragq_timer_start(q->loop, &q->keepalive_timer, 0);
-    }
     if (!q->stopping) {
         ragq_timer_start(q->loop, &q->reclaim_timer, 0);
     }
@@ -362,15 +606,25 @@ create_group(ragq_queue_t *q)
 
 /* ---- connections ------------------------------------------------------ */
 
-/* Anything in flight on vc is gone: its reservations with it. */
+/*
+ * Anything in flight on vc is gone: its reservations with it.  Logged once
+ * per kind of loss for both connections (the reconnect backoff tries again
+ * and again, and both connections meet the same fault), at debug level
+ * otherwise.
+ */
 static void
 on_vconn_lost(ragq_vconn_t *vc, const char *why, void *owner)
 {
     ragq_queue_t *q = owner;
+    int           kind = ragq_vconn_loss(vc);
 
     if (q->started) {
+        q->lost_since[vc == q->blk] = 1;
+    }
+    if (q->started && kind != q->lost_kind) {
         ragq_log(RAGQ_LOG_WARN, "valkey (%s connection): %s; reconnecting",
                  ragq_vconn_name(vc), why);
+        q->lost_kind = kind;
     } else {
         ragq_log(RAGQ_LOG_DEBUG, "valkey (%s connection): %s",
                  ragq_vconn_name(vc), why);
@@ -383,6 +637,7 @@ on_vconn_lost(ragq_vconn_t *vc, const char *why, void *owner)
         q->reserved_reclaim = 0;
         q->group_creating = 0;
         q->probing = 0;
+        q->reserved_adopt = 0;
         ragq_scripts_forget(&q->scripts);
     }
 }
@@ -397,9 +652,13 @@ on_vconn_ready(ragq_vconn_t *vc, void *owner)
 {
     ragq_queue_t *q = owner;
 
-    if (q->started) {
-        ragq_log(RAGQ_LOG_INFO, "valkey (%s connection): connected",
-                 ragq_vconn_name(vc));
+    if (q->lost_since[vc == q->blk]) {
+        ragq_log(RAGQ_LOG_INFO, "valkey (%s connection): connected to %s",
+                 ragq_vconn_name(vc), ragq_vconn_peer(vc));
+        q->lost_since[vc == q->blk] = 0;
+    }
+    if (ragq_vconn_ready(q->cmd) && ragq_vconn_ready(q->blk)) {
+        q->lost_kind = -1; /* the next loss is news again */
     }
     if (vc == q->blk) {
         claim_more(q);
@@ -408,11 +667,25 @@ on_vconn_ready(ragq_vconn_t *vc, void *owner)
     ragq_scripts_load(&q->scripts);
     create_group(q);
     ragq_queue_write_parked(q);
+    adopt_orphans(q);
 }
 
-static const ragq_vconn_hooks_t vconn_hooks = {on_vconn_ready, on_vconn_lost};
+static const ragq_vconn_hooks_t vconn_hooks = {
+    on_vconn_ready, on_vconn_lost, on_vconn_error, on_vconn_ok, NULL};
 
 /* ---- start and stop --------------------------------------------------- */
+
+/* A little past the connect timeout, so one full try always fits; with
+ * Sentinel, one per sentinel and one to the primary. */
+static uint64_t
+startup_limit(const ragq_queue_t *q)
+{
+    long n = q->addr->transport == RAGQ_VALKEY_SENTINEL
+                 ? q->addr->nsentinels + 1
+                 : 1;
+
+    return (uint64_t) (q->cfg->connect_timeout_ms * n + 100);
+}
 
 static void
 startup_timeout(void *data)
@@ -421,13 +694,24 @@ startup_timeout(void *data)
     char          where[300];
 
     ragq_valkey_addr_where(q->addr, where, sizeof(where));
-    ragq_log(RAGQ_LOG_ERROR,
-             "Valkey at %s (RAGQ_VALKEY_URL) is unreachable: %s (gave up "
-             "after %ld ms)",
-             where,
-             ragq_vconn_last_error(q->cmd)[0] ? ragq_vconn_last_error(q->cmd)
-                                              : "no answer",
-             q->cfg->connect_timeout_ms);
+    if (ragq_vconn_ready(q->cmd) && ragq_vconn_ready(q->blk) &&
+        q->nfaults > 0) {
+        ragq_log(RAGQ_LOG_ERROR,
+                 "Valkey at %s (RAGQ_VALKEY_URL) refuses the worker's "
+                 "commands: %s: %s (gave up after %ld ms)",
+                 where, q->faults[0].cmd, q->faults[0].text,
+                 (long) startup_limit(q));
+    } else {
+        const ragq_vconn_t *down = ragq_vconn_ready(q->cmd) ? q->blk : q->cmd;
+
+        ragq_log(RAGQ_LOG_ERROR,
+                 "Valkey at %s (RAGQ_VALKEY_URL) is unreachable: %s (gave up "
+                 "after %ld ms)",
+                 where,
+                 ragq_vconn_last_error(down)[0] ? ragq_vconn_last_error(down)
+                                                : "no answer",
+                 (long) startup_limit(q));
+    }
     q->exit_code = 1;
     ragq_loop_stop(q->loop);
 }
@@ -517,7 +801,7 @@ key_of(const char *prefix, const char *suffix)
 
 ragq_queue_t *
 ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
-               const ragq_config_t *cfg, const ragq_valkey_addr_t *addr)
+               const ragq_config_t *cfg, ragq_vnet_t *net)
 {
     ragq_queue_t *q = calloc(1, sizeof(*q));
 
@@ -527,7 +811,9 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     q->loop = loop;
     q->pipeline = pipeline;
     q->cfg = cfg;
-    q->addr = addr;
+    q->net = net;
+    q->lost_kind = -1;
+    q->addr = net->addr;
     if (cfg->consumer && cfg->consumer[0]) {
         snprintf(q->consumer, sizeof(q->consumer), "%s", cfg->consumer);
     } else {
@@ -545,16 +831,19 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     q->k_events = key_of(cfg->prefix, "events");
     q->k_dead = key_of(cfg->prefix, "dead");
     q->k_job_prefix = key_of(cfg->prefix, "job:");
-    q->cmd = ragq_vconn_new(loop, addr, "command", cfg->connect_timeout_ms, 0,
-                            &vconn_hooks, q);
-    q->blk = ragq_vconn_new(loop, addr, "claim", cfg->connect_timeout_ms,
-                            RAGQ_VCONN_CLIENT_ID, &vconn_hooks, q);
+    q->cmd = ragq_vconn_new(net, "command", 0, &vconn_hooks, q);
+    q->blk =
+        ragq_vconn_new(net, "claim", RAGQ_VCONN_CLIENT_ID, &vconn_hooks, q);
     if (!q->k_jobs || !q->k_group || !q->k_events || !q->k_dead ||
         !q->k_job_prefix || !q->cmd || !q->blk) {
         ragq_queue_free(q);
         return NULL;
     }
+    /* XREADGROUP BLOCK holds its reply back that long on purpose. */
+    ragq_vconn_set_extra_timeout(q->blk, RAGQ_XREAD_BLOCK_MS);
     ragq_scripts_init(&q->scripts, q->cmd);
+    ragq_backoff_init(&q->fault_backoff, RAGQ_FAULT_MIN_MS, RAGQ_FAULT_MAX_MS);
+    ragq_timer_init(&q->pass_timer, fault_pass, q);
     snprintf(q->reclaim_cursor, sizeof(q->reclaim_cursor), "0-0");
     ragq_timer_init(&q->startup_timer, startup_timeout, q);
     ragq_timer_init(&q->keepalive_timer, keepalive, q);
@@ -567,9 +856,7 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
 void
 ragq_queue_start(ragq_queue_t *q)
 {
-    /* A little past the connect timeout, so one full try always fits. */
-    ragq_timer_start(q->loop, &q->startup_timer,
-                     (uint64_t) q->cfg->connect_timeout_ms + 100);
+    ragq_timer_start(q->loop, &q->startup_timer, startup_limit(q));
     ragq_vconn_connect(q->cmd);
     ragq_vconn_connect(q->blk);
 }
@@ -594,12 +881,14 @@ ragq_queue_free(ragq_queue_t *q)
         ragq_vconn_close(q->blk);
     }
     ragq_queue_jobs_free(q);
+    orphans_free(q);
     if (q->loop) {
         ragq_timer_stop(q->loop, &q->startup_timer);
         ragq_timer_stop(q->loop, &q->keepalive_timer);
         ragq_timer_stop(q->loop, &q->reclaim_timer);
         ragq_timer_stop(q->loop, &q->grace_timer);
         ragq_timer_stop(q->loop, &q->exit_timer);
+        ragq_timer_stop(q->loop, &q->pass_timer);
     }
     ragq_vconn_free(q->cmd);
     ragq_vconn_free(q->blk);

@@ -13,18 +13,20 @@
 #include "config.h"
 #include "job.h"
 #include "loop.h"
-#include "valkey_url.h"
+#include "valkey_conn.h"
 
 typedef struct ragq_queue_s ragq_queue_t;
 
-/* addr (resolved) must outlive the queue. */
+/* net (valkey_net.h) must outlive the queue. */
 ragq_queue_t *ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
-                             const ragq_config_t      *cfg,
-                             const ragq_valkey_addr_t *addr);
+                             const ragq_config_t *cfg, ragq_vnet_t *net);
 
 /*
- * Connects and starts claiming.  If Valkey is not reachable within the
- * connect timeout, logs why and stops the loop with exit code 1.
+ * Connects and starts claiming; logs "ready" once a first claim round
+ * (XREADGROUP) has worked.  If that has not happened within the connect
+ * timeout (times the number of sentinels plus one, with Sentinel): Valkey
+ * unreachable, TLS refused, AUTH refused, not the primary, a command
+ * refused (NOPERM...), it logs why and stops the loop with exit code 1.
  */
 void ragq_queue_start(ragq_queue_t *q);
 

@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 
 #include "queue.h"
+#include "retry.h"
 #include "scripts.h"
 #include "valkey_conn.h"
 
@@ -43,6 +44,26 @@ struct ragq_queue_s {
 
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
     ragq_timer_t exit_timer;
+
+    /*
+     * Persistent Valkey errors (queue.c): each logged once per change,
+     * cleared by the next good reply to the same command.  While one on the
+     * claim path (or the reclaim path) lasts, that path runs only once per
+     * backoff delay (fault_backoff, retry.c), never straight again.
+     */
+    ragq_vnet_t *net;
+    struct {
+        char     cmd[16], text[256];
+        unsigned gates, count;
+        uint64_t since;
+    } faults[8];
+    unsigned       nfaults, gated, passing;
+    ragq_backoff_t fault_backoff;
+    ragq_timer_t   pass_timer;
+    char         **orphans; /* entry ids read while cmd was down */
+    unsigned       norphans, reserved_adopt;
+    int            lost_kind;     /* RAGQ_VLOSS_* logged last, -1: none */
+    unsigned char  lost_since[2]; /* per connection: lost since ready */
 };
 
 /* queue.c */

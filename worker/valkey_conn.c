@@ -1,353 +1,463 @@
 /*
- * valkey_conn.c: a connection of valkey_conn.h on hiredis 0.14's async API.
+ * valkey_conn.c: a connection of valkey_conn.h: a non-blocking socket on
+ * the worker's loop (reached by valkey_connect.c, written by
+ * valkey_wire.c), TLS through valkey_tls.c, replies read by hiredis's
+ * redisReader and dispatched here, the handshake, the deadlines, and what
+ * a loss does.
  *
- * hiredis 0.14 traps handled here: it has no timeouts (connect timeout and
- * reconnect backoff are loop timers); a failed connect calls the connect
- * callback and frees the context without the disconnect callback; on any
- * teardown every pending reply callback runs first with reply == NULL; the
- * connect/disconnect callbacks must not free the context; cleanup() can run
- * inside our own read handler, so the adapter defers its own free.
+ * States: IDLE (waiting to reconnect, or closed) -> LOCATING (asking the
+ * sentinels) -> RESOLVING (a lookup thread) -> CONNECTING -> TLS ->
+ * HANDSHAKE -> READY.  Any failure tears everything down (teardown), runs
+ * the callbacks still waiting with NULL, calls the lost hook and schedules
+ * the next try.  Callbacks may send, and may tear the connection down:
+ * after every callback the reply loop checks the connection's epoch, which
+ * every teardown bumps.
  *
- * The adapter and the async context are the part a transport of the
- * worker's own (a non-blocking socket on the loop, TLS, hiredis kept only
- * as a reply reader) replaces; valkey_conn.h does not change with it.
- * Pending callbacks are already ours (ragq_vcmd_t), in sending order.
+ * Commands go into one output buffer and are written on the next turn of
+ * the loop (flush_timer), so the commands of one turn leave in one write.
+ * Their callbacks wait in a ring, in sending order, as RESP answers do.
  */
 
-#include "valkey_conn.h"
+#include "valkey_conn_int.h"
 
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-#include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#include "retry.h"
+#include "valkey_sentinel.h"
 
-#define RAGQ_RECONNECT_MIN_MS 100
-#define RAGQ_RECONNECT_MAX_MS 5000
-
-typedef struct {
-    ragq_loop_t       *loop;
-    redisAsyncContext *ac;
-    int                fd;
-    unsigned           events;
-    int                entered, dead;
-} ragq_adapter_t;
-
-/*
- * A command's callback and its argument, the privdata hiredis hands back
- * with the reply.  Kept on a free list: one per command in flight.
- */
-typedef struct ragq_vcmd_s ragq_vcmd_t;
-
-struct ragq_vcmd_s {
-    ragq_vconn_t       *vc;
-    ragq_vconn_reply_cb cb;
-    void               *priv;
-    ragq_vcmd_t        *next;
-};
-
-struct ragq_vconn_s {
-    ragq_loop_t              *loop;
-    const ragq_valkey_addr_t *addr;
-    const char               *name;
-    long                      connect_timeout_ms;
-    unsigned                  flags;
-    const ragq_vconn_hooks_t *hooks;
-    void                     *owner;
-
-    redisAsyncContext *ac;
-    int                ready, handshake_failed, closed;
-    long long          client_id; /* CLIENT ID, for CLIENT UNBLOCK */
-    long               pending;
-    ragq_backoff_t     backoff;
-    ragq_timer_t       connect_timer, retry_timer;
-    ragq_vcmd_t       *free_cmds;
-    char               last_error[256];
-};
-
-/* ---- hiredis adapter -------------------------------------------------- */
+/* ---- deadline and sending ------------------------------------------ */
 
 static void
-adapter_io(int fd, unsigned events, void *data)
+reply_deadline(void *data)
 {
-    ragq_adapter_t *a = data;
+    ragq_vconn_t *vc = data;
+    uint64_t      limit, idle;
+    char          why[128];
 
-    (void) fd;
-    a->entered++;
-    if ((events & RAGQ_IO_READ) && !a->dead) {
-        redisAsyncHandleRead(a->ac);
-    }
-    if ((events & RAGQ_IO_WRITE) && !a->dead) {
-        redisAsyncHandleWrite(a->ac);
-    }
-    a->entered--;
-    if (a->dead && a->entered == 0) {
-        free(a);
-    }
-}
-
-static void
-adapter_update(ragq_adapter_t *a, unsigned events)
-{
-    if (a->dead || events == a->events) {
+    if (vc->rcount == 0 || vc->state != VC_READY) {
         return;
     }
-    a->events = events;
-    ragq_loop_io(a->loop, a->fd, events, adapter_io, a);
-}
-
-static void
-adapter_add_read(void *p)
-{
-    ragq_adapter_t *a = p;
-
-    adapter_update(a, a->events | RAGQ_IO_READ);
-}
-
-static void
-adapter_del_read(void *p)
-{
-    ragq_adapter_t *a = p;
-
-    adapter_update(a, a->events & ~RAGQ_IO_READ);
-}
-
-static void
-adapter_add_write(void *p)
-{
-    ragq_adapter_t *a = p;
-
-    adapter_update(a, a->events | RAGQ_IO_WRITE);
-}
-
-static void
-adapter_del_write(void *p)
-{
-    ragq_adapter_t *a = p;
-
-    adapter_update(a, a->events & ~RAGQ_IO_WRITE);
-}
-
-static void
-adapter_cleanup(void *p)
-{
-    ragq_adapter_t *a = p;
-
-    ragq_loop_io(a->loop, a->fd, 0, NULL, NULL);
-    a->dead = 1;
-    if (a->entered == 0) {
-        free(a);
+    limit = (uint64_t) (vc->net->reply_timeout_ms + vc->extra_timeout_ms);
+    idle = ragq_now_ms() - vc->last_progress;
+    if (idle < limit) {
+        ragq_timer_start(vc->net->loop, &vc->reply_timer, limit - idle);
+        return;
     }
+    snprintf(why, sizeof(why),
+             "no reply within %ld ms (RAGQ_VALKEY_TIMEOUT); the server "
+             "seems hung",
+             (long) limit);
+    ragq_vc_fail(vc, why, RAGQ_VLOSS_HUNG);
 }
 
-static int
-adapter_attach(ragq_loop_t *loop, redisAsyncContext *ac)
+int
+ragq_vconn_send(ragq_vconn_t *vc, ragq_vconn_reply_cb cb, void *priv, int argc,
+                const char **argv, const size_t *lens)
 {
-    ragq_adapter_t *a = calloc(1, sizeof(*a));
-
-    if (a == NULL) {
+    if (vc->state != VC_READY || argc < 1) {
         return -1;
     }
-    a->loop = loop;
-    a->ac = ac;
-    a->fd = ac->c.fd;
-    ac->ev.data = a;
-    ac->ev.addRead = adapter_add_read;
-    ac->ev.delRead = adapter_del_read;
-    ac->ev.addWrite = adapter_add_write;
-    ac->ev.delWrite = adapter_del_write;
-    ac->ev.cleanup = adapter_cleanup;
+    if (ragq_vc_queue_command(vc, cb, priv, HS_NONE, argc, argv, lens) != 0) {
+        return -1;
+    }
+    if (cb) {
+        vc->pending++;
+    }
     return 0;
 }
 
-/* ---- connection ------------------------------------------------------- */
+/* ---- teardown and retry ---------------------------------------------- */
+
+/* Closes everything of the current try; callbacks waiting get NULL. */
+static void
+teardown(ragq_vconn_t *vc)
+{
+    ragq_vrec_t r;
+
+    vc->epoch++;
+    if (vc->state == VC_LOCATING && vc->net->sentinel) {
+        ragq_sentinel_cancel(vc->net->sentinel, vc);
+    }
+    vc->state = VC_IDLE;
+    if (vc->lookup) {
+        ragq_resolve_cancel(vc->lookup);
+        vc->lookup = NULL;
+    }
+    if (vc->fd >= 0) {
+        ragq_loop_io(vc->net->loop, vc->fd, 0, NULL, NULL);
+        ragq_tls_session_free(vc->tls);
+        vc->tls = NULL;
+        close(vc->fd);
+        vc->fd = -1;
+    }
+    vc->io_events = 0;
+    vc->tls_read_wants = vc->tls_write_wants = 0;
+    if (vc->reader) {
+        redisReaderFree(vc->reader);
+        vc->reader = NULL;
+    }
+    vc->olen = vc->ooff = 0;
+    vc->client_id = 0;
+    ragq_timer_stop(vc->net->loop, &vc->connect_timer);
+    ragq_timer_stop(vc->net->loop, &vc->flush_timer);
+    ragq_timer_stop(vc->net->loop, &vc->reply_timer);
+    /* A callback may send (refused: not ready) or close; never reconnect
+     * synchronously, so the ring is only ever drained here. */
+    while (vc->rcount > 0) {
+        r = ragq_vc_ring_pop(vc);
+        if (r.hs == HS_NONE && r.cb) {
+            vc->pending--;
+            r.cb(vc->owner, NULL, r.priv);
+        }
+    }
+}
 
 static void
-vconn_schedule(ragq_vconn_t *vc)
+schedule_retry(ragq_vconn_t *vc, int refused)
 {
-    ragq_timer_stop(vc->loop, &vc->connect_timer);
-    if (vc->closed) {
+    if (vc->closed || (vc->flags & RAGQ_VCONN_NO_RETRY)) {
         return;
     }
-    ragq_timer_start(vc->loop, &vc->retry_timer,
+    if (refused && vc->backoff.step_ms < RAGQ_RECONNECT_REFUSED_MS) {
+        vc->backoff.step_ms = RAGQ_RECONNECT_REFUSED_MS;
+    }
+    ragq_timer_start(vc->net->loop, &vc->retry_timer,
                      ragq_backoff_next(&vc->backoff));
 }
 
-static void
-vconn_lost(ragq_vconn_t *vc, const char *why)
-{
-    if (why) {
-        snprintf(vc->last_error, sizeof(vc->last_error), "%s", why);
-    }
-    vc->hooks->lost(vc, vc->last_error, vc->owner);
-    vconn_schedule(vc);
-}
-
-static void
-on_connect(const redisAsyncContext *ac, int status)
-{
-    ragq_vconn_t *vc = ac->data;
-
-    if (status == REDIS_OK || vc->ac != ac) {
-        return;
-    }
-    /* hiredis frees ac after we return. */
-    vc->ac = NULL;
-    vc->ready = 0;
-    vconn_lost(vc, ac->errstr);
-}
-
-static void
-on_disconnect(const redisAsyncContext *ac, int status)
-{
-    ragq_vconn_t *vc = ac->data;
-
-    (void) status;
-    if (vc->ac != ac) {
-        return; /* our own vconn_drop or ragq_vconn_close */
-    }
-    vc->ac = NULL;
-    vc->ready = 0;
-    vconn_lost(vc, ac->err ? ac->errstr : "connection closed by the server");
-}
-
-static void
-vconn_drop(ragq_vconn_t *vc, const char *why)
-{
-    redisAsyncContext *ac = vc->ac;
-
-    vc->ac = NULL;
-    vc->ready = 0;
-    if (ac) {
-        redisAsyncFree(ac);
-    }
-    vconn_lost(vc, why);
-}
-
-static void
-vconn_connect_timeout(ragq_vconn_t *vc)
-{
-    char why[64];
-
-    snprintf(why, sizeof(why), "no answer within %ld ms",
-             vc->connect_timeout_ms);
-    vconn_drop(vc, why);
-}
-
-static void
-handshake_reply(redisAsyncContext *ac, void *r, void *priv)
-{
-    ragq_vconn_t *vc = ac->data;
-    redisReply   *reply = r;
-
-    if (reply == NULL || vc->ac != ac) {
-        return;
-    }
-    if (reply->type == REDIS_REPLY_ERROR) {
-        /* Cannot free from a reply callback safely: let a timer do it. */
-        snprintf(vc->last_error, sizeof(vc->last_error), "%s: %s",
-                 (const char *) priv, reply->str);
-        vc->handshake_failed = 1;
-        vc->ready = 0;
-        ragq_timer_start(vc->loop, &vc->connect_timer, 0);
-        return;
-    }
-    if (strcmp(priv, "CLIENT ID") == 0) {
-        vc->client_id = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
-        return;
-    }
-    if (strcmp(priv, "PING") == 0 && !vc->handshake_failed) {
-        ragq_timer_stop(vc->loop, &vc->connect_timer);
-        vc->ready = 1;
-        ragq_backoff_reset(&vc->backoff);
-        vc->hooks->ready(vc, vc->owner);
-    }
-}
-
+/*
+ * The current try or connection failed (kind: RAGQ_VLOSS_*).  When the
+ * server answered that it will not serve us (not a network fault),
+ * retries slow down.
+ */
 void
-ragq_vconn_connect(ragq_vconn_t *vc)
+ragq_vc_fail(ragq_vconn_t *vc, const char *why, int kind)
 {
-    const ragq_valkey_addr_t *addr = vc->addr;
-    redisAsyncContext        *ac;
-    char                      db[16];
+    int refused = kind == RAGQ_VLOSS_ROLE || kind == RAGQ_VLOSS_REFUSED ||
+                  kind == RAGQ_VLOSS_TLS;
 
+    snprintf(vc->last_error, sizeof(vc->last_error), "%s", why);
+    vc->loss = kind;
+    teardown(vc);
+    vc->failures++;
+    vc->healthy = 0;
     if (vc->closed) {
         return;
     }
-    ac = addr->transport == RAGQ_VALKEY_UNIX
-             ? redisAsyncConnectUnix(addr->path)
-             : redisAsyncConnect(addr->host, addr->port);
-    if (ac == NULL) {
-        vconn_lost(vc, "out of memory");
-        return;
+    vc->hooks->lost(vc, vc->last_error, vc->owner);
+    if (!vc->closed && vc->state == VC_IDLE) {
+        schedule_retry(vc, refused);
     }
-    if (ac->err) {
-        char why[256];
-
-        snprintf(why, sizeof(why), "%s", ac->errstr);
-        redisAsyncFree(ac);
-        vconn_lost(vc, why);
-        return;
-    }
-    if (adapter_attach(vc->loop, ac) < 0) {
-        redisAsyncFree(ac);
-        vconn_lost(vc, "out of memory");
-        return;
-    }
-    ac->data = vc;
-    vc->ac = ac;
-    vc->ready = 0;
-    vc->handshake_failed = 0;
-    /* After attach: setting the connect callback registers write interest. */
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (addr->password) {
-        if (addr->user) {
-            redisAsyncCommand(ac, handshake_reply, "AUTH", "AUTH %s %s",
-                              addr->user, addr->password);
-        } else {
-            redisAsyncCommand(ac, handshake_reply, "AUTH", "AUTH %s",
-                              addr->password);
-        }
-    }
-    if (addr->db) {
-        snprintf(db, sizeof(db), "%d", addr->db);
-        redisAsyncCommand(ac, handshake_reply, "SELECT", "SELECT %s", db);
-    }
-    if (vc->flags & RAGQ_VCONN_CLIENT_ID) {
-        vc->client_id = 0;
-        redisAsyncCommand(ac, handshake_reply, "CLIENT ID", "CLIENT ID");
-    }
-    redisAsyncCommand(ac, handshake_reply, "PING", "PING");
-    ragq_timer_start(vc->loop, &vc->connect_timer,
-                     (uint64_t) vc->connect_timeout_ms);
 }
 
 static void
-vconn_retry(void *data)
+connect_deadline(void *data)
+{
+    ragq_vconn_t *vc = data;
+    char          why[128];
+
+    snprintf(why, sizeof(why), "no answer within %ld ms (RAGQ_CONNECT_TIMEOUT)",
+             vc->net->connect_timeout_ms);
+    ragq_vc_fail(vc, why, RAGQ_VLOSS_HUNG);
+}
+
+static void
+retry_now(void *data)
 {
     ragq_vconn_connect(data);
 }
 
-static void
-vconn_connect_timer(void *data)
-{
-    ragq_vconn_t *vc = data;
+/* ---- handshake ---------------------------------------------------------- */
 
-    /* Either the handshake failed (last_error set) or it took too long. */
-    if (vc->ac && !vc->ready && vc->handshake_failed) {
-        vconn_drop(vc, NULL);
+void
+ragq_vc_handshake_start(ragq_vconn_t *vc)
+{
+    const ragq_valkey_addr_t *a = vc->net->addr;
+    const char               *user, *pass, *argv[3];
+    char                      db[16];
+    int                       sentinel = (vc->flags & RAGQ_VCONN_SENTINEL) != 0;
+    int                       rc = 0;
+
+    vc->state = VC_HANDSHAKE;
+    vc->reader = redisReaderCreate();
+    if (vc->reader == NULL) {
+        ragq_vc_fail(vc, "out of memory", RAGQ_VLOSS_NET);
         return;
     }
-    vconn_connect_timeout(vc);
+    user = sentinel ? vc->net->sentinel_user : a->user;
+    pass = sentinel ? vc->net->sentinel_password : a->password;
+    vc->hs_left = 0;
+    if (pass) {
+        argv[0] = "AUTH";
+        argv[1] = user ? user : pass;
+        argv[2] = pass;
+        rc |= ragq_vc_queue_command(vc, NULL, NULL, HS_AUTH, user ? 3 : 2, argv,
+                                    NULL);
+        vc->hs_left++;
+    }
+    if (!sentinel && a->db) {
+        snprintf(db, sizeof(db), "%d", a->db);
+        argv[0] = "SELECT";
+        argv[1] = db;
+        rc |= ragq_vc_queue_command(vc, NULL, NULL, HS_SELECT, 2, argv, NULL);
+        vc->hs_left++;
+    }
+    if (vc->flags & RAGQ_VCONN_CLIENT_ID) {
+        argv[0] = "CLIENT";
+        argv[1] = "ID";
+        rc |=
+            ragq_vc_queue_command(vc, NULL, NULL, HS_CLIENT_ID, 2, argv, NULL);
+        vc->hs_left++;
+    }
+    argv[0] = sentinel ? "PING" : "ROLE";
+    rc |= ragq_vc_queue_command(vc, NULL, NULL, sentinel ? HS_PING : HS_ROLE, 1,
+                                argv, NULL);
+    vc->hs_left++;
+    if (rc != 0) {
+        ragq_vc_fail(vc, "out of memory", RAGQ_VLOSS_NET);
+        return;
+    }
+    ragq_vc_flush(vc);
 }
 
+static const char *const hs_names[] = {"",          "AUTH", "SELECT",
+                                       "CLIENT ID", "ROLE", "PING"};
+
+/* One handshake answer; may fail the connection. */
+static void
+handshake_reply(ragq_vconn_t *vc, int hs, redisReply *r)
+{
+    char why[700];
+
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (hs == HS_CLIENT_ID) {
+            vc->client_id = 0; /* no CLIENT UNBLOCK then; not fatal */
+        } else if (hs == HS_ROLE && (strncmp(r->str, "NOPERM", 6) == 0 ||
+                                     strncmp(r->str, "ERR unknown", 11) == 0)) {
+            /* Not allowed to ask: READONLY on a write still tells. */
+            if (!vc->roles_unchecked) {
+                vc->roles_unchecked = 1;
+                ragq_log(RAGQ_LOG_WARN,
+                         "valkey (%s connection): cannot check that %s is "
+                         "the primary (ROLE: %s); add +role to the ACL",
+                         vc->name, vc->peer, r->str);
+            }
+        } else {
+            snprintf(why, sizeof(why), "%s: %s", hs_names[hs], r->str);
+            ragq_vc_fail(vc, why, RAGQ_VLOSS_REFUSED);
+            return;
+        }
+    } else if (hs == HS_CLIENT_ID) {
+        vc->client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    } else if (hs == HS_ROLE) {
+        const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                                   r->element[0]->type == REDIS_REPLY_STRING
+                               ? r->element[0]->str
+                               : "?";
+
+        if (strcmp(role, "master") != 0) {
+            snprintf(why, sizeof(why), "%s is not the primary (ROLE %s)%s",
+                     vc->peer, role,
+                     vc->net->sentinel ? ""
+                                       : "; RAGQ_VALKEY_URL must name "
+                                         "the primary, or use Sentinel");
+            ragq_vc_fail(vc, why, RAGQ_VLOSS_ROLE);
+            return;
+        }
+    }
+    if (--vc->hs_left > 0) {
+        return;
+    }
+    ragq_timer_stop(vc->net->loop, &vc->connect_timer);
+    vc->state = VC_READY;
+    vc->failures = 0;
+    if (vc->rcount > 0) {
+        vc->last_progress = ragq_now_ms();
+    }
+    vc->hooks->ready(vc, vc->owner);
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+/* An error that means the server is no longer the primary. */
+static int
+role_error(const char *s)
+{
+    return strncmp(s, "READONLY", 8) == 0 ||
+           strncmp(s, "MASTERDOWN", 10) == 0 ||
+           (strncmp(s, "UNBLOCKED", 9) == 0 && strstr(s, "state changed"));
+}
+
+static void
+dispatch(ragq_vconn_t *vc, redisReply *r)
+{
+    ragq_vrec_t rec;
+    unsigned    epoch = vc->epoch;
+    char        why[600];
+
+    if (vc->rcount == 0) {
+        if ((vc->flags & RAGQ_VCONN_SUBSCRIBER) && vc->hooks->message) {
+            vc->hooks->message(vc, r, vc->owner);
+            return;
+        }
+        ragq_vc_fail(vc, "a reply nobody asked for (protocol error)",
+                     RAGQ_VLOSS_NET);
+        return;
+    }
+    rec = ragq_vc_ring_pop(vc);
+    if (rec.hs != HS_NONE) {
+        handshake_reply(vc, rec.hs, r);
+        return;
+    }
+    if (rec.cb) {
+        vc->pending--;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (vc->hooks->error) {
+            vc->hooks->error(vc, rec.cmd, r, vc->owner);
+        }
+        if (rec.cb && vc->epoch == epoch) {
+            rec.cb(vc->owner, r, rec.priv);
+        }
+        if (vc->epoch == epoch && role_error(r->str)) {
+            snprintf(why, sizeof(why), "%s is no longer the primary (%s: %s)%s",
+                     vc->peer, rec.cmd, r->str,
+                     vc->net->sentinel ? ""
+                                       : "; RAGQ_VALKEY_URL must name the "
+                                         "primary, or use Sentinel");
+            ragq_vc_fail(vc, why, RAGQ_VLOSS_ROLE);
+        }
+        return;
+    }
+    if (!vc->healthy) {
+        /* Only a command that worked proves the server serves us. */
+        vc->healthy = 1;
+        ragq_backoff_reset(&vc->backoff);
+    }
+    if (vc->watch_ok && vc->hooks->ok) {
+        vc->hooks->ok(vc, rec.cmd, vc->owner);
+    }
+    if (rec.cb && vc->epoch == epoch) {
+        rec.cb(vc->owner, r, rec.priv);
+    }
+}
+
+/* Reads until the socket has nothing more; replies are dispatched as
+ * they complete. */
+static void
+read_replies(ragq_vconn_t *vc)
+{
+    char     buf[RAGQ_READ_CHUNK], err[300];
+    unsigned epoch = vc->epoch, want = 0;
+    ssize_t  n;
+    void    *reply;
+
+    vc->tls_read_wants = 0;
+    for (;;) {
+        if (vc->tls) {
+            n = ragq_tls_read(vc->tls, buf, sizeof(buf), &want, err,
+                              sizeof(err));
+            if (n < 0 && want) {
+                vc->tls_read_wants = want;
+                break;
+            }
+        } else {
+            n = recv(vc->fd, buf, sizeof(buf), 0);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                break;
+            }
+            if (n < 0) {
+                snprintf(err, sizeof(err), "read: %s", strerror(errno));
+            }
+        }
+        if (n == 0) {
+            ragq_vc_fail(vc, "connection closed by the server", RAGQ_VLOSS_NET);
+            return;
+        }
+        if (n < 0) {
+            ragq_vc_fail(vc, err, RAGQ_VLOSS_NET);
+            return;
+        }
+        vc->last_progress = ragq_now_ms();
+        if (redisReaderFeed(vc->reader, buf, (size_t) n) != REDIS_OK) {
+            ragq_vc_fail(vc, "out of memory", RAGQ_VLOSS_NET);
+            return;
+        }
+        for (;;) {
+            reply = NULL;
+            if (redisReaderGetReply(vc->reader, &reply) != REDIS_OK) {
+                snprintf(err, sizeof(err), "protocol error: %s",
+                         vc->reader->errstr);
+                ragq_vc_fail(vc, err, RAGQ_VLOSS_NET);
+                return;
+            }
+            if (reply == NULL) {
+                break;
+            }
+            dispatch(vc, reply);
+            freeReplyObject(reply);
+            if (vc->epoch != epoch) {
+                return;
+            }
+        }
+        if (!vc->tls && n < (ssize_t) sizeof(buf)) {
+            break; /* drained: saves the recv that would say EAGAIN */
+        }
+    }
+    if (vc->rcount == 0) {
+        ragq_timer_stop(vc->net->loop, &vc->reply_timer);
+    }
+    ragq_vc_update_watch(vc);
+}
+
+/* ---- socket events ------------------------------------------------------ */
+
+void
+ragq_vc_io(int fd, unsigned events, void *data)
+{
+    ragq_vconn_t *vc = data;
+    unsigned      epoch = vc->epoch;
+
+    (void) fd;
+    switch (vc->state) {
+    case VC_CONNECTING:
+        ragq_vc_connect_done(vc);
+        return;
+    case VC_TLS:
+        ragq_vc_tls_step(vc);
+        return;
+    case VC_HANDSHAKE:
+    case VC_READY:
+        break;
+    default:
+        return;
+    }
+    /* TLS: a read may need the socket writable and a write readable. */
+    if ((events & RAGQ_IO_READ) ||
+        ((events & RAGQ_IO_WRITE) &&
+         vc->tls_read_wants == RAGQ_TLS_WANT_WRITE)) {
+        read_replies(vc);
+        if (vc->epoch != epoch) {
+            return;
+        }
+    }
+    if (vc->olen > vc->ooff && ((events & RAGQ_IO_WRITE) ||
+                                vc->tls_write_wants == RAGQ_TLS_WANT_READ)) {
+        ragq_vc_flush(vc);
+    }
+}
+
+/* ---- life ---------------------------------------------------------------- */
+
 ragq_vconn_t *
-ragq_vconn_new(ragq_loop_t *loop, const ragq_valkey_addr_t *addr,
-               const char *name, long connect_timeout_ms, unsigned flags,
+ragq_vconn_new(ragq_vnet_t *net, const char *name, unsigned flags,
                const ragq_vconn_hooks_t *hooks, void *owner)
 {
     ragq_vconn_t *vc = calloc(1, sizeof(*vc));
@@ -355,79 +465,47 @@ ragq_vconn_new(ragq_loop_t *loop, const ragq_valkey_addr_t *addr,
     if (vc == NULL) {
         return NULL;
     }
-    vc->loop = loop;
-    vc->addr = addr;
+    vc->net = net;
     vc->name = name;
-    vc->connect_timeout_ms = connect_timeout_ms;
     vc->flags = flags;
     vc->hooks = hooks;
     vc->owner = owner;
+    vc->fd = -1;
     ragq_backoff_init(&vc->backoff, RAGQ_RECONNECT_MIN_MS,
                       RAGQ_RECONNECT_MAX_MS);
-    ragq_timer_init(&vc->connect_timer, vconn_connect_timer, vc);
-    ragq_timer_init(&vc->retry_timer, vconn_retry, vc);
+    ragq_timer_init(&vc->connect_timer, connect_deadline, vc);
+    ragq_timer_init(&vc->retry_timer, retry_now, vc);
+    ragq_timer_init(&vc->flush_timer, ragq_vc_flush_posted, vc);
+    ragq_timer_init(&vc->reply_timer, reply_deadline, vc);
+    if (net->sentinel && !(flags & RAGQ_VCONN_SENTINEL)) {
+        ragq_sentinel_watch(net->sentinel, vc);
+    }
     return vc;
 }
 
-/* ---- commands --------------------------------------------------------- */
-
-static void
-on_reply(redisAsyncContext *ac, void *r, void *privdata)
+void
+ragq_vconn_set_target(ragq_vconn_t *vc, const char *host, int port)
 {
-    ragq_vcmd_t        *c = privdata;
-    ragq_vconn_t       *vc = c->vc;
-    ragq_vconn_reply_cb cb = c->cb;
-    void               *priv = c->priv;
-
-    (void) ac;
-    c->next = vc->free_cmds;
-    vc->free_cmds = c;
-    vc->pending--;
-    if (r == NULL) {
-        /* Only a teardown answers NULL: the connection is going away. */
-        vc->ready = 0;
-    }
-    cb(vc->owner, r, priv);
+    snprintf(vc->host, sizeof(vc->host), "%s", host);
+    vc->port = port;
 }
 
-int
-ragq_vconn_send(ragq_vconn_t *vc, ragq_vconn_reply_cb cb, void *priv, int argc,
-                const char **argv, const size_t *lens)
+void
+ragq_vconn_set_extra_timeout(ragq_vconn_t *vc, long ms)
 {
-    ragq_vcmd_t *c = NULL;
+    vc->extra_timeout_ms = ms;
+}
 
-    if (vc->ac == NULL || !vc->ready) {
-        return -1;
-    }
-    if (cb) {
-        c = vc->free_cmds;
-        if (c) {
-            vc->free_cmds = c->next;
-        } else if ((c = malloc(sizeof(*c))) == NULL) {
-            return -1;
-        }
-        c->vc = vc;
-        c->cb = cb;
-        c->priv = priv;
-    }
-    if (redisAsyncCommandArgv(vc->ac, c ? on_reply : NULL, c, argc, argv,
-                              lens) != REDIS_OK) {
-        if (c) {
-            c->next = vc->free_cmds;
-            vc->free_cmds = c;
-        }
-        return -1;
-    }
-    if (c) {
-        vc->pending++;
-    }
-    return 0;
+void
+ragq_vconn_watch_ok(ragq_vconn_t *vc, int on)
+{
+    vc->watch_ok = on;
 }
 
 int
 ragq_vconn_ready(const ragq_vconn_t *vc)
 {
-    return vc->ac != NULL && vc->ready;
+    return vc->state == VC_READY;
 }
 
 long
@@ -449,39 +527,55 @@ ragq_vconn_name(const ragq_vconn_t *vc)
 }
 
 const char *
+ragq_vconn_peer(const ragq_vconn_t *vc)
+{
+    return vc->peer;
+}
+
+const char *
 ragq_vconn_last_error(const ragq_vconn_t *vc)
 {
     return vc->last_error;
 }
 
+int
+ragq_vconn_loss(const ragq_vconn_t *vc)
+{
+    return vc->loss;
+}
+
+unsigned
+ragq_vconn_failures(const ragq_vconn_t *vc)
+{
+    return vc->failures;
+}
+
+void
+ragq_vconn_disconnect(ragq_vconn_t *vc)
+{
+    ragq_timer_stop(vc->net->loop, &vc->retry_timer);
+    teardown(vc);
+}
+
 void
 ragq_vconn_close(ragq_vconn_t *vc)
 {
-    redisAsyncContext *ac = vc->ac;
-
     vc->closed = 1;
-    ragq_timer_stop(vc->loop, &vc->connect_timer);
-    ragq_timer_stop(vc->loop, &vc->retry_timer);
-    vc->ac = NULL;
-    vc->ready = 0;
-    if (ac) {
-        /* Pending callbacks run now, with NULL. */
-        redisAsyncFree(ac);
-    }
+    ragq_timer_stop(vc->net->loop, &vc->retry_timer);
+    teardown(vc);
 }
 
 void
 ragq_vconn_free(ragq_vconn_t *vc)
 {
-    ragq_vcmd_t *c;
-
     if (vc == NULL) {
         return;
     }
     ragq_vconn_close(vc);
-    while ((c = vc->free_cmds) != NULL) {
-        vc->free_cmds = c->next;
-        free(c);
+    if (vc->net->sentinel && !(vc->flags & RAGQ_VCONN_SENTINEL)) {
+        ragq_sentinel_unwatch(vc->net->sentinel, vc);
     }
+    free(vc->obuf);
+    free(vc->ring);
     free(vc);
 }

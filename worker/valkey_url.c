@@ -4,11 +4,9 @@
 
 #include "valkey_url.h"
 
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #define RAGQ_VALKEY_DB_MAX 1000000
 
@@ -140,32 +138,181 @@ parse_userinfo(const char *p, const char *at, ragq_valkey_addr_t *a, char *why,
     return a->password ? 0 : fail(a, why, whylen, "out of memory");
 }
 
+/*
+ * host[:port] in p[0..end): host without IPv6 brackets into *host
+ * (allocated), port into *port (dflt when absent).  -1 with *bad the
+ * reason, -2 with *bad where unexpected text starts.
+ */
+static int
+parse_hostport(const char *p, const char *end, int dflt, char **host, int *port,
+               const char **bad)
+{
+    const char *h, *he;
+    long        n;
+
+    if (p < end && *p == '[') {
+        he = memchr(p, ']', (size_t) (end - p));
+        if (he == NULL) {
+            *bad = "an IPv6 address needs its closing ']'";
+            return -1;
+        }
+        h = p + 1;
+        p = he + 1;
+    } else {
+        h = p;
+        he = memchr(p, ':', (size_t) (end - p));
+        if (he == NULL) {
+            he = end;
+        }
+        p = he;
+    }
+    if (he == h) {
+        *bad = "the host is missing";
+        return -1;
+    }
+    *port = dflt;
+    if (p < end && *p == ':') {
+        n = number(p + 1, (size_t) (end - p - 1), 65535);
+        if (n < 1) {
+            *bad = "the port must be a number from 1 to 65535";
+            return -1;
+        }
+        *port = (int) n;
+    } else if (p < end) {
+        *bad = p;
+        return -2;
+    }
+    *host = dup_range(h, (size_t) (he - h));
+    if (*host == NULL) {
+        *bad = "out of memory";
+        return -1;
+    }
+    return 0;
+}
+
+static int
+hostport_fail(ragq_valkey_addr_t *a, char *why, size_t whylen, int rc,
+              const char *bad, const char *end)
+{
+    char msg[300];
+
+    if (rc == -2) {
+        snprintf(msg, sizeof(msg), "unexpected '%.*s'", (int) (end - bad), bad);
+        return fail(a, why, whylen, msg);
+    }
+    return fail(a, why, whylen, bad);
+}
+
+/* The sentinels, comma-separated, in p[0..end). */
+static int
+parse_sentinels(const char *p, const char *end, ragq_valkey_addr_t *a,
+                char *why, size_t whylen)
+{
+    ragq_valkey_hostport_t *s;
+    const char             *bad = NULL, *comma;
+    int                     n = 1, rc;
+
+    for (const char *c = p; c < end; c++) {
+        n += *c == ',';
+    }
+    if (n > RAGQ_VALKEY_SENTINELS_MAX) {
+        return fail(a, why, whylen, "at most 16 sentinels");
+    }
+    a->sentinels = calloc((size_t) n, sizeof(*a->sentinels));
+    if (a->sentinels == NULL) {
+        return fail(a, why, whylen, "out of memory");
+    }
+    while (a->nsentinels < n) {
+        comma = memchr(p, ',', (size_t) (end - p));
+        if (comma == NULL) {
+            comma = end;
+        }
+        s = &a->sentinels[a->nsentinels];
+        rc = parse_hostport(p, comma, 26379, &s->host, &s->port, &bad);
+        if (rc != 0) {
+            return hostport_fail(a, why, whylen, rc, bad, comma);
+        }
+        a->nsentinels++;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+/* /name[/db] after the sentinels. */
+static int
+parse_master(const char *p, ragq_valkey_addr_t *a, char *why, size_t whylen)
+{
+    const char *slash;
+    long        db;
+
+    if (*p != '/' || p[1] == '\0' || p[1] == '/') {
+        return fail(a, why, whylen,
+                    "the primary's name must follow the sentinels "
+                    "(redis+sentinel://HOST:PORT,.../NAME)");
+    }
+    p++;
+    slash = strchr(p, '/');
+    a->master = slash ? dup_range(p, (size_t) (slash - p)) : strdup(p);
+    if (a->master == NULL) {
+        return fail(a, why, whylen, "out of memory");
+    }
+    if (strpbrk(a->master, " \t\r\n?#") != NULL) {
+        return fail(a, why, whylen,
+                    "the primary's name cannot hold spaces, ? or #");
+    }
+    if (slash && slash[1] != '\0') {
+        db = number(slash + 1, strlen(slash + 1), RAGQ_VALKEY_DB_MAX);
+        if (db < 0) {
+            return fail(a, why, whylen,
+                        "the database must be a number (/NAME/0)");
+        }
+        a->db = (int) db;
+    }
+    return 0;
+}
+
+static const struct {
+    const char             *scheme;
+    ragq_valkey_transport_t transport;
+    int                     tls;
+} schemes[] = {
+    {"redis://", RAGQ_VALKEY_TCP, 0},
+    {"valkey://", RAGQ_VALKEY_TCP, 0},
+    {"rediss://", RAGQ_VALKEY_TCP, 1},
+    {"valkeys://", RAGQ_VALKEY_TCP, 1},
+    {"redis+sentinel://", RAGQ_VALKEY_SENTINEL, 0},
+    {"valkey+sentinel://", RAGQ_VALKEY_SENTINEL, 0},
+    {"rediss+sentinel://", RAGQ_VALKEY_SENTINEL, 1},
+    {"valkeys+sentinel://", RAGQ_VALKEY_SENTINEL, 1},
+};
+
 int
 ragq_valkey_addr_parse(const char *url, ragq_valkey_addr_t *a, char *why,
                        size_t whylen)
 {
-    const char *p, *end, *at, *h, *he;
-    long        port, db;
+    const char *p = NULL, *end, *at, *h, *bad = NULL;
+    long        db;
+    int         rc;
+    size_t      i;
 
     memset(a, 0, sizeof(*a));
     a->port = 6379;
-    if (strncmp(url, "rediss://", 9) == 0 ||
-        strncmp(url, "valkeys://", 10) == 0) {
-        return fail(a, why, whylen,
-                    "TLS is not supported; reach Valkey over loopback, a unix "
-                    "socket or a TLS tunnel such as stunnel");
-    }
     if (strncmp(url, "unix://", 7) == 0) {
         return parse_unix(url + 7, a, why, whylen);
     }
-    if (strncmp(url, "redis://", 8) == 0) {
-        p = url + 8;
-    } else if (strncmp(url, "valkey://", 9) == 0) {
-        p = url + 9;
-    } else {
-        return fail(a, why, whylen, "the scheme must be redis:// or unix://");
+    for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        if (strncmp(url, schemes[i].scheme, strlen(schemes[i].scheme)) == 0) {
+            p = url + strlen(schemes[i].scheme);
+            a->transport = schemes[i].transport;
+            a->tls = schemes[i].tls;
+            break;
+        }
     }
-    a->transport = RAGQ_VALKEY_TCP;
+    if (p == NULL) {
+        return fail(a, why, whylen,
+                    "the scheme must be redis://, rediss://, "
+                    "redis+sentinel://, rediss+sentinel:// or unix://");
+    }
 
     /* The authority ends at the path; its user information at its last @. */
     end = p + strcspn(p, "/");
@@ -181,38 +328,20 @@ ragq_valkey_addr_parse(const char *url, ragq_valkey_addr_t *a, char *why,
         }
         p = at + 1;
     }
-
-    if (*p == '[') {
-        he = memchr(p, ']', (size_t) (end - p));
-        if (he == NULL) {
-            return fail(a, why, whylen,
-                        "an IPv6 address needs its closing ']'");
+    if (a->transport == RAGQ_VALKEY_SENTINEL) {
+        if (parse_sentinels(p, end, a, why, whylen) != 0) {
+            return -1;
         }
-        h = p + 1;
-        p = he + 1;
-    } else {
-        h = p;
-        he = p + strcspn(p, ":/");
-        if (he > end) {
-            he = end;
-        }
-        p = he;
+        return parse_master(end, a, why, whylen);
     }
-    if (he == h) {
-        return fail(a, why, whylen, "the host is missing");
+    if (memchr(p, ',', (size_t) (end - p)) != NULL) {
+        return fail(a, why, whylen,
+                    "several hosts need redis+sentinel:// (a list of "
+                    "sentinels)");
     }
-    if (p < end && *p == ':') {
-        port = number(p + 1, (size_t) (end - p - 1), 65535);
-        if (port < 1) {
-            return fail(a, why, whylen,
-                        "the port must be a number from 1 to 65535");
-        }
-        a->port = (int) port;
-    } else if (p < end) {
-        char msg[300];
-
-        snprintf(msg, sizeof(msg), "unexpected '%.*s'", (int) (end - p), p);
-        return fail(a, why, whylen, msg);
+    rc = parse_hostport(p, end, 6379, &a->host, &a->port, &bad);
+    if (rc != 0) {
+        return hostport_fail(a, why, whylen, rc, bad, end);
     }
     if (*end == '/' && end[1] != '\0') {
         db = number(end + 1, strlen(end + 1), RAGQ_VALKEY_DB_MAX);
@@ -221,45 +350,17 @@ ragq_valkey_addr_parse(const char *url, ragq_valkey_addr_t *a, char *why,
         }
         a->db = (int) db;
     }
-    a->host = dup_range(h, (size_t) (he - h));
-    return a->host ? 0 : fail(a, why, whylen, "out of memory");
-}
-
-int
-ragq_valkey_addr_resolve(ragq_valkey_addr_t *a, char *err, size_t errlen)
-{
-    struct addrinfo hints, *res;
-    char            numeric[256], *h;
-    int             rc;
-
-    if (a->transport != RAGQ_VALKEY_TCP) {
-        return 0;
-    }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    rc = getaddrinfo(a->host, NULL, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve \"%s\": %s", a->host,
-                 gai_strerror(rc));
-        return -1;
-    }
-    if (getnameinfo(res->ai_addr, res->ai_addrlen, numeric, sizeof(numeric),
-                    NULL, 0, NI_NUMERICHOST) != 0) {
-        snprintf(numeric, sizeof(numeric), "%s", a->host);
-    }
-    freeaddrinfo(res);
-    if ((h = strdup(numeric)) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    free(a->host);
-    a->host = h;
     return 0;
 }
 
 void
 ragq_valkey_addr_free(ragq_valkey_addr_t *a)
 {
+    for (int i = 0; i < a->nsentinels; i++) {
+        free(a->sentinels[i].host);
+    }
+    free(a->sentinels);
+    free(a->master);
     free(a->host);
     free(a->path);
     free(a->user);
@@ -268,14 +369,37 @@ ragq_valkey_addr_free(ragq_valkey_addr_t *a)
 }
 
 void
+ragq_valkey_hostport_fmt(const char *host, int port, char *buf, size_t len)
+{
+    snprintf(buf, len, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+void
 ragq_valkey_addr_where(const ragq_valkey_addr_t *addr, char *buf, size_t len)
 {
+    size_t n;
+
     if (addr->transport == RAGQ_VALKEY_UNIX) {
         snprintf(buf, len, "unix:%s", addr->path);
-    } else if (strchr(addr->host, ':')) {
-        snprintf(buf, len, "[%s]:%d", addr->host, addr->port);
-    } else {
-        snprintf(buf, len, "%s:%d", addr->host, addr->port);
+        return;
+    }
+    if (addr->transport == RAGQ_VALKEY_TCP) {
+        ragq_valkey_hostport_fmt(addr->host, addr->port, buf, len);
+        return;
+    }
+    snprintf(buf, len, "sentinels ");
+    n = strlen(buf);
+    for (int i = 0; i < addr->nsentinels && n + 1 < len; i++) {
+        if (i > 0) {
+            buf[n++] = ',';
+            buf[n] = '\0';
+        }
+        ragq_valkey_hostport_fmt(addr->sentinels[i].host,
+                                 addr->sentinels[i].port, buf + n, len - n);
+        n += strlen(buf + n);
+    }
+    if (n + 1 < len) {
+        snprintf(buf + n, len - n, " (primary %s)", addr->master);
     }
 }
 

@@ -2,15 +2,24 @@
  * valkey_url.h: where the worker's Valkey is.  The one parser of
  * RAGQ_VALKEY_URL, used both by the configuration check (config.c, which
  * refuses a bad URL before anything starts) and to connect (main.c,
- * valkey_conn.c), so the two can never disagree:
+ * valkey_conn.c, valkey_sentinel.c), so the two can never disagree:
  *
- *   redis://[[user]:password@]host[:port][/db]   (or valkey://)
+ *   redis://[[user]:password@]host[:port][/db]       (or valkey://)
+ *   rediss://[[user]:password@]host[:port][/db]      TLS (or valkeys://)
  *   unix:///absolute/path[?db=N]
+ *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/name[/db]
+ *   rediss+sentinel://...                            TLS to the sentinels
+ *                                                    and the primary
+ *                                                    (or valkey[s]+sentinel)
  *
- * host is a name, an IPv4 address or an [IPv6] one; port defaults to 6379,
- * db to 0 (0 to 1000000).  The user information ends at the last '@' before
- * the path, so a password may hold '@' as is; '%XX' escapes are decoded in
- * the user name and password.  rediss:// is refused for now.
+ * host is a name, an IPv4 address or an [IPv6] one; port defaults to 6379
+ * (26379 for a sentinel), db to 0 (0 to 1000000).  The user information
+ * ends at the last '@' before the path, so a password may hold '@' as is;
+ * '%XX' escapes are decoded in the user name and password.  With Sentinel,
+ * the user and password are those of the primary (the data), not of the
+ * sentinels (RAGQ_VALKEY_SENTINEL_USER / _PASSWORD, config.h).  Names are
+ * not resolved here: valkey_conn.c resolves them on every connect, off the
+ * loop (resolver.h).
  * Implemented in valkey_url.c.
  */
 
@@ -21,18 +30,29 @@
 
 typedef enum {
     RAGQ_VALKEY_TCP,
-    RAGQ_VALKEY_UNIX
-    /* to come: TLS (rediss://) and Sentinel (redis+sentinel://) */
+    RAGQ_VALKEY_UNIX,
+    RAGQ_VALKEY_SENTINEL /* the primary is asked from the sentinels */
 } ragq_valkey_transport_t;
+
+#define RAGQ_VALKEY_SENTINELS_MAX 16
+
+typedef struct {
+    char *host; /* as written, without IPv6 brackets */
+    int   port;
+} ragq_valkey_hostport_t;
 
 typedef struct {
     ragq_valkey_transport_t transport;
-    char *host; /* TCP: as written; numeric after ragq_valkey_addr_resolve */
-    int   port;
-    char *path;            /* unix socket */
-    char *user, *password; /* decoded; NULL when not given */
-    int   db;
-    /* TLS settings and the Sentinel hosts + master name will go here. */
+    int                     tls; /* rediss://, valkeys://, rediss+sentinel:// */
+    char                   *host; /* TCP: as written */
+    int                     port;
+    char                   *path;            /* unix socket */
+    char                   *user, *password; /* decoded; NULL when not given */
+    int                     db;
+    /* Sentinel: the sentinels as written and the primary's name. */
+    ragq_valkey_hostport_t *sentinels;
+    int                     nsentinels;
+    char                   *master;
 } ragq_valkey_addr_t;
 
 /*
@@ -42,18 +62,18 @@ typedef struct {
 int ragq_valkey_addr_parse(const char *url, ragq_valkey_addr_t *addr, char *why,
                            size_t whylen);
 
-/*
- * Resolves a TCP host to a numeric address, once, at start-up: it blocks,
- * and the worker's loop must never wait on DNS.  -1 + err on failure.
- */
-int ragq_valkey_addr_resolve(ragq_valkey_addr_t *addr, char *err,
-                             size_t errlen);
-
 void ragq_valkey_addr_free(ragq_valkey_addr_t *addr);
 
-/* "HOST:PORT" or "unix:PATH", for messages. */
+/*
+ * For messages: "HOST:PORT", "[V6]:PORT", "unix:PATH", or "sentinels
+ * H:P,H:P (primary NAME)".
+ */
 void ragq_valkey_addr_where(const ragq_valkey_addr_t *addr, char *buf,
                             size_t len);
+
+/* "HOST:PORT" or "[V6]:PORT" of one host. */
+void ragq_valkey_hostport_fmt(const char *host, int port, char *buf,
+                              size_t len);
 
 /* url for messages, its password (or the whole user information when it
  * has no ':') replaced by "***". */

@@ -273,14 +273,14 @@ $::Queued
 
 
 
-=== TEST 10: a wrong password: 503, and the reason is logged
+=== TEST 10: a wrong password: 500 valkey_denied (retrying will not help), and the reason is logged
 --- http_config
 ragq_valkey 127.0.0.1:$TEST_NGINX_AUTH_REDIS_PORT password=wrong;
 --- request
 POST /chat?query=x
---- error_code: 503
+--- error_code: 500
 --- response_body_like chomp
-"valkey_unavailable"
+"valkey_denied"
 --- error_log
 ragq: valkey AUTH failed: WRONGPASS
 --- no_error_log

@@ -14,16 +14,43 @@
 #include "suites.h"
 
 static const char *const envs[] = {
-    "RAGQ_VALKEY_URL",    "RAGQ_PREFIX",          "OPENAI_BASE_URL",
-    "OPENAI_API_KEY",     "RAGQ_CHAT_MODEL",      "RAGQ_EMBED_BASE_URL",
-    "RAGQ_EMBED_API_KEY", "RAGQ_EMBED_MODEL",     "QDRANT_URL",
-    "QDRANT_API_KEY",     "RAGQ_COLLECTION",      "RAGQ_TOP_K",
-    "RAGQ_EMBEDDER",      "RAGQ_STORE",           "RAGQ_ANSWERER",
-    "RAGQ_STORE_PATH",    "RAGQ_CONCURRENCY",     "RAGQ_MAX_ATTEMPTS",
-    "RAGQ_RECLAIM_AFTER", "RAGQ_SHUTDOWN_GRACE",  "RAGQ_RESULT_TTL",
-    "RAGQ_HTTP_TIMEOUT",  "RAGQ_CONNECT_TIMEOUT", "RAGQ_MAX_TOKENS",
-    "RAGQ_CONSUMER",      "RAGQ_LOG_LEVEL",       "RAGQ_CHUNK_SIZE",
-    "RAGQ_CHUNK_OVERLAP", "RAGQ_BATCH_SIZE",
+    "RAGQ_VALKEY_URL",
+    "RAGQ_PREFIX",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "RAGQ_CHAT_MODEL",
+    "RAGQ_EMBED_BASE_URL",
+    "RAGQ_EMBED_API_KEY",
+    "RAGQ_EMBED_MODEL",
+    "QDRANT_URL",
+    "QDRANT_API_KEY",
+    "RAGQ_COLLECTION",
+    "RAGQ_TOP_K",
+    "RAGQ_EMBEDDER",
+    "RAGQ_STORE",
+    "RAGQ_ANSWERER",
+    "RAGQ_STORE_PATH",
+    "RAGQ_CONCURRENCY",
+    "RAGQ_MAX_ATTEMPTS",
+    "RAGQ_RECLAIM_AFTER",
+    "RAGQ_SHUTDOWN_GRACE",
+    "RAGQ_RESULT_TTL",
+    "RAGQ_HTTP_TIMEOUT",
+    "RAGQ_CONNECT_TIMEOUT",
+    "RAGQ_MAX_TOKENS",
+    "RAGQ_CONSUMER",
+    "RAGQ_LOG_LEVEL",
+    "RAGQ_CHUNK_SIZE",
+    "RAGQ_CHUNK_OVERLAP",
+    "RAGQ_BATCH_SIZE",
+    "RAGQ_VALKEY_TIMEOUT",
+    "RAGQ_VALKEY_CA_FILE",
+    "RAGQ_VALKEY_CERT_FILE",
+    "RAGQ_VALKEY_KEY_FILE",
+    "RAGQ_VALKEY_TLS_SERVER_NAME",
+    "RAGQ_VALKEY_TLS_VERIFY",
+    "RAGQ_VALKEY_SENTINEL_USER",
+    "RAGQ_VALKEY_SENTINEL_PASSWORD",
 };
 
 static void
@@ -93,6 +120,9 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg.top_k, 5);
     ck_assert_uint_eq(cfg.concurrency, 64);
     ck_assert_uint_eq(cfg.max_attempts, 3);
+    ck_assert_int_eq(cfg.valkey_timeout_ms, 10000);
+    ck_assert_uint_eq(cfg.valkey_tls_verify, 1);
+    ck_assert_ptr_null(cfg.valkey_ca_file);
     ck_assert_int_eq(cfg.reclaim_after_ms, 60000);
     ck_assert_int_eq(cfg.shutdown_grace_ms, 30000);
     ck_assert_int_eq(cfg.result_ttl_ms, 86400000L);
@@ -315,12 +345,15 @@ START_TEST(test_check)
           "unix:///run/valkey/valkey.sock",
           "unix:///tmp/v.sock?db=3",
           "valkey://h:1/",
+          "rediss://user:secret@valkey.internal:6380/1",
+          "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2/mymaster/0",
     };
     const char *bad[] = {
         "http://127.0.0.1:6379", "redis://127.0.0.1:0",
         "redis://:6379",         "redis://127.0.0.1:6379/x",
         "unix://relative.sock",  "unix:///tmp/v.sock?database=1",
         "127.0.0.1:6379",        "redis://[::1:6379",
+        "redis+sentinel://h:1",  "redis://a,b/0",
     };
 
     clear_env();
@@ -340,8 +373,27 @@ START_TEST(test_check)
     cfg.valkey_url = "redis://:hunter2@127.0.0.1:99999";
     check_fails(&cfg, "'redis://:***@127.0.0.1:99999': the port must be");
     ck_assert_ptr_null(strstr(err, "hunter2"));
+    /* TLS and Sentinel settings only with a URL that uses them: set for
+     * TLS but talking plain text is refused */
     cfg.valkey_url = "rediss://127.0.0.1:6379";
-    check_fails(&cfg, "TLS is not supported");
+    ck_assert_int_eq(ragq_config_check(&cfg, err, sizeof(err)), 0);
+    cfg.valkey_ca_file = "/etc/ssl/certs/ca.pem";
+    ck_assert_int_eq(ragq_config_check(&cfg, err, sizeof(err)), 0);
+    cfg.valkey_url = "redis://127.0.0.1:6379";
+    check_fails(&cfg, "RAGQ_VALKEY_CA_FILE is set but RAGQ_VALKEY_URL does "
+                      "not use TLS");
+    cfg.valkey_ca_file = NULL;
+    cfg.valkey_tls_server_name = "valkey.internal";
+    check_fails(&cfg, "RAGQ_VALKEY_TLS_SERVER_NAME is set but");
+    cfg.valkey_url = "rediss+sentinel://h:26379/m";
+    ck_assert_int_eq(ragq_config_check(&cfg, err, sizeof(err)), 0);
+    cfg.valkey_tls_server_name = NULL;
+    cfg.valkey_sentinel_password = "s";
+    ck_assert_int_eq(ragq_config_check(&cfg, err, sizeof(err)), 0);
+    cfg.valkey_url = "rediss://127.0.0.1:6379";
+    check_fails(&cfg, "RAGQ_VALKEY_SENTINEL_PASSWORD is set but "
+                      "RAGQ_VALKEY_URL is not a redis+sentinel:// URL");
+    cfg.valkey_sentinel_password = NULL;
     cfg.valkey_url = "redis://127.0.0.1:6379";
 
     /* api.openai.com needs a key; another server does not */

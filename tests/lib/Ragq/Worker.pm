@@ -133,7 +133,37 @@ END {
     }
 }
 
+# ---- the worker's ACL -------------------------------------------------
+
+# The commands ragq-worker sends, itself and inside its scripts: the ACL of
+# README "Production Valkey" (worker subsection).  Tests log in with it, so a
+# command added to the worker without adding it here fails them (NOPERM).
+our @ACL_COMMANDS = qw(xreadgroup xautoclaim xpending xclaim xack xdel
+  xgroup|create xgroup|delconsumer xinfo|groups xinfo|consumers
+  evalsha eval script|load client|id client|unblock role
+  type hset hget hmget hdel hincrby pexpire publish xadd);
+
+# The rules of an ACL user for a worker of prefix P with password PASS.
+sub acl_rules {
+    my ($prefix, $pass) = @_;
+    return "on >$pass resetkeys ~$prefix:* resetchannels &$prefix:* -\@all "
+      . join(' ', map { "+$_" } @ACL_COMMANDS);
+}
+
 # ---- jobs in Valkey, the module's way ---------------------------------
+
+# Where the job helpers below talk: the suite's redis-server (Ragq::Valkey),
+# or any object with cli(@args) / cli_list(@args), such as a
+# Ragq::ValkeyHA server:  local $Ragq::Worker::VALKEY = $server;
+our $VALKEY;
+
+sub _cmd {
+    return $VALKEY ? $VALKEY->cli(@_) : Ragq::Valkey::cmd(@_);
+}
+
+sub _cmd_list {
+    return $VALKEY ? $VALKEY->cli_list(@_) : Ragq::Valkey::cmd_list(@_);
+}
 
 my $SEQ = 0;
 
@@ -151,7 +181,7 @@ sub enqueue {
     my $p = $o{prefix} // 'ragq';
     my $id = $o{id} // new_id();
     my $ms = int(time * 1000);
-    Ragq::Valkey::cmd('EVAL', $ENQUEUE, 3, "$p:job:$id", "$p:jobs", $id,
+    _cmd('EVAL', $ENQUEUE, 3, "$p:job:$id", "$p:jobs", $id,
         status => 'queued', query => $o{query} // 'What is the capital of France?',
         top_k => $o{top_k} // 3, collection => $o{collection} // '',
         tenant => '', created_at => $ms, attempts => $o{attempts} // 0);
@@ -161,7 +191,7 @@ sub enqueue {
 # The job hash as a Perl hash (values must not contain newlines).
 sub job {
     my ($prefix, $id) = @_;
-    my @kv = Ragq::Valkey::cmd_list('HGETALL', "$prefix:job:$id");
+    my @kv = _cmd_list('HGETALL', "$prefix:job:$id");
     my %h;
     while (@kv) {
         my $k = shift @kv;
@@ -173,7 +203,7 @@ sub job {
 
 sub field {
     my ($prefix, $id, $f) = @_;
-    return Ragq::Valkey::cmd('HGET', "$prefix:job:$id", $f);
+    return _cmd('HGET', "$prefix:job:$id", $f);
 }
 
 # Waits until every id has a final status; returns the number that did.

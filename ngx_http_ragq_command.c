@@ -1,0 +1,341 @@
+/*
+ * ragq: what requests hand to Valkey and get back. A cell's command goes
+ * onto the command connection, or onto the writes connection when it must
+ * reach replicas (ngx_http_ragq_replicas.c); its reply comes back to the
+ * cell, with the real error instead of EXECABORT and the connection
+ * dropped when the server cannot serve us any more (READONLY). Messages of
+ * the pub/sub connection go to the channel they name. The connections
+ * themselves live in ngx_http_ragq_valkey.c.
+ */
+
+#include "ngx_http_ragq_valkey_int.h"
+
+
+#define NGX_HTTP_RAGQ_MAX_INFLIGHT 16384
+
+
+static void ngx_http_ragq_vk_skip_reply(ngx_http_ragq_conn_t *conn, void *data,
+                                        redisReply *reply);
+static void ngx_http_ragq_vk_cell_reply(ngx_http_ragq_conn_t *conn, void *data,
+                                        redisReply *reply);
+
+
+/* ---- commands ---- */
+
+
+ngx_int_t
+ngx_http_ragq_valkey_available(void)
+{
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+
+    if (!vk->initialized || vk->exiting
+        || (vk->state != NGX_HTTP_RAGQ_VK_CONNECTING
+            && vk->state != NGX_HTTP_RAGQ_VK_READY))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (vk->inflight >= NGX_HTTP_RAGQ_MAX_INFLIGHT) {
+        return NGX_BUSY;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_flag_t
+ngx_http_ragq_pubsub_ready(void)
+{
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;
+
+    return vk->initialized && !vk->exiting
+           && vk->state == NGX_HTTP_RAGQ_VK_READY && !ngx_exiting;
+}
+
+
+const ngx_http_ragq_resp_error_t *
+ngx_http_ragq_valkey_down(void)
+{
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+
+    if (vk->state != NGX_HTTP_RAGQ_VK_READY && vk->down) {
+        return vk->down;
+    }
+
+    vk = &ngx_http_ragq_vk_wr;
+
+    if (vk->initialized && vk->state != NGX_HTTP_RAGQ_VK_READY) {
+        return vk->down;
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
+                            ngx_uint_t n)
+{
+    ngx_uint_t          i;
+    ngx_http_ragq_vk_t *vk;
+
+    vk = (cell && cell->replicas && ngx_http_ragq_vk_wr.initialized)
+             ? &ngx_http_ragq_vk_wr
+             : &ngx_http_ragq_vk;
+
+    if (vk->state != NGX_HTTP_RAGQ_VK_CONNECTING
+        && vk->state != NGX_HTTP_RAGQ_VK_READY)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (vk->inflight >= NGX_HTTP_RAGQ_MAX_INFLIGHT) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_ragq_conn_write(&vk->conn, cmd, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ragq_conn_pending(&vk->conn) == 0) {
+        vk->busy_since = ngx_current_msec;
+    }
+
+    /*
+     * The bytes are written: a mismatch from here on would misroute
+     * replies, so a failure drops the connection (and its bytes), and the
+     * cell stays the caller's.
+     */
+    for (i = (cell ? 1 : 0); i < n; i++) {
+        if (ngx_http_ragq_conn_expect(&vk->conn, ngx_http_ragq_vk_skip_reply,
+                                      NULL)
+            != NGX_OK)
+        {
+            ngx_http_ragq_vk_fail(vk, NULL, "out of memory");
+            return NGX_DECLINED;
+        }
+    }
+
+    if (cell == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ragq_conn_expect(&vk->conn,
+                                  vk->writes ? ngx_http_ragq_replicas_reply
+                                             : ngx_http_ragq_vk_cell_reply,
+                                  cell)
+        != NGX_OK)
+    {
+        ngx_http_ragq_vk_fail(vk, NULL, "out of memory");
+        return NGX_DECLINED;
+    }
+
+    vk->inflight++;
+
+    if (vk->writes) {
+        ngx_http_ragq_replicas_sent(vk, cell);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
+{
+    return ngx_http_ragq_valkey_send_n(cell, cmd, len, 1);
+}
+
+
+ngx_int_t
+ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
+                             const char **argv, const size_t *argvlen)
+{
+    u_char   *cmd, *p;
+    size_t    len;
+    ngx_int_t i, rc;
+    u_char    buf[4096];
+
+    len = 1 + NGX_INT_T_LEN + 2;
+
+    for (i = 0; i < argc; i++) {
+        len += NGX_HTTP_RAGQ_RESP_HEAD_MAX + argvlen[i] + 2;
+    }
+
+    cmd = buf;
+
+    if (len > sizeof(buf)) {
+        cmd = ngx_alloc(len, ngx_cycle->log);
+        if (cmd == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = cmd;
+    *p++ = '*';
+    p = ngx_http_ragq_resp_uint(p, argc);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_http_ragq_resp_bulk(p, argv[i], argvlen[i]);
+    }
+
+    rc = ngx_http_ragq_valkey_send_n(cell, cmd, p - cmd, 1);
+
+    if (cmd != buf) {
+        ngx_free(cmd);
+    }
+
+    return rc;
+}
+
+
+/* a reply nobody waits for (a MULTI part): its error explains an EXECABORT */
+static void
+ngx_http_ragq_vk_skip_reply(ngx_http_ragq_conn_t *conn, void *data,
+                            redisReply *reply)
+{
+    ngx_http_ragq_vk_t *vk = conn->data;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR && vk->skipped_len == 0) {
+        vk->skipped_len = ngx_min((size_t) reply->len, sizeof(vk->skipped) - 1);
+        ngx_memcpy(vk->skipped, reply->str, vk->skipped_len);
+        vk->skipped[vk->skipped_len] = '\0';
+    }
+}
+
+
+/* hands the reply to the cell's request, then frees the cell */
+void
+ngx_http_ragq_vk_deliver(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell,
+                         redisReply *reply)
+{
+    vk->inflight--;
+
+    if (vk->exiting) {
+        /* the process is going away: release the request, answer nothing */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragq: reply dropped, the worker is exiting");
+
+        if (cell->request) {
+            if (cell->cleanup) {
+                cell->cleanup->handler = NULL;
+            }
+
+            if (cell->deadline.timer_set) {
+                ngx_del_timer(&cell->deadline);
+            }
+        }
+
+    } else {
+        cell->handler(cell, reply);
+    }
+
+    ngx_free(cell);
+}
+
+
+/*
+ * An error reply: the real one instead of EXECABORT, and the connection
+ * dropped when the server cannot serve us any more (READONLY: a demoted
+ * primary; with Sentinel the primary is asked for again).
+ */
+void
+ngx_http_ragq_vk_error_reply(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell,
+                             redisReply *reply)
+{
+    redisReply                        real;
+    const ngx_http_ragq_resp_error_t *err;
+
+    if (vk->skipped_len && ngx_strncmp(reply->str, "EXECABORT", 9) == 0) {
+        ngx_memzero(&real, sizeof(redisReply));
+        real.type = REDIS_REPLY_ERROR;
+        real.str = (char *) vk->skipped;
+        real.len = vk->skipped_len;
+        reply = &real;
+    }
+
+    vk->skipped_len = 0;
+
+    err = ngx_http_ragq_resp_error(reply->str, reply->len);
+
+    ngx_http_ragq_vk_deliver(vk, cell, reply);
+
+    if (err->reconnect && vk->state != NGX_HTTP_RAGQ_VK_DISCONNECTED) {
+        ngx_http_ragq_vk_fail(vk, err, "%V answered %s: reconnecting",
+                              &vk->conn.peer, err->prefix);
+    }
+}
+
+
+static void
+ngx_http_ragq_vk_cell_reply(ngx_http_ragq_conn_t *conn, void *data,
+                            redisReply *reply)
+{
+    ngx_http_ragq_vk_t *vk = conn->data;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_ragq_vk_error_reply(vk, data, reply);
+        return;
+    }
+
+    vk->skipped_len = 0;
+
+    ngx_http_ragq_vk_deliver(vk, data, reply);
+}
+
+
+/* a pub/sub channel's message, a subscription's acknowledgement, a pong */
+void
+ngx_http_ragq_pubsub_push(ngx_http_ragq_conn_t *conn, void *data,
+                          redisReply *reply)
+{
+    ngx_uint_t               i;
+    redisReply              *kind, *name, *payload;
+    ngx_http_ragq_vk_t      *vk = conn->data;
+    ngx_http_ragq_channel_t *ch;
+
+    kind = reply->element[0];
+
+    if (kind->len == 9 && ngx_strncmp(kind->str, "subscribe", 9) == 0) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ragq: %s subscribed to %s", vk->name,
+                       reply->element[1]->type == REDIS_REPLY_STRING
+                           ? reply->element[1]->str
+                           : "?");
+
+        if (++vk->acks == vk->pubsub->channels.nelts && vk->role_ok) {
+            ngx_http_ragq_vk_ready(vk);
+        }
+
+        return;
+    }
+
+    if (kind->len != 7 || ngx_strncmp(kind->str, "message", 7) != 0
+        || reply->elements < 3 || vk->exiting)
+    {
+        return;
+    }
+
+    name = reply->element[1];
+    payload = reply->element[2];
+
+    if (name->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    /* the subscription set: a message goes to the channel it names */
+    ch = vk->pubsub->channels.elts;
+
+    for (i = 0; i < vk->pubsub->channels.nelts; i++) {
+        if (ch[i].channel.len == (size_t) name->len
+            && ngx_memcmp(ch[i].channel.data, name->str, name->len) == 0)
+        {
+            vk->pubsub->message(vk->pubsub, &ch[i], (u_char *) payload->str,
+                                payload->len);
+            return;
+        }
+    }
+}

@@ -1,0 +1,98 @@
+# Ragq::SlowProxy: a TCP proxy for tests, on a private loopback port, that
+# passes what clients send at once and what the server answers slowly: at
+# most `rate` bytes every 20 ms, or nothing at all while paused. It makes a
+# large Valkey reply stream in slowly, or a server fall silent with its
+# connection open.
+#
+#   my $p = Ragq::SlowProxy->start(to => $redis_port, rate => 8192);
+#   $p->port; $p->pause; $p->resume; $p->stop (also at DESTROY)
+package Ragq::SlowProxy;
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use IO::Select ();
+use IO::Socket::INET ();
+use POSIX ();
+use Time::HiRes ();
+
+sub start {
+    my ($class, %o) = @_;
+    my $dir = tempdir('ragq-proxy-XXXXXX', TMPDIR => 1, CLEANUP => 0);
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+        Proto => 'tcp', Listen => 16, ReuseAddr => 1) or die "listen: $!";
+    my $self = bless { dir => $dir, port => $l->sockport, owner => $$ }, $class;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        _serve($l, $o{to}, $o{rate} // 8192, $dir);
+        POSIX::_exit(0);
+    }
+    close $l;
+    $self->{pid} = $pid;
+    return $self;
+}
+
+sub port   { $_[0]{port} }
+sub pause  { open my $f, '>', "$_[0]{dir}/paused"; close $f; 1 }
+sub resume { unlink "$_[0]{dir}/paused"; 1 }
+
+sub _serve {
+    my ($l, $to, $rate, $dir) = @_;
+    my $sel = IO::Select->new($l);
+    my %peer;    # fileno => the other socket
+    my %back;    # fileno of a server socket => bytes for its client
+    my %server;  # fileno => 1 for server sockets
+    my $next = Time::HiRes::time();
+    while (1) {
+        for my $s ($sel->can_read(0.005)) {
+            if ($s == $l) {
+                my $c = $l->accept or next;
+                my $u = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                    PeerPort => $to, Proto => 'tcp') or do { close $c; next };
+                $peer{ fileno $c } = $u;
+                $peer{ fileno $u } = $c;
+                $server{ fileno $u } = 1;
+                $back{ fileno $u } = '';
+                $sel->add($c, $u);
+                next;
+            }
+            my $n = sysread $s, my $buf, 65536;
+            my $o = $peer{ fileno $s };
+            if (!$n) {
+                $sel->remove($s, $o);
+                delete $back{ fileno $s };
+                delete $back{ fileno $o };
+                close $s;
+                close $o;
+                next;
+            }
+            if ($server{ fileno $s }) {
+                $back{ fileno $s } .= $buf;
+            } else {
+                syswrite $o, $buf;
+            }
+        }
+        next if Time::HiRes::time() < $next || -e "$dir/paused";
+        $next = Time::HiRes::time() + 0.02;
+        for my $fd (keys %back) {
+            next unless length $back{$fd};
+            my $chunk = substr($back{$fd}, 0, $rate, '');
+            syswrite $peer{$fd}, $chunk;
+        }
+    }
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid} && $$ == $self->{owner};
+    kill 'KILL', $self->{pid};
+    waitpid($self->{pid}, 0);
+    $self->{pid} = undef;
+    system('rm', '-rf', $self->{dir});
+}
+
+sub DESTROY { local ($?, $!, $@); $_[0]->stop }
+
+1;
