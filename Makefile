@@ -197,7 +197,7 @@ $(BUILD)/unit-tests: $(UNIT_SRCS) $(WORKER_OBJS)
 	    $(WORKER_OBJS) $(WLIBS) $(UNIT_LIBS)
 unit: $(BUILD)/unit-tests
 
-ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 asan:
 	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_FLAGS)" HARDENING=0 \
 	    MODULE_CC_OPT="$(ASAN_FLAGS) -fPIC -Wall -Wextra -Werror -Wno-unused-parameter" \
