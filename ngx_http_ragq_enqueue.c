@@ -31,11 +31,17 @@ static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
                                           redisReply           *reply);
 
 
-/* the value of "query" in a /chat body: a string, decoded into r->pool */
+/*
+ * The value of "query" in a /chat body: a string, decoded into r->pool. Its
+ * extent is found first, so the copy is as long as the string, never the
+ * rest of the body.
+ */
 static ngx_int_t
 ngx_http_ragq_parse_query(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
                           ngx_str_t *query, ngx_http_ragq_err_t *err)
 {
+    u_char *start;
+
     if (j->p == j->end) {
         return NGX_ERROR;
     }
@@ -50,13 +56,22 @@ ngx_http_ragq_parse_query(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
         return NGX_ERROR;
     }
 
-    query->data = ngx_pnalloc(r->pool, j->end - j->p);
+    start = j->p;
+
+    if (ngx_http_ragq_json_string(j, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the decoded text is never longer than the quoted one */
+    query->data = ngx_pnalloc(r->pool, j->p - start);
     if (query->data == NULL) {
         err->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         err->code = "internal_error";
         err->message = "out of memory";
         return NGX_ERROR;
     }
+
+    j->p = start;
 
     return ngx_http_ragq_json_string(j, query);
 }
@@ -111,6 +126,7 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
 {
     u_char              *start;
     ngx_str_t            key;
+    ngx_uint_t           seen_top_k;
     ngx_http_ragq_json_t j;
     u_char               keybuf[16];
 
@@ -122,6 +138,7 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
     j.p = p;
     j.end = p + len;
     j.depth = 0;
+    seen_top_k = 0;
 
     ngx_http_ragq_json_ws(&j);
 
@@ -170,11 +187,21 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
         ngx_http_ragq_json_ws(&j);
 
         if (key.len == 5 && ngx_strncmp(key.data, "query", 5) == 0) {
+            if (query->data) {
+                err->message = "the JSON body has \"query\" more than once";
+                return NGX_ERROR;
+            }
+
             if (ngx_http_ragq_parse_query(r, &j, query, err) != NGX_OK) {
                 return NGX_ERROR;
             }
 
         } else if (key.len == 5 && ngx_strncmp(key.data, "top_k", 5) == 0) {
+            if (seen_top_k++) {
+                err->message = "the JSON body has \"top_k\" more than once";
+                return NGX_ERROR;
+            }
+
             if (ngx_http_ragq_parse_top_k(&j, top_k) != NGX_OK) {
                 return NGX_ERROR;
             }
@@ -363,15 +390,12 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        ngx_http_finalize_request(
-            r, ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "missing_query",
-                                   "the request body is empty; send "
-                                   "{\"query\": \"...\"}"));
-        return;
-    }
+    ngx_str_null(&body);
+    rc = NGX_OK;
 
-    rc = ngx_http_ragq_body(r, &body, ngx_http_ragq_body_limit(lcf));
+    if (r->request_body) {
+        rc = ngx_http_ragq_body(r, &body, ngx_http_ragq_body_limit(lcf));
+    }
 
     if (rc == NGX_ERROR) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -386,6 +410,15 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
                                     "bytes (ragq_max_query_length is %uz)",
                                     ngx_http_ragq_body_limit(lcf),
                                     lcf->max_query_length));
+        return;
+    }
+
+    /* no body, or a chunked one with no data (only its last, empty, buffer) */
+    if (body.len == 0) {
+        ngx_http_finalize_request(
+            r, ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "missing_query",
+                                   "the request body is empty; send "
+                                   "{\"query\": \"...\"}"));
         return;
     }
 
