@@ -16,6 +16,8 @@ typedef struct {
     u_char    *p;
     u_char    *end;
     ngx_uint_t depth;
+    size_t     invalid_utf8; /* bytes in strings that are not UTF-8 */
+    ngx_flag_t lenient_utf8; /* count them instead of refusing the text */
 } ngx_http_ragq_json_t;
 
 
@@ -27,10 +29,14 @@ ngx_int_t ngx_http_ragq_utf8_valid(u_char *p, size_t len);
 size_t  ngx_http_ragq_json_escape_len(u_char *p, size_t len);
 u_char *ngx_http_ragq_json_escape(u_char *dst, u_char *p, size_t len);
 
+/* a reader over len bytes at p */
+void ngx_http_ragq_json_init(ngx_http_ragq_json_t *j, u_char *p, size_t len);
+
 void ngx_http_ragq_json_ws(ngx_http_ragq_json_t *j);
 
-/* decodes the string at j->p into out (room for as many bytes as remain in
- * the input); out == NULL only skips it */
+/* decodes the string at j->p into out (room for as many bytes as the
+ * quoted string); out == NULL only skips it; text that is not UTF-8 is an
+ * error (j->invalid_utf8 set) unless j->lenient_utf8 */
 ngx_int_t ngx_http_ragq_json_string(ngx_http_ragq_json_t *j, ngx_str_t *out);
 
 /* *integer: no fraction and no exponent */
@@ -40,8 +46,14 @@ ngx_int_t ngx_http_ragq_json_number(ngx_http_ragq_json_t *j,
 /* skips one value of any type (whitespace before it included) */
 ngx_int_t ngx_http_ragq_json_skip(ngx_http_ragq_json_t *j);
 
-/* whether p is exactly one JSON value */
-ngx_flag_t ngx_http_ragq_json_valid(u_char *p, size_t len);
+/* whether p is exactly one JSON value; *invalid: bytes in its strings that
+ * are not UTF-8, which ngx_http_ragq_json_repair() writes as U+FFFD */
+ngx_flag_t ngx_http_ragq_json_valid(u_char *p, size_t len, size_t *invalid);
+u_char    *ngx_http_ragq_json_repair(u_char *dst, u_char *p, size_t len);
+
+/* a stored integer, canonically: "-" when *negative, then digits */
+ngx_int_t ngx_http_ragq_json_integer(u_char *p, size_t len, ngx_str_t *digits,
+                                     ngx_flag_t *negative);
 
 
 #endif /* _NGX_HTTP_RAGQ_JSON_H_INCLUDED_ */

@@ -453,6 +453,41 @@ ngx_http_ragq_cell_wait(ngx_http_request_t *r, ngx_http_ragq_cell_t *cell)
 /* ---- request headers and bodies ---- */
 
 
+/*
+ * The tenant of r: empty without ragq_tenant. NGX_DECLINED: ragq_tenant is
+ * configured and empty for r (no header, no user): the jobs and
+ * Idempotency-Keys of locations without tenancy are stored under the empty
+ * tenant, so such a request must not reach them.
+ */
+ngx_int_t
+ngx_http_ragq_tenant(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                     ngx_str_t *tenant)
+{
+    ngx_str_set(tenant, "");
+
+    if (lcf->tenant == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, lcf->tenant, tenant) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return (tenant->len == 0) ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* the answer when ngx_http_ragq_tenant() declines; the caller has dealt
+ * with the body */
+ngx_int_t
+ngx_http_ragq_missing_tenant(ngx_http_request_t *r)
+{
+    return ngx_http_ragq_error(r, NGX_HTTP_FORBIDDEN, "missing_tenant",
+                               "this location needs a tenant (ragq_tenant) "
+                               "and the request has none");
+}
+
+
 ngx_table_elt_t *
 ngx_http_ragq_find_header(ngx_http_request_t *r, const char *name, size_t len)
 {
