@@ -339,7 +339,7 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
                                          "use POST to submit a question");
     }
 
-    rc = ngx_http_ragq_tenant(r, lcf, &tenant);
+    rc = lcf->tenant ? ngx_http_ragq_tenant(r, lcf, &tenant) : NGX_OK;
 
     if (rc != NGX_OK) {
         if (rc == NGX_ERROR) {
@@ -579,8 +579,9 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
                                    "the query is not valid UTF-8");
     }
 
-    /* the worker, and many a client, hold the question as a C string */
-    if (ngx_strlchr(query->data, query->data + query->len, '\0')) {
+    /* the worker, and many a client, hold the question as a C string
+     * (memchr: libc's is vectorized, ngx_strlchr() goes byte by byte) */
+    if (memchr(query->data, '\0', query->len)) {
         return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "invalid_query",
                                    "the query contains a NUL byte (U+0000)");
     }

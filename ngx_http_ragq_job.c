@@ -732,7 +732,9 @@ ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
     }
 
     /* a stream id is never a job id: MULTI's reply, a new job */
-    if (!ngx_http_ragq_job_id_valid((u_char *) e->str, e->len)) {
+    if (e->len != NGX_HTTP_RAGQ_JOB_ID_LEN
+        || !ngx_http_ragq_job_id_valid((u_char *) e->str, e->len))
+    {
         *id = cell->job_id;
         return NGX_OK;
     }

@@ -103,7 +103,7 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
                                          "use GET to read a job");
     }
 
-    rc = ngx_http_ragq_tenant(r, lcf, &tenant);
+    rc = lcf->tenant ? ngx_http_ragq_tenant(r, lcf, &tenant) : NGX_OK;
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -168,9 +168,11 @@ fuzz_buf(ngx_chain_t **last, u_char *p, size_t len)
     ngx_chain_t *cl = ngx_pcalloc(&fuzz_pool, sizeof(ngx_chain_t));
 
     cl->buf = ngx_pcalloc(&fuzz_pool, sizeof(ngx_buf_t));
-    cl->buf->pos = cl->buf->start = p;
-    cl->buf->last = cl->buf->end = p + len;
-    cl->buf->temporary = 1;
+    if (p) {
+        cl->buf->pos = cl->buf->start = p;
+        cl->buf->last = cl->buf->end = p + len;
+        cl->buf->temporary = 1;
+    }
     *last = cl;
     return cl;
 }
@@ -198,7 +200,6 @@ fuzz_body_bufs(fuzz_request_spec_t *spec)
         }
         cl = fuzz_buf(last, NULL, 0);
         b = cl->buf;
-        b->temporary = 0;
         b->in_file = 1;
         b->file = ngx_pcalloc(&fuzz_pool, sizeof(ngx_file_t));
         b->file->fd = fuzz_fd;
