@@ -11,6 +11,7 @@ SHELL := /bin/bash
 #   make demo       question in, answer out, on private ports (scripts/demo)
 #   make bench      benchmarks, writes bench/RESULTS.md
 #   make format     clang-format in place; make lint checks it
+#   make fuzz       libFuzzer targets (fuzz/), FUZZ_SECONDS each; make fuzz-ci: 20 s
 #
 # Build flags: CFLAGS, CPPFLAGS and LDFLAGS from the environment or the command
 # line are used for the module and the programs (dpkg-buildflags' in the .deb
@@ -197,12 +198,72 @@ $(BUILD)/unit-tests: $(UNIT_SRCS) $(WORKER_OBJS)
 	    $(WORKER_OBJS) $(WLIBS) $(UNIT_LIBS)
 unit: $(BUILD)/unit-tests
 
-ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 asan:
 	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_FLAGS)" HARDENING=0 \
 	    MODULE_CC_OPT="$(ASAN_FLAGS) -fPIC -Wall -Wextra -Werror -Wno-unused-parameter" \
 	    MODULE_LD_OPT= \
 	    all build/asan/unit-tests
+
+# make fuzz: the libFuzzer targets of fuzz/ (Debian's clang 14, ASan +
+# UBSan), each run for FUZZ_SECONDS (default 60) by fuzz/run from its seed
+# corpus; make fuzz-ci: 20 s each (.ci/run). Module targets compile the
+# module's files against the configured nginx tree with fuzz/'s stubs;
+# worker targets compile the worker's files as they are.
+FUZZ_CC       ?= clang-14
+FUZZ_SECONDS  ?= 60
+FUZZ_DIR       = build/fuzz
+FUZZ_SAN       = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                 -fno-sanitize-recover=all
+FUZZ_MODULE_TARGETS = json chat status
+FUZZ_WORKER_TARGETS = openai qdrant jsonr
+FUZZ_NGX_INC   = $(addprefix -I$(BUILD)/nginx-src/,src/core src/event \
+                 src/event/modules src/os/unix objs src/http src/http/modules \
+                 src/http/v2)
+FUZZ_MODULE_SRCS = $(addprefix ngx_http_ragq_,json.c request.c job.c \
+                 enqueue.c status.c resp.c)
+FUZZ_COMMON    = fuzz/harness.c fuzz/ngx_stubs.c fuzz/oracle.c
+FUZZ_MODULE_OBJS = $(patsubst %.c,$(FUZZ_DIR)/m/%.o,$(notdir \
+                 $(FUZZ_MODULE_SRCS) $(FUZZ_COMMON)))
+FUZZ_WORKER_OBJS = $(patsubst worker/%.c,$(FUZZ_DIR)/w/%.o,$(WORKER_COMMON)) \
+                 $(FUZZ_DIR)/w/scripts_lua.o $(FUZZ_DIR)/w/oracle.o
+
+$(FUZZ_DIR)/m/%.o: %.c $(BUILD)/nginx-src/.configured-$(notdir $(BUILD)) \
+		$(wildcard ngx_http_ragq_*.h fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(WARN) \
+	    -Wno-unused-parameter $(FUZZ_NGX_INC) -c -o $@ $<
+$(FUZZ_DIR)/m/%.o: fuzz/%.c $(BUILD)/nginx-src/.configured-$(notdir $(BUILD)) \
+		$(wildcard ngx_http_ragq_*.h fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(WARN) \
+	    -Wno-unused-parameter $(FUZZ_NGX_INC) -c -o $@ $<
+$(FUZZ_DIR)/w/%.o: worker/%.c $(WORKER_HDRS) VERSION
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(WCFLAGS) -c -o $@ $<
+$(FUZZ_DIR)/w/scripts_lua.o: $(BUILD)/gen/scripts_lua.c $(WORKER_HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(WCFLAGS) -Iworker -c -o $@ $<
+$(FUZZ_DIR)/w/%.o: fuzz/%.c $(wildcard fuzz/*.h) $(WORKER_HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(WCFLAGS) -Iworker -Ifuzz \
+	    -c -o $@ $<
+
+$(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_MODULE_TARGETS)): $(FUZZ_DIR)/fuzz_%: \
+		$(FUZZ_DIR)/m/fuzz_%.o $(FUZZ_MODULE_OBJS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^
+$(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_WORKER_TARGETS)): $(FUZZ_DIR)/fuzz_%: \
+		$(FUZZ_DIR)/w/fuzz_%.o $(FUZZ_WORKER_OBJS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(WLIBS)
+
+fuzz-build: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_MODULE_TARGETS) \
+	$(FUZZ_WORKER_TARGETS))
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run
+
+fuzz-ci: fuzz-build
+	FUZZ_SECONDS=20 fuzz/run
 
 # The commands of the README: each installs what is missing first.
 # deps: everything for tests, demo and benchmarks (a developer's or CI's
@@ -227,7 +288,7 @@ bench: deps
 
 # The worker and the unit tests: .clang-format with clang-format (14). The
 # module: nginx's style, .clang-format-nginx with clang-format-19.
-FORMAT_FILES = $(wildcard worker/*.c worker/*.h tests/unit/*.c)
+FORMAT_FILES = $(wildcard worker/*.c worker/*.h tests/unit/*.c fuzz/*.c fuzz/*.h)
 MODULE_FORMAT_FILES = $(wildcard ngx_http_ragq_*.c ngx_http_ragq_*.h)
 NGX_CLANG_FORMAT ?= clang-format-19 --style=file:.clang-format-nginx
 format:
@@ -241,4 +302,4 @@ clean:
 	rm -rf build tests/servroot*
 
 .PHONY: all module worker unit asan deps deps-build test demo bench format lint clean \
-	module-check install install-files uninstall deb lintian
+	module-check install install-files uninstall deb lintian fuzz fuzz-build fuzz-ci

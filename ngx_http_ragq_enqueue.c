@@ -14,6 +14,9 @@
 #define NGX_HTTP_RAGQ_IDEM_MAX      255
 #define NGX_HTTP_RAGQ_QUEUE_RECHECK 100
 
+/* not among nginx 1.22's status codes */
+#define NGX_HTTP_RAGQ_UNPROCESSABLE 422
+
 
 typedef struct {
     ngx_uint_t  status;
@@ -31,11 +34,17 @@ static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
                                           redisReply           *reply);
 
 
-/* the value of "query" in a /chat body: a string, decoded into r->pool */
+/*
+ * The value of "query" in a /chat body: a string, decoded into r->pool. Its
+ * extent is found first, so the copy is as long as the string, never the
+ * rest of the body.
+ */
 static ngx_int_t
 ngx_http_ragq_parse_query(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
                           ngx_str_t *query, ngx_http_ragq_err_t *err)
 {
+    u_char *start;
+
     if (j->p == j->end) {
         return NGX_ERROR;
     }
@@ -50,13 +59,22 @@ ngx_http_ragq_parse_query(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
         return NGX_ERROR;
     }
 
-    query->data = ngx_pnalloc(r->pool, j->end - j->p);
+    start = j->p;
+
+    if (ngx_http_ragq_json_string(j, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the decoded text is never longer than the quoted one */
+    query->data = ngx_pnalloc(r->pool, j->p - start);
     if (query->data == NULL) {
         err->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         err->code = "internal_error";
         err->message = "out of memory";
         return NGX_ERROR;
     }
+
+    j->p = start;
 
     return ngx_http_ragq_json_string(j, query);
 }
@@ -105,28 +123,21 @@ ngx_http_ragq_parse_top_k(ngx_http_ragq_json_t *j, ngx_int_t *top_k)
 
 
 static ngx_int_t
-ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
-                         ngx_str_t *query, ngx_int_t *top_k,
-                         ngx_http_ragq_err_t *err)
+ngx_http_ragq_parse_object(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
+                           ngx_str_t *query, ngx_int_t *top_k,
+                           ngx_http_ragq_err_t *err)
 {
-    u_char              *start;
-    ngx_str_t            key;
-    ngx_http_ragq_json_t j;
-    u_char               keybuf[16];
+    u_char    *start;
+    ngx_str_t  key;
+    ngx_uint_t seen_top_k;
+    u_char     keybuf[16];
 
-    err->status = NGX_HTTP_BAD_REQUEST;
-    err->code = "invalid_json";
-    err->message = "the request body is not valid JSON; send "
-                   "{\"query\": \"your question\"}";
+    seen_top_k = 0;
 
-    j.p = p;
-    j.end = p + len;
-    j.depth = 0;
+    ngx_http_ragq_json_ws(j);
 
-    ngx_http_ragq_json_ws(&j);
-
-    if (j.p == j.end || *j.p != '{') {
-        if (j.p != j.end) {
+    if (j->p == j->end || *j->p != '{') {
+        if (j->p != j->end) {
             err->message = "the JSON body must be an object: "
                            "{\"query\": \"your question\"}";
         }
@@ -134,68 +145,78 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
         return NGX_ERROR;
     }
 
-    j.p++;
-    ngx_http_ragq_json_ws(&j);
+    j->p++;
+    ngx_http_ragq_json_ws(j);
 
-    if (j.p < j.end && *j.p == '}') {
-        j.p++;
+    if (j->p < j->end && *j->p == '}') {
+        j->p++;
         goto done;
     }
 
     for (;;) {
-        ngx_http_ragq_json_ws(&j);
+        ngx_http_ragq_json_ws(j);
 
-        start = j.p;
+        start = j->p;
 
-        if (ngx_http_ragq_json_string(&j, NULL) != NGX_OK) {
+        if (ngx_http_ragq_json_string(j, NULL) != NGX_OK) {
             return NGX_ERROR;
         }
 
         /* keys we care about are short; longer ones are skipped unread */
         key.len = 0;
 
-        if ((size_t) (j.p - start) <= sizeof(keybuf)) {
+        if ((size_t) (j->p - start) <= sizeof(keybuf)) {
             key.data = keybuf;
-            j.p = start;
-            (void) ngx_http_ragq_json_string(&j, &key);
+            j->p = start;
+            (void) ngx_http_ragq_json_string(j, &key);
         }
 
-        ngx_http_ragq_json_ws(&j);
+        ngx_http_ragq_json_ws(j);
 
-        if (j.p == j.end || *j.p != ':') {
+        if (j->p == j->end || *j->p != ':') {
             return NGX_ERROR;
         }
 
-        j.p++;
-        ngx_http_ragq_json_ws(&j);
+        j->p++;
+        ngx_http_ragq_json_ws(j);
 
         if (key.len == 5 && ngx_strncmp(key.data, "query", 5) == 0) {
-            if (ngx_http_ragq_parse_query(r, &j, query, err) != NGX_OK) {
+            if (query->data) {
+                err->message = "the JSON body has \"query\" more than once";
+                return NGX_ERROR;
+            }
+
+            if (ngx_http_ragq_parse_query(r, j, query, err) != NGX_OK) {
                 return NGX_ERROR;
             }
 
         } else if (key.len == 5 && ngx_strncmp(key.data, "top_k", 5) == 0) {
-            if (ngx_http_ragq_parse_top_k(&j, top_k) != NGX_OK) {
+            if (seen_top_k++) {
+                err->message = "the JSON body has \"top_k\" more than once";
                 return NGX_ERROR;
             }
 
-        } else if (ngx_http_ragq_json_skip(&j) != NGX_OK) {
+            if (ngx_http_ragq_parse_top_k(j, top_k) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ragq_json_skip(j) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        ngx_http_ragq_json_ws(&j);
+        ngx_http_ragq_json_ws(j);
 
-        if (j.p == j.end) {
+        if (j->p == j->end) {
             return NGX_ERROR;
         }
 
-        if (*j.p == ',') {
-            j.p++;
+        if (*j->p == ',') {
+            j->p++;
             continue;
         }
 
-        if (*j.p == '}') {
-            j.p++;
+        if (*j->p == '}') {
+            j->p++;
             break;
         }
 
@@ -204,14 +225,44 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
 
 done:
 
-    ngx_http_ragq_json_ws(&j);
+    ngx_http_ragq_json_ws(j);
 
-    if (j.p != j.end) {
+    if (j->p != j->end) {
         err->message = "unexpected data after the JSON object";
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/* the question of a /chat body: {"query": "...", "top_k": N} */
+static ngx_int_t
+ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
+                         ngx_str_t *query, ngx_int_t *top_k,
+                         ngx_http_ragq_err_t *err)
+{
+    ngx_http_ragq_json_t j;
+
+    err->status = NGX_HTTP_BAD_REQUEST;
+    err->code = "invalid_json";
+    err->message = "the request body is not valid JSON; send "
+                   "{\"query\": \"your question\"}";
+
+    ngx_http_ragq_json_init(&j, p, len);
+
+    if (ngx_http_ragq_parse_object(r, &j, query, top_k, err) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    /* JSON text is UTF-8 (RFC 8259, 8.1) */
+    if (j.invalid_utf8) {
+        err->status = NGX_HTTP_BAD_REQUEST;
+        err->code = "invalid_utf8";
+        err->message = "the JSON body is not valid UTF-8";
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -272,6 +323,7 @@ ngx_int_t
 ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
+    ngx_str_t                 tenant;
     ngx_http_ragq_arg_t       args[2];
     ngx_http_ragq_loc_conf_t *lcf;
 
@@ -285,6 +337,21 @@ ngx_http_ragq_enqueue_handler(ngx_http_request_t *r)
 
         return ngx_http_ragq_not_allowed(r, "POST",
                                          "use POST to submit a question");
+    }
+
+    rc = lcf->tenant ? ngx_http_ragq_tenant(r, lcf, &tenant) : NGX_OK;
+
+    if (rc != NGX_OK) {
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_ragq_missing_tenant(r);
     }
 
     ngx_str_set(&args[0].name, "query");
@@ -363,15 +430,12 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        ngx_http_finalize_request(
-            r, ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "missing_query",
-                                   "the request body is empty; send "
-                                   "{\"query\": \"...\"}"));
-        return;
-    }
+    ngx_str_null(&body);
+    rc = NGX_OK;
 
-    rc = ngx_http_ragq_body(r, &body, ngx_http_ragq_body_limit(lcf));
+    if (r->request_body) {
+        rc = ngx_http_ragq_body(r, &body, ngx_http_ragq_body_limit(lcf));
+    }
 
     if (rc == NGX_ERROR) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -386,6 +450,15 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
                                     "bytes (ragq_max_query_length is %uz)",
                                     ngx_http_ragq_body_limit(lcf),
                                     lcf->max_query_length));
+        return;
+    }
+
+    /* no body, or a chunked one with no data (only its last, empty, buffer) */
+    if (body.len == 0) {
+        ngx_http_finalize_request(
+            r, ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "missing_query",
+                                   "the request body is empty; send "
+                                   "{\"query\": \"...\"}"));
         return;
     }
 
@@ -506,6 +579,13 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
                                    "the query is not valid UTF-8");
     }
 
+    /* the worker, and many a client, hold the question as a C string
+     * (memchr: libc's is vectorized, ngx_strlchr() goes byte by byte) */
+    if (memchr(query->data, '\0', query->len)) {
+        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "invalid_query",
+                                   "the query contains a NUL byte (U+0000)");
+    }
+
     if (top_k == (ngx_uint_t) NGX_CONF_UNSET) {
         top_k = lcf->top_k;
 
@@ -613,11 +693,11 @@ static void
 ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 {
     u_char                   *id;
-    ngx_int_t                 rc, queue_len;
+    ngx_int_t                 rc, created, queue_len;
     ngx_http_request_t       *r;
     ngx_http_ragq_loc_conf_t *lcf = cell->data;
 
-    id = ngx_http_ragq_job_created(cell, reply, &queue_len);
+    created = ngx_http_ragq_job_created(cell, reply, &id, &queue_len);
 
     if (queue_len >= 0) {
         lcf->queue_len = (ngx_uint_t) queue_len;
@@ -629,12 +709,18 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         return;
     }
 
-    if (id) {
+    if (created == NGX_OK) {
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "ragq: job %*s queued, queue length %i",
                        (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id, queue_len);
 
         rc = ngx_http_ragq_send_queued(r, id);
+
+    } else if (created == NGX_DECLINED) {
+        rc = ngx_http_ragq_error(r, NGX_HTTP_RAGQ_UNPROCESSABLE,
+                                 "idempotency_key_reused",
+                                 "this Idempotency-Key was used for another "
+                                 "question; use a new key for a new question");
 
     } else {
         rc = ngx_http_ragq_reply_error(r, reply);

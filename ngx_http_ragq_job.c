@@ -29,12 +29,25 @@
 
 /*
  * Idempotent enqueue: only used with an Idempotency-Key header, so a script
- * is affordable here. An id whose job hash has expired is replaced.
+ * is affordable here. The key's job is answered again only when it is a job
+ * (a hash at P:job:ID, ID a job id) with the same question (query, top_k,
+ * collection): {0, id}; the same key with another question is {2, id}
+ * (422). A key that names no job (expired, or a value that is not a job id,
+ * or a key of another type) is replaced by a new job: {1, id, xlen}.
  */
 static const char ngx_http_ragq_idem_script[] =
-    "local id = redis.call('GET', KEYS[1])\n"
-    "if id and redis.call('EXISTS', ARGV[3] .. id) == 1 then\n"
-    "  return {0, id, -1}\n"
+    "local id = redis.pcall('GET', KEYS[1])\n"
+    "if type(id) == 'string' and #id == 32 and not id:find('[^0-9a-f]') then\n"
+    "  local job = ARGV[3] .. id\n"
+    "  if redis.call('TYPE', job).ok == 'hash' then\n"
+    "    local q = redis.call('HMGET', job, 'query', 'top_k', 'collection')\n"
+    "    if q[1] then\n"
+    "      if q[1] == ARGV[4] and q[2] == ARGV[5] and q[3] == ARGV[6] then\n"
+    "        return {0, id, -1}\n"
+    "      end\n"
+    "      return {2, id, -1}\n"
+    "    end\n"
+    "  end\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
     "redis.call('HSET', KEYS[2], 'status', 'queued', 'query', ARGV[4],\n"
@@ -146,36 +159,23 @@ static ngx_http_ragq_field_t ngx_http_ragq_fields[] = {
 
 /* how the view writes a field's value */
 typedef enum {
-    NGX_HTTP_RAGQ_OUT_NULL = 0, /* missing, or not a number where one is due */
-    NGX_HTTP_RAGQ_OUT_VERBATIM, /* a number or JSON text, as it is */
-    NGX_HTTP_RAGQ_OUT_STRING    /* text, escaped into a JSON string */
+    NGX_HTTP_RAGQ_OUT_NULL =
+        0,                     /* missing, or not an integer where one is due */
+    NGX_HTTP_RAGQ_OUT_INTEGER, /* an integer, canonically */
+    NGX_HTTP_RAGQ_OUT_JSON,    /* JSON text, invalid UTF-8 repaired */
+    NGX_HTTP_RAGQ_OUT_STRING   /* text, escaped into a JSON string */
 } ngx_http_ragq_out_e;
+
+/* a field's value as the view writes it */
+typedef struct {
+    ngx_http_ragq_out_e out;
+    ngx_flag_t          negative; /* OUT_INTEGER: a "-" before the digits */
+    size_t              invalid;  /* OUT_JSON: bytes to repair */
+    ngx_str_t           text;     /* OUT_INTEGER: the digits; else the value */
+} ngx_http_ragq_view_field_t;
 
 #define NGX_HTTP_RAGQ_NFIELDS \
     (sizeof(ngx_http_ragq_fields) / sizeof(ngx_http_ragq_fields[0]))
-
-
-static ngx_flag_t
-ngx_http_ragq_is_integer(u_char *p, size_t len)
-{
-    size_t i = 0;
-
-    if (len && p[0] == '-') {
-        i = 1;
-    }
-
-    if (i == len || len - i > 19) {
-        return 0;
-    }
-
-    for (; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return 0;
-        }
-    }
-
-    return 1;
-}
 
 
 /* the values of the view's fields in a HGETALL reply, NULL when absent */
@@ -211,19 +211,66 @@ ngx_http_ragq_view_values(redisReply *reply, redisReply **val)
 
 
 /*
+ * How a field's value v is written, and the bytes that takes: integers
+ * canonically (else null); JSON fields as they are when they parse, with
+ * bytes that are not UTF-8 written as U+FFFD, else as strings; strings
+ * escaped, with the same repair. So the view is always JSON and UTF-8,
+ * whatever the hash holds.
+ */
+static size_t
+ngx_http_ragq_view_field(ngx_http_ragq_field_type_e type, redisReply *v,
+                         ngx_http_ragq_view_field_t *f)
+{
+    f->out = NGX_HTTP_RAGQ_OUT_NULL;
+
+    if (v == NULL || v->type != REDIS_REPLY_STRING) {
+        return sizeof("null") - 1;
+    }
+
+    f->text.data = (u_char *) v->str;
+    f->text.len = v->len;
+
+    switch (type) {
+    case NGX_HTTP_RAGQ_F_NUMBER:
+        if (ngx_http_ragq_json_integer(f->text.data, f->text.len, &f->text,
+                                       &f->negative)
+            != NGX_OK)
+        {
+            return sizeof("null") - 1;
+        }
+
+        f->out = NGX_HTTP_RAGQ_OUT_INTEGER;
+        return f->negative + f->text.len;
+
+    case NGX_HTTP_RAGQ_F_JSON:
+        if (ngx_http_ragq_json_valid(f->text.data, f->text.len, &f->invalid)) {
+            /* each such byte becomes the six of \ufffd */
+            f->out = NGX_HTTP_RAGQ_OUT_JSON;
+            return f->text.len + f->invalid * 5;
+        }
+
+        /* text that is not JSON is sent as a string */
+        /* fall through */
+
+    default:
+        f->out = NGX_HTTP_RAGQ_OUT_STRING;
+        return ngx_http_ragq_json_escape_len(f->text.data, f->text.len);
+    }
+}
+
+
+/*
  * The job view: the job hash of a HGETALL reply as the /job-status JSON
- * object, in pool. Fields missing from the hash are null; numbers and JSON
- * fields are sent as they are when they parse, else as strings.
+ * object, in pool. Fields missing from the hash are null.
  */
 ngx_int_t
 ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
                        ngx_str_t *json)
 {
-    u_char             *body, *p;
-    size_t              len, k;
-    ngx_http_ragq_out_e out[NGX_HTTP_RAGQ_NFIELDS];
-    redisReply         *val[NGX_HTTP_RAGQ_NFIELDS];
-    redisReply         *v;
+    u_char                    *body, *p;
+    size_t                     len, k;
+    ngx_http_ragq_view_field_t f[NGX_HTTP_RAGQ_NFIELDS];
+    redisReply                *val[NGX_HTTP_RAGQ_NFIELDS];
 
     ngx_http_ragq_view_values(reply, val);
 
@@ -231,39 +278,8 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
 
     for (k = 0; k < NGX_HTTP_RAGQ_NFIELDS; k++) {
         len += ngx_http_ragq_fields[k].name.len + sizeof(",\"\":") - 1;
-        v = val[k];
-        out[k] = NGX_HTTP_RAGQ_OUT_NULL;
-
-        if (v == NULL || v->type != REDIS_REPLY_STRING) {
-            len += 4;
-            continue;
-        }
-
-        switch (ngx_http_ragq_fields[k].type) {
-        case NGX_HTTP_RAGQ_F_NUMBER:
-            if (ngx_http_ragq_is_integer((u_char *) v->str, v->len)) {
-                out[k] = NGX_HTTP_RAGQ_OUT_VERBATIM;
-                len += v->len;
-            } else {
-                len += 4;
-            }
-
-            break;
-
-        case NGX_HTTP_RAGQ_F_JSON:
-            if (ngx_http_ragq_json_valid((u_char *) v->str, v->len)) {
-                out[k] = NGX_HTTP_RAGQ_OUT_VERBATIM;
-                len += v->len;
-                break;
-            }
-
-            /* text that is not JSON is sent as a string */
-            /* fall through */
-
-        default:
-            out[k] = NGX_HTTP_RAGQ_OUT_STRING;
-            len += ngx_http_ragq_json_escape_len((u_char *) v->str, v->len);
-        }
+        len += ngx_http_ragq_view_field(ngx_http_ragq_fields[k].type, val[k],
+                                        &f[k]);
     }
 
     body = ngx_pnalloc(pool, len);
@@ -283,14 +299,21 @@ ngx_http_ragq_job_view(ngx_pool_t *pool, u_char *id, redisReply *reply,
         *p++ = '"';
         *p++ = ':';
 
-        v = val[k];
+        switch (f[k].out) {
+        case NGX_HTTP_RAGQ_OUT_INTEGER:
+            if (f[k].negative) {
+                *p++ = '-';
+            }
 
-        switch (out[k]) {
-        case NGX_HTTP_RAGQ_OUT_VERBATIM:
-            p = ngx_cpymem(p, v->str, v->len);
+            p = ngx_cpymem(p, f[k].text.data, f[k].text.len);
+            break;
+        case NGX_HTTP_RAGQ_OUT_JSON:
+            p = f[k].invalid ? ngx_http_ragq_json_repair(p, f[k].text.data,
+                                                         f[k].text.len)
+                             : ngx_cpymem(p, f[k].text.data, f[k].text.len);
             break;
         case NGX_HTTP_RAGQ_OUT_STRING:
-            p = ngx_http_ragq_json_escape(p, (u_char *) v->str, v->len);
+            p = ngx_http_ragq_json_escape(p, f[k].text.data, f[k].text.len);
             break;
         default:
             p = ngx_cpymem(p, "null", 4);
@@ -666,42 +689,60 @@ ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 
 /*
- * The reply of ngx_http_ragq_job_create(): the job's id (cell->job_id, or
- * the existing job's for the same Idempotency-Key) and the queue length
- * (-1: unknown); NULL when the reply has another shape.
+ * The reply of ngx_http_ragq_job_create(): NGX_OK with the job's id in *id
+ * (cell->job_id, or the existing job's for the same Idempotency-Key) and
+ * the queue length (-1: unknown); NGX_DECLINED: the Idempotency-Key names a
+ * job with another question; NGX_ERROR: the reply has another shape.
  */
-u_char *
+ngx_int_t
 ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
-                          ngx_int_t *queue_len)
+                          u_char **id, ngx_int_t *queue_len)
 {
-    u_char     *id;
     redisReply *e;
 
     *queue_len = -1;
-    id = NULL;
+    *id = NULL;
 
     /* MULTI's EXEC: [hset, stream id, xlen]; the script: [new, id, xlen] */
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
-        && reply->element[0]->type == REDIS_REPLY_INTEGER
-        && reply->element[2]->type == REDIS_REPLY_INTEGER)
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
+        || reply->element[2]->type != REDIS_REPLY_INTEGER)
     {
-        e = reply->element[1];
-
-        if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) {
-            if (reply->element[2]->integer >= 0) {
-                *queue_len = (ngx_int_t) reply->element[2]->integer;
-            }
-
-            id = cell->job_id;
-
-            if (e->len == NGX_HTTP_RAGQ_JOB_ID_LEN
-                && ngx_http_ragq_job_id_valid((u_char *) e->str, e->len))
-            {
-                /* an existing job for the same Idempotency-Key */
-                id = (u_char *) e->str;
-            }
-        }
+        return NGX_ERROR;
     }
 
-    return id;
+    e = reply->element[1];
+
+    if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS) {
+        return NGX_ERROR;
+    }
+
+    if (reply->element[2]->integer >= 0) {
+        *queue_len = (ngx_int_t) reply->element[2]->integer;
+    }
+
+    /* a stream id is never a job id: MULTI's reply, a new job */
+    if (e->len != NGX_HTTP_RAGQ_JOB_ID_LEN
+        || !ngx_http_ragq_job_id_valid((u_char *) e->str, e->len))
+    {
+        *id = cell->job_id;
+        return NGX_OK;
+    }
+
+    switch (reply->element[0]->integer) {
+    case 0: /* the existing job of the same Idempotency-Key */
+        *id = (u_char *) e->str;
+        return NGX_OK;
+
+    case 1:
+        *id = cell->job_id;
+        return NGX_OK;
+
+    case 2:
+        return NGX_DECLINED;
+
+    default:
+        return NGX_ERROR;
+    }
 }

@@ -19,8 +19,10 @@ ngx_int_t ngx_http_ragq_job_create(ngx_http_request_t       *r,
                                    ngx_http_ragq_loc_conf_t *lcf,
                                    ngx_http_ragq_cell_t *cell, ngx_str_t *query,
                                    ngx_uint_t top_k, ngx_str_t *idem);
-u_char *ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
-                                  ngx_int_t *queue_len);
+/* NGX_DECLINED: the Idempotency-Key names a job with another question */
+ngx_int_t ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell,
+                                    redisReply *reply, u_char **id,
+                                    ngx_int_t *queue_len);
 
 ngx_flag_t ngx_http_ragq_job_id_valid(u_char *p, size_t len);
 

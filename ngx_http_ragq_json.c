@@ -1,8 +1,10 @@
 /*
  * ragq: JSON text and UTF-8 for the module: validating UTF-8, escaping
- * strings into JSON (invalid bytes become U+FFFD), and a small strict JSON
- * reader (strings with every escape, numbers, skipping any value to a depth
- * limit, validating a whole document). No allocation: callers own buffers.
+ * strings into JSON (invalid bytes become U+FFFD), a small strict JSON
+ * reader (strings with every escape and only UTF-8, numbers, skipping any
+ * value to a depth limit, validating a whole document), and the writers of
+ * stored text as JSON: integers canonically, JSON documents with invalid
+ * UTF-8 repaired. No allocation: callers own buffers.
  */
 
 #include "ngx_http_ragq_json.h"
@@ -243,11 +245,14 @@ ngx_http_ragq_json_hex4(u_char *p, ngx_uint_t *cp)
 
 /*
  * Decodes the string at j->p into out (which must have room for as many
- * bytes as remain in the input; escapes never grow). out == NULL skips.
+ * bytes as the quoted string; escapes never grow). out == NULL skips.
+ * Bytes that are not UTF-8 are refused (j->invalid_utf8 says so), or, with
+ * j->lenient_utf8, counted there and kept.
  */
 ngx_int_t
 ngx_http_ragq_json_string(ngx_http_ragq_json_t *j, ngx_str_t *out)
 {
+    size_t     n;
     u_char    *p, *end, *dst;
     ngx_uint_t cp, lo;
 
@@ -273,6 +278,29 @@ ngx_http_ragq_json_string(ngx_http_ragq_json_t *j, ngx_str_t *out)
 
         if (*p < 0x20) {
             return NGX_ERROR;
+        }
+
+        if (*p >= 0x80) {
+            n = ngx_http_ragq_utf8_seq(p, end);
+
+            if (n == 0) {
+                /* counted, and copied as it is, only when the caller
+                 * repairs it (stored JSON); else the text is refused */
+                j->invalid_utf8++;
+
+                if (!j->lenient_utf8) {
+                    return NGX_ERROR;
+                }
+
+                n = 1;
+            }
+
+            if (dst) {
+                dst = ngx_cpymem(dst, p, n);
+            }
+
+            p += n;
+            continue;
         }
 
         if (*p != '\\') {
@@ -542,15 +570,35 @@ ngx_http_ragq_json_skip(ngx_http_ragq_json_t *j)
 }
 
 
-/* whether s is one complete JSON value (for fields stored as JSON text) */
+void
+ngx_http_ragq_json_init(ngx_http_ragq_json_t *j, u_char *p, size_t len)
+{
+    j->p = p;
+    j->end = p + len;
+    j->depth = 0;
+    j->invalid_utf8 = 0;
+    j->lenient_utf8 = 0;
+}
+
+
+/*
+ * Whether p is one complete JSON value (for fields stored as JSON text).
+ * Bytes that are not UTF-8 inside its strings do not make it invalid: their
+ * number is in *invalid, and ngx_http_ragq_json_repair() replaces them.
+ */
 ngx_flag_t
-ngx_http_ragq_json_valid(u_char *p, size_t len)
+ngx_http_ragq_json_valid(u_char *p, size_t len, size_t *invalid)
 {
     ngx_http_ragq_json_t j;
 
-    j.p = p;
-    j.end = p + len;
-    j.depth = 0;
+    *invalid = 0;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    ngx_http_ragq_json_init(&j, p, len);
+    j.lenient_utf8 = 1;
 
     if (ngx_http_ragq_json_skip(&j) != NGX_OK) {
         return 0;
@@ -558,5 +606,45 @@ ngx_http_ragq_json_valid(u_char *p, size_t len)
 
     ngx_http_ragq_json_ws(&j);
 
-    return j.p == j.end;
+    if (j.p != j.end) {
+        return 0;
+    }
+
+    *invalid = j.invalid_utf8;
+
+    return 1;
+}
+
+
+/*
+ * A valid JSON value (ngx_http_ragq_json_valid()) with each byte that is
+ * not UTF-8 written as \ufffd: outside strings such a byte is not JSON, so
+ * all of them are inside strings, where the escape is U+FFFD, as the
+ * escaper writes it. Needs len + 5 bytes per invalid byte.
+ */
+u_char *
+ngx_http_ragq_json_repair(u_char *dst, u_char *p, size_t len)
+{
+    size_t  n;
+    u_char *end = p + len;
+
+    while (p < end) {
+        if (*p < 0x80) {
+            *dst++ = *p++;
+            continue;
+        }
+
+        n = ngx_http_ragq_utf8_seq(p, end);
+
+        if (n == 0) {
+            dst = ngx_cpymem(dst, "\\ufffd", 6);
+            p++;
+            continue;
+        }
+
+        dst = ngx_cpymem(dst, p, n);
+        p += n;
+    }
+
+    return dst;
 }

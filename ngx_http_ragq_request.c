@@ -77,6 +77,11 @@ ngx_http_ragq_args(ngx_http_request_t *r, ngx_http_ragq_arg_t *args,
         ngx_str_null(&args[i].value);
     }
 
+    /* no query string: data may be NULL, and NULL + 0 is undefined */
+    if (r->args.len == 0) {
+        return;
+    }
+
     p = r->args.data;
     end = p + r->args.len;
 
@@ -452,6 +457,41 @@ ngx_http_ragq_cell_wait(ngx_http_request_t *r, ngx_http_ragq_cell_t *cell)
 /* ---- request headers and bodies ---- */
 
 
+/*
+ * The tenant of r: empty without ragq_tenant. NGX_DECLINED: ragq_tenant is
+ * configured and empty for r (no header, no user): the jobs and
+ * Idempotency-Keys of locations without tenancy are stored under the empty
+ * tenant, so such a request must not reach them.
+ */
+ngx_int_t
+ngx_http_ragq_tenant(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                     ngx_str_t *tenant)
+{
+    ngx_str_set(tenant, "");
+
+    if (lcf->tenant == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, lcf->tenant, tenant) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return (tenant->len == 0) ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* the answer when ngx_http_ragq_tenant() declines; the caller has dealt
+ * with the body */
+ngx_int_t
+ngx_http_ragq_missing_tenant(ngx_http_request_t *r)
+{
+    return ngx_http_ragq_error(r, NGX_HTTP_FORBIDDEN, "missing_tenant",
+                               "this location needs a tenant (ragq_tenant) "
+                               "and the request has none");
+}
+
+
 ngx_table_elt_t *
 ngx_http_ragq_find_header(ngx_http_request_t *r, const char *name, size_t len)
 {
@@ -507,57 +547,97 @@ ngx_http_ragq_is_json(ngx_http_request_t *r)
 }
 
 
-/* the whole body in one buffer; a body that nginx spooled to a temp file
- * (larger than client_body_buffer_size) is read back from it */
+/* the bytes a body buffer holds: in memory, else in the temporary file;
+ * none for the special buffers (the empty last_buf that ends a chunked
+ * body) */
+static off_t
+ngx_http_ragq_buf_len(ngx_buf_t *b)
+{
+    if (ngx_buf_in_memory(b)) {
+        return b->last - b->pos;
+    }
+
+    if (b->in_file) {
+        return b->file_last - b->file_pos;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The whole body in one buffer: the buffer itself when only one holds
+ * bytes, else a copy (a body that nginx spooled to a temp file, larger than
+ * client_body_buffer_size, is read back from it). Empty and special buffers
+ * are skipped, so an empty body has length 0 (and data NULL). NGX_DECLINED:
+ * larger than limit.
+ */
 ngx_int_t
 ngx_http_ragq_body(ngx_http_request_t *r, ngx_str_t *body, size_t limit)
 {
     u_char      *p;
-    off_t        size;
+    off_t        size, len;
     ssize_t      n;
-    ngx_buf_t   *b;
+    ngx_buf_t   *b, *one;
+    ngx_uint_t   nbufs;
     ngx_chain_t *cl;
 
+    ngx_str_null(body);
+
     size = 0;
+    nbufs = 0;
+    one = NULL;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        size += ngx_buf_size(cl->buf);
+        len = ngx_http_ragq_buf_len(cl->buf);
+
+        if (len > 0) {
+            size += len;
+            nbufs++;
+            one = cl->buf;
+        }
     }
 
     if (size > (off_t) limit) {
         return NGX_DECLINED;
     }
 
-    cl = r->request_body->bufs;
-
-    if (cl && cl->next == NULL && !cl->buf->in_file) {
-        body->data = cl->buf->pos;
-        body->len = cl->buf->last - cl->buf->pos;
+    if (nbufs == 0) {
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, (size_t) size + 1);
+    if (nbufs == 1 && ngx_buf_in_memory(one)) {
+        body->data = one->pos;
+        body->len = one->last - one->pos;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) size);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     body->data = p;
 
-    for (; cl; cl = cl->next) {
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
         b = cl->buf;
+        len = ngx_http_ragq_buf_len(b);
 
-        if (b->in_file) {
-            n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
-                              b->file_pos);
-            if (n != b->file_last - b->file_pos) {
-                return NGX_ERROR;
-            }
-
-            p += n;
-
-        } else {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        if (len == 0) {
+            continue;
         }
+
+        if (ngx_buf_in_memory(b)) {
+            p = ngx_cpymem(p, b->pos, (size_t) len);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, (size_t) len, b->file_pos);
+        if (n != (ssize_t) len) {
+            return NGX_ERROR;
+        }
+
+        p += n;
     }
 
     body->len = p - body->data;

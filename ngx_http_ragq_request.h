@@ -24,6 +24,13 @@ void      ngx_http_ragq_args(ngx_http_request_t *r, ngx_http_ragq_arg_t *args,
 ngx_int_t ngx_http_ragq_form_decode(ngx_http_request_t *r, ngx_str_t *value,
                                     ngx_str_t *out);
 
+/* the tenant: NGX_DECLINED when ragq_tenant is set and empty for r, which
+ * ngx_http_ragq_missing_tenant() answers (403) */
+ngx_int_t ngx_http_ragq_tenant(ngx_http_request_t       *r,
+                               ngx_http_ragq_loc_conf_t *lcf,
+                               ngx_str_t                *tenant);
+ngx_int_t ngx_http_ragq_missing_tenant(ngx_http_request_t *r);
+
 /* request headers and bodies */
 ngx_table_elt_t *ngx_http_ragq_find_header(ngx_http_request_t *r,
                                            const char *name, size_t len);

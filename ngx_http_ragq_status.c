@@ -84,7 +84,7 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
 {
     u_char                   *p;
     ngx_int_t                 rc;
-    ngx_str_t                 id, job_key;
+    ngx_str_t                 id, job_key, tenant;
     ngx_msec_t                wait;
     ngx_http_ragq_arg_t       args[2];
     ngx_http_ragq_cell_t     *cell;
@@ -101,6 +101,16 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
         return ngx_http_ragq_not_allowed(r, "GET, HEAD",
                                          "use GET to read a job");
+    }
+
+    rc = lcf->tenant ? ngx_http_ragq_tenant(r, lcf, &tenant) : NGX_OK;
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_ragq_missing_tenant(r);
     }
 
     ngx_str_set(&args[0].name, "job_id");

@@ -178,7 +178,7 @@ main::seed($::Id1, status => 'queued', query => 'q', tenant => '');
 
 
 
-=== TEST 9: tenancy: the owner reads it, another tenant and no tenant get 404
+=== TEST 9: tenancy: the owner reads it, another tenant and no tenant get 404; an empty tenant 403
 --- init
 main::seed($::Id1, status => 'queued', query => 'q', tenant => 'alice');
 --- request eval
@@ -187,9 +187,9 @@ main::seed($::Id1, status => 'queued', query => 'q', tenant => 'alice');
 --- more_headers eval
 ["X-Tenant: alice", "X-Tenant: bob", "X-Tenant: alice", ""]
 --- error_code eval
-[200, 404, 404, 404]
+[200, 404, 404, 403]
 --- response_body_like eval
-[qr/"status":"queued"/, qr/"job_not_found"/, qr/"job_not_found"/, qr/"job_not_found"/]
+[qr/"status":"queued"/, qr/"job_not_found"/, qr/"job_not_found"/, qr/"missing_tenant"/]
 
 
 

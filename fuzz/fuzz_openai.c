@@ -1,0 +1,95 @@
+/*
+ * fuzz/fuzz_openai.c: the worker's parsers of OpenAI-compatible answers
+ * (worker/openai.c: embeddings and chat completions; worker/upstream.c: the
+ * error bodies of any status). Checks: a parsed embedding has n rows of dim
+ * floats; a chat answer is a C string; its usage, which the worker stores
+ * and /job-status sends as JSON, is JSON in UTF-8; error codes and messages
+ * are C strings within their fields.
+ *
+ * The streamed chat chunks (SSE "data:" lines) have no parser yet: when
+ * worker/openai.c gets one, it belongs here.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "openai.h"
+#include "oracle.h"
+
+/* read, so that the loop reading the vectors stays */
+float fuzz_sink;
+
+static void
+fail(const char *what, const void *p, size_t len)
+{
+    fprintf(stderr, "fuzz oracle: %s:\n", what);
+    fwrite(p, 1, len > 4096 ? 4096 : len, stderr);
+    fputc('\n', stderr);
+    abort();
+}
+
+static void
+check_error(const ragq_upstream_error_t *err)
+{
+    if (memchr(err->code, '\0', sizeof(err->code)) == NULL ||
+        memchr(err->message, '\0', sizeof(err->message)) == NULL) {
+        fail("an error field without its NUL", err, sizeof(*err));
+    }
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char                 *body, *answer = NULL, *usage = NULL;
+    float                *vectors = NULL;
+    size_t                n = size % 4 + 1, dim = 0, i;
+    float                 sum = 0;
+    ragq_upstream_error_t err;
+    static const long     statuses[] = {400, 401, 404, 408, 429, 500, 503};
+
+    /* exactly the answer's bytes: a read past them is seen */
+    body = malloc(size ? size : 1);
+    memcpy(body, data, size);
+
+    memset(&err, 0, sizeof(err));
+    if (ragq_openai_embeddings_parse(body, size, n, &vectors, &dim, &err) ==
+        0) {
+        if (dim == 0 || vectors == NULL) {
+            fail("an embedding without dimensions", data, size);
+        }
+        /* every float of every row is there to read */
+        for (i = 0; i < n * dim; i++) {
+            sum += vectors[i];
+        }
+        fuzz_sink = sum;
+        free(vectors);
+    } else {
+        check_error(&err);
+    }
+
+    memset(&err, 0, sizeof(err));
+    if (ragq_openai_chat_parse(body, size, &answer, &usage, &err) == 0) {
+        /* each byte that is not UTF-8 may become U+FFFD's three */
+        if (answer == NULL || strlen(answer) > 3 * size) {
+            fail("a chat answer that is not a C string from the body", data,
+                 size);
+        }
+        if (usage &&
+            !oracle_json((const unsigned char *) usage, strlen(usage), 1000)) {
+            fail("a usage that is not JSON in UTF-8", usage, strlen(usage));
+        }
+        free(answer);
+        free(usage);
+    } else {
+        check_error(&err);
+    }
+
+    memset(&err, 0, sizeof(err));
+    ragq_upstream_error_from_http(&err, (size & 1) ? "chat" : "embeddings",
+                                  statuses[size % 7], "7", NULL, body, size);
+    check_error(&err);
+
+    free(body);
+    return 0;
+}

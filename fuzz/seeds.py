@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""fuzz/seeds.py: writes the seed corpora fuzz/corpus/<target>/seed-* from
+the wire formats of ../shared/reference/ (OpenAI-compatible and Qdrant
+answers) and DESIGN.md / DEVELOPERS.md (/chat, /job-status, job hashes).
+Run it after changing an input format of a target; the files are committed.
+A crash found by fuzzing is added as fuzz/corpus/<target>/crash-<what>
+by hand, next to these."""
+
+import os
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+S = b"\x1e"  # section separator of the module targets (harness.h)
+U = b"\x1f"  # item separator of a reply
+ID = b"0123456789abcdef0123456789abcdef"
+
+
+def flags(*bits):
+    return bytes(bits)
+
+
+def chat(f, args=b"", idem=None, tenant=b"", ctype=None, body=None, reply=b""):
+    return S.join([f, args, idem or b"", tenant, ctype or b"", body or b"", reply])
+
+
+def exec_reply(hset=7, xlen=1):
+    # MULTI's EXEC: [HSET count, stream id, XLEN]
+    return b"A" + U.join([b"\x1di" + str(hset).encode(), b"1700000000000-0",
+                          b"\x1di" + str(xlen).encode()])
+
+
+def script_reply(flag, xlen=-1):
+    return b"A" + U.join([b"\x1di" + str(flag).encode(), ID,
+                          b"\x1di" + str(xlen).encode()])
+
+
+def hash_reply(*pairs):
+    items = []
+    for k, v in pairs:
+        items += [k, v]
+    return b"A" + U.join(items)
+
+
+CHAT = {
+    # f0: method 0-1 POST, bit2 chunked, bit3 args, bit4 idem, bit5 tenant,
+    # bit6 content type, bit7 body; f1: buffers-1, bit3 file, bit4 empty
+    # buffers, bits5-6 order, bit7 collection; f2: valkey, send, max query
+    # length, queue, top_k; then cuts
+    "args": chat(flags(0x08, 0, 0), b"query=what+is%20ragq%3F&top_k=3",
+                 reply=exec_reply()),
+    "args-nul": chat(flags(0x08, 0, 0), b"query=a%00b", reply=exec_reply()),
+    "args-bad-utf8": chat(flags(0x08, 0, 0), b"query=%C0%AF", reply=exec_reply()),
+    "json": chat(flags(0xc0, 0, 0), body=b'{"query": "hello", "top_k": 7, '
+                 b'"ignored": {"a": [1, 2.5e3, true, null]}}', reply=exec_reply()),
+    "json-escapes": chat(flags(0xc0, 0, 0),
+                         body=b'{"query": "caf\\u00e9 \\ud83d\\ude80 \\"q\\" \\\\ end"}',
+                         reply=exec_reply()),
+    "json-utf8": chat(flags(0xc0, 0, 0),
+                      body='{"query": "Wie geht\'s? 日本語の質問 — ¿qué? 😀"}'.encode(),
+                      reply=exec_reply()),
+    "chunked": chat(flags(0xc4, 0x03, 0, 40, 90, 200), body=b'{"query":"split"}',
+                    reply=exec_reply()),
+    "chunked-empty": chat(flags(0xc4, 0, 0), body=b"", reply=exec_reply()),
+    "file": chat(flags(0xc0, 0x08, 0), body=b'{"query":"from a temp file"}',
+                 reply=exec_reply()),
+    "empty-bufs": chat(flags(0xc0, 0x12, 0, 100), body=b'{"query":"q","top_k":2}',
+                       reply=exec_reply()),
+    "dup-keys": chat(flags(0xc0, 0, 0), body=b'{"query":"x","query":"y"}',
+                     reply=exec_reply()),
+    "deep": chat(flags(0xc0, 0, 0), body=b'{"x":' + b"[" * 40 + b"]" * 40 + b',"query":"q"}',
+                 reply=exec_reply()),
+    "idem-new": chat(flags(0x18, 0, 0), b"query=once", b"key-1", reply=script_reply(1, 1)),
+    "idem-replay": chat(flags(0x18, 0, 0), b"query=once", b"key-1", reply=script_reply(0)),
+    "idem-reused": chat(flags(0x18, 0, 0), b"query=twice", b"key-1", reply=script_reply(2)),
+    "tenant": chat(flags(0x38, 0x80, 0), b"query=q", b"k", b"acme", reply=script_reply(1, 2)),
+    "tenant-empty": chat(flags(0x28, 0, 0), b"query=q", reply=exec_reply()),
+    "too-long": chat(flags(0x08, 0, 0x08), b"query=0123456789", reply=exec_reply()),
+    "queue-full": chat(flags(0x08, 0, 0x20), b"query=q", reply=b"I7"),
+    "valkey-down": chat(flags(0x08, 0, 0x03), b"query=q", reply=b"X"),
+    "valkey-error": chat(flags(0x08, 0, 0), b"query=q", reply=b"EOOM command not allowed"),
+    "late-reply": chat(flags(0x08, 0x40, 0), b"query=q", reply=exec_reply()),
+    "client-gone": chat(flags(0x08, 0x20, 0), b"query=q", reply=exec_reply()),
+    "form": chat(flags(0xc0, 0, 0), ctype=b"application/x-www-form-urlencoded",
+                 body=b"query=q", reply=exec_reply()),
+    "get": chat(flags(0x02, 0, 0), reply=exec_reply()),
+}
+
+STATUS_FIELDS = [
+    (b"status", b"finished"), (b"query", b"line1\nline2 \"q\""),
+    (b"result", "Answer ✓ [1]".encode()), (b"tenant", b""),
+    (b"sources", b'[{"id":"c1","score":0.83,"source":"doc.md","text":"ex"}]'),
+    (b"usage", b'{"prompt_tokens":3,"backends":{"embedder":"openai","store":"qdrant",'
+               b'"answerer":"openai"}}'),
+    (b"created_at", b"1700000000123"), (b"started_at", b"1700000000200"),
+    (b"ended_at", b"1700000000900"), (b"attempts", b"1"), (b"top_k", b"5"),
+    (b"collection", b""),
+]
+
+
+def status(f, args=b"job_id=" + ID, tenant=b"", reply=b""):
+    return S.join([f, args, tenant, reply])
+
+
+STATUS = {
+    # f: method 0-1 GET, 2 HEAD, 3 POST; bit2 tenant; bit3 args;
+    # bits4-5 order; bits6-7 valkey
+    "finished": status(flags(0x08), reply=hash_reply(*STATUS_FIELDS)),
+    "queued": status(flags(0x08), reply=hash_reply(
+        (b"status", b"queued"), (b"query", b"q"), (b"tenant", b""),
+        (b"created_at", b"1700000000123"), (b"attempts", b"0"))),
+    "failed": status(flags(0x08), reply=hash_reply(
+        (b"status", b"failed"), (b"query", b"q"), (b"tenant", b""),
+        (b"error", b'{"code":"max_attempts","message":"gave up"}'),
+        (b"attempts", b"3"))),
+    "corrupt": status(flags(0x08), reply=hash_reply(
+        (b"status", b"fin\xffished"), (b"query", b"q\x00\xc0\xaf"),
+        (b"sources", b'[{"id":"c1","text":"\xed\xa0\x80"}]'), (b"created_at", b"007"),
+        (b"attempts", b"-00"), (b"usage", b"[broken"), (b"error", b'{"a":"\\ud800"}'))),
+    "tenant": status(flags(0x0c), tenant=b"acme", reply=hash_reply(
+        (b"status", b"queued"), (b"query", b"q"), (b"tenant", b"acme"))),
+    "tenant-other": status(flags(0x0c), tenant=b"bob", reply=hash_reply(
+        (b"status", b"queued"), (b"tenant", b"acme"))),
+    "missing": status(flags(0x08), reply=b"A"),
+    "wrongtype": status(flags(0x08), reply=b"EWRONGTYPE Operation against a key "
+                        b"holding the wrong kind of value"),
+    "nil": status(flags(0x08), reply=b"N"),
+    "odd": status(flags(0x08), reply=b"A" + U.join([b"status", b"\x1di5", b"query"])),
+    "head": status(flags(0x0a), reply=hash_reply((b"status", b"queued"))),
+    "wait": status(flags(0x08), args=b"job_id=" + ID + b"&wait=2.5",
+                   reply=hash_reply((b"status", b"started"))),
+    "bad-id": status(flags(0x08), args=b"job_id=0123456789ABCDEF0123456789abcdef"),
+    "no-args": status(flags(0x00)),
+    "timeout": status(flags(0x28), reply=hash_reply((b"status", b"queued"))),
+}
+
+JSON = {
+    "object": b'{"query": "hello", "top_k": 7, "a": [1, -2.5e-3, true, false, null]}',
+    "string": b'"caf\\u00e9 \\ud83d\\ude80 \\" \\\\ \\/ \\b\\f\\n\\r\\t"',
+    "utf8": '"日本語 — ¿qué? 😀"'.encode(),
+    "bad-utf8": b'["\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80"]',
+    "sources": STATUS_FIELDS[4][1],
+    "usage": STATUS_FIELDS[5][1],
+    "deep": b"[" * 33 + b"]" * 33,
+    "integer": b"-0012",
+    "numbers": b"[0, -0, 1e999, 0.5E+3, 12345678901234567890]",
+}
+
+OPENAI = {
+    "embeddings": b'{"object": "list", "data": [{"object": "embedding", "index": 0, '
+                  b'"embedding": [0.0023, -0.0093, 0.0151]}], "model": '
+                  b'"text-embedding-3-small", "usage": {"prompt_tokens": 8, '
+                  b'"total_tokens": 8}}',
+    "embeddings-2": b'{"data": [{"index": 1, "embedding": [1, 2]}, {"index": 0, '
+                    b'"embedding": [3, 4]}]}',
+    "chat": b'{"id": "chatcmpl-abc", "object": "chat.completion", "created": 1741569952, '
+            b'"model": "gpt-4o-mini", "choices": [{"index": 0, "message": {"role": '
+            b'"assistant", "content": "Refunds are issued within 30 days [1].", '
+            b'"refusal": null, "annotations": []}, "logprobs": null, "finish_reason": '
+            b'"stop"}], "usage": {"prompt_tokens": 412, "completion_tokens": 19, '
+            b'"total_tokens": 431, "prompt_tokens_details": {"cached_tokens": 0}}}',
+    "chat-refusal": b'{"choices": [{"message": {"content": null, "refusal": "no"}, '
+                    b'"finish_reason": "stop"}]}',
+    "error-openai": b'{"error": {"message": "Incorrect API key provided: sk-...", '
+                    b'"type": "invalid_request_error", "param": null, "code": '
+                    b'"invalid_api_key"}}',
+    "error-llamacpp": b'{"error": {"code": 400, "message": "bad", "type": '
+                      b'"invalid_request_error"}}',
+    "error-vllm-flat": b'{"object":"error","message":"m","type":"t","param":null,"code":404}',
+}
+
+QDRANT = {
+    "query": b'{"result": {"points": [{"id": 42, "version": 3, "score": 0.8731, '
+             b'"payload": {"text": "...", "source": "doc-7", "tenant": "acme"}}, '
+             b'{"id": "5c56c793-69f3-4fbf-87e6-c4bf54c28c26", "version": 5, '
+             b'"score": 0.71}]}, "status": "ok", "time": 0.0021}',
+    "query-langchain": b'{"result": {"points": [{"id": 1, "score": 0.5, "payload": '
+                       b'{"page_content": "Moby-Dick was written by Herman Melville.", '
+                       b'"metadata": {"source": "moby.md", "chunk": 0}}}]}, '
+                       b'"status": "ok"}',
+    "query-null-payload": b'{"result": {"points": [{"id": 7, "score": 1, "payload": null}]}}',
+    "collection": b'{"result": {"status": "green", "optimizer_status": "ok", '
+                  b'"segments_count": 2, "points_count": 1234, "config": {"params": '
+                  b'{"vectors": {"size": 1536, "distance": "Cosine"}}}, '
+                  b'"payload_schema": {}}, "status": "ok", "time": 0.001}',
+    "error": b'{"status": {"error": "Not found: Collection `books` doesn\'t exist!"}, '
+             b'"time": 0.0001}',
+}
+
+JSONR = {
+    "chat": OPENAI["chat"],
+    "query": QDRANT["query"],
+    "escapes": JSON["string"],
+    "numbers": JSON["numbers"],
+    "dup-keys": b'{"a": 1, "a": [2, {"b": "\\u0000"}]}',
+}
+
+
+def write(target, seeds):
+    d = os.path.join(ROOT, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for name in os.listdir(d):
+        if name.startswith("seed-"):
+            os.unlink(os.path.join(d, name))
+    for name, data in seeds.items():
+        with open(os.path.join(d, "seed-" + name), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    write("chat", CHAT)
+    write("status", STATUS)
+    write("json", JSON)
+    write("openai", OPENAI)
+    write("qdrant", QDRANT)
+    write("jsonr", JSONR)
