@@ -86,6 +86,7 @@ ragq_job_new(void)
 
     if (job != NULL) {
         ragq_timer_init(&job->timer, step, job);
+        ragq_timer_init(&job->write_timer, NULL, job);
     }
     return job;
 }

@@ -19,6 +19,9 @@
 
 #define RAGQ_EXCERPT_MAX 500 /* bytes of a source's text kept in "sources" */
 
+/* The largest top_k a job may ask for (its claim fails invalid_job above). */
+#define RAGQ_TOP_K_LIMIT 1000
+
 typedef enum {
     RAGQ_JOB_FINISHED, /* result, sources_json, usage_json set */
     RAGQ_JOB_FAILED,   /* permanent error: fail the job now */
@@ -48,9 +51,13 @@ struct ragq_job_s {
     long     attempts;
 
     /* queue bookkeeping */
-    ragq_job_t *prev, *next;
-    int         state;
-    uint64_t    claimed_at;
+    ragq_job_t  *prev, *next;
+    int          state;
+    uint64_t     claimed_at;
+    uint64_t     serial;      /* arrival order in this worker */
+    void        *queue;       /* the queue holding it */
+    ragq_timer_t write_timer; /* the final write again, after an error */
+    int          write_tries;
 
     /* outcome */
     ragq_job_outcome_t    outcome;
