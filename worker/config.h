@@ -38,16 +38,18 @@ typedef struct {
     const char *store_path; /* RAGQ_STORE_PATH  ./ragq-data */
 
     /* ragq-worker */
-    unsigned    concurrency;        /* RAGQ_CONCURRENCY     64 */
-    unsigned    max_attempts;       /* RAGQ_MAX_ATTEMPTS    3 */
-    long        reclaim_after_ms;   /* RAGQ_RECLAIM_AFTER   60s */
-    long        shutdown_grace_ms;  /* RAGQ_SHUTDOWN_GRACE  30s */
-    long        result_ttl_ms;      /* RAGQ_RESULT_TTL      24h */
-    long        http_timeout_ms;    /* RAGQ_HTTP_TIMEOUT    120s, one call */
-    long        connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
-    unsigned    max_tokens;         /* RAGQ_MAX_TOKENS      0 = not sent */
-    const char *consumer;           /* RAGQ_CONSUMER        <host>-<pid> */
-    int         log_level;          /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
+    unsigned concurrency;        /* RAGQ_CONCURRENCY     64 */
+    unsigned max_attempts;       /* RAGQ_MAX_ATTEMPTS    3 */
+    long     reclaim_after_ms;   /* RAGQ_RECLAIM_AFTER   60s */
+    long     shutdown_grace_ms;  /* RAGQ_SHUTDOWN_GRACE  30s */
+    long     result_ttl_ms;      /* RAGQ_RESULT_TTL      24h */
+    long     http_timeout_ms;    /* RAGQ_HTTP_TIMEOUT    120s, one call */
+    long     connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
+    /* RAGQ_MAX_ANSWER_BYTES; 0: the default of each call (job.h) */
+    unsigned long max_answer_bytes;
+    unsigned      max_tokens; /* RAGQ_MAX_TOKENS      0 = not sent */
+    const char   *consumer;   /* RAGQ_CONSUMER        <host>-<pid> */
+    int           log_level;  /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
 
     /* ragq-ingest */
     unsigned chunk_size;    /* RAGQ_CHUNK_SIZE     1000 characters */

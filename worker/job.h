@@ -22,6 +22,15 @@
 /* The largest top_k a job may ask for (its claim fails invalid_job above). */
 #define RAGQ_TOP_K_LIMIT 1000
 
+/*
+ * The largest answer of each call when RAGQ_MAX_ANSWER_BYTES is not set:
+ * one embedding is tens of kB, top_k points with their payloads a few MB
+ * at most, an answer text far less than 4 MiB.
+ */
+#define RAGQ_MAX_ANSWER_EMBED  (4ul << 20)
+#define RAGQ_MAX_ANSWER_QDRANT (16ul << 20)
+#define RAGQ_MAX_ANSWER_CHAT   (4ul << 20)
+
 typedef enum {
     RAGQ_JOB_FINISHED, /* result, sources_json, usage_json set */
     RAGQ_JOB_FAILED,   /* permanent error: fail the job now */
@@ -34,6 +43,7 @@ typedef struct {
     const ragq_config_t *cfg;
     ragq_local_store_t  *store; /* when cfg->store is "local" */
     int                  embed_openai, store_qdrant, answer_openai;
+    size_t               max_answer[3]; /* bytes, per stage */
     char                *embed_url, *chat_url;
     char                *embed_auth, *chat_auth, *qdrant_auth; /* headers */
 } ragq_pipeline_t;
