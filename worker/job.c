@@ -118,6 +118,7 @@ ragq_job_free(ragq_job_t *job)
     }
     ragq_job_abort(job);
     free(job->entry);
+    free(job->key);
     free(job->query);
     free(job->collection);
     free(job->result);

@@ -55,6 +55,7 @@ struct ragq_job_s {
     /* inputs, owned by the job (freed by ragq_job_free) */
     char     id[33];
     char    *entry; /* stream entry id in P:jobs */
+    char    *key;   /* its hash, P:job:ID */
     char    *query;
     unsigned top_k;
     char    *collection;

@@ -45,6 +45,9 @@ struct ragq_queue_s {
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
     ragq_timer_t exit_timer, consumers_timer;
     uint64_t     job_serial; /* the last job's ragq_job_t.serial */
+
+    /* Script arguments that never change, as text (queue_job.c). */
+    char a_max_attempts[16], a_result_ttl[24], a_top_k_limit[16];
 };
 
 /* queue.c */
@@ -54,11 +57,10 @@ void ragq_queue_slot_freed(ragq_queue_t *q);
 void ragq_queue_check_drained(ragq_queue_t *q);
 
 /* queue_job.c */
-void  ragq_queue_take_entry(ragq_queue_t *q, redisReply *entry, int reclaimed);
-void  ragq_queue_write_parked(ragq_queue_t *q);
-void  ragq_queue_jobs_free(ragq_queue_t *q);
-char *ragq_queue_job_key(const ragq_queue_t *q, const char *id);
-void  ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why);
+void ragq_queue_take_entry(ragq_queue_t *q, redisReply *entry, int reclaimed);
+void ragq_queue_write_parked(ragq_queue_t *q);
+void ragq_queue_jobs_free(ragq_queue_t *q);
+void ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why);
 
 /* ragq_queue_job_lost's why: keepalive.lua's answers other than "ours". */
 enum { JOB_LOST_STALE = 0, JOB_LOST_GONE = 2, JOB_LOST_FINAL = 3 };

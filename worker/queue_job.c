@@ -24,6 +24,20 @@
 
 static void write_final(ragq_queue_t *q, ragq_job_t *job);
 
+/* The arguments that are the same for every job, formatted once. */
+static void
+constant_args(ragq_queue_t *q)
+{
+    if (q->a_result_ttl[0] == '\0') {
+        snprintf(q->a_max_attempts, sizeof(q->a_max_attempts), "%u",
+                 q->cfg->max_attempts);
+        snprintf(q->a_result_ttl, sizeof(q->a_result_ttl), "%ld",
+                 q->cfg->result_ttl_ms);
+        snprintf(q->a_top_k_limit, sizeof(q->a_top_k_limit), "%d",
+                 RAGQ_TOP_K_LIMIT);
+    }
+}
+
 static void
 job_unlink_free(ragq_queue_t *q, ragq_job_t *job)
 {
@@ -70,14 +84,17 @@ job_in_flight(const ragq_queue_t *q, const char *entry)
     return 0;
 }
 
-char *
-ragq_queue_job_key(const ragq_queue_t *q, const char *id)
+/* P:job:ID, made once a job. */
+static char *
+job_key(const ragq_queue_t *q, const char *id, size_t idlen)
 {
-    size_t n = strlen(q->k_job_prefix) + strlen(id) + 1;
-    char  *k = malloc(n);
+    size_t plen = strlen(q->k_job_prefix);
+    char  *k = malloc(plen + idlen + 1);
 
     if (k) {
-        snprintf(k, n, "%s%s", q->k_job_prefix, id);
+        memcpy(k, q->k_job_prefix, plen);
+        memcpy(k + plen, id, idlen);
+        k[plen + idlen] = '\0';
     }
     return k;
 }
@@ -212,7 +229,7 @@ final_reply(void *owner, redisReply *reply, void *priv)
 static void
 write_final(ragq_queue_t *q, ragq_job_t *job)
 {
-    char        ended[32], ttl[32], token[32], *err_json = NULL, *key;
+    char        ended[32], token[32], *err_json = NULL;
     const char *argv[19];
     int         finished = job->outcome == RAGQ_JOB_FINISHED, rc;
 
@@ -221,28 +238,22 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
         ragq_queue_check_drained(q);
         return;
     }
-    key = ragq_queue_job_key(q, job->id);
-    if (!finished) {
-        err_json = ragq_job_error_json(job);
-    }
-    if (key == NULL || (!finished && err_json == NULL)) {
-        free(key);
-        free(err_json);
+    if (!finished && (err_json = ragq_job_error_json(job)) == NULL) {
         job->state = JOB_PARKED;
         return;
     }
+    constant_args(q);
     snprintf(ended, sizeof(ended), "%lld", (long long) ragq_epoch_ms());
-    snprintf(ttl, sizeof(ttl), "%ld", q->cfg->result_ttl_ms);
     snprintf(token, sizeof(token), "%ld", job->attempts);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_FINAL, argv);
     argv[2] = "4";
-    argv[3] = key;
+    argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = q->k_dead;
     argv[6] = q->k_jobs;
     argv[7] = finished ? "finished" : "failed";
     argv[8] = ended;
-    argv[9] = ttl;
+    argv[9] = q->a_result_ttl;
     argv[10] = finished ? job->result : "";
     argv[11] = finished ? job->sources_json : "";
     argv[12] = finished ? job->usage_json : "";
@@ -253,7 +264,6 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
     argv[17] = token;
     argv[18] = q->consumer;
     rc = ragq_queue_send(q, final_reply, job, 19, argv, NULL);
-    free(key);
     free(err_json);
     job->state = rc == 0 ? JOB_WRITING : JOB_PARKED;
     if (rc != 0) {
@@ -289,7 +299,6 @@ release_reply(void *owner, redisReply *r, void *priv)
 static int
 send_release(ragq_queue_t *q, ragq_job_t *job)
 {
-    char       *key = ragq_queue_job_key(q, job->id);
     char       *err_json = ragq_job_error_json(job), token[32];
     const char *argv[9];
     int         rc = -1;
@@ -297,16 +306,15 @@ send_release(ragq_queue_t *q, ragq_job_t *job)
     snprintf(token, sizeof(token), "%ld", job->attempts);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_RELEASE, argv);
     argv[2] = "2";
-    argv[3] = key ? key : "";
+    argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = err_json ? err_json : "";
     argv[6] = job->id;
     argv[7] = token;
     argv[8] = q->consumer;
-    if (key != NULL && err_json != NULL) {
+    if (err_json != NULL) {
         rc = ragq_queue_send(q, release_reply, job, 9, argv, NULL);
     }
-    free(key);
     free(err_json);
     return rc;
 }
@@ -466,7 +474,8 @@ ragq_queue_take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
         return;
     }
     job = ragq_job_new();
-    if (job == NULL || (job->entry = strdup(entry)) == NULL) {
+    if (job == NULL || (job->entry = strdup(entry)) == NULL ||
+        (job->key = job_key(q, id, idlen)) == NULL) {
         ragq_job_free(job);
         return;
     }
@@ -494,35 +503,26 @@ ragq_queue_take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
 static int
 send_claim(ragq_queue_t *q, ragq_job_t *job)
 {
-    char       *key = ragq_queue_job_key(q, job->id);
-    char        now[32], max[16], ttl[32], topk[16];
+    char        now[32];
     const char *argv[16];
-    int         rc;
 
-    if (key == NULL) {
-        return -1;
-    }
+    constant_args(q);
     snprintf(now, sizeof(now), "%lld", (long long) ragq_epoch_ms());
-    snprintf(max, sizeof(max), "%u", q->cfg->max_attempts);
-    snprintf(ttl, sizeof(ttl), "%ld", q->cfg->result_ttl_ms);
-    snprintf(topk, sizeof(topk), "%d", RAGQ_TOP_K_LIMIT);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_CLAIM, argv);
     argv[2] = "4";
-    argv[3] = key;
+    argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = q->k_dead;
     argv[6] = q->k_jobs;
-    argv[7] = max;
+    argv[7] = q->a_max_attempts;
     argv[8] = now;
     argv[9] = job->id;
     argv[10] = job->entry;
     argv[11] = q->k_group;
     argv[12] = q->consumer;
-    argv[13] = ttl;
-    argv[14] = topk;
-    rc = ragq_queue_send(q, claim_reply, job, 15, argv, NULL);
-    free(key);
-    return rc;
+    argv[13] = q->a_result_ttl;
+    argv[14] = q->a_top_k_limit;
+    return ragq_queue_send(q, claim_reply, job, 15, argv, NULL);
 }
 
 /*

@@ -76,15 +76,15 @@ keepalive_reply(void *owner, redisReply *reply, void *priv)
 /*
  * One keepalive.lua call for every job that holds its entry:
  * KEYS = jobs stream + the job hashes, ARGV = group, consumer, entries,
- * tokens.  The keys and tokens are written into two buffers.
+ * tokens (the tokens written into one buffer).
  */
 void
 ragq_queue_keepalive(ragq_queue_t *q)
 {
     keepalive_batch_t *b = NULL;
     const char       **argv = NULL;
-    char              *keys = NULL, *tokens = NULL, nkeys[24];
-    size_t             n = 0, i, klen = strlen(q->k_job_prefix) + 33;
+    char              *tokens = NULL, nkeys[24];
+    size_t             n = 0, i;
     ragq_job_t        *j;
     int                argc;
 
@@ -99,9 +99,8 @@ ragq_queue_keepalive(ragq_queue_t *q)
     }
     b = malloc(sizeof(*b) + n * sizeof(b->serial[0]));
     argv = malloc((3 * n + 6) * sizeof(*argv));
-    keys = malloc(n * klen);
     tokens = malloc(n * 24);
-    if (b == NULL || argv == NULL || keys == NULL || tokens == NULL) {
+    if (b == NULL || argv == NULL || tokens == NULL) {
         goto done;
     }
     b->n = n;
@@ -115,9 +114,8 @@ ragq_queue_keepalive(ragq_queue_t *q)
         if (!holds_entry(j)) {
             continue;
         }
-        snprintf(keys + i * klen, klen, "%s%s", q->k_job_prefix, j->id);
         snprintf(tokens + i * 24, 24, "%ld", j->attempts);
-        argv[4 + i] = keys + i * klen;
+        argv[4 + i] = j->key;
         argv[6 + n + i] = j->entry;
         argv[6 + 2 * n + i] = tokens + i * 24;
         b->serial[i++] = j->serial;
@@ -130,7 +128,6 @@ ragq_queue_keepalive(ragq_queue_t *q)
 done:
     free(b);
     free(argv);
-    free(keys);
     free(tokens);
 }
 
