@@ -233,11 +233,6 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
     const char *argv[19];
     int         finished = job->outcome == RAGQ_JOB_FINISHED, rc;
 
-    if (!ragq_vconn_ready(q->cmd)) {
-        job->state = JOB_PARKED;
-        ragq_queue_check_drained(q);
-        return;
-    }
     if (!finished && (err_json = ragq_job_error_json(job)) == NULL) {
         job->state = JOB_PARKED;
         return;
