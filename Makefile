@@ -10,6 +10,8 @@ SHELL := /bin/bash
 #   make test       the whole suite (tests/run)
 #   make demo       question in, answer out, on private ports (scripts/demo)
 #   make bench      benchmarks, writes bench/RESULTS.md
+#   make chaos      crashes, stalls and flapping upstreams under load (tests/chaos,
+#                   ~4 min); make chaos-short is the bounded pass CI runs (~1.5 min)
 #   make format     clang-format in place; make lint checks it
 #   make fuzz       libFuzzer targets (fuzz/), FUZZ_SECONDS each; make fuzz-ci: 20 s
 #
@@ -286,6 +288,13 @@ bench: deps
 	$(MAKE) all
 	bench/run
 
+# tests/chaos/chaos.py: CHAOS_ARGS="--seed N --keep" to repeat a run and keep its logs.
+chaos: all
+	tests/chaos/chaos.py $(CHAOS_ARGS)
+
+chaos-short: all
+	tests/chaos/chaos.py --short $(CHAOS_ARGS)
+
 # The worker and the unit tests: .clang-format with clang-format (14). The
 # module: nginx's style, .clang-format-nginx with clang-format-19.
 FORMAT_FILES = $(wildcard worker/*.c worker/*.h tests/unit/*.c fuzz/*.c fuzz/*.h)
@@ -301,5 +310,5 @@ lint:
 clean:
 	rm -rf build tests/servroot*
 
-.PHONY: all module worker unit asan deps deps-build test demo bench format lint clean \
-	module-check install install-files uninstall deb lintian fuzz fuzz-build fuzz-ci
+.PHONY: all module worker unit asan deps deps-build test demo bench chaos chaos-short format \
+	lint clean module-check install install-files uninstall deb lintian fuzz fuzz-build fuzz-ci

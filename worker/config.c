@@ -28,7 +28,7 @@
 #define W 1 /* ragq-worker */
 #define I 2 /* ragq-ingest */
 
-typedef enum { T_STR, T_UINT, T_DUR, T_LEVEL, T_CHOICE } opt_type_t;
+typedef enum { T_STR, T_UINT, T_DUR, T_LEVEL, T_CHOICE, T_SIZE } opt_type_t;
 
 typedef struct {
     const char *env;
@@ -146,6 +146,12 @@ static const opt_t opts[] = {
      "Models"},
     {"RAGQ_CONNECT_TIMEOUT", W | I, T_DUR, OFF(connect_timeout_ms), "5s", 100,
      600000L, "DURATION", "limit of one TCP/TLS connect", NULL, "Models"},
+    {"RAGQ_MAX_ANSWER_BYTES", W, T_SIZE, OFF(max_answer_bytes), NULL, 1024,
+     1L << 30, "SIZE",
+     "largest answer taken from a model or Qdrant, e.g. 8M; a larger one "
+     "fails the job (upstream_answer_too_large), never retried (default: "
+     "4M for embeddings and chat, 16M for Qdrant)",
+     NULL, "Models"},
 
     {"QDRANT_URL", W | I, T_STR, OFF(qdrant_url), NULL, 0, 0, "URL",
      "Qdrant REST base URL, e.g. http://127.0.0.1:6333", NULL, "Qdrant"},
@@ -331,6 +337,43 @@ set_value(ragq_config_t *cfg, const opt_t *o, const char *name, const char *v)
             return -1;
         }
         *(long *) field = ms;
+        return 0;
+    }
+
+    case T_SIZE: {
+        char         *end;
+        unsigned long n, mul = 1;
+        errno = 0;
+        n = isdigit((unsigned char) v[0]) ? strtoul(v, &end, 10) : 0;
+        if (isdigit((unsigned char) v[0]) && errno == 0) {
+            switch (*end) {
+            case 'k':
+            case 'K':
+                mul = 1024;
+                end++;
+                break;
+            case 'm':
+            case 'M':
+                mul = 1024 * 1024;
+                end++;
+                break;
+            case 'g':
+            case 'G':
+                mul = 1024 * 1024 * 1024;
+                end++;
+                break;
+            }
+        }
+        if (!isdigit((unsigned char) v[0]) || errno != 0 || *end != '\0' ||
+            n > (unsigned long) o->max / mul ||
+            n * mul < (unsigned long) o->min) {
+            fprintf(stderr,
+                    "%s must be a size from %ldk to %ldM like 512k, 8M or "
+                    "bytes, got '%s'\n",
+                    name, o->min / 1024, o->max / (1024 * 1024), v);
+            return -1;
+        }
+        *(unsigned long *) field = n * mul;
         return 0;
     }
 

@@ -47,6 +47,8 @@ typedef struct {
     long        result_ttl_ms;      /* RAGQ_RESULT_TTL      24h */
     long        http_timeout_ms;    /* RAGQ_HTTP_TIMEOUT    120s, one call */
     long        connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
+    /* RAGQ_MAX_ANSWER_BYTES; 0: the default of each call (job.h) */
+    unsigned long max_answer_bytes;
     unsigned    max_tokens;         /* RAGQ_MAX_TOKENS      0 = not sent */
     const char *consumer;           /* RAGQ_CONSUMER        <host>-<pid> */
 

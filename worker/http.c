@@ -20,9 +20,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* An upstream answer bigger than this is an error, not a memory hazard. */
-#define RAGQ_HTTP_MAX_BODY (64u * 1024 * 1024)
-
 /*
  * A pooled request keeps an answer buffer up to this size for the next:
  * the pool is as large as the most requests ever in flight, so bigger
@@ -43,6 +40,7 @@ struct ragq_http_req_s {
     size_t           len, cap;
     char            *retry_after, *retry_after_ms;
     int              too_big;
+    size_t           max_answer; /* bytes of body accepted */
     uint64_t         started;
     long             timeout_ms;
     ragq_http_cb     cb;
@@ -187,6 +185,11 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     ragq_http_req_t *req = userdata;
     size_t           n = size * nmemb;
 
+    /* Past the cap: stop the transfer now (curl fails it), read no more. */
+    if (n > req->max_answer - req->len) {
+        req->too_big = 1;
+        return 0;
+    }
     if (req->len + n + 1 > req->cap) {
         size_t cap = req->cap ? req->cap : 4096;
         char  *p;
@@ -194,9 +197,8 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
         while (cap < req->len + n + 1) {
             cap *= 2;
         }
-        if (cap > RAGQ_HTTP_MAX_BODY) {
-            req->too_big = 1;
-            return 0;
+        if (cap > req->max_answer + 1) {
+            cap = req->max_answer + 1;
         }
         p = realloc(req->body, cap);
         if (p == NULL) {
@@ -286,9 +288,12 @@ check_done(ragq_http_t *http)
             resp.status = code;
         } else {
             resp.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
-            if (req->too_big) {
-                snprintf(err, sizeof(err), "answer larger than %u bytes",
-                         RAGQ_HTTP_MAX_BODY);
+            /* FILESIZE_EXCEEDED: the Content-Length said so, nothing read. */
+            resp.too_large =
+                req->too_big || msg->data.result == CURLE_FILESIZE_EXCEEDED;
+            if (resp.too_large) {
+                snprintf(err, sizeof(err), "answer larger than %zu bytes",
+                         req->max_answer);
             } else if (resp.timed_out) {
                 snprintf(err, sizeof(err), "no answer within %ld ms",
                          req->timeout_ms);
@@ -520,8 +525,8 @@ req_get(ragq_http_t *http)
 
 ragq_http_req_t *
 ragq_http_post(ragq_http_t *http, const char *url, const char *header,
-               const char *body, size_t len, long timeout_ms, ragq_http_cb cb,
-               void *data)
+               const char *body, size_t len, long timeout_ms, size_t max_answer,
+               ragq_http_cb cb, void *data)
 {
     char            *copy = malloc(len + 1);
     ragq_http_req_t *req;
@@ -531,8 +536,8 @@ ragq_http_post(ragq_http_t *http, const char *url, const char *header,
     }
     memcpy(copy, body, len);
     copy[len] = '\0';
-    req =
-        ragq_http_post_take(http, url, header, copy, len, timeout_ms, cb, data);
+    req = ragq_http_post_take(http, url, header, copy, len, timeout_ms,
+                              max_answer, cb, data);
     if (req == NULL) {
         free(copy);
     }
@@ -541,8 +546,8 @@ ragq_http_post(ragq_http_t *http, const char *url, const char *header,
 
 ragq_http_req_t *
 ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
-                    char *body, size_t len, long timeout_ms, ragq_http_cb cb,
-                    void *data)
+                    char *body, size_t len, long timeout_ms, size_t max_answer,
+                    ragq_http_cb cb, void *data)
 {
     struct curl_slist *h = headers_for(http, header);
     ragq_http_req_t   *req;
@@ -557,6 +562,7 @@ ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
     req->cb = cb;
     req->data = data;
     req->timeout_ms = timeout_ms;
+    req->max_answer = max_answer;
     req->started = ragq_now_ms();
     req->errbuf[0] = '\0';
 
@@ -568,6 +574,7 @@ ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
      * negotiated (TLS); on cleartext it would only delay the first wave. */
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) max_answer);
     curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
 
     req->next = http->reqs;

@@ -2,7 +2,8 @@
  * http.h: asynchronous HTTP POSTs for the job pipeline: libcurl's multi
  * interface driven by the worker's event loop (socket and timer callbacks),
  * one shared connection cache with keep-alive and HTTP/2 where the server
- * offers it, per-request and connect timeouts, Retry-After headers kept.
+ * offers it, per-request and connect timeouts, a cap on each answer's size,
+ * Retry-After headers kept.
  */
 
 #ifndef RAGQ_HTTP_H
@@ -18,6 +19,7 @@ typedef struct ragq_http_req_s ragq_http_req_t;
 typedef struct {
     long        status;    /* HTTP status; 0 = no answer (see error) */
     int         timed_out; /* the transport error was a timeout */
+    int         too_large; /* the answer was cut: larger than max_answer */
     const char *error;     /* transport error text, "" when status > 0 */
     const char *body;      /* NUL-terminated, valid during the callback */
     size_t      len;
@@ -39,13 +41,16 @@ void         ragq_http_free(ragq_http_t *http);
 
 /*
  * POSTs a JSON body (copied).  header is one extra header line such as
- * "Authorization: Bearer KEY" or "api-key: KEY", or NULL.  Returns NULL
- * (and does not call cb) when the request could not be set up.
+ * "Authorization: Bearer KEY" or "api-key: KEY", or NULL.  An answer body
+ * (decoded) larger than max_answer bytes is not read: the transfer stops
+ * there (at once when its Content-Length says so) and resp->too_large is
+ * set.  Returns NULL (and does not call cb) when the request could not be
+ * set up.
  */
 ragq_http_req_t *ragq_http_post(ragq_http_t *http, const char *url,
                                 const char *header, const char *body,
-                                size_t len, long timeout_ms, ragq_http_cb cb,
-                                void *data);
+                                size_t len, long timeout_ms, size_t max_answer,
+                                ragq_http_cb cb, void *data);
 
 /*
  * The same, but takes body (malloc'd, len bytes) instead of copying it; it
@@ -53,8 +58,8 @@ ragq_http_req_t *ragq_http_post(ragq_http_t *http, const char *url,
  */
 ragq_http_req_t *ragq_http_post_take(ragq_http_t *http, const char *url,
                                      const char *header, char *body, size_t len,
-                                     long timeout_ms, ragq_http_cb cb,
-                                     void *data);
+                                     long timeout_ms, size_t max_answer,
+                                     ragq_http_cb cb, void *data);
 
 /* Aborts a request; its callback will not run.  NULL is fine. */
 void ragq_http_cancel(ragq_http_req_t *req);

@@ -37,6 +37,12 @@ ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
     p->embed_openai = strcmp(cfg->embedder, "openai") == 0;
     p->store_qdrant = strcmp(cfg->store, "qdrant") == 0;
     p->answer_openai = strcmp(cfg->answerer, "openai") == 0;
+    p->max_answer[STAGE_EMBED] =
+        cfg->max_answer_bytes ? cfg->max_answer_bytes : RAGQ_MAX_ANSWER_EMBED;
+    p->max_answer[STAGE_RETRIEVE] =
+        cfg->max_answer_bytes ? cfg->max_answer_bytes : RAGQ_MAX_ANSWER_QDRANT;
+    p->max_answer[STAGE_GENERATE] =
+        cfg->max_answer_bytes ? cfg->max_answer_bytes : RAGQ_MAX_ANSWER_CHAT;
 
     if (p->embed_openai) {
         p->embed_url = ragq_url_join(cfg->embed_base_url, "/embeddings");
@@ -86,6 +92,7 @@ ragq_job_new(void)
 
     if (job != NULL) {
         ragq_timer_init(&job->timer, step, job);
+        ragq_timer_init(&job->write_timer, NULL, job);
     }
     return job;
 }
@@ -111,6 +118,7 @@ ragq_job_free(ragq_job_t *job)
     }
     ragq_job_abort(job);
     free(job->entry);
+    free(job->key);
     free(job->query);
     free(job->collection);
     free(job->result);
@@ -250,6 +258,45 @@ complete(ragq_job_t *job)
 }
 
 /*
+ * The points Qdrant answered, as sources: those without text (no
+ * page_content or text in their payload) cannot inform an answer and are
+ * skipped; no more than top_k are kept (a server may send more than asked),
+ * in the server's order, best first.  Points, but none with text, is a
+ * collection this worker cannot read: -1 with a permanent error.
+ */
+static int
+keep_sources(ragq_job_t *job)
+{
+    size_t i, kept = 0, n = job->nsources;
+
+    for (i = 0; i < n; i++) {
+        ragq_source_t *src = &job->sources[i];
+
+        if (src->text[0] == '\0' || kept == job->top_k) {
+            free(src->id);
+            free(src->source);
+            free(src->text);
+            continue;
+        }
+        job->sources[kept++] = *src;
+    }
+    job->nsources = kept;
+    if (kept == 0) {
+        free(job->sources);
+        job->sources = NULL;
+    }
+    if (kept == 0 && n > 0) {
+        ragq_upstream_error_set(&job->err, 0, 0, "unsupported_payload",
+                                "Qdrant returned %zu points but none has text "
+                                "in its payload (page_content, as LangChain "
+                                "writes it, or text)",
+                                n);
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * After a failed try: wait and try again, or give up.  An answer that
  * arrived but could not be parsed is retried too (proxies truncate), but
  * when that keeps happening the job fails now: the server is up and
@@ -285,6 +332,15 @@ on_http(const ragq_http_response_t *resp, void *data)
     int         rc = -1;
 
     job->req = NULL;
+    if (resp->too_large) {
+        /* Not a glitch: the same question gets the same answer again. */
+        ragq_upstream_error_set(&job->err, 0, 0, "upstream_answer_too_large",
+                                "%s: the answer is larger than %zu bytes "
+                                "(RAGQ_MAX_ANSWER_BYTES); not retried",
+                                api, job->p->max_answer[job->stage]);
+        finish(job, RAGQ_JOB_FAILED);
+        return;
+    }
     if (resp->status == 0) {
         ragq_upstream_error_set(&job->err, 0, 1,
                                 resp->timed_out ? "upstream_timeout"
@@ -316,6 +372,10 @@ on_http(const ragq_http_response_t *resp, void *data)
         job->nsources = 0;
         rc = ragq_qdrant_query_parse(resp->body, resp->len, &job->sources,
                                      &job->nsources, &job->err);
+        if (rc == 0 && keep_sources(job) != 0) {
+            finish(job, RAGQ_JOB_FAILED);
+            return;
+        }
         break;
     case STAGE_GENERATE:
         free(job->result);
@@ -348,8 +408,10 @@ post_json(ragq_job_t *job, const char *url, const char *auth, char *body)
         finish(job, RAGQ_JOB_FAILED);
         return;
     }
-    job->req = ragq_http_post_take(job->p->http, url, auth, body, strlen(body),
-                                   job->p->cfg->http_timeout_ms, on_http, job);
+    job->req =
+        ragq_http_post_take(job->p->http, url, auth, body, strlen(body),
+                            job->p->cfg->http_timeout_ms,
+                            job->p->max_answer[job->stage], on_http, job);
     if (job->req == NULL) {
         free(body);
         ragq_upstream_error_set(&job->err, 0, 1, "internal_error",

@@ -19,6 +19,18 @@
 
 #define RAGQ_EXCERPT_MAX 500 /* bytes of a source's text kept in "sources" */
 
+/* The largest top_k a job may ask for (its claim fails invalid_job above). */
+#define RAGQ_TOP_K_LIMIT 1000
+
+/*
+ * The largest answer of each call when RAGQ_MAX_ANSWER_BYTES is not set:
+ * one embedding is tens of kB, top_k points with their payloads a few MB
+ * at most, an answer text far less than 4 MiB.
+ */
+#define RAGQ_MAX_ANSWER_EMBED  (4ul << 20)
+#define RAGQ_MAX_ANSWER_QDRANT (16ul << 20)
+#define RAGQ_MAX_ANSWER_CHAT   (4ul << 20)
+
 typedef enum {
     RAGQ_JOB_FINISHED, /* result, sources_json, usage_json set */
     RAGQ_JOB_FAILED,   /* permanent error: fail the job now */
@@ -31,6 +43,7 @@ typedef struct {
     const ragq_config_t *cfg;
     ragq_local_store_t  *store; /* when cfg->store is "local" */
     int                  embed_openai, store_qdrant, answer_openai;
+    size_t               max_answer[3]; /* bytes, per stage */
     char                *embed_url, *chat_url;
     char                *embed_auth, *chat_auth, *qdrant_auth; /* headers */
 } ragq_pipeline_t;
@@ -42,15 +55,20 @@ struct ragq_job_s {
     /* inputs, owned by the job (freed by ragq_job_free) */
     char     id[33];
     char    *entry; /* stream entry id in P:jobs */
+    char    *key;   /* its hash, P:job:ID */
     char    *query;
     unsigned top_k;
     char    *collection;
     long     attempts;
 
     /* queue bookkeeping */
-    ragq_job_t *prev, *next;
-    int         state;
-    uint64_t    claimed_at;
+    ragq_job_t  *prev, *next;
+    int          state;
+    uint64_t     claimed_at;
+    uint64_t     serial;      /* arrival order in this worker */
+    void        *queue;       /* the queue holding it */
+    ragq_timer_t write_timer; /* the final write again, after an error */
+    int          write_tries;
 
     /* outcome */
     ragq_job_outcome_t    outcome;

@@ -2,8 +2,9 @@
  * queue.c: the queue of queue.h: its two connections (valkey_conn.h), how
  * stream entries come to this worker (XREADGROUP on the claim connection,
  * XAUTOCLAIM of entries idle for RAGQ_RECLAIM_AFTER, the XPENDING probe that
- * wakes a read holding every free slot), the keep-alive of entries held,
- * the consumer group, the job slots, start-up and the graceful stop, and
+ * wakes a read holding every free slot), the timers of the keep-alive of
+ * entries held and of the sweep of dead consumers (queue_keep.c), the
+ * consumer group, the job slots, start-up and the graceful stop, and
  * what persistent Valkey errors do to all of that (never spin: see
  * "faults").  What happens to one job once its entry is ours is
  * queue_job.c.
@@ -225,6 +226,8 @@ xread_reply(void *owner, redisReply *reply, void *priv)
                  q->consumer, q->k_jobs, q->k_group, q->cfg->concurrency,
                  q->cfg->embedder, q->cfg->store, q->cfg->answerer);
         ragq_timer_start(q->loop, &q->keepalive_timer, 0);
+        ragq_timer_start(q->loop, &q->consumers_timer,
+                         ragq_queue_consumers_period(q));
     }
     streams = reply;
     if (streams->type == REDIS_REPLY_ARRAY) {
@@ -531,41 +534,29 @@ reclaim_now(ragq_queue_t *q)
 
 /*
  * Resets the idle time of every entry we hold, so RAGQ_RECLAIM_AFTER
- * measures a silent worker, not a long generation.
+ * measures a silent worker, not a long generation; stops the jobs another
+ * worker has taken over since (queue_keep.c).
  */
 static void
 keepalive(void *data)
 {
     ragq_queue_t *q = data;
-    const char  **argv;
-    ragq_job_t   *j;
-    int           argc = 0;
     long          period = q->cfg->reclaim_after_ms / 3;
 
     ragq_timer_start(q->loop, &q->keepalive_timer,
                      (uint64_t) (period < 50 ? 50 : period));
-    if (q->njobs == 0 || !ragq_vconn_ready(q->cmd)) {
-        return;
-    }
-    argv = malloc((q->njobs + 7) * sizeof(*argv));
-    if (argv == NULL) {
-        return;
-    }
-    argv[argc++] = "XCLAIM";
-    argv[argc++] = q->k_jobs;
-    argv[argc++] = q->k_group;
-    argv[argc++] = q->consumer;
-    argv[argc++] = "0";
-    for (j = q->jobs; j; j = j->next) {
-        if (j->state != JOB_RELEASING) {
-            argv[argc++] = j->entry;
-        }
-    }
-    argv[argc++] = "JUSTID";
-    if (argc > 6) {
-        ragq_queue_send(q, NULL, NULL, argc, argv, NULL);
-    }
-    free(argv);
+    ragq_queue_keepalive(q);
+}
+
+/* The consumers of workers long gone leave the group (queue_keep.c). */
+static void
+forget_consumers(void *data)
+{
+    ragq_queue_t *q = data;
+
+    ragq_timer_start(q->loop, &q->consumers_timer,
+                     ragq_queue_consumers_period(q));
+    ragq_queue_forget_consumers(q);
 }
 
 static void
@@ -850,6 +841,7 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     ragq_timer_init(&q->reclaim_timer, reclaim, q);
     ragq_timer_init(&q->grace_timer, grace_over, q);
     ragq_timer_init(&q->exit_timer, exit_now, q);
+    ragq_timer_init(&q->consumers_timer, forget_consumers, q);
     return q;
 }
 
@@ -889,6 +881,7 @@ ragq_queue_free(ragq_queue_t *q)
         ragq_timer_stop(q->loop, &q->grace_timer);
         ragq_timer_stop(q->loop, &q->exit_timer);
         ragq_timer_stop(q->loop, &q->pass_timer);
+        ragq_timer_stop(q->loop, &q->consumers_timer);
     }
     ragq_vconn_free(q->cmd);
     ragq_vconn_free(q->blk);

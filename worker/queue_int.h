@@ -18,6 +18,7 @@ enum {
     JOB_CLAIMING,  /* claim script sent */
     JOB_RUNNING,   /* in the pipeline (job.c) */
     JOB_WRITING,   /* final script sent */
+    JOB_WAITING,   /* final script refused (OOM...): written again later */
     JOB_PARKED,    /* ended while Valkey was down: written on reconnect */
     JOB_RELEASING, /* release script sent; no longer kept alive */
 };
@@ -43,7 +44,11 @@ struct ragq_queue_s {
     char        reclaim_cursor[64];
 
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
-    ragq_timer_t exit_timer;
+    ragq_timer_t exit_timer, consumers_timer;
+    uint64_t     job_serial; /* the last job's ragq_job_t.serial */
+
+    /* Script arguments that never change, as text (queue_job.c). */
+    char a_max_attempts[16], a_result_ttl[24], a_top_k_limit[16];
 
     /*
      * Persistent Valkey errors (queue.c): each logged once per change,
@@ -76,5 +81,14 @@ void ragq_queue_check_drained(ragq_queue_t *q);
 void ragq_queue_take_entry(ragq_queue_t *q, redisReply *entry, int reclaimed);
 void ragq_queue_write_parked(ragq_queue_t *q);
 void ragq_queue_jobs_free(ragq_queue_t *q);
+void ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why);
+
+/* ragq_queue_job_lost's why: keepalive.lua's answers other than "ours". */
+enum { JOB_LOST_STALE = 0, JOB_LOST_GONE = 2, JOB_LOST_FINAL = 3 };
+
+/* queue_keep.c */
+void     ragq_queue_keepalive(ragq_queue_t *q);
+void     ragq_queue_forget_consumers(ragq_queue_t *q);
+uint64_t ragq_queue_consumers_period(const ragq_queue_t *q);
 
 #endif

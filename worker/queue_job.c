@@ -1,9 +1,11 @@
 /*
  * queue_job.c: one job's trip through Valkey (queue_int.h): the claim
- * script when its stream entry arrives, the pipeline run, then the final
+ * script when its stream entry arrives (which also settles entries that
+ * hold no job to run, and poison jobs), the pipeline run, then the final
  * script (or the release script when its attempt gave up on transient
- * errors), a result kept in memory while Valkey is down, and the
- * acknowledgement of entries that hold no job to run.
+ * errors), both fenced by the claim's token (attempts + consumer); a
+ * result kept in memory while Valkey is down or refuses the write; a job
+ * stopped when the keep-alive finds another claim holds it.
  */
 
 #include "queue_int.h"
@@ -12,11 +14,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * A final write refused with an error Valkey does not recover from on its
+ * own is tried this many times; OOM, BUSY, LOADING, READONLY... for as long
+ * as the claim is ours (the keep-alive says when it is not).
+ */
+#define RAGQ_WRITE_TRIES   5
+#define RAGQ_WRITE_BACKOFF 5000 /* ms, the longest wait between writes */
+
 static void write_final(ragq_queue_t *q, ragq_job_t *job);
+
+/* The arguments that are the same for every job, formatted once. */
+static void
+constant_args(ragq_queue_t *q)
+{
+    if (q->a_result_ttl[0] == '\0') {
+        snprintf(q->a_max_attempts, sizeof(q->a_max_attempts), "%u",
+                 q->cfg->max_attempts);
+        snprintf(q->a_result_ttl, sizeof(q->a_result_ttl), "%ld",
+                 q->cfg->result_ttl_ms);
+        snprintf(q->a_top_k_limit, sizeof(q->a_top_k_limit), "%d",
+                 RAGQ_TOP_K_LIMIT);
+    }
+}
 
 static void
 job_unlink_free(ragq_queue_t *q, ragq_job_t *job)
 {
+    ragq_timer_stop(q->loop, &job->write_timer);
     if (job->prev) {
         job->prev->next = job->next;
     } else {
@@ -59,16 +84,85 @@ job_in_flight(const ragq_queue_t *q, const char *entry)
     return 0;
 }
 
+/* P:job:ID, made once a job. */
 static char *
-job_key(const ragq_queue_t *q, const char *id)
+job_key(const ragq_queue_t *q, const char *id, size_t idlen)
 {
-    size_t n = strlen(q->k_job_prefix) + strlen(id) + 1;
-    char  *k = malloc(n);
+    size_t plen = strlen(q->k_job_prefix);
+    char  *k = malloc(plen + idlen + 1);
 
     if (k) {
-        snprintf(k, n, "%s%s", q->k_job_prefix, id);
+        memcpy(k, q->k_job_prefix, plen);
+        memcpy(k + plen, id, idlen);
+        k[plen + idlen] = '\0';
     }
     return k;
+}
+
+/* Errors Valkey gets over by itself: the write is worth trying again. */
+static int
+transient_error(const char *msg)
+{
+    static const char *const codes[] = {"OOM",      "BUSY",        "LOADING",
+                                        "READONLY", "MASTERDOWN",  "NOREPLICAS",
+                                        "TRYAGAIN", "CLUSTERDOWN", "UNBLOCKED"};
+    size_t                   i, n;
+
+    for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        n = strlen(codes[i]);
+        if (strncmp(msg, codes[i], n) == 0 &&
+            (msg[n] == ' ' || msg[n] == '\0')) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void
+write_again(void *data)
+{
+    ragq_job_t   *job = data;
+    ragq_queue_t *q = job->queue;
+
+    write_final(q, job);
+}
+
+/*
+ * The final script answered an error (it wrote nothing: it checks before
+ * its first write, and only that one can be refused).  The result stays in
+ * memory, in its slot, and is written again after a backoff: the job is
+ * not run again for it (three paid calls).  The keep-alive goes on, so the
+ * claim stays ours; if another worker takes the job over all the same, the
+ * keep-alive says so and the result is dropped (ragq_queue_job_lost).
+ */
+static void
+final_refused(ragq_queue_t *q, ragq_job_t *job, const char *msg)
+{
+    uint64_t step, delay;
+    int      transient = transient_error(msg);
+
+    job->write_tries++;
+    if (!transient && job->write_tries >= RAGQ_WRITE_TRIES) {
+        ragq_log(RAGQ_LOG_ERROR,
+                 "job %s: cannot write its final state: %s; gave up after "
+                 "%d tries, left for reclaim",
+                 job->id, msg, job->write_tries);
+        job_drop(q, job);
+        return;
+    }
+    step = job->write_tries > 6 ? RAGQ_WRITE_BACKOFF
+                                : (uint64_t) 100 << (job->write_tries - 1);
+    if (step > RAGQ_WRITE_BACKOFF) {
+        step = RAGQ_WRITE_BACKOFF;
+    }
+    delay = step / 2 + (uint64_t) random() % (step / 2 + 1);
+    /* One line at warn, then every 10th: an OOM may last a while. */
+    ragq_log(job->write_tries % 10 == 1 ? RAGQ_LOG_WARN : RAGQ_LOG_DEBUG,
+             "job %s: cannot write its final state: %s; retry %d in %llu ms "
+             "(the result is kept)",
+             job->id, msg, job->write_tries, (unsigned long long) delay);
+    job->state = JOB_WAITING;
+    ragq_timer_start(q->loop, &job->write_timer, delay);
 }
 
 static void
@@ -89,25 +183,45 @@ final_reply(void *owner, redisReply *reply, void *priv)
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        ragq_log(RAGQ_LOG_ERROR,
-                 "job %s: cannot write its final state: %s; left for "
-                 "reclaim",
-                 job->id, reply->str);
-    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        final_refused(q, job, reply->str);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        final_refused(q, job, "unexpected reply to the final script");
+        return;
+    }
+    switch (reply->integer) {
+    case 1:
+        if (job->outcome == RAGQ_JOB_FINISHED) {
+            ragq_log(RAGQ_LOG_INFO,
+                     "job %s finished in %ld ms (embed %ld, retrieve %ld, "
+                     "generate %ld)",
+                     job->id, ms, job->ms_embed, job->ms_retrieve,
+                     job->ms_generate);
+        } else {
+            ragq_log(RAGQ_LOG_INFO,
+                     "job %s failed in %ld ms (attempt %ld of %u): "
+                     "%s: %s",
+                     job->id, ms, job->attempts, q->cfg->max_attempts,
+                     job->err.code, job->err.message);
+        }
+        break;
+    case 0:
         ragq_log(RAGQ_LOG_INFO,
                  "job %s was already final (run twice); acknowledged", job->id);
-    } else if (job->outcome == RAGQ_JOB_FINISHED) {
-        ragq_log(RAGQ_LOG_INFO,
-                 "job %s finished in %ld ms (embed %ld, retrieve %ld, "
-                 "generate %ld)",
-                 job->id, ms, job->ms_embed, job->ms_retrieve,
-                 job->ms_generate);
-    } else {
-        ragq_log(RAGQ_LOG_INFO,
-                 "job %s failed in %ld ms (attempt %ld of %u): "
-                 "%s: %s",
-                 job->id, ms, job->attempts, q->cfg->max_attempts,
-                 job->err.code, job->err.message);
+        break;
+    case -1:
+        ragq_log(RAGQ_LOG_WARN,
+                 "job %s: attempt %ld is stale: another worker claimed the "
+                 "job since; its result is dropped, not written",
+                 job->id, job->attempts);
+        break;
+    default:
+        ragq_log(RAGQ_LOG_ERROR,
+                 "job %s: its key is no longer a hash; left as it is, "
+                 "dead-lettered (invalid_job)",
+                 job->id);
+        break;
     }
     job_drop(q, job);
 }
@@ -115,54 +229,36 @@ final_reply(void *owner, redisReply *reply, void *priv)
 static void
 write_final(ragq_queue_t *q, ragq_job_t *job)
 {
-    char        ended[32], ttl[32], *err_json = NULL, *key;
-    const char *argv[15];
-    size_t      lens[15];
-    int         i, finished = job->outcome == RAGQ_JOB_FINISHED, rc;
+    char        ended[32], token[32], *err_json = NULL;
+    const char *argv[19];
+    int         finished = job->outcome == RAGQ_JOB_FINISHED, rc;
 
-    key = job_key(q, job->id);
-    if (!finished) {
-        err_json = ragq_job_error_json(job);
-    }
-    if (key == NULL || (!finished && err_json == NULL)) {
-        free(key);
-        free(err_json);
+    if (!finished && (err_json = ragq_job_error_json(job)) == NULL) {
         job->state = JOB_PARKED;
         return;
     }
+    constant_args(q);
     snprintf(ended, sizeof(ended), "%lld", (long long) ragq_epoch_ms());
-    snprintf(ttl, sizeof(ttl), "%ld", q->cfg->result_ttl_ms);
+    snprintf(token, sizeof(token), "%ld", job->attempts);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_FINAL, argv);
     argv[2] = "4";
-    argv[3] = key;
+    argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = q->k_dead;
     argv[6] = q->k_jobs;
     argv[7] = finished ? "finished" : "failed";
     argv[8] = ended;
-    argv[9] = ttl;
+    argv[9] = q->a_result_ttl;
     argv[10] = finished ? job->result : "";
     argv[11] = finished ? job->sources_json : "";
     argv[12] = finished ? job->usage_json : "";
     argv[13] = finished ? "" : err_json;
     argv[14] = job->entry;
-    for (i = 0; i < 15; i++) {
-        lens[i] = strlen(argv[i]);
-    }
-    /* ARGV[9] job id and ARGV[10] group follow: build the full vector. */
-    {
-        const char *full[17];
-        size_t      flens[17];
-
-        memcpy(full, argv, sizeof(argv));
-        memcpy(flens, lens, sizeof(lens));
-        full[15] = job->id;
-        full[16] = q->k_group;
-        flens[15] = strlen(job->id);
-        flens[16] = strlen(q->k_group);
-        rc = ragq_queue_send(q, final_reply, job, 17, full, flens);
-    }
-    free(key);
+    argv[15] = job->id;
+    argv[16] = q->k_group;
+    argv[17] = token;
+    argv[18] = q->consumer;
+    rc = ragq_queue_send(q, final_reply, job, 19, argv, NULL);
     free(err_json);
     job->state = rc == 0 ? JOB_WRITING : JOB_PARKED;
     if (rc != 0) {
@@ -180,31 +276,40 @@ static void
 release_reply(void *owner, redisReply *r, void *priv)
 {
     ragq_queue_t *q = owner;
+    ragq_job_t   *job = priv;
 
     if (ragq_scripts_missing(&q->scripts, r, RAGQ_SCRIPT_RELEASE) &&
-        send_release(q, priv) == 0) {
+        send_release(q, job) == 0) {
         return;
     }
-    job_drop(q, priv);
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == -1) {
+        ragq_log(RAGQ_LOG_WARN,
+                 "job %s: attempt %ld is stale: another worker claimed the "
+                 "job since; not released",
+                 job->id, job->attempts);
+    }
+    job_drop(q, job);
 }
 
 static int
 send_release(ragq_queue_t *q, ragq_job_t *job)
 {
-    char       *key = job_key(q, job->id), *err_json = ragq_job_error_json(job);
-    const char *argv[7];
+    char       *err_json = ragq_job_error_json(job), token[32];
+    const char *argv[9];
     int         rc = -1;
 
+    snprintf(token, sizeof(token), "%ld", job->attempts);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_RELEASE, argv);
     argv[2] = "2";
-    argv[3] = key ? key : "";
+    argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = err_json ? err_json : "";
     argv[6] = job->id;
-    if (key != NULL && err_json != NULL) {
-        rc = ragq_queue_send(q, release_reply, job, 7, argv, NULL);
+    argv[7] = token;
+    argv[8] = q->consumer;
+    if (err_json != NULL) {
+        rc = ragq_queue_send(q, release_reply, job, 9, argv, NULL);
     }
-    free(key);
     free(err_json);
     return rc;
 }
@@ -250,6 +355,7 @@ claim_reply(void *owner, redisReply *reply, void *priv)
 {
     ragq_queue_t *q = owner;
     ragq_job_t   *job = priv;
+    redisReply  **e;
     long long     kind;
 
     if (ragq_scripts_missing(&q->scripts, reply, RAGQ_SCRIPT_CLAIM)) {
@@ -264,47 +370,41 @@ claim_reply(void *owner, redisReply *reply, void *priv)
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER) {
+        /* Nothing was written (OOM...): the entry comes back by reclaim. */
         ragq_log(RAGQ_LOG_ERROR, "job %s: claim failed: %s", job->id,
                  reply->type == REDIS_REPLY_ERROR ? reply->str
                                                   : "unexpected reply");
         job_drop(q, job);
         return;
     }
-    kind = reply->element[0]->integer;
-    if (kind != 2 || reply->elements < 5) {
-        ragq_log(RAGQ_LOG_INFO, "job %s is %s; acknowledged its entry", job->id,
-                 kind == 1 && reply->elements > 1 && reply->element[1]->str
-                     ? reply->element[1]->str
-                     : "gone (expired or deleted)");
-        ack_entry(q, job->entry);
+    e = reply->element;
+    kind = e[0]->integer;
+    if (kind == 3 && reply->elements >= 3 && e[1]->str && e[2]->str) {
+        /* Failed by the script itself, entry acked: never run. */
+        ragq_log(strcmp(e[1]->str, "invalid_job") == 0 ? RAGQ_LOG_WARN
+                                                       : RAGQ_LOG_INFO,
+                 "job %s failed at claim: %s: %s", job->id, e[1]->str,
+                 e[2]->str);
         job_drop(q, job);
         return;
     }
-    job->attempts = (long) reply->element[1]->integer;
-    job->query = strdup(reply->element[2]->str ? reply->element[2]->str : "");
-    job->top_k = (unsigned) strtoul(
-        reply->element[3]->str ? reply->element[3]->str : "0", NULL, 10);
-    job->collection =
-        strdup(reply->element[4]->str ? reply->element[4]->str : "");
+    if (kind != 2 || reply->elements < 5 || e[1]->type != REDIS_REPLY_INTEGER ||
+        !e[2]->str || !e[3]->str || !e[4]->str) {
+        /* {0}: gone, {1, status}: already final; the script acked it. */
+        ragq_log(RAGQ_LOG_INFO, "job %s is %s; acknowledged its entry", job->id,
+                 kind == 1 && reply->elements > 1 && e[1]->str
+                     ? e[1]->str
+                     : "gone (expired or deleted)");
+        job_drop(q, job);
+        return;
+    }
+    /* The script checked them: a query without NUL, top_k "" or 1..limit. */
+    job->attempts = (long) e[1]->integer;
+    job->query = strdup(e[2]->str);
+    job->top_k = (unsigned) strtoul(e[3]->str, NULL, 10);
+    job->collection = strdup(e[4]->str);
     if (job->query == NULL || job->collection == NULL) {
         job_drop(q, job);
-        return;
-    }
-    if (job->attempts > (long) q->cfg->max_attempts) {
-        ragq_upstream_error_set(&job->err, 0, 0, "max_attempts",
-                                "the job was claimed %ld times without "
-                                "finishing (RAGQ_MAX_ATTEMPTS is %u); the "
-                                "workers running it may have crashed",
-                                job->attempts, q->cfg->max_attempts);
-        job->outcome = RAGQ_JOB_FAILED;
-        write_final(q, job);
-        return;
-    }
-    if (job->query[0] == '\0') {
-        ragq_upstream_error_set(&job->err, 0, 0, "bad_request",
-                                "the job has an empty query");
-        job->outcome = RAGQ_JOB_FAILED;
-        write_final(q, job);
         return;
     }
     job->state = JOB_RUNNING;
@@ -369,7 +469,8 @@ ragq_queue_take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
         return;
     }
     job = ragq_job_new();
-    if (job == NULL || (job->entry = strdup(entry)) == NULL) {
+    if (job == NULL || (job->entry = strdup(entry)) == NULL ||
+        (job->key = job_key(q, id, idlen)) == NULL) {
         ragq_job_free(job);
         return;
     }
@@ -377,6 +478,10 @@ ragq_queue_take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
     job->id[32] = '\0';
     job->state = JOB_CLAIMING;
     job->claimed_at = ragq_now_ms();
+    job->queue = q;
+    /* Jobs are listed newest first, so in decreasing serial order. */
+    job->serial = ++q->job_serial;
+    ragq_timer_init(&job->write_timer, write_again, job);
     job->next = q->jobs;
     if (q->jobs) {
         q->jobs->prev = job;
@@ -393,26 +498,63 @@ ragq_queue_take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
 static int
 send_claim(ragq_queue_t *q, ragq_job_t *job)
 {
-    char       *key = job_key(q, job->id);
-    char        now[32], max[16];
-    const char *argv[8];
-    int         rc;
+    char        now[32];
+    const char *argv[16];
 
-    if (key == NULL) {
-        return -1;
-    }
+    constant_args(q);
     snprintf(now, sizeof(now), "%lld", (long long) ragq_epoch_ms());
-    snprintf(max, sizeof(max), "%u", q->cfg->max_attempts);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_CLAIM, argv);
-    argv[2] = "2";
-    argv[3] = key;
+    argv[2] = "4";
+    argv[3] = job->key;
     argv[4] = q->k_events;
-    argv[5] = max;
-    argv[6] = now;
-    argv[7] = job->id;
-    rc = ragq_queue_send(q, claim_reply, job, 8, argv, NULL);
-    free(key);
-    return rc;
+    argv[5] = q->k_dead;
+    argv[6] = q->k_jobs;
+    argv[7] = q->a_max_attempts;
+    argv[8] = now;
+    argv[9] = job->id;
+    argv[10] = job->entry;
+    argv[11] = q->k_group;
+    argv[12] = q->consumer;
+    argv[13] = q->a_result_ttl;
+    argv[14] = q->a_top_k_limit;
+    return ragq_queue_send(q, claim_reply, job, 15, argv, NULL);
+}
+
+/*
+ * The keep-alive found that the job is no longer ours to run (why: stale,
+ * gone or final).  A job with a script call in flight is left to that
+ * call's reply (which the same fencing decides); any other stops now and
+ * frees its slot.
+ */
+void
+ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why)
+{
+    if (job->state != JOB_RUNNING && job->state != JOB_WAITING &&
+        job->state != JOB_PARKED) {
+        return;
+    }
+    ragq_job_abort(job);
+    switch (why) {
+    case JOB_LOST_STALE:
+        ragq_log(RAGQ_LOG_WARN,
+                 "job %s: attempt %ld is stale: another worker claimed the "
+                 "job since; stopped",
+                 job->id, job->attempts);
+        break;
+    case JOB_LOST_FINAL:
+        /* Canceled, or our own final write whose reply was lost. */
+        ragq_log(RAGQ_LOG_INFO, "job %s is already final; stopped", job->id);
+        ack_entry(q, job->entry);
+        break;
+    default:
+        /* Reclaim settles its entry (a claim acks or dead-letters it). */
+        ragq_log(RAGQ_LOG_WARN,
+                 "job %s is gone (expired, deleted or not a hash) while "
+                 "attempt %ld ran; stopped",
+                 job->id, job->attempts);
+        break;
+    }
+    job_drop(q, job);
 }
 
 /* After a reconnect: results kept while Valkey was down are written now. */

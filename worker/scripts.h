@@ -17,11 +17,15 @@
 extern const char ragq_script_claim[];
 extern const char ragq_script_final[];
 extern const char ragq_script_release[];
+extern const char ragq_script_keepalive[];
+extern const char ragq_script_consumers[];
 
 typedef enum {
     RAGQ_SCRIPT_CLAIM,
     RAGQ_SCRIPT_FINAL,
     RAGQ_SCRIPT_RELEASE,
+    RAGQ_SCRIPT_KEEPALIVE,
+    RAGQ_SCRIPT_CONSUMERS,
     RAGQ_NSCRIPTS
 } ragq_script_t;
 

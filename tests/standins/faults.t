@@ -3,7 +3,7 @@
 # sockets where HTTP::Tiny would hide the behaviour.
 use strict;
 use warnings;
-use Test::More tests => 43;
+use Test::More tests => 50;
 use IO::Socket::INET;
 use IO::Select;
 use JSON::PP;
@@ -90,6 +90,41 @@ my $c = sock();
 print $c "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
 my ($got, $closed) = read_for($c, 3);
 ok($closed && $got eq '', 'drop: closed without a reply');
+
+# --- reset: RST, not FIN
+$s->fault({ path => '/v1/embeddings', mode => 'reset' });
+$c = sock();
+print $c "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
+IO::Select->new($c)->can_read(3);
+my $n = sysread($c, my $rbuf, 100);
+ok(!defined $n && $!{ECONNRESET}, "reset: connection reset by peer ($!)");
+
+# --- flood: a chunked body that goes on until the client leaves (or limit_bytes)
+$s->fault({ path => '/v1/embeddings', mode => 'flood', limit_bytes => 300000 });
+$c = sock();
+print $c "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
+($got, $closed) = read_for($c, 5);
+ok($closed && $got =~ m{^HTTP/1\.1 200 .*Transfer-Encoding: chunked.*\r\n\r\n[0-9a-f]+\r\n\{"data":\[ }s,
+   'flood: 200 and a chunked body');
+cmp_ok(length $got, '>', 300000, 'flood: limit_bytes of it');
+is($s->stats->{flood_sent}, 300000, 'flood: counted in stats');
+
+# --- probability: a share of the matching requests, at random
+$s->reset;
+$s->fault({ path => '/v1/embeddings', status => 503, times => -1, probability => 0.5 });
+my %st;
+$st{ $s->request(POST => '/v1/embeddings', $emb)->{status} }++ for 1 .. 60;
+ok($st{503} && $st{200}, "probability 0.5: some faulted, some not (@{[ %st ]})");
+is($s->request(POST => '/_standin/faults', { probability => 2 })->{status}, 400, 'probability > 1 rejected');
+$s->reset;
+
+# --- tally: 2xx answers counted by a tag found in the request body
+$s->request(POST => '/_standin/tally', { path => '/v1/embeddings', pattern => 'tag-[0-9]+' });
+$s->fault({ path => '/v1/embeddings', status => 500, times => 1 });
+$s->request(POST => '/v1/embeddings', { model => 'm', input => "x tag-$_" }) for 1, 1, 1, 2;
+is_deeply($s->request(GET => '/_standin/tally')->{json}{counts}, { 'tag-1' => 2, 'tag-2' => 1 },
+          'tally: answered requests per tag (the faulted one is not)');
+$s->reset;
 
 # --- hang
 $s->fault({ path => '/v1/embeddings', mode => 'hang' });

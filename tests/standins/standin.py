@@ -20,6 +20,7 @@ import json
 import math
 import operator
 import os
+import random
 import re
 import struct
 import sys
@@ -285,6 +286,24 @@ class App:
         self.faults = []
         self.req_counts = collections.Counter()
         self.log = collections.deque(maxlen=LOG_KEEP)
+        self.rng = random.Random(self.args.seed)
+        self.flood_sent = 0
+        self.tally_rule = None  # (path, compiled regex) of /_standin/tally
+        self.tally = collections.Counter()
+
+    def count_tally(self, req, resp):
+        """Counts the tag (first match of the tally pattern in the request body) of a request the
+        API answered with 2xx: upstream work done, e.g. chat completions per job."""
+        rule = self.tally_rule
+        if rule is None or not req.path.startswith(rule[0]):
+            return
+        if not isinstance(resp, (Response, StreamResponse)):
+            return
+        if isinstance(resp, Response) and not 200 <= resp.status <= 299:
+            return
+        m = rule[1].search(req.body.decode("utf-8", "replace"))
+        if m:
+            self.tally[m.group(0)] += 1
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -311,7 +330,9 @@ class App:
                 if mode in ("malformed", "slow_body"):
                     return delay, (mode, rule, self.api_response(req))
                 return delay, (mode, rule, None)
-        return delay, self.api_response(req)
+        resp = self.api_response(req)
+        self.count_tally(req, resp)
+        return delay, resp
 
     def api_response(self, req):
         t0 = time.perf_counter()
@@ -344,6 +365,9 @@ class App:
                 continue
             m = rule.get("method")
             if m and m.upper() != req.method:
+                continue
+            pr = rule.get("probability")
+            if pr is not None and self.rng.random() >= pr:
                 continue
             if rule["times"] > 0:
                 rule["times"] -= 1
@@ -415,7 +439,20 @@ class App:
             return Response(200, dumps({"ok": True}))
         if p == "/_standin/stats" and req.method == "GET":
             return Response(200, dumps({"requests": dict(self.req_counts),
+                                        "flood_sent": self.flood_sent,
                                         "log": [r.log_entry() for r in self.log]}))
+        if p == "/_standin/tally" and req.method == "POST":
+            path, pattern = body.get("path", ""), body.get("pattern")
+            if not isinstance(path, str) or not isinstance(pattern, str) or not pattern:
+                return Response(400, dumps({"error": "path and pattern must be strings"}))
+            try:
+                self.tally_rule = (path, re.compile(pattern))
+            except re.error as e:
+                return Response(400, dumps({"error": "bad pattern: %s" % e}))
+            self.tally.clear()
+            return Response(200, dumps({"ok": True}))
+        if p == "/_standin/tally" and req.method == "GET":
+            return Response(200, dumps({"counts": dict(self.tally)}))
         return Response(404, dumps({"error": "unknown control endpoint %s %s" % (req.method, p)}))
 
     # ---- OpenAI side ----------------------------------------------------------------------
@@ -1171,7 +1208,7 @@ def default_qdrant_error(status):
     }.get(status, "Service internal error: injected by stand-in")
 
 
-FAULT_MODES = ("status", "drop", "hang", "malformed", "slow_body", "delay")
+FAULT_MODES = ("status", "drop", "hang", "malformed", "slow_body", "delay", "reset", "flood")
 
 
 def check_rule(r):
@@ -1189,10 +1226,14 @@ def check_rule(r):
         return "status must be an HTTP status code"
     if r.get("headers") is not None and not isinstance(r["headers"], dict):
         return "headers must be an object"
-    for k in ("delay_ms", "interval_ms", "bytes"):
+    for k in ("delay_ms", "interval_ms", "bytes", "limit_bytes"):
         v = r.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             return "%s must be a number >= 0" % k
+    pr = r.get("probability")
+    if pr is not None and (isinstance(pr, bool) or not isinstance(pr, (int, float))
+                           or not 0 <= pr <= 1):
+        return "probability must be a number from 0 to 1"
     return None
 
 
@@ -1449,6 +1490,20 @@ class HttpProtocol(asyncio.Protocol):
             if mode == "drop":
                 self.closed = True
                 self.transport.close()
+            elif mode == "reset":
+                # SO_LINGER 0: the close sends RST (connection reset by peer), not FIN.
+                sock = self.transport.get_extra_info("socket")
+                if sock is not None:
+                    import socket
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.closed = True
+                self.transport.abort()
+            elif mode == "flood":
+                # 200, then a chunked JSON body that never ends (or ends after limit_bytes):
+                # an answer far larger than any client should accept.
+                self.transport.write(head_bytes(200, JSON_CT, None, None, True))
+                self.flood(int(rule.get("bytes", 65536)) or 1,
+                           int(rule.get("limit_bytes", 1 << 40)), 0)
             elif mode == "hang":
                 pass  # busy stays set: nothing more is answered on this connection
             elif mode == "malformed":
@@ -1465,6 +1520,29 @@ class HttpProtocol(asyncio.Protocol):
                 step = int(rule.get("bytes", 8)) or 1
                 interval = rule.get("interval_ms", 100) / 1000.0
                 self.slow_next(resp.body, 0, step, interval)
+
+    def flood(self, step, limit, sent):
+        if self.closed:
+            return
+        # Only as fast as the client reads: keep at most 1 MiB queued here, and give the
+        # loop back after a few chunks (a write to a connection the client closed is
+        # dropped without growing the buffer).
+        for _ in range(16):
+            if (sent >= limit or self.transport.is_closing()
+                    or self.transport.get_write_buffer_size() >= (1 << 20)):
+                break
+            n = min(step, limit - sent)
+            chunk = (b'{"data":[' if sent == 0 else b"") + b" " * n
+            self.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += n
+            self.app.flood_sent += n
+        if sent >= limit:
+            self.transport.write(b"0\r\n\r\n")
+            self.closed = True
+            self.transport.close()
+            return
+        if not self.transport.is_closing():
+            self.later(0.005, self.flood, step, limit, sent)
 
     def stream_next(self, events, i):
         if self.closed:
@@ -1504,6 +1582,8 @@ def parse_args(argv):
                     help="exit when the parent process goes away (no orphans from test runs)")
     ap.add_argument("--backlog", type=int, default=4096)
     ap.add_argument("--no-uvloop", action="store_true", help="use asyncio's own loop")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="seed of the random choices of fault rules with a probability")
     a = ap.parse_args(argv)
     if a.dim < 1 or a.dim > 65536:
         ap.error("--dim must be 1..65536")

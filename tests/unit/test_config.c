@@ -51,6 +51,7 @@ static const char *const envs[] = {
     "RAGQ_VALKEY_TLS_VERIFY",
     "RAGQ_VALKEY_SENTINEL_USER",
     "RAGQ_VALKEY_SENTINEL_PASSWORD",
+    "RAGQ_MAX_ANSWER_BYTES",
 };
 
 static void
@@ -206,6 +207,41 @@ START_TEST(test_durations)
     ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), -1);
     ck_assert_ptr_nonnull(strstr(captured, "RAGQ_SHUTDOWN_GRACE must be a "
                                            "duration"));
+}
+END_TEST
+
+/* RAGQ_MAX_ANSWER_BYTES: bytes or k/M/G (binary), 1k..1G; unset is 0. */
+START_TEST(test_sizes)
+{
+    ragq_config_t cfg;
+    const char   *cases[][2] = {{"4096", "4096"},  {"512k", "524288"},
+                                {"8M", "8388608"}, {"1G", "1073741824"},
+                                {"1k", "1024"},    {"3m", "3145728"}};
+    const char   *bad[] = {"1023", "2G", "-1",   "8 M",
+                           "8MB",  "M",  "0x10", "99999999999999999999k"};
+    size_t        i;
+
+    clear_env();
+    ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), 0);
+    ck_assert_uint_eq(cfg.max_answer_bytes, 0);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *args[] = {"--max-answer-bytes", cases[i][0], NULL};
+
+        ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, args), 0);
+        ck_assert_uint_eq(cfg.max_answer_bytes, strtoul(cases[i][1], NULL, 10));
+    }
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char msg[200];
+
+        setenv("RAGQ_MAX_ANSWER_BYTES", bad[i], 1);
+        ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), -1);
+        snprintf(msg, sizeof(msg),
+                 "RAGQ_MAX_ANSWER_BYTES must be a size from 1k to 1024M like "
+                 "512k, 8M or bytes, got '%s'\n",
+                 bad[i]);
+        ck_assert_str_eq(captured, msg);
+    }
+    unsetenv("RAGQ_MAX_ANSWER_BYTES");
 }
 END_TEST
 
@@ -437,6 +473,7 @@ ragq_suite_config(void)
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_env_and_flags);
     tcase_add_test(tc, test_durations);
+    tcase_add_test(tc, test_sizes);
     tcase_add_test(tc, test_messages);
     tcase_add_test(tc, test_help_and_version);
     tcase_add_test(tc, test_backends);

@@ -6,6 +6,7 @@
 use strict;
 use warnings;
 use Test::More;
+use JSON::PP qw(decode_json);
 use File::Basename qw(dirname);
 use IO::Select;
 use POSIX qw(WNOHANG);
@@ -87,54 +88,15 @@ sub pending_entry {
 
 Ragq::Valkey::cmd('XGROUP', 'CREATE', $JOBS, $GROUP, 0, 'MKSTREAM');
 
-# ---- claim.lua: KEYS job, events; ARGV max attempts, now, id -------------
+# ---- claim.lua: KEYS job, events, dead, jobs; ARGV max attempts, now, id,
+# ---- entry, group, consumer, ttl, top_k max ------------------------------
 
-my $id = new_id();
-is(eval_script('claim', ["$P:job:$id", $EVENTS], [3, 1700000000000, $id]), '0',
-   'claim: a missing hash is {0}');
-is(Ragq::Valkey::cmd('EXISTS', "$P:job:$id"), 0, 'claim: and is not created');
-
-for my $st (qw(finished failed canceled)) {
-    $id = job(status => $st);
-    is(eval_script('claim', ["$P:job:$id", $EVENTS], [3, 1700000000000, $id]), "1\n$st",
-       "claim: a $st job is {1, status}");
-    is(hget("$P:job:$id", 'attempts'), 0, "claim: $st: attempts untouched");
-}
-no_event('claim: final jobs publish nothing');
-
-$id = job(query => 'what is ragq?', top_k => 7, collection => 'books');
-is(eval_script('claim', ["$P:job:$id", $EVENTS], [3, 1700000000123, $id]),
-   "2\n1\nwhat is ragq?\n7\nbooks", 'claim: {2, attempts, query, top_k, collection}');
-is(hget("$P:job:$id", 'status'), 'started', 'claim: status started');
-is(hget("$P:job:$id", 'started_at'), '1700000000123', 'claim: started_at');
-is(hget("$P:job:$id", 'attempts'), 1, 'claim: attempts counted');
-is(next_event(), "$id started", 'claim: "ID started" published');
-
-is(eval_script('claim', ["$P:job:$id", $EVENTS], [3, 1700000000456, $id]),
-   "2\n2\nwhat is ragq?\n7\nbooks", 'claim: a reclaimed job counts its second attempt');
-is(next_event(), "$id started", 'claim: published again');
-
-$id = job(attempts => 3);
-is(eval_script('claim', ["$P:job:$id", $EVENTS], [3, 1700000000000, $id]),
-   "2\n4\nwhy?\n3\ndocs", 'claim: past RAGQ_MAX_ATTEMPTS the count is returned');
-is(hget("$P:job:$id", 'status'), 'queued', 'claim: and the job is not started');
-is(hget("$P:job:$id", 'started_at'), '', 'claim: no started_at');
-no_event('claim: nor published');
-
-$id = job(query => '', top_k => '');
-Ragq::Valkey::cmd('HDEL', "$P:job:$id", 'query', 'top_k', 'collection');
-is(eval_script('claim', ["$P:job:$id", $EVENTS], [3, 1, $id]), "2\n1\n\n\n",
-   'claim: missing inputs come back empty');
-next_event();
-
-# ---- final.lua: KEYS job, events, dead, jobs; ARGV status, ended_at, ttl,
-# ---- result, sources, usage, error, entry, id, group ----------------------
-
-sub final {
-    my ($id, $entry, $status, $err) = @_;
-    return eval_script('final', ["$P:job:$id", $EVENTS, $DEAD, $JOBS],
-        [$status, 1700000009999, 60000, 'the answer', '[{"id":"1"}]', '{"backends":{}}',
-         $err // '', $entry, $id, $GROUP]);
+my $TOPK_MAX = 1000;
+sub claim {
+    my ($id, $entry, %o) = @_;
+    return eval_script('claim', ["$P:job:$id", $EVENTS, $DEAD, $JOBS],
+        [$o{max} // 3, $o{now} // 1700000000000, $id, $entry // '0-1', $GROUP,
+         $o{consumer} // 'w', 60000, $TOPK_MAX]);
 }
 
 sub acked {
@@ -144,8 +106,163 @@ sub acked {
     is((Ragq::Valkey::cmd_list('XPENDING', $JOBS, $GROUP))[0], 0, "$what: nothing pending");
 }
 
-$id = job(status => 'started', error => '{"code":"rate_limited","message":"x"}');
+# The last dead-stream entry: (job id, error JSON decoded).
+sub last_dead {
+    my @d = Ragq::Valkey::cmd_list('XREVRANGE', $DEAD, '+', '-', 'COUNT', 1);
+    return ($d[2], decode_json($d[4] // '{}'));
+}
+sub dead_len { Ragq::Valkey::cmd('XLEN', $DEAD) }
+
+my $id = new_id();
 my $entry = pending_entry($id);
+is(claim($id, $entry), '0', 'claim: a missing hash is {0}');
+is(Ragq::Valkey::cmd('EXISTS', "$P:job:$id"), 0, 'claim: and is not created');
+acked($entry, 'claim, missing');
+
+for my $st (qw(finished failed canceled)) {
+    $id = job(status => $st);
+    $entry = pending_entry($id);
+    is(claim($id, $entry), "1\n$st", "claim: a $st job is {1, status}");
+    is(hget("$P:job:$id", 'attempts'), 0, "claim: $st: attempts untouched");
+    acked($entry, "claim, $st");
+}
+no_event('claim: final and missing jobs publish nothing');
+
+$id = job(query => 'what is ragq?', top_k => 7, collection => 'books');
+is(claim($id, undef, now => 1700000000123, consumer => 'wA'),
+   "2\n1\nwhat is ragq?\n7\nbooks", 'claim: {2, attempts, query, top_k, collection}');
+is(hget("$P:job:$id", 'status'), 'started', 'claim: status started');
+is(hget("$P:job:$id", 'started_at'), '1700000000123', 'claim: started_at');
+is(hget("$P:job:$id", 'attempts'), 1, 'claim: attempts counted');
+is(hget("$P:job:$id", 'owner'), 'wA', 'claim: the owner is the consumer');
+is(next_event(), "$id started", 'claim: "ID started" published');
+
+is(claim($id, undef, now => 1700000000456, consumer => 'wB'),
+   "2\n2\nwhat is ragq?\n7\nbooks", 'claim: a reclaimed job counts its second attempt');
+is(hget("$P:job:$id", 'owner'), 'wB', 'claim: and changes hands');
+is(next_event(), "$id started", 'claim: published again');
+
+$id = job(top_k => '');
+Ragq::Valkey::cmd('HDEL', "$P:job:$id", 'top_k', 'collection');
+is(claim($id), "2\n1\nwhy?\n\n", 'claim: missing top_k and collection come back empty (defaults)');
+next_event();
+
+# Max attempts: failed here, in the same step, never run.
+my $d0 = dead_len();
+$id = job(attempts => 3);
+$entry = pending_entry($id);
+my @r = split /\n/, claim($id, $entry, now => 1700000000777);
+is_deeply([@r[0, 1]], [3, 'max_attempts'], 'claim: past RAGQ_MAX_ATTEMPTS: {3, max_attempts, message}');
+like($r[2], qr/claimed 4 times without finishing \(RAGQ_MAX_ATTEMPTS is 3\)/, 'claim: the message says why');
+is(hget("$P:job:$id", 'status'), 'failed', 'claim: max_attempts: failed');
+is(hget("$P:job:$id", 'attempts'), 4, 'claim: max_attempts: this claim counted');
+is(hget("$P:job:$id", 'ended_at'), '1700000000777', 'claim: max_attempts: ended_at');
+is(decode_json(hget("$P:job:$id", 'error'))->{code}, 'max_attempts', 'claim: max_attempts: error.code');
+ok(Ragq::Valkey::cmd('PTTL', "$P:job:$id") > 0, 'claim: max_attempts: expires');
+is(dead_len(), $d0 + 1, 'claim: max_attempts: a dead-stream entry');
+is((last_dead())[0], $id, 'claim: max_attempts: naming the job');
+is(next_event(), "$id failed", 'claim: max_attempts: "ID failed" published');
+acked($entry, 'claim, max_attempts');
+
+# Poison jobs: any malformed job ends failed invalid_job + dead entry +
+# ack, without a Lua runtime error (so it cannot come back forever).
+my @poison = (
+    [ 'attempts not a number', { attempts => 'abc' }, qr/attempts is not a whole number: 'abc'/ ],
+    [ 'attempts with a leading zero', { attempts => '007' }, qr/attempts is not a whole number/ ],
+    [ 'negative attempts', { attempts => '-1' }, qr/attempts is not a whole number/ ],
+    [ 'attempts past 2^53', { attempts => '99999999999999999999' }, qr/attempts is not a whole number/ ],
+    [ 'top_k -1', { top_k => '-1' }, qr/top_k must be a whole number from 1 to 1000, got '-1'/ ],
+    [ 'top_k 0', { top_k => '0' }, qr/top_k must be/ ],
+    [ 'top_k past the cap', { top_k => '1001' }, qr/top_k must be/ ],
+    [ 'top_k not a number', { top_k => '3x' }, qr/top_k must be/ ],
+    [ 'top_k huge', { top_k => '4294967295' }, qr/top_k must be/ ],
+    [ 'empty query', { query => '' }, qr/the job has no query/ ],
+    [ 'unknown status', { status => 'banana' }, qr/unknown status 'banana'/ ],
+    [ 'binary status', { status => "\x01\xff" }, qr/unknown status a value of 2 bytes/ ],
+);
+for my $p (@poison) {
+    my ($what, $f, $re) = @$p;
+    $d0 = dead_len();
+    $id = job(%$f);
+    $entry = pending_entry($id);
+    my $out = claim($id, $entry, now => 1700000000888);
+    my @o = split /\n/, $out;
+    is_deeply([@o[0, 1]], [3, 'invalid_job'], "claim: $what: {3, invalid_job}") or diag $out;
+    like($o[2] // '', $re, "claim: $what: the message");
+    is(hget("$P:job:$id", 'status'), 'failed', "claim: $what: failed");
+    my $e = decode_json(hget("$P:job:$id", 'error'));
+    is($e->{code}, 'invalid_job', "claim: $what: error.code");
+    is(hget("$P:job:$id", 'ended_at'), '1700000000888', "claim: $what: ended_at");
+    ok(Ragq::Valkey::cmd('PTTL', "$P:job:$id") > 0, "claim: $what: expires");
+    is(dead_len(), $d0 + 1, "claim: $what: dead-stream entry");
+    is_deeply([last_dead()], [$id, $e], "claim: $what: with its error");
+    is(next_event(), "$id failed", "claim: $what: published");
+    acked($entry, "claim, $what");
+}
+
+$id = job();
+Ragq::Valkey::cmd('HDEL', "$P:job:$id", 'status');
+$entry = pending_entry($id);
+like(claim($id, $entry), qr/\A3\ninvalid_job\nthe job has no status\z/, 'claim: a hash without status is invalid');
+next_event();
+acked($entry, 'claim, no status');
+
+$id = job();
+Ragq::Valkey::cmd('EVAL', "redis.call('HSET', KEYS[1], 'query', 'a\\0b')", 1, "$P:job:$id");
+is(Ragq::Valkey::cmd('HSTRLEN', "$P:job:$id", 'query'), 3, 'a query with a NUL byte');
+$entry = pending_entry($id);
+like(claim($id, $entry), qr/\A3\ninvalid_job\nthe query contains a NUL byte\z/,
+     'claim: a NUL byte in the query is invalid (never cut short)');
+next_event();
+acked($entry, 'claim, NUL');
+
+# A key of another type: never overwritten; dead-lettered and acked.
+for my $t (['string', 'SET', 'x'], ['list', 'RPUSH', 'x'], ['stream', 'XADD', '*', 'a', 'b']) {
+    my ($type, @cmd) = @$t;
+    $d0 = dead_len();
+    $id = new_id();
+    Ragq::Valkey::cmd($cmd[0], "$P:job:$id", @cmd[1 .. $#cmd]);
+    $entry = pending_entry($id);
+    my @o = split /\n/, claim($id, $entry);
+    is_deeply([@o[0, 1]], [3, 'invalid_job'], "claim: a $type key is {3, invalid_job}");
+    like($o[2], qr/holds a $type, not a hash; left as it is/, "claim: $type: the message");
+    is(Ragq::Valkey::cmd('TYPE', "$P:job:$id"), $type, "claim: $type: the key is left as it is");
+    is(Ragq::Valkey::cmd('PTTL', "$P:job:$id"), -1, "claim: $type: no TTL put on it");
+    is(dead_len(), $d0 + 1, "claim: $type: dead-stream entry");
+    my ($did, $de) = last_dead();
+    is($did, $id, "claim: $type: naming the job");
+    is($de->{code}, 'invalid_job', "claim: $type: invalid_job");
+    acked($entry, "claim, $type");
+    Ragq::Valkey::cmd('DEL', "$P:job:$id");
+}
+no_event('claim: nothing published for a key that is not a job');
+
+# P:dead of the wrong type: an error before any write.
+$id = job();
+Ragq::Valkey::cmd('RENAME', $DEAD, "$DEAD.saved");
+Ragq::Valkey::cmd('SET', $DEAD, 'oops');
+like(claim($id), qr/WRONGTYPE/, 'claim: a dead stream of the wrong type is an error');
+is(hget("$P:job:$id", 'status'), 'queued', 'claim: that wrote nothing');
+is(hget("$P:job:$id", 'attempts'), 0, 'claim: not even attempts');
+Ragq::Valkey::cmd('DEL', $DEAD);
+Ragq::Valkey::cmd('RENAME', "$DEAD.saved", $DEAD);
+no_event('claim: nor published');
+
+# ---- final.lua: KEYS job, events, dead, jobs; ARGV status, ended_at, ttl,
+# ---- result, sources, usage, error, entry, id, group, token, owner --------
+
+sub final {
+    my ($id, $entry, $status, $err, %o) = @_;
+    return eval_script('final', ["$P:job:$id", $EVENTS, $DEAD, $JOBS],
+        [$status, 1700000009999, $o{ttl} // 60000, 'the answer', '[{"id":"1"}]', '{"backends":{}}',
+         $err // '', $entry, $id, $GROUP, $o{token} // 1, $o{owner} // 'w']);
+}
+
+# A job as a claim left it: started, attempts 1, owner w.
+sub claimed { job(status => 'started', attempts => 1, owner => 'w', @_) }
+
+$id = claimed(error => '{"code":"rate_limited","message":"x"}');
+$entry = pending_entry($id);
 is(final($id, $entry, 'finished'), '1', 'final: finished is written');
 is(hget("$P:job:$id", 'status'), 'finished', 'final: status finished');
 is(hget("$P:job:$id", 'ended_at'), '1700000009999', 'final: ended_at');
@@ -157,7 +274,7 @@ my $pttl = Ragq::Valkey::cmd('PTTL', "$P:job:$id");
 ok($pttl > 0 && $pttl <= 60000, "final: expires within RAGQ_RESULT_TTL ($pttl ms)");
 is(next_event(), "$id finished", 'final: "ID finished" published');
 acked($entry, 'final');
-is(Ragq::Valkey::cmd('XLEN', $DEAD), 0, 'final: finished jobs are not dead');
+$d0 = dead_len();
 
 # Run twice (reclaimed from a slow worker): the first final state stays.
 $entry = pending_entry($id);
@@ -166,7 +283,7 @@ is(final($id, $entry, 'failed', '{"code":"x","message":"late"}'), '0',
 is(hget("$P:job:$id", 'status'), 'finished', 'final: it stays finished');
 is(Ragq::Valkey::cmd('HEXISTS', "$P:job:$id", 'error'), 0, 'final: no error added');
 acked($entry, 'final, twice');
-is(Ragq::Valkey::cmd('XLEN', $DEAD), 0, 'final: no dead entry for the second run');
+is(dead_len(), $d0, 'final: no dead entry for the second run');
 no_event('final: nothing published the second time');
 
 $id = job(status => 'canceled');
@@ -176,7 +293,7 @@ is(hget("$P:job:$id", 'status'), 'canceled', 'final: status canceled');
 acked($entry, 'final, canceled');
 
 my $err = '{"code":"unauthorized","message":"bad key"}';
-$id = job(status => 'started');
+$id = claimed();
 $entry = pending_entry($id);
 is(final($id, $entry, 'failed', $err), '1', 'final: failed is written');
 is(hget("$P:job:$id", 'status'), 'failed', 'final: status failed');
@@ -184,7 +301,7 @@ is(hget("$P:job:$id", 'error'), $err, 'final: error');
 is(hget("$P:job:$id", 'result'), '', 'final: no result');
 ok(Ragq::Valkey::cmd('PTTL', "$P:job:$id") > 0, 'final: a failed job expires too');
 is(next_event(), "$id failed", 'final: "ID failed" published');
-my @dead = Ragq::Valkey::cmd_list('XRANGE', $DEAD, '-', '+');
+my @dead = Ragq::Valkey::cmd_list('XREVRANGE', $DEAD, '+', '-', 'COUNT', 1);
 is_deeply([@dead[1 .. 4]], ['job', $id, 'error', $err], 'final: a dead-stream entry');
 acked($entry, 'final, failed');
 
@@ -195,27 +312,169 @@ is(Ragq::Valkey::cmd('EXISTS', "$P:job:$id"), 0, 'final: nor re-created');
 acked($entry, 'final, missing');
 no_event('final: nothing published for a missing job');
 
-# ---- release.lua: KEYS job, events; ARGV error, id -----------------------
+# Fencing: a stale attempt (its token is not the hash's any more) writes
+# nothing and leaves the entry to the claim that holds it.
+for my $stale ([ 'an older attempt', token => 1, owner => 'w' ],
+               [ 'another owner',   token => 2, owner => 'old' ]) {
+    my ($what, %tok) = @$stale;
+    $id = claimed(attempts => 2, owner => 'w');
+    $entry = pending_entry($id);
+    is(final($id, $entry, 'finished', undef, %tok), '-1', "final: stale ($what): refused");
+    is(hget("$P:job:$id", 'status'), 'started', "final: stale ($what): still started");
+    is(hget("$P:job:$id", 'result'), '', "final: stale ($what): no result");
+    is(Ragq::Valkey::cmd('PTTL', "$P:job:$id"), -1, "final: stale ($what): no TTL");
+    is((Ragq::Valkey::cmd_list('XPENDING', $JOBS, $GROUP))[0], 1, "final: stale ($what): entry still pending");
+    is(final($id, $entry, 'finished', undef, token => 2, owner => 'w'), '1',
+       "final: stale ($what): the holder's write goes through");
+    next_event();
+    acked($entry, "final, after a stale one ($what)");
+}
+$id = claimed(owner => '');
+Ragq::Valkey::cmd('HDEL', "$P:job:$id", 'owner');
+$entry = pending_entry($id);
+is(final($id, $entry, 'failed', $err), '-1', 'final: a job without owner is not ours');
+$d0 = dead_len();
+is(final($id, $entry, 'failed', $err), '-1', 'final: (again)');
+is(dead_len(), $d0, 'final: stale: no dead-stream entry');
+no_event('final: stale attempts publish nothing');
+Ragq::Valkey::cmd('XACK', $JOBS, $GROUP, $entry);
+
+# A key of another type: left alone, dead-lettered, acked.
+$id = new_id();
+Ragq::Valkey::cmd('SET', "$P:job:$id", 'not a job');
+$entry = pending_entry($id);
+$d0 = dead_len();
+is(final($id, $entry, 'finished'), '-2', 'final: a key that is not a hash is -2');
+is(Ragq::Valkey::cmd('GET', "$P:job:$id"), 'not a job', 'final: the key is left as it is');
+is(dead_len(), $d0 + 1, 'final: a dead-stream entry for it');
+is((last_dead())[1]{code}, 'invalid_job', 'final: invalid_job');
+acked($entry, 'final, not a hash');
+Ragq::Valkey::cmd('DEL', "$P:job:$id");
+
+# Validation before any write: a dead stream of the wrong type (which
+# failed XADD after HSET before) leaves the job exactly as it was, with no
+# failed job lacking TTL, event or dead entry.
+$id = claimed();
+$entry = pending_entry($id);
+Ragq::Valkey::cmd('RENAME', $DEAD, "$DEAD.saved");
+Ragq::Valkey::cmd('SET', $DEAD, 'oops');
+like(final($id, $entry, 'failed', $err), qr/WRONGTYPE/, 'final: a dead stream of the wrong type: an error');
+is(hget("$P:job:$id", 'status'), 'started', 'final: and the job is untouched');
+is(Ragq::Valkey::cmd('HEXISTS', "$P:job:$id", 'error'), 0, 'final: no error written');
+is(Ragq::Valkey::cmd('PTTL', "$P:job:$id"), -1, 'final: no TTL');
+is((Ragq::Valkey::cmd_list('XPENDING', $JOBS, $GROUP))[0], 1, 'final: entry still pending');
+Ragq::Valkey::cmd('DEL', $DEAD);
+Ragq::Valkey::cmd('RENAME', "$DEAD.saved", $DEAD);
+like(final($id, $entry, 'failed', $err, ttl => 'soon'), qr/ERR/, 'final: a bad TTL: an error too');
+is(hget("$P:job:$id", 'status'), 'started', 'final: still untouched');
+no_event('final: errors publish nothing');
+is(final($id, $entry, 'failed', $err), '1', 'final: once fixed, written whole');
+is(next_event(), "$id failed", 'final: published');
+acked($entry, 'final, after the errors');
+
+# ---- release.lua: KEYS job, events; ARGV error, id, token, owner ---------
+
+sub release {
+    my ($id, %o) = @_;
+    return eval_script('release', ["$P:job:$id", $EVENTS], [$err, $id, $o{token} // 1, $o{owner} // 'w']);
+}
 
 $err = '{"code":"upstream_timeout","message":"chat: timed out"}';
-$id = job(status => 'started', attempts => 1);
-is(eval_script('release', ["$P:job:$id", $EVENTS], [$err, $id]), '1', 'release: returns 1');
+$id = claimed();
+is(release($id), '1', 'release: returns 1');
 is(hget("$P:job:$id", 'status'), 'queued', 'release: a started job is queued again');
 is(hget("$P:job:$id", 'error'), $err, 'release: with its last error');
 is(hget("$P:job:$id", 'attempts'), 1, 'release: attempts kept');
 is(next_event(), "$id queued", 'release: "ID queued" published');
 
 $id = job(status => 'finished');
-is(eval_script('release', ["$P:job:$id", $EVENTS], [$err, $id]), '1', 'release: on a final job');
+is(release($id), '0', 'release: on a final job');
 is(hget("$P:job:$id", 'status'), 'finished', 'release: it stays final');
 is(Ragq::Valkey::cmd('HEXISTS', "$P:job:$id", 'error'), 0, 'release: no error added');
 
 $id = new_id();
-is(eval_script('release', ["$P:job:$id", $EVENTS], [$err, $id]), '1', 'release: on a missing job');
+is(release($id), '0', 'release: on a missing job');
 is(Ragq::Valkey::cmd('EXISTS', "$P:job:$id"), 0, 'release: not re-created');
-no_event('release: nothing published for final or missing jobs');
 
-kill 'TERM', $sub_pid;
+Ragq::Valkey::cmd('SET', "$P:job:$id", 'x');
+is(release($id), '0', 'release: on a key of another type');
+is(Ragq::Valkey::cmd('GET', "$P:job:$id"), 'x', 'release: left alone');
+Ragq::Valkey::cmd('DEL', "$P:job:$id");
+
+# A stale release must not flip a job another worker runs back to queued.
+$id = claimed(attempts => 2, owner => 'w2');
+is(release($id, token => 1, owner => 'w'), '-1', 'release: stale: -1');
+is(hget("$P:job:$id", 'status'), 'started', 'release: stale: the job stays started');
+is(Ragq::Valkey::cmd('HEXISTS', "$P:job:$id", 'error'), 0, 'release: stale: no error written');
+is(release($id, token => 2, owner => 'w'), '-1', 'release: same attempt, other owner: -1');
+no_event('release: nothing published for final, missing or stale jobs');
+
+# ---- keepalive.lua: KEYS jobs, job...; ARGV group, consumer, entries...,
+# ---- tokens... -----------------------------------------------------------
+
+# Entries read by consumer 'a'; returns them.
+sub pending_for {
+    my ($consumer, @ids) = @_;
+    my @e = Ragq::Valkey::cmd_list('EVAL', "local e = {} for i = 1, #ARGV do "
+        . "e[i] = redis.call('XADD', KEYS[1], '*', 'job', ARGV[i]) end return e", 1, $JOBS, @ids);
+    Ragq::Valkey::cmd('XREADGROUP', 'GROUP', $GROUP, $consumer, 'COUNT', scalar @ids,
+                      'STREAMS', $JOBS, '>');
+    return @e;
+}
+sub owner_of {
+    my ($entry) = @_;
+    my @p = Ragq::Valkey::cmd_list('XPENDING', $JOBS, $GROUP, $entry, $entry, 1);
+    return $p[1];
+}
+
+my @ids = (claimed(owner => 'a'), claimed(owner => 'a', attempts => 2),
+           claimed(owner => 'b', attempts => 2), job(status => 'canceled'), new_id());
+Ragq::Valkey::cmd('SET', "$P:job:$ids[4]", 'x');
+my @entries = pending_for('b', @ids);
+# a holds ids 0 and 1 by token; 2 was claimed again by b; 3 was canceled;
+# 4 is not a job any more.
+my $ka = eval_script('keepalive', [$JOBS, map { "$P:job:$_" } @ids],
+    [$GROUP, 'a', @entries, 1, 2, 1, 1, 1]);
+is($ka, "1\n1\n0\n3\n2", 'keepalive: ours, ours, stale, final, gone');
+is(owner_of($entries[0]), 'a', 'keepalive: our entries are claimed back to us');
+is(owner_of($entries[1]), 'a', 'keepalive: (both)');
+is(owner_of($entries[2]), 'b', 'keepalive: a stale one is never taken back');
+is(owner_of($entries[3]), 'b', 'keepalive: nor a final one');
+is(owner_of($entries[4]), 'b', 'keepalive: nor one that is not a job');
+Ragq::Valkey::cmd('XACK', $JOBS, $GROUP, @entries);
+Ragq::Valkey::cmd('DEL', "$P:job:$ids[4]");
+
+# Many at once (past unpack()'s batch).
+my @many = map { new_id() } 1 .. 450;
+Ragq::Valkey::cmd('EVAL', "for i = 1, #KEYS do redis.call('HSET', KEYS[i], 'status', 'started', "
+    . "'query', 'q', 'attempts', 1, 'owner', 'a') end", scalar @many, map { "$P:job:$_" } @many);
+my @me = pending_for('b', @many);
+$ka = eval_script('keepalive', [$JOBS, map { "$P:job:$_" } @many],
+    [$GROUP, 'a', @me, (1) x @many]);
+is($ka, join("\n", (1) x @many), 'keepalive: 450 jobs');
+is(scalar(grep { owner_of($_) eq 'a' } @me[0, 199, 200, 399, 449]), 5, 'keepalive: every batch claimed');
+Ragq::Valkey::cmd('XACK', $JOBS, $GROUP, @me);
+
+# ---- consumers.lua: KEYS jobs; ARGV group, self, idle ms ----------------
+
+Ragq::Valkey::cmd('XGROUP', 'CREATECONSUMER', $JOBS, $GROUP, $_) for qw(gone1 gone2 me);
+my ($busy) = pending_for('busy', new_id());
+sleep 0.3;
+Ragq::Valkey::cmd('XGROUP', 'CREATECONSUMER', $JOBS, $GROUP, 'fresh');
+my @removed = sort split /\n/, eval_script('consumers', [$JOBS], [$GROUP, 'me', 200]);
+ok((grep { $_ eq 'gone1' } @removed) && (grep { $_ eq 'gone2' } @removed),
+   'consumers: idle consumers without pending entries are removed');
+my @x = Ragq::Valkey::cmd_list('XINFO', 'CONSUMERS', $JOBS, $GROUP);
+my %left = map { $x[$_ + 1] => 1 } grep { $x[$_] eq 'name' } 0 .. $#x - 1;
+ok(!$left{gone1} && !$left{gone2}, 'consumers: gone from the group');
+ok($left{busy}, 'consumers: one with a pending entry stays');
+ok($left{me}, 'consumers: the caller stays');
+ok($left{fresh}, 'consumers: a recently active one stays');
+is(eval_script('consumers', ["$P:nothing"], [$GROUP, 'me', 0]), '', 'consumers: no stream, nothing');
+is(eval_script('consumers', [$JOBS], ["$P:nogroup", 'me', 0]), '', 'consumers: no group, nothing');
+Ragq::Valkey::cmd('XACK', $JOBS, $GROUP, $busy);
+
+kill 'KILL', $sub_pid;
 waitpid($sub_pid, 0);
 my @keys = Ragq::Valkey::cmd_list('KEYS', "$P:*");
 Ragq::Valkey::cmd('DEL', @keys) if @keys;

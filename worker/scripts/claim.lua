@@ -1,28 +1,114 @@
 -- claim.lua: a worker takes a job whose stream entry it was just handed
 -- (XREADGROUP or XAUTOCLAIM), in one atomic step (DEVELOPERS.md, "Worker
--- claim / retry protocol").
+-- claim / retry protocol").  Every check comes before the first write, and
+-- the first write is the only one Valkey may refuse (OOM): a claim either
+-- happens whole or not at all, never with a Lua runtime error half-way.
 --
 -- KEYS[1]  the job hash, P:job:ID
 -- KEYS[2]  the events channel, P:events
+-- KEYS[3]  the dead stream, P:dead
+-- KEYS[4]  the jobs stream, P:jobs
 -- ARGV[1]  RAGQ_MAX_ATTEMPTS
--- ARGV[2]  now, epoch ms (started_at)
--- ARGV[3]  the job id (the event message is "ID started")
+-- ARGV[2]  now, epoch ms (started_at, or ended_at of a job failed here)
+-- ARGV[3]  the job id (the event message is "ID STATUS")
+-- ARGV[4]  the stream entry id
+-- ARGV[5]  the consumer group, P:workers
+-- ARGV[6]  the consumer (this worker): the job's "owner" while it runs
+-- ARGV[7]  RAGQ_RESULT_TTL in ms (PEXPIRE of a job failed here)
+-- ARGV[8]  the largest top_k a job may ask for
 --
 -- Returns
---   {0}                            the hash is gone (expired or deleted)
---   {1, status}                    the job is already final: only ack it
+--   {0}                  the hash is gone (expired or deleted): entry acked
+--   {1, status}          the job is already final: entry acked
 --   {2, attempts, query, top_k, collection}
---                                  claimed; attempts counts this claim too.
---                                  Over ARGV[1] the status is left alone and
---                                  the worker fails the job (max_attempts).
-local h = redis.call('HMGET', KEYS[1], 'status', 'query', 'top_k', 'collection')
-if not h[1] then return {0} end
-if h[1] == 'finished' or h[1] == 'failed' or h[1] == 'canceled' then
-  return {1, h[1]}
+--                        claimed: status started, owner ARGV[6]; attempts
+--                        (this claim counted) is the claim's fencing token,
+--                        which the final, release and keep-alive scripts
+--                        check; top_k is "" (the worker's default) or 1..ARGV[8]
+--   {3, code, message}   failed here, entry acked, never run:
+--                        invalid_job: a malformed job (status, attempts,
+--                          query or top_k), written failed with a
+--                          dead-stream entry; or a key that is not a hash,
+--                          left untouched (it is not ours to overwrite)
+--                          with a dead-stream entry;
+--                        max_attempts: claimed more than ARGV[1] times
+--                          (workers kept dying on it), written failed with
+--                          a dead-stream entry.
+-- An error reply (OOM, or P:dead / P:jobs of the wrong type) wrote nothing.
+local function kind(k) return redis.call('TYPE', k)['ok'] end
+
+local dead_t, jobs_t = kind(KEYS[3]), kind(KEYS[4])
+if (dead_t ~= 'none' and dead_t ~= 'stream') or (jobs_t ~= 'none' and jobs_t ~= 'stream') then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[3] .. ' and ' .. KEYS[4] .. ' must be streams')
 end
+
+local function ack()
+  redis.call('XACK', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('XDEL', KEYS[4], ARGV[4])
+end
+
+local function error_json(code, message)
+  return '{"code":"' .. code .. '","message":' .. cjson.encode(message) .. '}'
+end
+
+-- A value in a message: short printable ASCII as it is, else its size.
+local function shown(v)
+  if #v <= 40 and not string.find(v, '[^ -~]') then return "'" .. v .. "'" end
+  return 'a value of ' .. #v .. ' bytes'
+end
+
+local function fail(code, message)
+  local e = error_json(code, message)
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[2], 'error', e)
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'error', e)
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  redis.call('PUBLISH', KEYS[2], ARGV[3] .. ' failed')
+  ack()
+  return {3, code, message}
+end
+
+local t = kind(KEYS[1])
+if t == 'none' then
+  ack()
+  return {0}
+end
+if t ~= 'hash' then
+  local m = 'the job key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a hash; left as it is'
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'error', error_json('invalid_job', m))
+  ack()
+  return {3, 'invalid_job', m}
+end
+
+local h = redis.call('HMGET', KEYS[1], 'status', 'query', 'top_k', 'collection', 'attempts')
+local status, query, top_k, attempts = h[1], h[2], h[3] or '', h[5]
+if status == 'finished' or status == 'failed' or status == 'canceled' then
+  ack()
+  return {1, status}
+end
+if status ~= 'queued' and status ~= 'started' then
+  return fail('invalid_job', status and 'the job has an unknown status ' .. shown(status)
+                                      or 'the job has no status')
+end
+-- As HINCRBY reads a number: digits, no sign, no leading zero, no overflow.
+if attempts and not (attempts == '0' or (#attempts <= 15 and string.find(attempts, '^[1-9]%d*$'))) then
+  return fail('invalid_job', 'attempts is not a whole number: ' .. shown(attempts))
+end
+if not query or query == '' then
+  return fail('invalid_job', 'the job has no query')
+end
+if string.find(query, '\0', 1, true) then
+  return fail('invalid_job', 'the query contains a NUL byte')
+end
+if top_k ~= '' and not (#top_k <= 9 and string.find(top_k, '^[1-9]%d*$')
+                        and tonumber(top_k) <= tonumber(ARGV[8])) then
+  return fail('invalid_job', 'top_k must be a whole number from 1 to ' .. ARGV[8] .. ', got ' .. shown(top_k))
+end
+
 local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if a <= tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'status', 'started', 'started_at', ARGV[2])
-  redis.call('PUBLISH', KEYS[2], ARGV[3] .. ' started')
+if a > tonumber(ARGV[1]) then
+  return fail('max_attempts', 'the job was claimed ' .. a .. ' times without finishing (RAGQ_MAX_ATTEMPTS is '
+              .. ARGV[1] .. '); the workers running it may have crashed')
 end
-return {2, a, h[2] or '', h[3] or '', h[4] or ''}
+redis.call('HSET', KEYS[1], 'status', 'started', 'started_at', ARGV[2], 'owner', ARGV[6])
+redis.call('PUBLISH', KEYS[2], ARGV[3] .. ' started')
+return {2, a, query, top_k, h[4] or ''}

@@ -1,6 +1,10 @@
 -- final.lua: a job's final state and the acknowledgement of its stream
--- entry, in one atomic step, so a job run twice (reclaimed from a slow
--- worker) still ends in exactly one final state.
+-- entry, in one atomic step, written only by the claim that still holds
+-- the job (its fencing token), so a job run twice (reclaimed from a slow
+-- or frozen worker) ends in exactly one final state, the current owner's.
+-- Every check comes before the first write, and the first write is the
+-- only one Valkey may refuse (OOM): the job is written whole (state, TTL,
+-- dead entry, event, ack) or not at all.
 --
 -- KEYS[1]  the job hash, P:job:ID
 -- KEYS[2]  the events channel, P:events
@@ -16,24 +20,64 @@
 -- ARGV[8]  the stream entry id
 -- ARGV[9]  the job id (the event message is "ID STATUS")
 -- ARGV[10] the consumer group, P:workers
+-- ARGV[11] the claim's token: attempts as the claim script returned it
+-- ARGV[12] the consumer that claimed it (the job's "owner")
 --
--- Returns 1 when it wrote the final state, 0 when the job was already final
--- or its hash is gone (no hash is ever re-created).  The entry is
--- acknowledged and deleted either way.
-local s = redis.call('HGET', KEYS[1], 'status')
-local wrote = 0
-if s and s ~= 'finished' and s ~= 'failed' and s ~= 'canceled' then
-  if ARGV[1] == 'finished' then
-    redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_at', ARGV[2], 'result', ARGV[4], 'sources', ARGV[5], 'usage', ARGV[6])
-    redis.call('HDEL', KEYS[1], 'error')
-  else
-    redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[2], 'error', ARGV[7])
-    redis.call('XADD', KEYS[3], '*', 'job', ARGV[9], 'error', ARGV[7])
-  end
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('PUBLISH', KEYS[2], ARGV[9] .. ' ' .. ARGV[1])
-  wrote = 1
+-- Returns
+--    1  the final state is written, the entry acknowledged and deleted
+--    0  the job was already final, or its hash is gone (no hash is ever
+--       re-created): the entry is acknowledged and deleted
+--   -1  stale: another claim holds the job now (attempts or owner
+--       differ); nothing is written and the entry is left to its owner
+--   -2  the job key is not a hash: left untouched, a dead-stream entry
+--       (invalid_job) written, the entry acknowledged and deleted
+-- An error reply (OOM, a bad TTL, or P:dead / P:jobs of the wrong type)
+-- wrote nothing.
+local function kind(k) return redis.call('TYPE', k)['ok'] end
+
+local dead_t, jobs_t = kind(KEYS[3]), kind(KEYS[4])
+if (dead_t ~= 'none' and dead_t ~= 'stream') or (jobs_t ~= 'none' and jobs_t ~= 'stream') then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[3] .. ' and ' .. KEYS[4] .. ' must be streams')
 end
-redis.call('XACK', KEYS[4], ARGV[10], ARGV[8])
-redis.call('XDEL', KEYS[4], ARGV[8])
-return wrote
+if not string.find(ARGV[3], '^[1-9]%d*$') or (ARGV[1] ~= 'finished' and ARGV[1] ~= 'failed') then
+  return redis.error_reply('ERR final.lua: bad status or TTL')
+end
+
+local function ack()
+  redis.call('XACK', KEYS[4], ARGV[10], ARGV[8])
+  redis.call('XDEL', KEYS[4], ARGV[8])
+end
+
+local t = kind(KEYS[1])
+if t == 'none' then
+  ack()
+  return 0
+end
+if t ~= 'hash' then
+  local m = 'the job key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a hash; left as it is'
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[9], 'error',
+             '{"code":"invalid_job","message":' .. cjson.encode(m) .. '}')
+  ack()
+  return -2
+end
+
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'owner')
+if h[1] == 'finished' or h[1] == 'failed' or h[1] == 'canceled' then
+  ack()
+  return 0
+end
+if h[2] ~= ARGV[11] or h[3] ~= ARGV[12] then
+  return -1
+end
+
+if ARGV[1] == 'finished' then
+  redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_at', ARGV[2], 'result', ARGV[4], 'sources', ARGV[5], 'usage', ARGV[6])
+  redis.call('HDEL', KEYS[1], 'error')
+else
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[2], 'error', ARGV[7])
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[9], 'error', ARGV[7])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[9] .. ' ' .. ARGV[1])
+ack()
+return 1
