@@ -9,6 +9,7 @@
 #include "ngx_http_ragq_request.h"
 #include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_json.h"
+#include "ngx_http_ragq_vars.h"
 
 
 #define NGX_HTTP_RAGQ_IDEM_MAX      255
@@ -633,6 +634,9 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "ragq: job %*s queued, queue length %i",
                        (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id, queue_len);
+
+        /* $ragq_job_id, $ragq_job_status */
+        ngx_http_ragq_set_job(r, id, (u_char *) "queued", 6);
 
         rc = ngx_http_ragq_send_queued(r, id);
 
