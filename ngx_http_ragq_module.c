@@ -103,6 +103,13 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       0,
       (void *) NGX_HTTP_RAGQ_METRICS },
 
+    { ngx_string("ragq_status_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, status_url),
+      NULL },
+
     { ngx_string("ragq_prefix"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -500,6 +507,7 @@ ngx_http_ragq_create_loc_conf(ngx_conf_t *cf)
      *     lcf->prefix = { 0, NULL };
      *     lcf->collection = NULL;
      *     lcf->tenant = NULL;
+     *     lcf->status_url = NULL;
      *     lcf->queue_* = 0;
      */
 
@@ -636,6 +644,10 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->tenant == NULL) {
         conf->tenant = prev->tenant;
+    }
+
+    if (conf->status_url == NULL) {
+        conf->status_url = prev->status_url;
     }
 
     if (conf->top_k == NGX_CONF_UNSET_UINT) {

@@ -35,6 +35,7 @@ typedef struct {
     ngx_str_t                 idem_prefix;
     ngx_http_complex_value_t *collection;
     ngx_http_complex_value_t *tenant;
+    ngx_http_complex_value_t *status_url; /* NULL: /job-status */
     ngx_uint_t                top_k;
     ngx_uint_t                top_k_max;
     size_t                    max_query_length;
