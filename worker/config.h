@@ -48,6 +48,8 @@ typedef struct {
     unsigned    max_tokens;         /* RAGQ_MAX_TOKENS      0 = not sent */
     const char *consumer;           /* RAGQ_CONSUMER        <host>-<pid> */
     int         log_level;          /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
+    const char *log_format;         /* RAGQ_LOG_FORMAT text | json; NULL text */
+    long        heartbeat_ms;       /* RAGQ_HEARTBEAT       5s; TTL 3x */
 
     /* ragq-ingest */
     unsigned chunk_size;    /* RAGQ_CHUNK_SIZE     1000 characters */

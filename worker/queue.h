@@ -13,6 +13,7 @@
 #include "config.h"
 #include "job.h"
 #include "loop.h"
+#include "valkey_conn.h"
 #include "valkey_url.h"
 
 typedef struct ragq_queue_s ragq_queue_t;
@@ -37,5 +38,11 @@ void ragq_queue_stop(ragq_queue_t *q);
 
 int  ragq_queue_exit_code(const ragq_queue_t *q);
 void ragq_queue_free(ragq_queue_t *q);
+
+/* For the heartbeat (heartbeat.c): the pipelined command connection, this
+ * worker's consumer name, and the jobs it holds now. */
+ragq_vconn_t *ragq_queue_conn(ragq_queue_t *q);
+const char   *ragq_queue_consumer(const ragq_queue_t *q);
+unsigned      ragq_queue_held(const ragq_queue_t *q);
 
 #endif
