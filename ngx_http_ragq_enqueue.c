@@ -569,20 +569,30 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 }
 
 
+/* the bytes of a 202's body around the job id and the URL */
+#define NGX_HTTP_RAGQ_QUEUED_BODY                                            \
+    (sizeof("{\"status\":\"queued\",\"job_id\":\"\",\"status_url\":\"\"}\n") \
+     + NGX_HTTP_RAGQ_JOB_ID_LEN)
+
+
 /*
- * Where the job is read: ragq_status_url (variables allowed; default
- * /job-status) with the job_id argument; *json says whether it must be
- * escaped in the body.
+ * The 202: Location and status_url are ragq_status_url (variables allowed;
+ * default /job-status) with the job_id argument. The URL is written in the
+ * body once, and Location points at it there, unless it needs JSON
+ * escaping: then Location gets a copy of its own after the body.
  */
 static ngx_int_t
-ngx_http_ragq_status_location(ngx_http_request_t *r, u_char *id, ngx_str_t *loc,
-                              ngx_flag_t *json)
+ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
 {
-    u_char                   *p, sep;
+    u_char                   *body, *p, *loc, sep;
+    size_t                    len, esc;
     ngx_str_t                 base;
+    ngx_table_elt_t          *h;
     ngx_http_ragq_loc_conf_t *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
+
+    esc = 0;
 
     if (lcf->status_url == NULL) {
         ngx_str_set(&base, "/job-status");
@@ -595,63 +605,40 @@ ngx_http_ragq_status_location(ngx_http_request_t *r, u_char *id, ngx_str_t *loc,
 
         /* a URL with arguments of its own gets one more */
         sep = ngx_strlchr(base.data, base.data + base.len, '?') ? '&' : '?';
+
+        /* what escaping adds, if anything */
+        esc = ngx_http_ragq_json_escape_len(base.data, base.len) - base.len - 2;
     }
 
-    loc->len = base.len + sizeof("?job_id=") - 1 + NGX_HTTP_RAGQ_JOB_ID_LEN;
-    loc->data = ngx_pnalloc(r->pool, loc->len);
-    if (loc->data == NULL) {
-        return NGX_ERROR;
-    }
+    len = base.len + sizeof("?job_id=") - 1 + NGX_HTTP_RAGQ_JOB_ID_LEN;
 
-    p = ngx_cpymem(loc->data, base.data, base.len);
-    *p++ = sep;
-    p = ngx_http_ragq_lit(p, "job_id=");
-    ngx_memcpy(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
-
-    *json =
-        lcf->status_url
-        && ngx_http_ragq_json_escape_len(loc->data, loc->len) != loc->len + 2;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
-{
-    u_char          *body, *p;
-    size_t           len;
-    ngx_str_t        loc;
-    ngx_flag_t       json;
-    ngx_table_elt_t *h;
-
-    if (ngx_http_ragq_status_location(r, id, &loc, &json) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    len = json ? ngx_http_ragq_json_escape_len(loc.data, loc.len) : loc.len + 2;
-
-    body = ngx_pnalloc(r->pool, sizeof("{\"status\":\"queued\",\"job_id\":\"\","
-                                       "\"status_url\":}\n")
-                                    + NGX_HTTP_RAGQ_JOB_ID_LEN + len);
+    body = ngx_pnalloc(r->pool,
+                       NGX_HTTP_RAGQ_QUEUED_BODY + len + (esc ? esc + len : 0));
     if (body == NULL) {
         return NGX_ERROR;
     }
 
     p = ngx_http_ragq_lit(body, "{\"status\":\"queued\",\"job_id\":\"");
     p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
-    p = ngx_http_ragq_lit(p, "\",\"status_url\":");
+    p = ngx_http_ragq_lit(p, "\",\"status_url\":\"");
 
-    if (json) {
-        p = ngx_http_ragq_json_escape(p, loc.data, loc.len);
+    loc = p;
+
+    if (esc) {
+        /* the escaper writes the quotes too: over ours, then drop its last */
+        p = ngx_http_ragq_json_escape(p - 1, base.data, base.len) - 1;
+        loc = body + NGX_HTTP_RAGQ_QUEUED_BODY + len + esc;
+        ngx_sprintf(loc, "%V%cjob_id=%*s", &base, sep,
+                    (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id);
 
     } else {
-        *p++ = '"';
-        p = ngx_cpymem(p, loc.data, loc.len);
-        *p++ = '"';
+        p = ngx_cpymem(p, base.data, base.len);
     }
 
-    p = ngx_http_ragq_lit(p, "}\n");
+    *p++ = sep;
+    p = ngx_http_ragq_lit(p, "job_id=");
+    p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
+    p = ngx_http_ragq_lit(p, "\"}\n");
 
     /* a plain header, not headers_out.location: nginx would make that one
      * absolute, and clients of the old API expect the relative form */
@@ -662,7 +649,8 @@ ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
 
     h->hash = 1;
     ngx_str_set(&h->key, "Location");
-    h->value = loc;
+    h->value.data = loc;
+    h->value.len = len;
 
     return ngx_http_ragq_send_json(r, NGX_HTTP_ACCEPTED, body, p - body);
 }

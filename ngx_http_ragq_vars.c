@@ -32,11 +32,12 @@ static ngx_http_variable_t ngx_http_ragq_vars[] = {
 };
 
 
-/* the statuses a job can have, so that most need no copy */
-static ngx_str_t ngx_http_ragq_statuses[] = {
-    ngx_string("queued"), ngx_string("started"),  ngx_string("finished"),
-    ngx_string("failed"), ngx_string("canceled"), ngx_null_string
-};
+/* the statuses a job can have, so that they need no copy */
+static ngx_str_t ngx_http_ragq_queued = ngx_string("queued");
+static ngx_str_t ngx_http_ragq_started = ngx_string("started");
+static ngx_str_t ngx_http_ragq_finished = ngx_string("finished");
+static ngx_str_t ngx_http_ragq_failed = ngx_string("failed");
+static ngx_str_t ngx_http_ragq_canceled = ngx_string("canceled");
 
 
 ngx_int_t
@@ -86,6 +87,26 @@ ngx_http_ragq_set_job(ngx_http_request_t *r, u_char *id, u_char *status,
     ngx_str_t           *s;
     ngx_http_ragq_ctx_t *ctx;
 
+    /* on the hot paths: one comparison, not one per status */
+    switch (len) {
+    case 6:
+        s = (status[0] == 'q') ? &ngx_http_ragq_queued : &ngx_http_ragq_failed;
+        break;
+    case 7:
+        s = &ngx_http_ragq_started;
+        break;
+    case 8:
+        s = (status[0] == 'f') ? &ngx_http_ragq_finished
+                               : &ngx_http_ragq_canceled;
+        break;
+    default:
+        s = NULL;
+    }
+
+    if (s && ngx_memcmp(s->data, status, len) != 0) {
+        s = NULL;
+    }
+
     ctx = ngx_http_ragq_ctx(r);
     if (ctx == NULL) {
         return;
@@ -94,15 +115,13 @@ ngx_http_ragq_set_job(ngx_http_request_t *r, u_char *id, u_char *status,
     ngx_memcpy(ctx->job_id, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
     ctx->has_job_id = 1;
 
-    if (len == 0) {
+    if (s) {
+        ctx->status = *s;
         return;
     }
 
-    for (s = ngx_http_ragq_statuses; s->len; s++) {
-        if (s->len == len && ngx_strncmp(s->data, status, len) == 0) {
-            ctx->status = *s;
-            return;
-        }
+    if (len == 0) {
+        return;
     }
 
     /* not a status ragq writes: logged as it is, at most 32 bytes of it */

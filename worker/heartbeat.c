@@ -54,7 +54,7 @@ struct ragq_heartbeat_s {
     char                 host[256];
     long long            started_at;
     ragq_timer_t         timer, remove_timer;
-    int                  beaten, failing, removing;
+    int                  beaten, failing, removing, removed;
 };
 
 void
@@ -253,6 +253,7 @@ removed(void *owner, struct redisReply *reply, void *priv)
     if (reply != NULL && reply->type != REDIS_REPLY_ERROR) {
         ragq_log(RAGQ_LOG_DEBUG, "heartbeat %s removed", hb->key);
     }
+    hb->removed = 1;
     ragq_loop_stop(hb->loop);
 }
 
@@ -265,6 +266,7 @@ remove_timeout(void *data)
              "heartbeat %s: Valkey did not confirm its removal; it expires "
              "by itself",
              hb->key);
+    hb->removed = 1;
     ragq_loop_stop(hb->loop);
 }
 
@@ -289,7 +291,12 @@ ragq_heartbeat_remove(ragq_heartbeat_t *hb)
     }
     ragq_timer_init(&hb->remove_timer, remove_timeout, hb);
     ragq_timer_start(hb->loop, &hb->remove_timer, RAGQ_HB_REMOVE_MS);
-    ragq_loop_run(hb->loop);
+    /* the queue may stop the loop too (its exit timer): run on until done */
+    while (!hb->removed) {
+        if (ragq_loop_run(hb->loop) != 0) {
+            break;
+        }
+    }
     ragq_timer_stop(hb->loop, &hb->remove_timer);
 }
 
