@@ -91,7 +91,10 @@ MODULE_CC_OPT ?= $(HARDEN_CFLAGS) $(CFLAGS) $(HARDEN_CPPFLAGS) $(CPPFLAGS) -fPIC
 MODULE_LD_OPT ?= $(HARDEN_LDFLAGS) $(LDFLAGS)
 
 $(BUILD)/ngx_http_ragq_module.so: $(BUILD)/nginx-src/.configured-$(notdir $(BUILD)) $(MODULE_SRCS)
-	$(MAKE) -C $(BUILD)/nginx-src -f objs/Makefile modules >$(BUILD)/module-build.log 2>&1 \
+	@# without our command line's variables (CFLAGS=... would replace the CFLAGS
+	@# configure wrote, -DRAGQ_VERSION and nginx's own flags with them)
+	env -u MAKEFLAGS -u MFLAGS $(MAKE) -C $(BUILD)/nginx-src -f objs/Makefile modules \
+	    >$(BUILD)/module-build.log 2>&1 \
 	    || { cat $(BUILD)/module-build.log | grep -E 'error|warning' | head -40; exit 1; }
 	cp $(BUILD)/nginx-src/objs/ngx_http_ragq_module.so $@
 

@@ -44,6 +44,16 @@ ngx_http_ragq_valkey_available(void)
 
 
 ngx_flag_t
+ngx_http_ragq_valkey_ready(void)
+{
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+
+    return vk->initialized && !vk->exiting
+           && vk->state == NGX_HTTP_RAGQ_VK_READY;
+}
+
+
+ngx_flag_t
 ngx_http_ragq_pubsub_ready(void)
 {
     ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;

@@ -9,6 +9,7 @@
 #include "ngx_http_ragq_request.h"
 #include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_json.h"
+#include "ngx_http_ragq_vars.h"
 
 
 #define NGX_HTTP_RAGQ_IDEM_MAX      255
@@ -648,18 +649,51 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 }
 
 
+/* the bytes of a 202's body around the job id and the URL */
+#define NGX_HTTP_RAGQ_QUEUED_BODY                                            \
+    (sizeof("{\"status\":\"queued\",\"job_id\":\"\",\"status_url\":\"\"}\n") \
+     + NGX_HTTP_RAGQ_JOB_ID_LEN)
+
+
+/*
+ * The 202: Location and status_url are ragq_status_url (variables allowed;
+ * default /job-status) with the job_id argument. The URL is written in the
+ * body once, and Location points at it there, unless it needs JSON
+ * escaping: then Location gets a copy of its own after the body.
+ */
 static ngx_int_t
 ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
 {
-    u_char          *body, *p, *loc;
-    size_t           len;
-    ngx_table_elt_t *h;
+    u_char                   *body, *p, *loc, sep;
+    size_t                    len, esc;
+    ngx_str_t                 base;
+    ngx_table_elt_t          *h;
+    ngx_http_ragq_loc_conf_t *lcf;
 
-    body = ngx_pnalloc(r->pool, sizeof("{\"status\":\"queued\",\"job_id\":\"\","
-                                       "\"status_url\":\"\"}\n")
-                                    + NGX_HTTP_RAGQ_JOB_ID_LEN
-                                    + sizeof("/job-status?job_id=")
-                                    + NGX_HTTP_RAGQ_JOB_ID_LEN);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
+
+    esc = 0;
+
+    if (lcf->status_url == NULL) {
+        ngx_str_set(&base, "/job-status");
+        sep = '?';
+
+    } else {
+        if (ngx_http_complex_value(r, lcf->status_url, &base) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* a URL with arguments of its own gets one more */
+        sep = ngx_strlchr(base.data, base.data + base.len, '?') ? '&' : '?';
+
+        /* what escaping adds, if anything */
+        esc = ngx_http_ragq_json_escape_len(base.data, base.len) - base.len - 2;
+    }
+
+    len = base.len + sizeof("?job_id=") - 1 + NGX_HTTP_RAGQ_JOB_ID_LEN;
+
+    body = ngx_pnalloc(r->pool,
+                       NGX_HTTP_RAGQ_QUEUED_BODY + len + (esc ? esc + len : 0));
     if (body == NULL) {
         return NGX_ERROR;
     }
@@ -667,10 +701,23 @@ ngx_http_ragq_send_queued(ngx_http_request_t *r, u_char *id)
     p = ngx_http_ragq_lit(body, "{\"status\":\"queued\",\"job_id\":\"");
     p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
     p = ngx_http_ragq_lit(p, "\",\"status_url\":\"");
+
     loc = p;
-    p = ngx_http_ragq_lit(p, "/job-status?job_id=");
+
+    if (esc) {
+        /* the escaper writes the quotes too: over ours, then drop its last */
+        p = ngx_http_ragq_json_escape(p - 1, base.data, base.len) - 1;
+        loc = body + NGX_HTTP_RAGQ_QUEUED_BODY + len + esc;
+        ngx_sprintf(loc, "%V%cjob_id=%*s", &base, sep,
+                    (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id);
+
+    } else {
+        p = ngx_cpymem(p, base.data, base.len);
+    }
+
+    *p++ = sep;
+    p = ngx_http_ragq_lit(p, "job_id=");
     p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
-    len = p - loc;
     p = ngx_http_ragq_lit(p, "\"}\n");
 
     /* a plain header, not headers_out.location: nginx would make that one
@@ -713,6 +760,9 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "ragq: job %*s queued, queue length %i",
                        (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN, id, queue_len);
+
+        /* $ragq_job_id, $ragq_job_status */
+        ngx_http_ragq_set_job(r, id, (u_char *) "queued", 6);
 
         rc = ngx_http_ragq_send_queued(r, id);
 

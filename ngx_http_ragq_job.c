@@ -13,6 +13,7 @@
 #include "ngx_http_ragq_request.h"
 #include "ngx_http_ragq_json.h"
 #include "ngx_http_ragq_resp.h"
+#include "ngx_http_ragq_vars.h"
 
 
 /* the rest of the enqueue's MULTI, in RESP form around the variable parts */
@@ -404,8 +405,9 @@ ngx_int_t
 ngx_http_ragq_job_respond(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                           u_char *id, redisReply *reply)
 {
-    ngx_int_t rc;
-    ngx_str_t json;
+    ngx_int_t   rc;
+    ngx_str_t   json;
+    redisReply *status;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         return ngx_http_ragq_reply_error(r, reply);
@@ -430,6 +432,11 @@ ngx_http_ragq_job_respond(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     if (ngx_http_ragq_job_view(r->pool, id, reply, &json) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    /* $ragq_job_id, $ragq_job_status */
+    status = ngx_http_ragq_job_field(reply, "status", 6);
+    ngx_http_ragq_set_job(r, id, status ? (u_char *) status->str : NULL,
+                          status ? status->len : 0);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragq: job %*s answered, %uz bytes",

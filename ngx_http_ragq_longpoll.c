@@ -10,6 +10,7 @@
 #include "ngx_http_ragq_request.h"
 #include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_resp.h"
+#include "ngx_http_ragq_metrics.h"
 
 
 /*
@@ -119,6 +120,7 @@ ngx_http_ragq_waiter_unlink(ngx_http_ragq_waiter_t *w)
     ngx_http_ragq_waiter_untable(w);
     ngx_http_ragq_waiter_unread(w);
     ngx_queue_remove(&w->all);
+    ngx_http_ragq_metrics_waited();
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
@@ -466,6 +468,7 @@ ngx_http_ragq_lp_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
     ngx_queue_insert_tail(&job->waiters, &w->tq);
     ngx_queue_insert_tail(&ngx_http_ragq_all_waiters, &w->all);
+    ngx_http_ragq_metrics_waiting(r);
 
     cln->handler = ngx_http_ragq_waiter_cleanup;
     cln->data = w;

@@ -17,6 +17,8 @@
 #include "ngx_http_ragq_status.h"
 #include "ngx_http_ragq_longpoll.h"
 #include "ngx_http_ragq_job.h"
+#include "ngx_http_ragq_metrics.h"
+#include "ngx_http_ragq_vars.h"
 
 
 /* ragq_top_k's defaults: passages per question, and the most a request
@@ -33,6 +35,7 @@ typedef struct {
     ngx_http_ragq_valkey_conf_t valkey;
     ngx_http_ragq_pubsub_t      pubsub; /* the events of ragq_status prefixes */
     ngx_flag_t                  used;
+    ngx_shm_zone_t             *metrics_zone;
 } ngx_http_ragq_main_conf_t;
 
 
@@ -43,6 +46,8 @@ static char *ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_ragq_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ragq_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_ragq_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ragq_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_ragq_create_loc_conf(ngx_conf_t *cf);
@@ -52,6 +57,7 @@ static char *ngx_http_ragq_check_prefix(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_ragq_check_size(ngx_conf_t *cf, void *post, void *data);
 static char *ngx_http_ragq_check_msec(ngx_conf_t *cf, void *post, void *data);
+static ngx_int_t ngx_http_ragq_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ragq_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ragq_exit_process(ngx_cycle_t *cycle);
 
@@ -151,6 +157,20 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       0,
       (void *) NGX_HTTP_RAGQ_STATUS },
 
+    { ngx_string("ragq_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragq_handler_set,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_RAGQ_METRICS },
+
+    { ngx_string("ragq_status_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, status_url),
+      NULL },
+
     { ngx_string("ragq_prefix"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -219,8 +239,8 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_ragq_module_ctx = {
-    NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_ragq_preconfiguration,        /* preconfiguration */
+    ngx_http_ragq_postconfiguration,       /* postconfiguration */
 
     ngx_http_ragq_create_main_conf,        /* create main configuration */
     ngx_http_ragq_init_main_conf,          /* init main configuration */
@@ -239,7 +259,7 @@ ngx_module_t  ngx_http_ragq_module = {
     ngx_http_ragq_commands,                /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_ragq_init_module,             /* init module */
     ngx_http_ragq_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -269,9 +289,20 @@ ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     lcf->kind = (ngx_uint_t) cmd->post;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = (lcf->kind == NGX_HTTP_RAGQ_ENQUEUE)
-                        ? ngx_http_ragq_enqueue_handler
-                        : ngx_http_ragq_status_handler;
+
+    switch (lcf->kind) {
+    case NGX_HTTP_RAGQ_ENQUEUE:
+        clcf->handler = ngx_http_ragq_enqueue_handler;
+        break;
+
+    case NGX_HTTP_RAGQ_STATUS:
+        clcf->handler = ngx_http_ragq_status_handler;
+        break;
+
+    default: /* NGX_HTTP_RAGQ_METRICS */
+        clcf->handler = ngx_http_ragq_metrics_handler;
+        break;
+    }
 
     rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragq_module);
     rmcf->used = 1;
@@ -403,6 +434,7 @@ ngx_http_ragq_create_loc_conf(ngx_conf_t *cf)
      *     lcf->prefix = { 0, NULL };
      *     lcf->collection = NULL;
      *     lcf->tenant = NULL;
+     *     lcf->status_url = NULL;
      *     lcf->queue_* = 0;
      */
 
@@ -544,6 +576,10 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->tenant = prev->tenant;
     }
 
+    if (conf->status_url == NULL) {
+        conf->status_url = prev->status_url;
+    }
+
     if (conf->top_k == NGX_CONF_UNSET_UINT) {
         conf->top_k = (prev->top_k == NGX_CONF_UNSET_UINT) ? NGX_HTTP_RAGQ_TOP_K
                                                            : prev->top_k;
@@ -584,7 +620,49 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* $ragq_job_id, $ragq_job_status, $ragq_version */
+static ngx_int_t
+ngx_http_ragq_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_ragq_add_variables(cf);
+}
+
+
+/* metrics (their zone and the log-phase counter) once ragq is used */
+static ngx_int_t
+ngx_http_ragq_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_ragq_main_conf_t *rmcf;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragq_module);
+
+    if (!rmcf->used) {
+        return NGX_OK;
+    }
+
+    rmcf->metrics_zone = ngx_http_ragq_metrics_init(cf);
+
+    return rmcf->metrics_zone ? NGX_OK : NGX_ERROR;
+}
+
+
 /* ---- process lifecycle ---- */
+
+
+/* the version, once per (re)load, as nginx says its own */
+static ngx_int_t
+ngx_http_ragq_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_ragq_main_conf_t *rmcf;
+
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_ragq_module);
+
+    if (rmcf && rmcf->used && !ngx_test_config) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0, "ragq/%s", RAGQ_VERSION);
+    }
+
+    return NGX_OK;
+}
 
 
 static ngx_int_t
@@ -615,6 +693,7 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
                                : lcf->valkey_timeout;
 
     ngx_http_ragq_job_init_process();
+    ngx_http_ragq_metrics_init_process(cycle, rmcf->metrics_zone);
 
     /* the http{}-level "resolver", if any, re-resolves Valkey's host names */
     clcf = ctx->loc_conf[ngx_http_core_module.ctx_index];
@@ -640,5 +719,6 @@ ngx_http_ragq_exit_process(ngx_cycle_t *cycle)
     /* first, while the reads they sit in still exist */
     ngx_http_ragq_lp_exit();
 
+    ngx_http_ragq_metrics_exit_process();
     ngx_http_ragq_valkey_exit(cycle);
 }

@@ -22,6 +22,7 @@
 /* what a location does (ngx_http_ragq_loc_conf_t.kind) */
 #define NGX_HTTP_RAGQ_ENQUEUE 1 /* ragq_enqueue: POST /chat */
 #define NGX_HTTP_RAGQ_STATUS  2 /* ragq_status: GET /job-status */
+#define NGX_HTTP_RAGQ_METRICS 3 /* ragq_metrics: GET /metrics */
 
 #define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
 
@@ -34,6 +35,7 @@ typedef struct {
     ngx_str_t                 idem_prefix;
     ngx_http_complex_value_t *collection;
     ngx_http_complex_value_t *tenant;
+    ngx_http_complex_value_t *status_url; /* NULL: /job-status */
     ngx_uint_t                top_k;
     ngx_uint_t                top_k_max;
     size_t                    max_query_length;

@@ -101,6 +101,11 @@ ngx_flag_t ngx_http_ragq_pubsub_ready(void);
  * NGX_DECLINED: not connected */
 ngx_int_t ngx_http_ragq_valkey_available(void);
 
+/* the command connection is up: connected and its handshake answered
+ * (for ragq_valkey_connected; available() also accepts a connect in
+ * progress, which queues commands behind the handshake) */
+ngx_flag_t ngx_http_ragq_valkey_ready(void);
+
 /* cell == NULL sends the command without a reply callback (MULTI parts) */
 ngx_int_t ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
                                        const char  **argv,

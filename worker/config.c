@@ -107,6 +107,11 @@ static const opt_t opts[] = {
     {"RAGQ_CONSUMER", W, T_STR, OFF(consumer), NULL, 0, 0, "NAME",
      "consumer name in the stream group (default <hostname>-<pid>)", NULL,
      "Queue"},
+    {"RAGQ_HEARTBEAT", W, T_DUR, OFF(heartbeat_ms), "5s", 100, 600000L,
+     "DURATION",
+     "how often the heartbeat P:worker:NAME is refreshed; it expires after "
+     "three times this",
+     NULL, "Queue"},
 
     {"RAGQ_EMBEDDER", W | I, T_CHOICE, OFF(embedder), NULL, 0, 0, "NAME",
      "openai or hash (default: openai when an OpenAI or embed URL or key is "
@@ -172,6 +177,9 @@ static const opt_t opts[] = {
 
     {"RAGQ_LOG_LEVEL", W | I, T_LEVEL, OFF(log_level), "info", 0, 3, "LEVEL",
      "error, warn, info or debug (or 0-3)", NULL, "Other"},
+    {"RAGQ_LOG_FORMAT", W, T_CHOICE, OFF(log_format), NULL, 0, 0, "FORMAT",
+     "text (the default) or json (one JSON object per line)", "text|json",
+     "Other"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

@@ -61,7 +61,9 @@ typedef struct {
     unsigned    valkey_tls_verify;      /* RAGQ_VALKEY_TLS_VERIFY  1 */
     const char *valkey_sentinel_user;   /* RAGQ_VALKEY_SENTINEL_USER */
     const char *valkey_sentinel_password; /* RAGQ_VALKEY_SENTINEL_PASSWORD */
-    int         log_level; /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
+    int         log_level;          /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
+    const char *log_format;         /* RAGQ_LOG_FORMAT text | json; NULL text */
+    long        heartbeat_ms;       /* RAGQ_HEARTBEAT       5s; TTL 3x */
 
     /* ragq-ingest */
     unsigned chunk_size;    /* RAGQ_CHUNK_SIZE     1000 characters */

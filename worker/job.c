@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "heartbeat.h"
 #include "jsonr.h"
 #include "jsonw.h"
 #include "openai.h"
@@ -307,6 +308,10 @@ retry_or_give_up(ragq_job_t *job, int parse_error)
 {
     uint64_t delay;
 
+    /* counted, and no key or question echoed by the upstream kept */
+    ragq_count_call_error(job->stage);
+    ragq_redact(job->err.message, job->query, "[query]");
+
     if (!job->err.retryable && !parse_error) {
         finish(job, RAGQ_JOB_FAILED);
         return;
@@ -332,6 +337,7 @@ on_http(const ragq_http_response_t *resp, void *data)
     int         rc = -1;
 
     job->req = NULL;
+    ragq_count_call(job->stage);
     if (resp->too_large) {
         /* Not a glitch: the same question gets the same answer again. */
         ragq_upstream_error_set(&job->err, 0, 0, "upstream_answer_too_large",

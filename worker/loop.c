@@ -1,13 +1,12 @@
 /*
- * loop.c: the epoll event loop, timer heap, signalfd and logger declared in
- * loop.h.
+ * loop.c: the epoll event loop, timer heap and signalfd declared in loop.h
+ * (the logger is log.c).
  */
 
 #include "loop.h"
 
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,8 +49,6 @@ struct ragq_loop_s {
     void          *sig_data;
 };
 
-int ragq_log_level = RAGQ_LOG_INFO;
-
 uint64_t
 ragq_now_ms(void)
 {
@@ -68,33 +65,6 @@ ragq_epoch_ms(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void
-ragq_log(int level, const char *fmt, ...)
-{
-    static const char *names[] = {"error", "warn", "info", "debug"};
-    char               buf[2048], ts[32];
-    struct timespec    now;
-    struct tm          tm;
-    va_list            ap;
-    int                n;
-
-    if (level > ragq_log_level) {
-        return;
-    }
-    clock_gettime(CLOCK_REALTIME, &now);
-    localtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
-    va_start(ap, fmt);
-    n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        return;
-    }
-    /* One write per line so lines from several workers never interleave. */
-    fprintf(stderr, "%s.%03ld ragq-worker[%d] %s: %s\n", ts,
-            now.tv_nsec / 1000000, (int) getpid(), names[level], buf);
 }
 
 ragq_loop_t *

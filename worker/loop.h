@@ -2,7 +2,7 @@
  * loop.h: the worker's single-threaded event loop: level-triggered epoll fd
  * watchers, monotonic-ms timers in a binary heap (a zero-delay timer is how
  * work is "posted" to run soon, never recursively), SIGTERM/SIGINT through a
- * signalfd, and the one-line logger every worker file uses.
+ * signalfd; and, through log.h, the logger every worker file uses.
  */
 
 #ifndef RAGQ_LOOP_H
@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "log.h"
 
 typedef struct ragq_loop_s ragq_loop_t;
 
@@ -55,9 +57,5 @@ int ragq_loop_signals(ragq_loop_t *loop, ragq_signal_cb cb, void *data);
 uint64_t ragq_now_ms(void);   /* monotonic */
 int64_t  ragq_epoch_ms(void); /* wall clock, for the job hash */
 
-enum { RAGQ_LOG_ERROR, RAGQ_LOG_WARN, RAGQ_LOG_INFO, RAGQ_LOG_DEBUG };
-extern int ragq_log_level;
-void       ragq_log(int level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 
 #endif

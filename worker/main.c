@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "heartbeat.h"
 #include "http.h"
 #include "job.h"
 #include "loop.h"
@@ -32,6 +33,7 @@ main(int argc, char **argv)
     ragq_config_t      cfg;
     ragq_valkey_addr_t addr;
     ragq_vnet_t        net;
+    ragq_heartbeat_t  *hb;
     ragq_pipeline_t    pipeline;
     ragq_loop_t       *loop;
     ragq_http_t       *http;
@@ -41,11 +43,13 @@ main(int argc, char **argv)
     long               per_host;
 
     memset(&cfg, 0, sizeof(cfg));
+    memset(&addr, 0, sizeof(addr));
     rc = ragq_config_load(&cfg, RAGQ_PROG_WORKER, argc, argv);
     if (rc != 0) {
         return rc > 0 ? 0 : 2;
     }
     ragq_log_level = cfg.log_level;
+    ragq_log_set_json(cfg.log_format && strcmp(cfg.log_format, "json") == 0);
     if (ragq_config_check(&cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "ragq-worker: %s\n", err);
         return 2;
@@ -62,6 +66,13 @@ main(int argc, char **argv)
         fprintf(stderr, "ragq-worker: %s\n", err);
         return 2;
     }
+    /* nothing a log line says may show these */
+    ragq_log_hide(cfg.chat_api_key);
+    ragq_log_hide(cfg.embed_api_key);
+    ragq_log_hide(cfg.qdrant_api_key);
+    ragq_log_hide(addr.password);
+    ragq_log_hide(cfg.valkey_sentinel_password);
+    ragq_log_hide(getenv("RAGQ_WEBHOOK_SECRET"));
     /*
      * One connection per job in flight is what HTTP/1.1 needs; HTTP/2
      * servers multiplex and use far fewer.
@@ -78,17 +89,23 @@ main(int argc, char **argv)
         return 2;
     }
     q = ragq_queue_new(loop, &pipeline, &cfg, &net);
-    if (q == NULL || ragq_loop_signals(loop, on_signal, q) != 0) {
+    hb = q ? ragq_heartbeat_new(loop, &cfg, q) : NULL;
+    if (hb == NULL || ragq_loop_signals(loop, on_signal, q) != 0) {
         fprintf(stderr, "ragq-worker: cannot set up the queue\n");
         return 1;
     }
     ragq_vnet_start(&net);
     ragq_queue_start(q);
+    ragq_heartbeat_start(hb);
     if (ragq_loop_run(loop) != 0) {
         return 1;
     }
     rc = ragq_queue_exit_code(q);
+    if (rc == 0) {
+        ragq_heartbeat_remove(hb);
+    }
     ragq_queue_free(q);
+    ragq_heartbeat_free(hb);
     ragq_vnet_free(&net);
     ragq_pipeline_free(&pipeline);
     ragq_http_free(http);

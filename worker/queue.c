@@ -892,3 +892,21 @@ ragq_queue_free(ragq_queue_t *q)
     free(q->k_job_prefix);
     free(q);
 }
+
+ragq_vconn_t *
+ragq_queue_conn(ragq_queue_t *q)
+{
+    return q->cmd;
+}
+
+const char *
+ragq_queue_consumer(const ragq_queue_t *q)
+{
+    return q->consumer;
+}
+
+unsigned
+ragq_queue_held(const ragq_queue_t *q)
+{
+    return q->njobs;
+}

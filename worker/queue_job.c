@@ -9,6 +9,7 @@
  */
 
 #include "queue_int.h"
+#include "joblog.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,19 +193,10 @@ final_reply(void *owner, redisReply *reply, void *priv)
     }
     switch (reply->integer) {
     case 1:
-        if (job->outcome == RAGQ_JOB_FINISHED) {
-            ragq_log(RAGQ_LOG_INFO,
-                     "job %s finished in %ld ms (embed %ld, retrieve %ld, "
-                     "generate %ld)",
-                     job->id, ms, job->ms_embed, job->ms_retrieve,
-                     job->ms_generate);
-        } else {
-            ragq_log(RAGQ_LOG_INFO,
-                     "job %s failed in %ld ms (attempt %ld of %u): "
-                     "%s: %s",
-                     job->id, ms, job->attempts, q->cfg->max_attempts,
-                     job->err.code, job->err.message);
-        }
+        ragq_joblog_ended(job,
+                          job->outcome == RAGQ_JOB_FINISHED ? RAGQ_END_FINISHED
+                                                            : RAGQ_END_FAILED,
+                          q->cfg->max_attempts, ms);
         break;
     case 0:
         ragq_log(RAGQ_LOG_INFO,
@@ -322,11 +314,8 @@ send_release(ragq_queue_t *q, ragq_job_t *job)
 static void
 release_job(ragq_queue_t *q, ragq_job_t *job)
 {
-    ragq_log(RAGQ_LOG_WARN,
-             "job %s: attempt %ld of %u gave up (%s: %s); another attempt "
-             "after %ld ms",
-             job->id, job->attempts, q->cfg->max_attempts, job->err.code,
-             job->err.message, q->cfg->reclaim_after_ms);
+    ragq_joblog_ended(job, RAGQ_END_RELEASED, q->cfg->max_attempts,
+                      q->cfg->reclaim_after_ms);
     job->state = JOB_RELEASING;
     if (send_release(q, job) != 0) {
         job_drop(q, job);
@@ -408,8 +397,7 @@ claim_reply(void *owner, redisReply *reply, void *priv)
         return;
     }
     job->state = JOB_RUNNING;
-    ragq_log(RAGQ_LOG_DEBUG, "job %s started (attempt %ld)", job->id,
-             job->attempts);
+    ragq_joblog_started(job, q->cfg->max_attempts);
     ragq_job_run(q->pipeline, job, job_done, q);
 }
 

@@ -4,14 +4,16 @@
 # Makefile's commands, run as non-root with a healthcheck, nginx's with
 # STOPSIGNAL SIGQUIT; .dockerignore keeps a host's build out.  The image's
 # nginx.conf (rendered by conf/docker/entrypoint from the environment) is run
-# here with the built module, and the healthchecks answer for it and for
-# Valkey, and fail when Valkey is away.
+# here with the built module, and the healthchecks answer for it and for a
+# worker's fresh heartbeat in Valkey (named by RAGQ_CONSUMER or found by its
+# process), and fail without one or when Valkey is away.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use JSON::PP;
 use File::Spec;
+use Sys::Hostname ();
 use Test::More;
 
 my $root  = File::Spec->rel2abs($ENV{RAGQ_ROOT} || '.');
@@ -157,9 +159,43 @@ for my $case ([$redis, 0, 'answers'], [$dead, 1, 'fails while Valkey is away']) 
     else        { is $code, 0, "healthcheck nginx $what" }
     stop_nginx();
 
-    $code = system("RAGQ_VALKEY_URL=redis://127.0.0.1:$vport/0 '$health' worker 2>/dev/null") >> 8;
+    # the worker's: its heartbeat hash, by RAGQ_CONSUMER or found by its
+    # process (a proc tree of our own: the machine may run other workers)
+    my $hc = "RAGQ_VALKEY_URL=redis://127.0.0.1:$vport/0 RAGQ_PREFIX=ragq_docker_t '$health' worker 2>/dev/null";
+    my $beat = sub { system("redis-cli -p $vport @_ >/dev/null 2>&1") };
+    my $host = Sys::Hostname::hostname();
+    mkdir "$tmp/proc"; mkdir "$tmp/proc/$_" for 1, 4242;
+    open my $c1, '>', "$tmp/proc/1/comm" or die; print $c1 "init\n"; close $c1;
+    open my $c2, '>', "$tmp/proc/4242/comm" or die; print $c2 "ragq-worker\n"; close $c2;
+    $beat->('DEL', 'ragq_docker_t:worker:hc-1', "ragq_docker_t:worker:$host-4242");
+    $code = system("RAGQ_CONSUMER=hc-1 $hc") >> 8;
+    isnt $code, 0, "healthcheck worker $what: no heartbeat, unhealthy";
+    $beat->('SET', 'ragq_docker_t:worker:hc-1', 'x', 'PX', 60000);
+    $beat->('SET', "ragq_docker_t:worker:$host-4242", 'x', 'PX', 60000);
+    $code = system("RAGQ_CONSUMER=hc-1 $hc") >> 8;
     if ($fails) { isnt $code, 0, "healthcheck worker $what" }
-    else        { is $code, 0, "healthcheck worker $what" }
+    else        { is $code, 0, "healthcheck worker $what: a fresh heartbeat of RAGQ_CONSUMER" }
+    $code = system("RAGQ_HEALTH_PROC='$tmp/proc' $hc") >> 8;
+    if ($fails) { isnt $code, 0, "healthcheck worker $what (found by its process)" }
+    else        { is $code, 0, "healthcheck worker $what: the heartbeat of the ragq-worker process" }
+    $beat->('DEL', 'ragq_docker_t:worker:hc-1', "ragq_docker_t:worker:$host-4242");
+}
+
+# and a real worker's heartbeat: healthy while it runs, not once it stopped
+{
+    require Ragq::Worker;
+    my $w = Ragq::Worker->start(env => { RAGQ_PREFIX => 'ragq_docker_t',
+        RAGQ_CONSUMER => 'hc-real', RAGQ_STORE_PATH => "$tmp/store" });
+    ok $w->ready, 'a worker runs' or diag $w->log;
+    my $hc = "RAGQ_VALKEY_URL=redis://127.0.0.1:$redis RAGQ_PREFIX=ragq_docker_t RAGQ_CONSUMER=hc-real '$health' worker";
+    my $code = 1;
+    for (1 .. 100) {
+        last if ($code = system($hc) >> 8) == 0;
+        select undef, undef, undef, 0.05;
+    }
+    is $code, 0, 'healthcheck worker: a running worker is healthy';
+    is $w->stop, 0, 'the worker stops';
+    isnt system($hc) >> 8, 0, 'healthcheck worker: a stopped worker is not';
 }
 
 done_testing;
