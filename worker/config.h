@@ -40,17 +40,17 @@ typedef struct {
     const char *store_path; /* RAGQ_STORE_PATH  ./ragq-data */
 
     /* ragq-worker */
-    unsigned    concurrency;        /* RAGQ_CONCURRENCY     64 */
-    unsigned    max_attempts;       /* RAGQ_MAX_ATTEMPTS    3 */
-    long        reclaim_after_ms;   /* RAGQ_RECLAIM_AFTER   60s */
-    long        shutdown_grace_ms;  /* RAGQ_SHUTDOWN_GRACE  30s */
-    long        result_ttl_ms;      /* RAGQ_RESULT_TTL      24h */
-    long        http_timeout_ms;    /* RAGQ_HTTP_TIMEOUT    120s, one call */
-    long        connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
+    unsigned concurrency;        /* RAGQ_CONCURRENCY     64 */
+    unsigned max_attempts;       /* RAGQ_MAX_ATTEMPTS    3 */
+    long     reclaim_after_ms;   /* RAGQ_RECLAIM_AFTER   60s */
+    long     shutdown_grace_ms;  /* RAGQ_SHUTDOWN_GRACE  30s */
+    long     result_ttl_ms;      /* RAGQ_RESULT_TTL      24h */
+    long     http_timeout_ms;    /* RAGQ_HTTP_TIMEOUT    120s, one call */
+    long     connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
     /* RAGQ_MAX_ANSWER_BYTES; 0: the default of each call (job.h) */
     unsigned long max_answer_bytes;
-    unsigned    max_tokens;         /* RAGQ_MAX_TOKENS      0 = not sent */
-    const char *consumer;           /* RAGQ_CONSUMER        <host>-<pid> */
+    unsigned      max_tokens; /* RAGQ_MAX_TOKENS      0 = not sent */
+    const char   *consumer;   /* RAGQ_CONSUMER        <host>-<pid> */
 
     /* ragq-worker's Valkey connections (valkey_net.c) */
     long        valkey_timeout_ms;      /* RAGQ_VALKEY_TIMEOUT     10s */
@@ -61,9 +61,9 @@ typedef struct {
     unsigned    valkey_tls_verify;      /* RAGQ_VALKEY_TLS_VERIFY  1 */
     const char *valkey_sentinel_user;   /* RAGQ_VALKEY_SENTINEL_USER */
     const char *valkey_sentinel_password; /* RAGQ_VALKEY_SENTINEL_PASSWORD */
-    int         log_level;          /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
-    const char *log_format;         /* RAGQ_LOG_FORMAT text | json; NULL text */
-    long        heartbeat_ms;       /* RAGQ_HEARTBEAT       5s; TTL 3x */
+    int         log_level;    /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
+    const char *log_format;   /* RAGQ_LOG_FORMAT text | json; NULL text */
+    long        heartbeat_ms; /* RAGQ_HEARTBEAT       5s; TTL 3x */
 
     /* ragq-ingest */
     unsigned chunk_size;    /* RAGQ_CHUNK_SIZE     1000 characters */
