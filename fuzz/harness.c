@@ -451,10 +451,15 @@ ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
 }
 
 ngx_int_t
-ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
+ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
+                            ngx_uint_t replies)
 {
     u_char *p, *end = cmd + len;
     size_t  n;
+
+    if (replies == 0) {
+        fuzz_fail("a send that expects no reply", cmd, len);
+    }
 
     if (fuzz_valkey.send_rc != NGX_OK) {
         return fuzz_valkey.send_rc;
@@ -477,6 +482,28 @@ ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
     }
     fuzz_sent(cell);
     return NGX_OK;
+}
+
+ngx_int_t
+ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
+{
+    return ngx_http_ragq_valkey_send_n(cell, cmd, len, 1);
+}
+
+const ngx_http_ragq_resp_error_t *
+ngx_http_ragq_valkey_down(void)
+{
+    /* no more precise reason than "unavailable" */
+    return NULL;
+}
+
+/* ---- the log variables (vars.h): not part of these targets ---- */
+
+void
+ngx_http_ragq_set_job(ngx_http_request_t *r, u_char *id, u_char *status,
+                      size_t len)
+{
+    (void) r, (void) id, (void) status, (void) len;
 }
 
 void
