@@ -131,7 +131,9 @@ beat(void *data)
     if (hb->removing) {
         return;
     }
-    if (!ragq_vconn_ready(vc)) {
+    /* Live means taking jobs: a worker that cannot claim (yet) does not beat.
+     */
+    if (!ragq_vconn_ready(vc) || !ragq_queue_ready(hb->q)) {
         ragq_timer_start(hb->loop, &hb->timer, RAGQ_HB_RETRY_MS);
         return;
     }

@@ -899,6 +899,12 @@ ragq_queue_conn(ragq_queue_t *q)
     return q->cmd;
 }
 
+int
+ragq_queue_ready(const ragq_queue_t *q)
+{
+    return q->started;
+}
+
 const char *
 ragq_queue_consumer(const ragq_queue_t *q)
 {

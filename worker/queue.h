@@ -43,7 +43,9 @@ void ragq_queue_free(ragq_queue_t *q);
 /* For the heartbeat (heartbeat.c): the pipelined command connection, this
  * worker's consumer name, and the jobs it holds now. */
 ragq_vconn_t *ragq_queue_conn(ragq_queue_t *q);
-const char   *ragq_queue_consumer(const ragq_queue_t *q);
-unsigned      ragq_queue_held(const ragq_queue_t *q);
+/* A first claim round (XREADGROUP) has worked: the worker takes jobs. */
+int         ragq_queue_ready(const ragq_queue_t *q);
+const char *ragq_queue_consumer(const ragq_queue_t *q);
+unsigned    ragq_queue_held(const ragq_queue_t *q);
 
 #endif

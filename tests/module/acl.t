@@ -11,7 +11,8 @@ use Ragq::ValkeyHA;
 
 # README "Production Valkey": the module's ACL, for prefix "acl"
 our $Acl = 'on >s3cret ~acl:* &acl:* -@all +role +ping +multi +exec +hset'
-  . ' +xadd +xlen +hgetall +eval +get +set +exists +subscribe +wait';
+  . ' +xadd +xlen +hgetall +eval +get +set +type +hmget +subscribe +wait'
+  . ' +xpending +zrange';
 (our $NoXadd = $Acl) =~ s/ \+xadd//;
 (our $NoRole = $Acl) =~ s/ \+role//;
 
