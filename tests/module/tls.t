@@ -206,7 +206,7 @@ POST /chat?query=x
 --- response_body_like chomp
 "code":"valkey_unavailable"
 --- error_log eval
-qr/ragq: valkey connect failed: ((reading from|TLS handshake with) 127\.0\.0\.1:\d+ failed|127\.0\.0\.1:\d+ closed the connection)/
+qr/ragq: valkey connect failed: ((reading from|writing to|TLS handshake with) 127\.0\.0\.1:\d+ failed|127\.0\.0\.1:\d+ closed the connection)/
 --- no_error_log
 [alert]
 
