@@ -304,6 +304,12 @@ const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_internal = {
     "the job store returned an unexpected reply", 0
 };
 
+/* the watchdog gave up on a silent connection: its requests timed out */
+const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_timeout = {
+    "", NGX_HTTP_SERVICE_UNAVAILABLE, "valkey_timeout",
+    "the job store (Valkey) did not answer in time; retry shortly", 1
+};
+
 
 /*
  * The start of Valkey's error text, and the answer. 503 (with Retry-After)

@@ -47,6 +47,7 @@ extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_readonly;
 extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_denied;
 extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_misconfigured;
 extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_internal;
+extern const ngx_http_ragq_resp_error_t ngx_http_ragq_resp_timeout;
 
 
 #endif /* _NGX_HTTP_RAGQ_RESP_H_INCLUDED_ */

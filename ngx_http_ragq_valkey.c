@@ -760,7 +760,11 @@ ngx_http_ragq_vk_watchdog(ngx_event_t *ev)
         limit = vk->conf->timeout + (vk->wait_out ? vk->wait_timeout : 0);
 
         if (ngx_current_msec - since >= limit) {
-            ngx_http_ragq_vk_fail(vk, NULL,
+            /*
+             * The requests waiting here timed out, whether their own timer
+             * or this one fired first: they are answered valkey_timeout.
+             */
+            ngx_http_ragq_vk_fail(vk, &ngx_http_ragq_resp_timeout,
                                   "sent no reply for %M ms with %ui "
                                   "commands pending, reconnecting",
                                   ngx_current_msec - since,

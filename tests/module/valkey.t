@@ -157,8 +157,8 @@ POST /chat?query=hung
 Retry-After: 1
 --- response_body_like chomp
 "valkey_timeout"
---- error_log
-ragq: valkey did not answer within 300 ms
+--- error_log eval
+qr/ragq: valkey (did not answer within 300 ms|sent no reply for \d+ ms with \d+ commands pending)/
 --- no_error_log
 [alert]
 

@@ -56,14 +56,14 @@ sent no reply
 
 
 
-=== TEST 2: the same server silent with a reply pending: the watchdog reconnects after 500 ms, 503
+=== TEST 2: the same server silent with a reply pending: the watchdog reconnects after 500 ms, 503 valkey_timeout (Valkey was silent, not unreachable)
 --- init
 $main::Proxy->pause;
 --- request eval
 "GET /job-status?job_id=$::Id"
 --- error_code: 503
 --- response_body_like chomp
-"code":"valkey_unavailable"
+"code":"valkey_timeout"
 --- error_log eval
 qr/ragq: valkey sent no reply for \d+ ms with 1 commands pending, reconnecting/
 --- no_error_log
