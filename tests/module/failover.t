@@ -188,6 +188,8 @@ Test::More::ok(Ragq::Chat::until_202(30), 'served before the kill');
 my ($ok, @load) = Ragq::Chat::load_and_kill(kill => sub { $main::Set2->{primary}->kill });
 Test::More::ok($ok, '20 answers of 202 in a row after the SIGKILL');
 my $new = $main::HA->wait_failover($main::Set2, 30);
+# the request below waits for 1 replica: the other one must have resynced
+$main::HA->wait_replicated($new, 1, 30);
 Test::More::diag(Ragq::Chat::recovery_summary(@load));
 my @bad = Ragq::Chat::unexpected(@load);
 Test::More::is(scalar(@bad), 0, 'every other answer is a 503 with Retry-After')

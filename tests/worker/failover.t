@@ -100,6 +100,8 @@ my ($ok, @load) = Ragq::Chat::load_and_kill(
     kill => sub { $main::Set->{primary}->kill }, query => 'What+is+the+capital+of+France%3F');
 Test::More::ok($ok, '20 answers of 202 in a row after the SIGKILL');
 my $new = $main::HA->wait_failover($main::Set, 30);
+# the request below waits for 1 replica: the other one must have resynced
+$main::HA->wait_replicated($new, 1, 30);
 Test::More::diag(Ragq::Chat::recovery_summary(@load));
 Test::More::is(scalar(Ragq::Chat::unexpected(@load)), 0, 'every other answer is a 503 with Retry-After');
 push @main::Ids, map { $_->[1]{job_id} } grep { $_->[1]{status} == 202 } @load;

@@ -89,6 +89,9 @@
 #       on every sentinel until all name another port than the primary's of
 #       the set, and that server says ROLE master; updates $set->{primary} /
 #       {replicas} and returns the new primary.  Dies on timeout.
+#   $ha->wait_replicated($server, $n, $secs)  polls INFO replication of
+#       $server until $n replicas are online (after a fail-over the
+#       sentinels re-point the others, which then resync).  Dies on timeout.
 #   Sentinel objects: port, cli(@args), kill, start, log, alive, pid.
 #
 # Everything started is killed (SIGKILL, by pid) on DESTROY of $ha and at
@@ -446,6 +449,16 @@ sub wait_failover {
     $set->{replicas} = [ grep { $_ != $new } @{ $set->{servers} } ];
     $set->{primary} = $new;
     return $new;
+}
+
+sub wait_replicated {
+    my ($self, $server, $n, $secs) = @_;
+    return _wait_for("$n replica(s) online on port " . $server->client_port, sub {
+        my ($out, $rc) = $server->try_cli('INFO', 'replication');
+        return 0 if $rc;
+        my $online = () = $out =~ /^slave\d+:.*state=online/mg;
+        return $online >= $n;
+    }, $secs // 30);
 }
 
 sub DESTROY {
