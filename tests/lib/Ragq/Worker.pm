@@ -187,7 +187,8 @@ sub id_of_entry {
 # The entry id "<ms>-<seq>" a job id names.
 sub entry_of_id {
     my ($id) = @_;
-    return hex(substr($id, 0, 12)) . '-' . hex(substr($id, 12, 4));
+    no warnings "portable";
+    return hex(substr($id, 0, 12)) . "-" . hex(substr($id, 12, 4));
 }
 
 # enqueue(prefix => P, query => Q, top_k => K, collection => C): the job
