@@ -6,6 +6,7 @@
 # moves to the new address by itself.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
+use Ragq::Valkey ();
 use Ragq::DnsStub;
 use Ragq::Chat;
 use File::Temp qw(tempdir);
@@ -46,8 +47,8 @@ $ENV{TEST_NGINX_VALKEY_PORT} = $Port;
 
 sub jobs_with {
     my ($cli, $query) = @_;
-    return grep { $cli->('HGET', $_, 'query') eq $query }
-      split /\n/, $cli->('--scan', '--pattern', 'rs:job:*');
+    return Ragq::Valkey::jobs_with_query('rs', $query,
+        sub { my $o = $cli->(@_); return length $o ? split /\n/, $o : () });
 }
 
 no_shuffle();

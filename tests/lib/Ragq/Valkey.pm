@@ -115,6 +115,13 @@ sub job {
     return \%h;
 }
 
+# The ids of the jobs under a prefix whose query is $query.
+sub jobs_with_query {
+    my ($prefix, $query, $list) = @_;
+    return grep { job_field($prefix, $_, 'query', $list) eq $query }
+      job_ids($prefix, $list);
+}
+
 # One field, read inside Valkey (values may hold newlines).
 my $JOB_FIELD = "if redis.call('EXISTS', KEYS[1]) == 1 then "
   . "return redis.call('HGET', KEYS[1], ARGV[1]) end "
