@@ -11,7 +11,7 @@ use Ragq::ValkeyHA;
 use Ragq::Valkey ();
 
 # README "Production Valkey": the module's ACL, for prefix "acl"
-our $Acl = 'on >s3cret ~acl:* &acl:* -@all +role +ping +multi +exec +hset'
+our $Acl = 'on >s3cret ~acl:* &acl:* -@all +role +ping'
   . ' +xadd +xlen +xrange +xdel +hgetall +eval +get +set +type +hmget +subscribe +wait'
   . ' +xpending +zrange';
 (our $NoXadd = $Acl) =~ s/ \+xadd//;
