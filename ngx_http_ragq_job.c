@@ -65,7 +65,8 @@ static const char ngx_http_ragq_idem_script[] =
     "    return {2, id, -1}\n"
     "  end\n"
     "end\n"
-    "local e = redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'query', ARGV[4],\n"
+    "local e = redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'query', "
+    "ARGV[4],\n"
     "  'top_k', ARGV[5], 'collection', ARGV[6], 'tenant', ARGV[7],\n"
     "  'created_at', ARGV[8])\n"
     "local ms, seq = e:match('^(%d+)-(%d+)$')\n"
@@ -146,8 +147,8 @@ ngx_http_ragq_job_random(u_char *hex)
 ngx_int_t
 ngx_http_ragq_job_id_from_entry(u_char *id, u_char *entry, size_t len)
 {
-    u_char  *p, *end;
-    uint64_t n[2];
+    u_char    *p, *end;
+    uint64_t   n[2];
     ngx_uint_t i;
 
     p = entry;
@@ -552,8 +553,9 @@ static redisReply ngx_http_ragq_entry_fields[4] = {
  * NGX_HTTP_RAGQ_READ_ENTRY: XRANGE P:jobs E E of the entry the id names.
  */
 ngx_int_t
-ngx_http_ragq_job_read(ngx_http_ragq_cell_t *cell, ngx_http_ragq_loc_conf_t *lcf,
-                       u_char *id, ngx_uint_t step)
+ngx_http_ragq_job_read(ngx_http_ragq_cell_t     *cell,
+                       ngx_http_ragq_loc_conf_t *lcf, u_char *id,
+                       ngx_uint_t step)
 {
     u_char *p, *e;
     u_char  cmd[NGX_HTTP_RAGQ_KEY_MAX + 128];

@@ -53,7 +53,7 @@ ngx_int_t ngx_http_ragq_job_read(ngx_http_ragq_cell_t     *cell,
                                  ngx_http_ragq_loc_conf_t *lcf, u_char *id,
                                  ngx_uint_t step);
 ngx_int_t ngx_http_ragq_job_found(u_char *id, ngx_uint_t *step,
-                                  redisReply *reply,
+                                  redisReply                *reply,
                                   ngx_http_ragq_job_entry_t *je,
                                   redisReply               **job);
 

@@ -52,10 +52,10 @@ typedef struct {
     ngx_http_ragq_cell_t cell; /* first: the valkey layer frees it as one */
     ngx_queue_t          waiters;
     ngx_flag_t           wake;
-    ngx_flag_t           catchup; /* a failed read leaves waiters waiting */
-    ngx_str_t            key;     /* P:job:ID */
-    ngx_uint_t           step;    /* NGX_HTTP_RAGQ_READ_* */
-    u_char              *id;      /* the key's last characters */
+    ngx_flag_t           catchup;  /* a failed read leaves waiters waiting */
+    ngx_str_t            key;      /* P:job:ID */
+    ngx_uint_t           step;     /* NGX_HTTP_RAGQ_READ_* */
+    u_char              *id;       /* the key's last characters */
     ngx_http_ragq_loc_conf_t *lcf; /* one of its waiters': the commands */
 } ngx_http_ragq_read_t;
 
@@ -200,8 +200,9 @@ ngx_http_ragq_waiter_done(ngx_http_ragq_waiter_t *w, redisReply *reply)
 }
 
 
-static ngx_http_ragq_read_t *ngx_http_ragq_read_create(
-    ngx_str_t *key, ngx_flag_t wake, ngx_http_ragq_loc_conf_t *lcf);
+static ngx_http_ragq_read_t                  *
+ngx_http_ragq_read_create(ngx_str_t *key, ngx_flag_t wake,
+                                           ngx_http_ragq_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ragq_read_send(ngx_http_ragq_read_t *rd);
 static void      ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell,
                                           redisReply           *reply);

@@ -221,8 +221,8 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 
         if (ngx_http_ragq_job_read(next, lcf, next->job_id, step) != NGX_OK) {
             ngx_http_ragq_cell_drop(next);
-            ngx_http_ragq_finalize(r, ngx_http_ragq_unavailable(r,
-                                                                NGX_DECLINED));
+            ngx_http_ragq_finalize(r,
+                                   ngx_http_ragq_unavailable(r, NGX_DECLINED));
             return;
         }
 

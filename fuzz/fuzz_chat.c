@@ -56,7 +56,8 @@ reply_as_expected(redisReply *r)
     }
     e = r->element[1];
     /* the script's {0|1|2, job id, length}; {3, "", -1} is a 503 */
-    return e->type == REDIS_REPLY_STRING && e->len == NGX_HTTP_RAGQ_JOB_ID_LEN &&
+    return e->type == REDIS_REPLY_STRING &&
+           e->len == NGX_HTTP_RAGQ_JOB_ID_LEN &&
            strspn(e->str, "0123456789abcdef") == NGX_HTTP_RAGQ_JOB_ID_LEN &&
            r->element[0]->integer >= 0 && r->element[0]->integer <= 2;
 }

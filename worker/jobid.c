@@ -44,8 +44,7 @@ number(const char *p, uint64_t max, uint64_t *n)
 }
 
 int
-ragq_job_id_from_entry(char *id, const char *entry, const char *r,
-                       size_t rlen)
+ragq_job_id_from_entry(char *id, const char *entry, const char *r, size_t rlen)
 {
     uint64_t    ms, seq;
     const char *p;

@@ -2,9 +2,9 @@
  * queue_job.c: one job's trip through Valkey (queue_int.h): the claim
  * script when its stream entry arrives (an entry that carries the job, or
  * a "job ID" entry of before; the script writes the job hash of the first,
- * and settles entries that hold no job to run, and poison jobs), the pipeline run, then the final
- * script (or the release script when its attempt gave up on transient
- * errors), both fenced by the claim's token (attempts + consumer); a
+ * and settles entries that hold no job to run, and poison jobs), the pipeline
+ * run, then the final script (or the release script when its attempt gave up on
+ * transient errors), both fenced by the claim's token (attempts + consumer); a
  * result kept in memory while Valkey is down or refuses the write; a job
  * stopped when the keep-alive finds another claim holds it.
  */

@@ -22,8 +22,13 @@ system('redis-server', '--bind', '127.0.0.2', '--port', $Port, '--save', '',
     '--dir', $BDir, '--pidfile', "$BDir/redis.pid", '--logfile', "$BDir/redis.log") == 0
   or die "redis-server on 127.0.0.2 failed";
 
+# no shell between: the arguments may be a Lua script
 sub b_cli {
-    my $out = `redis-cli -h 127.0.0.2 -p $Port --raw @_`;
+    open(my $fh, '-|', 'redis-cli', '-h', '127.0.0.2', '-p', $Port, '--raw', @_)
+      or die "redis-cli: $!";
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
     chomp $out;
     return $out;
 }

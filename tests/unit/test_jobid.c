@@ -35,9 +35,15 @@ END_TEST
 START_TEST(from_entry_refused)
 {
     static const char *const bad[] = {
-        "1-65536",               /* seq past 16 bits */
-        "281474976710656-0",     /* ms past 48 bits */
-        "99999999999999999999-0", "1", "1-", "-1", "a-1", "1-1x", "",
+        "1-65536",           /* seq past 16 bits */
+        "281474976710656-0", /* ms past 48 bits */
+        "99999999999999999999-0",
+        "1",
+        "1-",
+        "-1",
+        "a-1",
+        "1-1x",
+        "",
     };
     char id[RAGQ_JOB_ID_LEN + 1];
 
