@@ -139,6 +139,20 @@ ngx_http_ragq_job_random(u_char *hex)
 }
 
 
+/* v as exactly n lowercase hex digits (ngx_sprintf() costs ten times as
+ * much on the enqueue's path) */
+static void
+ngx_http_ragq_hex_fixed(u_char *p, uint64_t v, ngx_uint_t n)
+{
+    static u_char hex[] = "0123456789abcdef";
+
+    while (n--) {
+        p[n] = hex[v & 0xf];
+        v >>= 4;
+    }
+}
+
+
 /*
  * The first 16 characters of a job id from its entry id "<ms>-<seq>" (as
  * XADD answers it). NGX_DECLINED: not an entry id, or one no job id can
@@ -180,7 +194,8 @@ ngx_http_ragq_job_id_from_entry(u_char *id, u_char *entry, size_t len)
         return NGX_DECLINED;
     }
 
-    ngx_sprintf(id, "%012xL%04xL", n[0], n[1]);
+    ngx_http_ragq_hex_fixed(id, n[0], 12);
+    ngx_http_ragq_hex_fixed(id + 12, n[1], 4);
 
     return NGX_OK;
 }
