@@ -96,7 +96,9 @@ $(BUILD)/ngx_http_ragq_module.so: $(BUILD)/nginx-src/.configured-$(notdir $(BUIL
 	env -u MAKEFLAGS -u MFLAGS $(MAKE) -C $(BUILD)/nginx-src -f objs/Makefile modules \
 	    >$(BUILD)/module-build.log 2>&1 \
 	    || { cat $(BUILD)/module-build.log | grep -E 'error|warning' | head -40; exit 1; }
-	cp $(BUILD)/nginx-src/objs/ngx_http_ragq_module.so $@
+	@# a new file, renamed over the old: nginx processes running with the old
+	@# one mapped keep it intact (cp over it in place crashes them)
+	cp $(BUILD)/nginx-src/objs/ngx_http_ragq_module.so $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/%.o: worker/%.c $(WORKER_HDRS) VERSION
 	@mkdir -p $(dir $@)

@@ -25,7 +25,8 @@ lets the queue drain and counts:
               SIGKILL (the AOF may have lost it)
 
 and fails (exit 1) on any loss or double finalisation outside the fsync window, on a worker
-that died by itself, or on entries left in the stream. `--short` is the bounded pass CI runs.
+that died by itself (a ragq-worker, or an nginx worker on a signal: nginx's error.log), or on
+entries left in the stream. `--short` is the bounded pass CI runs.
 
     tests/chaos/chaos.py [--short] [--duration S] [--rate N] [--seed N] [--keep] [--json FILE]
     tests/chaos/chaos.py --short --no-aof     # must FAIL: jobs lost with Valkey's data
@@ -301,6 +302,12 @@ http {
                                      stderr=open(os.path.join(n, "stderr.log"), "w"))
         if not wait_until(self.listening, 10):
             raise RuntimeError("nginx did not start: see %s/error.log" % n)
+
+    def crashes(self):
+        """nginx workers that died on a signal (the master respawns them)."""
+        path = os.path.join(self.tmp, "nginx", "error.log")
+        with open(path, errors="replace") as f:
+            return [l.rstrip() for l in f if "exited on signal" in l]
 
     def listening(self):
         try:
@@ -666,6 +673,7 @@ def main():
         accepted_tags = {"chaos-%d" % s for s in ids}
         unaccepted_run = sorted(t for t in tally if t not in accepted_tags)
 
+        crashed = nginx.crashes()
         report = collections.OrderedDict([
             ("seed", seed), ("duration_s", duration), ("rate", rate),
             ("chaos", dict(counts)),
@@ -684,6 +692,7 @@ def main():
             ("stream_entries_left", stream_left), ("pending_left", pending_left),
             ("consumers_left", consumers),
             ("workers_died_by_themselves", len(workers.unexpected)),
+            ("nginx_workers_crashed", len(crashed)),
         ])
         print(json.dumps(report, indent=2))
         if a.json:
@@ -696,8 +705,10 @@ def main():
                 log("%s: chaos-%d job %s (%s)" % (what, it[0], it[1], it[2]))
         for slot, st, tail in workers.unexpected[:3]:
             log("worker %d exited with %s; its log ends:\n%s" % (slot, st, tail))
+        for line in crashed[:3]:
+            log("nginx: %s" % line)
         ok = (not lost and not twice and not workers.unexpected and stream_left == 0
-              and pending_left == 0)
+              and pending_left == 0 and not crashed)
         log("%s: accepted %d, finished %d, failed %d %s, lost %d (+%d in the fsync window), "
             "duplicated %d, finalized twice %d (+%d in the window)"
             % ("PASS" if ok else "FAIL", report["accepted"], report["finished"],
