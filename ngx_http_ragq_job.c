@@ -1,9 +1,10 @@
 /*
  * ragq: a job as the module sees it, the data model of DEVELOPERS.md: job
- * ids (made and checked); a new job's hash and queue entry (one pipelined
- * MULTI, or one EVAL with an Idempotency-Key) and the reply to them; and,
- * reading a job hash, its fields, whether it is final, whether a tenant may
- * see it, and the job view (the /job-status JSON).
+ * ids (made from queue entry ids, and checked); a new job's queue entry
+ * (one XADD, or one EVAL with an Idempotency-Key) and the reply to it;
+ * finding a job (its hash, else its queue entry); and, reading a job in
+ * HGETALL form, its fields, whether it is final, whether a tenant may see
+ * it, and the job view (the /job-status JSON).
  */
 
 #include <ngx_sha1.h>

@@ -200,50 +200,7 @@ ngx_http_ragq_waiter_done(ngx_http_ragq_waiter_t *w, redisReply *reply)
 }
 
 
-static ngx_http_ragq_read_t                  *
-ngx_http_ragq_read_create(ngx_str_t *key, ngx_flag_t wake,
-                                           ngx_http_ragq_loc_conf_t *lcf);
-static ngx_int_t ngx_http_ragq_read_send(ngx_http_ragq_read_t *rd);
-static void      ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell,
-                                          redisReply           *reply);
-
-
-/*
- * The job is not in its hash (or no longer in its entry): its waiters go
- * on to the next step of the read (one that cannot be sent answers them as
- * a lost reply would).
- */
-static void
-ngx_http_ragq_read_next(ngx_http_ragq_read_t *rd, ngx_uint_t step)
-{
-    ngx_queue_t            *q;
-    ngx_http_ragq_read_t   *next;
-    ngx_http_ragq_waiter_t *w;
-
-    next = (ngx_http_ragq_valkey_available() == NGX_OK)
-               ? ngx_http_ragq_read_create(&rd->key, rd->wake, rd->lcf)
-               : NULL;
-
-    if (next == NULL) {
-        ngx_http_ragq_read_reply(&rd->cell, NULL);
-        return;
-    }
-
-    next->catchup = rd->catchup;
-    next->step = step;
-
-    while (!ngx_queue_empty(&rd->waiters)) {
-        q = ngx_queue_head(&rd->waiters);
-        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, rq);
-        ngx_queue_remove(q);
-        ngx_queue_insert_tail(&next->waiters, &w->rq);
-    }
-
-    if (ngx_http_ragq_read_send(next) != NGX_OK) {
-        ngx_http_ragq_read_reply(&next->cell, NULL);
-        ngx_free(next);
-    }
-}
+static void ngx_http_ragq_read_next(ngx_http_ragq_read_t *rd, ngx_uint_t step);
 
 
 static void
@@ -350,6 +307,44 @@ static ngx_int_t
 ngx_http_ragq_read_send(ngx_http_ragq_read_t *rd)
 {
     return ngx_http_ragq_job_read(&rd->cell, rd->lcf, rd->id, rd->step);
+}
+
+
+/*
+ * The job is not in its hash (or no longer in its entry): its waiters go
+ * on to the next step of the read (one that cannot be sent answers them as
+ * a lost reply would).
+ */
+static void
+ngx_http_ragq_read_next(ngx_http_ragq_read_t *rd, ngx_uint_t step)
+{
+    ngx_queue_t            *q;
+    ngx_http_ragq_read_t   *next;
+    ngx_http_ragq_waiter_t *w;
+
+    next = (ngx_http_ragq_valkey_available() == NGX_OK)
+               ? ngx_http_ragq_read_create(&rd->key, rd->wake, rd->lcf)
+               : NULL;
+
+    if (next == NULL) {
+        ngx_http_ragq_read_reply(&rd->cell, NULL);
+        return;
+    }
+
+    next->catchup = rd->catchup;
+    next->step = step;
+
+    while (!ngx_queue_empty(&rd->waiters)) {
+        q = ngx_queue_head(&rd->waiters);
+        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, rq);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&next->waiters, &w->rq);
+    }
+
+    if (ngx_http_ragq_read_send(next) != NGX_OK) {
+        ngx_http_ragq_read_reply(&next->cell, NULL);
+        ngx_free(next);
+    }
 }
 
 
