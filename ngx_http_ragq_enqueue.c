@@ -491,44 +491,54 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * ragq_max_queue: the queue length is read (XLEN, its reply to no request)
+ * at most every NGX_HTTP_RAGQ_QUEUE_RECHECK ms, behind an enqueue or while
+ * saturated, never on every request; in between, this worker adds its own
+ * enqueues to the last length read.
+ */
+static void
+ngx_http_ragq_queue_read(ngx_log_t *log, ngx_http_ragq_loc_conf_t *lcf)
+{
+    ngx_http_ragq_cell_t *cell;
+
+    if (lcf->queue_checking
+        || ngx_current_msec - lcf->queue_checked < NGX_HTTP_RAGQ_QUEUE_RECHECK)
+    {
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "ragq: queue at %ui of %i, reading its length",
+                   lcf->queue_len, lcf->max_queue);
+
+    cell = ngx_calloc(sizeof(ngx_http_ragq_cell_t), log);
+    if (cell == NULL) {
+        return;
+    }
+
+    cell->handler = ngx_http_ragq_xlen_reply;
+    cell->data = lcf;
+
+    if (ngx_http_ragq_valkey_send(cell, lcf->xlen_cmd.data, lcf->xlen_cmd.len)
+        == NGX_OK)
+    {
+        lcf->queue_checking = 1;
+    } else {
+        ngx_free(cell);
+    }
+}
+
+
 static ngx_int_t
 ngx_http_ragq_queue_full(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf)
 {
-    ngx_http_ragq_cell_t *cell;
-    const char           *argv[2];
-    size_t                argvlen[2];
-
     if (lcf->max_queue <= 0 || lcf->queue_len < (ngx_uint_t) lcf->max_queue) {
         return 0;
     }
 
-    /* saturated: re-read the length now and then, without a request */
-    if (!lcf->queue_checking
-        && ngx_current_msec - lcf->queue_checked >= NGX_HTTP_RAGQ_QUEUE_RECHECK)
-    {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "ragq: queue at %ui of %i, re-reading its length",
-                       lcf->queue_len, lcf->max_queue);
-
-        cell = ngx_calloc(sizeof(ngx_http_ragq_cell_t), r->connection->log);
-
-        if (cell) {
-            cell->handler = ngx_http_ragq_xlen_reply;
-            cell->data = lcf;
-
-            argv[0] = "XLEN";
-            argvlen[0] = 4;
-            argv[1] = (const char *) lcf->jobs_key.data;
-            argvlen[1] = lcf->jobs_key.len;
-
-            if (ngx_http_ragq_valkey_command(cell, 2, argv, argvlen) == NGX_OK)
-            {
-                lcf->queue_checking = 1;
-            } else {
-                ngx_free(cell);
-            }
-        }
-    }
+    /* saturated: re-read the length now and then, without an enqueue */
+    ngx_http_ragq_queue_read(r->connection->log, lcf);
 
     return 1;
 }
@@ -633,6 +643,12 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 
     if (rc == NGX_OK) {
         ngx_http_ragq_cell_wait(r, cell);
+
+        if (lcf->max_queue > 0) {
+            /* on the same connection, its reply right behind the job's */
+            ngx_http_ragq_queue_read(r->connection->log, lcf);
+        }
+
         return NGX_DONE;
     }
 
@@ -640,8 +656,6 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
     ngx_http_ragq_cell_drop(cell);
 
     if (rc == NGX_DECLINED) {
-        /* a MULTI left open is discarded by the server when the failed
-         * connection goes away; the context refuses commands only then */
         return ngx_http_ragq_unavailable(r, NGX_DECLINED);
     }
 
@@ -749,6 +763,10 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     if (queue_len >= 0) {
         lcf->queue_len = (ngx_uint_t) queue_len;
         lcf->queue_checked = ngx_current_msec;
+
+    } else if (created == NGX_OK && id == cell->job_id) {
+        /* a new job: one more since the last reading */
+        lcf->queue_len++;
     }
 
     r = ngx_http_ragq_cell_take(cell);
@@ -765,6 +783,10 @@ ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         ngx_http_ragq_set_job(r, id, (u_char *) "queued", 6);
 
         rc = ngx_http_ragq_send_queued(r, id);
+
+    } else if (created == NGX_BUSY) {
+        /* the job was not stored: nothing to look up, retry */
+        rc = ngx_http_ragq_unavailable(r, NGX_DECLINED);
 
     } else if (created == NGX_DECLINED) {
         rc = ngx_http_ragq_error(r, NGX_HTTP_RAGQ_UNPROCESSABLE,

@@ -1,9 +1,10 @@
 /*
  * ragq: a job as the module sees it, the data model of DEVELOPERS.md: job
- * ids (made and checked); a new job's hash and queue entry (one pipelined
- * MULTI, or one EVAL with an Idempotency-Key) and the reply to them; and,
- * reading a job hash, its fields, whether it is final, whether a tenant may
- * see it, and the job view (the /job-status JSON).
+ * ids (made from queue entry ids, and checked); a new job's queue entry
+ * (one XADD, or one EVAL with an Idempotency-Key) and the reply to it;
+ * finding a job (its hash, else its queue entry); and, reading a job in
+ * HGETALL form, its fields, whether it is final, whether a tenant may see
+ * it, and the job view (the /job-status JSON).
  */
 
 #include <ngx_sha1.h>
@@ -16,53 +17,82 @@
 #include "ngx_http_ragq_vars.h"
 
 
-/* the rest of the enqueue's MULTI, in RESP form around the variable parts */
-#define NGX_HTTP_RAGQ_MULTI "*1\r\n$5\r\nMULTI\r\n"
-#define NGX_HTTP_RAGQ_EXEC  "*1\r\n$4\r\nEXEC\r\n"
-#define NGX_HTTP_RAGQ_HSET_STATUS \
-    "\r\n$6\r\nstatus\r\n$6\r\nqueued\r\n$5\r\nquery\r\n"
-#define NGX_HTTP_RAGQ_HSET_TOP_K      "$5\r\ntop_k\r\n"
-#define NGX_HTTP_RAGQ_HSET_COLLECTION "$10\r\ncollection\r\n"
-#define NGX_HTTP_RAGQ_HSET_TENANT     "$6\r\ntenant\r\n"
-#define NGX_HTTP_RAGQ_HSET_CREATED    "$10\r\ncreated_at\r\n"
-#define NGX_HTTP_RAGQ_HSET_ATTEMPTS   "$8\r\nattempts\r\n$1\r\n0\r\n"
+/* the new job's queue entry, in RESP form around the variable parts */
+#define NGX_HTTP_RAGQ_XADD_QUERY      "\r\n$5\r\nquery\r\n"
+#define NGX_HTTP_RAGQ_XADD_TOP_K      "$5\r\ntop_k\r\n"
+#define NGX_HTTP_RAGQ_XADD_COLLECTION "$10\r\ncollection\r\n"
+#define NGX_HTTP_RAGQ_XADD_TENANT     "$6\r\ntenant\r\n"
+#define NGX_HTTP_RAGQ_XADD_CREATED    "$10\r\ncreated_at\r\n"
+
+/* the largest entry id part a job id can carry: 48-bit ms, 16-bit seq */
+#define NGX_HTTP_RAGQ_ENTRY_MS_MAX  0xffffffffffffULL
+#define NGX_HTTP_RAGQ_ENTRY_SEQ_MAX 0xffff
 
 
 /*
  * Idempotent enqueue: only used with an Idempotency-Key header, so a script
  * is affordable here. The key's job is answered again only when it is a job
- * (a hash at P:job:ID, ID a job id) with the same question (query, top_k,
+ * (a hash at P:job:ID, or, not claimed yet, the queue entry ID names, with
+ * the random part ID ends with) with the same question (query, top_k,
  * collection): {0, id}; the same key with another question is {2, id}
  * (422). A key that names no job (expired, or a value that is not a job id,
- * or a key of another type) is replaced by a new job: {1, id, xlen}.
+ * or a key of another type) is replaced by a new job, written as the
+ * common path writes it, its id made here from the entry id: {1, id, xlen};
+ * an entry id no job id can carry is deleted again: {3, "", -1} (503).
+ *
+ * KEYS: the key's key, P:jobs. ARGV: the random part, the TTL in ms,
+ * P:job:, query, top_k, collection, tenant, created_at.
  */
 static const char ngx_http_ragq_idem_script[] =
     "local id = redis.pcall('GET', KEYS[1])\n"
     "if type(id) == 'string' and #id == 32 and not id:find('[^0-9a-f]') then\n"
-    "  local job = ARGV[3] .. id\n"
+    "  local job, q = ARGV[3] .. id\n"
     "  if redis.call('TYPE', job).ok == 'hash' then\n"
-    "    local q = redis.call('HMGET', job, 'query', 'top_k', 'collection')\n"
-    "    if q[1] then\n"
-    "      if q[1] == ARGV[4] and q[2] == ARGV[5] and q[3] == ARGV[6] then\n"
-    "        return {0, id, -1}\n"
-    "      end\n"
-    "      return {2, id, -1}\n"
+    "    q = redis.call('HMGET', job, 'query', 'top_k', 'collection')\n"
+    "  elseif redis.call('TYPE', KEYS[2]).ok == 'stream' then\n"
+    "    local e = string.format('%d-%d', tonumber(id:sub(1, 12), 16),\n"
+    "                            tonumber(id:sub(13, 16), 16))\n"
+    "    e = redis.call('XRANGE', KEYS[2], e, e)[1]\n"
+    "    if e then\n"
+    "      local f = {}\n"
+    "      for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end\n"
+    "      if f.r == id:sub(17) then q = {f.query, f.top_k, f.collection} end\n"
     "    end\n"
     "  end\n"
+    "  if q and q[1] then\n"
+    "    if q[1] == ARGV[4] and q[2] == ARGV[5] and q[3] == ARGV[6] then\n"
+    "      return {0, id, -1}\n"
+    "    end\n"
+    "    return {2, id, -1}\n"
+    "  end\n"
     "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "redis.call('HSET', KEYS[2], 'status', 'queued', 'query', ARGV[4],\n"
+    "local e = redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'query', "
+    "ARGV[4],\n"
     "  'top_k', ARGV[5], 'collection', ARGV[6], 'tenant', ARGV[7],\n"
-    "  'created_at', ARGV[8], 'attempts', '0')\n"
-    "redis.call('XADD', KEYS[3], '*', 'job', ARGV[1])\n"
-    "return {1, ARGV[1], redis.call('XLEN', KEYS[3])}\n";
+    "  'created_at', ARGV[8])\n"
+    "local ms, seq = e:match('^(%d+)-(%d+)$')\n"
+    "ms, seq = tonumber(ms), tonumber(seq)\n"
+    "if ms > 281474976710655 or seq > 65535 then\n"
+    "  redis.call('XDEL', KEYS[2], e)\n"
+    "  return {3, '', -1}\n"
+    "end\n"
+    "id = string.format('%012x%04x', ms, seq) .. ARGV[1]\n"
+    "redis.call('SET', KEYS[1], id, 'PX', ARGV[2])\n"
+    "return {1, id, redis.call('XLEN', KEYS[2])}\n";
 
 
 /* ---- job ids ---- */
 
 
-/* the random bits of a job id, in bytes */
-#define NGX_HTTP_RAGQ_JOB_ID_BYTES (NGX_HTTP_RAGQ_JOB_ID_LEN / 2)
+/*
+ * A job id is 32 lowercase hex characters: the queue entry's id (48-bit ms,
+ * 12 characters; 16-bit sequence, 4 characters) and 64 random bits (16
+ * characters) that the entry holds as "r", which a reader must match. Jobs
+ * enqueued before (DEVELOPERS.md, "data model") have 128 random bits and
+ * are found by their hash alone.
+ */
+#define NGX_HTTP_RAGQ_JOB_RANDOM     (NGX_HTTP_RAGQ_JOB_ID_LEN - 16)
+#define NGX_HTTP_RAGQ_JOB_RAND_BYTES (NGX_HTTP_RAGQ_JOB_RANDOM / 2)
 
 
 /* random bytes for job ids, refilled in bulk to keep getrandom() off the
@@ -79,13 +109,13 @@ ngx_http_ragq_job_init_process(void)
 }
 
 
-/* a new job id, made only by ngx_http_ragq_job_create() */
+/* the random part of a new job id, in hex, made only for new jobs */
 static ngx_int_t
-ngx_http_ragq_job_id(u_char *id)
+ngx_http_ragq_job_random(u_char *hex)
 {
     ssize_t n;
 
-    if (ngx_http_ragq_random_pos + NGX_HTTP_RAGQ_JOB_ID_BYTES
+    if (ngx_http_ragq_random_pos + NGX_HTTP_RAGQ_JOB_RAND_BYTES
         > sizeof(ngx_http_ragq_random))
     {
         n = getrandom(ngx_http_ragq_random, sizeof(ngx_http_ragq_random), 0);
@@ -98,15 +128,90 @@ ngx_http_ragq_job_id(u_char *id)
         ngx_http_ragq_random_pos = 0;
     }
 
-    ngx_hex_dump(id, ngx_http_ragq_random + ngx_http_ragq_random_pos,
-                 NGX_HTTP_RAGQ_JOB_ID_BYTES);
+    ngx_hex_dump(hex, ngx_http_ragq_random + ngx_http_ragq_random_pos,
+                 NGX_HTTP_RAGQ_JOB_RAND_BYTES);
 
     /* used bytes are wiped so an id never repeats from stale memory */
     ngx_memzero(ngx_http_ragq_random + ngx_http_ragq_random_pos,
-                NGX_HTTP_RAGQ_JOB_ID_BYTES);
-    ngx_http_ragq_random_pos += NGX_HTTP_RAGQ_JOB_ID_BYTES;
+                NGX_HTTP_RAGQ_JOB_RAND_BYTES);
+    ngx_http_ragq_random_pos += NGX_HTTP_RAGQ_JOB_RAND_BYTES;
 
     return NGX_OK;
+}
+
+
+/* v as exactly n lowercase hex digits (ngx_sprintf() costs ten times as
+ * much on the enqueue's path) */
+static void
+ngx_http_ragq_hex_fixed(u_char *p, uint64_t v, ngx_uint_t n)
+{
+    static u_char hex[] = "0123456789abcdef";
+
+    while (n--) {
+        p[n] = hex[v & 0xf];
+        v >>= 4;
+    }
+}
+
+
+/*
+ * The first 16 characters of a job id from its entry id "<ms>-<seq>" (as
+ * XADD answers it). NGX_DECLINED: not an entry id, or one no job id can
+ * carry (a sequence above 0xffff: 65,536 entries in one millisecond).
+ */
+ngx_int_t
+ngx_http_ragq_job_id_from_entry(u_char *id, u_char *entry, size_t len)
+{
+    u_char    *p, *end;
+    uint64_t   n[2];
+    ngx_uint_t i;
+
+    p = entry;
+    end = entry + len;
+
+    for (i = 0; i < 2; i++) {
+        if (p == end || *p < '0' || *p > '9') {
+            return NGX_DECLINED;
+        }
+
+        for (n[i] = 0; p < end && *p >= '0' && *p <= '9'; p++) {
+            n[i] = n[i] * 10 + (*p - '0');
+
+            if (n[i] > NGX_HTTP_RAGQ_ENTRY_MS_MAX) {
+                return NGX_DECLINED;
+            }
+        }
+
+        if (i == 0) {
+            if (p == end || *p != '-') {
+                return NGX_DECLINED;
+            }
+
+            p++;
+        }
+    }
+
+    if (p != end || n[1] > NGX_HTTP_RAGQ_ENTRY_SEQ_MAX) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_ragq_hex_fixed(id, n[0], 12);
+    ngx_http_ragq_hex_fixed(id + 12, n[1], 4);
+
+    return NGX_OK;
+}
+
+
+/* the entry id "<ms>-<seq>" a job id names, written at buf; returns its end */
+u_char *
+ngx_http_ragq_job_entry_of_id(u_char *buf, u_char *id)
+{
+    uint64_t ms, seq;
+
+    ms = (uint64_t) ngx_hextoi(id, 12);
+    seq = (uint64_t) ngx_hextoi(id + 12, 4);
+
+    return ngx_sprintf(buf, "%uL-%uL", ms, seq);
 }
 
 
@@ -446,6 +551,157 @@ ngx_http_ragq_job_respond(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 }
 
 
+/* ---- finding a job: its hash, else its queue entry ---- */
+
+
+/* what a job's queue entry says beyond its own fields: it is queued */
+static redisReply ngx_http_ragq_entry_fields[4] = {
+    { REDIS_REPLY_STRING, 0, 6, (char *) "status", 0, NULL },
+    { REDIS_REPLY_STRING, 0, 6, (char *) "queued", 0, NULL },
+    { REDIS_REPLY_STRING, 0, 8, (char *) "attempts", 0, NULL },
+    { REDIS_REPLY_STRING, 0, 1, (char *) "0", 0, NULL }
+};
+
+
+/*
+ * Sends the read of step of job id (DEVELOPERS.md, "reading a job"):
+ * NGX_HTTP_RAGQ_READ_HASH and _HASH_AGAIN: HGETALL P:job:ID;
+ * NGX_HTTP_RAGQ_READ_ENTRY: XRANGE P:jobs E E of the entry the id names.
+ */
+ngx_int_t
+ngx_http_ragq_job_read(ngx_http_ragq_cell_t     *cell,
+                       ngx_http_ragq_loc_conf_t *lcf, u_char *id,
+                       ngx_uint_t step)
+{
+    u_char *p, *e;
+    u_char  cmd[NGX_HTTP_RAGQ_KEY_MAX + 128];
+    u_char  entry[2 * NGX_INT64_LEN + 2];
+
+    if (step == NGX_HTTP_RAGQ_READ_ENTRY) {
+        e = ngx_http_ragq_job_entry_of_id(entry, id);
+
+        p = ngx_cpymem(cmd, lcf->xrange_head.data, lcf->xrange_head.len);
+        p = ngx_http_ragq_resp_bulk(p, entry, e - entry);
+        p = ngx_http_ragq_resp_bulk(p, entry, e - entry);
+
+    } else {
+        p = ngx_cpymem(cmd, lcf->hgetall_head.data, lcf->hgetall_head.len);
+        p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+
+    return ngx_http_ragq_valkey_send(cell, cmd, p - cmd);
+}
+
+
+/*
+ * The job of an XRANGE reply as a HGETALL reply would have it (status
+ * queued, attempts 0, the entry's fields), in je, pointing into reply.
+ * NGX_DECLINED: no entry, or one whose random part is not the id's.
+ */
+static ngx_int_t
+ngx_http_ragq_job_entry_view(u_char *id, redisReply *reply,
+                             ngx_http_ragq_job_entry_t *je)
+{
+    size_t      i, n;
+    redisReply *e, *f, *key, *r;
+
+    if (reply->elements != 1) {
+        return NGX_DECLINED;
+    }
+
+    e = reply->element[0];
+
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+        || e->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        return NGX_DECLINED;
+    }
+
+    f = e->element[1];
+
+    r = ngx_http_ragq_job_field(f, "r", 1);
+
+    if (r == NULL || r->type != REDIS_REPLY_STRING
+        || r->len != NGX_HTTP_RAGQ_JOB_RANDOM
+        || ngx_memcmp(r->str, id + 16, NGX_HTTP_RAGQ_JOB_RANDOM) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    for (n = 0; n < 4; n++) {
+        je->element[n] = &ngx_http_ragq_entry_fields[n];
+    }
+
+    /* the entry's fields but r and any that would contradict "queued" */
+    for (i = 0; i + 1 < f->elements && n + 2 <= NGX_HTTP_RAGQ_ENTRY_MAX; i += 2)
+    {
+        key = f->element[i];
+
+        if (key->type != REDIS_REPLY_STRING
+            || (key->len == 1 && key->str[0] == 'r')
+            || (key->len == 6 && ngx_strncmp(key->str, "status", 6) == 0)
+            || (key->len == 8 && ngx_strncmp(key->str, "attempts", 8) == 0))
+        {
+            continue;
+        }
+
+        je->element[n++] = key;
+        je->element[n++] = f->element[i + 1];
+    }
+
+    ngx_memzero(&je->reply, sizeof(redisReply));
+    je->reply.type = REDIS_REPLY_ARRAY;
+    je->reply.elements = n;
+    je->reply.element = je->element;
+
+    return NGX_OK;
+}
+
+
+/*
+ * After the reply of the read of *step: NGX_AGAIN: read step *step now
+ * (advanced); NGX_OK: *job is the answer, in HGETALL form (the reply
+ * itself, possibly empty or an error, or the view in je of the job's queue
+ * entry). A job moves from its entry to its hash (the claim) before its
+ * entry goes (the final write): so an entry missed after its hash was
+ * missed means the hash exists now, unless there is no such job.
+ */
+ngx_int_t
+ngx_http_ragq_job_found(u_char *id, ngx_uint_t *step, redisReply *reply,
+                        ngx_http_ragq_job_entry_t *je, redisReply **job)
+{
+    *job = reply;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        return NGX_OK;
+    }
+
+    switch (*step) {
+    case NGX_HTTP_RAGQ_READ_HASH:
+        if (reply->elements) {
+            return NGX_OK;
+        }
+
+        *step = NGX_HTTP_RAGQ_READ_ENTRY;
+        return NGX_AGAIN;
+
+    case NGX_HTTP_RAGQ_READ_ENTRY:
+        if (ngx_http_ragq_job_entry_view(id, reply, je) == NGX_OK) {
+            *job = &je->reply;
+            return NGX_OK;
+        }
+
+        *step = NGX_HTTP_RAGQ_READ_HASH_AGAIN;
+        return NGX_AGAIN;
+
+    default:
+        return NGX_OK;
+    }
+}
+
+
 /* ---- new jobs ---- */
 
 
@@ -519,65 +775,46 @@ ngx_http_ragq_job_fields(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 
 /*
- * The common path, one pipelined round trip and no script:
- * MULTI / HSET / XADD / XLEN / EXEC.
- * NGX_ERROR: out of memory; NGX_DECLINED: Valkey refused the commands.
+ * The common path: one XADD that carries the job (DEVELOPERS.md, "data
+ * model"); its hash is written by the worker that claims it.
+ * NGX_ERROR: out of memory; NGX_DECLINED: Valkey refused the command.
  */
 static ngx_int_t
-ngx_http_ragq_job_multi(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
-                        ngx_http_ragq_cell_t       *cell,
-                        ngx_http_ragq_job_fields_t *f)
+ngx_http_ragq_job_xadd(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                       ngx_http_ragq_cell_t       *cell,
+                       ngx_http_ragq_job_fields_t *f)
 {
-    u_char   *p, *cmd[5];
+    u_char   *p, *cmd;
     size_t    len;
     ngx_int_t rc;
 
-    len = sizeof(NGX_HTTP_RAGQ_MULTI) + lcf->hset_head.len
-          + NGX_HTTP_RAGQ_JOB_ID_LEN + sizeof(NGX_HTTP_RAGQ_HSET_STATUS)
-          + f->query.len + sizeof(NGX_HTTP_RAGQ_HSET_TOP_K) + NGX_INT_T_LEN
-          + sizeof(NGX_HTTP_RAGQ_HSET_COLLECTION) + f->collection.len
-          + sizeof(NGX_HTTP_RAGQ_HSET_TENANT) + f->tenant.len
-          + sizeof(NGX_HTTP_RAGQ_HSET_CREATED) + NGX_INT64_LEN
-          + sizeof(NGX_HTTP_RAGQ_HSET_ATTEMPTS) + lcf->xadd_head.len
-          + NGX_HTTP_RAGQ_JOB_ID_LEN + 2 + lcf->xlen_cmd.len
-          + sizeof(NGX_HTTP_RAGQ_EXEC) + 5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
+    len = lcf->xadd_head.len + NGX_HTTP_RAGQ_JOB_RANDOM
+          + sizeof(NGX_HTTP_RAGQ_XADD_QUERY) + f->query.len
+          + sizeof(NGX_HTTP_RAGQ_XADD_TOP_K) + f->top_k.len
+          + sizeof(NGX_HTTP_RAGQ_XADD_COLLECTION) + f->collection.len
+          + sizeof(NGX_HTTP_RAGQ_XADD_TENANT) + f->tenant.len
+          + sizeof(NGX_HTTP_RAGQ_XADD_CREATED) + f->created_at.len
+          + 5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
 
-    cmd[0] = ngx_pnalloc(r->pool, len);
-    if (cmd[0] == NULL) {
+    cmd = ngx_pnalloc(r->pool, len);
+    if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_http_ragq_lit(cmd[0], NGX_HTTP_RAGQ_MULTI);
-
-    cmd[1] = p;
-    p = ngx_cpymem(p, lcf->hset_head.data, lcf->hset_head.len);
-    p = ngx_cpymem(p, cell->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
-    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_STATUS);
+    p = ngx_cpymem(cmd, lcf->xadd_head.data, lcf->xadd_head.len);
+    p = ngx_cpymem(p, cell->job_id + 16, NGX_HTTP_RAGQ_JOB_RANDOM);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_XADD_QUERY);
     p = ngx_http_ragq_resp_bulk(p, f->query.data, f->query.len);
-    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TOP_K);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_XADD_TOP_K);
     p = ngx_http_ragq_resp_bulk(p, f->top_k.data, f->top_k.len);
-    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_COLLECTION);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_XADD_COLLECTION);
     p = ngx_http_ragq_resp_bulk(p, f->collection.data, f->collection.len);
-    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_TENANT);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_XADD_TENANT);
     p = ngx_http_ragq_resp_bulk(p, f->tenant.data, f->tenant.len);
-    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_CREATED);
+    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_XADD_CREATED);
     p = ngx_http_ragq_resp_bulk(p, f->created_at.data, f->created_at.len);
-    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HSET_ATTEMPTS);
 
-    cmd[2] = p;
-    p = ngx_cpymem(p, lcf->xadd_head.data, lcf->xadd_head.len);
-    p = ngx_cpymem(p, cell->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
-    *p++ = '\r';
-    *p++ = '\n';
-
-    cmd[3] = p;
-    p = ngx_cpymem(p, lcf->xlen_cmd.data, lcf->xlen_cmd.len);
-
-    cmd[4] = p;
-    p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_EXEC);
-
-    /* five commands, one reply wanted: EXEC's, all three results */
-    rc = ngx_http_ragq_valkey_send_n(cell, cmd[0], p - cmd[0], 5);
+    rc = ngx_http_ragq_valkey_send(cell, cmd, p - cmd);
 
     return (rc == NGX_OK) ? NGX_OK : NGX_DECLINED;
 }
@@ -593,10 +830,10 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                        ngx_http_ragq_job_fields_t *f)
 {
     u_char     *p;
-    ngx_str_t   job_key, idem_key;
+    ngx_str_t   idem_key;
     ngx_sha1_t  sha1;
-    const char *argv[14];
-    size_t      argvlen[14];
+    const char *argv[13];
+    size_t      argvlen[13];
     u_char      ttl[NGX_INT_T_LEN];
     u_char      digest[20];
 
@@ -604,17 +841,13 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     ngx_sha1_update(&sha1, idem->data, idem->len);
     ngx_sha1_final(digest, &sha1);
 
-    job_key.len = lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN;
     idem_key.len =
         lcf->idem_prefix.len + f->tenant.len + 1 + 2 * sizeof(digest);
 
-    job_key.data = ngx_pnalloc(r->pool, job_key.len + idem_key.len);
-    if (job_key.data == NULL) {
+    idem_key.data = ngx_pnalloc(r->pool, idem_key.len);
+    if (idem_key.data == NULL) {
         return NGX_ERROR;
     }
-
-    p = ngx_cpymem(job_key.data, lcf->job_prefix.data, lcf->job_prefix.len);
-    idem_key.data = ngx_cpymem(p, cell->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
 
     p = ngx_cpymem(idem_key.data, lcf->idem_prefix.data, lcf->idem_prefix.len);
     if (f->tenant.len) {
@@ -628,32 +861,30 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     argvlen[0] = 4;
     argv[1] = ngx_http_ragq_idem_script;
     argvlen[1] = sizeof(ngx_http_ragq_idem_script) - 1;
-    argv[2] = "3";
+    argv[2] = "2";
     argvlen[2] = 1;
     argv[3] = (const char *) idem_key.data;
     argvlen[3] = idem_key.len;
-    argv[4] = (const char *) job_key.data;
-    argvlen[4] = job_key.len;
-    argv[5] = (const char *) lcf->jobs_key.data;
-    argvlen[5] = lcf->jobs_key.len;
-    argv[6] = (const char *) cell->job_id;
-    argvlen[6] = NGX_HTTP_RAGQ_JOB_ID_LEN;
-    argv[7] = (const char *) ttl;
-    argvlen[7] = ngx_sprintf(ttl, "%M", lcf->job_ttl) - ttl;
-    argv[8] = (const char *) lcf->job_prefix.data;
-    argvlen[8] = lcf->job_prefix.len;
-    argv[9] = (const char *) f->query.data;
-    argvlen[9] = f->query.len;
-    argv[10] = (const char *) f->top_k.data;
-    argvlen[10] = f->top_k.len;
-    argv[11] = (const char *) f->collection.data;
-    argvlen[11] = f->collection.len;
-    argv[12] = (const char *) f->tenant.data;
-    argvlen[12] = f->tenant.len;
-    argv[13] = (const char *) f->created_at.data;
-    argvlen[13] = f->created_at.len;
+    argv[4] = (const char *) lcf->jobs_key.data;
+    argvlen[4] = lcf->jobs_key.len;
+    argv[5] = (const char *) cell->job_id + 16;
+    argvlen[5] = NGX_HTTP_RAGQ_JOB_RANDOM;
+    argv[6] = (const char *) ttl;
+    argvlen[6] = ngx_sprintf(ttl, "%M", lcf->job_ttl) - ttl;
+    argv[7] = (const char *) lcf->job_prefix.data;
+    argvlen[7] = lcf->job_prefix.len;
+    argv[8] = (const char *) f->query.data;
+    argvlen[8] = f->query.len;
+    argv[9] = (const char *) f->top_k.data;
+    argvlen[9] = f->top_k.len;
+    argv[10] = (const char *) f->collection.data;
+    argvlen[10] = f->collection.len;
+    argv[11] = (const char *) f->tenant.data;
+    argvlen[11] = f->tenant.len;
+    argv[12] = (const char *) f->created_at.data;
+    argvlen[12] = f->created_at.len;
 
-    if (ngx_http_ragq_valkey_command(cell, 14, argv, argvlen) != NGX_OK) {
+    if (ngx_http_ragq_valkey_command(cell, 13, argv, argvlen) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -662,10 +893,11 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 
 /*
- * Writes a new job: its hash and its queue entry, with cell as the callback
- * of the reply that says how it went; the job id is made here, in
- * cell->job_id. idem: the Idempotency-Key, NULL without one. NGX_ERROR: out
- * of memory or no id; NGX_DECLINED: Valkey refused the commands.
+ * Writes a new job: its queue entry, with cell as the callback of the
+ * reply that says how it went; the random part of its id is made here, in
+ * cell->job_id, the rest comes with the reply. idem: the Idempotency-Key,
+ * NULL without one. NGX_ERROR: out of memory or no random bits;
+ * NGX_DECLINED: Valkey refused the command.
  */
 ngx_int_t
 ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
@@ -674,7 +906,7 @@ ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 {
     ngx_http_ragq_job_fields_t f;
 
-    if (ngx_http_ragq_job_id(cell->job_id) != NGX_OK
+    if (ngx_http_ragq_job_random(cell->job_id + 16) != NGX_OK
         || ngx_http_ragq_job_fields(r, lcf, query, top_k, &f) != NGX_OK)
     {
         return NGX_ERROR;
@@ -684,11 +916,12 @@ ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     cell->replicas = lcf->replicas;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "ragq: new job %*s (%s)", (size_t) NGX_HTTP_RAGQ_JOB_ID_LEN,
-                   cell->job_id, idem ? "EVAL, Idempotency-Key" : "MULTI");
+                   "ragq: new job, random part %*s (%s)",
+                   (size_t) NGX_HTTP_RAGQ_JOB_RANDOM, cell->job_id + 16,
+                   idem ? "EVAL, Idempotency-Key" : "XADD");
 
     if (idem == NULL) {
-        return ngx_http_ragq_job_multi(r, lcf, cell, &f);
+        return ngx_http_ragq_job_xadd(r, lcf, cell, &f);
     }
 
     return ngx_http_ragq_job_eval(r, lcf, cell, idem, &f);
@@ -697,9 +930,11 @@ ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
 /*
  * The reply of ngx_http_ragq_job_create(): NGX_OK with the job's id in *id
- * (cell->job_id, or the existing job's for the same Idempotency-Key) and
- * the queue length (-1: unknown); NGX_DECLINED: the Idempotency-Key names a
- * job with another question; NGX_ERROR: the reply has another shape.
+ * (cell->job_id, completed here, or the existing job's for the same
+ * Idempotency-Key) and the queue length (-1: unknown); NGX_DECLINED: the
+ * Idempotency-Key names a job with another question; NGX_BUSY: Valkey gave
+ * the entry an id no job id can carry (retry); NGX_ERROR: the reply has
+ * another shape.
  */
 ngx_int_t
 ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
@@ -710,9 +945,29 @@ ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
     *queue_len = -1;
     *id = NULL;
 
-    /* MULTI's EXEC: [hset, stream id, xlen]; the script: [new, id, xlen] */
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3
+    if (reply == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* XADD's reply: the entry id */
+    if (reply->type == REDIS_REPLY_STRING) {
+        if (ngx_http_ragq_job_id_from_entry(cell->job_id, (u_char *) reply->str,
+                                            reply->len)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "ragq: the queue entry \"%*s\" cannot be named by "
+                          "a job id; its worker drops it",
+                          ngx_min((size_t) reply->len, 64), reply->str);
+            return NGX_BUSY;
+        }
+
+        *id = cell->job_id;
+        return NGX_OK;
+    }
+
+    /* the script: [kind, id, xlen] */
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
         || reply->element[0]->type != REDIS_REPLY_INTEGER
         || reply->element[2]->type != REDIS_REPLY_INTEGER)
     {
@@ -721,20 +976,18 @@ ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
 
     e = reply->element[1];
 
-    if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS) {
+    if (reply->element[0]->integer == 3) {
+        return NGX_BUSY;
+    }
+
+    if (e->type != REDIS_REPLY_STRING
+        || !ngx_http_ragq_job_id_valid((u_char *) e->str, e->len))
+    {
         return NGX_ERROR;
     }
 
     if (reply->element[2]->integer >= 0) {
         *queue_len = (ngx_int_t) reply->element[2]->integer;
-    }
-
-    /* a stream id is never a job id: MULTI's reply, a new job */
-    if (e->len != NGX_HTTP_RAGQ_JOB_ID_LEN
-        || !ngx_http_ragq_job_id_valid((u_char *) e->str, e->len))
-    {
-        *id = cell->job_id;
-        return NGX_OK;
     }
 
     switch (reply->element[0]->integer) {
@@ -743,6 +996,7 @@ ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell, redisReply *reply,
         return NGX_OK;
 
     case 1:
+        ngx_memcpy(cell->job_id, e->str, NGX_HTTP_RAGQ_JOB_ID_LEN);
         *id = cell->job_id;
         return NGX_OK;
 

@@ -19,12 +19,43 @@ ngx_int_t ngx_http_ragq_job_create(ngx_http_request_t       *r,
                                    ngx_http_ragq_loc_conf_t *lcf,
                                    ngx_http_ragq_cell_t *cell, ngx_str_t *query,
                                    ngx_uint_t top_k, ngx_str_t *idem);
-/* NGX_DECLINED: the Idempotency-Key names a job with another question */
+/* NGX_DECLINED: the Idempotency-Key names a job with another question;
+ * NGX_BUSY: retry (an entry id no job id can carry) */
 ngx_int_t ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell,
                                     redisReply *reply, u_char **id,
                                     ngx_int_t *queue_len);
 
 ngx_flag_t ngx_http_ragq_job_id_valid(u_char *p, size_t len);
+
+/* job ids and queue entry ids "<ms>-<seq>" (DEVELOPERS.md, "data model") */
+ngx_int_t ngx_http_ragq_job_id_from_entry(u_char *id, u_char *entry,
+                                          size_t len);
+u_char   *ngx_http_ragq_job_entry_of_id(u_char *buf, u_char *id);
+
+/*
+ * Reading a job: its hash (HGETALL), else its queue entry (XRANGE), else
+ * its hash once more; ngx_http_ragq_job_found() says which comes next.
+ */
+#define NGX_HTTP_RAGQ_READ_HASH       0
+#define NGX_HTTP_RAGQ_READ_ENTRY      1
+#define NGX_HTTP_RAGQ_READ_HASH_AGAIN 2
+
+/* the most fields a queued job's view takes from its entry, times two */
+#define NGX_HTTP_RAGQ_ENTRY_MAX 32
+
+/* a queue entry's job in HGETALL form, pointing into the XRANGE reply */
+typedef struct {
+    redisReply  reply;
+    redisReply *element[NGX_HTTP_RAGQ_ENTRY_MAX];
+} ngx_http_ragq_job_entry_t;
+
+ngx_int_t ngx_http_ragq_job_read(ngx_http_ragq_cell_t     *cell,
+                                 ngx_http_ragq_loc_conf_t *lcf, u_char *id,
+                                 ngx_uint_t step);
+ngx_int_t ngx_http_ragq_job_found(u_char *id, ngx_uint_t *step,
+                                  redisReply                *reply,
+                                  ngx_http_ragq_job_entry_t *je,
+                                  redisReply               **job);
 
 /* about the job hash of a HGETALL reply (an array, possibly empty) */
 redisReply *ngx_http_ragq_job_field(redisReply *reply, const char *name,

@@ -1,8 +1,9 @@
 /*
  * ragq: long-polls, GET /job-status?wait=N. Per nginx worker, the table of
  * jobs that have waiting requests, woken by the "ID STATUS" messages of the
- * pub/sub connection (ngx_http_ragq_valkey.c), each job read with one
- * HGETALL however many wait on it; the catch-up after a (re)subscription;
+ * pub/sub connection (ngx_http_ragq_valkey.c), each job read once
+ * however many wait on it (its hash, else its queue entry:
+ * ngx_http_ragq_job_read()); the catch-up after a (re)subscription;
  * and the answers at graceful shutdown and exit.
  */
 
@@ -17,7 +18,8 @@
  * Per worker: a table of jobs that have waiters, keyed by the job's hash key
  * (P:job:ID, so that two prefixes never mix), each with its queue of waiting
  * requests. A waiter is always in that table while it waits, and at most in
- * one pending HGETALL ("read") at a time. A read either checks (waiters stay
+ * one pending read at a time (a read of several steps moves its waiters
+ * from step to step). A read either checks (waiters stay
  * in the table unless the job is final, gone or not theirs) or wakes (every
  * waiter is answered with whatever the reply holds). Waiters live in their
  * request's pool: the request cleanup unlinks them from everything, so
@@ -50,8 +52,11 @@ typedef struct {
     ngx_http_ragq_cell_t cell; /* first: the valkey layer frees it as one */
     ngx_queue_t          waiters;
     ngx_flag_t           wake;
-    ngx_flag_t           catchup; /* a failed read leaves waiters waiting */
-    ngx_str_t            key;
+    ngx_flag_t           catchup;  /* a failed read leaves waiters waiting */
+    ngx_str_t            key;      /* P:job:ID */
+    ngx_uint_t           step;     /* NGX_HTTP_RAGQ_READ_* */
+    u_char              *id;       /* the key's last characters */
+    ngx_http_ragq_loc_conf_t *lcf; /* one of its waiters': the commands */
 } ngx_http_ragq_read_t;
 
 
@@ -195,12 +200,27 @@ ngx_http_ragq_waiter_done(ngx_http_ragq_waiter_t *w, redisReply *reply)
 }
 
 
+static void ngx_http_ragq_read_next(ngx_http_ragq_read_t *rd, ngx_uint_t step);
+
+
 static void
 ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 {
-    ngx_queue_t            *q;
-    ngx_http_ragq_read_t   *rd = (ngx_http_ragq_read_t *) cell;
-    ngx_http_ragq_waiter_t *w;
+    ngx_uint_t                step;
+    ngx_queue_t              *q;
+    ngx_http_ragq_read_t     *rd = (ngx_http_ragq_read_t *) cell;
+    ngx_http_ragq_waiter_t   *w;
+    ngx_http_ragq_job_entry_t je;
+
+    step = rd->step;
+
+    if (reply
+        && ngx_http_ragq_job_found(rd->id, &step, reply, &je, &reply)
+               == NGX_AGAIN)
+    {
+        ngx_http_ragq_read_next(rd, step);
+        return;
+    }
 
     /*
      * Answering one waiter may end its request and run its cleanup, so the
@@ -231,7 +251,8 @@ ngx_http_ragq_read_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 
 
 static ngx_http_ragq_read_t *
-ngx_http_ragq_read_create(ngx_str_t *key, ngx_flag_t wake)
+ngx_http_ragq_read_create(ngx_str_t *key, ngx_flag_t wake,
+                          ngx_http_ragq_loc_conf_t *lcf)
 {
     ngx_http_ragq_read_t *rd;
 
@@ -245,6 +266,8 @@ ngx_http_ragq_read_create(ngx_str_t *key, ngx_flag_t wake)
     rd->key.len = key->len;
     rd->key.data = (u_char *) (rd + 1);
     ngx_memcpy(rd->key.data, key->data, key->len);
+    rd->id = rd->key.data + key->len - NGX_HTTP_RAGQ_JOB_ID_LEN;
+    rd->lcf = lcf;
     ngx_queue_init(&rd->waiters);
 
     return rd;
@@ -283,13 +306,45 @@ ngx_http_ragq_read_add(ngx_http_ragq_read_t *rd, ngx_http_ragq_waiter_t *w)
 static ngx_int_t
 ngx_http_ragq_read_send(ngx_http_ragq_read_t *rd)
 {
-    u_char *p;
-    u_char  cmd[NGX_HTTP_RAGQ_KEY_MAX + 64];
+    return ngx_http_ragq_job_read(&rd->cell, rd->lcf, rd->id, rd->step);
+}
 
-    p = ngx_http_ragq_lit(cmd, NGX_HTTP_RAGQ_HGETALL);
-    p = ngx_http_ragq_resp_bulk(p, rd->key.data, rd->key.len);
 
-    return ngx_http_ragq_valkey_send(&rd->cell, cmd, p - cmd);
+/*
+ * The job is not in its hash (or no longer in its entry): its waiters go
+ * on to the next step of the read (one that cannot be sent answers them as
+ * a lost reply would).
+ */
+static void
+ngx_http_ragq_read_next(ngx_http_ragq_read_t *rd, ngx_uint_t step)
+{
+    ngx_queue_t            *q;
+    ngx_http_ragq_read_t   *next;
+    ngx_http_ragq_waiter_t *w;
+
+    next = (ngx_http_ragq_valkey_available() == NGX_OK)
+               ? ngx_http_ragq_read_create(&rd->key, rd->wake, rd->lcf)
+               : NULL;
+
+    if (next == NULL) {
+        ngx_http_ragq_read_reply(&rd->cell, NULL);
+        return;
+    }
+
+    next->catchup = rd->catchup;
+    next->step = step;
+
+    while (!ngx_queue_empty(&rd->waiters)) {
+        q = ngx_queue_head(&rd->waiters);
+        w = ngx_queue_data(q, ngx_http_ragq_waiter_t, rq);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&next->waiters, &w->rq);
+    }
+
+    if (ngx_http_ragq_read_send(next) != NGX_OK) {
+        ngx_http_ragq_read_reply(&next->cell, NULL);
+        ngx_free(next);
+    }
 }
 
 
@@ -305,7 +360,11 @@ ngx_http_ragq_read_job(ngx_http_ragq_job_t *job, ngx_flag_t wake)
 
     rc = ngx_http_ragq_valkey_available();
 
-    rd = (rc == NGX_OK) ? ngx_http_ragq_read_create(&job->sn.str, wake) : NULL;
+    w = ngx_queue_data(ngx_queue_head(&job->waiters), ngx_http_ragq_waiter_t,
+                       tq);
+
+    rd = (rc == NGX_OK) ? ngx_http_ragq_read_create(&job->sn.str, wake, w->lcf)
+                        : NULL;
 
     if (rd == NULL) {
         if (!wake) {
@@ -387,7 +446,7 @@ ngx_http_ragq_waiter_timeout(ngx_event_t *ev)
     p = ngx_cpymem(buf, w->lcf->job_prefix.data, w->lcf->job_prefix.len);
     ngx_memcpy(p, w->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
 
-    rd = ngx_http_ragq_read_create(&key, 1);
+    rd = ngx_http_ragq_read_create(&key, 1, w->lcf);
     if (rd == NULL) {
         ngx_http_ragq_waiter_fail(w, NGX_DECLINED);
         return;
@@ -432,7 +491,7 @@ ngx_http_ragq_lp_wait(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rd = ngx_http_ragq_read_create(key, 0);
+    rd = ngx_http_ragq_read_create(key, 0, lcf);
     if (rd == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -483,7 +483,7 @@ ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
     u_char *p, *buf;
     size_t  len;
 
-    len = 2 * (64 + lcf->job_prefix.len) + 3 * (64 + lcf->jobs_key.len);
+    len = 64 + lcf->job_prefix.len + 3 * (64 + lcf->jobs_key.len) + 64;
 
     buf = ngx_pnalloc(cf->pool, len);
     if (buf == NULL) {
@@ -491,14 +491,6 @@ ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
     }
 
     p = buf;
-
-    lcf->hset_head.data = p;
-    p = ngx_http_ragq_lit(p, "*16\r\n$4\r\nHSET\r\n$");
-    p = ngx_http_ragq_resp_uint(p,
-                                lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN);
-    p = ngx_http_ragq_lit(p, "\r\n");
-    p = ngx_cpymem(p, lcf->job_prefix.data, lcf->job_prefix.len);
-    lcf->hset_head.len = p - lcf->hset_head.data;
 
     lcf->hgetall_head.data = p;
     p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_HGETALL "$");
@@ -509,12 +501,15 @@ ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
     lcf->hgetall_head.len = p - lcf->hgetall_head.data;
 
     lcf->xadd_head.data = p;
-    p = ngx_http_ragq_lit(p, "*5\r\n$4\r\nXADD\r\n");
+    p = ngx_http_ragq_lit(p, "*15\r\n$4\r\nXADD\r\n");
     p = ngx_http_ragq_resp_bulk(p, lcf->jobs_key.data, lcf->jobs_key.len);
-    p = ngx_http_ragq_lit(p, "$1\r\n*\r\n$3\r\njob\r\n$");
-    p = ngx_http_ragq_resp_uint(p, NGX_HTTP_RAGQ_JOB_ID_LEN);
-    p = ngx_http_ragq_lit(p, "\r\n");
+    p = ngx_http_ragq_lit(p, "$1\r\n*\r\n$1\r\nr\r\n$16\r\n");
     lcf->xadd_head.len = p - lcf->xadd_head.data;
+
+    lcf->xrange_head.data = p;
+    p = ngx_http_ragq_lit(p, "*4\r\n$6\r\nXRANGE\r\n");
+    p = ngx_http_ragq_resp_bulk(p, lcf->jobs_key.data, lcf->jobs_key.len);
+    lcf->xrange_head.len = p - lcf->xrange_head.data;
 
     lcf->xlen_cmd.data = p;
     p = ngx_http_ragq_lit(p, "*2\r\n$4\r\nXLEN\r\n");

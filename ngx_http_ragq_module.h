@@ -13,7 +13,7 @@
 #include <ngx_http.h>
 
 
-/* a job id: 128 random bits, as 32 lowercase hexadecimal characters */
+/* a job id: 32 lowercase hexadecimal characters (ngx_http_ragq_job.c) */
 #define NGX_HTTP_RAGQ_JOB_ID_LEN 32
 
 /* the longest P:job:ID key */
@@ -46,9 +46,9 @@ typedef struct {
     ngx_uint_t                replicas; /* ragq_valkey_replicas */
 
     /* the constant parts of the hot commands, in RESP form */
-    ngx_str_t hset_head;    /* HSET + "$n\r\nP:job:" (the id follows) */
     ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */
-    ngx_str_t xadd_head;    /* XADD P:jobs * job + "$32\r\n" (an id's) */
+    ngx_str_t xadd_head;    /* XADD P:jobs * r + "$16\r\n" (the random) */
+    ngx_str_t xrange_head;  /* XRANGE P:jobs (two entry ids follow) */
     ngx_str_t xlen_cmd;     /* XLEN P:jobs */
 
     /* per-worker runtime state: last known queue length */

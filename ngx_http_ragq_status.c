@@ -1,7 +1,8 @@
 /*
- * ragq: GET /job-status: the job_id and wait= arguments, one HGETALL
- * answered with the job view, or the long-poll (ngx_http_ragq_longpoll.c)
- * when wait= asks for it.
+ * ragq: GET /job-status: the job_id and wait= arguments, the job read
+ * (its hash, else its queue entry: ngx_http_ragq_job_read()) answered with
+ * the job view, or the long-poll (ngx_http_ragq_longpoll.c) when wait= asks
+ * for it.
  */
 
 #include "ngx_http_ragq_status.h"
@@ -89,7 +90,6 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     ngx_http_ragq_arg_t       args[2];
     ngx_http_ragq_cell_t     *cell;
     ngx_http_ragq_loc_conf_t *lcf;
-    u_char                    cmd[NGX_HTTP_RAGQ_KEY_MAX + 64];
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
 
@@ -172,12 +172,9 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     ngx_memcpy(cell->job_id, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
     cell->data = lcf;
 
-    p = ngx_cpymem(cmd, lcf->hgetall_head.data, lcf->hgetall_head.len);
-    p = ngx_cpymem(p, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
-    *p++ = '\r';
-    *p++ = '\n';
-
-    if (ngx_http_ragq_valkey_send(cell, cmd, p - cmd) != NGX_OK) {
+    if (ngx_http_ragq_job_read(cell, lcf, id.data, NGX_HTTP_RAGQ_READ_HASH)
+        != NGX_OK)
+    {
         ngx_http_ragq_cell_drop(cell);
         return ngx_http_ragq_unavailable(r, NGX_DECLINED);
     }
@@ -193,7 +190,12 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
 static void
 ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 {
+    ngx_int_t                 rc;
+    ngx_uint_t                step;
+    redisReply               *job;
     ngx_http_request_t       *r;
+    ngx_http_ragq_cell_t     *next;
+    ngx_http_ragq_job_entry_t je;
     ngx_http_ragq_loc_conf_t *lcf = cell->data;
 
     r = ngx_http_ragq_cell_take(cell);
@@ -201,6 +203,33 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         return;
     }
 
+    step = cell->step;
+
+    rc = ngx_http_ragq_job_found(cell->job_id, &step, reply, &je, &job);
+
+    if (rc == NGX_AGAIN) {
+        /* not in its hash: its queue entry, then its hash again */
+        next = ngx_http_ragq_cell_create(r, ngx_http_ragq_status_reply);
+        if (next == NULL) {
+            ngx_http_ragq_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_memcpy(next->job_id, cell->job_id, NGX_HTTP_RAGQ_JOB_ID_LEN);
+        next->data = lcf;
+        next->step = step;
+
+        if (ngx_http_ragq_job_read(next, lcf, next->job_id, step) != NGX_OK) {
+            ngx_http_ragq_cell_drop(next);
+            ngx_http_ragq_finalize(r,
+                                   ngx_http_ragq_unavailable(r, NGX_DECLINED));
+            return;
+        }
+
+        ngx_http_ragq_cell_wait(r, next);
+        return;
+    }
+
     ngx_http_ragq_finalize(r, ngx_http_ragq_job_respond(r, lcf, cell->job_id,
-                                                        reply));
+                                                        job));
 }

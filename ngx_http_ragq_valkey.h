@@ -32,6 +32,7 @@ struct ngx_http_ragq_cell_s {
     ngx_http_ragq_reply_pt handler;
     void                  *data;
     u_char                 job_id[NGX_HTTP_RAGQ_JOB_ID_LEN];
+    ngx_uint_t             step; /* of a job's read (ngx_http_ragq_job.h) */
     /* > 0: a write that counts only once WAIT says this many replicas
      * have it (ragq_valkey_replicas); it goes on the writes connection */
     ngx_uint_t replicas;

@@ -3,8 +3,8 @@
  * (arguments, form decoding), headers (Content-Type, Idempotency-Key,
  * tenant), the body as nginx hands it over (split into buffers, empty
  * ones, the empty last_buf of a chunked body, or a temporary file), the
- * checks, the job written to Valkey, and the reply to it (an EXEC or
- * idempotency script reply, an error, nothing, a late one).
+ * checks, the job written to Valkey, and the reply to it (an XADD's entry
+ * id or an idempotency script reply, an error, nothing, a late one).
  *
  * Input: sections separated by \x1e: flags, query string, Idempotency-Key,
  * tenant, Content-Type, body, Valkey reply (harness.h says how a reply is
@@ -16,26 +16,50 @@
 #include "harness.h"
 #include "../ngx_http_ragq_enqueue.h"
 
+/* an entry id a job id can carry: <ms>-<seq>, ms < 2^48, seq < 2^16 */
+static int
+entry_id_as_expected(redisReply *r)
+{
+    const char        *p = r->str, *end = r->str + r->len;
+    unsigned long long n;
+    int                part;
+
+    for (part = 0; part < 2; part++) {
+        if (p == end || *p < '0' || *p > '9') {
+            return 0;
+        }
+        for (n = 0; p < end && *p >= '0' && *p <= '9'; p++) {
+            n = n * 10 + (unsigned long long) (*p - '0');
+            if (n > 0xffffffffffffULL) {
+                return 0;
+            }
+        }
+        if (part == 0 && (p == end || *p++ != '-')) {
+            return 0;
+        }
+    }
+    return p == end && n <= 0xffff;
+}
+
 static int
 reply_as_expected(redisReply *r)
 {
     redisReply *e;
 
+    if (r && r->type == REDIS_REPLY_STRING) {
+        return entry_id_as_expected(r);
+    }
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[2]->type != REDIS_REPLY_INTEGER) {
         return 0;
     }
     e = r->element[1];
-    if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS) {
-        return 0;
-    }
-    /* the script's flag, when the second element is a job id */
-    if (e->len == NGX_HTTP_RAGQ_JOB_ID_LEN &&
-        strspn(e->str, "0123456789abcdef") == NGX_HTTP_RAGQ_JOB_ID_LEN) {
-        return r->element[0]->integer >= 0 && r->element[0]->integer <= 2;
-    }
-    return 1;
+    /* the script's {0|1|2, job id, length}; {3, "", -1} is a 503 */
+    return e->type == REDIS_REPLY_STRING &&
+           e->len == NGX_HTTP_RAGQ_JOB_ID_LEN &&
+           strspn(e->str, "0123456789abcdef") == NGX_HTTP_RAGQ_JOB_ID_LEN &&
+           r->element[0]->integer >= 0 && r->element[0]->integer <= 2;
 }
 
 int

@@ -113,11 +113,6 @@ fuzz_loc_conf(ngx_uint_t kind)
     /* the constant heads of the hot commands, as the configuration makes
      * them (ngx_http_ragq_module.c) */
     p = ngx_pnalloc(&fuzz_pool, 512);
-    lcf->hset_head.data = p;
-    p = ngx_sprintf(p, "*16\r\n$4\r\nHSET\r\n$%uz\r\n%V",
-                    lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN,
-                    &lcf->job_prefix);
-    lcf->hset_head.len = p - lcf->hset_head.data;
     lcf->hgetall_head.data = p;
     p = ngx_sprintf(p, "*2\r\n$7\r\nHGETALL\r\n$%uz\r\n%V",
                     lcf->job_prefix.len + NGX_HTTP_RAGQ_JOB_ID_LEN,
@@ -125,9 +120,13 @@ fuzz_loc_conf(ngx_uint_t kind)
     lcf->hgetall_head.len = p - lcf->hgetall_head.data;
     lcf->xadd_head.data = p;
     p = ngx_sprintf(
-        p, "*5\r\n$4\r\nXADD\r\n$%uz\r\n%V\r\n$1\r\n*\r\n$3\r\njob\r\n$32\r\n",
+        p, "*15\r\n$4\r\nXADD\r\n$%uz\r\n%V\r\n$1\r\n*\r\n$1\r\nr\r\n$16\r\n",
         lcf->jobs_key.len, &lcf->jobs_key);
     lcf->xadd_head.len = p - lcf->xadd_head.data;
+    lcf->xrange_head.data = p;
+    p = ngx_sprintf(p, "*4\r\n$6\r\nXRANGE\r\n$%uz\r\n%V\r\n",
+                    lcf->jobs_key.len, &lcf->jobs_key);
+    lcf->xrange_head.len = p - lcf->xrange_head.data;
     lcf->xlen_cmd.data = p;
     p = ngx_sprintf(p, "*2\r\n$4\r\nXLEN\r\n$%uz\r\n%V\r\n", lcf->jobs_key.len,
                     &lcf->jobs_key);
@@ -442,9 +441,9 @@ ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
         return fuzz_valkey.send_rc;
     }
     /* EVAL of the idempotent enqueue: the question is its ARGV[4] */
-    if (argc == 14 && argvlen[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0) {
-        fuzz_out.query.data = (u_char *) argv[9];
-        fuzz_out.query.len = argvlen[9];
+    if (argc == 13 && argvlen[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0) {
+        fuzz_out.query.data = (u_char *) argv[8];
+        fuzz_out.query.len = argvlen[8];
     }
     fuzz_sent(cell);
     return NGX_OK;
@@ -464,7 +463,7 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
     if (fuzz_valkey.send_rc != NGX_OK) {
         return fuzz_valkey.send_rc;
     }
-    /* the HSET of a new job: "...$5\r\nquery\r\n$<n>\r\n<query>\r\n" */
+    /* the XADD of a new job: "...$5\r\nquery\r\n$<n>\r\n<query>\r\n" */
     p = (u_char *) memmem(cmd, len, "$5\r\nquery\r\n$", 12);
     if (p) {
         p += 12;
@@ -472,7 +471,7 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
             n = n * 10 + (*p - '0');
         }
         if (end - p < 2 || (size_t) (end - p - 2) < n + 2) {
-            fuzz_fail("a malformed HSET", cmd, len);
+            fuzz_fail("a malformed XADD", cmd, len);
         }
         fuzz_out.query.data = p + 2;
         fuzz_out.query.len = n;

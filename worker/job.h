@@ -48,6 +48,15 @@ typedef struct {
     char                *embed_auth, *chat_auth, *qdrant_auth; /* headers */
 } ragq_pipeline_t;
 
+/* The fields a queue entry carries a job in, in the claim's order. */
+enum {
+    RAGQ_CARRIED_QUERY = 0,
+    RAGQ_CARRIED_TOP_K,
+    RAGQ_CARRIED_COLLECTION,
+    RAGQ_CARRIED_TENANT,
+    RAGQ_CARRIED_CREATED_AT
+};
+
 typedef struct ragq_job_s ragq_job_t;
 typedef void (*ragq_job_done_cb)(ragq_job_t *job, void *data);
 
@@ -60,6 +69,10 @@ struct ragq_job_s {
     unsigned top_k;
     char    *collection;
     long     attempts;
+    /* the job as its queue entry carries it (RAGQ_CARRIED_*), for the
+     * claim to write its hash; NULL: a "job ID" entry, the hash exists */
+    char  *carried[5];
+    size_t carried_len[5];
 
     /* queue bookkeeping */
     ragq_job_t  *prev, *next;

@@ -1,14 +1,16 @@
 /*
  * queue_job.c: one job's trip through Valkey (queue_int.h): the claim
- * script when its stream entry arrives (which also settles entries that
- * hold no job to run, and poison jobs), the pipeline run, then the final
- * script (or the release script when its attempt gave up on transient
- * errors), both fenced by the claim's token (attempts + consumer); a
+ * script when its stream entry arrives (an entry that carries the job, or
+ * a "job ID" entry of before; the script writes the job hash of the first,
+ * and settles entries that hold no job to run, and poison jobs), the pipeline
+ * run, then the final script (or the release script when its attempt gave up on
+ * transient errors), both fenced by the claim's token (attempts + consumer); a
  * result kept in memory while Valkey is down or refuses the write; a job
  * stopped when the keep-alive finds another claim holds it.
  */
 
 #include "queue_int.h"
+#include "jobid.h"
 #include "joblog.h"
 
 #include <stdio.h>
@@ -401,20 +403,67 @@ claim_reply(void *owner, redisReply *reply, void *priv)
     ragq_job_run(q->pipeline, job, job_done, q);
 }
 
-static int
-valid_job_id(const char *s, size_t n)
-{
-    size_t i;
+/* The names of the fields an entry carries a job in (RAGQ_CARRIED_*). */
+static const char *const carried_names[5] = {"query", "top_k", "collection",
+                                             "tenant", "created_at"};
 
-    if (n != 32) {
-        return 0;
-    }
-    for (i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+/*
+ * The job of a stream entry's fields: a "job" field (the id; the hash
+ * holds the job), or "r" and the job's fields (the module's XADD: the id
+ * is made from the entry id and r).  0: *id set (id[33]); -1: neither, or
+ * an entry no job id can name.
+ */
+static int
+entry_job(ragq_job_t *job, const char *entry, const redisReply *fields)
+{
+    const redisReply *k, *v, *r = NULL;
+    size_t            i, c;
+
+    for (i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements;
+         i += 2) {
+        k = fields->element[i];
+        v = fields->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+        if (strcmp(k->str, "job") == 0) {
+            if (!ragq_job_id_valid(v->str, v->len)) {
+                return -1;
+            }
+            memcpy(job->id, v->str, RAGQ_JOB_ID_LEN);
+            job->id[RAGQ_JOB_ID_LEN] = '\0';
+            for (c = 0; c < 5; c++) {
+                free(job->carried[c]);
+                job->carried[c] = NULL;
+            }
             return 0;
         }
+        if (strcmp(k->str, "r") == 0) {
+            r = v;
+            continue;
+        }
+        for (c = 0; c < 5; c++) {
+            if (strcmp(k->str, carried_names[c]) == 0 &&
+                job->carried[c] == NULL) {
+                job->carried[c] = malloc(v->len + 1);
+                if (job->carried[c] == NULL) {
+                    return -1;
+                }
+                memcpy(job->carried[c], v->str, v->len + 1);
+                job->carried_len[c] = v->len;
+            }
+        }
     }
-    return 1;
+    if (r == NULL || ragq_job_id_from_entry(job->id, entry, r->str, r->len)) {
+        return -1;
+    }
+    /* A field the entry lacks is written empty: the claim's checks decide. */
+    for (c = 0; c < 5; c++) {
+        if (job->carried[c] == NULL && (job->carried[c] = strdup("")) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /*
@@ -426,9 +475,7 @@ valid_job_id(const char *s, size_t n)
 void
 ragq_queue_take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
 {
-    redisReply *fields;
-    const char *entry, *id = NULL;
-    size_t      idlen = 0, i;
+    const char *entry;
     ragq_job_t *job;
 
     if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
@@ -436,34 +483,29 @@ ragq_queue_take_entry(ragq_queue_t *q, redisReply *e, int reclaimed)
         return; /* deleted entry (XAUTOCLAIM on older servers) */
     }
     entry = e->element[0]->str;
-    fields = e->element[1];
-    if (fields->type == REDIS_REPLY_ARRAY) {
-        for (i = 0; i + 1 < fields->elements; i += 2) {
-            if (fields->element[i]->str &&
-                strcmp(fields->element[i]->str, "job") == 0 &&
-                fields->element[i + 1]->str) {
-                id = fields->element[i + 1]->str;
-                idlen = fields->element[i + 1]->len;
-            }
-        }
-    }
-    if (id == NULL || !valid_job_id(id, idlen)) {
-        ragq_log(RAGQ_LOG_WARN,
-                 "stream entry %s has no valid \"job\" field; dropped", entry);
-        ack_entry(q, entry);
-        return;
-    }
     if (reclaimed && job_in_flight(q, entry)) {
         return;
     }
     job = ragq_job_new();
-    if (job == NULL || (job->entry = strdup(entry)) == NULL ||
-        (job->key = job_key(q, id, idlen)) == NULL) {
+    if (job == NULL) {
+        return;
+    }
+    if (entry_job(job, entry, e->element[1]) != 0) {
+        /* Also an entry id past what a job id holds (65,536 entries in one
+         * ms): the module answered 503 for it, nobody has its id. */
+        ragq_log(RAGQ_LOG_WARN,
+                 "stream entry %s holds no job (no valid \"job\" field, or "
+                 "no \"r\" that makes a job id with its id); dropped",
+                 entry);
+        ragq_job_free(job);
+        ack_entry(q, entry);
+        return;
+    }
+    if ((job->entry = strdup(entry)) == NULL ||
+        (job->key = job_key(q, job->id, RAGQ_JOB_ID_LEN)) == NULL) {
         ragq_job_free(job);
         return;
     }
-    memcpy(job->id, id, 32);
-    job->id[32] = '\0';
     job->state = JOB_CLAIMING;
     job->claimed_at = ragq_now_ms();
     job->queue = q;
@@ -487,7 +529,9 @@ static int
 send_claim(ragq_queue_t *q, ragq_job_t *job)
 {
     char        now[32];
-    const char *argv[16];
+    const char *argv[21];
+    size_t      lens[21];
+    int         argc = 15, i;
 
     constant_args(q);
     snprintf(now, sizeof(now), "%lld", (long long) ragq_epoch_ms());
@@ -505,7 +549,19 @@ send_claim(ragq_queue_t *q, ragq_job_t *job)
     argv[12] = q->consumer;
     argv[13] = q->a_result_ttl;
     argv[14] = q->a_top_k_limit;
-    return ragq_queue_send(q, claim_reply, job, 15, argv, NULL);
+    for (i = 0; i < argc; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+    if (job->carried[0]) {
+        /* ARGV[9..14]: the job the entry carries, for its hash */
+        argv[argc] = "1";
+        lens[argc++] = 1;
+        for (i = 0; i < 5; i++) {
+            argv[argc] = job->carried[i];
+            lens[argc++] = job->carried_len[i];
+        }
+    }
+    return ragq_queue_send(q, claim_reply, job, argc, argv, lens);
 }
 
 /*

@@ -8,10 +8,11 @@
 # is served with one warning.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
+use Ragq::Valkey ();
 
 # README "Production Valkey": the module's ACL, for prefix "acl"
-our $Acl = 'on >s3cret ~acl:* &acl:* -@all +role +ping +multi +exec +hset'
-  . ' +xadd +xlen +hgetall +eval +get +set +type +hmget +subscribe +wait'
+our $Acl = 'on >s3cret ~acl:* &acl:* -@all +role +ping'
+  . ' +xadd +xlen +xrange +xdel +hgetall +eval +get +set +type +hmget +subscribe +wait'
   . ' +xpending +zrange';
 (our $NoXadd = $Acl) =~ s/ \+xadd//;
 (our $NoRole = $Acl) =~ s/ \+role//;
@@ -104,8 +105,7 @@ Idempotency-Key: acl-key-1
 
 === TEST 3: ... GET /job-status, and a long-poll (SUBSCRIBE on &acl:*, PING)
 --- init
-my @once = grep { $main::V->cli('HGET', $_, 'query') eq 'once' }
-    $main::V->cli_list('--scan', '--pattern', 'acl:job:*');
+my @once = Ragq::Valkey::jobs_with_query('acl', 'once', sub { $main::V->cli_list(@_) });
 Test::More::is(scalar(@once), 1, 'TEST 2: one job for the two requests with one key');
 main::finish_later();
 --- request eval

@@ -205,7 +205,7 @@ Ragq::Valkey::cmd('RPUSH', main::idem_key('', 'garbage-3'), 'a list');
 for my $k ('garbage-1', 'garbage-2', 'garbage-3') {
     my $id = Ragq::Valkey::cmd('GET', main::idem_key('', $k));
     Test::More::like($id, qr/^[0-9a-f]{32}$/, "$k: a job id");
-    Test::More::is(Ragq::Valkey::cmd('HGET', "au:job:$id", 'query'), 'q10', "$k: its job");
+    Test::More::is(Ragq::Valkey::job_field('au', $id, 'query'), 'q10', "$k: its job");
 }
 --- error_code: 200
 --- response_body_like: "query":"q10"

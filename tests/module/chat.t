@@ -10,16 +10,22 @@ no_long_string();
 our $Id = qr/[0-9a-f]{32}/;
 our $Queued = qr/^\{"status":"queued","job_id":"([0-9a-f]{32})","status_url":"\/job-status\?job_id=\1"\}$/;
 
-# The one job hash under a prefix (tests use a fresh prefix each).
+# The one job under a prefix (tests use a fresh prefix each), as its key:
+# a queued job is its queue entry (DEVELOPERS.md, "data model").
 sub job_of {
     my ($prefix) = @_;
-    my @keys = Ragq::Valkey::cmd_list('--scan', '--pattern', "$prefix:job:*");
-    die "expected one job under $prefix, found " . scalar(@keys) . "\n"
-      unless @keys == 1;
-    return $keys[0];
+    my @ids = Ragq::Valkey::job_ids($prefix);
+    die "expected one job under $prefix, found " . scalar(@ids) . "\n"
+      unless @ids == 1;
+    return "$prefix:job:$ids[0]";
 }
 
-sub hget { Ragq::Valkey::cmd('HGET', @_) }
+# A field of the job of a P:job:ID key, from its hash or its entry.
+sub hget {
+    my ($key, $f) = @_;
+    my ($prefix, $id) = $key =~ /^(.*):job:(\w+)$/ or die "not a job key: $key\n";
+    return Ragq::Valkey::job_field($prefix, $id, $f);
+}
 
 sub json_str {
     my $s = shift;
@@ -49,7 +55,7 @@ add_block_preprocessor(sub {
       unless defined $block->no_error_log;
 });
 
-plan tests => 216;
+plan tests => 217;
 run_tests();
 
 __DATA__
@@ -71,8 +77,10 @@ $::Queued
 === TEST 2: the job stored by TEST 1 has every field the worker expects
 --- init
 my @e = Ragq::Valkey::cmd_list('XRANGE', 'ragq:jobs', '-', '+');
-Test::More::is(scalar(@e), 3, 'one stream entry (id, "job", ID)');
-my $key = "ragq:job:$e[2]";
+Test::More::is(scalar(@e), 13, 'one stream entry (id, r, query, top_k, collection, tenant, created_at)');
+Test::More::is(Ragq::Valkey::cmd('EXISTS', 'ragq:job:' . (Ragq::Valkey::job_ids('ragq'))[0]),
+    '0', 'no hash until a worker claims the job');
+my $key = main::job_of('ragq');
 Test::More::is(main::hget($key, 'query'), 'what is ragq?', 'query decoded');
 Test::More::is(main::hget($key, 'status'), 'queued', 'status');
 Test::More::is(main::hget($key, 'top_k'), '5', 'default top_k');

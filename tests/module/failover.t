@@ -10,6 +10,7 @@
 # job answered 202 is on the new primary.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
+use Ragq::Valkey ();
 use Ragq::Chat;
 use Time::HiRes ();
 
@@ -32,7 +33,8 @@ $ENV{TEST_NGINX_SENTINELS2} = join ',',
 # the jobs of $prefix on server $s answered 202 in @ids that are missing
 sub missing {
     my ($s, $prefix, @ids) = @_;
-    return grep { $s->cli('EXISTS', "$prefix:job:$_") ne '1' } @ids;
+    my %have = map { $_ => 1 } Ragq::Valkey::job_ids($prefix, sub { $s->cli_list(@_) });
+    return grep { !$have{$_} } @ids;
 }
 
 # a line of the running nginx's error.log matches $re

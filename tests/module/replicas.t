@@ -7,6 +7,7 @@
 # within its own short ragq_valkey_timeout.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
+use Ragq::Valkey ();
 use IO::Socket::INET ();
 use IO::Select ();
 
@@ -23,8 +24,7 @@ $Solo->cli('HSET', "rp:job:$Seeded", 'status', 'queued', 'query', 'seeded',
 
 sub jobs_with {
     my ($s, $query) = @_;
-    return grep { $s->cli('HGET', $_, 'query') eq $query }
-      $s->cli_list('--scan', '--pattern', 'rp:job:*');
+    return Ragq::Valkey::jobs_with_query('rp', $query, sub { $s->cli_list(@_) });
 }
 
 # a POST /chat sent now, its answer read later (slow_answer)

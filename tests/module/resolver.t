@@ -6,6 +6,7 @@
 # moves to the new address by itself.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
+use Ragq::Valkey ();
 use Ragq::DnsStub;
 use Ragq::Chat;
 use File::Temp qw(tempdir);
@@ -21,8 +22,13 @@ system('redis-server', '--bind', '127.0.0.2', '--port', $Port, '--save', '',
     '--dir', $BDir, '--pidfile', "$BDir/redis.pid", '--logfile', "$BDir/redis.log") == 0
   or die "redis-server on 127.0.0.2 failed";
 
+# no shell between: the arguments may be a Lua script
 sub b_cli {
-    my $out = `redis-cli -h 127.0.0.2 -p $Port --raw @_`;
+    open(my $fh, '-|', 'redis-cli', '-h', '127.0.0.2', '-p', $Port, '--raw', @_)
+      or die "redis-cli: $!";
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
     chomp $out;
     return $out;
 }
@@ -46,8 +52,8 @@ $ENV{TEST_NGINX_VALKEY_PORT} = $Port;
 
 sub jobs_with {
     my ($cli, $query) = @_;
-    return grep { $cli->('HGET', $_, 'query') eq $query }
-      split /\n/, $cli->('--scan', '--pattern', 'rs:job:*');
+    return Ragq::Valkey::jobs_with_query('rs', $query,
+        sub { my $o = $cli->(@_); return length $o ? split /\n/, $o : () });
 }
 
 no_shuffle();

@@ -8,6 +8,7 @@
 # configuration mistakes fail nginx -t.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
+use Ragq::Valkey ();
 
 our $HA = Ragq::ValkeyHA->new;
 our $K = $HA->pki;
@@ -90,8 +91,7 @@ POST /chat?query=over+TLS
 ragq_valkey 127.0.0.1:$TEST_NGINX_TLS_PORT tls;
 ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;
 --- init
-my @jobs = grep { $main::V->cli('HGET', $_, 'query') eq 'over TLS' }
-    $main::V->cli_list('--scan', '--pattern', 'tls:job:*');
+my @jobs = Ragq::Valkey::jobs_with_query('tls', 'over TLS', sub { $main::V->cli_list(@_) });
 Test::More::is(scalar(@jobs), 1, 'the job of TEST 1 is stored on the TLS server');
 Test::More::is($main::V->cli('XLEN', 'tls:jobs'), 1, 'and queued');
 --- request eval

@@ -221,9 +221,7 @@ ragq_valkey_timeout 5s;
 --- init
 my $stored = 0;
 for (1 .. 100) {
-    for my $k (Ragq::Valkey::cmd_list('--scan', '--pattern', 'vk:job:*')) {
-        $stored = 1 if Ragq::Valkey::cmd('HGET', $k, 'query') eq 'gone';
-    }
+    $stored = 1 if Ragq::Valkey::jobs_with_query('vk', 'gone');
     last if $stored;
     select(undef, undef, undef, 0.05);
 }
@@ -259,8 +257,7 @@ $::Queued
 --- http_config
 ragq_valkey unix:$TEST_NGINX_AUTH_REDIS_DIR/redis.sock password=s3cret db=3;
 --- init
-my @jobs = split /\n/, main::auth_cmd('-n', 3, '--scan', '--pattern', "'vk:job:*'");
-Test::More::is(scalar(@jobs), 1, 'one job in db 3');
+Test::More::is(main::auth_cmd('-n', 3, 'XLEN', 'vk:jobs'), '1', 'one job in db 3');
 Test::More::is(main::auth_cmd('-n', 0, 'DBSIZE'), '0', 'nothing in db 0');
 --- request
 POST /chat?query=unix

@@ -43,8 +43,8 @@ sub log_lines {
 
 # The job id of the last POST /chat (the only job of prefix "lv" we did not seed).
 sub queued_id {
-    my @k = grep { !/\Q$Done\E/ } Ragq::Valkey::cmd_list('--scan', '--pattern', 'lv:job:*');
-    return $k[0] =~ /:job:(\w+)$/ ? $1 : die "no queued job\n";
+    my @k = grep { $_ ne $Done } Ragq::Valkey::job_ids('lv');
+    return $k[0] // die "no queued job\n";
 }
 
 add_response_body_check(sub {

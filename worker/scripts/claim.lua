@@ -3,6 +3,8 @@
 -- claim / retry protocol").  Every check comes before the first write, and
 -- the first write is the only one Valkey may refuse (OOM): a claim either
 -- happens whole or not at all, never with a Lua runtime error half-way.
+-- (The hash of a job its entry carries is that first write; the checks of
+-- the job itself then read it as they read any job hash.)
 --
 -- KEYS[1]  the job hash, P:job:ID
 -- KEYS[2]  the events channel, P:events
@@ -16,9 +18,15 @@
 -- ARGV[6]  the consumer (this worker): the job's "owner" while it runs
 -- ARGV[7]  RAGQ_RESULT_TTL in ms (PEXPIRE of a job failed here)
 -- ARGV[8]  the largest top_k a job may ask for
+-- ARGV[9]  "1" when the entry carries the job (the module's one XADD), then
+-- ARGV[10..14]  its query, top_k, collection, tenant, created_at: with no
+--          hash yet, the claim writes it from them (status queued, attempts
+--          0) and goes on as for any queued job.  Absent for a "job ID"
+--          entry (enqueued before), whose hash the module wrote.
 --
 -- Returns
---   {0}                  the hash is gone (expired or deleted): entry acked
+--   {0}                  the hash is gone (expired or deleted) and the
+--                        entry does not carry the job: entry acked
 --   {1, status}          the job is already final: entry acked
 --   {2, attempts, query, top_k, collection}
 --                        claimed: status started, owner ARGV[6]; attempts
@@ -68,6 +76,13 @@ local function fail(code, message)
 end
 
 local t = kind(KEYS[1])
+if t == 'none' and ARGV[9] == '1' then
+  -- The first claim of a job its entry carries: its hash starts as the
+  -- module's used to write it.  This is the claim's first write.
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'query', ARGV[10], 'top_k', ARGV[11],
+             'collection', ARGV[12], 'tenant', ARGV[13], 'created_at', ARGV[14], 'attempts', '0')
+  t = 'hash'
+end
 if t == 'none' then
   ack()
   return {0}

@@ -57,6 +57,88 @@ sub cmd_list {
 
 sub flushall { return cmd('FLUSHALL') }
 
+# ---- jobs as the module stores them (DEVELOPERS.md, "data model") ----
+# A job nobody claimed yet is its queue entry in P:jobs (fields r, query,
+# top_k, collection, tenant, created_at), its id made of the entry id and
+# r; a claimed job (or one enqueued before the one-XADD enqueue) is its
+# hash P:job:ID.  $list: a sub running a command and returning its output
+# lines (another server's cli_list); the suite's server by default.
+
+sub id_of_entry {
+    my ($entry, $r) = @_;
+    my ($ms, $seq) = $entry =~ /^(\d+)-(\d+)$/ or die "not an entry id: $entry\n";
+    return sprintf('%012x%04x%s', $ms, $seq, $r);
+}
+
+sub entry_of_id {
+    my ($id) = @_;
+    no warnings "portable";
+    return hex(substr($id, 0, 12)) . "-" . hex(substr($id, 12, 4));
+}
+
+# The ids of the jobs under a prefix: hashes and entries, sorted.
+sub job_ids {
+    my ($prefix, $list) = @_;
+    $list //= \&cmd_list;
+    my %ids = map { /:job:(\w+)$/ ? ($1 => 1) : () }
+      $list->('--scan', '--pattern', "$prefix:job:*");
+    # each entry that carries a job as "ENTRY R"
+    my $lua = "local o = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do "
+      . "local f = e[2] for i = 1, #f - 1, 2 do if f[i] == 'r' then "
+      . "o[#o + 1] = e[1] .. ' ' .. f[i + 1] end end end return o";
+    for ($list->('EVAL', $lua, 1, "$prefix:jobs")) {
+        my ($entry, $r) = split / /;
+        $ids{ id_of_entry($entry, $r) } = 1;
+    }
+    return sort keys %ids;
+}
+
+# The job as /job-status reads it: its hash, else its entry (status
+# queued, attempts 0); {} when neither.
+sub job {
+    my ($prefix, $id, $list) = @_;
+    $list //= \&cmd_list;
+    my @kv = $list->('HGETALL', "$prefix:job:$id");
+    if (!@kv) {
+        my $e = entry_of_id($id);
+        my (undef, @f) = $list->('XRANGE', "$prefix:jobs", $e, $e);
+        my %f = @f;
+        @kv = ((map { $_ => $f{$_} } grep { $_ ne 'r' } keys %f),
+               status => 'queued', attempts => 0)
+          if @f && ($f{r} // '') eq substr($id, 16);
+    }
+    my %h;
+    while (@kv) {
+        my $k = shift @kv;
+        $h{$k} = shift(@kv) // '';
+    }
+    return \%h;
+}
+
+# The ids of the jobs under a prefix whose query is $query.
+sub jobs_with_query {
+    my ($prefix, $query, $list) = @_;
+    return grep { job_field($prefix, $_, 'query', $list) eq $query }
+      job_ids($prefix, $list);
+}
+
+# One field, read inside Valkey (values may hold newlines).
+my $JOB_FIELD = "if redis.call('EXISTS', KEYS[1]) == 1 then "
+  . "return redis.call('HGET', KEYS[1], ARGV[1]) end "
+  . "local e = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])[1] "
+  . "if not e then return false end local f = {} "
+  . "for i = 1, #e[2] - 1, 2 do f[e[2][i]] = e[2][i + 1] end "
+  . "if f.r ~= ARGV[3] then return false end "
+  . "if ARGV[1] == 'status' then return 'queued' end "
+  . "if ARGV[1] == 'attempts' then return '0' end return f[ARGV[1]]";
+
+sub job_field {
+    my ($prefix, $id, $f, $list) = @_;
+    my @a = ('EVAL', $JOB_FIELD, 2, "$prefix:job:$id", "$prefix:jobs", $f,
+             entry_of_id($id), substr($id, 16));
+    return $list ? join("\n", $list->(@a)) : cmd(@a);
+}
+
 sub _pid {
     my $f = $ENV{RAGQ_TEST_REDIS_PID}
       or die "Ragq::Valkey: RAGQ_TEST_REDIS_PID is not set\n";

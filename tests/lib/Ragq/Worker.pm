@@ -176,12 +176,38 @@ sub new_id {
 my $ENQUEUE = "redis.call('HSET', KEYS[1], unpack(ARGV)); "
   . "return redis.call('XADD', KEYS[2], '*', 'job', KEYS[3])";
 
-# enqueue(prefix => P, query => Q, top_k => K, collection => C, attempts => N)
+# The id of the job an entry "<ms>-<seq>" with random part $r carries
+# (DEVELOPERS.md, "data model"), as the module and the worker make it.
+sub id_of_entry {
+    my ($entry, $r) = @_;
+    my ($ms, $seq) = $entry =~ /^(\d+)-(\d+)$/ or die "not an entry id: $entry\n";
+    return sprintf('%012x%04x%s', $ms, $seq, $r);
+}
+
+# The entry id "<ms>-<seq>" a job id names.
+sub entry_of_id {
+    my ($id) = @_;
+    no warnings "portable";
+    return hex(substr($id, 0, 12)) . "-" . hex(substr($id, 12, 4));
+}
+
+# enqueue(prefix => P, query => Q, top_k => K, collection => C): the job
+# as the module enqueues it, one XADD that carries it.  With attempts => N,
+# id => ID or old => 1: as the module did before (hash + "job ID" entry),
+# the form of jobs enqueued before an upgrade.
 sub enqueue {
     my (%o) = @_;
     my $p = $o{prefix} // 'ragq';
-    my $id = $o{id} // new_id();
     my $ms = int(time * 1000);
+    if (!$o{old} && !defined $o{attempts} && !defined $o{id}) {
+        my $r = sprintf('%08x%08x', int(rand(0xffffffff)), int(rand(0xffffffff)));
+        my $entry = _cmd('XADD', "$p:jobs", '*', r => $r,
+            query => $o{query} // 'What is the capital of France?',
+            top_k => $o{top_k} // 3, collection => $o{collection} // '',
+            tenant => $o{tenant} // '', created_at => $ms);
+        return id_of_entry($entry, $r);
+    }
+    my $id = $o{id} // new_id();
     _cmd('EVAL', $ENQUEUE, 3, "$p:job:$id", "$p:jobs", $id,
         status => 'queued', query => $o{query} // 'What is the capital of France?',
         top_k => $o{top_k} // 3, collection => $o{collection} // '',
@@ -190,9 +216,19 @@ sub enqueue {
 }
 
 # The job hash as a Perl hash (values must not contain newlines).
+# A job not claimed yet is read from its queue entry, as the module reads
+# it: status queued, attempts 0.
 sub job {
     my ($prefix, $id) = @_;
     my @kv = _cmd_list('HGETALL', "$prefix:job:$id");
+    if (!@kv && $id =~ /^[0-9a-f]{32}$/) {
+        my $e = entry_of_id($id);
+        my (undef, @f) = _cmd_list('XRANGE', "$prefix:jobs", $e, $e);
+        my %f = @f;
+        @kv = ((map { $_ => $f{$_} } grep { $_ ne 'r' } keys %f),
+               status => 'queued', attempts => 0)
+          if @f && ($f{r} // '') eq substr($id, 16);
+    }
     my %h;
     while (@kv) {
         my $k = shift @kv;
@@ -204,7 +240,9 @@ sub job {
 
 sub field {
     my ($prefix, $id, $f) = @_;
-    return _cmd('HGET', "$prefix:job:$id", $f);
+    my $v = _cmd('HGET', "$prefix:job:$id", $f);
+    return $v if length $v || _cmd('EXISTS', "$prefix:job:$id");
+    return job($prefix, $id)->{$f} // '';
 }
 
 # Waits until every id has a final status; returns the number that did.
