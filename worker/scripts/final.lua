@@ -10,6 +10,8 @@
 -- KEYS[2]  the events channel, P:events
 -- KEYS[3]  the dead stream, P:dead
 -- KEYS[4]  the jobs stream, P:jobs
+-- KEYS[5]  the answer's output stream, P:out:ID (append.lua): it gets
+--          the job's TTL with the hash, whatever the outcome
 -- ARGV[1]  'finished' or 'failed'
 -- ARGV[2]  ended_at, epoch ms
 -- ARGV[3]  RAGQ_RESULT_TTL in ms (PEXPIRE of the hash)
@@ -78,6 +80,7 @@ else
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[9], 'error', ARGV[7])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[5], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[9] .. ' ' .. ARGV[1])
 ack()
 return 1
