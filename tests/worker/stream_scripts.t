@@ -3,7 +3,8 @@
 # PUBLISH per batch on the channel P:out:ID; only the claim that holds the
 # job (its fencing token) may append; a new try after pieces were written
 # starts with one reset entry; nothing is written for a job that is not
-# running.
+# running; final.lua makes the stream end with the result when an append
+# was lost.
 use strict;
 use warnings;
 use utf8;
@@ -114,6 +115,43 @@ Ragq::Valkey::cmd('DEL', $OUT);
 Ragq::Valkey::cmd('SET', $OUT, 'x');
 Ragq::Valkey::cmd('HSET', $JOB, 'status', 'started');
 like(append(2, 'w2', 0, 'x'), qr/WRONGTYPE/, 'output key of another type: an error, nothing written');
+
+# ---- final.lua checks the stream against the result it writes
+my ($EVENTS, $DEAD, $JOBS) = ("$P:events", "$P:dead", "$P:jobs");
+sub final_finished {
+    my ($result) = @_;
+    return Ragq::Valkey::cmd('--eval', "$DIR/final.lua", $JOB, $EVENTS, $DEAD, $JOBS, $OUT, ',',
+        'finished', 1700000009999, 60000, $result, '[]', '{}', '', '1-1', $id,
+        "$P:workers", 3, 'w3');
+}
+sub fresh { Ragq::Valkey::cmd('DEL', $JOB, $OUT);
+            Ragq::Valkey::cmd('HSET', $JOB, 'status', 'started', 'attempts', 3, 'owner', 'w3') }
+
+# The pieces since the last reset are the result: nothing added.
+fresh();
+append(3, 'w3', 1, 'old text');
+append(3, 'w3', 1, 'The ', 'answer.');
+next_message() for 1 .. 2;
+is(final_finished('The answer.'), 1, 'final written');
+is(scalar @{ entries() }, 4, 'a stream that matches the result is left as it is');
+
+# A piece lost (an append refused): a reset, then the whole result.
+fresh();
+append(3, 'w3', 1, 'The ');
+next_message();
+is(final_finished('The answer.'), 1, 'final written');
+$e = entries();
+is_deeply([@{$e}[1, 2]], [[2, 'reset', 3, 'a', 3], [3, 't', 'The answer.', 'a', 3]],
+          'a stream short of the result gets a reset and the whole result');
+is(next_message(), '2:r:1:33:t:11:The answer.', 'published as one batch');
+my $pttl = Ragq::Valkey::cmd('PTTL', $OUT);
+ok($pttl > 0 && $pttl <= 60000, "the output stream has the job's TTL ($pttl ms)");
+
+# No stream at all (every append lost): the result as its one piece.
+fresh();
+is(final_finished('Only this.'), 1, 'final written');
+is_deeply(entries(), [[1, 't', 'Only this.', 'a', 3]], 'no stream: the result as one piece, no reset');
+is(next_message(), '1:t:10:Only this.', 'published');
 
 kill 'TERM', $sub_pid;
 close $sub;
