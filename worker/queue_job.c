@@ -493,25 +493,27 @@ static int
 send_claim(ragq_queue_t *q, ragq_job_t *job)
 {
     char        now[32];
-    const char *argv[16];
+    const char *argv[16], *out = ragq_queue_out_key(q, job);
 
     constant_args(q);
     snprintf(now, sizeof(now), "%lld", (long long) ragq_epoch_ms());
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_CLAIM, argv);
-    argv[2] = "4";
+    argv[2] = "5";
     argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = q->k_dead;
     argv[6] = q->k_jobs;
-    argv[7] = q->a_max_attempts;
-    argv[8] = now;
-    argv[9] = job->id;
-    argv[10] = job->entry;
-    argv[11] = q->k_group;
-    argv[12] = q->consumer;
-    argv[13] = q->a_result_ttl;
-    argv[14] = q->a_top_k_limit;
-    return ragq_queue_send(q, claim_reply, job, 15, argv, NULL);
+    /* P:out:ID (the hash again if it could not be made: harmless) */
+    argv[7] = out ? out : job->key;
+    argv[8] = q->a_max_attempts;
+    argv[9] = now;
+    argv[10] = job->id;
+    argv[11] = job->entry;
+    argv[12] = q->k_group;
+    argv[13] = q->consumer;
+    argv[14] = q->a_result_ttl;
+    argv[15] = q->a_top_k_limit;
+    return ragq_queue_send(q, claim_reply, job, 16, argv, NULL);
 }
 
 /*

@@ -27,16 +27,23 @@ out_due(void *data)
     ragq_queue_out_flush(job->queue, job);
 }
 
-void
-ragq_queue_out_start(ragq_queue_t *q, ragq_job_t *job)
+const char *
+ragq_queue_out_key(ragq_queue_t *q, ragq_job_t *job)
 {
     size_t n = strlen(q->cfg->prefix) + 5 + 32 + 1;
 
-    job->out_key = malloc(n);
-    if (job->out_key == NULL) {
+    if (job->out_key == NULL && (job->out_key = malloc(n)) != NULL) {
+        snprintf(job->out_key, n, "%s:out:%s", q->cfg->prefix, job->id);
+    }
+    return job->out_key;
+}
+
+void
+ragq_queue_out_start(ragq_queue_t *q, ragq_job_t *job)
+{
+    if (ragq_queue_out_key(q, job) == NULL) {
         return; /* not streamed; the result is written all the same */
     }
-    snprintf(job->out_key, n, "%s:out:%s", q->cfg->prefix, job->id);
     ragq_timer_init(&job->out_timer, out_due, job);
     job->on_piece = ragq_queue_out_piece;
 }

@@ -153,7 +153,19 @@ is(final_finished('Only this.'), 1, 'final written');
 is_deeply(entries(), [[1, 't', 'Only this.', 'a', 3]], 'no stream: the result as one piece, no reset');
 is(next_message(), '1:t:10:Only this.', 'published');
 
+# ---- claim.lua: a job failed at its claim (max_attempts) expires the
+# pieces its earlier attempts left
+fresh();
+append(3, 'w3', 1, 'half an answer');
+next_message();
+Ragq::Valkey::cmd('HSET', $JOB, 'status', 'queued', 'query', 'q?', 'top_k', '', 'collection', '');
+my $r = Ragq::Valkey::cmd('--eval', "$DIR/claim.lua", $JOB, $EVENTS, $DEAD, $JOBS, $OUT, ',',
+    3, 1700000009999, $id, '1-1', "$P:workers", 'w4', 60000, 1000);
+like($r, qr/max_attempts/, 'claimed more than RAGQ_MAX_ATTEMPTS times: failed at the claim');
+$pttl = Ragq::Valkey::cmd('PTTL', $OUT);
+ok($pttl > 0 && $pttl <= 60000, "the output stream expires with the job ($pttl ms)");
+
 kill 'TERM', $sub_pid;
 close $sub;
-Ragq::Valkey::cmd('DEL', $JOB, $OUT);
+Ragq::Valkey::cmd('DEL', $JOB, $OUT, $DEAD);
 done_testing();
