@@ -6,8 +6,9 @@
  * and /job-status sends as JSON, is JSON in UTF-8; error codes and messages
  * are C strings within their fields.
  *
- * The streamed chat chunks (SSE "data:" lines) have no parser yet: when
- * worker/openai.c gets one, it belongs here.
+ * The streamed chat answer (worker/openai_stream.c): the same bytes fed
+ * in pieces of sizes taken from the input; a parsed answer is valid UTF-8
+ * without NUL and equals its pieces concatenated, its usage JSON.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,8 @@
 #include <string.h>
 
 #include "openai.h"
+#include "openai_stream.h"
+#include "utf8.h"
 #include "oracle.h"
 
 /* read, so that the loop reading the vectors stays */
@@ -36,6 +39,66 @@ check_error(const ragq_upstream_error_t *err)
         memchr(err->message, '\0', sizeof(err->message)) == NULL) {
         fail("an error field without its NUL", err, sizeof(*err));
     }
+}
+
+/* The pieces the stream parser handed out, concatenated. */
+static char  *pieces;
+static size_t npieces;
+
+static void
+on_piece(const char *text, size_t len, void *data)
+{
+    (void) data;
+    if (len == 0) {
+        fail("an empty piece", "", 0);
+    }
+    pieces = realloc(pieces, npieces + len);
+    memcpy(pieces + npieces, text, len);
+    npieces += len;
+}
+
+static void
+check_stream(const uint8_t *data, size_t size)
+{
+    ragq_chat_stream_t s;
+    size_t             at = 0, step, i, n;
+    char              *answer = NULL, *usage = NULL;
+    int                rc = 0;
+
+    npieces = 0;
+    ragq_chat_stream_init(&s, on_piece, NULL);
+    while (at < size && rc == 0) {
+        /* piece sizes from the bytes themselves: 1..16 */
+        step = (size_t) (data[at] & 15) + 1;
+        step = step > size - at ? size - at : step;
+        rc = ragq_chat_stream_feed(&s, (const char *) data + at, step);
+        at += step;
+    }
+    if (rc == 0) {
+        rc = ragq_chat_stream_end(&s, &answer, &usage);
+    }
+    if (rc == 0) {
+        n = strlen(answer);
+        if (n != npieces || memcmp(answer, pieces, n) != 0) {
+            fail("a streamed answer that is not its pieces", data, size);
+        }
+        for (i = 0; i < n;
+             i += ragq_utf8_seq((const unsigned char *) answer + i, n - i)) {
+            if (ragq_utf8_seq((const unsigned char *) answer + i, n - i) == 0) {
+                fail("a streamed answer that is not UTF-8", data, size);
+            }
+        }
+        if (usage &&
+            !oracle_json((const unsigned char *) usage, strlen(usage), 1000)) {
+            fail("a streamed usage that is not JSON in UTF-8", usage,
+                 strlen(usage));
+        }
+        free(answer);
+        free(usage);
+    } else {
+        check_error(&s.err);
+    }
+    ragq_chat_stream_free(&s);
 }
 
 int
@@ -84,6 +147,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         check_error(&err);
     }
+
+    check_stream(data, size);
 
     memset(&err, 0, sizeof(err));
     ragq_upstream_error_from_http(&err, (size & 1) ? "chat" : "embeddings",

@@ -165,6 +165,16 @@ OPENAI = {
     "error-llamacpp": b'{"error": {"code": 400, "message": "bad", "type": '
                       b'"invalid_request_error"}}',
     "error-vllm-flat": b'{"object":"error","message":"m","type":"t","param":null,"code":404}',
+    # streamed (worker/openai_stream.c): CRLF and LF, a comment, a character
+    # cut between two deltas, the usage chunk, [DONE]
+    "chat-stream": b': keep-alive\r\n\r\ndata: {"choices":[{"index":0,"delta":{"role":'
+                   b'"assistant","content":"h\xc3"},"finish_reason":null}]}\r\n\r\n'
+                   b'data: {"choices":[{"index":0,"delta":{"content":"\xa9llo \\ud83d'
+                   b'\\ude00"},"finish_reason":"stop"}]}\n\n'
+                   b'data: {"choices":[],"usage":{"prompt_tokens":3,"total_tokens":5}}\n\n'
+                   b'data: [DONE]\n\n',
+    "chat-stream-error": b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+                         b'event: error\ndata: {"error":{"message":"overloaded"}}\n\n',
 }
 
 QDRANT = {

@@ -32,20 +32,22 @@
 #define RAGQ_HTTP_HEADER_SETS 8
 
 struct ragq_http_req_s {
-    ragq_http_t     *http;
-    ragq_http_req_t *prev, *next;
-    CURL            *easy;
-    char            *send; /* the request body, owned */
-    char            *body;
-    size_t           len, cap;
-    char            *retry_after, *retry_after_ms;
-    int              too_big;
-    size_t           max_answer; /* bytes of body accepted */
-    uint64_t         started;
-    long             timeout_ms;
-    ragq_http_cb     cb;
-    void            *data;
-    char             errbuf[CURL_ERROR_SIZE];
+    ragq_http_t      *http;
+    ragq_http_req_t  *prev, *next;
+    CURL             *easy;
+    char             *send; /* the request body, owned */
+    char             *body;
+    size_t            len, cap;
+    char             *retry_after, *retry_after_ms;
+    int               too_big;
+    size_t            max_answer; /* bytes of body accepted */
+    uint64_t          started;
+    long              timeout_ms;
+    ragq_http_cb      cb;
+    void             *data;
+    ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
+    size_t            streamed; /* bytes handed to on_data */
+    char              errbuf[CURL_ERROR_SIZE];
 };
 
 typedef struct {
@@ -110,6 +112,8 @@ req_release(ragq_http_req_t *req)
     }
     req->len = 0;
     req->too_big = 0;
+    req->on_data = NULL;
+    req->streamed = 0;
     req->cb = NULL;
     req->data = NULL;
     req->prev = NULL;
@@ -184,7 +188,20 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     ragq_http_req_t *req = userdata;
     size_t           n = size * nmemb;
+    long             code = 0;
 
+    if (req->on_data) {
+        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
+    }
+    if (code >= 200 && code <= 299) {
+        /* Streamed: the same cap, counted, nothing kept. */
+        if (n > req->max_answer - req->streamed) {
+            req->too_big = 1;
+            return 0;
+        }
+        req->streamed += n;
+        return req->on_data(ptr, n, req->data) == 0 ? n : 0;
+    }
     /* Past the cap: stop the transfer now (curl fails it), read no more. */
     if (n > req->max_answer - req->len) {
         req->too_big = 1;
@@ -591,6 +608,12 @@ ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
     }
     req->send = body;
     return req;
+}
+
+void
+ragq_http_stream(ragq_http_req_t *req, ragq_http_data_cb on_data)
+{
+    req->on_data = on_data;
 }
 
 void

@@ -61,6 +61,17 @@ ragq_http_req_t *ragq_http_post_take(ragq_http_t *http, const char *url,
                                      long timeout_ms, size_t max_answer,
                                      ragq_http_cb cb, void *data);
 
+/*
+ * Receives the body of a 2xx answer as it arrives (streamed chat answers),
+ * instead of buffering it: resp->body is then empty.  Non-zero stops the
+ * transfer (the callback then sees status 0).  Called from inside curl: it
+ * must not start or cancel requests.
+ */
+typedef int (*ragq_http_data_cb)(const char *buf, size_t n, void *data);
+
+/* Streams the answer of a request just started to on_data (same data). */
+void ragq_http_stream(ragq_http_req_t *req, ragq_http_data_cb on_data);
+
 /* Aborts a request; its callback will not run.  NULL is fine. */
 void ragq_http_cancel(ragq_http_req_t *req);
 

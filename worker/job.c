@@ -16,6 +16,7 @@
 #include "jsonr.h"
 #include "jsonw.h"
 #include "openai.h"
+#include "openai_stream.h"
 #include "qdrant.h"
 #include "retry.h"
 
@@ -24,6 +25,7 @@ enum { STAGE_EMBED, STAGE_RETRIEVE, STAGE_GENERATE, STAGE_DONE };
 static const char *stage_api[] = {"embeddings", "qdrant", "chat"};
 
 static void step(void *data);
+static int  on_chat_data(const char *buf, size_t n, void *data);
 
 int
 ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
@@ -94,8 +96,19 @@ ragq_job_new(void)
     if (job != NULL) {
         ragq_timer_init(&job->timer, step, job);
         ragq_timer_init(&job->write_timer, NULL, job);
+        ragq_timer_init(&job->out_timer, NULL, job); /* queue_out.c's */
     }
     return job;
+}
+
+static void
+chat_stream_free(ragq_job_t *job)
+{
+    if (job->chat_stream) {
+        ragq_chat_stream_free(job->chat_stream);
+        free(job->chat_stream);
+        job->chat_stream = NULL;
+    }
 }
 
 void
@@ -130,6 +143,7 @@ ragq_job_free(ragq_job_t *job)
     free(job->usage_json);
     free(job->vector);
     free(job->chat_usage);
+    chat_stream_free(job);
     ragq_sources_free(job->sources, job->nsources);
     free(job);
 }
@@ -341,6 +355,15 @@ on_http(const ragq_http_response_t *resp, void *data)
 
     job->req = NULL;
     ragq_count_call(job->stage);
+    if (job->chat_stream && !resp->too_large &&
+        ((ragq_chat_stream_t *) job->chat_stream)->failed) {
+        /* The streamed answer broke (an error event, not JSON): retried
+         * like an answer that does not parse. */
+        job->err = ((ragq_chat_stream_t *) job->chat_stream)->err;
+        chat_stream_free(job);
+        retry_or_give_up(job, 1);
+        return;
+    }
     if (resp->too_large) {
         /* Not a glitch: the same question gets the same answer again. */
         ragq_upstream_error_set(&job->err, 0, 0, "upstream_answer_too_large",
@@ -390,6 +413,16 @@ on_http(const ragq_http_response_t *resp, void *data)
         free(job->result);
         free(job->chat_usage);
         job->result = job->chat_usage = NULL;
+        if (job->chat_stream) {
+            ragq_chat_stream_t *cs = job->chat_stream;
+
+            rc = ragq_chat_stream_end(cs, &job->result, &job->chat_usage);
+            if (rc != 0) {
+                job->err = cs->err;
+            }
+            chat_stream_free(job);
+            break;
+        }
         rc = ragq_openai_chat_parse(resp->body, resp->len, &job->result,
                                     &job->chat_usage, &job->err);
         break;
@@ -421,6 +454,9 @@ post_json(ragq_job_t *job, const char *url, const char *auth, char *body)
         ragq_http_post_take(job->p->http, url, auth, body, strlen(body),
                             job->p->cfg->http_timeout_ms,
                             job->p->max_answer[job->stage], on_http, job);
+    if (job->req != NULL && job->chat_stream != NULL) {
+        ragq_http_stream(job->req, on_chat_data);
+    }
     if (job->req == NULL) {
         free(body);
         ragq_upstream_error_set(&job->err, 0, 1, "internal_error",
@@ -494,22 +530,87 @@ do_retrieve(ragq_job_t *job)
 }
 
 static void
+on_chat_piece(const char *text, size_t len, void *data)
+{
+    ragq_job_t *job = data;
+
+    job->on_piece(job, text, len, RAGQ_PIECE_MERGE);
+}
+
+static int
+on_chat_data(const char *buf, size_t n, void *data)
+{
+    ragq_job_t *job = data;
+
+    return ragq_chat_stream_feed(job->chat_stream, buf, n);
+}
+
+/* The extractive answer, sentence by sentence (a sentence ends after .!?
+ * or a line break, with the white space that follows). */
+static void
+stream_sentences(ragq_job_t *job, const char *t)
+{
+    size_t i = 0, start = 0, n = strlen(t);
+
+    job->on_piece(job, NULL, 0, RAGQ_PIECE_NEW_TRY);
+    while (i < n) {
+        int end = t[i] == '\n' ||
+                  ((t[i] == '.' || t[i] == '!' || t[i] == '?') &&
+                   (i + 1 == n || t[i + 1] == ' ' || t[i + 1] == '\n'));
+
+        i++;
+        if (end) {
+            while (i < n && (t[i] == ' ' || t[i] == '\n')) {
+                i++;
+            }
+            job->on_piece(job, t + start, i - start, RAGQ_PIECE_SPLIT);
+            start = i;
+        }
+    }
+    if (start < n) {
+        job->on_piece(job, t + start, n - start, RAGQ_PIECE_SPLIT);
+    }
+}
+
+static void
 do_generate(ragq_job_t *job)
 {
     ragq_pipeline_t *p = job->p;
+    char            *body;
 
     if (!p->answer_openai) {
         free(job->result);
         job->result =
             ragq_extractive_answer(job->query, job->sources, job->nsources);
+        if (job->result && job->on_piece) {
+            stream_sentences(job, job->result);
+        }
         job->ms_generate = (long) (ragq_now_ms() - job->stage_started);
         complete(job);
         return;
     }
-    post_json(job, p->chat_url, p->chat_auth,
-              ragq_openai_chat_body(p->cfg->chat_model, job->query,
-                                    job->sources, job->nsources,
-                                    p->cfg->max_tokens));
+    if (job->on_piece == NULL) {
+        post_json(job, p->chat_url, p->chat_auth,
+                  ragq_openai_chat_body(p->cfg->chat_model, job->query,
+                                        job->sources, job->nsources,
+                                        p->cfg->max_tokens));
+        return;
+    }
+    /* Streamed: each try starts a new text (queue_out.c writes a reset). */
+    chat_stream_free(job);
+    job->chat_stream = malloc(sizeof(ragq_chat_stream_t));
+    body = job->chat_stream
+               ? ragq_openai_chat_stream_body(p->cfg->chat_model, job->query,
+                                              job->sources, job->nsources,
+                                              p->cfg->max_tokens)
+               : NULL;
+    if (body == NULL) {
+        post_json(job, "", NULL, NULL);
+        return;
+    }
+    ragq_chat_stream_init(job->chat_stream, on_chat_piece, job);
+    job->on_piece(job, NULL, 0, RAGQ_PIECE_NEW_TRY);
+    post_json(job, p->chat_url, p->chat_auth, body); /* may free job */
 }
 
 static void

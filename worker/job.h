@@ -60,6 +60,18 @@ enum {
 typedef struct ragq_job_s ragq_job_t;
 typedef void (*ragq_job_done_cb)(ragq_job_t *job, void *data);
 
+/*
+ * The answer's text as it is written: pieces in order, whose concatenation
+ * since the last RAGQ_PIECE_NEW_TRY is the text of the try that runs (and,
+ * when it finishes the job, its result).  MERGE: may join the last piece;
+ * SPLIT: a piece of its own (a sentence); NEW_TRY (no text): a try of the
+ * answer begins, what came before it is void.  The queue streams them
+ * (queue_out.c); called from inside curl's callbacks.
+ */
+enum { RAGQ_PIECE_MERGE, RAGQ_PIECE_SPLIT, RAGQ_PIECE_NEW_TRY };
+typedef void (*ragq_job_piece_cb)(ragq_job_t *job, const char *text, size_t len,
+                                  int how);
+
 struct ragq_job_s {
     /* inputs, owned by the job (freed by ragq_job_free) */
     char     id[33];
@@ -83,6 +95,14 @@ struct ragq_job_s {
     ragq_timer_t write_timer; /* the final write again, after an error */
     int          write_tries;
 
+    /* streamed pieces not yet sent (queue_out.c) */
+    ragq_job_piece_cb on_piece; /* NULL: not streamed */
+    ragq_timer_t      out_timer;
+    char             *out_buf, *out_key;
+    size_t           *out_ends; /* end of each pending piece in out_buf */
+    size_t            out_len, out_cap, out_n, out_ncap;
+    int               out_new_try; /* the next batch begins a new try */
+
     /* outcome */
     ragq_job_outcome_t    outcome;
     char                 *result, *sources_json, *usage_json;
@@ -97,6 +117,7 @@ struct ragq_job_s {
     uint64_t         stage_started;
     ragq_timer_t     timer;
     ragq_http_req_t *req;
+    void            *chat_stream; /* ragq_chat_stream_t of the chat call */
     float           *vector;
     size_t           dim;
     ragq_source_t   *sources;

@@ -407,10 +407,9 @@ one_line(ragq_jbuf_t *b, const char *s)
     ragq_jbuf_add(b, (const char *) p + start, n - start);
 }
 
-char *
-ragq_openai_chat_body(const char *model, const char *question,
-                      const ragq_source_t *sources, size_t n,
-                      unsigned max_tokens)
+static char *
+chat_body(const char *model, const char *question, const ragq_source_t *sources,
+          size_t n, unsigned max_tokens, int stream)
 {
     ragq_jbuf_t b, u;
     char        num[32];
@@ -453,7 +452,9 @@ ragq_openai_chat_body(const char *model, const char *question,
     ragq_jbuf_string(&b, system_prompt, sizeof(system_prompt) - 1);
     ragq_jbuf_adds(&b, "},{\"role\":\"user\",\"content\":");
     ragq_jbuf_string(&b, user, total);
-    ragq_jbuf_adds(&b, "}],\"stream\":false");
+    ragq_jbuf_adds(&b, stream ? "}],\"stream\":true,\"stream_options\":"
+                                "{\"include_usage\":true}"
+                              : "}],\"stream\":false");
     if (max_tokens) {
         ragq_jbuf_adds(&b, ",\"max_tokens\":");
         ragq_jbuf_uint(&b, max_tokens);
@@ -461,6 +462,22 @@ ragq_openai_chat_body(const char *model, const char *question,
     ragq_jbuf_add(&b, "}", 1);
     free(user);
     return ragq_jbuf_finish(&b);
+}
+
+char *
+ragq_openai_chat_body(const char *model, const char *question,
+                      const ragq_source_t *sources, size_t n,
+                      unsigned max_tokens)
+{
+    return chat_body(model, question, sources, n, max_tokens, 0);
+}
+
+char *
+ragq_openai_chat_stream_body(const char *model, const char *question,
+                             const ragq_source_t *sources, size_t n,
+                             unsigned max_tokens)
+{
+    return chat_body(model, question, sources, n, max_tokens, 1);
 }
 
 /* content as a string, or the text parts of a content array joined. */

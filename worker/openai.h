@@ -42,6 +42,12 @@ char *ragq_openai_chat_body(const char *model, const char *question,
                             const ragq_source_t *sources, size_t n,
                             unsigned max_tokens);
 
+/* The same with "stream":true,"stream_options":{"include_usage":true}
+ * (the answer is read by openai_stream.h). */
+char *ragq_openai_chat_stream_body(const char *model, const char *question,
+                                   const ragq_source_t *sources, size_t n,
+                                   unsigned max_tokens);
+
 /*
  * Parses a 2xx chat answer: *answer = choices[0].message.content (malloc'd),
  * *usage_json = the "usage" object as JSON text or NULL when absent

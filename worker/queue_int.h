@@ -86,6 +86,14 @@ void ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why);
 /* ragq_queue_job_lost's why: keepalive.lua's answers other than "ours". */
 enum { JOB_LOST_STALE = 0, JOB_LOST_GONE = 2, JOB_LOST_FINAL = 3 };
 
+/* queue_out.c */
+void        ragq_queue_out_start(ragq_queue_t *q, ragq_job_t *job);
+const char *ragq_queue_out_key(ragq_queue_t *q, ragq_job_t *job); /* P:out:ID */
+void        ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len,
+                                 int how);
+void        ragq_queue_out_flush(ragq_queue_t *q, ragq_job_t *job);
+void        ragq_queue_out_free(ragq_queue_t *q, ragq_job_t *job);
+
 /* queue_keep.c */
 void     ragq_queue_keepalive(ragq_queue_t *q);
 void     ragq_queue_forget_consumers(ragq_queue_t *q);

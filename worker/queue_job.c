@@ -45,6 +45,7 @@ static void
 job_unlink_free(ragq_queue_t *q, ragq_job_t *job)
 {
     ragq_timer_stop(q->loop, &job->write_timer);
+    ragq_queue_out_free(q, job);
     if (job->prev) {
         job->prev->next = job->next;
     } else {
@@ -224,7 +225,7 @@ static void
 write_final(ragq_queue_t *q, ragq_job_t *job)
 {
     char        ended[32], token[32], *err_json = NULL;
-    const char *argv[19];
+    const char *argv[20];
     int         finished = job->outcome == RAGQ_JOB_FINISHED, rc;
 
     if (!finished && (err_json = ragq_job_error_json(job)) == NULL) {
@@ -235,24 +236,26 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
     snprintf(ended, sizeof(ended), "%lld", (long long) ragq_epoch_ms());
     snprintf(token, sizeof(token), "%ld", job->attempts);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_FINAL, argv);
-    argv[2] = "4";
+    argv[2] = "5";
     argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = q->k_dead;
     argv[6] = q->k_jobs;
-    argv[7] = finished ? "finished" : "failed";
-    argv[8] = ended;
-    argv[9] = q->a_result_ttl;
-    argv[10] = finished ? job->result : "";
-    argv[11] = finished ? job->sources_json : "";
-    argv[12] = finished ? job->usage_json : "";
-    argv[13] = finished ? "" : err_json;
-    argv[14] = job->entry;
-    argv[15] = job->id;
-    argv[16] = q->k_group;
-    argv[17] = token;
-    argv[18] = q->consumer;
-    rc = ragq_queue_send(q, final_reply, job, 19, argv, NULL);
+    /* P:out:ID (the hash again if it could not be made: harmless) */
+    argv[7] = job->out_key ? job->out_key : job->key;
+    argv[8] = finished ? "finished" : "failed";
+    argv[9] = ended;
+    argv[10] = q->a_result_ttl;
+    argv[11] = finished ? job->result : "";
+    argv[12] = finished ? job->sources_json : "";
+    argv[13] = finished ? job->usage_json : "";
+    argv[14] = finished ? "" : err_json;
+    argv[15] = job->entry;
+    argv[16] = job->id;
+    argv[17] = q->k_group;
+    argv[18] = token;
+    argv[19] = q->consumer;
+    rc = ragq_queue_send(q, final_reply, job, 20, argv, NULL);
     free(err_json);
     job->state = rc == 0 ? JOB_WRITING : JOB_PARKED;
     if (rc != 0) {
@@ -329,6 +332,8 @@ job_done(ragq_job_t *job, void *data)
 {
     ragq_queue_t *q = data;
 
+    /* The last pieces go before the final write, on the same connection. */
+    ragq_queue_out_flush(q, job);
     if (job->outcome == RAGQ_JOB_EXHAUSTED) {
         if (job->attempts < (long) q->cfg->max_attempts) {
             release_job(q, job);
@@ -399,6 +404,7 @@ claim_reply(void *owner, redisReply *reply, void *priv)
         return;
     }
     job->state = JOB_RUNNING;
+    ragq_queue_out_start(q, job);
     ragq_joblog_started(job, q->cfg->max_attempts);
     ragq_job_run(q->pipeline, job, job_done, q);
 }
@@ -529,26 +535,28 @@ static int
 send_claim(ragq_queue_t *q, ragq_job_t *job)
 {
     char        now[32];
-    const char *argv[21];
-    size_t      lens[21];
-    int         argc = 15, i;
+    const char *argv[22], *out = ragq_queue_out_key(q, job);
+    size_t      lens[22];
+    int         argc = 16, i;
 
     constant_args(q);
     snprintf(now, sizeof(now), "%lld", (long long) ragq_epoch_ms());
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_CLAIM, argv);
-    argv[2] = "4";
+    argv[2] = "5";
     argv[3] = job->key;
     argv[4] = q->k_events;
     argv[5] = q->k_dead;
     argv[6] = q->k_jobs;
-    argv[7] = q->a_max_attempts;
-    argv[8] = now;
-    argv[9] = job->id;
-    argv[10] = job->entry;
-    argv[11] = q->k_group;
-    argv[12] = q->consumer;
-    argv[13] = q->a_result_ttl;
-    argv[14] = q->a_top_k_limit;
+    /* P:out:ID (the hash again if it could not be made: harmless) */
+    argv[7] = out ? out : job->key;
+    argv[8] = q->a_max_attempts;
+    argv[9] = now;
+    argv[10] = job->id;
+    argv[11] = job->entry;
+    argv[12] = q->k_group;
+    argv[13] = q->consumer;
+    argv[14] = q->a_result_ttl;
+    argv[15] = q->a_top_k_limit;
     for (i = 0; i < argc; i++) {
         lens[i] = strlen(argv[i]);
     }

@@ -9,8 +9,8 @@
 #include <string.h>
 
 static const char *const texts[RAGQ_NSCRIPTS] = {
-    ragq_script_claim, ragq_script_final, ragq_script_release,
-    ragq_script_keepalive, ragq_script_consumers};
+    ragq_script_claim,     ragq_script_final,     ragq_script_release,
+    ragq_script_keepalive, ragq_script_consumers, ragq_script_append};
 
 void
 ragq_scripts_init(ragq_scripts_t *s, ragq_vconn_t *vc)

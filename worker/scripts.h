@@ -19,6 +19,7 @@ extern const char ragq_script_final[];
 extern const char ragq_script_release[];
 extern const char ragq_script_keepalive[];
 extern const char ragq_script_consumers[];
+extern const char ragq_script_append[];
 
 typedef enum {
     RAGQ_SCRIPT_CLAIM,
@@ -26,6 +27,7 @@ typedef enum {
     RAGQ_SCRIPT_RELEASE,
     RAGQ_SCRIPT_KEEPALIVE,
     RAGQ_SCRIPT_CONSUMERS,
+    RAGQ_SCRIPT_APPEND, /* streamed pieces (issue 12) */
     RAGQ_NSCRIPTS
 } ragq_script_t;
 

@@ -327,7 +327,7 @@ class App:
             elif mode == "status":
                 return delay, self.fault_response(req, rule)
             else:
-                if mode in ("malformed", "slow_body"):
+                if mode in ("malformed", "slow_body", "stream_cut", "stream_stall"):
                     return delay, (mode, rule, self.api_response(req))
                 return delay, (mode, rule, None)
         resp = self.api_response(req)
@@ -1208,7 +1208,8 @@ def default_qdrant_error(status):
     }.get(status, "Service internal error: injected by stand-in")
 
 
-FAULT_MODES = ("status", "drop", "hang", "malformed", "slow_body", "delay", "reset", "flood")
+FAULT_MODES = ("status", "drop", "hang", "malformed", "slow_body", "delay", "reset", "flood",
+               "stream_cut", "stream_stall")
 
 
 def check_rule(r):
@@ -1226,7 +1227,7 @@ def check_rule(r):
         return "status must be an HTTP status code"
     if r.get("headers") is not None and not isinstance(r["headers"], dict):
         return "headers must be an object"
-    for k in ("delay_ms", "interval_ms", "bytes", "limit_bytes"):
+    for k in ("delay_ms", "interval_ms", "bytes", "limit_bytes", "after_events"):
         v = r.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             return "%s must be a number >= 0" % k
@@ -1512,6 +1513,20 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.write(head_bytes(200, JSON_CT, len(body), None,
                                                 not self.keep_alive) + body)
                 self.done()
+            elif mode in ("stream_cut", "stream_stall"):
+                # A streamed answer that breaks after its first after_events
+                # events: the connection closed without the last chunk
+                # (cut), or kept open with nothing more (stall).
+                if not isinstance(resp, StreamResponse):
+                    self.perform(resp)
+                    return
+                self.transport.write(head_bytes(200, b"text/event-stream", None,
+                                                {"Cache-Control": "no-cache"}, True))
+                for ev in resp.events[:int(rule.get("after_events", 2))]:
+                    self.transport.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                if mode == "stream_cut":
+                    self.closed = True
+                    self.transport.close()
             elif mode == "slow_body":
                 if isinstance(resp, StreamResponse):
                     resp = Response(200, b"".join(resp.events), b"text/event-stream")

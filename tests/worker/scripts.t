@@ -248,12 +248,12 @@ Ragq::Valkey::cmd('DEL', $DEAD);
 Ragq::Valkey::cmd('RENAME', "$DEAD.saved", $DEAD);
 no_event('claim: nor published');
 
-# ---- final.lua: KEYS job, events, dead, jobs; ARGV status, ended_at, ttl,
+# ---- final.lua: KEYS job, events, dead, jobs, out; ARGV status, ended_at, ttl,
 # ---- result, sources, usage, error, entry, id, group, token, owner --------
 
 sub final {
     my ($id, $entry, $status, $err, %o) = @_;
-    return eval_script('final', ["$P:job:$id", $EVENTS, $DEAD, $JOBS],
+    return eval_script('final', ["$P:job:$id", $EVENTS, $DEAD, $JOBS, "$P:out:$id"],
         [$status, 1700000009999, $o{ttl} // 60000, 'the answer', '[{"id":"1"}]', '{"backends":{}}',
          $err // '', $entry, $id, $GROUP, $o{token} // 1, $o{owner} // 'w']);
 }
@@ -263,7 +263,10 @@ sub claimed { job(status => 'started', attempts => 1, owner => 'w', @_) }
 
 $id = claimed(error => '{"code":"rate_limited","message":"x"}');
 $entry = pending_entry($id);
+Ragq::Valkey::cmd('XADD', "$P:out:$id", '0-1', 't', 'the answer', 'a', 1);
 is(final($id, $entry, 'finished'), '1', 'final: finished is written');
+my $out_pttl = Ragq::Valkey::cmd('PTTL', "$P:out:$id");
+ok($out_pttl > 0 && $out_pttl <= 60000, "final: the output stream gets the job's TTL ($out_pttl ms)");
 is(hget("$P:job:$id", 'status'), 'finished', 'final: status finished');
 is(hget("$P:job:$id", 'ended_at'), '1700000009999', 'final: ended_at');
 is(hget("$P:job:$id", 'result'), 'the answer', 'final: result');

@@ -10,6 +10,8 @@
 -- KEYS[2]  the events channel, P:events
 -- KEYS[3]  the dead stream, P:dead
 -- KEYS[4]  the jobs stream, P:jobs
+-- KEYS[5]  (optional) the answer's output stream, P:out:ID: a job failed
+--          here gets it expired with its hash (earlier attempts' pieces)
 -- ARGV[1]  RAGQ_MAX_ATTEMPTS
 -- ARGV[2]  now, epoch ms (started_at, or ended_at of a job failed here)
 -- ARGV[3]  the job id (the event message is "ID STATUS")
@@ -70,6 +72,9 @@ local function fail(code, message)
   redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[2], 'error', e)
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'error', e)
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  if KEYS[5] then
+    redis.call('PEXPIRE', KEYS[5], ARGV[7])
+  end
   redis.call('PUBLISH', KEYS[2], ARGV[3] .. ' failed')
   ack()
   return {3, code, message}

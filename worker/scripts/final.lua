@@ -10,6 +10,12 @@
 -- KEYS[2]  the events channel, P:events
 -- KEYS[3]  the dead stream, P:dead
 -- KEYS[4]  the jobs stream, P:jobs
+-- KEYS[5]  the answer's output stream, P:out:ID (append.lua): it gets
+--          the job's TTL with the hash, whatever the outcome.  When the
+--          job finishes and the pieces since its last reset are not the
+--          result (an append was lost: OOM, NOSCRIPT, a dropped piece),
+--          a reset and the whole result as one piece are appended (and
+--          published), so the stream always ends with the result.
 -- ARGV[1]  'finished' or 'failed'
 -- ARGV[2]  ended_at, epoch ms
 -- ARGV[3]  RAGQ_RESULT_TTL in ms (PEXPIRE of the hash)
@@ -70,6 +76,29 @@ if h[2] ~= ARGV[11] or h[3] ~= ARGV[12] then
   return -1
 end
 
+-- The output stream checked (reads only, before the first write).
+local out_t, out_seq, out_ok = kind(KEYS[5]), 0, true
+if ARGV[1] == 'finished' and KEYS[5] ~= KEYS[1] and (out_t == 'stream' or out_t == 'none') then
+  local since = {}
+  if out_t == 'stream' then
+    local all = redis.call('XREVRANGE', KEYS[5], '+', '-')
+    if #all > 0 then
+      out_seq = tonumber(string.match(all[1][1], '^0%-(%d+)$') or '0')
+    end
+    for _, e in ipairs(all) do
+      local f, t, reset = e[2], nil, false
+      for i = 1, #f, 2 do
+        if f[i] == 'reset' then reset = true elseif f[i] == 't' then t = f[i + 1] end
+      end
+      if reset then break end
+      if t then since[#since + 1] = t end
+    end
+  end
+  local text = {}
+  for i = #since, 1, -1 do text[#text + 1] = since[i] end
+  out_ok = table.concat(text) == ARGV[4]
+end
+
 if ARGV[1] == 'finished' then
   redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_at', ARGV[2], 'result', ARGV[4], 'sources', ARGV[5], 'usage', ARGV[6])
   redis.call('HDEL', KEYS[1], 'error')
@@ -78,6 +107,19 @@ else
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[9], 'error', ARGV[7])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if not out_ok then
+  local msg, a = {}, ARGV[11]
+  if out_seq > 0 then
+    out_seq = out_seq + 1
+    redis.call('XADD', KEYS[5], '0-' .. out_seq, 'reset', a, 'a', a)
+    msg[#msg + 1] = out_seq .. ':r:' .. #a .. ':' .. a
+  end
+  out_seq = out_seq + 1
+  redis.call('XADD', KEYS[5], '0-' .. out_seq, 't', ARGV[4], 'a', a)
+  msg[#msg + 1] = out_seq .. ':t:' .. #ARGV[4] .. ':' .. ARGV[4]
+  redis.call('PUBLISH', KEYS[5], table.concat(msg))
+end
+redis.call('PEXPIRE', KEYS[5], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[9] .. ' ' .. ARGV[1])
 ack()
 return 1

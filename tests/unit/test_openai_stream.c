@@ -1,0 +1,324 @@
+/*
+ * test_openai_stream.c: unit tests of openai_stream.c, the incremental
+ * parser of streamed chat answers: every body is fed whole, cut at every
+ * byte position, and one byte at a time, and must give the same answer,
+ * whose pieces concatenated are the answer byte for byte.
+ */
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "openai_stream.h"
+#include "suites.h"
+
+typedef struct {
+    char   buf[8192];
+    size_t len;
+    int    calls;
+} pieces_t;
+
+static void
+on_piece(const char *text, size_t len, void *data)
+{
+    pieces_t *p = data;
+
+    ck_assert_uint_gt(len, 0);
+    ck_assert_uint_lt(p->len + len, sizeof(p->buf));
+    memcpy(p->buf + p->len, text, len);
+    p->len += len;
+    p->calls++;
+}
+
+/*
+ * Feeds body in pieces cut at the given positions (cut2 may be 0); 0 with
+ * the answer and usage (malloc'd), or -1 with err_code set.
+ */
+static int
+run_cut(const char *body, size_t len, size_t cut1, size_t cut2, char **answer,
+        char **usage, char *err_code, pieces_t *pc)
+{
+    ragq_chat_stream_t s;
+    size_t             cuts[4] = {0, cut1, cut2 > cut1 ? cut2 : cut1, len};
+    int                rc = 0, i;
+
+    memset(pc, 0, sizeof(*pc));
+    ragq_chat_stream_init(&s, on_piece, pc);
+    for (i = 0; i < 3 && rc == 0; i++) {
+        rc = ragq_chat_stream_feed(&s, body + cuts[i], cuts[i + 1] - cuts[i]);
+    }
+    if (rc == 0) {
+        rc = ragq_chat_stream_end(&s, answer, usage);
+    }
+    if (rc != 0) {
+        strcpy(err_code, s.err.code);
+    }
+    ragq_chat_stream_free(&s);
+    return rc;
+}
+
+/* The same outcome whole, cut anywhere (once and twice), byte by byte. */
+static void
+check_body(const char *body, int want_rc, const char *want_answer,
+           const char *want_usage, const char *want_code)
+{
+    size_t             len = strlen(body), a, b;
+    char              *answer, *usage, code[64];
+    pieces_t           pc;
+    ragq_chat_stream_t s;
+    int                rc = 0;
+
+    for (a = 0; a <= len; a++) {
+        for (b = a; b <= len; b += (len > 200 ? 7 : 1)) {
+            answer = usage = NULL;
+            code[0] = '\0';
+            rc = run_cut(body, len, a, b, &answer, &usage, code, &pc);
+            ck_assert_msg(rc == want_rc, "cut at %zu,%zu: rc %d (%s)", a, b, rc,
+                          code);
+            if (rc != 0) {
+                ck_assert_str_eq(code, want_code);
+                continue;
+            }
+            ck_assert_str_eq(answer, want_answer);
+            ck_assert_uint_eq(pc.len, strlen(answer));
+            ck_assert_msg(memcmp(pc.buf, answer, pc.len) == 0,
+                          "pieces differ from the answer (cut %zu,%zu)", a, b);
+            if (want_usage) {
+                ck_assert_ptr_nonnull(usage);
+                ck_assert_str_eq(usage, want_usage);
+            } else {
+                ck_assert_ptr_null(usage);
+            }
+            free(answer);
+            free(usage);
+        }
+    }
+    /* one byte at a time */
+    memset(&pc, 0, sizeof(pc));
+    ragq_chat_stream_init(&s, on_piece, &pc);
+    for (a = 0; a < len && rc == 0; a++) {
+        rc = ragq_chat_stream_feed(&s, body + a, 1);
+    }
+    rc = rc ? rc : ragq_chat_stream_end(&s, &answer, &usage);
+    ck_assert_int_eq(rc, want_rc);
+    if (rc == 0) {
+        ck_assert_str_eq(answer, want_answer);
+        ck_assert_uint_eq(pc.len, strlen(answer));
+        free(answer);
+        free(usage);
+    }
+    ragq_chat_stream_free(&s);
+}
+
+#define CHUNK(delta)                                             \
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\"," \
+    "\"choices\":[{\"index\":0,\"delta\":" delta ",\"finish_reason\":null}]}"
+
+START_TEST(lf_with_usage)
+{
+    check_body(
+        CHUNK("{\"role\":\"assistant\",\"content\":\"\"}") "\n\n" CHUNK(
+            "{\"content\":\"Hello\"}") "\n\n" CHUNK("{\"content\":\", "
+                                                    "world\"}") "\n\n"
+                                                                "data: "
+                                                                "{\"choices\":["
+                                                                "{\"index\":0,"
+                                                                "\"delta\":{},"
+                                                                "\"finish_"
+                                                                "reason\":"
+                                                                "\"stop\"}],"
+                                                                "\"usage\":"
+                                                                "null}\n\n"
+                                                                "data: "
+                                                                "{\"choices\":["
+                                                                "],\"usage\":{"
+                                                                "\"prompt_"
+                                                                "tokens\":9,"
+                                                                "\"completion_"
+                                                                "tokens\":3,"
+                                                                "\"total_"
+                                                                "tokens\":12}}"
+                                                                "\n\n"
+                                                                "data: "
+                                                                "[DONE]\n\n",
+        0, "Hello, world",
+        "{\"prompt_tokens\":9,\"completion_tokens\":3,"
+        "\"total_tokens\":12}",
+        NULL);
+}
+END_TEST
+
+START_TEST(crlf_cr_and_comments)
+{
+    /* CRLF, then lone CRs, comments and unknown fields between events */
+    check_body(
+        ": OPENROUTER PROCESSING\r\n\r\n" CHUNK(
+            "{\"content\":\"a\"}") "\r\n\r\n"
+                                   "event: message\rid: 7\r" CHUNK(
+                                       "{\"content\":\"b\"}") "\r\r"
+                                                              ":keep-alive\n"
+                                                              "retry: "
+                                                              "100\n" CHUNK(
+                                                                  "{\"content\""
+                                                                  ":\"c\"}") "\r\n\n"
+                                                                             "d"
+                                                                             "a"
+                                                                             "t"
+                                                                             "a"
+                                                                             ":"
+                                                                             " "
+                                                                             "["
+                                                                             "D"
+                                                                             "O"
+                                                                             "N"
+                                                                             "E"
+                                                                             "]"
+                                                                             "\r\n\r\n",
+        0, "abc", NULL, NULL);
+}
+END_TEST
+
+START_TEST(multi_line_data)
+{
+    /* one JSON chunk over three data: lines (joined by LF, valid JSON) */
+    check_body("data: {\"choices\":[{\"index\":0,\n"
+               "data:\"delta\":{\"content\":\"multi\"},\n"
+               "data: \"finish_reason\":null}]}\n\n"
+               "data: [DONE]\n\n",
+               0, "multi", NULL, NULL);
+}
+END_TEST
+
+/* clang-format off */
+START_TEST(utf8_everywhere)
+{
+    /* multilingual + emoji, raw and escaped (a surrogate pair) */
+    static const char body[] =
+        CHUNK("{\"content\":\"Grüße, \"}") "\n\n"
+        CHUNK("{\"content\":\"日本語 \"}") "\n\n"
+        CHUNK("{\"content\":\"مرحبا \"}") "\n\n"
+        CHUNK("{\"content\":\"\\ud83d\\ude00😀\"}") "\n\n"
+        "data: [DONE]\n\n";
+
+    check_body(body, 0,
+               "Grüße, 日本語 مرحبا \xf0\x9f\x98\x80\xf0\x9f\x98\x80",
+               NULL, NULL);
+}
+/* clang-format on */
+END_TEST
+
+START_TEST(utf8_split_across_deltas)
+{
+    /* a server that cuts a character between two deltas (llama.cpp
+     * tokens can): held back, then whole; never two U+FFFD */
+    check_body(
+        CHUNK("{\"content\":\"x\xf0\x9f\"}") "\n\n" CHUNK(
+            "{\"content\":\"\x98\x80y\xc3\"}") "\n\n" CHUNK("{\"content\":"
+                                                            "\"\xa9\"}") "\n\n"
+                                                                         "data:"
+                                                                         " ["
+                                                                         "DONE]"
+                                                                         "\n\n",
+        0, "x\xf0\x9f\x98\x80y\xc3\xa9", NULL, NULL);
+}
+END_TEST
+
+START_TEST(invalid_bytes_and_nul)
+{
+    /* an invalid byte and a NUL become U+FFFD; a tail cut by the end too */
+    check_body(
+        CHUNK("{\"content\":\"a\xff\\u0000b\xe6\x97\"}") "\n\n"
+                                                         "data: [DONE]\n\n",
+        0,
+        "a\xef\xbf\xbd\xef\xbf\xbd"
+        "b\xef\xbf\xbd\xef\xbf\xbd",
+        NULL, NULL);
+}
+END_TEST
+
+START_TEST(finish_without_done)
+{
+    check_body(
+        CHUNK("{\"content\":\"ok\"}") "\n\n"
+                                      "data: "
+                                      "{\"choices\":[{\"index\":0,\"delta\":{},"
+                                      "\"finish_reason\":\"length\"}]}\n\n",
+        0, "ok", NULL, NULL);
+}
+END_TEST
+
+START_TEST(cut_short)
+{
+    /* neither [DONE] nor a finish_reason: the connection was cut */
+    check_body(CHUNK("{\"content\":\"partial\"}") "\n\n" CHUNK(
+                   "{\"content\":\"more\"}") "\n",
+               -1, NULL, NULL, "bad_upstream_response");
+}
+END_TEST
+
+START_TEST(error_events)
+{
+    check_body(CHUNK("{\"content\":\"a\"}") "\n\n"
+                                            "data: "
+                                            "{\"error\":{\"message\":"
+                                            "\"overloaded\"}}\n\n",
+               -1, NULL, NULL, "bad_upstream_response");
+    check_body("event: error\ndata: {\"message\":\"boom\"}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: not json\n\n", -1, NULL, NULL, "bad_upstream_response");
+    check_body(CHUNK("{\"content\":5}") "\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+}
+END_TEST
+
+START_TEST(empty_and_refusal)
+{
+    check_body(CHUNK("{\"content\":\"\"}") "\n\ndata: [DONE]\n\n", -1, NULL,
+               NULL, "bad_upstream_response");
+    check_body(CHUNK("{\"refusal\":\"I can't\"}") "\n\ndata: [DONE]\n\n", -1,
+               NULL, NULL, "model_refused");
+    check_body("", -1, NULL, NULL, "bad_upstream_response");
+}
+END_TEST
+
+START_TEST(server_ignores_stream)
+{
+    /* one chat.completion object: one piece, the usage kept */
+    check_body("\n{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{"
+               "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+               "\"Whole ✓\"},\"finish_reason\":\"stop\"}],\"usage\":{"
+               "\"total_tokens\":4}}",
+               0, "Whole ✓", "{\"total_tokens\":4}", NULL);
+}
+END_TEST
+
+START_TEST(nothing_after_done)
+{
+    check_body(CHUNK("{\"content\":\"a\"}") "\n\ndata: [DONE]\n\n" CHUNK(
+                   "{\"content\":\"b\"}") "\n\ndata: garbage\n\n",
+               0, "a", NULL, NULL);
+}
+END_TEST
+
+Suite *
+ragq_suite_openai_stream(void)
+{
+    Suite *s = suite_create("openai_stream");
+    TCase *tc = tcase_create("parse");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, lf_with_usage);
+    tcase_add_test(tc, crlf_cr_and_comments);
+    tcase_add_test(tc, multi_line_data);
+    tcase_add_test(tc, utf8_everywhere);
+    tcase_add_test(tc, utf8_split_across_deltas);
+    tcase_add_test(tc, invalid_bytes_and_nul);
+    tcase_add_test(tc, finish_without_done);
+    tcase_add_test(tc, cut_short);
+    tcase_add_test(tc, error_events);
+    tcase_add_test(tc, empty_and_refusal);
+    tcase_add_test(tc, server_ignores_stream);
+    tcase_add_test(tc, nothing_after_done);
+    suite_add_tcase(s, tc);
+    return s;
+}
