@@ -24,6 +24,9 @@
 #define NGX_HTTP_RAGQ_STATUS  2 /* ragq_status: GET /job-status */
 #define NGX_HTTP_RAGQ_METRICS 3 /* ragq_metrics: GET /metrics */
 
+/* the longest callback_url accepted (ngx_http_ragq_enqueue.c) */
+#define NGX_HTTP_RAGQ_CALLBACK_URL_MAX 2048
+
 #define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
 
 
@@ -44,6 +47,7 @@ typedef struct {
     time_t                    max_wait;
     ngx_msec_t                valkey_timeout;
     ngx_uint_t                replicas; /* ragq_valkey_replicas */
+    ngx_array_t *callback_allow; /* ragq_callback_allow: of ngx_str_t */
 
     /* the constant parts of the hot commands, in RESP form */
     ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */

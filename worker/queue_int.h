@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "callback.h"
 #include "queue.h"
 #include "retry.h"
 #include "scripts.h"
@@ -37,8 +38,9 @@ struct ragq_queue_s {
     int            group_ready, group_creating;
     int            started, stopping, exit_code;
 
-    ragq_job_t *jobs;
-    unsigned    njobs;
+    ragq_job_t       *jobs;
+    unsigned          njobs;
+    ragq_callbacks_t *callbacks; /* job-end callbacks (callback.c) */
     unsigned    reserved_read, reserved_reclaim;
     int         reading, reclaiming, probing, reclaim_due;
     char        reclaim_cursor[64];
