@@ -601,30 +601,17 @@ ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
  * (no spaces, controls, backslashes or raw non-ASCII), no userinfo ("@" in
  * the authority), no dot segments (curl would remove them, climbing out of
  * an allowed path), at most NGX_HTTP_RAGQ_CALLBACK_URL_MAX bytes.
+ * NGX_OK, or NGX_DECLINED: refused.
  */
 static ngx_int_t
-ngx_http_ragq_callback_check(ngx_http_request_t       *r,
-                             ngx_http_ragq_loc_conf_t *lcf, ngx_str_t *url)
+ngx_http_ragq_callback_check(ngx_http_ragq_loc_conf_t *lcf, ngx_str_t *url)
 {
     u_char    *p, *end, *auth;
     ngx_str_t *prefix;
     ngx_uint_t i;
 
-    if (lcf->callback_allow == NULL || lcf->callback_allow->nelts == 0) {
-        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST,
-                                   "callbacks_disabled",
-                                   "this server sends no callbacks "
-                                   "(ragq_callback_allow is not set); leave "
-                                   "out \"callback_url\" and poll the "
-                                   "status_url");
-    }
-
     if (url->len > NGX_HTTP_RAGQ_CALLBACK_URL_MAX) {
-        return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST,
-                                    "callback_not_allowed",
-                                    "\"callback_url\" is %uz bytes; at most "
-                                    "%d are accepted",
-                                    url->len, NGX_HTTP_RAGQ_CALLBACK_URL_MAX);
+        return NGX_DECLINED;
     }
 
     p = url->data;
@@ -637,27 +624,27 @@ ngx_http_ragq_callback_check(ngx_http_request_t       *r,
         auth = p + 8;
 
     } else {
-        goto refused;
+        return NGX_DECLINED;
     }
 
     for (/* void */; p < end; p++) {
         if (*p <= ' ' || *p >= 0x7f || *p == '\\') {
-            goto refused;
+            return NGX_DECLINED;
         }
     }
 
     for (p = auth; p < end && *p != '/' && *p != '?' && *p != '#'; p++) {
         if (*p == '@') {
-            goto refused;
+            return NGX_DECLINED;
         }
     }
 
     if (ngx_strlcasestrn(auth, end, (u_char *) "/..", 3 - 1)
         || ngx_strlcasestrn(auth, end, (u_char *) "/./", 3 - 1)
         || ngx_strlcasestrn(auth, end, (u_char *) "%2e", 3 - 1)
-        || (url->len >= 2 && ngx_strncmp(end - 2, "/.", 2) == 0))
+        || ngx_strncmp(end - 2, "/.", 2) == 0)
     {
-        goto refused;
+        return NGX_DECLINED;
     }
 
     prefix = lcf->callback_allow->elts;
@@ -670,16 +657,7 @@ ngx_http_ragq_callback_check(ngx_http_request_t       *r,
         }
     }
 
-refused:
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "ragq: callback_url of %uz bytes refused", url->len);
-
-    return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST,
-                               "callback_not_allowed",
-                               "\"callback_url\" is not an http(s) URL that "
-                               "starts with a prefix this server allows "
-                               "(ragq_callback_allow)");
+    return NGX_DECLINED;
 }
 
 
@@ -729,11 +707,31 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k,
                                     lcf->top_k_max);
     }
 
-    if (callback) {
-        rc = ngx_http_ragq_callback_check(r, lcf, callback);
-        if (rc != NGX_OK) {
-            return rc;
-        }
+    if (callback
+        && (lcf->callback_allow == NULL || lcf->callback_allow->nelts == 0))
+    {
+        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST,
+                                   "callbacks_disabled",
+                                   "this server sends no callbacks "
+                                   "(ragq_callback_allow is not set); leave "
+                                   "out \"callback_url\" and poll the "
+                                   "status_url");
+    }
+
+    if (callback && ngx_http_ragq_callback_check(lcf, callback) != NGX_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragq: callback_url of %uz bytes refused",
+                       callback->len);
+
+        return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST,
+                                    "callback_not_allowed",
+                                    "\"callback_url\" must be an http(s) URL "
+                                    "of at most %d bytes that starts with a "
+                                    "prefix this server allows "
+                                    "(ragq_callback_allow), without userinfo, "
+                                    "dot segments, spaces or control "
+                                    "characters",
+                                    NGX_HTTP_RAGQ_CALLBACK_URL_MAX);
     }
 
     idem = ngx_http_ragq_find_header(r, "Idempotency-Key",
