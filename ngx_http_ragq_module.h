@@ -47,7 +47,7 @@ typedef struct {
     time_t                    max_wait;
     ngx_msec_t                valkey_timeout;
     ngx_uint_t                replicas; /* ragq_valkey_replicas */
-    ngx_array_t *callback_allow; /* ragq_callback_allow: of ngx_str_t */
+    ngx_array_t *callback_allow;        /* ragq_callback_allow: of ngx_str_t */
 
     /* the constant parts of the hot commands, in RESP form */
     ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */

@@ -105,10 +105,9 @@ ragq_callbacks_new(ragq_loop_t *loop, ragq_queue_t *q, const ragq_config_t *cfg,
         return NULL;
     }
     /* ragq_config_check refused a malformed secret already */
-    cbs->have_key =
-        cfg->webhook_secret != NULL &&
-        ragq_webhook_key_parse(cfg->webhook_secret, &cbs->key, err,
-                               sizeof(err)) == 0;
+    cbs->have_key = cfg->webhook_secret != NULL &&
+                    ragq_webhook_key_parse(cfg->webhook_secret, &cbs->key, err,
+                                           sizeof(err)) == 0;
     return cbs;
 }
 
@@ -225,7 +224,8 @@ add_integer(ragq_jbuf_t *b, const redisReply *v)
     while (end - p > 1 && *p == '0') {
         p++;
     }
-    if (p == end || end - p > 19 || strspn(p, "0123456789") != (size_t) (end - p)) {
+    if (p == end || end - p > 19 ||
+        strspn(p, "0123456789") != (size_t) (end - p)) {
         ragq_jbuf_adds(b, "null");
         return;
     }
@@ -267,10 +267,10 @@ job_json(const char *id, const redisReply *h, size_t *len)
     static const char *const json1[] = {"sources", "error"};
     static const char *const ints[] = {"created_at", "started_at", "ended_at",
                                        "attempts"};
-    ragq_jbuf_t b;
-    ragq_jdoc_t doc = RAGQ_JDOC_INIT;
-    size_t      i;
-    char       *out;
+    ragq_jbuf_t              b;
+    ragq_jdoc_t              doc = RAGQ_JDOC_INIT;
+    size_t                   i;
+    char                    *out;
 
     ragq_jbuf_init(&b, 1024);
     ragq_jbuf_adds(&b, "{\"job_id\":");
@@ -429,8 +429,9 @@ post_done(const ragq_http_response_t *resp, void *data)
         snprintf(what, sizeof(what), "%s", resp->error);
     }
     if (!retry || d->attempts >= cbs->cfg->callback_attempts) {
-        ragq_log(RAGQ_LOG_WARN, "job %s: callback failed after %u attempt(s): %s",
-                 d->id, d->attempts, what);
+        ragq_log(RAGQ_LOG_WARN,
+                 "job %s: callback failed after %u attempt(s): %s", d->id,
+                 d->attempts, what);
         record(d);
         pump(cbs);
         return;
@@ -453,8 +454,8 @@ pump(ragq_callbacks_t *cbs)
 {
     ragq_delivery_t *d, *next;
 
-    for (d = cbs->head;
-         d && cbs->posting < cbs->cfg->callback_concurrency; d = next) {
+    for (d = cbs->head; d && cbs->posting < cbs->cfg->callback_concurrency;
+         d = next) {
         next = d->next;
         if (d->state == D_WAITING) {
             post(d);

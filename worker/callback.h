@@ -23,7 +23,7 @@ struct ragq_queue_s;
 /* The queue's Valkey command connection carries the reads and writes. */
 ragq_callbacks_t *ragq_callbacks_new(ragq_loop_t *loop, struct ragq_queue_s *q,
                                      const ragq_config_t *cfg,
-                                     const char *job_prefix);
+                                     const char          *job_prefix);
 
 /*
  * The single entry point: job id (32 hex characters) has ended, in Valkey

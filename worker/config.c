@@ -204,8 +204,9 @@ static const opt_t opts[] = {
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const groups[] = {"Queue",  "Valkey", "Backends", "Models",
-                                     "Qdrant", "Callbacks", "Ingest", "Other"};
+static const char *const groups[] = {"Queue",  "Valkey", "Backends",
+                                     "Models", "Qdrant", "Callbacks",
+                                     "Ingest", "Other"};
 
 /* The positional arguments of the last load (cfg->paths). */
 static char **last_paths;

@@ -46,7 +46,7 @@ struct ragq_http_req_s {
     ragq_http_cb      cb;
     void             *data;
     ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
-    struct curl_slist *own;     /* this request's own headers, or NULL */
+    void             *own;      /* its own header list (curl_slist), or NULL */
     size_t            streamed; /* bytes handed to on_data */
     char              errbuf[CURL_ERROR_SIZE];
 };

@@ -69,9 +69,9 @@ ragq_http_req_t *ragq_http_post_take(ragq_http_t *http, const char *url,
  */
 ragq_http_req_t *ragq_http_post_headers(ragq_http_t *http, const char *url,
                                         const char *const *headers, size_t n,
-                                        char *body, size_t len,
-                                        long timeout_ms, size_t max_answer,
-                                        ragq_http_cb cb, void *data);
+                                        char *body, size_t len, long timeout_ms,
+                                        size_t max_answer, ragq_http_cb cb,
+                                        void *data);
 
 /*
  * Receives the body of a 2xx answer as it arrives (streamed chat answers),

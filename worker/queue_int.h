@@ -41,9 +41,9 @@ struct ragq_queue_s {
     ragq_job_t       *jobs;
     unsigned          njobs;
     ragq_callbacks_t *callbacks; /* job-end callbacks (callback.c) */
-    unsigned    reserved_read, reserved_reclaim;
-    int         reading, reclaiming, probing, reclaim_due;
-    char        reclaim_cursor[64];
+    unsigned          reserved_read, reserved_reclaim;
+    int               reading, reclaiming, probing, reclaim_due;
+    char              reclaim_cursor[64];
 
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
     ragq_timer_t exit_timer, consumers_timer;

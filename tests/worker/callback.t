@@ -130,7 +130,7 @@ EOF
       unless defined $block->response_body_like;
 });
 
-plan tests => 2 * 6 + 45;
+plan tests => 2 * 7 + 51;
 run_tests();
 
 __DATA__
@@ -249,3 +249,15 @@ Ragq::Valkey::cmd('XADD', "$main::Prefix:jobs", '*', job => $mid);
 my $m = main::callback_of($mid);
 Test::More::is($m->{error}{code}, 'max_attempts', 'failed at its claim');
 Test::More::is_deeply($m->{callback}, { status => 'delivered', attempts => 1, code => 200 }, 'callback delivered');
+
+
+
+=== TEST 7: a malformed RAGQ_WEBHOOK_SECRET stops the worker at start, saying why, never showing it
+--- init
+for my $bad ('topsecret-not-whsec-1234', 'whsec_not!base64!secret') {
+    my $w = Ragq::Worker->start(env => { RAGQ_PREFIX => "$main::Prefix-bad", RAGQ_WEBHOOK_SECRET => $bad });
+    my $st = $w->wait_exit(10);
+    Test::More::is(defined $st ? $st >> 8 : undef, 2, "exit 2: $bad");
+    Test::More::like($w->log, qr/RAGQ_WEBHOOK_SECRET/, '... naming the setting');
+    Test::More::unlike($w->log, qr/\Q$bad\E|secret-not|base64!secret/, '... not the secret');
+}
