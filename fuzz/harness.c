@@ -441,12 +441,54 @@ ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
         return fuzz_valkey.send_rc;
     }
     /* EVAL of the idempotent enqueue: the question is its ARGV[4] */
-    if (argc == 13 && argvlen[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0) {
+    if (argc == 14 && argvlen[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0) {
         fuzz_out.query.data = (u_char *) argv[8];
         fuzz_out.query.len = argvlen[8];
     }
     fuzz_sent(cell);
     return NGX_OK;
+}
+
+/*
+ * An XADD with a callback_url: its array is two longer, and the URL is one
+ * fuzz_chat.c allows (ragq_callback_allow), printable ASCII, no "/..".
+ */
+static void
+fuzz_check_callback(u_char *cmd, size_t len)
+{
+    u_char *p, *end = cmd + len, *url;
+    size_t  n, i;
+
+    p = (u_char *) memmem(cmd, len, "$12\r\ncallback_url\r\n$", 21);
+    if (p == NULL) {
+        if (len > 3 && memcmp(cmd, "*15", 3) != 0) {
+            fuzz_fail("an XADD without callback_url not of 15 arguments", cmd,
+                      len);
+        }
+        return;
+    }
+    if (len < 3 || memcmp(cmd, "*17", 3) != 0) {
+        fuzz_fail("an XADD with callback_url not of 17 arguments", cmd, len);
+    }
+    for (p += 21, n = 0; p < end && *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+    }
+    if (end - p < 2 || (size_t) (end - p - 2) < n + 2) {
+        fuzz_fail("a malformed callback_url", cmd, len);
+    }
+    url = p + 2;
+    if (!((n >= 21 && memcmp(url, "http://hooks.test/cb/", 21) == 0)
+          || (n >= 20 && memcmp(url, "https://h.test:8443/", 20) == 0))) {
+        fuzz_fail("a callback_url outside ragq_callback_allow", cmd, len);
+    }
+    for (i = 0; i < n; i++) {
+        if (url[i] <= ' ' || url[i] >= 0x7f || url[i] == '\\') {
+            fuzz_fail("a callback_url with a byte it must not have", cmd, len);
+        }
+    }
+    if (memmem(url, n, "/..", 3) || memmem(url, n, "/./", 3)) {
+        fuzz_fail("a callback_url with dot segments", cmd, len);
+    }
 }
 
 ngx_int_t
@@ -478,6 +520,7 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
         if (p[2 + n] != '\r' || p[3 + n] != '\n') {
             fuzz_fail("a bulk string of the wrong length", cmd, len);
         }
+        fuzz_check_callback(cmd, len);
     }
     fuzz_sent(cell);
     return NGX_OK;
