@@ -130,7 +130,7 @@ EOF
       unless defined $block->response_body_like;
 });
 
-plan tests => 2 * 7 + 51;
+plan tests => 2 * 8 + 57;
 run_tests();
 
 __DATA__
@@ -261,3 +261,35 @@ for my $bad ('topsecret-not-whsec-1234', 'whsec_not!base64!secret') {
     Test::More::like($w->log, qr/RAGQ_WEBHOOK_SECRET/, '... naming the setting');
     Test::More::unlike($w->log, qr/\Q$bad\E|secret-not|base64!secret/, '... not the secret');
 }
+
+
+
+=== TEST 8: a job canceled while it runs (the keep-alive finds it final) calls back once, saying canceled; a job of the old form carries callback_url in its hash
+--- init
+my $p2 = "$main::Prefix-run";
+my $w2 = Ragq::Worker->start(env => {
+    RAGQ_PREFIX => $p2, OPENAI_BASE_URL => $main::S->base_url, OPENAI_API_KEY => 'sk-c',
+    QDRANT_URL => $main::S->qdrant_url, RAGQ_COLLECTION => 'books', RAGQ_WEBHOOK_SECRET => $main::Secret,
+    RAGQ_RECLAIM_AFTER => '3s',
+});
+$w2->ready or die "worker did not start:\n" . $w2->log;
+$main::S->fault({ path => '/v1/chat/completions', mode => 'delay', delay_ms => 6000, times => 1 });
+my $id = 'e' x 32;
+Ragq::Valkey::cmd('HSET', "$p2:job:$id", status => 'queued', query => 'Who wrote Moby-Dick?', top_k => 1,
+    collection => 'books', tenant => '', created_at => 1, attempts => 0,
+    callback_url => $main::S->hook_url('running'));
+Ragq::Valkey::cmd('XADD', "$p2:jobs", '*', job => $id);
+my $deadline = time + 20;
+sleep 0.05 while time < $deadline && Ragq::Valkey::cmd('HGET', "$p2:job:$id", 'status') ne 'started';
+Test::More::is(Ragq::Valkey::cmd('HGET', "$p2:job:$id", 'status'), 'started', 'the job runs');
+Ragq::Valkey::cmd('HSET', "$p2:job:$id", status => 'canceled', ended_at => 2,
+    error => '{"code":"canceled","message":"canceled by the client"}');
+$deadline = time + 20;
+sleep 0.1 while time < $deadline && Ragq::Valkey::cmd('HGET', "$p2:job:$id", 'callback') eq '';
+Test::More::is_deeply(JSON::PP::decode_json(Ragq::Valkey::cmd('HGET', "$p2:job:$id", 'callback') || '{}'),
+    { status => 'delivered', attempts => 1, code => 200 }, 'callback delivered') or Test::More::diag($w2->log);
+my @h = main::hooks_for('running');
+Test::More::is(scalar @h, 1, 'one POST');
+Test::More::is(@h && JSON::PP::decode_json(MIME::Base64::decode_base64($h[0]{body_b64}))->{status}, 'canceled', 'saying canceled');
+Test::More::is(Ragq::Valkey::cmd('HGET', "$p2:job:$id", 'status'), 'canceled', 'no result written over it');
+Test::More::is($w2->stop, 0, 'the worker stops cleanly');
