@@ -639,12 +639,17 @@ ngx_http_ragq_callback_check(ngx_http_ragq_loc_conf_t *lcf, ngx_str_t *url)
         }
     }
 
-    if (ngx_strlcasestrn(auth, end, (u_char *) "/..", 3 - 1)
-        || ngx_strlcasestrn(auth, end, (u_char *) "/./", 3 - 1)
-        || ngx_strlcasestrn(auth, end, (u_char *) "%2e", 3 - 1)
-        || ngx_strncmp(end - 2, "/.", 2) == 0)
-    {
-        return NGX_DECLINED;
+    /* "/..", "/./", a final "/.", "%2e" in any case */
+    for (p = auth; p < end; p++) {
+        if (*p == '/' && end - p >= 2 && p[1] == '.'
+            && (end - p == 2 || p[2] == '.' || p[2] == '/'))
+        {
+            return NGX_DECLINED;
+        }
+
+        if (*p == '%' && end - p >= 3 && p[1] == '2' && (p[2] | 0x20) == 'e') {
+            return NGX_DECLINED;
+        }
     }
 
     prefix = lcf->callback_allow->elts;

@@ -477,8 +477,8 @@ fuzz_check_callback(u_char *cmd, size_t len)
         fuzz_fail("a malformed callback_url", cmd, len);
     }
     url = p + 2;
-    if (!((n >= 21 && memcmp(url, "http://hooks.test/cb/", 21) == 0)
-          || (n >= 20 && memcmp(url, "https://h.test:8443/", 20) == 0))) {
+    if (!((n >= 21 && memcmp(url, "http://hooks.test/cb/", 21) == 0) ||
+          (n >= 20 && memcmp(url, "https://h.test:8443/", 20) == 0))) {
         fuzz_fail("a callback_url outside ragq_callback_allow", cmd, len);
     }
     for (i = 0; i < n; i++) {
