@@ -416,6 +416,45 @@ def main():
     if runs and "module" in targets_present:
         tg.add("module errors (non-2xx, socket errors) in all runs", str(errs), "0", errs == 0)
 
+    # ---------------------------------------------------------------- streams
+    spath = os.path.join(raw, "streams.json")
+    sdata = json.load(open(spath)) if os.path.exists(spath) else None
+    if sdata and sdata.get("runs"):
+        L.append("## Open streams on one nginx worker (`/job-stream`)")
+        L.append("")
+        L.append("`bench/streams.py`: one nginx worker; N jobs queued through `POST /chat` with no "
+                 "worker running, N clients open `GET /job-stream` (one per job: N per-job "
+                 "subscriptions) and wait for their first `status` event; nginx worker RSS "
+                 "(VmRSS) before and after ÷ N = memory per open stream, next to N idle "
+                 "keep-alive connections to `return 204` on the same nginx (the baseline). Then "
+                 "one ragq-worker writes the answers (%d words, one SSE event per word %g ms "
+                 "apart from the stand-in, batched every 50 ms): every stream must end with "
+                 "`done`, its `token` texts equal to `result`. Valkey commands per answer "
+                 "counted under MONITOR, by sender." % (sdata["words"], sdata["token_ms"]))
+        L.append("")
+        L.append("| open streams | opened | subscriptions | RSS per stream | RSS per idle "
+                 "connection | ratio | nginx CPU µs per stream (open / answer) | ended with "
+                 "`done` | text = result | subscriptions left | token events per stream | "
+                 "Valkey commands per answer: nginx / worker (in its scripts) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for x in sdata["runs"]:
+            L.append("| %d | %d | %d | %s B | %s B | %s | %s / %s | %d | %d | %d | %s | %s / %s (%s) |" % (
+                x["streams"], x["opened"], x["subscriptions_open"],
+                f(x["rss_per_stream_b"]), f(x["rss_per_idle_conn_b"]),
+                f(x["rss_per_stream_b"] / x["rss_per_idle_conn_b"]
+                  if x["rss_per_idle_conn_b"] > 0 else None, "%.1f×"),
+                f(x["nginx_cpu_open_us_per_stream"]), f(x["nginx_cpu_answer_us_per_stream"]),
+                x["finished"], x["text_equals_result"], x["subscriptions_left"],
+                f(x["tokens_per_stream"], "%.1f"), f(x["valkey_cmds_per_answer_nginx"], "%.1f"),
+                f(x["valkey_cmds_per_answer_worker"], "%.1f"),
+                f(x["valkey_cmds_in_scripts_per_answer"], "%.0f")))
+        L.append("")
+        big = max(sdata["runs"], key=lambda x: x["streams"])
+        tg.add("open streams on one nginx worker that end with `done`, text = result",
+               "%d of %d" % (min(big["finished"], big["text_equals_result"]), big["streams"]),
+               "all, ≥ 1,000", big["streams"] >= 1000 and
+               big["finished"] == big["text_equals_result"] == big["streams"])
+
     # ---------------------------------------------------------------- worker
     L.append("## Worker: jobs/s against the stand-ins (100 ms per call)")
     L.append("")

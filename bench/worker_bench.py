@@ -305,6 +305,19 @@ class Monitor:
         self.s.close()
         self.t.join(2)
 
+    def by_client(self):
+        """{client address or "lua": Counter of commands}, the bench's own connections left out."""
+        out = collections.defaultdict(collections.Counter)
+        for raw in self.lines:
+            line = raw.decode("utf-8", "replace")
+            if not line.startswith("+") or "] " not in line:
+                continue
+            who = line[line.index("[") + 1:line.index("]")].split(" ", 1)[-1]
+            if who in self.skip:
+                continue
+            out[who][line.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper()] += 1
+        return out
+
     def counts(self):
         """{command: n} sent by clients other than the bench, and {command: n} run in scripts."""
         top, lua = collections.Counter(), collections.Counter()
