@@ -114,8 +114,7 @@ static const opt_t opts[] = {
      "three times this",
      NULL, "Queue"},
 
-    {"RAGQ_WEBHOOK_SECRET", W, T_STR, OFF(webhook_secret), NULL, 0, 0,
-     "whsec_BASE64",
+    {"RAGQ_WEBHOOK_SECRET", W, T_STR, OFF(webhook_secret), NULL, 0, 0, "SECRET",
      "signs job-end callbacks (Standard Webhooks): whsec_ + the key in "
      "base64; without it no callback is sent (each is recorded failed)",
      NULL, "Callbacks"},
