@@ -130,7 +130,7 @@ EOF
       unless defined $block->response_body_like;
 });
 
-plan tests => 2 * 8 + 57;
+plan tests => 2 * 9 + 64;
 run_tests();
 
 __DATA__
@@ -293,3 +293,38 @@ Test::More::is(scalar @h, 1, 'one POST');
 Test::More::is(@h && JSON::PP::decode_json(MIME::Base64::decode_base64($h[0]{body_b64}))->{status}, 'canceled', 'saying canceled');
 Test::More::is(Ragq::Valkey::cmd('HGET', "$p2:job:$id", 'status'), 'canceled', 'no result written over it');
 Test::More::is($w2->stop, 0, 'the worker stops cleanly');
+
+
+
+=== TEST 9: SIGTERM: a graceful stop waits for a delivery in its backoff (delivered on attempt 2); one that outlasts the grace is dropped with a line, exit 0
+--- init
+for my $case ([ 'late', 1, '30s' ], [ 'stuck', 100, '1500ms' ]) {
+    my ($name, $fails, $grace) = @$case;
+    my $p3 = "$main::Prefix-$name";
+    my $w = Ragq::Worker->start(env => {
+        RAGQ_PREFIX => $p3, RAGQ_WEBHOOK_SECRET => $main::Secret, RAGQ_SHUTDOWN_GRACE => $grace,
+        RAGQ_CALLBACK_ATTEMPTS => 100,
+    });
+    $w->ready or die "worker did not start:\n" . $w->log;
+    $main::S->fault({ path => "/hooks/$name", status => 503, times => $fails,
+                      headers => { 'Retry-After' => 1 } });
+    my $id = ($name eq 'late' ? 'f' : 'a') x 32;
+    # A job already failed by its claim (max_attempts): no model call needed.
+    Ragq::Valkey::cmd('HSET', "$p3:job:$id", status => 'started', query => 'q', tenant => '',
+        created_at => 1, attempts => 3, callback_url => $main::S->hook_url($name));
+    Ragq::Valkey::cmd('XADD', "$p3:jobs", '*', job => $id);
+    my $deadline = time + 20;
+    sleep 0.02 while time < $deadline && !main::hooks_for($name);
+    Test::More::ok(scalar(main::hooks_for($name)) >= 1, "$name: a first POST (answered 503)");
+    $w->signal('TERM');
+    my $st = $w->wait_exit(20);
+    Test::More::is(defined $st ? $st >> 8 : undef, 0, "$name: exit 0");
+    my $cb = Ragq::Valkey::cmd('HGET', "$p3:job:$id", 'callback');
+    if ($name eq 'late') {
+        Test::More::is_deeply(JSON::PP::decode_json($cb || '{}'), { status => 'delivered', attempts => 2, code => 200 },
+            'late: delivered on attempt 2, after SIGTERM') or Test::More::diag($w->log);
+    } else {
+        Test::More::is($cb, '', 'stuck: no outcome recorded');
+        Test::More::like($w->log, qr/1 callback\(s\) not delivered: the worker stopped first/, 'stuck: said so');
+    }
+}
