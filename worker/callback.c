@@ -58,6 +58,7 @@ struct ragq_delivery_s {
     ragq_delivery_t  *prev, *next;
     char              id[33];
     char             *url, *key;
+    const char       *only; /* a status the job must have, or NULL */
     char             *body; /* the job JSON */
     size_t            len;
     int               state, delivered;
@@ -307,7 +308,8 @@ job_json(const char *id, const redisReply *h, size_t *len)
 static void
 job_reply(void *owner, redisReply *reply, void *priv)
 {
-    ragq_delivery_t *d = priv;
+    ragq_delivery_t  *d = priv;
+    const redisReply *status;
 
     (void) owner;
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
@@ -320,6 +322,28 @@ job_reply(void *owner, redisReply *reply, void *priv)
                  "deleted)",
                  d->id);
         delivery_done(d);
+        return;
+    }
+    /* Another path called back already (its outcome is written), or this
+     * end is not the one to call back for. */
+    status = field(reply, "status");
+    if (field(reply, "callback") != NULL ||
+        (d->only && (status == NULL || strcmp(status->str, d->only) != 0))) {
+        ragq_log(RAGQ_LOG_DEBUG, "job %s: callback not sent: %s", d->id,
+                 d->only ? "not the end expected, or called back already"
+                         : "called back already");
+        delivery_done(d);
+        return;
+    }
+    if (!d->cbs->have_key) {
+        if (!d->cbs->warned_no_key) {
+            ragq_log(RAGQ_LOG_WARN,
+                     "job %s has a callback_url but RAGQ_WEBHOOK_SECRET is not "
+                     "set: callbacks are recorded failed, not sent",
+                     d->id);
+            d->cbs->warned_no_key = 1;
+        }
+        record(d);
         return;
     }
     d->body = job_json(d->id, reply, &d->len);
@@ -513,6 +537,13 @@ record(ragq_delivery_t *d)
 void
 ragq_callback_deliver(ragq_callbacks_t *cbs, const char *id, const char *url)
 {
+    ragq_callback_deliver_if(cbs, id, url, NULL);
+}
+
+void
+ragq_callback_deliver_if(ragq_callbacks_t *cbs, const char *id, const char *url,
+                         const char *status)
+{
     ragq_delivery_t *d;
     size_t           plen;
 
@@ -524,6 +555,7 @@ ragq_callback_deliver(ragq_callbacks_t *cbs, const char *id, const char *url)
         return;
     }
     d->cbs = cbs;
+    d->only = status; /* a literal of the caller's */
     snprintf(d->id, sizeof(d->id), "%s", id);
     plen = strlen(cbs->job_prefix);
     d->url = strdup(url);
@@ -545,17 +577,5 @@ ragq_callback_deliver(ragq_callbacks_t *cbs, const char *id, const char *url)
     }
     cbs->tail = d;
     cbs->n++;
-
-    if (!cbs->have_key) {
-        if (!cbs->warned_no_key) {
-            ragq_log(RAGQ_LOG_WARN,
-                     "job %s has a callback_url but RAGQ_WEBHOOK_SECRET is not "
-                     "set: callbacks are recorded failed, not sent",
-                     id);
-            cbs->warned_no_key = 1;
-        }
-        record(d);
-        return;
-    }
     read_job(d);
 }

@@ -35,6 +35,15 @@ ragq_callbacks_t *ragq_callbacks_new(ragq_loop_t *loop, struct ragq_queue_s *q,
 void ragq_callback_deliver(ragq_callbacks_t *cbs, const char *id,
                            const char *url);
 
+/*
+ * The same, only if the job's status is status when it is read: for an end
+ * another path may have called back for already (the final write found the
+ * job final: canceled while its result was being written, or another
+ * attempt finished it).
+ */
+void ragq_callback_deliver_if(ragq_callbacks_t *cbs, const char *id,
+                              const char *url, const char *status);
+
 /* Deliveries not finished yet (a graceful stop waits for them). */
 size_t ragq_callbacks_pending(const ragq_callbacks_t *cbs);
 

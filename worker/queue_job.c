@@ -205,6 +205,10 @@ final_reply(void *owner, redisReply *reply, void *priv)
     case 0:
         ragq_log(RAGQ_LOG_INFO,
                  "job %s was already final (run twice); acknowledged", job->id);
+        /* Canceled while its result was on the way: nobody else may have
+         * seen that end (another attempt's finish calls back itself). */
+        ragq_callback_deliver_if(q->callbacks, job->id, job->callback_url,
+                                 "canceled");
         break;
     case -1:
         ragq_log(RAGQ_LOG_WARN,

@@ -130,7 +130,7 @@ EOF
       unless defined $block->response_body_like;
 });
 
-plan tests => 2 * 9 + 64;
+plan tests => 2 * 10 + 67;
 run_tests();
 
 __DATA__
@@ -328,3 +328,21 @@ for my $case ([ 'late', 1, '30s' ], [ 'stuck', 100, '1500ms' ]) {
         Test::More::like($w->log, qr/1 callback\(s\) not delivered: the worker stopped first/, 'stuck: said so');
     }
 }
+
+
+
+=== TEST 10: without RAGQ_WEBHOOK_SECRET nothing is sent: the outcome is failed, 0 attempts, code null
+--- init
+my $p4 = "$main::Prefix-nokey";
+my $w = Ragq::Worker->start(env => { RAGQ_PREFIX => $p4 });
+$w->ready or die "worker did not start:\n" . $w->log;
+my $id = 'b' x 32;
+Ragq::Valkey::cmd('HSET', "$p4:job:$id", status => 'started', query => 'q', tenant => '',
+    created_at => 1, attempts => 3, callback_url => $main::S->hook_url('nokey'));
+Ragq::Valkey::cmd('XADD', "$p4:jobs", '*', job => $id);
+my $deadline = time + 20;
+sleep 0.05 while time < $deadline && Ragq::Valkey::cmd('HGET', "$p4:job:$id", 'callback') eq '';
+Test::More::is(Ragq::Valkey::cmd('HGET', "$p4:job:$id", 'callback'), '{"status":"failed","attempts":0,"code":null}',
+    'recorded failed, 0 attempts, code null');
+Test::More::is(scalar(main::hooks_for('nokey')), 0, 'no POST');
+Test::More::like($w->log, qr/RAGQ_WEBHOOK_SECRET is not set/, 'the log says why');
