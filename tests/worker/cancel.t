@@ -5,7 +5,8 @@
 # embeddings call delayed) has its upstream connection closed (the
 # stand-in sees the client leave), no result written, its entry acked
 # (nothing pending), one "canceled" log line and the heartbeat's
-# jobs_canceled; and the worker goes on with the next job.
+# jobs_canceled; and the worker goes on with the next job.  After a
+# Valkey restart the worker subscribes again and cancels still work.
 use strict;
 use warnings;
 use Test::More;
@@ -101,6 +102,22 @@ ok(wait_until('the heartbeat counts them', sub {
        Ragq::Valkey::cmd('HGET', "$P:worker:c$$", 'jobs_canceled') eq '2' }),
    'heartbeat: jobs_canceled 2') or diag $w->log;
 unlike($w->log, qr/\berror\b/, 'no error logged') or diag $w->log;
+
+# ---- Valkey restarts (its data gone): the cancel connection subscribes again ----
+sub numsub { (Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', "$P:cancel"))[1] // 0 }
+is(numsub(), 1, 'one subscription to P:cancel (the worker\'s)');
+Ragq::Valkey::restart();
+ok(wait_until('the worker subscribed again', sub { numsub() == 1 }, 20),
+   'subscribed again after the restart') or diag $w->log;
+$s->fault({ path => '/v1/chat/completions', mode => 'hang', times => 1 });
+my $chats = $s->count('/v1/chat/completions');
+my $id4 = Ragq::Worker::enqueue(prefix => $P, query => 'What is the capital of France?');
+ok(wait_until('the chat call', sub { $s->count('/v1/chat/completions') > $chats }, 20),
+   'a job runs again') or diag $w->log;
+Ragq::Worker::cancel($P, $id4);
+ok(wait_until('the chat connection closed', sub { aborted('/v1/chat/completions') == 2 }, 10),
+   'and its cancel closes its chat connection') or diag $w->log;
+ok(wait_until('the entry acked', sub { pending() == 0 }), 'entry acked');
 
 $w->stop;
 Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', "$P:*"), 'x');
