@@ -5,7 +5,8 @@
 # hash and on P:out:ID, "ID canceled" on P:events and "ID" on P:cancel;
 # then /job-status says canceled, a second cancel is 409 already_final;
 # unknown, other tenant 404; bad or missing id 400; GET 405 with Allow; a
-# long-poll waiter is woken with canceled.
+# long-poll waiter is woken with canceled; ragq_metrics counts them as
+# endpoint="cancel".
 use Test::Nginx::Socket;
 use Ragq::Valkey;
 use IO::Socket::INET;
@@ -94,10 +95,11 @@ location = /job-status { ragq_prefix cn; ragq_status; }
 location = /job-cancel { ragq_prefix cn; ragq_job_ttl 60s; ragq_cancel; }
 location = /t/chat { ragq_prefix cn; ragq_tenant $http_x_tenant; ragq_enqueue; }
 location = /t/job-cancel { ragq_prefix cn; ragq_tenant $http_x_tenant; ragq_cancel; }
+location = /metrics { ragq_prefix cn; ragq_metrics; }
 EOF
 });
 
-plan tests => 65;
+plan tests => 71;
 run_tests();
 waitpid($_, 0) for @Kids;
 
@@ -256,3 +258,15 @@ push @main::Kids, $pid;
 "GET /job-status?job_id=$main::Wait&wait=20"
 --- timeout: 15
 --- response_body_like: "status":"canceled"
+
+
+
+=== TEST 10: ragq_metrics counts /job-cancel answers as endpoint="cancel"
+--- init
+my ($code) = main::http('POST', '/job-cancel?job_id=ffffffffffffffff0000000000000001');
+Test::More::is($code, 404, 'one 404');
+($code) = main::http('POST', '/job-cancel?job_id=ffffffffffffffff0000000000000002');
+Test::More::is($code, 404, 'two 404s');
+--- request
+GET /metrics
+--- response_body_like: ragq_http_requests_total\{endpoint="cancel",code="404"\} 2\n
