@@ -63,6 +63,13 @@ ngx_http_ragq_pubsub_ready(void)
 }
 
 
+ngx_uint_t
+ngx_http_ragq_pubsub_generation(void)
+{
+    return ngx_http_ragq_vk_sub.connects;
+}
+
+
 ngx_int_t
 ngx_http_ragq_pubsub_subscribe(ngx_str_t *channel, ngx_flag_t subscribe)
 {

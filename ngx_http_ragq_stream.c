@@ -24,11 +24,13 @@
 /*
  * A streamed job: the channel P:out:ID (also the stream's key) and the
  * streams of this worker on it. Allocated with its key, freed with its last
- * stream.
+ * stream, or when its last SUBSCRIBE is acknowledged if that comes later
+ * (so that an acknowledgement is never taken for a later SUBSCRIBE's).
  */
 typedef struct {
     ngx_str_node_t sn; /* key: P:out:ID */
     ngx_queue_t    streams;
+    ngx_uint_t     subs;      /* SUBSCRIBEs not acknowledged yet */
     unsigned       acked : 1; /* the SUBSCRIBE is in effect */
 } ngx_http_ragq_sjob_t;
 
@@ -61,6 +63,7 @@ static ngx_rbtree_t      ngx_http_ragq_sjobs;
 static ngx_rbtree_node_t ngx_http_ragq_sjobs_sentinel;
 static ngx_queue_t       ngx_http_ragq_streams;
 static ngx_flag_t        ngx_http_ragq_stream_initialized;
+static ngx_uint_t        ngx_http_ragq_stream_generation;
 
 /* the long-polls' hooks, called first */
 static ngx_http_ragq_pubsub_t ngx_http_ragq_stream_next;
@@ -79,6 +82,32 @@ ngx_http_ragq_sjob_lookup(u_char *key, size_t len)
 
     return (ngx_http_ragq_sjob_t *) ngx_str_rbtree_lookup(
         &ngx_http_ragq_sjobs, &k, ngx_crc32_short(key, len));
+}
+
+
+static void
+ngx_http_ragq_sjob_subscribe(ngx_http_ragq_sjob_t *sj)
+{
+    if (ngx_http_ragq_pubsub_subscribe(&sj->sn.str, 1) == NGX_OK) {
+        sj->subs++;
+    }
+}
+
+
+/* no stream left: unsubscribe, unless a SUBSCRIBE is still unanswered */
+static void
+ngx_http_ragq_sjob_release(ngx_http_ragq_sjob_t *sj)
+{
+    if (sj->subs) {
+        return;
+    }
+
+    if (sj->acked) {
+        (void) ngx_http_ragq_pubsub_subscribe(&sj->sn.str, 0);
+    }
+
+    ngx_rbtree_delete(&ngx_http_ragq_sjobs, &sj->sn.node);
+    ngx_free(sj);
 }
 
 
@@ -103,10 +132,11 @@ ngx_http_ragq_sjob_get(ngx_str_t *key, ngx_log_t *log)
     sj->sn.node.key = ngx_crc32_short(key->data, key->len);
     ngx_queue_init(&sj->streams);
     sj->acked = 0;
+    sj->subs = 0;
     ngx_rbtree_insert(&ngx_http_ragq_sjobs, &sj->sn.node);
 
     /* when not ready, ready() subscribes it with the others */
-    (void) ngx_http_ragq_pubsub_subscribe(&sj->sn.str, 1);
+    ngx_http_ragq_sjob_subscribe(sj);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0, "ragq: subscribing to %V",
                    &sj->sn.str);
@@ -127,9 +157,7 @@ ngx_http_ragq_stream_unlink(ngx_http_ragq_stream_t *s)
         s->sjob = NULL;
 
         if (ngx_queue_empty(&sj->streams)) {
-            (void) ngx_http_ragq_pubsub_subscribe(&sj->sn.str, 0);
-            ngx_rbtree_delete(&ngx_http_ragq_sjobs, &sj->sn.node);
-            ngx_free(sj);
+            ngx_http_ragq_sjob_release(sj);
         }
     }
 
@@ -832,6 +860,10 @@ ngx_http_ragq_sjob_each(ngx_http_ragq_sjob_t *sj,
     ngx_queue_t            *q, *next;
     ngx_http_ragq_stream_t *s;
 
+    if (ngx_queue_empty(&sj->streams)) {
+        return;
+    }
+
     /* the job entry goes with its last stream: no look back */
     for (q = ngx_queue_head(&sj->streams); /* void */; q = next) {
         next = ngx_queue_next(q);
@@ -885,7 +917,17 @@ ngx_http_ragq_stream_subscribed(ngx_http_ragq_pubsub_t *ps, u_char *channel,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "ragq: subscribed to %V", &sj->sn.str);
 
+    if (sj->subs && --sj->subs) {
+        /* another SUBSCRIBE is on its way: the last one counts */
+        return;
+    }
+
     sj->acked = 1;
+
+    if (ngx_queue_empty(&sj->streams)) {
+        ngx_http_ragq_sjob_release(sj);
+        return;
+    }
 
     ngx_http_ragq_sjob_each(sj, ngx_http_ragq_stream_resync_each, NULL, 0);
 }
@@ -927,32 +969,58 @@ ngx_http_ragq_stream_message(ngx_http_ragq_pubsub_t  *ps,
 
 
 /*
- * (Re)subscribed, or the command connection is back: subscribe every
- * streamed job again (its acknowledgement syncs its streams, so nothing
- * published meanwhile is missed, nothing is sent twice).
+ * (Re)subscribed: a new pub/sub connection has none of the jobs'
+ * subscriptions; subscribe every streamed job again (its acknowledgement
+ * syncs its streams, so what was published meanwhile is read, nothing
+ * twice). The same connection with the command connection back: every
+ * stream syncs (a sync may have been lost with it).
  */
 static void
 ngx_http_ragq_stream_ready(ngx_http_ragq_pubsub_t *ps)
 {
-    ngx_rbtree_node_t    *node, *root, *sentinel;
+    ngx_uint_t            gen;
+    ngx_rbtree_node_t    *node, *next, *root, *sentinel;
     ngx_http_ragq_sjob_t *sj;
 
     ngx_http_ragq_stream_next.ready(ps);
+
+    gen = ngx_http_ragq_pubsub_generation();
 
     sentinel = ngx_http_ragq_sjobs.sentinel;
     root = ngx_http_ragq_sjobs.root;
 
     if (root == sentinel) {
+        ngx_http_ragq_stream_generation = gen;
         return;
     }
 
-    for (node = ngx_rbtree_min(root, sentinel); node;
-         node = ngx_rbtree_next(&ngx_http_ragq_sjobs, node))
-    {
+    /* a job entry may be freed on the way: step ahead first */
+    for (node = ngx_rbtree_min(root, sentinel); node; node = next) {
+        next = ngx_rbtree_next(&ngx_http_ragq_sjobs, node);
         sj = (ngx_http_ragq_sjob_t *) node;
+
+        if (gen == ngx_http_ragq_stream_generation) {
+            if (sj->acked) {
+                ngx_http_ragq_sjob_each(sj, ngx_http_ragq_stream_resync_each,
+                                        NULL, 0);
+            }
+
+            continue;
+        }
+
+        /* the old connection's acknowledgements will never come */
+        sj->subs = 0;
         sj->acked = 0;
-        (void) ngx_http_ragq_pubsub_subscribe(&sj->sn.str, 1);
+
+        if (ngx_queue_empty(&sj->streams)) {
+            ngx_http_ragq_sjob_release(sj);
+            continue;
+        }
+
+        ngx_http_ragq_sjob_subscribe(sj);
     }
+
+    ngx_http_ragq_stream_generation = gen;
 }
 
 
@@ -1250,6 +1318,7 @@ void
 ngx_http_ragq_stream_exit(void)
 {
     ngx_queue_t            *q;
+    ngx_http_ragq_sjob_t   *sj;
     ngx_http_ragq_stream_t *s;
 
     if (!ngx_http_ragq_stream_initialized) {
@@ -1260,6 +1329,14 @@ ngx_http_ragq_stream_exit(void)
         q = ngx_queue_head(&ngx_http_ragq_streams);
         s = ngx_queue_data(q, ngx_http_ragq_stream_t, all);
         (void) ngx_http_ragq_stream_take(s);
+    }
+
+    /* jobs kept for an acknowledgement that will not come now */
+    while (ngx_http_ragq_sjobs.root != ngx_http_ragq_sjobs.sentinel) {
+        sj = (ngx_http_ragq_sjob_t *) ngx_rbtree_min(
+            ngx_http_ragq_sjobs.root, ngx_http_ragq_sjobs.sentinel);
+        ngx_rbtree_delete(&ngx_http_ragq_sjobs, &sj->sn.node);
+        ngx_free(sj);
     }
 
     ngx_http_ragq_stream_initialized = 0;

@@ -112,6 +112,8 @@ ngx_flag_t ngx_http_ragq_pubsub_ready(void);
  * NGX_DECLINED: not ready (ready() comes when it is) */
 ngx_int_t ngx_http_ragq_pubsub_subscribe(ngx_str_t *channel,
                                          ngx_flag_t subscribe);
+/* changes with every new pub/sub connection (whose subscriptions are new) */
+ngx_uint_t ngx_http_ragq_pubsub_generation(void);
 
 /* NGX_OK: commands may be queued now; NGX_BUSY: in-flight cap reached;
  * NGX_DECLINED: not connected */

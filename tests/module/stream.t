@@ -117,7 +117,7 @@ EOF
       unless defined $block->no_error_log;
 });
 
-plan tests => 99;
+plan tests => 101;
 run_tests();
 
 __DATA__
@@ -250,6 +250,14 @@ Test::More::is(main::numsub("st:out:$::Id"), 1, 'one left: still subscribed');
 close $s[19];
 Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$::Id") == 0 }),
     'the last left: PUBSUB NUMSUB 0');
+# clients that leave at once, before their subscription is acknowledged
+for (1 .. 30) { my $c = main::send_get("/job-stream?job_id=$::Id"); close $c }
+my $s2 = main::send_get("/job-stream?job_id=$::Id");
+Test::More::like(main::read_until($s2, sub { $_[0] =~ /id: 1\n/ }), qr/"status":"started".*id: 1\n/s,
+    'after 30 quick leavers, a stream still starts and gets the piece');
+close $s2;
+Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$::Id") == 0 }),
+    'and no subscription remains');
 my @ch = Ragq::Valkey::cmd_list('PUBSUB', 'CHANNELS', 'st:out:*');
 Test::More::is(scalar @ch, 0, 'PUBSUB CHANNELS st:out:* is empty');
 --- request eval
