@@ -20,6 +20,9 @@
 /* what a client waits before it reconnects after a stream was cut */
 #define NGX_HTTP_RAGQ_STREAM_RETRY "retry: 1000\n\n"
 
+/* the size of an event buffer, unless one event needs more */
+#define NGX_HTTP_RAGQ_STREAM_BUF 512
+
 
 /*
  * A streamed job: the channel P:out:ID (also the stream's key) and the
@@ -42,6 +45,9 @@ typedef struct {
     ngx_http_ragq_loc_conf_t *lcf;
     ngx_http_ragq_sjob_t     *sjob;
     ngx_http_ragq_cell_t     *cell; /* the sync in flight */
+    ngx_chain_t              *out;  /* the buffer being filled */
+    ngx_chain_t              *free; /* buffers written out, to reuse */
+    ngx_chain_t              *busy; /* buffers nginx still writes */
     ngx_queue_t               q;    /* in sjob->streams */
     ngx_queue_t               all;
     ngx_event_t               timer; /* the start deadline, then heartbeats */
@@ -205,29 +211,32 @@ ngx_http_ragq_stream_take(ngx_http_ragq_stream_t *s)
 /* ---- events ---- */
 
 
-/* r's body so far; NGX_ERROR: the request is gone (s too) */
+/*
+ * r's body so far (the buffer of ngx_http_ragq_stream_buf()); NGX_ERROR:
+ * the request is gone (s too)
+ */
 static ngx_int_t
 ngx_http_ragq_stream_send(ngx_http_ragq_stream_t *s, ngx_buf_t *b,
                           ngx_flag_t last)
 {
     ngx_int_t           rc;
-    ngx_chain_t         out;
+    ngx_chain_t        *out;
     ngx_http_request_t *r = s->request;
 
     b->flush = 1;
     b->last_buf = last;
     b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
+    out = s->out;
+    s->out = NULL;
 
     if (last) {
         r = ngx_http_ragq_stream_take(s);
-        ngx_http_ragq_finalize(r, ngx_http_output_filter(r, &out));
+        ngx_http_ragq_finalize(r, ngx_http_output_filter(r, out));
         return NGX_ERROR;
     }
 
-    rc = ngx_http_output_filter(r, &out);
+    rc = ngx_http_output_filter(r, out);
 
     if (rc == NGX_ERROR) {
         /* terminates r: its cleanup unlinks s */
@@ -235,14 +244,50 @@ ngx_http_ragq_stream_send(ngx_http_ragq_stream_t *s, ngx_buf_t *b,
         return NGX_ERROR;
     }
 
+    /* the buffers written out are used again: a long answer does not
+     * grow the request's pool by its size */
+    ngx_chain_update_chains(r->pool, &s->free, &s->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_ragq_module);
+
     return NGX_OK;
 }
 
 
+/* room for len bytes of events, for ngx_http_ragq_stream_send() */
 static ngx_buf_t *
 ngx_http_ragq_stream_buf(ngx_http_ragq_stream_t *s, size_t len)
 {
-    return ngx_create_temp_buf(s->request->pool, len);
+    size_t       size;
+    ngx_buf_t   *b;
+    ngx_chain_t *cl;
+
+    cl = ngx_chain_get_free_buf(s->request->pool, &s->free);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    b = cl->buf;
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < len) {
+        /* most events fit in the first size: a piece is a few words */
+        size = ngx_max(len, NGX_HTTP_RAGQ_STREAM_BUF);
+
+        b->start = ngx_palloc(s->request->pool, size);
+        if (b->start == NULL) {
+            return NULL;
+        }
+
+        b->end = b->start + size;
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+    b->temporary = 1;
+    b->tag = (ngx_buf_tag_t) &ngx_http_ragq_module;
+
+    s->out = cl;
+
+    return b;
 }
 
 
