@@ -3,7 +3,8 @@
  * the ragq_* directives, the configuration (create, merge, checks, the
  * constant heads of the hot commands) and the process lifecycle (the Valkey
  * connections of each worker). POST /chat is ngx_http_ragq_enqueue.c,
- * GET /job-status ngx_http_ragq_status.c and ngx_http_ragq_longpoll.c, jobs
+ * GET /job-status ngx_http_ragq_status.c and ngx_http_ragq_longpoll.c,
+ * POST /job-cancel ngx_http_ragq_cancel.c, jobs
  * (ids, new jobs, the job view) ngx_http_ragq_job.c, request plumbing
  * ngx_http_ragq_request.c, JSON ngx_http_ragq_json.c, the Valkey
  * connections ngx_http_ragq_valkey.c and RESP ngx_http_ragq_resp.c.
@@ -15,6 +16,7 @@
 #include "ngx_http_ragq_resp.h"
 #include "ngx_http_ragq_enqueue.h"
 #include "ngx_http_ragq_status.h"
+#include "ngx_http_ragq_cancel.h"
 #include "ngx_http_ragq_longpoll.h"
 #include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_metrics.h"
@@ -164,6 +166,13 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       0,
       (void *) NGX_HTTP_RAGQ_METRICS },
 
+    { ngx_string("ragq_cancel"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragq_handler_set,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_RAGQ_CANCEL },
+
     { ngx_string("ragq_status_url"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_set_complex_value_slot,
@@ -297,6 +306,10 @@ ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_HTTP_RAGQ_STATUS:
         clcf->handler = ngx_http_ragq_status_handler;
+        break;
+
+    case NGX_HTTP_RAGQ_CANCEL:
+        clcf->handler = ngx_http_ragq_cancel_handler;
         break;
 
     default: /* NGX_HTTP_RAGQ_METRICS */

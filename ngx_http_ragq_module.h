@@ -23,6 +23,7 @@
 #define NGX_HTTP_RAGQ_ENQUEUE 1 /* ragq_enqueue: POST /chat */
 #define NGX_HTTP_RAGQ_STATUS  2 /* ragq_status: GET /job-status */
 #define NGX_HTTP_RAGQ_METRICS 3 /* ragq_metrics: GET /metrics */
+#define NGX_HTTP_RAGQ_CANCEL  5 /* ragq_cancel: POST /job-cancel */
 
 #define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
 
