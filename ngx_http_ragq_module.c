@@ -18,6 +18,7 @@
 #include "ngx_http_ragq_status.h"
 #include "ngx_http_ragq_cancel.h"
 #include "ngx_http_ragq_longpoll.h"
+#include "ngx_http_ragq_stream.h"
 #include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_metrics.h"
 #include "ngx_http_ragq_vars.h"
@@ -158,6 +159,20 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       (void *) NGX_HTTP_RAGQ_STATUS },
+
+    { ngx_string("ragq_stream"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragq_handler_set,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_RAGQ_STREAM },
+
+    { ngx_string("ragq_stream_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, stream_heartbeat),
+      &ngx_http_ragq_positive_msec_p },
 
     { ngx_string("ragq_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -312,6 +327,10 @@ ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         clcf->handler = ngx_http_ragq_cancel_handler;
         break;
 
+    case NGX_HTTP_RAGQ_STREAM:
+        clcf->handler = ngx_http_ragq_stream_handler;
+        break;
+
     default: /* NGX_HTTP_RAGQ_METRICS */
         clcf->handler = ngx_http_ragq_metrics_handler;
         break;
@@ -459,6 +478,7 @@ ngx_http_ragq_create_loc_conf(ngx_conf_t *cf)
     lcf->max_wait = NGX_CONF_UNSET;
     lcf->valkey_timeout = NGX_CONF_UNSET_MSEC;
     lcf->replicas = NGX_CONF_UNSET_UINT;
+    lcf->stream_heartbeat = NGX_CONF_UNSET_MSEC;
 
     return lcf;
 }
@@ -603,6 +623,8 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->max_wait, prev->max_wait, 30);
     ngx_conf_merge_msec_value(conf->valkey_timeout, prev->valkey_timeout, 1000);
     ngx_conf_merge_uint_value(conf->replicas, prev->replicas, 0);
+    ngx_conf_merge_msec_value(conf->stream_heartbeat, prev->stream_heartbeat,
+                              15000);
 
     /* a writes connection of its own when some location waits for replicas */
     rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragq_module);
@@ -618,7 +640,9 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->kind == NGX_HTTP_RAGQ_STATUS
+    /* streams hear of status changes there too */
+    if ((conf->kind == NGX_HTTP_RAGQ_STATUS
+         || conf->kind == NGX_HTTP_RAGQ_STREAM)
         && ngx_http_ragq_add_channel(cf, conf) != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -716,6 +740,7 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_ragq_lp_init(&rmcf->pubsub);
+    ngx_http_ragq_stream_init(&rmcf->pubsub);
 
     return ngx_http_ragq_pubsub_init(cycle, &rmcf->valkey, &rmcf->pubsub);
 }
@@ -726,6 +751,7 @@ ngx_http_ragq_exit_process(ngx_cycle_t *cycle)
 {
     /* first, while the reads they sit in still exist */
     ngx_http_ragq_lp_exit();
+    ngx_http_ragq_stream_exit();
 
     ngx_http_ragq_metrics_exit_process();
     ngx_http_ragq_valkey_exit(cycle);

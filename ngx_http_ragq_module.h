@@ -23,6 +23,7 @@
 #define NGX_HTTP_RAGQ_ENQUEUE 1 /* ragq_enqueue: POST /chat */
 #define NGX_HTTP_RAGQ_STATUS  2 /* ragq_status: GET /job-status */
 #define NGX_HTTP_RAGQ_METRICS 3 /* ragq_metrics: GET /metrics */
+#define NGX_HTTP_RAGQ_STREAM  4 /* ragq_stream: GET /job-stream */
 #define NGX_HTTP_RAGQ_CANCEL  5 /* ragq_cancel: POST /job-cancel */
 
 #define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
@@ -44,7 +45,8 @@ typedef struct {
     ngx_msec_t                job_ttl;
     time_t                    max_wait;
     ngx_msec_t                valkey_timeout;
-    ngx_uint_t                replicas; /* ragq_valkey_replicas */
+    ngx_uint_t                replicas;         /* ragq_valkey_replicas */
+    ngx_msec_t                stream_heartbeat; /* ragq_stream_heartbeat */
 
     /* the constant parts of the hot commands, in RESP form */
     ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */
