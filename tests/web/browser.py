@@ -12,7 +12,8 @@ Debian chromium + chromedriver, driven by python3-selenium:
    streams, before `done`; then the answer shown is the job's `result` (as
    /job-status reads it) and its sources are listed, citations linked;
 2. ask again, press Stop while the answer is streaming: the page says
-   canceled, and so does /job-status;
+   canceled, and so does /job-status, and the worker closed its chat call
+   (the stand-in counts the answer aborted);
 3. a query the server refuses (too long): its JSON error is shown readably.
 
 Screenshots go to tests/web/out/ (gitignored); their paths are printed.
@@ -142,6 +143,11 @@ class Stack:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
+    def stats(self):
+        url = "http://127.0.0.1:%d/_standin/stats" % self.standin_port
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+
     def api(self, path, body=None):
         """(status, JSON) of a request to the demo's nginx."""
         req = urllib.request.Request(
@@ -250,6 +256,7 @@ def shot(driver, name):
     path = os.path.join(OUT, name)
     driver.save_screenshot(path)
     note("screenshot: " + path)
+    print("# screenshot: " + path, file=sys.stderr, flush=True)  # shown by prove without -v
     return path
 
 
@@ -324,6 +331,14 @@ def case_stop(stack, driver):
     ok(status == 200 and job.get("status") == "canceled", "/job-status: canceled",
        (status, job))
     ok(job.get("result") in (None, ""), "no result was written", job.get("result"))
+    aborted = 0
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        aborted = stack.stats().get("aborted", {}).get("/v1/chat/completions", 0)
+        if aborted:
+            break
+        time.sleep(0.05)
+    ok(aborted == 1, "the worker closed the chat model's answer it was reading", aborted)
     ok(driver.find_element(By.ID, "stop").get_attribute("disabled") is not None,
        "Stop is disabled once the job ended")
     shot(driver, "canceled.png")
