@@ -11,7 +11,8 @@ Debian chromium + chromedriver, driven by python3-selenium:
 1. type a question, press Ask: partial answer text is visible while the job
    streams, before `done`; then the answer shown is the job's `result` (as
    /job-status reads it) and its sources are listed, citations linked;
-2. ask again, press Stop while the answer is streaming: the page says
+2. ask again, on the page served under the /ask/ prefix (its API there
+   too), press Stop while the answer is streaming: the page says
    canceled, and so does /job-status, and the worker closed its chat call
    (the stand-in counts the answer aborted);
 3. a query the server refuses (too long): its JSON error is shown readably.
@@ -316,7 +317,9 @@ def case_stop(stack, driver):
     # now ~2 s per word: the answer is far from done when Stop is pressed
     stack.fault({"path": "/v1/chat/completions", "mode": "slow_body", "bytes": 8,
                  "interval_ms": 100, "times": -1})
-    driver.get(stack.url)
+    # under the demo's /ask/ prefix: the page's chat, job-stream, job-cancel
+    # and job-status are /ask/chat, ...
+    driver.get(urllib.parse.urljoin(stack.url, "ask/"))
     watch(driver, lambda s: s["phase"] == "idle", 30)
     ask(driver, QUESTION)
     _, st = watch(driver, lambda s: s["phase"] == "done"
@@ -339,6 +342,12 @@ def case_stop(stack, driver):
             break
         time.sleep(0.05)
     ok(aborted == 1, "the worker closed the chat model's answer it was reading", aborted)
+    used = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
+    paths = sorted({urllib.parse.urlparse(u).path for u in used})
+    ok({"/ask/chat", "/ask/job-stream", "/ask/job-cancel"} <= set(paths)
+       and not {"/chat", "/job-stream", "/job-cancel"} & set(paths),
+       "under a path prefix the page uses the API under the same prefix", paths)
     ok(driver.find_element(By.ID, "stop").get_attribute("disabled") is not None,
        "Stop is disabled once the job ended")
     shot(driver, "canceled.png")
