@@ -416,6 +416,45 @@ def main():
     if runs and "module" in targets_present:
         tg.add("module errors (non-2xx, socket errors) in all runs", str(errs), "0", errs == 0)
 
+    # ---------------------------------------------------------------- streams
+    spath = os.path.join(raw, "streams.json")
+    sdata = json.load(open(spath)) if os.path.exists(spath) else None
+    if sdata and sdata.get("runs"):
+        L.append("## Open streams on one nginx worker (`/job-stream`)")
+        L.append("")
+        L.append("`bench/streams.py`: one nginx worker; N jobs queued through `POST /chat` with no "
+                 "worker running, N clients open `GET /job-stream` (one per job: N per-job "
+                 "subscriptions) and wait for their first `status` event; nginx worker RSS "
+                 "(VmRSS) before and after ÷ N = memory per open stream, next to N idle "
+                 "keep-alive connections to `return 204` on the same nginx (the baseline). Then "
+                 "one ragq-worker writes the answers (%d words, one SSE event per word %g ms "
+                 "apart from the stand-in, batched every 50 ms): every stream must end with "
+                 "`done`, its `token` texts equal to `result`. Valkey commands per answer "
+                 "counted under MONITOR, by sender." % (sdata["words"], sdata["token_ms"]))
+        L.append("")
+        L.append("| open streams | opened | subscriptions | RSS per stream | RSS per idle "
+                 "connection | ratio | nginx CPU µs per stream (open / answer) | ended with "
+                 "`done` | text = result | subscriptions left | token events per stream | "
+                 "Valkey commands per answer: nginx / worker (in its scripts) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for x in sdata["runs"]:
+            L.append("| %d | %d | %d | %s B | %s B | %s | %s / %s | %d | %d | %d | %s | %s / %s (%s) |" % (
+                x["streams"], x["opened"], x["subscriptions_open"],
+                f(x["rss_per_stream_b"]), f(x["rss_per_idle_conn_b"]),
+                f(x["rss_per_stream_b"] / x["rss_per_idle_conn_b"]
+                  if x["rss_per_idle_conn_b"] > 0 else None, "%.1f×"),
+                f(x["nginx_cpu_open_us_per_stream"]), f(x["nginx_cpu_answer_us_per_stream"]),
+                x["finished"], x["text_equals_result"], x["subscriptions_left"],
+                f(x["tokens_per_stream"], "%.1f"), f(x["valkey_cmds_per_answer_nginx"], "%.1f"),
+                f(x["valkey_cmds_per_answer_worker"], "%.1f"),
+                f(x["valkey_cmds_in_scripts_per_answer"], "%.0f")))
+        L.append("")
+        big = max(sdata["runs"], key=lambda x: x["streams"])
+        tg.add("open streams on one nginx worker that end with `done`, text = result",
+               "%d of %d" % (min(big["finished"], big["text_equals_result"]), big["streams"]),
+               "all, ≥ 1,000", big["streams"] >= 1000 and
+               big["finished"] == big["text_equals_result"] == big["streams"])
+
     # ---------------------------------------------------------------- worker
     L.append("## Worker: jobs/s against the stand-ins (100 ms per call)")
     L.append("")
@@ -497,6 +536,44 @@ def main():
                 "≤ 0.2 ms", worst <= 0.2)
         else:
             tg.add("worker CPU per job", "–", "≤ 0.2 ms", None)
+        spath = os.path.join(raw, "worker-stream.json")
+        sdata = json.load(open(spath)) if os.path.exists(spath) else None
+        if sdata and sdata.get("reps"):
+            L.append("### Streaming priced: the same answer streamed and not")
+            L.append("")
+            L.append("One worker, %d in flight, %d jobs per run, each answer %d words; streamed, the "
+                     "stand-in sends one SSE event per word with %g ms between events (about "
+                     "%.1f s of writing, as a model does), so the worker batches pieces every "
+                     "50 ms into `P:out:ID`; `RAGQ_STREAM=off` asks for the same answer whole. "
+                     "Medians of %d interleaved repetitions. Commands per job: a separate pass "
+                     "of 32 jobs under `MONITOR` (top level = what the worker sends; in scripts "
+                     "= what its scripts run). `bench/worker_bench.py --only-stream`." % (
+                         sdata["inflight"], sdata["jobs"], sdata["words"], sdata["token_ms"],
+                         sdata["words"] * sdata["token_ms"] / 1000.0,
+                         len(sdata["reps"]) // 2))
+            L.append("")
+            L.append("| streaming | worker CPU ms/job | Valkey CPU ms/job | job ms p50 | "
+                     "Valkey commands/job (top level) | in scripts | EVALSHA/job |")
+            L.append("|---|---|---|---|---|---|---|")
+            smed = {}
+            for mode in ("off", "on"):
+                rs = [x for x in sdata["reps"] if x["stream"] == mode and x["cpu_ms_per_job"]]
+                mc = lambda k: statistics.median([x[k] for x in rs if x[k] is not None]) if rs else None
+                smed[mode] = mc("cpu_ms_per_job")
+                c = sdata["commands"].get(mode, {})
+                ev = (c.get("top_level", {}).get("EVALSHA", 0) / c["jobs"]) if c.get("jobs") else None
+                L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                    mode, f(smed[mode], "%.3f"), f(mc("redis_cpu_ms_per_job"), "%.3f"),
+                    f(mc("job_ms_p50")), f(c.get("top_level_per_job"), "%.1f"),
+                    f(c.get("in_scripts_per_job"), "%.1f"), f(ev, "%.1f")))
+            L.append("")
+            if smed.get("off") is not None:
+                tg.add("worker CPU per job, streaming off (%d words)" % sdata["words"],
+                       "%.3f ms" % smed["off"], "≤ 0.2 ms", smed["off"] <= 0.2)
+            if smed.get("on") is not None:
+                tg.add("worker CPU per job, streamed (%d words, %g ms apart)" % (
+                    sdata["words"], sdata["token_ms"]),
+                    "%.3f ms" % smed["on"], "≤ 0.4 ms", smed["on"] <= 0.4)
         p = by.get(1024)
         if p and p["peak_rss_kb"]:
             tg.add("worker peak RSS at 1024 in flight", "%.1f MB" % (p["peak_rss_kb"] / 1024.0),

@@ -11,6 +11,7 @@ Usage: worker_bench.py --redis PORT --chat-url URL --embed-url URL --qdrant-url 
 """
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -171,9 +172,9 @@ def start_point(a, r, p, standins, njobs):
     return wc0, t_start, ids, st0, rc0
 
 
-def run_point(a, r, inflight):
+def run_point(a, r, inflight, extra_env=None, njobs=None):
     hz = os.sysconf("SC_CLK_TCK")
-    njobs = min(a.max_jobs, max(10, inflight * a.rounds))
+    njobs = njobs or min(a.max_jobs, max(10, inflight * a.rounds))
     r.call("FLUSHALL")
     standins = [int(p) for p in a.standin_pids.split(",") if p]
     env = dict(os.environ,
@@ -184,6 +185,7 @@ def run_point(a, r, inflight):
                QDRANT_URL=a.qdrant_url, RAGQ_COLLECTION="documents",
                RAGQ_CONCURRENCY=str(inflight), RAGQ_RESULT_TTL="1h",
                RAGQ_LOG_LEVEL="1", RAGQ_SHUTDOWN_GRACE="5s")
+    env.update(extra_env or {})
     log = open(os.path.join(a.tmp, "worker-%d.log" % inflight), "wb")
     p = subprocess.Popen([a.worker], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -258,6 +260,110 @@ def run_point(a, r, inflight):
     return out
 
 
+def standin_stream(a, token_ms, words):
+    """Sets the chat stand-in's streamed answers: pause between events and answer length."""
+    import urllib.request
+    base = a.chat_url[:-3] if a.chat_url.endswith("/v1") else a.chat_url
+    req = urllib.request.Request(base + "/_standin/stream", method="POST",
+                                 data=json.dumps({"token_ms": token_ms,
+                                                  "answer_words": words}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).read()
+
+
+class Monitor:
+    """MONITOR on its own connection, in a thread: every command Valkey runs, with who sent it
+    ("lua" for a command run by a script), so commands per job are counted exactly.  It slows
+    Valkey down, so it runs in a separate, small pass, never beside a CPU measurement."""
+
+    def __init__(self, port, skip_ports):
+        import threading
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.sendall(Resp.encode("MONITOR"))
+        self.skip = set("127.0.0.1:%d" % p for p in skip_ports)
+        self.lines = []
+        self.stop = False
+        self.t = threading.Thread(target=self.read, daemon=True)
+        self.t.start()
+
+    def read(self):
+        buf = b""
+        while not self.stop:
+            try:
+                data = self.s.recv(1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            buf += data
+            *lines, buf = buf.split(b"\r\n")
+            self.lines.extend(lines)
+
+    def close(self):
+        time.sleep(0.2)
+        self.stop = True
+        self.s.close()
+        self.t.join(2)
+
+    def by_client(self):
+        """{client address or "lua": Counter of commands}, the bench's own connections left out."""
+        out = collections.defaultdict(collections.Counter)
+        for raw in self.lines:
+            line = raw.decode("utf-8", "replace")
+            if not line.startswith("+") or "] " not in line:
+                continue
+            who = line[line.index("[") + 1:line.index("]")].split(" ", 1)[-1]
+            if who in self.skip:
+                continue
+            out[who][line.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper()] += 1
+        return out
+
+    def counts(self):
+        """{command: n} sent by clients other than the bench, and {command: n} run in scripts."""
+        top, lua = collections.Counter(), collections.Counter()
+        for raw in self.lines:
+            line = raw.decode("utf-8", "replace")
+            if not line.startswith("+") or "] " not in line:
+                continue
+            who = line[line.index("[") + 1:line.index("]")].split(" ", 1)[-1]
+            if who in self.skip:
+                continue
+            cmd = line.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper()
+            (lua if who == "lua" else top)[cmd] += 1
+        return top, lua
+
+
+def stream_price(a, r):
+    """Issue 13 item 3: one worker's cost per job with streaming off and on, for the same
+    answer (a.stream_words words, a.stream_token_ms between the stand-in's events): CPU and
+    Valkey CPU per job (a.stream_reps interleaved repetitions), then Valkey commands per job
+    under MONITOR (a separate small pass)."""
+    standin_stream(a, a.stream_token_ms, a.stream_words)
+    out = {"inflight": a.stream_inflight, "jobs": a.stream_jobs, "words": a.stream_words,
+           "token_ms": a.stream_token_ms, "reps": [], "commands": {}}
+    try:
+        for rep in range(a.stream_reps):
+            for mode in ("off", "on"):
+                pt = run_point(a, r, a.stream_inflight, {"RAGQ_STREAM": mode}, a.stream_jobs)
+                pt["stream"] = mode
+                pt["rep"] = rep
+                out["reps"].append(pt)
+        for mode in ("off", "on"):
+            mon = Monitor(a.redis, [r.s.getsockname()[1]])
+            pt = run_point(a, r, 32, {"RAGQ_STREAM": mode}, 32)
+            mon.close()
+            top, lua = mon.counts()
+            done = pt["finished"] + pt["failed"]
+            out["commands"][mode] = {
+                "jobs": done,
+                "top_level_per_job": sum(top.values()) / done if done else None,
+                "in_scripts_per_job": sum(lua.values()) / done if done else None,
+                "top_level": dict(top), "in_scripts": dict(lua)}
+    finally:
+        standin_stream(a, 0, 0)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--redis", type=int, required=True)
@@ -273,8 +379,21 @@ def main():
     ap.add_argument("--call-ms", type=float, default=100.0)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--max-jobs", type=int, default=4096)
+    ap.add_argument("--stream-out", default=None,
+                    help="also price streaming (issue 13 item 3) into this JSON file")
+    ap.add_argument("--stream-inflight", type=int, default=64)
+    ap.add_argument("--stream-jobs", type=int, default=256)
+    ap.add_argument("--stream-reps", type=int, default=3)
+    ap.add_argument("--stream-words", type=int, default=200)
+    ap.add_argument("--stream-token-ms", type=float, default=10.0)
+    ap.add_argument("--only-stream", action="store_true", help="skip the throughput points")
     a = ap.parse_args()
     r = Resp(a.redis)
+    if a.stream_out:
+        with open(a.stream_out, "w") as f:
+            json.dump(stream_price(a, r), f, indent=1)
+    if a.only_stream:
+        return
     points = [run_point(a, r, int(x)) for x in a.points.split(",")]
     with open(a.out, "w") as f:
         json.dump({"call_ms": a.call_ms, "points": points}, f, indent=1)

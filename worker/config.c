@@ -139,6 +139,10 @@ static const opt_t opts[] = {
      "chat model", NULL, "Models"},
     {"RAGQ_MAX_TOKENS", W, T_UINT, OFF(max_tokens), "0", 0, 1000000, "N",
      "max_tokens of an answer (0: not sent)", NULL, "Models"},
+    {"RAGQ_STREAM", W, T_CHOICE, OFF(stream), NULL, 0, 0, "on|off",
+     "on (the default): answers are asked for streamed and written piece by "
+     "piece to P:out:ID for /job-stream; off: asked whole, written once",
+     "on|off", "Models"},
     {"RAGQ_EMBED_BASE_URL", W | I, T_STR, OFF(embed_base_url), NULL, 0, 0,
      "URL", "embeddings server, when it is not OPENAI_BASE_URL", NULL,
      "Models"},

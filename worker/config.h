@@ -50,6 +50,7 @@ typedef struct {
     /* RAGQ_MAX_ANSWER_BYTES; 0: the default of each call (job.h) */
     unsigned long max_answer_bytes;
     unsigned      max_tokens; /* RAGQ_MAX_TOKENS      0 = not sent */
+    const char   *stream;     /* RAGQ_STREAM on | off; NULL on */
     const char   *consumer;   /* RAGQ_CONSUMER        <host>-<pid> */
 
     /* ragq-worker's Valkey connections (valkey_net.c) */

@@ -468,7 +468,9 @@ claim_reply(void *owner, redisReply *reply, void *priv)
         return;
     }
     job->state = JOB_RUNNING;
-    ragq_queue_out_start(q, job);
+    if (q->cfg->stream == NULL || strcmp(q->cfg->stream, "off") != 0) {
+        ragq_queue_out_start(q, job);
+    }
     ragq_joblog_started(job, q->cfg->max_attempts);
     ragq_job_run(q->pipeline, job, job_done, q);
 }

@@ -283,6 +283,9 @@ class App:
 
     def reset_runtime(self):
         self.latency = (self.args.latency_ms or 0) / 1000.0
+        # A streamed chat answer's pace and length (bench: a ~200-token answer written over time).
+        self.token_delay = (self.args.token_ms or 0) / 1000.0
+        self.answer_words = self.args.answer_words or 0
         self.faults = []
         self.req_counts = collections.Counter()
         self.log = collections.deque(maxlen=LOG_KEEP)
@@ -419,6 +422,16 @@ class App:
                 return Response(400, dumps({"error": "ms must be a number >= 0"}))
             self.latency = ms / 1000.0
             return Response(200, dumps({"ok": True, "latency_ms": ms}))
+        if p == "/_standin/stream" and req.method == "POST":
+            ms = body.get("token_ms", self.token_delay * 1000.0)
+            words = body.get("answer_words", self.answer_words)
+            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms < 0:
+                return Response(400, dumps({"error": "token_ms must be a number >= 0"}))
+            if isinstance(words, bool) or not isinstance(words, int) or words < 0:
+                return Response(400, dumps({"error": "answer_words must be an integer >= 0"}))
+            self.token_delay = ms / 1000.0
+            self.answer_words = words
+            return Response(200, dumps({"ok": True, "token_ms": ms, "answer_words": words}))
         if p == "/_standin/faults" and req.method == "POST":
             rules = body if isinstance(body, list) else [body]
             for r in rules:
@@ -623,6 +636,11 @@ class App:
             raise HttpError(400, oai_error("stream must be a boolean", "invalid_request_error",
                                            param="stream"))
         content = grounded_answer(last_user or "")
+        if self.answer_words:
+            words = content.split(" ")
+            while len(words) < self.answer_words:
+                words += content.split(" ")
+            content = " ".join(words[:self.answer_words])
         finish = "stop"
         if limit is not None:
             words = content.split(" ")
@@ -1574,7 +1592,10 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(b"%x\r\n%s\r\n" % (len(ev), ev))
         if i + 1 < len(events):
             # Separate writes on separate loop turns, so clients see events split across reads.
-            self.app.loop.call_soon(self.stream_next, events, i + 1)
+            if self.app.token_delay:
+                self.later(self.app.token_delay, self.stream_next, events, i + 1)
+            else:
+                self.app.loop.call_soon(self.stream_next, events, i + 1)
         else:
             self.transport.write(b"0\r\n\r\n")
             self.done()
@@ -1597,6 +1618,10 @@ def parse_args(argv):
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--token-ms", type=float, default=0.0,
+                    help="pause between the events of a streamed chat answer")
+    ap.add_argument("--answer-words", type=int, default=0,
+                    help="chat answers repeated up to this many words (0: as they come)")
     ap.add_argument("--dim", type=int, default=64, help="embedding size when not requested")
     ap.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY on /v1")
     ap.add_argument("--qdrant-api-key", default=None, help="require api-key: KEY on Qdrant paths")

@@ -38,6 +38,7 @@ static const char *const envs[] = {
     "RAGQ_HTTP_TIMEOUT",
     "RAGQ_CONNECT_TIMEOUT",
     "RAGQ_MAX_TOKENS",
+    "RAGQ_STREAM",
     "RAGQ_CONSUMER",
     "RAGQ_LOG_LEVEL",
     "RAGQ_CHUNK_SIZE",

@@ -99,8 +99,44 @@ is($reset->[1]{reset}, 1, 'the reset names the attempt');
 ok($reset->[0] > 1, 'pieces of the broken try came before it');
 is($streamed4, $j4->{result}, 'pieces after the reset = result, byte for byte');
 
-# ---- the offline extractive answerer: sentence by sentence
+# ---- a 200-word answer written over ~1 s: batched (50 ms / 256 bytes), so
+# several entries, far fewer than the stand-in's 200 events
+$s->stream_pace(token_ms => 5, answer_words => 200);
+my $id5 = Ragq::Worker::enqueue(prefix => $P, query => 'Greetings at length?', top_k => 1);
+is(Ragq::Worker::wait_final($P, [$id5], 30), 1, 'paced job ends');
+my $j5 = Ragq::Worker::job($P, $id5);
+$s->stream_pace();
+is($j5->{status}, 'finished', 'paced answer finished') or diag explain $j5, $w->log;
+is(scalar(split / /, $j5->{result}), 200, 'a 200-word answer');
+my $e5 = out_entries($id5);
+ok(@$e5 >= 3 && @$e5 <= 100, scalar(@$e5) . ' entries for 200 deltas: batched as it was written')
+  or diag explain $e5;
+my ($streamed5, $resets5) = streamed_text($e5);
+is($resets5, 0, 'no reset');
+is($streamed5, $j5->{result}, 'batched pieces = result, byte for byte');
+
+# ---- RAGQ_STREAM=off: the answer asked whole; the output stream gets it
+# as one piece from the final write (so /job-stream still works)
 $w->stop;
+my $woff = Ragq::Worker->start(env => {
+    RAGQ_PREFIX => $P, OPENAI_BASE_URL => $s->base_url, OPENAI_API_KEY => 'sk-x',
+    QDRANT_URL => $s->qdrant_url, RAGQ_COLLECTION => 'docs', RAGQ_RESULT_TTL => '1h',
+    RAGQ_STREAM => 'off',
+});
+ok($woff->ready, 'RAGQ_STREAM=off worker ready') or diag $woff->log;
+my $id6 = Ragq::Worker::enqueue(prefix => $P, query => 'Greetings, unstreamed?', top_k => 1);
+is(Ragq::Worker::wait_final($P, [$id6], 15), 1, 'unstreamed job ends');
+my $j6 = Ragq::Worker::job($P, $id6);
+is($j6->{status}, 'finished', 'finished') or diag explain $j6, $woff->log;
+like($j6->{result}, qr/\Q@{[encode_utf8('😀🚀👍🏽')]}\E/, 'the whole answer');
+my $req6 = (grep { $_->{path} eq '/v1/chat/completions' } @{ $s->stats->{log} })[-1];
+ok(!$req6->{body}{stream}, 'the chat call does not ask for a stream');
+my $e6 = out_entries($id6);
+is(scalar @$e6, 1, 'one entry in the output stream') or diag explain $e6;
+is($e6->[0][1]{t}, $j6->{result}, '... the whole result');
+$woff->stop;
+
+# ---- the offline extractive answerer: sentence by sentence
 my $dir = tempdir(CLEANUP => 1);
 mkdir "$dir/docs";
 open my $f, '>', "$dir/docs/light.md" or die;
@@ -129,5 +165,5 @@ is(scalar @$e3, $sentences + ($j3->{result} =~ /[.!?\n]\s*\z/ ? 0 : 1),
    "one entry per sentence (@{[scalar @$e3]})") or diag explain $e3;
 $w2->stop;
 
-Ragq::Valkey::cmd("DEL", map { ("$P:out:$_", "$P:job:$_") } $id, $id2, $id3, $id4);
+Ragq::Valkey::cmd("DEL", map { ("$P:out:$_", "$P:job:$_") } $id, $id2, $id3, $id4, $id5, $id6);
 done_testing();

@@ -127,6 +127,12 @@ sub _control {
 
 sub fault   { my ($self, $rule) = @_; $self->_control(POST => '/_standin/faults', $rule) }
 sub latency { my ($self, $ms) = @_; $self->_control(POST => '/_standin/latency', { ms => $ms }) }
+# A streamed chat answer's pace (ms between events) and length (words; 0: as built).
+sub stream_pace {
+    my ($self, %o) = @_;
+    $self->_control(POST => '/_standin/stream', { token_ms => $o{token_ms} // 0,
+                                                  answer_words => $o{answer_words} // 0 });
+}
 sub reset {
     my ($self, %o) = @_;
     $self->_control(POST => '/_standin/reset', { data => $o{data} ? JSON::PP::true : JSON::PP::false });
