@@ -9,6 +9,8 @@ SHELL := /bin/bash
 #   make asan       the same under AddressSanitizer + UBSan, in build/asan/
 #   make test       the whole suite (tests/run)
 #   make demo       question in, answer out, on private ports (scripts/demo)
+#   make demo-serve the same stack left running with the chat page (web/); prints
+#                   its URL, Ctrl-C stops it (scripts/demo --serve; DEMO_PORT=8080)
 #   make bench      benchmarks, writes bench/RESULTS.md
 #   make chaos      crashes, stalls and flapping upstreams under load (tests/chaos,
 #                   ~4 min); make chaos-short is the bounded pass CI runs (~1.5 min)
@@ -289,6 +291,10 @@ demo: deps
 	$(MAKE) all
 	scripts/demo
 
+demo-serve: deps
+	$(MAKE) all
+	RAGQ_DEMO_PORT=$(DEMO_PORT) scripts/demo --serve
+
 bench: deps
 	$(MAKE) all
 	bench/run
@@ -315,5 +321,5 @@ lint:
 clean:
 	rm -rf build tests/servroot*
 
-.PHONY: all module worker unit asan deps deps-build test demo bench chaos chaos-short format \
+.PHONY: all module worker unit asan deps deps-build test demo demo-serve bench chaos chaos-short format \
 	lint clean module-check install install-files uninstall deb lintian fuzz fuzz-build fuzz-ci

@@ -63,6 +63,35 @@ ngx_http_ragq_pubsub_ready(void)
 }
 
 
+ngx_uint_t
+ngx_http_ragq_pubsub_generation(void)
+{
+    return ngx_http_ragq_vk_sub.connects;
+}
+
+
+ngx_int_t
+ngx_http_ragq_pubsub_subscribe(ngx_str_t *channel, ngx_flag_t subscribe)
+{
+    u_char             *p;
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk_sub;
+    u_char              cmd[NGX_HTTP_RAGQ_KEY_MAX + 64];
+
+    if (!vk->initialized || vk->exiting || vk->state != NGX_HTTP_RAGQ_VK_READY
+        || channel->len > NGX_HTTP_RAGQ_KEY_MAX)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* no reply entry: the acknowledgement is a push (subscribed()) */
+    p = subscribe ? ngx_http_ragq_lit(cmd, "*2\r\n$9\r\nSUBSCRIBE\r\n")
+                  : ngx_http_ragq_lit(cmd, "*2\r\n$11\r\nUNSUBSCRIBE\r\n");
+    p = ngx_http_ragq_resp_bulk(p, channel->data, channel->len);
+
+    return ngx_http_ragq_conn_write(&vk->conn, cmd, p - cmd);
+}
+
+
 const ngx_http_ragq_resp_error_t *
 ngx_http_ragq_valkey_down(void)
 {
@@ -296,17 +325,48 @@ ngx_http_ragq_vk_cell_reply(ngx_http_ragq_conn_t *conn, void *data,
 }
 
 
+/* the channel of the subscription set named name, else NULL */
+static ngx_http_ragq_channel_t *
+ngx_http_ragq_pubsub_channel(ngx_http_ragq_pubsub_t *ps, redisReply *name)
+{
+    ngx_uint_t               i;
+    ngx_http_ragq_channel_t *ch;
+
+    ch = ps->channels.elts;
+
+    for (i = 0; i < ps->channels.nelts; i++) {
+        if (ch[i].channel.len == (size_t) name->len
+            && ngx_memcmp(ch[i].channel.data, name->str, name->len) == 0)
+        {
+            return &ch[i];
+        }
+    }
+
+    return NULL;
+}
+
+
 /* a pub/sub channel's message, a subscription's acknowledgement, a pong */
 void
 ngx_http_ragq_pubsub_push(ngx_http_ragq_conn_t *conn, void *data,
                           redisReply *reply)
 {
-    ngx_uint_t               i;
     redisReply              *kind, *name, *payload;
     ngx_http_ragq_vk_t      *vk = conn->data;
     ngx_http_ragq_channel_t *ch;
 
     kind = reply->element[0];
+
+    if (kind->len == 9 && ngx_strncmp(kind->str, "subscribe", 9) == 0
+        && reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_STRING
+        && vk->pubsub->subscribed
+        && ngx_http_ragq_pubsub_channel(vk->pubsub, reply->element[1]) == NULL)
+    {
+        /* one of the channels subscribed one by one, after the handshake */
+        vk->pubsub->subscribed(vk->pubsub, (u_char *) reply->element[1]->str,
+                               reply->element[1]->len);
+        return;
+    }
 
     if (kind->len == 9 && ngx_strncmp(kind->str, "subscribe", 9) == 0) {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -337,15 +397,14 @@ ngx_http_ragq_pubsub_push(ngx_http_ragq_conn_t *conn, void *data,
     }
 
     /* the subscription set: a message goes to the channel it names */
-    ch = vk->pubsub->channels.elts;
+    ch = ngx_http_ragq_pubsub_channel(vk->pubsub, name);
 
-    for (i = 0; i < vk->pubsub->channels.nelts; i++) {
-        if (ch[i].channel.len == (size_t) name->len
-            && ngx_memcmp(ch[i].channel.data, name->str, name->len) == 0)
-        {
-            vk->pubsub->message(vk->pubsub, &ch[i], (u_char *) payload->str,
-                                payload->len);
-            return;
-        }
+    if (ch) {
+        vk->pubsub->message(vk->pubsub, ch, (u_char *) payload->str,
+                            payload->len);
+
+    } else if (vk->pubsub->other) {
+        vk->pubsub->other(vk->pubsub, (u_char *) name->str, name->len,
+                          (u_char *) payload->str, payload->len);
     }
 }

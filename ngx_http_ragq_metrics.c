@@ -75,8 +75,8 @@ static ngx_event_t            ngx_http_ragq_slot_ev;
 
 /* the "endpoint" label of each kind of location */
 static ngx_str_t ngx_http_ragq_endpoints[NGX_HTTP_RAGQ_ENDPOINTS] = {
-    ngx_null_string, ngx_string("chat"), ngx_string("status"),
-    ngx_string("metrics")
+    ngx_null_string,       ngx_string("chat"),   ngx_string("status"),
+    ngx_string("metrics"), ngx_string("stream"), ngx_string("cancel")
 };
 
 

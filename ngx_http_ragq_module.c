@@ -3,7 +3,8 @@
  * the ragq_* directives, the configuration (create, merge, checks, the
  * constant heads of the hot commands) and the process lifecycle (the Valkey
  * connections of each worker). POST /chat is ngx_http_ragq_enqueue.c,
- * GET /job-status ngx_http_ragq_status.c and ngx_http_ragq_longpoll.c, jobs
+ * GET /job-status ngx_http_ragq_status.c and ngx_http_ragq_longpoll.c,
+ * POST /job-cancel ngx_http_ragq_cancel.c, jobs
  * (ids, new jobs, the job view) ngx_http_ragq_job.c, request plumbing
  * ngx_http_ragq_request.c, JSON ngx_http_ragq_json.c, the Valkey
  * connections ngx_http_ragq_valkey.c and RESP ngx_http_ragq_resp.c.
@@ -15,7 +16,9 @@
 #include "ngx_http_ragq_resp.h"
 #include "ngx_http_ragq_enqueue.h"
 #include "ngx_http_ragq_status.h"
+#include "ngx_http_ragq_cancel.h"
 #include "ngx_http_ragq_longpoll.h"
+#include "ngx_http_ragq_stream.h"
 #include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_metrics.h"
 #include "ngx_http_ragq_vars.h"
@@ -159,12 +162,33 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       0,
       (void *) NGX_HTTP_RAGQ_STATUS },
 
+    { ngx_string("ragq_stream"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragq_handler_set,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_RAGQ_STREAM },
+
+    { ngx_string("ragq_stream_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ragq_loc_conf_t, stream_heartbeat),
+      &ngx_http_ragq_positive_msec_p },
+
     { ngx_string("ragq_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_ragq_handler_set,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       (void *) NGX_HTTP_RAGQ_METRICS },
+
+    { ngx_string("ragq_cancel"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ragq_handler_set,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_RAGQ_CANCEL },
 
     { ngx_string("ragq_status_url"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -306,6 +330,14 @@ ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_HTTP_RAGQ_STATUS:
         clcf->handler = ngx_http_ragq_status_handler;
+        break;
+
+    case NGX_HTTP_RAGQ_STREAM:
+        clcf->handler = ngx_http_ragq_stream_handler;
+        break;
+
+    case NGX_HTTP_RAGQ_CANCEL:
+        clcf->handler = ngx_http_ragq_cancel_handler;
         break;
 
     default: /* NGX_HTTP_RAGQ_METRICS */
@@ -528,6 +560,7 @@ ngx_http_ragq_create_loc_conf(ngx_conf_t *cf)
     lcf->valkey_timeout = NGX_CONF_UNSET_MSEC;
     lcf->replicas = NGX_CONF_UNSET_UINT;
     lcf->callback_allow = NGX_CONF_UNSET_PTR;
+    lcf->stream_heartbeat = NGX_CONF_UNSET_MSEC;
 
     return lcf;
 }
@@ -673,6 +706,8 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->valkey_timeout, prev->valkey_timeout, 1000);
     ngx_conf_merge_uint_value(conf->replicas, prev->replicas, 0);
     ngx_conf_merge_ptr_value(conf->callback_allow, prev->callback_allow, NULL);
+    ngx_conf_merge_msec_value(conf->stream_heartbeat, prev->stream_heartbeat,
+                              15000);
 
     /* a writes connection of its own when some location waits for replicas */
     rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ragq_module);
@@ -688,7 +723,9 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->kind == NGX_HTTP_RAGQ_STATUS
+    /* streams hear of status changes there too */
+    if ((conf->kind == NGX_HTTP_RAGQ_STATUS
+         || conf->kind == NGX_HTTP_RAGQ_STREAM)
         && ngx_http_ragq_add_channel(cf, conf) != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -786,6 +823,7 @@ ngx_http_ragq_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_ragq_lp_init(&rmcf->pubsub);
+    ngx_http_ragq_stream_init(&rmcf->pubsub);
 
     return ngx_http_ragq_pubsub_init(cycle, &rmcf->valkey, &rmcf->pubsub);
 }
@@ -796,6 +834,7 @@ ngx_http_ragq_exit_process(ngx_cycle_t *cycle)
 {
     /* first, while the reads they sit in still exist */
     ngx_http_ragq_lp_exit();
+    ngx_http_ragq_stream_exit();
 
     ngx_http_ragq_metrics_exit_process();
     ngx_http_ragq_valkey_exit(cycle);

@@ -23,6 +23,8 @@
 #define NGX_HTTP_RAGQ_ENQUEUE 1 /* ragq_enqueue: POST /chat */
 #define NGX_HTTP_RAGQ_STATUS  2 /* ragq_status: GET /job-status */
 #define NGX_HTTP_RAGQ_METRICS 3 /* ragq_metrics: GET /metrics */
+#define NGX_HTTP_RAGQ_STREAM  4 /* ragq_stream: GET /job-stream */
+#define NGX_HTTP_RAGQ_CANCEL  5 /* ragq_cancel: POST /job-cancel */
 
 /* the longest callback_url accepted (ngx_http_ragq_enqueue.c) */
 #define NGX_HTTP_RAGQ_CALLBACK_URL_MAX 2048
@@ -46,8 +48,9 @@ typedef struct {
     ngx_msec_t                job_ttl;
     time_t                    max_wait;
     ngx_msec_t                valkey_timeout;
-    ngx_uint_t                replicas; /* ragq_valkey_replicas */
-    ngx_array_t *callback_allow;        /* ragq_callback_allow: of ngx_str_t */
+    ngx_uint_t                replicas;         /* ragq_valkey_replicas */
+    ngx_msec_t                stream_heartbeat; /* ragq_stream_heartbeat */
+    ngx_array_t *callback_allow; /* ragq_callback_allow: of ngx_str_t */
 
     /* the constant parts of the hot commands, in RESP form */
     ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */

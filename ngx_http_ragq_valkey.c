@@ -350,6 +350,7 @@ ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk)
     vk->state = NGX_HTTP_RAGQ_VK_RESOLVING;
     vk->role_ok = 0;
     vk->acks = 0;
+    vk->connects++;
     vk->ping = 0;
 
     /*

@@ -84,6 +84,16 @@ struct ngx_http_ragq_pubsub_s {
     void (*ready)(ngx_http_ragq_pubsub_t *ps);
     /* graceful shutdown: no more messages will come */
     void (*closing)(ngx_http_ragq_pubsub_t *ps);
+
+    /*
+     * Channels subscribed one by one (ngx_http_ragq_pubsub_subscribe(), the
+     * answer streams' P:out:ID): a SUBSCRIBE acknowledged, and a message on
+     * one of them. NULL: none are used. They are not resubscribed after a
+     * reconnect: ready() is where their owner subscribes them again.
+     */
+    void (*subscribed)(ngx_http_ragq_pubsub_t *ps, u_char *channel, size_t len);
+    void (*other)(ngx_http_ragq_pubsub_t *ps, u_char *channel, size_t clen,
+                  u_char *msg, size_t len);
 };
 
 
@@ -97,6 +107,13 @@ ngx_int_t ngx_http_ragq_pubsub_init(ngx_cycle_t                 *cycle,
 
 /* subscribed to every channel: a long-poll will hear about its job */
 ngx_flag_t ngx_http_ragq_pubsub_ready(void);
+
+/* SUBSCRIBE (or UNSUBSCRIBE) one more channel on the pub/sub connection;
+ * NGX_DECLINED: not ready (ready() comes when it is) */
+ngx_int_t ngx_http_ragq_pubsub_subscribe(ngx_str_t *channel,
+                                         ngx_flag_t subscribe);
+/* changes with every new pub/sub connection (whose subscriptions are new) */
+ngx_uint_t ngx_http_ragq_pubsub_generation(void);
 
 /* NGX_OK: commands may be queued now; NGX_BUSY: in-flight cap reached;
  * NGX_DECLINED: not connected */

@@ -45,6 +45,7 @@ typedef struct {
     ngx_uint_t  inflight;   /* cells not answered yet */
     ngx_uint_t  acks;       /* pub/sub: channels subscribed */
     ngx_uint_t  gen;        /* Sentinel: the primary's generation */
+    ngx_uint_t  connects;   /* connections begun: subscriptions of one */
 
     /* the outage being logged, and what clients are told meanwhile */
     const ngx_http_ragq_resp_error_t *down;

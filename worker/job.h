@@ -99,6 +99,7 @@ struct ragq_job_s {
     void        *queue;       /* the queue holding it */
     ragq_timer_t write_timer; /* the final write again, after an error */
     int          write_tries;
+    int          cancel_seen; /* P:cancel named it while its claim ran */
 
     /* streamed pieces not yet sent (queue_out.c) */
     ragq_job_piece_cb on_piece; /* NULL: not streamed */

@@ -838,6 +838,10 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     }
     /* XREADGROUP BLOCK holds its reply back that long on purpose. */
     ragq_vconn_set_extra_timeout(q->blk, RAGQ_XREAD_BLOCK_MS);
+    if (ragq_queue_cancel_init(q) != 0) {
+        ragq_queue_free(q);
+        return NULL;
+    }
     ragq_scripts_init(&q->scripts, q->cmd);
     ragq_backoff_init(&q->fault_backoff, RAGQ_FAULT_MIN_MS, RAGQ_FAULT_MAX_MS);
     ragq_timer_init(&q->pass_timer, fault_pass, q);
@@ -857,6 +861,7 @@ ragq_queue_start(ragq_queue_t *q)
     ragq_timer_start(q->loop, &q->startup_timer, startup_limit(q));
     ragq_vconn_connect(q->cmd);
     ragq_vconn_connect(q->blk);
+    ragq_vconn_connect(q->sub);
 }
 
 int
@@ -878,6 +883,9 @@ ragq_queue_free(ragq_queue_t *q)
     if (q->blk) {
         ragq_vconn_close(q->blk);
     }
+    if (q->sub) {
+        ragq_vconn_close(q->sub);
+    }
     ragq_queue_jobs_free(q);
     orphans_free(q);
     /* after the connections: their pending replies came back NULL */
@@ -893,6 +901,7 @@ ragq_queue_free(ragq_queue_t *q)
     }
     ragq_vconn_free(q->cmd);
     ragq_vconn_free(q->blk);
+    ragq_queue_cancel_free(q);
     free(q->k_jobs);
     free(q->k_group);
     free(q->k_events);

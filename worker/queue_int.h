@@ -34,6 +34,9 @@ struct ragq_queue_s {
 
     ragq_vconn_t  *cmd; /* pipelined: scripts, acks, reclaim, keep-alive */
     ragq_vconn_t  *blk; /* XREADGROUP BLOCK only */
+    ragq_vconn_t  *sub; /* SUBSCRIBE P:cancel (queue_cancel.c) */
+    char          *k_cancel;
+    int            cancel_lost; /* sub lost since it was last ready */
     ragq_scripts_t scripts;
     int            group_ready, group_creating;
     int            started, stopping, exit_code;
@@ -85,6 +88,10 @@ void ragq_queue_write_parked(ragq_queue_t *q);
 void ragq_queue_jobs_free(ragq_queue_t *q);
 void ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why);
 
+/* A cancel of job (queue_cancel.c): ends it canceled, or marks it while
+ * its claim is in flight. */
+void ragq_queue_job_cancel(ragq_queue_t *q, ragq_job_t *job);
+
 /* ragq_queue_job_lost's why: keepalive.lua's answers other than "ours". */
 enum { JOB_LOST_STALE = 0, JOB_LOST_GONE = 2, JOB_LOST_FINAL = 3 };
 
@@ -95,6 +102,10 @@ void        ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len,
                                  int how);
 void        ragq_queue_out_flush(ragq_queue_t *q, ragq_job_t *job);
 void        ragq_queue_out_free(ragq_queue_t *q, ragq_job_t *job);
+
+/* queue_cancel.c */
+int  ragq_queue_cancel_init(ragq_queue_t *q);
+void ragq_queue_cancel_free(ragq_queue_t *q);
 
 /* queue_keep.c */
 void     ragq_queue_keepalive(ragq_queue_t *q);

@@ -351,6 +351,61 @@ job_done(ragq_job_t *job, void *data)
 
 static int send_claim(ragq_queue_t *q, ragq_job_t *job);
 
+/*
+ * The one place where a job this worker holds ends canceled (POST
+ * /job-cancel wrote it canceled; DEVELOPERS.md "Cancel"), whichever way
+ * the worker learned it: ran is 0 when its claim found it canceled (never
+ * run here; the claim script acked its entry), 1 when it was claimed here
+ * (running, or its result waiting to be written: the pipeline is aborted,
+ * which closes its upstream connections, nothing is written, the entry is
+ * acknowledged).  Frees the job and its slot.  Whatever else must happen
+ * once per canceled job (a callback) belongs here.
+ */
+static void
+job_canceled(ragq_queue_t *q, ragq_job_t *job, int ran)
+{
+    if (!ran) {
+        ragq_log(RAGQ_LOG_INFO,
+                 "job %s was canceled while queued; acknowledged its entry "
+                 "without running it",
+                 job->id);
+        ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
+        job_drop(q, job);
+        return;
+    }
+    ragq_job_abort(job);
+    ack_entry(q, job->entry);
+    ragq_joblog_ended(job, RAGQ_END_CANCELED, q->cfg->max_attempts,
+                      (long) (ragq_now_ms() - job->claimed_at));
+    ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
+    job_drop(q, job);
+}
+
+/*
+ * P:cancel named this job (queue_cancel.c): the job is canceled in Valkey
+ * already.  Running, or its result not written yet: it ends now.  Its
+ * claim in flight: marked, the claim's reply ends it (the claim script ran
+ * before the cancel, else it answers {1, "canceled"}).  Its final or
+ * release script in flight: that script's fencing (status started) acks
+ * or leaves the entry, as for any final job.
+ */
+void
+ragq_queue_job_cancel(ragq_queue_t *q, ragq_job_t *job)
+{
+    switch (job->state) {
+    case JOB_CLAIMING:
+        job->cancel_seen = 1;
+        break;
+    case JOB_RUNNING:
+    case JOB_WAITING:
+    case JOB_PARKED:
+        job_canceled(q, job, 1);
+        break;
+    default:
+        break;
+    }
+}
+
 static void
 claim_reply(void *owner, redisReply *reply, void *priv)
 {
@@ -392,12 +447,18 @@ claim_reply(void *owner, redisReply *reply, void *priv)
         job_drop(q, job);
         return;
     }
-    if (kind == 1 && reply->elements >= 4 && e[1]->str && e[2]->str &&
-        strcmp(e[1]->str, "canceled") == 0 &&
-        e[3]->type == REDIS_REPLY_INTEGER && e[3]->integer == 0) {
-        /* Canceled while queued: its callback is ours to send (a finished
-         * or failed one had it from the worker that ended it). */
-        ragq_callback_deliver(q->callbacks, job->id, e[2]->str);
+    if (kind == 1 && reply->elements > 1 && e[1]->str &&
+        strcmp(e[1]->str, "canceled") == 0) {
+        /* {1, "canceled", callback_url, called}: canceled while queued; its
+         * callback is ours to send unless it was sent (a finished or failed
+         * job had it from the worker that ended it) */
+        if (reply->elements >= 4 && e[2]->type == REDIS_REPLY_STRING &&
+            e[3]->type == REDIS_REPLY_INTEGER && e[3]->integer == 0 &&
+            e[2]->str[0]) {
+            job->callback_url = strdup(e[2]->str);
+        }
+        job_canceled(q, job, 0);
+        return;
     }
     if (kind != 2 || reply->elements < 6 || e[1]->type != REDIS_REPLY_INTEGER ||
         !e[2]->str || !e[3]->str || !e[4]->str || !e[5]->str) {
@@ -411,10 +472,16 @@ claim_reply(void *owner, redisReply *reply, void *priv)
     }
     /* The script checked them: a query without NUL, top_k "" or 1..limit. */
     job->attempts = (long) e[1]->integer;
+    job->callback_url = e[5]->str[0] ? strdup(e[5]->str) : NULL;
+    if (job->cancel_seen) {
+        /* canceled just after this claim: claimed, never run */
+        job->state = JOB_RUNNING;
+        job_canceled(q, job, 1);
+        return;
+    }
     job->query = strdup(e[2]->str);
     job->top_k = (unsigned) strtoul(e[3]->str, NULL, 10);
     job->collection = strdup(e[4]->str);
-    job->callback_url = e[5]->str[0] ? strdup(e[5]->str) : NULL;
     if (job->query == NULL || job->collection == NULL ||
         (e[5]->str[0] && job->callback_url == NULL)) {
         job_drop(q, job);

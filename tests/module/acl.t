@@ -5,7 +5,8 @@
 # or a key gets 500 valkey_denied and the log names NOPERM (the queued
 # command's error, not EXECABORT); a wrong password: valkey_denied, logged
 # once at error however many times the reconnects try; a user without ROLE
-# is served with one warning.
+# is served with one warning; POST /job-cancel (its script's HSET, PEXPIRE,
+# PUBLISH) works with the same ACL.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
 use Ragq::Valkey ();
@@ -13,7 +14,7 @@ use Ragq::Valkey ();
 # README "Production Valkey": the module's ACL, for prefix "acl"
 our $Acl = 'on >s3cret ~acl:* &acl:* -@all +role +ping'
   . ' +xadd +xlen +xrange +xdel +hgetall +eval +get +set +type +hmget +subscribe +wait'
-  . ' +xpending +zrange';
+  . ' +xpending +zrange +hset +pexpire +publish';
 (our $NoXadd = $Acl) =~ s/ \+xadd//;
 (our $NoRole = $Acl) =~ s/ \+role//;
 
@@ -64,11 +65,12 @@ EOF
     $block->set_value('config', <<'EOF') unless defined $block->config;
 location = /chat { ragq_prefix acl; ragq_enqueue; }
 location = /job-status { ragq_prefix acl; ragq_status; }
+location = /job-cancel { ragq_prefix acl; ragq_cancel; }
 location = /other { ragq_prefix other; ragq_enqueue; }
 EOF
 });
 
-plan tests => 42;
+plan tests => 46;
 run_tests();
 
 waitpid($main::Child, 0) if $main::Child;
@@ -114,6 +116,20 @@ main::finish_later();
 [200, 200]
 --- response_body_like eval
 [qr/"status":"(queued|finished)","query":"seeded"/, qr/"status":"finished","query":"seeded"/]
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 3b: ... POST /job-cancel (EVAL of the cancel script: HSET, PEXPIRE, PUBLISH)
+--- init
+$main::V->cli('HSET', "acl:job:0000000000000000000000000000ac1b", 'status', 'queued',
+    'query', 'q', 'tenant', '', 'attempts', '0');
+--- request
+POST /job-cancel?job_id=0000000000000000000000000000ac1b
+--- error_code: 200
+--- response_body_like: "status":"canceled"
 --- no_error_log
 [error]
 [alert]

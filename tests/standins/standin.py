@@ -294,6 +294,9 @@ class App:
         self.tally_rule = None  # (path, compiled regex) of /_standin/tally
         self.tally = collections.Counter()
         self.hooks = []  # webhook receiver: every request to /hooks/..., raw
+        # requests whose client closed the connection before the answer was complete (a
+        # canceled job's worker aborting its call), by path
+        self.aborted = collections.Counter()
 
     def count_tally(self, req, resp):
         """Counts the tag (first match of the tally pattern in the request body) of a request the
@@ -460,6 +463,7 @@ class App:
             return Response(200, dumps({"ok": True}))
         if p == "/_standin/stats" and req.method == "GET":
             return Response(200, dumps({"requests": dict(self.req_counts),
+                                        "aborted": dict(self.aborted),
                                         "flood_sent": self.flood_sent,
                                         "log": [r.log_entry() for r in self.log]}))
         if p == "/_standin/tally" and req.method == "POST":
@@ -1346,6 +1350,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = False
         self.keep_alive = True
         self.head = None  # parsed head of the request whose body we are still reading
+        self.pending = None  # path of the request being answered
 
     def connection_made(self, transport):
         self.transport = transport
@@ -1358,6 +1363,8 @@ class HttpProtocol(asyncio.Protocol):
                 pass
 
     def connection_lost(self, exc):
+        if self.busy and not self.closed and self.pending is not None:
+            self.app.aborted[self.pending] += 1  # the client left before our answer ended
         self.closed = True
 
     def data_received(self, data):
@@ -1375,6 +1382,7 @@ class HttpProtocol(asyncio.Protocol):
             if req is None:
                 return
             self.busy = True
+            self.pending = req.path
             try:
                 delay, action = self.app.handle(req)
             except Exception as e:  # last resort: answer rather than leave the client hanging

@@ -1,7 +1,9 @@
 # The whole path through nginx: POST /chat (module) -> Valkey -> ragq-worker
 # -> stand-ins -> /job-status?wait= answers with the finished job, its
 # answer built from the retrieved chunk and its sources; a permanent
-# upstream error shows as a failed job with the upstream's message.
+# upstream error shows as a failed job with the upstream's message;
+# POST /job-cancel of a job whose chat call hangs: 200 canceled, the worker
+# closes its chat connection, /job-status says canceled.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
 use Ragq::Standin;
@@ -35,8 +37,24 @@ sub last_job {
     return $id;
 }
 
+# Queues a job (the module's entry) whose chat call hangs in the stand-in,
+# and waits until the worker is in that call: its id.
+sub hanging_job {
+    $S->fault({ path => '/v1/chat/completions', mode => 'hang', times => 1 });
+    my $before = $S->count('/v1/chat/completions');
+    my $id = Ragq::Worker::enqueue(prefix => $Prefix, query => 'Who wrote Moby-Dick?',
+                                   collection => 'books', top_k => 2);
+    for (1 .. 500) {
+        last if $S->count('/v1/chat/completions') > $before;
+        select(undef, undef, undef, 0.02);
+    }
+    return $id;
+}
+
 add_block_preprocessor(sub {
     my $block = shift;
+    $block->set_value('request', "POST /job-cancel?job_id=" . main::hanging_job())
+      if $block->name =~ /^TEST 6:/;
     # A block without --- request waits on the job the block before it
     # queued: preprocessors run just before their block, after the previous
     # one is done (blocks are parsed before anything runs).
@@ -48,11 +66,12 @@ add_block_preprocessor(sub {
     $block->set_value('config', <<'EOF') unless defined $block->config;
 location = /chat { ragq_prefix $TEST_NGINX_WPREFIX; ragq_collection books; ragq_top_k 2; ragq_enqueue; }
 location = /job-status { ragq_prefix $TEST_NGINX_WPREFIX; ragq_status; }
+location = /job-cancel { ragq_prefix $TEST_NGINX_WPREFIX; ragq_cancel; }
 EOF
     $block->set_value('no_error_log', "[error]\n[alert]\n") unless defined $block->no_error_log;
 });
 
-plan tests => 19;
+plan tests => 28;
 run_tests();
 
 __DATA__
@@ -101,3 +120,26 @@ POST /chat?query=Who+wrote+War+and+Peace%3F
 --- error_code: 202
 --- response_body_like chomp
 "status":"queued"
+
+
+
+=== TEST 6: POST /job-cancel of a job in its (hanging) chat call: 200 canceled
+--- error_code: 200
+--- response_body_like chomp
+"status":"canceled","query":"Who wrote Moby-Dick\?".*"error":\{"code":"canceled"
+
+
+
+=== TEST 7: the worker closed its chat connection; /job-status says canceled, no result
+--- init
+my $n = 0;
+for (1 .. 500) {
+    $n = $main::S->stats->{aborted}{'/v1/chat/completions'} // 0;
+    last if $n;
+    select(undef, undef, undef, 0.02);
+}
+Test::More::is($n, 1, 'the stand-in saw the chat connection closed');
+--- timeout: 20
+--- error_code: 200
+--- response_body_like chomp
+"status":"canceled".*"result":null

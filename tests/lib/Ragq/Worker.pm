@@ -142,7 +142,7 @@ our @ACL_COMMANDS = qw(xreadgroup xautoclaim xpending xclaim xack xdel
   xgroup|create xgroup|delconsumer xinfo|groups xinfo|consumers
   evalsha eval script|load client|id client|unblock role
   type hset hget hmget hdel hincrby pexpire publish xadd
-  multi exec del zadd zrem zremrangebyscore hgetall exists xrevrange);
+  multi exec del zadd zrem zremrangebyscore xrevrange subscribe hgetall exists);
 
 # The rules of an ACL user for a worker of prefix P with password PASS.
 sub acl_rules {
@@ -243,6 +243,36 @@ sub field {
     my $v = _cmd('HGET', "$prefix:job:$id", $f);
     return $v if length $v || _cmd('EXISTS', "$prefix:job:$id");
     return job($prefix, $id)->{$f} // '';
+}
+
+# The module's cancel script, read from ngx_http_ragq_cancel.c (its C
+# string literal), so worker tests cancel exactly as POST /job-cancel does.
+my $CANCEL_SCRIPT;
+
+sub cancel_script {
+    return $CANCEL_SCRIPT if defined $CANCEL_SCRIPT;
+    my $root = $ENV{RAGQ_ROOT} // '.';
+    open my $f, '<', "$root/ngx_http_ragq_cancel.c" or die "ngx_http_ragq_cancel.c: $!";
+    local $/;
+    my $c = <$f>;
+    my ($lit) = $c =~ /ngx_http_ragq_cancel_script\[\] =\s*(.*?);\n/s
+      or die "no cancel script in ngx_http_ragq_cancel.c\n";
+    my $s = '';
+    while ($lit =~ /"((?:[^"\\]|\\.)*)"/g) {
+        (my $part = $1) =~ s/\\(.)/$1 eq 'n' ? "\n" : $1/ge;
+        $s .= $part;
+    }
+    return $CANCEL_SCRIPT = $s;
+}
+
+# cancel(prefix, id[, tenant, ttl_ms]): what POST /job-cancel does, with the
+# module's own script: its reply ({0}, {1, status}, {2, HGETALL}) as a list.
+sub cancel {
+    my ($prefix, $id, $tenant, $ttl) = @_;
+    return _cmd_list('EVAL', cancel_script(), 5, "$prefix:job:$id", "$prefix:jobs",
+        "$prefix:events", "$prefix:cancel", "$prefix:out:$id", $id, entry_of_id($id),
+        substr($id, 16), int(time * 1000), $ttl // 3600000, $tenant // '',
+        '{"code":"canceled","message":"the job was canceled by POST /job-cancel"}');
 }
 
 # Waits until every id has a final status; returns the number that did.

@@ -1,0 +1,422 @@
+# GET /job-stream (ragq_stream): Server-Sent Events of a job's answer
+# pieces. The worker's side is simulated (XADD P:out:ID 0-N + PUBLISH of the
+# batch, HSET + PUBLISH on P:events), so every case is exact: a finished
+# job's pieces concatenate to its result and end with done; resume from
+# every Last-Event-ID (header and query argument) returns exactly the rest;
+# live pieces arrive by pub/sub, a missed batch is read from the stream (no
+# gap, no duplicate), a reset entry is an event; status events; heartbeats;
+# a client that leaves leaves no subscription (PUBSUB NUMSUB 0); a Valkey
+# restart mid-stream; graceful shutdown ends streams with retry:; errors as
+# JSON before any event; the ragq_streams gauge; 1,000 streams on one
+# nginx worker. The real worker's streams: tests/worker/stream_nginx.t.
+use utf8;
+use Test::Nginx::Socket;
+use Ragq::Valkey;
+use Ragq::Sse qw(send_get read_all read_until parse events text_of ids_of kinds_of);
+use JSON::PP;
+use Encode qw(encode_utf8);
+use POSIX ();
+use Time::HiRes ();
+
+master_on();
+workers(1);
+worker_connections(4096);
+no_shuffle();
+no_long_string();
+
+our $Id = '0000000000000000000000000000b001';
+our $Id2 = '0000000000000000000000000000b002';
+our @Kids;
+our $Text = "Grüße aus Köln: 日本語のテキスト, русский, العربية, emoji 😀🚀👍🏽.";
+
+sub seed {
+    my ($prefix, $id, @fields) = @_;
+    Ragq::Valkey::cmd('DEL', "$prefix:job:$id", "$prefix:out:$id");
+    Ragq::Valkey::cmd('HSET', "$prefix:job:$id", query => 'q', tenant => '',
+        created_at => '1', attempts => '1', @fields);
+}
+
+# The answer in pieces of a few characters (bytes of UTF-8).
+sub pieces {
+    my ($text, $n) = @_;
+    my @chars = split //, $text;
+    my @p;
+    push @p, join('', splice(@chars, 0, $n)) while @chars;
+    return map { encode_utf8($_) } @p;
+}
+
+sub add_pieces {
+    my ($prefix, $id, $from, @pieces) = @_;
+    my $seq = $from;
+    for my $p (@pieces) {
+        Ragq::Valkey::cmd('XADD', "$prefix:out:$id", "0-$seq", 't', $p, 'a', '1');
+        $seq++;
+    }
+}
+
+# What append.lua publishes for a batch: "<seq>:<kind>:<len>:<bytes>"...
+sub batch_msg {
+    my ($from, @pieces) = @_;
+    my $seq = $from;
+    return join '', map { my $m = $seq++ . ":t:" . length($_) . ":$_"; $m } @pieces;
+}
+
+sub publish_batch {
+    my ($prefix, $id, $from, @pieces) = @_;
+    add_pieces($prefix, $id, $from, @pieces);
+    Ragq::Valkey::cmd('PUBLISH', "$prefix:out:$id", batch_msg($from, @pieces));
+}
+
+sub finish {
+    my ($prefix, $id, $status, @fields) = @_;
+    Ragq::Valkey::cmd('HSET', "$prefix:job:$id", status => $status, @fields);
+    Ragq::Valkey::cmd('PUBLISH', "$prefix:events", "$id $status");
+}
+
+sub numsub {
+    my ($ch) = @_;
+    my @r = Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', $ch);
+    return $r[1] // 0;
+}
+
+# polls until cond is true (or 10 s)
+sub wait_until {
+    my ($what, $cond) = @_;
+    my $deadline = Time::HiRes::time() + 10;
+    while (Time::HiRes::time() < $deadline) {
+        return 1 if $cond->();
+        Time::HiRes::sleep(0.02);
+    }
+    Test::More::diag("timed out waiting for $what");
+    return 0;
+}
+
+sub subscribed { wait_until('the events subscription', sub { numsub('st:events') >= 1 }) }
+
+sub stream {
+    my ($path, $headers) = @_;
+    my ($raw) = read_all(send_get($path, $headers));
+    return parse($raw);
+}
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value('main_config', "worker_rlimit_nofile 8192;\n")
+      unless defined $block->main_config;
+    $block->set_value('http_config', <<'EOF') unless defined $block->http_config;
+ragq_valkey 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+ragq_valkey_timeout 2s;
+EOF
+    $block->set_value('config', <<'EOF') unless defined $block->config;
+location = /job-stream { ragq_prefix st; ragq_stream; }
+location = /hb/job-stream { ragq_prefix st; ragq_stream_heartbeat 200ms; ragq_stream; }
+location = /t/job-stream { ragq_prefix st; ragq_tenant $http_x_tenant; ragq_stream; }
+location = /metrics { ragq_metrics; }
+EOF
+    $block->set_value('no_error_log', "[error]\n[alert]\n")
+      unless defined $block->no_error_log;
+});
+
+plan tests => 101;
+run_tests();
+
+__DATA__
+
+=== TEST 1: a finished job: every piece, then done; texts concatenate to the result byte for byte
+--- init
+my @p = main::pieces($::Text, 3);
+main::seed('st', $::Id, status => 'finished', result => Encode::encode_utf8($::Text));
+main::add_pieces('st', $::Id, 1, @p);
+main::subscribed();
+my ($code, $h, $body) = main::stream("/job-stream?job_id=$::Id");
+Test::More::is($code, 200, "status 200");
+Test::More::is($h->{'content-type'}, 'text/event-stream', 'Content-Type');
+Test::More::is($h->{'cache-control'}, 'no-cache', 'Cache-Control');
+Test::More::is($h->{'x-accel-buffering'}, 'no', 'X-Accel-Buffering');
+Test::More::is($h->{'transfer-encoding'}, 'chunked', 'chunked');
+my ($ev) = main::events($body);
+Test::More::is(main::kinds_of($ev), join(',', ('token') x @p, 'done'), 'tokens then done');
+Test::More::is(main::ids_of($ev), join(',', 1 .. @p), 'ids 1..N');
+Test::More::is(main::text_of($ev), Encode::encode_utf8($::Text), 'the pieces are the result');
+my $done = JSON::PP->new->utf8->decode($ev->[-1]{data});
+Test::More::is($done->{status}, 'finished', 'done: the job JSON');
+Test::More::is(Encode::encode_utf8($done->{result}), Encode::encode_utf8($::Text), 'done: its result');
+Test::More::is($done->{job_id}, $::Id, 'done: its id');
+--- request eval
+"GET /job-stream?job_id=$::Id"
+--- response_body_like: ^event: token\nid: 1\ndata: \{"text":".*event: done\ndata: \{.*"status":"finished".*\}\n\n\z
+
+
+
+=== TEST 2: resume from every Last-Event-ID (header) and last_event_id (query): exactly the rest
+--- init
+my @p = main::pieces($::Text, 5);
+main::seed('st', $::Id, status => 'finished', result => Encode::encode_utf8($::Text));
+main::add_pieces('st', $::Id, 1, @p);
+main::subscribed();
+my ($bad_h, $bad_q) = (0, 0);
+for my $n (0 .. scalar @p) {
+    my $want_ids = join ',', ($n + 1) .. @p;
+    my $want_text = join '', @p[$n .. $#p];
+    my (undef, undef, $b1) = main::stream("/job-stream?job_id=$::Id", "Last-Event-ID: $n\r\n");
+    my ($e1) = main::events($b1);
+    $bad_h++ unless main::ids_of($e1) eq $want_ids && main::text_of($e1) eq $want_text
+        && $e1->[-1]{event} eq 'done';
+    my (undef, undef, $b2) = main::stream("/job-stream?job_id=$::Id&last_event_id=$n");
+    my ($e2) = main::events($b2);
+    $bad_q++ unless main::ids_of($e2) eq $want_ids && main::text_of($e2) eq $want_text
+        && $e2->[-1]{event} eq 'done';
+}
+Test::More::is($bad_h, 0, 'Last-Event-ID 0..N: each exactly the rest, then done');
+Test::More::is($bad_q, 0, 'last_event_id=0..N: each exactly the rest, then done');
+--- request eval
+"GET /job-stream?job_id=$::Id&last_event_id=999"
+--- response_body_like: ^event: done\ndata: \{.*"status":"finished"
+
+
+
+=== TEST 3: live: status events, batches by pub/sub, a missed batch read from the stream, a reset, then done
+--- init
+main::seed('st', $::Id, status => 'queued');
+main::subscribed();
+my $s = main::send_get("/job-stream?job_id=$::Id");
+my $t = main::read_until($s, sub { $_[0] =~ /"status":"queued"/ });
+Test::More::ok(main::wait_until('the job subscription', sub { main::numsub("st:out:$::Id") == 1 }),
+    'the stream subscribed to st:out:ID');
+main::finish('st', $::Id, 'started');
+$t .= main::read_until($s, sub { $_[0] =~ /"status":"started"/ });
+main::publish_batch('st', $::Id, 1, 'Hel', 'lo');
+$t .= main::read_until($s, sub { $_[0] =~ /id: 2\n/ });
+# batch 3-4 is written but its PUBLISH is lost; 5 reveals the gap
+main::add_pieces('st', $::Id, 3, ' wor', 'ld');
+main::publish_batch('st', $::Id, 5, '!');
+$t .= main::read_until($s, sub { $_[0] =~ /id: 5\n/ });
+# the worker retries: a reset, then the new try's text
+Ragq::Valkey::cmd('XADD', "st:out:$::Id", '0-6', 'reset', '2', 'a', '2');
+main::add_pieces('st', $::Id, 7, 'Hi');
+Ragq::Valkey::cmd('PUBLISH', "st:out:$::Id", '6:r:1:2' . main::batch_msg(7, 'Hi'));
+$t .= main::read_until($s, sub { $_[0] =~ /id: 7\n/ });
+main::finish('st', $::Id, 'finished', result => 'Hi');
+$t .= main::read_until($s, sub { $_[0] =~ /event: done/ });
+close $s;
+my (undef, undef, $body) = main::parse($t);
+my ($ev) = main::events($body);
+Test::More::is(main::kinds_of($ev),
+    'status,status,token,token,token,token,token,reset,token,done', 'the events in order');
+Test::More::is(main::ids_of($ev), '1,2,3,4,5,6,7', 'each id once, none missing');
+Test::More::like($body, qr/event: reset\nid: 6\ndata: \{\}\n\n/, 'the reset event');
+Test::More::is(main::text_of($ev), 'Hi', 'after the reset, the new try is the result');
+Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$::Id") == 0 }),
+    'done: unsubscribed');
+--- request eval
+"GET /job-stream?job_id=$::Id"
+--- response_body_like: event: reset\nid: 6\n.*event: done
+
+
+
+=== TEST 4: heartbeat comments every ragq_stream_heartbeat
+--- init
+main::seed('st', $::Id, status => 'started');
+main::subscribed();
+my $s = main::send_get("/hb/job-stream?job_id=$::Id");
+my $t = main::read_until($s, sub { my $n = () = $_[0] =~ /: keep-alive\n\n/g; $n >= 3 });
+close $s;
+my $n = () = $t =~ /: keep-alive\n\n/g;
+Test::More::cmp_ok($n, '>=', 3, "keep-alive comments ($n)");
+Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$::Id") == 0 }),
+    'the client left: no subscription remains');
+--- request eval
+"GET /job-stream?job_id=$::Id&last_event_id=0"
+--- timeout: 1
+--- abort
+--- ignore_response
+
+
+
+=== TEST 5: clients that leave mid-stream leave no subscription; many clients share one
+--- init
+main::seed('st', $::Id, status => 'started');
+main::subscribed();
+my @s = map { main::send_get("/job-stream?job_id=$::Id") } 1 .. 20;
+main::read_until($_, sub { $_[0] =~ /"status":"started"/ }) for @s;
+Test::More::is(main::numsub("st:out:$::Id"), 1, '20 streams, one subscription');
+main::publish_batch('st', $::Id, 1, 'a');
+my $got = 0;
+for (@s) { $got++ if main::read_until($_, sub { $_[0] =~ /id: 1\n/ }) =~ /id: 1\n/ }
+Test::More::is($got, 20, 'the batch reached all 20');
+close $_ for @s[0 .. 18];
+Time::HiRes::sleep(0.3);
+Test::More::is(main::numsub("st:out:$::Id"), 1, 'one left: still subscribed');
+close $s[19];
+Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$::Id") == 0 }),
+    'the last left: PUBSUB NUMSUB 0');
+# clients that leave at once, before their subscription is acknowledged
+for (1 .. 30) { my $c = main::send_get("/job-stream?job_id=$::Id"); close $c }
+my $s2 = main::send_get("/job-stream?job_id=$::Id");
+Test::More::like(main::read_until($s2, sub { $_[0] =~ /id: 1\n/ }), qr/"status":"started".*id: 1\n/s,
+    'after 30 quick leavers, a stream still starts and gets the piece');
+close $s2;
+Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$::Id") == 0 }),
+    'and no subscription remains');
+my @ch = Ragq::Valkey::cmd_list('PUBSUB', 'CHANNELS', 'st:out:*');
+Test::More::is(scalar @ch, 0, 'PUBSUB CHANNELS st:out:* is empty');
+--- request eval
+"GET /metrics"
+--- response_body_like: ragq_streams 0\n
+
+
+
+=== TEST 6: errors are JSON, before any event
+--- init
+main::seed('st', $::Id2, status => 'started', tenant => 'alice');
+Ragq::Valkey::cmd('DEL', 'st:job:0000000000000000000000000000dead');
+main::subscribed();
+--- request eval
+["GET /job-stream", "GET /job-stream?job_id=XYZ",
+ "GET /job-stream?job_id=$::Id2&last_event_id=x",
+ "GET /job-stream?job_id=0000000000000000000000000000dead",
+ "GET /t/job-stream?job_id=$::Id2",
+ "GET /t/job-stream?job_id=$::Id2",
+ "POST /job-stream?job_id=$::Id2"]
+--- more_headers eval
+["", "", "", "", "X-Tenant: bob", "", ""]
+--- error_code eval
+[400, 400, 400, 404, 404, 403, 405]
+--- response_body_like eval
+[qr/^\{"error":\{"code":"missing_job_id"/, qr/"invalid_job_id"/,
+ qr/"invalid_last_event_id"/, qr/"job_not_found"/, qr/"job_not_found"/,
+ qr/"missing_tenant"/, qr/"method_not_allowed"/]
+
+
+
+=== TEST 7: the ragq_streams gauge counts open streams; requests are counted as endpoint="stream"
+--- init
+main::seed('st', $::Id, status => 'started');
+main::subscribed();
+my $s = main::send_get("/job-stream?job_id=$::Id");
+main::read_until($s, sub { $_[0] =~ /"status":"started"/ });
+my ($m) = main::read_all(main::send_get('/metrics'));
+Test::More::like($m, qr/^ragq_streams 1$/m, 'one open stream');
+main::finish('st', $::Id, 'failed', error => '{"code":"x","message":"y"}');
+my $t = main::read_until($s, sub { $_[0] =~ /event: done/ });
+Test::More::like($t, qr/event: done\ndata: \{[^\n]*"status":"failed"/, 'a failed job ends with done too');
+close $s;
+--- request eval
+"GET /metrics"
+--- response_body_like: ragq_http_requests_total\{endpoint="stream",code="200"\} 1\n(?s:.*)ragq_streams 0\n
+
+
+
+=== TEST 8: Valkey restarted mid-stream: no gap, no duplicate
+--- init
+main::seed('st', $::Id, status => 'started');
+main::subscribed();
+my $s = main::send_get("/job-stream?job_id=$::Id");
+my $t = main::read_until($s, sub { $_[0] =~ /"status":"started"/ });
+main::wait_until('the job subscription', sub { main::numsub("st:out:$::Id") == 1 });
+main::publish_batch('st', $::Id, 1, 'one ', 'two ');
+$t .= main::read_until($s, sub { $_[0] =~ /id: 2\n/ });
+# written while nginx is not listening (kept on disk across the restart)
+main::add_pieces('st', $::Id, 3, 'three ');
+Ragq::Valkey::cmd('SAVE');
+Ragq::Valkey::restart();
+$t .= main::read_until($s, sub { $_[0] =~ /id: 3\n/ });
+main::wait_until('the resubscription', sub { main::numsub("st:out:$::Id") == 1 });
+main::publish_batch('st', $::Id, 4, 'four');
+main::finish('st', $::Id, 'finished', result => 'one two three four');
+$t .= main::read_until($s, sub { $_[0] =~ /event: done/ });
+close $s;
+my %cfg = Ragq::Valkey::cmd_list('CONFIG', 'GET', 'dir');
+unlink "$cfg{dir}/dump.rdb";
+my (undef, undef, $body) = main::parse($t);
+my ($ev) = main::events($body);
+Test::More::is(main::ids_of($ev), '1,2,3,4', 'every piece once, in order');
+Test::More::is(main::text_of($ev), 'one two three four', 'the whole answer');
+Test::More::is($ev->[-1]{event}, 'done', 'then done');
+--- request eval
+"GET /job-stream?job_id=$::Id"
+--- timeout: 3
+--- response_body_like: event: done
+--- error_log
+ragq: valkey pub/sub connection restored
+--- no_error_log
+[alert]
+
+
+
+=== TEST 9: 1,000 concurrent streams on one nginx worker (200 jobs, 5 streams each) all end with done
+--- init
+my @ids = map { sprintf '%032x', 0xc000 + $_ } 1 .. 200;
+for my $id (@ids) {
+    Ragq::Valkey::cmd('DEL', "st:job:$id", "st:out:$id");
+}
+open my $cli, '|-', 'redis-cli', '-h', '127.0.0.1', '-p', Ragq::Valkey::port() or die "redis-cli: $!";
+for my $id (@ids) {
+    print $cli "HSET st:job:$id status started query q tenant \"\" created_at 1 attempts 1\n";
+    print $cli "XADD st:out:$id 0-1 t p1 a 1\n";
+}
+close $cli;
+main::subscribed();
+my @socks = map { my $id = $_; map { main::send_get("/job-stream?job_id=$id") } 1 .. 5 } @ids;
+# every stream has its 200 and its subscription
+main::wait_until('200 subscriptions', sub {
+    my @r = Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', map { "st:out:$_" } @ids);
+    my $n = grep { $_ eq '1' } @r[ map { 2 * $_ + 1 } 0 .. $#ids ];
+    $n == @ids });
+open $cli, '|-', 'redis-cli', '-h', '127.0.0.1', '-p', Ragq::Valkey::port() or die "redis-cli: $!";
+for my $id (@ids) {
+    print $cli "XADD st:out:$id 0-2 t p2 a 1\n";
+    print $cli "PUBLISH st:out:$id 2:t:2:p2\n";
+    print $cli "HSET st:job:$id status finished result p1p2\n";
+    print $cli "PUBLISH st:events \"$id finished\"\n";
+}
+close $cli;
+my @resp = main::read_all(@socks);
+my $ok = 0;
+for (@resp) {
+    my ($code, undef, $body) = main::parse($_);
+    my ($ev) = main::events($body);
+    $ok++ if $code == 200 && main::kinds_of($ev) =~ /^(status,)?token,token,done$/
+        && main::text_of($ev) eq 'p1p2';
+}
+Test::More::is($ok, 1000, '1000 streams: each p1, p2, done');
+Test::More::ok(main::wait_until('no subscription left', sub {
+    my @ch = Ragq::Valkey::cmd_list('PUBSUB', 'CHANNELS', 'st:out:*'); !@ch }),
+    'every subscription gone');
+--- request eval
+"GET /metrics"
+--- response_body_like: ragq_streams 0\n
+
+
+
+=== TEST 10: graceful shutdown (QUIT) with a stream open: it ends with retry:, no open socket
+--- init
+main::seed('st', $::Id, status => 'started');
+main::subscribed();
+main::add_pieces('st', $::Id, 1, 'x');
+my $pidfile = server_root() . '/logs/nginx.pid';
+open my $fh, '<', $pidfile or die "$pidfile: $!";
+my $master = <$fh>;
+chomp $master;
+my $pid = fork();
+die "fork: $!" unless defined $pid;
+if ($pid == 0) {
+    Time::HiRes::sleep(0.5);
+    kill 'QUIT', $master;
+    POSIX::_exit(0);
+}
+push @main::Kids, $pid;
+--- request eval
+"GET /job-stream?job_id=$::Id"
+--- timeout: 4
+--- response_body_like: ^event: status\ndata: \{"status":"started"\}\n\nevent: token\nid: 1\ndata: \{"text":"x"\}\n\nretry: 1000\n\n\z
+--- wait: 0.3
+--- error_log
+gracefully shutting down
+--- no_error_log
+[error]
+[alert]
+open socket
+--- no_shutdown_error_log
+[alert]
+open socket
