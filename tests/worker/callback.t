@@ -123,6 +123,7 @@ location = /chat {
     ragq_enqueue;
 }
 location = /job-status { ragq_prefix $TEST_NGINX_WPREFIX; ragq_status; }
+location = /job-cancel { ragq_prefix $TEST_NGINX_WPREFIX; ragq_cancel; }
 EOF
     $block->set_value('request', "GET /job-status?job_id=") unless defined $block->request;
     $block->set_value('error_code', 400) unless defined $block->error_code;
@@ -130,7 +131,7 @@ EOF
       unless defined $block->response_body_like;
 });
 
-plan tests => 2 * 10 + 67;
+plan tests => 2 * 11 + 74;
 run_tests();
 
 __DATA__
@@ -346,3 +347,22 @@ Test::More::is(Ragq::Valkey::cmd('HGET', "$p4:job:$id", 'callback'), '{"status":
     'recorded failed, 0 attempts, code null');
 Test::More::is(scalar(main::hooks_for('nokey')), 0, 'no POST');
 Test::More::like($w->log, qr/RAGQ_WEBHOOK_SECRET is not set/, 'the log says why');
+
+
+
+=== TEST 11: POST /job-cancel of a running job: the worker aborts it and calls back once, saying canceled
+--- init
+$main::S->fault({ path => '/v1/chat/completions', mode => 'delay', delay_ms => 8000, times => 1 });
+my $id = main::chat('cancel');
+my $deadline = time + 20;
+sleep 0.05 while time < $deadline && (main::job($id)->{status} // '') ne 'started';
+my ($code, $body) = main::http(POST => "/job-cancel?job_id=$id");
+Test::More::is($code, 200, 'canceled: 200') or Test::More::diag($body);
+my $j = main::callback_of($id);
+Test::More::is($j->{status}, 'canceled', 'the job is canceled');
+Test::More::is_deeply($j->{callback}, { status => 'delivered', attempts => 1, code => 200 }, 'callback delivered');
+my @h = main::hooks_for('cancel');
+Test::More::is(scalar @h, 1, 'one POST');
+Test::More::is(@h && JSON::PP::decode_json(MIME::Base64::decode_base64($h[0]{body_b64}))->{status}, 'canceled',
+    'saying canceled');
+Test::More::is(main::verify($main::Secret, $h[0]), 'ok', 'and verifies');
