@@ -28,7 +28,7 @@ typedef struct {
 
 static void      ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query,
-                                       ngx_uint_t top_k);
+                                       ngx_uint_t top_k, ngx_str_t *callback);
 static void      ngx_http_ragq_enqueue_reply(ngx_http_ragq_cell_t *cell,
                                              redisReply           *reply);
 static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
@@ -36,13 +36,15 @@ static void      ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell,
 
 
 /*
- * The value of "query" in a /chat body: a string, decoded into r->pool. Its
- * extent is found first, so the copy is as long as the string, never the
- * rest of the body.
+ * The value of "query" (or "callback_url") in a /chat body: a string,
+ * decoded into r->pool. Its extent is found first, so the copy is as long
+ * as the string, never the rest of the body. Another type is an error with
+ * code and message.
  */
 static ngx_int_t
-ngx_http_ragq_parse_query(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
-                          ngx_str_t *query, ngx_http_ragq_err_t *err)
+ngx_http_ragq_parse_string(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
+                           ngx_str_t *query, ngx_http_ragq_err_t *err,
+                           const char *code, const char *message)
 {
     u_char *start;
 
@@ -55,8 +57,8 @@ ngx_http_ragq_parse_query(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
             return NGX_ERROR;
         }
 
-        err->code = "invalid_query";
-        err->message = "\"query\" must be a non-empty string";
+        err->code = code;
+        err->message = message;
         return NGX_ERROR;
     }
 
@@ -126,7 +128,7 @@ ngx_http_ragq_parse_top_k(ngx_http_ragq_json_t *j, ngx_int_t *top_k)
 static ngx_int_t
 ngx_http_ragq_parse_object(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
                            ngx_str_t *query, ngx_int_t *top_k,
-                           ngx_http_ragq_err_t *err)
+                           ngx_str_t *callback, ngx_http_ragq_err_t *err)
 {
     u_char    *start;
     ngx_str_t  key;
@@ -187,7 +189,33 @@ ngx_http_ragq_parse_object(ngx_http_request_t *r, ngx_http_ragq_json_t *j,
                 return NGX_ERROR;
             }
 
-            if (ngx_http_ragq_parse_query(r, j, query, err) != NGX_OK) {
+            if (ngx_http_ragq_parse_string(r, j, query, err, "invalid_query",
+                                           "\"query\" must be a non-empty "
+                                           "string")
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (key.len == 12
+                   && ngx_strncmp(key.data, "callback_url", 12) == 0)
+        {
+            if (callback->data) {
+                err->message = "the JSON body has \"callback_url\" more "
+                               "than once";
+                return NGX_ERROR;
+            }
+
+            /* null: no callback */
+            if (j->end - j->p >= 4 && ngx_strncmp(j->p, "null", 4) == 0) {
+                j->p += 4;
+
+            } else if (ngx_http_ragq_parse_string(r, j, callback, err,
+                                                  "callback_not_allowed",
+                                                  "\"callback_url\" must be "
+                                                  "a string (a URL)")
+                       != NGX_OK)
+            {
                 return NGX_ERROR;
             }
 
@@ -241,7 +269,7 @@ done:
 static ngx_int_t
 ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
                          ngx_str_t *query, ngx_int_t *top_k,
-                         ngx_http_ragq_err_t *err)
+                         ngx_str_t *callback, ngx_http_ragq_err_t *err)
 {
     ngx_http_ragq_json_t j;
 
@@ -252,7 +280,9 @@ ngx_http_ragq_parse_body(ngx_http_request_t *r, u_char *p, size_t len,
 
     ngx_http_ragq_json_init(&j, p, len);
 
-    if (ngx_http_ragq_parse_object(r, &j, query, top_k, err) == NGX_OK) {
+    if (ngx_http_ragq_parse_object(r, &j, query, top_k, callback, err)
+        == NGX_OK)
+    {
         return NGX_OK;
     }
 
@@ -310,7 +340,7 @@ ngx_http_ragq_enqueue_args(ngx_http_request_t *r, ngx_str_t *arg_query,
         }
     }
 
-    rc = ngx_http_ragq_enqueue(r, &query, top_k);
+    rc = ngx_http_ragq_enqueue(r, &query, top_k, NULL);
 
     if (rc == NGX_DONE) {
         r->main->count++;
@@ -425,7 +455,7 @@ static void
 ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc, top_k;
-    ngx_str_t                 body, query;
+    ngx_str_t                 body, query, callback;
     ngx_http_ragq_err_t       err;
     ngx_http_ragq_loc_conf_t *lcf;
 
@@ -464,9 +494,11 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
     }
 
     ngx_str_null(&query);
+    ngx_str_null(&callback);
     top_k = NGX_CONF_UNSET;
 
-    if (ngx_http_ragq_parse_body(r, body.data, body.len, &query, &top_k, &err)
+    if (ngx_http_ragq_parse_body(r, body.data, body.len, &query, &top_k,
+                                 &callback, &err)
         != NGX_OK)
     {
         ngx_http_finalize_request(r,
@@ -483,7 +515,8 @@ ngx_http_ragq_enqueue_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    rc = ngx_http_ragq_enqueue(r, &query, top_k);
+    rc = ngx_http_ragq_enqueue(r, &query, top_k,
+                               callback.data ? &callback : NULL);
 
     if (rc != NGX_DONE) {
         ngx_http_finalize_request(r, rc);
@@ -561,9 +594,82 @@ ngx_http_ragq_xlen_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 }
 
 
+/*
+ * A callback_url is sent to (by the worker) only when it starts with one of
+ * the ragq_callback_allow prefixes, compared byte for byte; and it must be
+ * a URL any HTTP client reads the same way: http(s), printable ASCII only
+ * (no spaces, controls, backslashes or raw non-ASCII), no userinfo ("@" in
+ * the authority), no dot segments (curl would remove them, climbing out of
+ * an allowed path), at most NGX_HTTP_RAGQ_CALLBACK_URL_MAX bytes.
+ * NGX_OK, or NGX_DECLINED: refused.
+ */
+static ngx_int_t
+ngx_http_ragq_callback_check(ngx_http_ragq_loc_conf_t *lcf, ngx_str_t *url)
+{
+    u_char    *p, *end, *auth;
+    ngx_str_t *prefix;
+    ngx_uint_t i;
+
+    if (url->len > NGX_HTTP_RAGQ_CALLBACK_URL_MAX) {
+        return NGX_DECLINED;
+    }
+
+    p = url->data;
+    end = p + url->len;
+
+    if (url->len > 7 && ngx_strncmp(p, "http://", 7) == 0) {
+        auth = p + 7;
+
+    } else if (url->len > 8 && ngx_strncmp(p, "https://", 8) == 0) {
+        auth = p + 8;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    for (/* void */; p < end; p++) {
+        if (*p <= ' ' || *p >= 0x7f || *p == '\\') {
+            return NGX_DECLINED;
+        }
+    }
+
+    for (p = auth; p < end && *p != '/' && *p != '?' && *p != '#'; p++) {
+        if (*p == '@') {
+            return NGX_DECLINED;
+        }
+    }
+
+    /* "/..", "/./", a final "/.", "%2e" in any case */
+    for (p = auth; p < end; p++) {
+        if (*p == '/' && end - p >= 2 && p[1] == '.'
+            && (end - p == 2 || p[2] == '.' || p[2] == '/'))
+        {
+            return NGX_DECLINED;
+        }
+
+        if (*p == '%' && end - p >= 3 && p[1] == '2' && (p[2] | 0x20) == 'e') {
+            return NGX_DECLINED;
+        }
+    }
+
+    prefix = lcf->callback_allow->elts;
+
+    for (i = 0; i < lcf->callback_allow->nelts; i++) {
+        if (url->len >= prefix[i].len
+            && ngx_strncmp(url->data, prefix[i].data, prefix[i].len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
 /* checks the question, then sends its job to Valkey; NGX_DONE: sent */
 static ngx_int_t
-ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
+ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k,
+                      ngx_str_t *callback)
 {
     ngx_int_t                 rc;
     ngx_table_elt_t          *idem;
@@ -606,6 +712,33 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
                                     lcf->top_k_max);
     }
 
+    if (callback
+        && (lcf->callback_allow == NULL || lcf->callback_allow->nelts == 0))
+    {
+        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST,
+                                   "callbacks_disabled",
+                                   "this server sends no callbacks "
+                                   "(ragq_callback_allow is not set); leave "
+                                   "out \"callback_url\" and poll the "
+                                   "status_url");
+    }
+
+    if (callback && ngx_http_ragq_callback_check(lcf, callback) != NGX_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ragq: callback_url of %uz bytes refused",
+                       callback->len);
+
+        return ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST,
+                                    "callback_not_allowed",
+                                    "\"callback_url\" must be an http(s) URL "
+                                    "of at most %d bytes that starts with a "
+                                    "prefix this server allows "
+                                    "(ragq_callback_allow), without userinfo, "
+                                    "dot segments, spaces or control "
+                                    "characters",
+                                    NGX_HTTP_RAGQ_CALLBACK_URL_MAX);
+    }
+
     idem = ngx_http_ragq_find_header(r, "Idempotency-Key",
                                      sizeof("Idempotency-Key") - 1);
 
@@ -638,7 +771,7 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k)
 
     cell->data = lcf;
 
-    rc = ngx_http_ragq_job_create(r, lcf, cell, query, top_k,
+    rc = ngx_http_ragq_job_create(r, lcf, cell, query, top_k, callback,
                                   idem ? &idem->value : NULL);
 
     if (rc == NGX_OK) {

@@ -23,6 +23,7 @@
 #define NGX_HTTP_RAGQ_XADD_COLLECTION "$10\r\ncollection\r\n"
 #define NGX_HTTP_RAGQ_XADD_TENANT     "$6\r\ntenant\r\n"
 #define NGX_HTTP_RAGQ_XADD_CREATED    "$10\r\ncreated_at\r\n"
+#define NGX_HTTP_RAGQ_XADD_CALLBACK   "$12\r\ncallback_url\r\n"
 
 /* the largest entry id part a job id can carry: 48-bit ms, 16-bit seq */
 #define NGX_HTTP_RAGQ_ENTRY_MS_MAX  0xffffffffffffULL
@@ -35,20 +36,23 @@
  * (a hash at P:job:ID, or, not claimed yet, the queue entry ID names, with
  * the random part ID ends with) with the same question (query, top_k,
  * collection): {0, id}; the same key with another question is {2, id}
- * (422). A key that names no job (expired, or a value that is not a job id,
+ * (422); the same callback_url (none: "") counts as the same question too.
+ * A key that names no job (expired, or a value that is not a job id,
  * or a key of another type) is replaced by a new job, written as the
  * common path writes it, its id made here from the entry id: {1, id, xlen};
  * an entry id no job id can carry is deleted again: {3, "", -1} (503).
  *
  * KEYS: the key's key, P:jobs. ARGV: the random part, the TTL in ms,
- * P:job:, query, top_k, collection, tenant, created_at.
+ * P:job:, query, top_k, collection, tenant, created_at, callback_url ("":
+ * none).
  */
 static const char ngx_http_ragq_idem_script[] =
     "local id = redis.pcall('GET', KEYS[1])\n"
     "if type(id) == 'string' and #id == 32 and not id:find('[^0-9a-f]') then\n"
     "  local job, q = ARGV[3] .. id\n"
     "  if redis.call('TYPE', job).ok == 'hash' then\n"
-    "    q = redis.call('HMGET', job, 'query', 'top_k', 'collection')\n"
+    "    q = redis.call('HMGET', job, 'query', 'top_k', 'collection',\n"
+    "                   'callback_url')\n"
     "  elseif redis.call('TYPE', KEYS[2]).ok == 'stream' then\n"
     "    local e = string.format('%d-%d', tonumber(id:sub(1, 12), 16),\n"
     "                            tonumber(id:sub(13, 16), 16))\n"
@@ -56,20 +60,26 @@ static const char ngx_http_ragq_idem_script[] =
     "    if e then\n"
     "      local f = {}\n"
     "      for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end\n"
-    "      if f.r == id:sub(17) then q = {f.query, f.top_k, f.collection} end\n"
+    "      if f.r == id:sub(17) then\n"
+    "        q = {f.query, f.top_k, f.collection, f.callback_url}\n"
+    "      end\n"
     "    end\n"
     "  end\n"
     "  if q and q[1] then\n"
-    "    if q[1] == ARGV[4] and q[2] == ARGV[5] and q[3] == ARGV[6] then\n"
+    "    if q[1] == ARGV[4] and q[2] == ARGV[5] and q[3] == ARGV[6]\n"
+    "       and (q[4] or '') == ARGV[9] then\n"
     "      return {0, id, -1}\n"
     "    end\n"
     "    return {2, id, -1}\n"
     "  end\n"
     "end\n"
-    "local e = redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'query', "
-    "ARGV[4],\n"
-    "  'top_k', ARGV[5], 'collection', ARGV[6], 'tenant', ARGV[7],\n"
-    "  'created_at', ARGV[8])\n"
+    "local f = {'r', ARGV[1], 'query', ARGV[4], 'top_k', ARGV[5],\n"
+    "  'collection', ARGV[6], 'tenant', ARGV[7], 'created_at', ARGV[8]}\n"
+    "if ARGV[9] ~= '' then\n"
+    "  f[#f + 1] = 'callback_url'\n"
+    "  f[#f + 1] = ARGV[9]\n"
+    "end\n"
+    "local e = redis.call('XADD', KEYS[2], '*', unpack(f))\n"
     "local ms, seq = e:match('^(%d+)-(%d+)$')\n"
     "ms, seq = tonumber(ms), tonumber(seq)\n"
     "if ms > 281474976710655 or seq > 65535 then\n"
@@ -240,7 +250,8 @@ ngx_http_ragq_job_id_valid(u_char *p, size_t len)
 typedef enum {
     NGX_HTTP_RAGQ_F_STRING,
     NGX_HTTP_RAGQ_F_JSON,
-    NGX_HTTP_RAGQ_F_NUMBER
+    NGX_HTTP_RAGQ_F_NUMBER,
+    NGX_HTTP_RAGQ_F_OBJECT /* a JSON object, else null */
 } ngx_http_ragq_field_type_e;
 
 
@@ -260,7 +271,8 @@ static ngx_http_ragq_field_t ngx_http_ragq_fields[] = {
     { ngx_string("started_at"), NGX_HTTP_RAGQ_F_NUMBER },
     { ngx_string("ended_at"), NGX_HTTP_RAGQ_F_NUMBER },
     { ngx_string("attempts"), NGX_HTTP_RAGQ_F_NUMBER },
-    { ngx_string("usage"), NGX_HTTP_RAGQ_F_JSON }
+    { ngx_string("usage"), NGX_HTTP_RAGQ_F_JSON },
+    { ngx_string("callback"), NGX_HTTP_RAGQ_F_OBJECT }
 };
 
 /* how the view writes a field's value */
@@ -347,6 +359,18 @@ ngx_http_ragq_view_field(ngx_http_ragq_field_type_e type, redisReply *v,
 
         f->out = NGX_HTTP_RAGQ_OUT_INTEGER;
         return f->negative + f->text.len;
+
+    case NGX_HTTP_RAGQ_F_OBJECT:
+        /* the worker's {"status","attempts","code"}: anything else is null */
+        if (f->text.len == 0 || f->text.data[0] != '{'
+            || !ngx_http_ragq_json_valid(f->text.data, f->text.len,
+                                         &f->invalid))
+        {
+            return sizeof("null") - 1;
+        }
+
+        f->out = NGX_HTTP_RAGQ_OUT_JSON;
+        return f->text.len + f->invalid * 5;
 
     case NGX_HTTP_RAGQ_F_JSON:
         if (ngx_http_ragq_json_valid(f->text.data, f->text.len, &f->invalid)) {
@@ -735,6 +759,7 @@ typedef struct {
     ngx_str_t collection;
     ngx_str_t tenant;
     ngx_str_t created_at;
+    ngx_str_t callback; /* "": none */
     u_char    top_k_text[NGX_INT_T_LEN];
     u_char    created_at_text[NGX_INT64_LEN];
 } ngx_http_ragq_job_fields_t;
@@ -743,9 +768,15 @@ typedef struct {
 static ngx_int_t
 ngx_http_ragq_job_fields(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                          ngx_str_t *query, ngx_uint_t top_k,
-                         ngx_http_ragq_job_fields_t *f)
+                         ngx_str_t *callback, ngx_http_ragq_job_fields_t *f)
 {
     f->query = *query;
+
+    if (callback) {
+        f->callback = *callback;
+    } else {
+        ngx_str_set(&f->callback, "");
+    }
 
     ngx_str_set(&f->collection, "");
     ngx_str_set(&f->tenant, "");
@@ -794,7 +825,8 @@ ngx_http_ragq_job_xadd(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
           + sizeof(NGX_HTTP_RAGQ_XADD_COLLECTION) + f->collection.len
           + sizeof(NGX_HTTP_RAGQ_XADD_TENANT) + f->tenant.len
           + sizeof(NGX_HTTP_RAGQ_XADD_CREATED) + f->created_at.len
-          + 5 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
+          + sizeof(NGX_HTTP_RAGQ_XADD_CALLBACK) + f->callback.len
+          + 6 * (NGX_HTTP_RAGQ_RESP_HEAD_MAX + 2);
 
     cmd = ngx_pnalloc(r->pool, len);
     if (cmd == NULL) {
@@ -814,6 +846,14 @@ ngx_http_ragq_job_xadd(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_XADD_CREATED);
     p = ngx_http_ragq_resp_bulk(p, f->created_at.data, f->created_at.len);
 
+    if (f->callback.len) {
+        /* two more arguments: "*15" of the head becomes "*17" */
+        cmd[1] = '1';
+        cmd[2] = '7';
+        p = ngx_http_ragq_lit(p, NGX_HTTP_RAGQ_XADD_CALLBACK);
+        p = ngx_http_ragq_resp_bulk(p, f->callback.data, f->callback.len);
+    }
+
     rc = ngx_http_ragq_valkey_send(cell, cmd, p - cmd);
 
     return (rc == NGX_OK) ? NGX_OK : NGX_DECLINED;
@@ -832,8 +872,8 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     u_char     *p;
     ngx_str_t   idem_key;
     ngx_sha1_t  sha1;
-    const char *argv[13];
-    size_t      argvlen[13];
+    const char *argv[14];
+    size_t      argvlen[14];
     u_char      ttl[NGX_INT_T_LEN];
     u_char      digest[20];
 
@@ -883,8 +923,10 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     argvlen[11] = f->tenant.len;
     argv[12] = (const char *) f->created_at.data;
     argvlen[12] = f->created_at.len;
+    argv[13] = (const char *) f->callback.data;
+    argvlen[13] = f->callback.len;
 
-    if (ngx_http_ragq_valkey_command(cell, 13, argv, argvlen) != NGX_OK) {
+    if (ngx_http_ragq_valkey_command(cell, 14, argv, argvlen) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -902,12 +944,13 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 ngx_int_t
 ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                          ngx_http_ragq_cell_t *cell, ngx_str_t *query,
-                         ngx_uint_t top_k, ngx_str_t *idem)
+                         ngx_uint_t top_k, ngx_str_t *callback, ngx_str_t *idem)
 {
     ngx_http_ragq_job_fields_t f;
 
     if (ngx_http_ragq_job_random(cell->job_id + 16) != NGX_OK
-        || ngx_http_ragq_job_fields(r, lcf, query, top_k, &f) != NGX_OK)
+        || ngx_http_ragq_job_fields(r, lcf, query, top_k, callback, &f)
+               != NGX_OK)
     {
         return NGX_ERROR;
     }

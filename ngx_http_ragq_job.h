@@ -18,7 +18,8 @@ void ngx_http_ragq_job_init_process(void);
 ngx_int_t ngx_http_ragq_job_create(ngx_http_request_t       *r,
                                    ngx_http_ragq_loc_conf_t *lcf,
                                    ngx_http_ragq_cell_t *cell, ngx_str_t *query,
-                                   ngx_uint_t top_k, ngx_str_t *idem);
+                                   ngx_uint_t top_k, ngx_str_t *callback,
+                                   ngx_str_t *idem);
 /* NGX_DECLINED: the Idempotency-Key names a job with another question;
  * NGX_BUSY: retry (an entry id no job id can carry) */
 ngx_int_t ngx_http_ragq_job_created(ngx_http_ragq_cell_t *cell,

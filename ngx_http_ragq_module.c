@@ -47,6 +47,8 @@ typedef struct {
 
 static char *ngx_http_ragq_handler_set(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ragq_callback_allow(ngx_conf_t *cf, ngx_command_t *cmd,
+                                          void *conf);
 static char *ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_ragq_preconfiguration(ngx_conf_t *cf);
@@ -193,6 +195,13 @@ static ngx_command_t  ngx_http_ragq_commands[] = {
       ngx_http_set_complex_value_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ragq_loc_conf_t, status_url),
+      NULL },
+
+    { ngx_string("ragq_callback_allow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ragq_callback_allow,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("ragq_prefix"),
@@ -380,6 +389,78 @@ ngx_http_ragq_top_k(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * ragq_callback_allow PREFIX ...: the URLs a /chat body's callback_url may
+ * start with. Each prefix must name its scheme and whole authority, up to
+ * the "/" of the path: "https://hooks.example" would also let
+ * "https://hooks.example.evil.net/" and "https://hooks.example@evil.net/"
+ * through. Several directives add up.
+ */
+static char *
+ngx_http_ragq_callback_allow(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ragq_loc_conf_t *lcf = conf;
+
+    u_char    *p, *end, *host;
+    ngx_str_t *value, *prefix;
+    ngx_uint_t i;
+
+    if (lcf->callback_allow == NGX_CONF_UNSET_PTR) {
+        lcf->callback_allow = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+        if (lcf->callback_allow == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        p = value[i].data;
+        end = p + value[i].len;
+
+        if (value[i].len >= 7 && ngx_strncmp(p, "http://", 7) == 0) {
+            p += 7;
+
+        } else if (value[i].len >= 8 && ngx_strncmp(p, "https://", 8) == 0) {
+            p += 8;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ragq_callback_allow\" prefix \"%V\" must "
+                               "start with http:// or https://",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        host = p;
+
+        while (p < end && *p != '/' && *p != '@' && *p > ' ' && *p < 0x7f) {
+            p++;
+        }
+
+        if (p == end || *p != '/' || p == host
+            || value[i].len > NGX_HTTP_RAGQ_CALLBACK_URL_MAX)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ragq_callback_allow\" prefix \"%V\" must "
+                               "name a host and end its authority with "
+                               "\"/\", as in \"https://hooks.example.com/\"",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        prefix = ngx_array_push(lcf->callback_allow);
+        if (prefix == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *prefix = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_ragq_check_prefix(ngx_conf_t *cf, void *post, void *data)
 {
@@ -478,6 +559,7 @@ ngx_http_ragq_create_loc_conf(ngx_conf_t *cf)
     lcf->max_wait = NGX_CONF_UNSET;
     lcf->valkey_timeout = NGX_CONF_UNSET_MSEC;
     lcf->replicas = NGX_CONF_UNSET_UINT;
+    lcf->callback_allow = NGX_CONF_UNSET_PTR;
     lcf->stream_heartbeat = NGX_CONF_UNSET_MSEC;
 
     return lcf;
@@ -623,6 +705,7 @@ ngx_http_ragq_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->max_wait, prev->max_wait, 30);
     ngx_conf_merge_msec_value(conf->valkey_timeout, prev->valkey_timeout, 1000);
     ngx_conf_merge_uint_value(conf->replicas, prev->replicas, 0);
+    ngx_conf_merge_ptr_value(conf->callback_allow, prev->callback_allow, NULL);
     ngx_conf_merge_msec_value(conf->stream_heartbeat, prev->stream_heartbeat,
                               15000);
 

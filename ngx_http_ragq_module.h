@@ -26,6 +26,9 @@
 #define NGX_HTTP_RAGQ_STREAM  4 /* ragq_stream: GET /job-stream */
 #define NGX_HTTP_RAGQ_CANCEL  5 /* ragq_cancel: POST /job-cancel */
 
+/* the longest callback_url accepted (ngx_http_ragq_enqueue.c) */
+#define NGX_HTTP_RAGQ_CALLBACK_URL_MAX 2048
+
 #define ngx_http_ragq_lit(p, s) ngx_cpymem(p, s, sizeof(s) - 1)
 
 
@@ -47,6 +50,7 @@ typedef struct {
     ngx_msec_t                valkey_timeout;
     ngx_uint_t                replicas;         /* ragq_valkey_replicas */
     ngx_msec_t                stream_heartbeat; /* ragq_stream_heartbeat */
+    ngx_array_t *callback_allow; /* ragq_callback_allow: of ngx_str_t */
 
     /* the constant parts of the hot commands, in RESP form */
     ngx_str_t hgetall_head; /* HGETALL + "$n\r\nP:job:" */

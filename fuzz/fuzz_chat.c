@@ -76,6 +76,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const ngx_uint_t   methods[] = {NGX_HTTP_POST, NGX_HTTP_POST,
                                            NGX_HTTP_GET, NGX_HTTP_PUT};
     static const size_t       maxq[] = {16384, 8, 1, 64};
+    static ngx_str_t          allow[] = {ngx_string("http://hooks.test/cb/"),
+                                         ngx_string("https://h.test:8443/")};
+    static ngx_array_t        allowed = {allow, 2, sizeof(ngx_str_t), 2, NULL};
 
     fuzz_begin();
     fuzz_sections(data, size, sec, 7);
@@ -104,6 +107,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lcf->max_queue = 3;
         lcf->queue_len = 2;
         break;
+    }
+    if (f[3] & 1) {
+        /* ragq_callback_allow: callback_url checked, then carried */
+        lcf->callback_allow = &allowed;
     }
     if (f[2] & 0x80) {
         lcf->top_k = 2;

@@ -441,12 +441,83 @@ ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
         return fuzz_valkey.send_rc;
     }
     /* EVAL of the idempotent enqueue: the question is its ARGV[4] */
-    if (argc == 13 && argvlen[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0) {
+    if (argc == 14 && argvlen[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0) {
         fuzz_out.query.data = (u_char *) argv[8];
         fuzz_out.query.len = argvlen[8];
     }
     fuzz_sent(cell);
     return NGX_OK;
+}
+
+/* the bulk string at *p (RESP "$<n>\r\n<bytes>\r\n"), *p moved past it */
+static ngx_int_t
+fuzz_bulk(u_char **p, u_char *end, ngx_str_t *v)
+{
+    u_char *q = *p;
+    size_t  n;
+
+    if (q == end || *q++ != '$') {
+        return NGX_ERROR;
+    }
+    for (n = 0; q < end && *q >= '0' && *q <= '9'; q++) {
+        n = n * 10 + (*q - '0');
+    }
+    if (end - q < 4 || (size_t) (end - q - 4) < n || q[0] != '\r' ||
+        q[1] != '\n' || q[2 + n] != '\r' || q[3 + n] != '\n') {
+        return NGX_ERROR;
+    }
+    v->data = q + 2;
+    v->len = n;
+    *p = q + 4 + n;
+    return NGX_OK;
+}
+
+/*
+ * The fields of an XADD after its query (at p): top_k, collection, tenant,
+ * created_at, then callback_url only with 17 arguments, whose URL is one
+ * fuzz_chat.c allows (ragq_callback_allow), printable ASCII, no "/..".
+ */
+static void
+fuzz_check_callback(u_char *cmd, size_t len, u_char *p)
+{
+    u_char    *end = cmd + len;
+    size_t     i;
+    ngx_str_t  k, v;
+    ngx_uint_t n;
+
+    for (n = 0; n < 4; n++) {
+        if (fuzz_bulk(&p, end, &k) != NGX_OK ||
+            fuzz_bulk(&p, end, &v) != NGX_OK) {
+            fuzz_fail("a malformed XADD after its query", cmd, len);
+        }
+    }
+    if (p == end) {
+        if (len < 3 || memcmp(cmd, "*15", 3) != 0) {
+            fuzz_fail("an XADD without callback_url not of 15 arguments", cmd,
+                      len);
+        }
+        return;
+    }
+    if (fuzz_bulk(&p, end, &k) != NGX_OK || fuzz_bulk(&p, end, &v) != NGX_OK ||
+        p != end || k.len != 12 || memcmp(k.data, "callback_url", 12) != 0) {
+        fuzz_fail("an XADD with something else than callback_url last", cmd,
+                  len);
+    }
+    if (len < 3 || memcmp(cmd, "*17", 3) != 0) {
+        fuzz_fail("an XADD with callback_url not of 17 arguments", cmd, len);
+    }
+    if (!((v.len >= 21 && memcmp(v.data, "http://hooks.test/cb/", 21) == 0) ||
+          (v.len >= 20 && memcmp(v.data, "https://h.test:8443/", 20) == 0))) {
+        fuzz_fail("a callback_url outside ragq_callback_allow", cmd, len);
+    }
+    for (i = 0; i < v.len; i++) {
+        if (v.data[i] <= ' ' || v.data[i] >= 0x7f || v.data[i] == '\\') {
+            fuzz_fail("a callback_url with a byte it must not have", cmd, len);
+        }
+    }
+    if (memmem(v.data, v.len, "/..", 3) || memmem(v.data, v.len, "/./", 3)) {
+        fuzz_fail("a callback_url with dot segments", cmd, len);
+    }
 }
 
 ngx_int_t
@@ -478,6 +549,7 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
         if (p[2 + n] != '\r' || p[3 + n] != '\n') {
             fuzz_fail("a bulk string of the wrong length", cmd, len);
         }
+        fuzz_check_callback(cmd, len, p + 4 + n);
     }
     fuzz_sent(cell);
     return NGX_OK;

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "valkey_url.h"
+#include "webhook.h"
 
 #ifndef RAGQ_VERSION
 #define RAGQ_VERSION "0.1.0"
@@ -113,6 +114,24 @@ static const opt_t opts[] = {
      "three times this",
      NULL, "Queue"},
 
+    {"RAGQ_WEBHOOK_SECRET", W, T_STR, OFF(webhook_secret), NULL, 0, 0, "SECRET",
+     "signs job-end callbacks (Standard Webhooks): whsec_ + the key in "
+     "base64; without it no callback is sent (each is recorded failed)",
+     NULL, "Callbacks"},
+    {"RAGQ_CALLBACK_ATTEMPTS", W, T_UINT, OFF(callback_attempts), "5", 1, 100,
+     "N",
+     "tries of a callback (network errors, timeouts, 429 and 5xx are "
+     "retried with backoff)",
+     NULL, "Callbacks"},
+    {"RAGQ_CALLBACK_TIMEOUT", W, T_DUR, OFF(callback_timeout_ms), "10s", 100,
+     600000L, "DURATION", "one callback POST, connection included", NULL,
+     "Callbacks"},
+    {"RAGQ_CALLBACK_CONCURRENCY", W, T_UINT, OFF(callback_concurrency), "16", 1,
+     10000, "N",
+     "callback POSTs in flight at once; more wait their turn (beside the "
+     "jobs: a slow receiver never holds a job slot)",
+     NULL, "Callbacks"},
+
     {"RAGQ_EMBEDDER", W | I, T_CHOICE, OFF(embedder), NULL, 0, 0, "NAME",
      "openai or hash (default: openai when an OpenAI or embed URL or key is "
      "set, else hash)",
@@ -188,8 +207,9 @@ static const opt_t opts[] = {
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const groups[] = {"Queue",  "Valkey", "Backends", "Models",
-                                     "Qdrant", "Ingest", "Other"};
+static const char *const groups[] = {"Queue",  "Valkey", "Backends",
+                                     "Models", "Qdrant", "Callbacks",
+                                     "Ingest", "Other"};
 
 /* The positional arguments of the last load (cfg->paths). */
 static char **last_paths;
@@ -750,6 +770,14 @@ ragq_config_check(const ragq_config_t *cfg, char *err, size_t errlen)
                      "%s is set but RAGQ_VALKEY_URL is not a "
                      "redis+sentinel:// URL",
                      sen_opt);
+            return -1;
+        }
+    }
+    if (cfg->webhook_secret != NULL) {
+        ragq_webhook_key_t key;
+
+        if (ragq_webhook_key_parse(cfg->webhook_secret, &key, err, errlen) !=
+            0) {
             return -1;
         }
     }

@@ -66,6 +66,12 @@ typedef struct {
     const char *log_format;   /* RAGQ_LOG_FORMAT text | json; NULL text */
     long        heartbeat_ms; /* RAGQ_HEARTBEAT       5s; TTL 3x */
 
+    /* ragq-worker's callbacks (callback.c) */
+    const char *webhook_secret;       /* RAGQ_WEBHOOK_SECRET whsec_... */
+    unsigned    callback_attempts;    /* RAGQ_CALLBACK_ATTEMPTS    5 */
+    long        callback_timeout_ms;  /* RAGQ_CALLBACK_TIMEOUT     10s */
+    unsigned    callback_concurrency; /* RAGQ_CALLBACK_CONCURRENCY 16 */
+
     /* ragq-ingest */
     unsigned chunk_size;    /* RAGQ_CHUNK_SIZE     1000 characters */
     unsigned chunk_overlap; /* RAGQ_CHUNK_OVERLAP  200 */

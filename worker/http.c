@@ -46,6 +46,7 @@ struct ragq_http_req_s {
     ragq_http_cb      cb;
     void             *data;
     ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
+    void             *own;      /* its own header list (curl_slist), or NULL */
     size_t            streamed; /* bytes handed to on_data */
     char              errbuf[CURL_ERROR_SIZE];
 };
@@ -82,6 +83,7 @@ req_destroy(ragq_http_req_t *req)
     free(req->body);
     free(req->retry_after);
     free(req->retry_after_ms);
+    curl_slist_free_all(req->own);
     free(req);
 }
 
@@ -114,6 +116,11 @@ req_release(ragq_http_req_t *req)
     req->too_big = 0;
     req->on_data = NULL;
     req->streamed = 0;
+    if (req->own) {
+        /* the next request of this handle sets its own list */
+        curl_slist_free_all(req->own);
+        req->own = NULL;
+    }
     req->cb = NULL;
     req->data = NULL;
     req->prev = NULL;
@@ -528,6 +535,10 @@ req_get(ragq_http_t *http)
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "ragq-worker/1.0");
+    /* Every URL of ours is http(s); never follow a redirect (the default,
+     * said here because callbacks rely on it). */
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_SHARE, http->share);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
@@ -607,6 +618,38 @@ ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
         return NULL;
     }
     req->send = body;
+    return req;
+}
+
+ragq_http_req_t *
+ragq_http_post_headers(ragq_http_t *http, const char *url,
+                       const char *const *headers, size_t n, char *body,
+                       size_t len, long timeout_ms, size_t max_answer,
+                       ragq_http_cb cb, void *data)
+{
+    struct curl_slist *list = headers_build(NULL), *t;
+    ragq_http_req_t   *req;
+    size_t             i;
+
+    for (i = 0; list && i < n; i++) {
+        if ((t = curl_slist_append(list, headers[i])) == NULL) {
+            curl_slist_free_all(list);
+            list = NULL;
+        }
+    }
+    if (list == NULL) {
+        return NULL;
+    }
+    req = ragq_http_post_take(http, url, NULL, body, len, timeout_ms,
+                              max_answer, cb, data);
+    if (req == NULL) {
+        curl_slist_free_all(list);
+        return NULL;
+    }
+    /* Set before the transfer starts: curl reads options when it runs the
+     * handle, on the next socket action, not when it is added. */
+    req->own = list;
+    curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, list);
     return req;
 }
 

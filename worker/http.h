@@ -62,6 +62,18 @@ ragq_http_req_t *ragq_http_post_take(ragq_http_t *http, const char *url,
                                      ragq_http_cb cb, void *data);
 
 /*
+ * The same as ragq_http_post_take, with n header lines of this request
+ * only (copied; callback.c's signature headers) after Content-Type.  Any
+ * request of this file speaks only http:// and https:// and never follows
+ * a redirect.
+ */
+ragq_http_req_t *ragq_http_post_headers(ragq_http_t *http, const char *url,
+                                        const char *const *headers, size_t n,
+                                        char *body, size_t len, long timeout_ms,
+                                        size_t max_answer, ragq_http_cb cb,
+                                        void *data);
+
+/*
  * Receives the body of a 2xx answer as it arrives (streamed chat answers),
  * instead of buffering it: resp->body is then empty.  Non-zero stops the
  * transfer (the callback then sees status 0).  Called from inside curl: it

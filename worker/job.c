@@ -135,9 +135,10 @@ ragq_job_free(ragq_job_t *job)
     free(job->key);
     free(job->query);
     free(job->collection);
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < RAGQ_CARRIED_N; i++) {
         free(job->carried[i]);
     }
+    free(job->callback_url);
     free(job->result);
     free(job->sources_json);
     free(job->usage_json);

@@ -54,7 +54,9 @@ enum {
     RAGQ_CARRIED_TOP_K,
     RAGQ_CARRIED_COLLECTION,
     RAGQ_CARRIED_TENANT,
-    RAGQ_CARRIED_CREATED_AT
+    RAGQ_CARRIED_CREATED_AT,
+    RAGQ_CARRIED_CALLBACK_URL, /* optional: NULL when the entry has none */
+    RAGQ_CARRIED_N
 };
 
 typedef struct ragq_job_s ragq_job_t;
@@ -83,8 +85,11 @@ struct ragq_job_s {
     long     attempts;
     /* the job as its queue entry carries it (RAGQ_CARRIED_*), for the
      * claim to write its hash; NULL: a "job ID" entry, the hash exists */
-    char  *carried[5];
-    size_t carried_len[5];
+    char  *carried[RAGQ_CARRIED_N];
+    size_t carried_len[RAGQ_CARRIED_N];
+    /* where the job's end is POSTed (callback.c), from the claim; NULL or
+     * "": none */
+    char *callback_url;
 
     /* queue bookkeeping */
     ragq_job_t  *prev, *next;

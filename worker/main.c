@@ -73,6 +73,7 @@ main(int argc, char **argv)
     ragq_log_hide(addr.password);
     ragq_log_hide(cfg.valkey_sentinel_password);
     ragq_log_hide(getenv("RAGQ_WEBHOOK_SECRET"));
+    ragq_log_hide(cfg.webhook_secret); /* also when given as a flag */
     /*
      * One connection per job in flight is what HTTP/1.1 needs; HTTP/2
      * servers multiplex and use far fewer.

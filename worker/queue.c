@@ -731,6 +731,9 @@ ragq_queue_check_drained(ragq_queue_t *q)
     if (q->njobs == 0 && ragq_vconn_pending(q->cmd) > 0) {
         return; /* final writes and acks still on the wire */
     }
+    if (ragq_callbacks_pending(q->callbacks) > 0) {
+        return; /* callbacks of ended jobs, until the grace ends */
+    }
     if (q->njobs > 0) {
         return; /* parked results wait for Valkey until the grace ends */
     }
@@ -825,8 +828,11 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     q->cmd = ragq_vconn_new(net, "command", 0, &vconn_hooks, q);
     q->blk =
         ragq_vconn_new(net, "claim", RAGQ_VCONN_CLIENT_ID, &vconn_hooks, q);
+    if (q->k_job_prefix) {
+        q->callbacks = ragq_callbacks_new(loop, q, cfg, q->k_job_prefix);
+    }
     if (!q->k_jobs || !q->k_group || !q->k_events || !q->k_dead ||
-        !q->k_job_prefix || !q->cmd || !q->blk) {
+        !q->k_job_prefix || !q->cmd || !q->blk || !q->callbacks) {
         ragq_queue_free(q);
         return NULL;
     }
@@ -882,6 +888,8 @@ ragq_queue_free(ragq_queue_t *q)
     }
     ragq_queue_jobs_free(q);
     orphans_free(q);
+    /* after the connections: their pending replies came back NULL */
+    ragq_callbacks_free(q->callbacks);
     if (q->loop) {
         ragq_timer_stop(q->loop, &q->startup_timer);
         ragq_timer_stop(q->loop, &q->keepalive_timer);

@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "callback.h"
 #include "queue.h"
 #include "retry.h"
 #include "scripts.h"
@@ -40,11 +41,12 @@ struct ragq_queue_s {
     int            group_ready, group_creating;
     int            started, stopping, exit_code;
 
-    ragq_job_t *jobs;
-    unsigned    njobs;
-    unsigned    reserved_read, reserved_reclaim;
-    int         reading, reclaiming, probing, reclaim_due;
-    char        reclaim_cursor[64];
+    ragq_job_t       *jobs;
+    unsigned          njobs;
+    ragq_callbacks_t *callbacks; /* job-end callbacks (callback.c) */
+    unsigned          reserved_read, reserved_reclaim;
+    int               reading, reclaiming, probing, reclaim_due;
+    char              reclaim_cursor[64];
 
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
     ragq_timer_t exit_timer, consumers_timer;

@@ -200,10 +200,15 @@ final_reply(void *owner, redisReply *reply, void *priv)
                           job->outcome == RAGQ_JOB_FINISHED ? RAGQ_END_FINISHED
                                                             : RAGQ_END_FAILED,
                           q->cfg->max_attempts, ms);
+        ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
         break;
     case 0:
         ragq_log(RAGQ_LOG_INFO,
                  "job %s was already final (run twice); acknowledged", job->id);
+        /* Canceled while its result was on the way: nobody else may have
+         * seen that end (another attempt's finish calls back itself). */
+        ragq_callback_deliver_if(q->callbacks, job->id, job->callback_url,
+                                 "canceled");
         break;
     case -1:
         ragq_log(RAGQ_LOG_WARN,
@@ -364,6 +369,7 @@ job_canceled(ragq_queue_t *q, ragq_job_t *job, int ran)
                  "job %s was canceled while queued; acknowledged its entry "
                  "without running it",
                  job->id);
+        ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
         job_drop(q, job);
         return;
     }
@@ -371,6 +377,7 @@ job_canceled(ragq_queue_t *q, ragq_job_t *job, int ran)
     ack_entry(q, job->entry);
     ragq_joblog_ended(job, RAGQ_END_CANCELED, q->cfg->max_attempts,
                       (long) (ragq_now_ms() - job->claimed_at));
+    ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
     job_drop(q, job);
 }
 
@@ -434,16 +441,27 @@ claim_reply(void *owner, redisReply *reply, void *priv)
                                                        : RAGQ_LOG_INFO,
                  "job %s failed at claim: %s: %s", job->id, e[1]->str,
                  e[2]->str);
+        if (reply->elements >= 4 && e[3]->type == REDIS_REPLY_STRING) {
+            ragq_callback_deliver(q->callbacks, job->id, e[3]->str);
+        }
         job_drop(q, job);
         return;
     }
     if (kind == 1 && reply->elements > 1 && e[1]->str &&
         strcmp(e[1]->str, "canceled") == 0) {
+        /* {1, "canceled", callback_url, called}: canceled while queued; its
+         * callback is ours to send unless it was sent (a finished or failed
+         * job had it from the worker that ended it) */
+        if (reply->elements >= 4 && e[2]->type == REDIS_REPLY_STRING &&
+            e[3]->type == REDIS_REPLY_INTEGER && e[3]->integer == 0 &&
+            e[2]->str[0]) {
+            job->callback_url = strdup(e[2]->str);
+        }
         job_canceled(q, job, 0);
         return;
     }
-    if (kind != 2 || reply->elements < 5 || e[1]->type != REDIS_REPLY_INTEGER ||
-        !e[2]->str || !e[3]->str || !e[4]->str) {
+    if (kind != 2 || reply->elements < 6 || e[1]->type != REDIS_REPLY_INTEGER ||
+        !e[2]->str || !e[3]->str || !e[4]->str || !e[5]->str) {
         /* {0}: gone, {1, status}: already final; the script acked it. */
         ragq_log(RAGQ_LOG_INFO, "job %s is %s; acknowledged its entry", job->id,
                  kind == 1 && reply->elements > 1 && e[1]->str
@@ -454,6 +472,7 @@ claim_reply(void *owner, redisReply *reply, void *priv)
     }
     /* The script checked them: a query without NUL, top_k "" or 1..limit. */
     job->attempts = (long) e[1]->integer;
+    job->callback_url = e[5]->str[0] ? strdup(e[5]->str) : NULL;
     if (job->cancel_seen) {
         /* canceled just after this claim: claimed, never run */
         job->state = JOB_RUNNING;
@@ -463,7 +482,8 @@ claim_reply(void *owner, redisReply *reply, void *priv)
     job->query = strdup(e[2]->str);
     job->top_k = (unsigned) strtoul(e[3]->str, NULL, 10);
     job->collection = strdup(e[4]->str);
-    if (job->query == NULL || job->collection == NULL) {
+    if (job->query == NULL || job->collection == NULL ||
+        (e[5]->str[0] && job->callback_url == NULL)) {
         job_drop(q, job);
         return;
     }
@@ -476,8 +496,8 @@ claim_reply(void *owner, redisReply *reply, void *priv)
 }
 
 /* The names of the fields an entry carries a job in (RAGQ_CARRIED_*). */
-static const char *const carried_names[5] = {"query", "top_k", "collection",
-                                             "tenant", "created_at"};
+static const char *const carried_names[RAGQ_CARRIED_N] = {
+    "query", "top_k", "collection", "tenant", "created_at", "callback_url"};
 
 /*
  * The job of a stream entry's fields: a "job" field (the id; the hash
@@ -504,7 +524,7 @@ entry_job(ragq_job_t *job, const char *entry, const redisReply *fields)
             }
             memcpy(job->id, v->str, RAGQ_JOB_ID_LEN);
             job->id[RAGQ_JOB_ID_LEN] = '\0';
-            for (c = 0; c < 5; c++) {
+            for (c = 0; c < RAGQ_CARRIED_N; c++) {
                 free(job->carried[c]);
                 job->carried[c] = NULL;
             }
@@ -514,7 +534,7 @@ entry_job(ragq_job_t *job, const char *entry, const redisReply *fields)
             r = v;
             continue;
         }
-        for (c = 0; c < 5; c++) {
+        for (c = 0; c < RAGQ_CARRIED_N; c++) {
             if (strcmp(k->str, carried_names[c]) == 0 &&
                 job->carried[c] == NULL) {
                 job->carried[c] = malloc(v->len + 1);
@@ -529,8 +549,9 @@ entry_job(ragq_job_t *job, const char *entry, const redisReply *fields)
     if (r == NULL || ragq_job_id_from_entry(job->id, entry, r->str, r->len)) {
         return -1;
     }
-    /* A field the entry lacks is written empty: the claim's checks decide. */
-    for (c = 0; c < 5; c++) {
+    /* A field the entry lacks is written empty: the claim's checks decide
+     * (the callback_url stays NULL: none). */
+    for (c = 0; c < RAGQ_CARRIED_CALLBACK_URL; c++) {
         if (job->carried[c] == NULL && (job->carried[c] = strdup("")) == NULL) {
             return -1;
         }
@@ -601,8 +622,8 @@ static int
 send_claim(ragq_queue_t *q, ragq_job_t *job)
 {
     char        now[32];
-    const char *argv[22], *out = ragq_queue_out_key(q, job);
-    size_t      lens[22];
+    const char *argv[23], *out = ragq_queue_out_key(q, job);
+    size_t      lens[23];
     int         argc = 16, i;
 
     constant_args(q);
@@ -630,9 +651,14 @@ send_claim(ragq_queue_t *q, ragq_job_t *job)
         /* ARGV[9..14]: the job the entry carries, for its hash */
         argv[argc] = "1";
         lens[argc++] = 1;
-        for (i = 0; i < 5; i++) {
+        for (i = 0; i < RAGQ_CARRIED_CALLBACK_URL; i++) {
             argv[argc] = job->carried[i];
             lens[argc++] = job->carried_len[i];
+        }
+        if (job->carried[RAGQ_CARRIED_CALLBACK_URL]) {
+            /* ARGV[15] */
+            argv[argc] = job->carried[RAGQ_CARRIED_CALLBACK_URL];
+            lens[argc++] = job->carried_len[RAGQ_CARRIED_CALLBACK_URL];
         }
     }
     return ragq_queue_send(q, claim_reply, job, argc, argv, lens);
@@ -660,9 +686,11 @@ ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why)
                  job->id, job->attempts);
         break;
     case JOB_LOST_FINAL:
-        /* Canceled, or our own final write whose reply was lost. */
+        /* Canceled, or our own final write whose reply was lost: either
+         * way the job ended and nobody else calls back for it. */
         ragq_log(RAGQ_LOG_INFO, "job %s is already final; stopped", job->id);
         ack_entry(q, job->entry);
+        ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
         break;
     default:
         /* Reclaim settles its entry (a claim acks or dead-letters it). */

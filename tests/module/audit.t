@@ -139,12 +139,13 @@ Ragq::Valkey::cmd('HSET', "au:job:$::Id", status => 'finished', query => 'q',
     ended_at => '0000000000000000000000042',
     sources => qq/[{"id":"c1","score":0.5,"source":"d\xffoc.md","text":"\xc0\xaf"}]/,
     error => qq/{"code":"x","message":"bad \xed\xa0\x80"}/,
-    usage => qq/{"backends":{"store":"loc\xf4\x90\x80\x80al"}}/);
+    usage => qq/{"backends":{"store":"loc\xf4\x90\x80\x80al"}}/,
+    callback => '{"status":"delivered","attempts":1,"code":204}');
 --- request eval
 "GET /job-status?job_id=$::Id"
 --- error_code: 200
 --- response_body eval
-qq/{"job_id":"$::Id","status":"finished","query":"q","result":null,"sources":[{"id":"c1","score":0.5,"source":"d\\ufffdoc.md","text":"\\ufffd\\ufffd"}],"error":{"code":"x","message":"bad \\ufffd\\ufffd\\ufffd"},"created_at":7,"started_at":-12,"ended_at":42,"attempts":0,"usage":{"backends":{"store":"loc\\ufffd\\ufffd\\ufffd\\ufffdal"}}}\n/
+qq/{"job_id":"$::Id","status":"finished","query":"q","result":null,"sources":[{"id":"c1","score":0.5,"source":"d\\ufffdoc.md","text":"\\ufffd\\ufffd"}],"error":{"code":"x","message":"bad \\ufffd\\ufffd\\ufffd"},"created_at":7,"started_at":-12,"ended_at":42,"attempts":0,"usage":{"backends":{"store":"loc\\ufffd\\ufffd\\ufffd\\ufffdal"}},"callback":{"status":"delivered","attempts":1,"code":204}}\n/
 
 
 
@@ -154,12 +155,13 @@ Ragq::Valkey::cmd('DEL', "au:job:$::Id");
 Ragq::Valkey::cmd('HSET', "au:job:$::Id", status => 'queued', query => 'q',
     tenant => '', created_at => '+5', attempts => '1.0', started_at => '',
     ended_at => '12345678901234567890', sources => '[007]',
-    error => qq/{"code":"x"}\xff/, usage => '{"a":"\ud800"}');
+    error => qq/{"code":"x"}\xff/, usage => '{"a":"\ud800"}',
+    callback => '[1]');
 --- request eval
 "GET /job-status?job_id=$::Id"
 --- error_code: 200
 --- response_body eval
-qq/{"job_id":"$::Id","status":"queued","query":"q","result":null,"sources":"[007]","error":"{\\"code\\":\\"x\\"}\\ufffd","created_at":null,"started_at":null,"ended_at":null,"attempts":null,"usage":"{\\"a\\":\\"\\\\ud800\\"}"}\n/
+qq/{"job_id":"$::Id","status":"queued","query":"q","result":null,"sources":"[007]","error":"{\\"code\\":\\"x\\"}\\ufffd","created_at":null,"started_at":null,"ended_at":null,"attempts":null,"usage":"{\\"a\\":\\"\\\\ud800\\"}","callback":null}\n/
 
 
 

@@ -119,7 +119,7 @@ my $events = main::subscriber('cn:events');
 my $cancel = main::subscriber('cn:cancel');
 ($code, $body) = main::http('POST', "/job-cancel?job_id=$main::Id");
 Test::More::is($code, 200, 'canceled: 200');
-Test::More::like($body, qr/^\{"job_id":"$main::Id","status":"canceled","query":"cancel me","result":null,"sources":null,"error":\{"code":"canceled","message":"[^"]+"\},"created_at":\d+,"started_at":null,"ended_at":\d+,"attempts":0,"usage":null\}\n\z/, 'the job JSON');
+Test::More::like($body, qr/^\{"job_id":"$main::Id","status":"canceled","query":"cancel me","result":null,"sources":null,"error":\{"code":"canceled","message":"[^"]+"\},"created_at":\d+,"started_at":null,"ended_at":\d+,"attempts":0,"usage":null,"callback":null\}\n\z/, 'the job JSON');
 Test::More::is(main::message($events), "$main::Id canceled", 'P:events: ID canceled');
 Test::More::is(main::message($cancel), $main::Id, 'P:cancel: ID');
 my %h = Ragq::Valkey::cmd_list('HGETALL', "cn:job:$main::Id");
@@ -171,7 +171,7 @@ Ragq::Valkey::cmd('HSET', "cn:job:$main::Run", status => 'started', query => 'q'
 --- request eval
 "POST /job-cancel?job_id=$main::Run"
 --- error_code: 200
---- response_body_like: ^\{"job_id":"0000000000000000000000000000c004","status":"canceled","query":"q","result":null,"sources":null,"error":\{"code":"canceled","message":"[^"]+"\},"created_at":1,"started_at":2,"ended_at":\d+,"attempts":1,"usage":null\}$
+--- response_body_like: ^\{"job_id":"0000000000000000000000000000c004","status":"canceled","query":"q","result":null,"sources":null,"error":\{"code":"canceled","message":"[^"]+"\},"created_at":1,"started_at":2,"ended_at":\d+,"attempts":1,"usage":null,"callback":null\}$
 
 
 

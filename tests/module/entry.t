@@ -150,7 +150,7 @@ Test::More::is($f{query}, 'second entry', 'query');
 Test::More::is($f{top_k}, '5', 'top_k');
 ($code, my $json) = main::http('GET', "/job-status?job_id=$id");
 Test::More::is($code, 200, 'queued job found');
-Test::More::is($json, qq({"job_id":"$id","status":"queued","query":"second entry","result":null,"sources":null,"error":null,"created_at":$f{created_at},"started_at":null,"ended_at":null,"attempts":0,"usage":null}\n), 'the queued view');
+Test::More::is($json, qq({"job_id":"$id","status":"queued","query":"second entry","result":null,"sources":null,"error":null,"created_at":$f{created_at},"started_at":null,"ended_at":null,"attempts":0,"usage":null,"callback":null}\n), 'the queued view');
 # the same job as a hash, as the module wrote it before
 Ragq::Valkey::cmd('HSET', "en:job:$id", status => 'queued', query => 'second entry',
     top_k => 5, collection => '', tenant => '', created_at => $f{created_at}, attempts => 0);

@@ -416,7 +416,7 @@ sub check_hash {
         } else {
             my @keys = sort keys %$v;
             $why = "keys: @keys" unless "@keys" eq join(' ', sort qw(job_id status
-                query result sources error created_at started_at ended_at attempts usage));
+                query result sources error created_at started_at ended_at attempts usage callback));
             $why ||= $check->($v) if $check;
         }
     }

@@ -85,7 +85,7 @@ main::seed($::Id1, status => 'queued', query => 'q', top_k => 5,
 --- response_headers
 Content-Type: application/json
 --- response_body eval
-qq/{"job_id":"$::Id1","status":"queued","query":"q","result":null,"sources":null,"error":null,"created_at":1700000000123,"started_at":null,"ended_at":null,"attempts":0,"usage":null}\n/
+qq/{"job_id":"$::Id1","status":"queued","query":"q","result":null,"sources":null,"error":null,"created_at":1700000000123,"started_at":null,"ended_at":null,"attempts":0,"usage":null,"callback":null}\n/
 
 
 
@@ -99,7 +99,7 @@ main::seed($::Id1, status => 'finished', query => "line1\nline2 \"q\"",
 --- request eval
 "GET /job-status?job_id=$::Id1"
 --- response_body eval
-qq/{"job_id":"$::Id1","status":"finished","query":"line1\\nline2 \\"q\\"","result":"Answer \x{e2}\x{9c}\x{93}","sources":[{"id":"c1","score":0.83,"source":"doc.md","text":"ex"}],"error":null,"created_at":1,"started_at":2,"ended_at":3,"attempts":1,"usage":{"prompt_tokens":3,"backends":{"store":"local"}}}\n/
+qq/{"job_id":"$::Id1","status":"finished","query":"line1\\nline2 \\"q\\"","result":"Answer \x{e2}\x{9c}\x{93}","sources":[{"id":"c1","score":0.83,"source":"doc.md","text":"ex"}],"error":null,"created_at":1,"started_at":2,"ended_at":3,"attempts":1,"usage":{"prompt_tokens":3,"backends":{"store":"local"}},"callback":null}\n/
 
 
 
@@ -111,7 +111,7 @@ main::seed($::Id1, status => 'failed', query => 'q', tenant => '',
 --- request eval
 "GET /job-status?job_id=$::Id1"
 --- response_body eval
-qq/{"job_id":"$::Id1","status":"failed","query":"q","result":null,"sources":"[broken","error":{"code":"max_attempts","message":"gave up"},"created_at":null,"started_at":null,"ended_at":null,"attempts":null,"usage":"bad\\ufffd"}\n/
+qq/{"job_id":"$::Id1","status":"failed","query":"q","result":null,"sources":"[broken","error":{"code":"max_attempts","message":"gave up"},"created_at":null,"started_at":null,"ended_at":null,"attempts":null,"usage":"bad\\ufffd","callback":null}\n/
 
 
 

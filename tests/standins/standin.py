@@ -293,6 +293,7 @@ class App:
         self.flood_sent = 0
         self.tally_rule = None  # (path, compiled regex) of /_standin/tally
         self.tally = collections.Counter()
+        self.hooks = []  # webhook receiver: every request to /hooks/..., raw
         # requests whose client closed the connection before the answer was complete (a
         # canceled job's worker aborting its call), by path
         self.aborted = collections.Counter()
@@ -319,6 +320,11 @@ class App:
         if path.startswith("/_standin/"):
             return 0.0, self.control(req)
         self.req_counts[path] += 1
+        if path.startswith("/hooks/"):
+            # Kept whole and raw (base64): a signature is over the exact bytes.
+            self.hooks.append({"method": req.method, "path": path, "headers": req.headers,
+                               "body_b64": base64.b64encode(req.body).decode("ascii"),
+                               "at": time.time()})
         if len(req.body) > LOG_BODY_MAX:
             self.log.append(Request(req.method, req.path, req.query, req.headers,
                                     b'"<%d bytes, not kept>"' % len(req.body)))
@@ -345,6 +351,8 @@ class App:
         try:
             if req.path.startswith("/v1/") or req.path == "/v1":
                 return self.openai(req)
+            if req.path.startswith("/hooks/"):
+                return Response(200, dumps({"ok": True}))
             return self.qdrant(req, t0)
         except HttpError as e:
             return Response(e.status, e.body, e.ctype, e.headers)
@@ -468,6 +476,8 @@ class App:
                 return Response(400, dumps({"error": "bad pattern: %s" % e}))
             self.tally.clear()
             return Response(200, dumps({"ok": True}))
+        if p == "/_standin/hooks" and req.method == "GET":
+            return Response(200, dumps({"hooks": self.hooks}))
         if p == "/_standin/tally" and req.method == "GET":
             return Response(200, dumps({"counts": dict(self.tally)}))
         return Response(404, dumps({"error": "unknown control endpoint %s %s" % (req.method, p)}))

@@ -122,7 +122,7 @@ acked($entry, 'claim, missing');
 for my $st (qw(finished failed canceled)) {
     $id = job(status => $st);
     $entry = pending_entry($id);
-    is(claim($id, $entry), "1\n$st", "claim: a $st job is {1, status}");
+    is(claim($id, $entry), "1\n$st\n\n0", "claim: a $st job is {1, status, callback_url, called}");
     is(hget("$P:job:$id", 'attempts'), 0, "claim: $st: attempts untouched");
     acked($entry, "claim, $st");
 }
@@ -130,7 +130,7 @@ no_event('claim: final and missing jobs publish nothing');
 
 $id = job(query => 'what is ragq?', top_k => 7, collection => 'books');
 is(claim($id, undef, now => 1700000000123, consumer => 'wA'),
-   "2\n1\nwhat is ragq?\n7\nbooks", 'claim: {2, attempts, query, top_k, collection}');
+   "2\n1\nwhat is ragq?\n7\nbooks\n", 'claim: {2, attempts, query, top_k, collection, callback_url}');
 is(hget("$P:job:$id", 'status'), 'started', 'claim: status started');
 is(hget("$P:job:$id", 'started_at'), '1700000000123', 'claim: started_at');
 is(hget("$P:job:$id", 'attempts'), 1, 'claim: attempts counted');
@@ -138,14 +138,30 @@ is(hget("$P:job:$id", 'owner'), 'wA', 'claim: the owner is the consumer');
 is(next_event(), "$id started", 'claim: "ID started" published');
 
 is(claim($id, undef, now => 1700000000456, consumer => 'wB'),
-   "2\n2\nwhat is ragq?\n7\nbooks", 'claim: a reclaimed job counts its second attempt');
+   "2\n2\nwhat is ragq?\n7\nbooks\n", 'claim: a reclaimed job counts its second attempt');
 is(hget("$P:job:$id", 'owner'), 'wB', 'claim: and changes hands');
 is(next_event(), "$id started", 'claim: published again');
 
 $id = job(top_k => '');
 Ragq::Valkey::cmd('HDEL', "$P:job:$id", 'top_k', 'collection');
-is(claim($id), "2\n1\nwhy?\n\n", 'claim: missing top_k and collection come back empty (defaults)');
+is(claim($id), "2\n1\nwhy?\n\n\n", 'claim: missing top_k and collection come back empty (defaults)');
 next_event();
+
+# A job its entry carries with a callback_url (ARGV[15]): written into the
+# hash, returned with the claim; a final job's claim says whether its
+# callback outcome is written (a job canceled while queued gets its callback
+# from the worker whose claim finds it).
+$id = new_id();
+is(eval_script('claim', ["$P:job:$id", $EVENTS, $DEAD, $JOBS],
+       [3, 1700000000000, $id, '0-1', $GROUP, 'w', 60000, $TOPK_MAX,
+        '1', 'q?', '', '', '', '1700000000000', 'http://127.0.0.1:9/h']),
+   "2\n1\nq?\n\n\nhttp://127.0.0.1:9/h", 'claim: a carried callback_url comes back');
+is(hget("$P:job:$id", 'callback_url'), 'http://127.0.0.1:9/h', 'claim: and is in the hash');
+next_event();
+Ragq::Valkey::cmd('HSET', "$P:job:$id", 'status', 'canceled');
+is(claim($id), "1\ncanceled\nhttp://127.0.0.1:9/h\n0", 'claim: canceled: {1, status, callback_url, 0}');
+Ragq::Valkey::cmd('HSET', "$P:job:$id", 'callback', '{"status":"delivered","attempts":1,"code":200}');
+is(claim($id), "1\ncanceled\nhttp://127.0.0.1:9/h\n1", 'claim: callback written: called 1');
 
 # Max attempts: failed here, in the same step, never run.
 my $d0 = dead_len();
@@ -203,7 +219,7 @@ for my $p (@poison) {
 $id = job();
 Ragq::Valkey::cmd('HDEL', "$P:job:$id", 'status');
 $entry = pending_entry($id);
-like(claim($id, $entry), qr/\A3\ninvalid_job\nthe job has no status\z/, 'claim: a hash without status is invalid');
+like(claim($id, $entry), qr/\A3\ninvalid_job\nthe job has no status\n\z/, 'claim: a hash without status is invalid');
 next_event();
 acked($entry, 'claim, no status');
 
@@ -211,7 +227,7 @@ $id = job();
 Ragq::Valkey::cmd('EVAL', "redis.call('HSET', KEYS[1], 'query', 'a\\0b')", 1, "$P:job:$id");
 is(Ragq::Valkey::cmd('HSTRLEN', "$P:job:$id", 'query'), 3, 'a query with a NUL byte');
 $entry = pending_entry($id);
-like(claim($id, $entry), qr/\A3\ninvalid_job\nthe query contains a NUL byte\z/,
+like(claim($id, $entry), qr/\A3\ninvalid_job\nthe query contains a NUL byte\n\z/,
      'claim: a NUL byte in the query is invalid (never cut short)');
 next_event();
 acked($entry, 'claim, NUL');

@@ -25,17 +25,24 @@
 --          hash yet, the claim writes it from them (status queued, attempts
 --          0) and goes on as for any queued job.  Absent for a "job ID"
 --          entry (enqueued before), whose hash the module wrote.
+-- ARGV[15] (optional, with ARGV[9] "1") the entry's callback_url, written
+--          into the hash with the job (absent or "": none)
 --
 -- Returns
 --   {0}                  the hash is gone (expired or deleted) and the
 --                        entry does not carry the job: entry acked
---   {1, status}          the job is already final: entry acked
---   {2, attempts, query, top_k, collection}
+--   {1, status, callback_url, called}
+--                        the job is already final: entry acked; its
+--                        callback_url ("" for none) and whether its
+--                        callback outcome is written (1) or not (0), so
+--                        that a job canceled while queued gets its callback
+--   {2, attempts, query, top_k, collection, callback_url}
 --                        claimed: status started, owner ARGV[6]; attempts
 --                        (this claim counted) is the claim's fencing token,
 --                        which the final, release and keep-alive scripts
 --                        check; top_k is "" (the worker's default) or 1..ARGV[8]
---   {3, code, message}   failed here, entry acked, never run:
+--   {3, code, message, callback_url}
+--                        failed here, entry acked, never run:
 --                        invalid_job: a malformed job (status, attempts,
 --                          query or top_k), written failed with a
 --                          dead-stream entry; or a key that is not a hash,
@@ -77,7 +84,7 @@ local function fail(code, message)
   end
   redis.call('PUBLISH', KEYS[2], ARGV[3] .. ' failed')
   ack()
-  return {3, code, message}
+  return {3, code, message, redis.call('HGET', KEYS[1], 'callback_url') or ''}
 end
 
 local t = kind(KEYS[1])
@@ -86,6 +93,9 @@ if t == 'none' and ARGV[9] == '1' then
   -- module's used to write it.  This is the claim's first write.
   redis.call('HSET', KEYS[1], 'status', 'queued', 'query', ARGV[10], 'top_k', ARGV[11],
              'collection', ARGV[12], 'tenant', ARGV[13], 'created_at', ARGV[14], 'attempts', '0')
+  if ARGV[15] and ARGV[15] ~= '' then
+    redis.call('HSET', KEYS[1], 'callback_url', ARGV[15])
+  end
   t = 'hash'
 end
 if t == 'none' then
@@ -96,14 +106,15 @@ if t ~= 'hash' then
   local m = 'the job key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a hash; left as it is'
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'error', error_json('invalid_job', m))
   ack()
-  return {3, 'invalid_job', m}
+  return {3, 'invalid_job', m, ''}
 end
 
-local h = redis.call('HMGET', KEYS[1], 'status', 'query', 'top_k', 'collection', 'attempts')
+local h = redis.call('HMGET', KEYS[1], 'status', 'query', 'top_k', 'collection', 'attempts',
+                     'callback_url', 'callback')
 local status, query, top_k, attempts = h[1], h[2], h[3] or '', h[5]
 if status == 'finished' or status == 'failed' or status == 'canceled' then
   ack()
-  return {1, status}
+  return {1, status, h[6] or '', h[7] and 1 or 0}
 end
 if status ~= 'queued' and status ~= 'started' then
   return fail('invalid_job', status and 'the job has an unknown status ' .. shown(status)
@@ -131,4 +142,4 @@ if a > tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'status', 'started', 'started_at', ARGV[2], 'owner', ARGV[6])
 redis.call('PUBLISH', KEYS[2], ARGV[3] .. ' started')
-return {2, a, query, top_k, h[4] or ''}
+return {2, a, query, top_k, h[4] or '', h[6] or ''}

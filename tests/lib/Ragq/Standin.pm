@@ -139,6 +139,12 @@ sub reset {
 }
 sub stats { $_[0]->_control(GET => '/_standin/stats') }
 
+# The webhook receiver: every request to /hooks/... since the last reset,
+# oldest first: { method, path, headers (lower-case names), body_b64 (the
+# raw bytes), at }.  Faults on a /hooks/ path make it answer 500, 302...
+sub hooks { @{ $_[0]->_control(GET => '/_standin/hooks')->{hooks} } }
+sub hook_url { 'http://127.0.0.1:' . $_[0]{port} . "/hooks/$_[1]" }
+
 # Number of requests the stand-in has seen on one path (since the last reset).
 sub count {
     my ($self, $path) = @_;
