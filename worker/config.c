@@ -158,7 +158,7 @@ static const opt_t opts[] = {
      "chat model", NULL, "Models"},
     {"RAGQ_MAX_TOKENS", W, T_UINT, OFF(max_tokens), "0", 0, 1000000, "N",
      "max_tokens of an answer (0: not sent)", NULL, "Models"},
-    {"RAGQ_STREAM", W, T_CHOICE, OFF(stream), NULL, 0, 0, "on|off",
+    {"RAGQ_STREAM", W, T_CHOICE, OFF(stream), NULL, 0, 0, "MODE",
      "on (the default): answers are asked for streamed and written piece by "
      "piece to P:out:ID for /job-stream; off: asked whole, written once",
      "on|off", "Models"},
