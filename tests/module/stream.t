@@ -8,11 +8,12 @@
 # a client that leaves leaves no subscription (PUBSUB NUMSUB 0); a Valkey
 # restart mid-stream; graceful shutdown ends streams with retry:; errors as
 # JSON before any event; the ragq_streams gauge; 1,000 streams on one
-# nginx worker. The real worker's streams: tests/worker/stream_nginx.t.
+# nginx worker; a POST /job-cancel (the real cancel script) ends an open
+# stream with done, canceled. The real worker's streams: tests/worker/stream_nginx.t.
 use utf8;
 use Test::Nginx::Socket;
 use Ragq::Valkey;
-use Ragq::Sse qw(send_get read_all read_until parse events text_of ids_of kinds_of);
+use Ragq::Sse qw(send_get send_post read_all read_until parse events text_of ids_of kinds_of);
 use JSON::PP;
 use Encode qw(encode_utf8);
 use POSIX ();
@@ -112,12 +113,13 @@ location = /job-stream { ragq_prefix st; ragq_stream; }
 location = /hb/job-stream { ragq_prefix st; ragq_stream_heartbeat 200ms; ragq_stream; }
 location = /t/job-stream { ragq_prefix st; ragq_tenant $http_x_tenant; ragq_stream; }
 location = /metrics { ragq_metrics; }
+location = /job-cancel { ragq_prefix st; ragq_cancel; }
 EOF
     $block->set_value('no_error_log', "[error]\n[alert]\n")
       unless defined $block->no_error_log;
 });
 
-plan tests => 101;
+plan tests => 109;
 run_tests();
 
 __DATA__
@@ -389,7 +391,28 @@ Test::More::ok(main::wait_until('no subscription left', sub {
 
 
 
-=== TEST 10: graceful shutdown (QUIT) with a stream open: it ends with retry:, no open socket
+=== TEST 10: a canceled job: its open stream ends with done (status canceled), a late client gets the same
+--- init
+main::seed('st', $::Id2, status => 'queued');
+main::subscribed();
+my $s = main::send_get("/job-stream?job_id=$::Id2");
+main::read_until($s, sub { $_[0] =~ /"status":"queued"/ });
+main::wait_until('the job subscription', sub { main::numsub("st:out:$::Id2") == 1 });
+my ($c) = main::read_all(main::send_post("/job-cancel?job_id=$::Id2"));
+Test::More::like($c, qr{^HTTP/1\.1 200 }, 'POST /job-cancel: 200');
+my $t = main::read_until($s, sub { $_[0] =~ /event: done/ });
+Test::More::like($t, qr/event: done\ndata: \{[^\n]*"status":"canceled"/, 'the open stream ends with done, canceled');
+Test::More::like($t, qr/event: done\ndata: \{[^\n]*"code":"canceled"/, '... with the canceled error');
+close $s;
+Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$::Id2") == 0 }),
+    'no subscription left');
+--- request eval
+"GET /job-stream?job_id=$::Id2"
+--- response_body_like: \Aevent: done\ndata: \{[^\n]*"status":"canceled"
+
+
+
+=== TEST 11: graceful shutdown (QUIT) with a stream open: it ends with retry:, no open socket
 --- init
 main::seed('st', $::Id, status => 'started');
 main::subscribed();

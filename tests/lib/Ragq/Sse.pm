@@ -18,7 +18,7 @@ use JSON::PP ();
 use Encode qw(encode_utf8);
 use Time::HiRes ();
 
-our @EXPORT_OK = qw(send_get read_all read_until parse events text_of ids_of
+our @EXPORT_OK = qw(send_get send_post read_all read_until parse events text_of ids_of
                     kinds_of);
 
 sub send_get {
@@ -26,6 +26,16 @@ sub send_get {
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
         PeerPort => main::server_port(), Proto => 'tcp') or die "connect: $!";
     syswrite $s, "GET $path HTTP/1.1\r\nHost: localhost\r\n"
+      . ($headers // '') . "Connection: close\r\n\r\n";
+    return $s;
+}
+
+# POST with an empty body (e.g. /job-cancel); the socket, for read_all.
+sub send_post {
+    my ($path, $headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => main::server_port(), Proto => 'tcp') or die "connect: $!";
+    syswrite $s, "POST $path HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
       . ($headers // '') . "Connection: close\r\n\r\n";
     return $s;
 }
