@@ -6,7 +6,8 @@
 # live pieces arrive by pub/sub, a missed batch is read from the stream (no
 # gap, no duplicate), a reset entry is an event; status events; heartbeats;
 # a client that leaves leaves no subscription (PUBSUB NUMSUB 0); a Valkey
-# restart mid-stream; graceful shutdown ends streams with retry:; errors as
+# restart mid-stream; graceful shutdown and reload end streams with retry:
+# (after a reload the client resumes with last_event_id, nothing lost); errors as
 # JSON before any event; the ragq_streams gauge; 1,000 streams on one
 # nginx worker; a POST /job-cancel (the real cancel script) ends an open
 # stream with done, canceled. The real worker's streams: tests/worker/stream_nginx.t.
@@ -119,7 +120,7 @@ EOF
       unless defined $block->no_error_log;
 });
 
-plan tests => 109;
+plan tests => 119;
 run_tests();
 
 __DATA__
@@ -412,7 +413,41 @@ Test::More::ok(main::wait_until('the unsubscribe', sub { main::numsub("st:out:$:
 
 
 
-=== TEST 11: graceful shutdown (QUIT) with a stream open: it ends with retry:, no open socket
+=== TEST 11: graceful reload (HUP) with a stream open: the old worker ends it with retry:; the client resumes with last_event_id on the new workers and loses nothing
+--- init
+main::seed('st', $::Id, status => 'started');
+main::subscribed();
+main::add_pieces('st', $::Id, 1, 'x');
+my $pidfile = server_root() . '/logs/nginx.pid';
+open my $fh, '<', $pidfile or die "$pidfile: $!";
+my $master = <$fh>;
+chomp $master;
+my $pid = fork();
+die "fork: $!" unless defined $pid;
+if ($pid == 0) {
+    Time::HiRes::sleep(0.5);
+    kill 'HUP', $master;
+    Time::HiRes::sleep(1.5);
+    main::publish_batch('st', $::Id, 2, 'y');
+    main::finish('st', $::Id, 'finished', result => 'xy', ended_at => '2');
+    POSIX::_exit(0);
+}
+push @main::Kids, $pid;
+--- request eval
+["GET /job-stream?job_id=$::Id", "GET /job-stream?job_id=$::Id&last_event_id=1"]
+--- timeout: 6
+--- response_body_like eval
+[qr/^event: status\ndata: \{"status":"started"\}\n\nevent: token\nid: 1\ndata: \{"text":"x"\}\n\nretry: 1000\n\n\z/,
+ qr/^(?:event: status\ndata: \{"status":"started"\}\n\n)?event: token\nid: 2\ndata: \{"text":"y"\}\n\nevent: done\ndata: \{[^\n]*"status":"finished"[^\n]*\}\n\n\z/]
+--- wait: 0.3
+--- no_error_log
+[error]
+[alert]
+open socket
+
+
+
+=== TEST 12: graceful shutdown (QUIT) with a stream open: it ends with retry:, no open socket
 --- init
 main::seed('st', $::Id, status => 'started');
 main::subscribed();
