@@ -100,6 +100,19 @@ sub recovery_summary {
         join(', ', map { "$codes{$_} x $_" } sort keys %codes) || 'nothing else');
 }
 
+# Polls a log file until a line matches (or secs pass): true when one did.
+sub wait_log {
+    my ($file, $re, $secs) = @_;
+    my $deadline = Time::HiRes::time() + ($secs // 10);
+    while (1) {
+        if (open my $fh, '<', $file) {
+            while (my $line = <$fh>) { return 1 if $line =~ $re }
+        }
+        return 0 if Time::HiRes::time() > $deadline;
+        Time::HiRes::sleep(0.1);
+    }
+}
+
 # The answers that are neither 202 nor 503 with Retry-After.
 sub unexpected {
     return grep { $_->[1]{status} != 202
