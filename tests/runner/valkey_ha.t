@@ -98,7 +98,7 @@ for my $tls (0, 1) {
     is($ha->master_addr($set), $new->addr, 'sentinels agree');
     is($new->cli('GET', 'before'), 'kill', 'replicated data survived');
     $old->start;
-    $old->wait_role('slave', 30);
+    $old->wait_role('slave', 90);
     pass('the old primary comes back as a replica');
 }
 

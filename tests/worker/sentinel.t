@@ -85,7 +85,9 @@ diag(sprintf('fail-over: the sentinels switched %.1f s after SIGKILL; all 11 job
 
 # The old primary comes back as a replica: nothing changes for the worker.
 $old->start;
-$old->wait_role('slave', 30);
+# the sentinels make it a replica once they see it up again: under ASan and
+# load that took over 30 s once in CI
+$old->wait_role('slave', 90);
 $id = Ragq::Worker::enqueue(prefix => $P);
 is(Ragq::Worker::wait_final($P, [$id], 20), 1, 'a job after the old primary came back as a replica');
 is($w->stop, 0, 'exit 0');
