@@ -321,15 +321,8 @@ class Monitor:
     def counts(self):
         """{command: n} sent by clients other than the bench, and {command: n} run in scripts."""
         top, lua = collections.Counter(), collections.Counter()
-        for raw in self.lines:
-            line = raw.decode("utf-8", "replace")
-            if not line.startswith("+") or "] " not in line:
-                continue
-            who = line[line.index("[") + 1:line.index("]")].split(" ", 1)[-1]
-            if who in self.skip:
-                continue
-            cmd = line.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper()
-            (lua if who == "lua" else top)[cmd] += 1
+        for who, cmds in self.by_client().items():
+            (lua if who == "lua" else top).update(cmds)
         return top, lua
 
 
