@@ -102,6 +102,17 @@ static void check_done(ragq_http_t *http);
 static void on_io(int fd, unsigned events, void *data);
 static void pace_stop(ragq_http_req_t *req);
 
+/*
+ * The tick falls on the clock's 50 ms boundaries, as queue_out.c's batches
+ * do, so what a tick reads goes out with the next boundary's batches of all
+ * jobs at once.
+ */
+static uint64_t
+pace_delay(void)
+{
+    return RAGQ_HTTP_PACE_MS - ragq_now_ms() % RAGQ_HTTP_PACE_MS;
+}
+
 static ragq_http_paced_t *
 paced_find(ragq_http_t *http, curl_socket_t fd)
 {
@@ -163,7 +174,7 @@ on_tick(void *data)
     }
     check_done(http);
     if (http->npaced > 0 && !ragq_timer_active(&http->tick)) {
-        ragq_timer_start(http->loop, &http->tick, RAGQ_HTTP_PACE_MS);
+        ragq_timer_start(http->loop, &http->tick, pace_delay());
     }
 }
 
@@ -206,7 +217,7 @@ pace_start(ragq_http_req_t *req)
     p->refs++;
     req->paced = fd;
     if (!ragq_timer_active(&http->tick)) {
-        ragq_timer_start(http->loop, &http->tick, RAGQ_HTTP_PACE_MS);
+        ragq_timer_start(http->loop, &http->tick, pace_delay());
     }
 }
 
