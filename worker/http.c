@@ -10,6 +10,9 @@
  * buffer on a free list for the next one, header lists are built once per
  * distinct auth header, and the proxy environment is read once at start
  * (curl would otherwise getenv() several variables on every transfer).
+ *
+ * Streamed answers are read on a 50 ms tick once their first bytes came
+ * ("paced reads", below and DEVELOPERS.md "Answer streams"), not per token.
  */
 
 #include "http.h"
@@ -48,8 +51,26 @@ struct ragq_http_req_s {
     ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
     void             *own;      /* its own header list (curl_slist), or NULL */
     size_t            streamed; /* bytes handed to on_data */
+    curl_socket_t     paced;    /* its fd while read on the tick, or BAD */
+    curl_socket_t     sock;     /* the fd curl last watched for it */
     char              errbuf[CURL_ERROR_SIZE];
 };
+
+/*
+ * Paced reads (see DEVELOPERS.md "Answer streams"): once a streamed answer
+ * has delivered its first body bytes, its connection is no longer watched
+ * for reading; the tick reads every paced connection once per
+ * RAGQ_HTTP_PACE_MS instead.  A model sends one small SSE event per token;
+ * waking up for each (epoll_wait, recv, curl, parse) cost ~15 us a token,
+ * while the answer is only written to Valkey in 50 ms batches anyway.  A
+ * read that finds nothing is one recv returning EAGAIN.
+ */
+#define RAGQ_HTTP_PACE_MS 50
+
+typedef struct {
+    curl_socket_t fd;
+    unsigned      refs; /* paced transfers on it (HTTP/2 shares one) */
+} ragq_http_paced_t;
 
 typedef struct {
     char              *extra; /* the extra header line, NULL for none */
@@ -61,6 +82,12 @@ struct ragq_http_s {
     CURLM              *multi;
     CURLSH             *share;
     ragq_timer_t        timer;
+    ragq_timer_t        tick; /* reads the paced fds */
+    ragq_http_paced_t  *paced;
+    size_t              npaced, paced_cap;
+    curl_socket_t      *scratch; /* the tick's copy of the paced fds */
+    unsigned char      *want;    /* per fd: RAGQ_IO_* curl last asked for */
+    size_t              nwant;
     ragq_http_req_t    *reqs;
     ragq_http_req_t    *idle; /* finished requests kept for reuse */
     size_t              active;
@@ -72,6 +99,143 @@ struct ragq_http_s {
 };
 
 static void check_done(ragq_http_t *http);
+static void on_io(int fd, unsigned events, void *data);
+static void pace_stop(ragq_http_req_t *req);
+
+/*
+ * The tick falls on the clock's 50 ms boundaries, as queue_out.c's batches
+ * do, so what a tick reads goes out with the next boundary's batches of all
+ * jobs at once.
+ */
+static uint64_t
+pace_delay(void)
+{
+    return RAGQ_HTTP_PACE_MS - ragq_now_ms() % RAGQ_HTTP_PACE_MS;
+}
+
+static ragq_http_paced_t *
+paced_find(ragq_http_t *http, curl_socket_t fd)
+{
+    size_t i;
+
+    for (i = 0; i < http->npaced; i++) {
+        if (http->paced[i].fd == fd) {
+            return &http->paced[i];
+        }
+    }
+    return NULL;
+}
+
+static unsigned
+want_of(const ragq_http_t *http, curl_socket_t fd)
+{
+    return (size_t) fd < http->nwant ? http->want[fd] : 0;
+}
+
+/* Watches fd as curl asked, less reading while it is paced. */
+static int
+watch_apply(ragq_http_t *http, curl_socket_t fd)
+{
+    unsigned ev = want_of(http, fd);
+
+    if (paced_find(http, fd) != NULL) {
+        ev &= ~(unsigned) RAGQ_IO_READ;
+    }
+    if (ragq_loop_io(http->loop, fd, ev, on_io, http) < 0 && ev != 0) {
+        ragq_log(RAGQ_LOG_ERROR, "cannot watch curl socket %d", (int) fd);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+paced_remove(ragq_http_t *http, ragq_http_paced_t *p)
+{
+    curl_socket_t fd = p->fd;
+
+    *p = http->paced[--http->npaced];
+    watch_apply(http, fd);
+}
+
+static void
+on_tick(void *data)
+{
+    ragq_http_t *http = data;
+    size_t       i, n = http->npaced;
+    int          running;
+
+    /* A copy: curl's callbacks may unpace fds while we read. */
+    for (i = 0; i < n; i++) {
+        http->scratch[i] = http->paced[i].fd;
+    }
+    for (i = 0; i < n; i++) {
+        curl_multi_socket_action(http->multi, http->scratch[i], CURL_CSELECT_IN,
+                                 &running);
+    }
+    check_done(http);
+    if (http->npaced > 0 && !ragq_timer_active(&http->tick)) {
+        ragq_timer_start(http->loop, &http->tick, pace_delay());
+    }
+}
+
+/* From the write callback, after the first streamed body bytes. */
+static void
+pace_start(ragq_http_req_t *req)
+{
+    ragq_http_t       *http = req->http;
+    curl_socket_t      fd = CURL_SOCKET_BAD;
+    ragq_http_paced_t *p;
+
+    /* Not CURLINFO_ACTIVESOCKET: curl 7.88 answers it only once the
+     * transfer is done; the socket callback names the transfer's fd. */
+    fd = req->sock;
+    if (fd == CURL_SOCKET_BAD) {
+        return; /* stays watched: every byte still arrives */
+    }
+    if ((p = paced_find(http, fd)) == NULL) {
+        if (http->npaced == http->paced_cap) {
+            size_t             cap = http->paced_cap ? http->paced_cap * 2 : 16;
+            ragq_http_paced_t *np = realloc(http->paced, cap * sizeof(*np));
+            curl_socket_t     *ns;
+
+            if (np == NULL) {
+                return;
+            }
+            http->paced = np;
+            ns = realloc(http->scratch, cap * sizeof(*ns));
+            if (ns == NULL) {
+                return;
+            }
+            http->scratch = ns;
+            http->paced_cap = cap;
+        }
+        p = &http->paced[http->npaced++];
+        p->fd = fd;
+        p->refs = 0;
+        watch_apply(http, fd);
+    }
+    p->refs++;
+    req->paced = fd;
+    if (!ragq_timer_active(&http->tick)) {
+        ragq_timer_start(http->loop, &http->tick, pace_delay());
+    }
+}
+
+/* The transfer ended (done, cancelled, failed): watch as curl asked. */
+static void
+pace_stop(ragq_http_req_t *req)
+{
+    ragq_http_paced_t *p;
+
+    if (req->paced == CURL_SOCKET_BAD) {
+        return;
+    }
+    p = paced_find(req->http, req->paced);
+    req->paced = CURL_SOCKET_BAD;
+    if (p != NULL && --p->refs == 0) {
+        paced_remove(req->http, p);
+    }
+}
 
 static void
 req_destroy(ragq_http_req_t *req)
@@ -102,6 +266,7 @@ req_release(ragq_http_req_t *req)
         req->next->prev = req->prev;
     }
     http->active--;
+    pace_stop(req);
     curl_multi_remove_handle(http->multi, req->easy);
     free(req->send);
     free(req->retry_after);
@@ -116,6 +281,7 @@ req_release(ragq_http_req_t *req)
     req->too_big = 0;
     req->on_data = NULL;
     req->streamed = 0;
+    req->sock = CURL_SOCKET_BAD;
     if (req->own) {
         /* the next request of this handle sets its own list */
         curl_slist_free_all(req->own);
@@ -157,22 +323,48 @@ on_timer(void *data)
 static int
 socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    ragq_http_t *http = userp;
-    unsigned     ev = 0;
+    ragq_http_t       *http = userp;
+    unsigned           ev = 0;
+    ragq_http_paced_t *p;
 
-    (void) easy;
+    ragq_http_req_t *req = NULL;
+
     (void) socketp;
+    if (s < 0) {
+        return 0;
+    }
+    if (what != CURL_POLL_REMOVE &&
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req) == CURLE_OK &&
+        req != NULL) {
+        req->sock = s;
+    }
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) {
         ev |= RAGQ_IO_READ;
     }
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) {
         ev |= RAGQ_IO_WRITE;
     }
-    if (ragq_loop_io(http->loop, s, ev, on_io, http) < 0 && ev != 0) {
-        ragq_log(RAGQ_LOG_ERROR, "cannot watch curl socket %d", (int) s);
-        return -1;
+    if ((size_t) s >= http->nwant) {
+        size_t         n = http->nwant ? http->nwant : 64;
+        unsigned char *w;
+
+        while (n <= (size_t) s) {
+            n *= 2;
+        }
+        if ((w = realloc(http->want, n)) == NULL) {
+            return -1;
+        }
+        memset(w + http->nwant, 0, n - http->nwant);
+        http->want = w;
+        http->nwant = n;
     }
-    return 0;
+    http->want[s] = (unsigned char) ev;
+    /* Gone (closed or back in the cache): its number may be reused by a
+     * connection that must be watched normally. */
+    if (what == CURL_POLL_REMOVE && (p = paced_find(http, s)) != NULL) {
+        *p = http->paced[--http->npaced];
+    }
+    return watch_apply(http, s);
 }
 
 static int
@@ -207,7 +399,13 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
             return 0;
         }
         req->streamed += n;
-        return req->on_data(ptr, n, req->data) == 0 ? n : 0;
+        if (req->on_data(ptr, n, req->data) != 0) {
+            return 0;
+        }
+        if (req->paced == CURL_SOCKET_BAD) {
+            pace_start(req); /* the first token went out unpaced */
+        }
+        return n;
     }
     /* Past the cap: stop the transfer now (curl fails it), read no more. */
     if (n > req->max_answer - req->len) {
@@ -389,6 +587,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     http->connect_timeout_ms = connect_timeout_ms;
     read_proxy_env(http);
     ragq_timer_init(&http->timer, on_timer, http);
+    ragq_timer_init(&http->tick, on_tick, http);
     http->multi = curl_multi_init();
     http->share = curl_share_init();
     if (http->multi == NULL || http->share == NULL) {
@@ -426,6 +625,7 @@ ragq_http_free(ragq_http_t *http)
     }
     if (http->loop) {
         ragq_timer_stop(http->loop, &http->timer);
+        ragq_timer_stop(http->loop, &http->tick);
     }
     if (http->multi) {
         curl_multi_cleanup(http->multi);
@@ -437,6 +637,9 @@ ragq_http_free(ragq_http_t *http)
         free(http->hsets[i].extra);
         curl_slist_free_all(http->hsets[i].list);
     }
+    free(http->paced);
+    free(http->scratch);
+    free(http->want);
     free(http->http_proxy);
     free(http->https_proxy);
     free(http->no_proxy);
@@ -522,6 +725,7 @@ req_get(ragq_http_t *http)
         return NULL;
     }
     req->http = http;
+    req->paced = req->sock = CURL_SOCKET_BAD;
     req->easy = e = curl_easy_init();
     if (e == NULL) {
         free(req);

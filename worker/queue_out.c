@@ -1,7 +1,8 @@
 /*
  * queue_out.c: the answer's pieces of a running job (job.h's piece
- * callback) to Valkey: kept in the job, sent in batches (every 50 ms or
- * 256 bytes, whichever comes first, and before the final write) by one
+ * callback) to Valkey: kept in the job, sent in batches (on the clock's
+ * 50 ms boundaries or at 256 bytes, whichever comes first, and before the
+ * final write) by one
  * append.lua call each, which XADDs them to P:out:ID and PUBLISHes the
  * batch once on the channel P:out:ID, fenced by the claim's token.  A new
  * try drops what was not sent yet and has the next batch begin with a
@@ -106,7 +107,11 @@ ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len, int how)
     if (job->out_len >= RAGQ_OUT_BATCH_BYTES) {
         ragq_queue_out_flush(q, job);
     } else if (!ragq_timer_active(&job->out_timer)) {
-        ragq_timer_start(q->loop, &job->out_timer, RAGQ_OUT_BATCH_MS);
+        /* Due on the next 50 ms boundary of the clock rather than 50 ms
+         * from now: the batches of all streamed jobs fall due in the same
+         * loop turn and leave in one write (valkey_conn.c's flush). */
+        ragq_timer_start(q->loop, &job->out_timer,
+                         RAGQ_OUT_BATCH_MS - ragq_now_ms() % RAGQ_OUT_BATCH_MS);
     }
 }
 

@@ -1,0 +1,89 @@
+# Paced reads of a streamed chat answer (DEVELOPERS.md "Answer streams"):
+# after its first body bytes the connection is read on the worker's 50 ms
+# tick instead of per event.  A long answer at 2 ms a token loses and
+# reorders nothing (the entries' pieces = result, ids in order) and the
+# job still ends; a cancel still closes a paced stream (the stand-in sees
+# the client leave) and acks the entry.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP;
+use Encode qw(encode_utf8);
+use Time::HiRes qw(time sleep);
+use Ragq::Valkey ();
+use Ragq::Standin;
+use Ragq::Worker;
+
+my $P = "wsp$$";
+
+sub out_entries {
+    my ($id) = @_;
+    my $json = Ragq::Valkey::cmd('--json', 'XRANGE', "$P:out:$id", '-', '+');
+    my $list = JSON::PP->new->utf8->decode($json);
+    return [map { my ($eid, $kv) = @$_; my ($seq) = $eid =~ /^0-(\d+)$/;
+                  [$seq, { map { encode_utf8($_) } @$kv }] } @$list];
+}
+
+sub wait_until {
+    my ($what, $cond, $timeout) = @_;
+    my $deadline = time + ($timeout // 15);
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep 0.02;
+    }
+    diag "gave up waiting for $what";
+    return 0;
+}
+
+sub pending { (Ragq::Valkey::cmd_list('XPENDING', "$P:jobs", "$P:workers"))[0] }
+sub aborted { $_[0]->stats->{aborted}{'/v1/chat/completions'} // 0 }
+
+my $s = Ragq::Standin->start(dim => 32);
+$s->create_collection('docs', 32);
+$s->upsert('docs', [ { id => 1, payload => { text => 'Köln grüßt 😀.', source => 'k.md' } } ]);
+
+my $w = Ragq::Worker->start(env => {
+    RAGQ_PREFIX => $P, OPENAI_BASE_URL => $s->base_url, OPENAI_API_KEY => 'sk-x',
+    QDRANT_URL => $s->qdrant_url, RAGQ_COLLECTION => 'docs', RAGQ_RESULT_TTL => '1h',
+    RAGQ_HTTP_TIMEOUT => '60s', RAGQ_CONSUMER => "c$$",
+});
+ok($w->ready, 'worker ready') or diag $w->log;
+
+# ---- a long answer, 2 ms a token: every piece, in order, and the end
+$s->stream_pace(token_ms => 2, answer_words => 600);
+my @ids = map { Ragq::Worker::enqueue(prefix => $P, query => "Long answer $_?", top_k => 1) } 1 .. 3;
+is(Ragq::Worker::wait_final($P, \@ids, 60), 3, 'the three paced jobs end');
+for my $id (@ids) {
+    my $j = Ragq::Worker::job($P, $id);
+    is($j->{status}, 'finished', 'finished') or diag explain $j, $w->log;
+    is(scalar(split / /, $j->{result}), 600, 'a 600-word answer');
+    my $e = out_entries($id);
+    is_deeply([map { $_->[0] } @$e], [1 .. scalar @$e], scalar(@$e) . ' entries, ids in order');
+    is(scalar(grep { exists $_->[1]{reset} } @$e), 0, 'no reset');
+    is(join('', map { $_->[1]{t} // '' } @$e), $j->{result}, 'pieces = result, byte for byte');
+}
+
+# ---- a cancel ends a paced stream (200 ms a token: 40 s if left alone)
+$s->stream_pace(token_ms => 200, answer_words => 200);
+my $id = Ragq::Worker::enqueue(prefix => $P, query => 'Slow answer?', top_k => 1);
+ok(wait_until('two entries (the stream is paced)', sub { @{ out_entries($id) } >= 2 }, 20),
+   'the answer is streaming') or diag $w->log;
+is(aborted($s), 0, 'the chat call is open');
+my @r = Ragq::Worker::cancel($P, $id);
+is($r[0], 2, 'canceled');
+ok(wait_until('the stand-in sees the chat connection closed', sub { aborted($s) == 1 }, 10),
+   'the worker closed the paced chat connection') or diag $w->log;
+ok(wait_until('the entry acked', sub { pending() == 0 }), 'its entry acked');
+is(Ragq::Worker::field($P, $id, 'status'), 'canceled', 'still canceled');
+ok(!length Ragq::Worker::field($P, $id, 'result'), 'no result');
+$s->stream_pace();
+
+# ---- and the worker goes on: the next streamed job ends
+my $id2 = Ragq::Worker::enqueue(prefix => $P, query => 'After the cancel?', top_k => 1);
+is(Ragq::Worker::wait_final($P, [$id2], 15), 1, 'the next job ends');
+is(Ragq::Worker::field($P, $id2, 'status'), 'finished', 'finished') or diag $w->log;
+unlike($w->log, qr/\berror\b/, 'no error logged') or diag $w->log;
+
+$w->stop;
+Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', "$P:*"), 'x');
+done_testing();
