@@ -11,8 +11,9 @@
  * distinct auth header, and the proxy environment is read once at start
  * (curl would otherwise getenv() several variables on every transfer).
  *
- * Streamed answers are read on a 50 ms tick once their first bytes came
- * ("paced reads", below and DEVELOPERS.md "Answer streams"), not per token.
+ * Streamed answers are read on a 50 ms tick once they have been coming for
+ * 50 ms ("paced reads", below and DEVELOPERS.md "Answer streams"), not per
+ * token.
  */
 
 #include "http.h"
@@ -52,14 +53,15 @@ struct ragq_http_req_s {
     void             *own;      /* its own header list (curl_slist), or NULL */
     size_t            streamed; /* bytes handed to on_data */
     curl_socket_t     paced;    /* its fd while read on the tick, or BAD */
-    curl_socket_t     sock;     /* the fd curl last watched for it */
+    uint64_t          first_body; /* when its streamed body began, or 0 */
+    curl_socket_t     sock;       /* the fd curl last watched for it */
     char              errbuf[CURL_ERROR_SIZE];
 };
 
 /*
  * Paced reads (see DEVELOPERS.md "Answer streams"): once a streamed answer
- * has delivered its first body bytes, its connection is no longer watched
- * for reading; the tick reads every paced connection once per
+ * has been arriving for RAGQ_HTTP_PACE_MS, its connection is no longer
+ * watched for reading; the tick reads every paced connection once per
  * RAGQ_HTTP_PACE_MS instead.  A model sends one small SSE event per token;
  * waking up for each (epoll_wait, recv, curl, parse) cost ~15 us a token,
  * while the answer is only written to Valkey in 50 ms batches anyway.  A
@@ -403,7 +405,17 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
             return 0;
         }
         if (req->paced == CURL_SOCKET_BAD) {
-            pace_start(req); /* the first token went out unpaced */
+            /*
+             * Paced only once the answer has been coming for a tick: a
+             * short one ends unpaced, without a tick's wait for its end.
+             */
+            uint64_t now = ragq_now_ms();
+
+            if (req->first_body == 0) {
+                req->first_body = now;
+            } else if (now - req->first_body >= RAGQ_HTTP_PACE_MS) {
+                pace_start(req);
+            }
         }
         return n;
     }
@@ -796,6 +808,7 @@ ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
     req->timeout_ms = timeout_ms;
     req->max_answer = max_answer;
     req->started = ragq_now_ms();
+    req->first_body = 0;
     req->errbuf[0] = '\0';
 
     curl_easy_setopt(e, CURLOPT_URL, url);
