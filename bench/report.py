@@ -448,13 +448,13 @@ def main():
     # HGETALL): counted, so a change to it cannot slip by.
     lcmds = {ep: med(cells[(ep, c, "lua")]["valkey_cmds"] for c in conns
                      if (ep, c, "lua") in cells) for ep in ("chat", "status")}
-    if "lua" in targets_present:
-        ok = (None if lcmds["chat"] is None or lcmds["status"] is None else
-              abs(lcmds["chat"] - 5) < 0.1 and abs(lcmds["status"] - 1) < 0.1)
-        tg.add("Lua peer does the old model's Valkey work: commands per `/chat` / "
-               "`/job-status`",
-               "%s / %s" % (f(lcmds["chat"], "%.2f"), f(lcmds["status"], "%.2f")),
-               "5 (MULTI/HSET/XADD/XLEN/EXEC) / 1 (HGETALL)", ok, done_when=True)
+    # a gate: "not measured" without the Lua peer's counts
+    ok = (None if lcmds["chat"] is None or lcmds["status"] is None else
+          abs(lcmds["chat"] - 5) < 0.1 and abs(lcmds["status"] - 1) < 0.1)
+    tg.add("Lua peer does the old model's Valkey work: commands per `/chat` / "
+           "`/job-status`",
+           "%s / %s" % (f(lcmds["chat"], "%.2f"), f(lcmds["status"], "%.2f")),
+           "5 (MULTI/HSET/XADD/XLEN/EXEC) / 1 (HGETALL)", ok, done_when=True)
     for ep in ("chat", "status"):
         for c in conns:
             m = cells.get((ep, c, "module"))

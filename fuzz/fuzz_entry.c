@@ -400,7 +400,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
-    if (valid && gone == 0) {
+    if (valid && gone == 0 && (f0 & 0x10) && sec[1].len == 0) {
+        /* ragq_tenant set, but empty for this request: refused unread */
+        if (fuzz_out.status != 403 || commands != 0) {
+            fuzz_fail("a request without its tenant not refused", fuzz_out.body,
+                      fuzz_out.len);
+        }
+
+    } else if (valid && gone == 0) {
         if (fuzz_out.answers != 1) {
             fuzz_fail("no answer", NULL, 0);
         }
