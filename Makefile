@@ -224,7 +224,7 @@ FUZZ_SECONDS  ?= 60
 FUZZ_DIR       = build/fuzz
 FUZZ_SAN       = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                  -fno-sanitize-recover=all
-FUZZ_MODULE_TARGETS = json chat status
+FUZZ_MODULE_TARGETS = json chat status entry
 FUZZ_WORKER_TARGETS = openai qdrant jsonr
 FUZZ_NGX_INC   = $(addprefix -I$(BUILD)/nginx-src/,src/core src/event \
                  src/event/modules src/os/unix objs src/http src/http/modules \

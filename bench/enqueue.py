@@ -357,7 +357,7 @@ def long_question(mk):
 
 # name -> (payload maker, replies per question, description)
 ENQUEUE = {
-    "a": (v_a, 5, "today: MULTI / HSET (7 fields) / XADD job ID / XLEN / EXEC"),
+    "a": (v_a, 5, "before issue 13 (the Lua peer): MULTI / HSET (7 fields) / XADD job ID / XLEN / EXEC"),
     "b": (v_b, 4, "MULTI / HSET / XADD / EXEC (no XLEN)"),
     "c": (v_c, 2, "HSET + XADD pipelined, no MULTI (not atomic: reference only)"),
     "d": (v_d, 1, "EVALSHA: HSET + XADD + XLEN in a script"),
@@ -366,7 +366,7 @@ ENQUEUE = {
     "h2": (v_h2, 4, "MULTI / HSET job:ID status queued j <packed> / XADD / EXEC"),
     "h3": (v_h3, 4, "MULTI / HSET job:ID status queued query Q m <the rest packed, 39 B> / "
                     "XADD / EXEC"),
-    "e": (v_e, 1, "one XADD carrying the job (6 fields, hash written at claim)"),
+    "e": (v_e, 1, "as built (issue 13): one XADD carrying the job (6 fields, hash written at claim)"),
     "e_xlen": (v_e_xlen, 2, "(e) + XLEN pipelined (length on every request, not atomic)"),
     "e_short": (v_e_short, 1, "(e) with one-letter field names"),
     "f_nomkstream": (v_f_nomkstream, 1, "(e) with NOMKSTREAM"),
@@ -418,7 +418,7 @@ def reads(jobs, sha):
     key = lambda jid: PREFIX.encode() + b":job:" + jid  # noqa: E731
     return {
         "s_hgetall_queued": ([resp(b"HGETALL", key(j)) for j, _, _, _ in jobs], 1,
-                             "HGETALL of a queued job's hash (today)"),
+                             "HGETALL of a queued job's hash (before issue 13)"),
         "s_xrange": ([resp(b"XRANGE", JOBS + ":e", s, s) for _, _, _, s in jobs], 1,
                      "XRANGE id id of a queued job's entry ((e))"),
         "s_xrange_hgetall": ([resp(b"XRANGE", JOBS + ":e", s, s) +

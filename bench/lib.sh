@@ -69,6 +69,11 @@ redis_cpu_s() { # used_cpu_sys + used_cpu_user, seconds
         awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.6f\n", s }'
 }
 
+redis_calls() { # commands executed so far (INFO commandstats; inside MULTI/EXEC each counts)
+    redis-cli -p "$1" info commandstats | tr -d '\r' |
+        awk -F'[=,]' '/^cmdstat_/ { n += $2 } END { print n + 0 }'
+}
+
 # nginx_conf KIND PORT VALKEY_PORT CHAT_BODY STATUS_BODY [WORKERS MASTER]
 # KIND is module, lua or ceiling.  Everything but the two locations is the
 # same for the three, so the difference measured is the endpoints themselves.

@@ -551,6 +551,8 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
         }
         fuzz_check_callback(cmd, len, p + 4 + n);
     }
+    fuzz_out.cmd_len = len < sizeof(fuzz_out.cmd) ? len : sizeof(fuzz_out.cmd);
+    memcpy(fuzz_out.cmd, cmd, fuzz_out.cmd_len);
     fuzz_sent(cell);
     return NGX_OK;
 }
@@ -666,6 +668,22 @@ fuzz_item(const u_char *p, size_t len)
     default:
         return fuzz_new_reply(REDIS_REPLY_STRING, p, len);
     }
+}
+
+redisReply *
+fuzz_reply_item(const u_char *p, size_t len)
+{
+    return fuzz_item(p, len);
+}
+
+redisReply *
+fuzz_reply_array(size_t n)
+{
+    redisReply *r = fuzz_new_reply(REDIS_REPLY_ARRAY, NULL, 0);
+
+    r->element = calloc(n ? n : 1, sizeof(redisReply *));
+    r->elements = n;
+    return r;
 }
 
 redisReply *

@@ -35,8 +35,10 @@ typedef struct {
     ngx_int_t             finalized; /* rc of the last finalize, -1000: none */
     ngx_http_ragq_cell_t *cells[FUZZ_MAX_CELLS]; /* commands with a reply */
     ngx_uint_t            ncells;
-    ngx_uint_t            commands; /* all commands sent */
-    ngx_str_t             query;    /* a stored question */
+    ngx_uint_t            commands;  /* all commands sent */
+    ngx_str_t             query;     /* a stored question */
+    u_char                cmd[1024]; /* the last command sent (cut there) */
+    size_t                cmd_len;
 } fuzz_out_t;
 
 extern fuzz_out_t fuzz_out;
@@ -90,6 +92,10 @@ void fuzz_request_free(ngx_http_request_t *r);
  * status, 'e' error, 'a' an array of the rest's characters.
  */
 redisReply *fuzz_reply(ngx_str_t *in, ngx_uint_t *absent);
+/* one item of such an array on its own (a string unless it starts \x1d) */
+redisReply *fuzz_reply_item(const u_char *p, size_t len);
+/* an array of n elements, each NULL until the caller sets it */
+redisReply *fuzz_reply_array(size_t n);
 void        fuzz_reply_free(redisReply *r);
 
 /*

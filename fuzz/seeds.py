@@ -141,6 +141,65 @@ STATUS = {
         *[(b"f%d" % i, b"v" * i) for i in range(40)])),
 }
 
+R = b"89abcdef01234567"  # the random half of an entry's job id
+ENTRY_FIELDS = [(b"r", R), (b"query", b"what is the refund policy?"), (b"top_k", b"5"),
+                (b"collection", b""), (b"tenant", b""), (b"created_at", b"1700000000123")]
+
+
+def entry(f0, fields=ENTRY_FIELDS, f1=0, tenant=b"", jid=b"", eid=b"1700000000123-0",
+          again=b"A", entry_id=b"1700000000123-0", raw=None):
+    # flags (f0: bits 0-2 shape of the XRANGE reply, bit3 id's random half
+    # from the entry's r, bit4 tenant; f1: bits 0-1 client gone / deadline),
+    # tenant, job id, entry id item, 2nd HGETALL reply, entry id string,
+    # the entry's fields (the rest)
+    return S.join([bytes([f0, f1]), tenant, jid, eid, again, entry_id,
+                   raw if raw is not None else hash_reply(*fields)])
+
+
+ENTRY = {
+    "queued": entry(0x08),
+    "queued-callback": entry(0x08, ENTRY_FIELDS + [(b"callback_url",
+                                                    b"https://hooks.example.com/ragq")]),
+    "legacy-form": entry(0x08, [(b"job", ID)]),
+    "wrong-r": entry(0x00),
+    "wrong-r-race": entry(0x00, again=hash_reply(*STATUS_FIELDS)),
+    "wrong-r-error": entry(0x00, again=b"ELOADING"),
+    "no-r": entry(0x08, ENTRY_FIELDS[1:]),
+    "r-integer": entry(0x08, raw=b"A" + U.join([b"r", b"\x1di7", b"query", b"q"])),
+    "r-twice": entry(0x08, [(b"r", R), (b"r", b"0000000000000000")] + ENTRY_FIELDS[1:]),
+    "contradicting": entry(0x08, ENTRY_FIELDS + [(b"status", b"finished"),
+                                                 (b"attempts", b"3"),
+                                                 (b"result", b"forged"),
+                                                 (b"tenant", b"other")]),
+    "many-fields": entry(0x08, ENTRY_FIELDS + [(b"f%d" % i, b"v%d" % i) for i in range(24)]),
+    "odd": entry(0x08, raw=b"A" + U.join([b"r", R, b"query", b"q", b"top_k"])),
+    "typed-values": entry(0x08, raw=b"A" + U.join([
+        b"r", R, b"query", b"\x1dn", b"created_at", b"\x1di-5", b"tenant", b"\x1dabc",
+        b"\x1dsstatus", b"x", b"sources", b"\x1deERR"])),
+    "huge": entry(0x08, [(b"r", R), (b"query", b"q" * 12000 + "é".encode()),
+                         (b"created_at", b"9" * 40)]),
+    "bad-utf8": entry(0x08, [(b"r", R), (b"query", b"\xff\xc0\xaf\xed\xa0\x80\x00\x7f"),
+                             (b"sources", b"[\xff"), (b"usage", b"{\"a\":\"\\ud800\"}"),
+                             (b"callback", b"[1,")]),
+    "tenant": entry(0x18, ENTRY_FIELDS[:4] + [(b"tenant", b"acme")], tenant=b"acme"),
+    "tenant-other": entry(0x18, ENTRY_FIELDS[:4] + [(b"tenant", b"acme")], tenant=b"bob"),
+    "tenant-none": entry(0x18, ENTRY_FIELDS[:4], tenant=b"acme"),
+    "no-entry": entry(0x0c),
+    "two-entries": entry(0x0d),
+    "three-items": entry(0x0e),
+    "flat": entry(0x0f),
+    "eid-nil": entry(0x08, eid=b"\x1dn"),
+    "bad-id": entry(0x08, jid=b"0123456789ABCDEF0123456789abcdef"),
+    "id-max": entry(0x08, jid=b"ffffffffffffffff" + R, entry_id=b"281474976710655-65535"),
+    "client-gone": entry(0x08, f1=1),
+    "deadline": entry(0x08, f1=2),
+    "gone-before-again": entry(0x00, f1=3),
+    "entry-id-big": entry(0x08, entry_id=b"281474976710656-0"),
+    "entry-id-seq": entry(0x08, entry_id=b"1-65536"),
+    "entry-id-zeros": entry(0x08, entry_id=b"007-01"),
+    "entry-id-bad": entry(0x08, entry_id=b"-1-"),
+}
+
 JSON = {
     "object": b'{"query": "hello", "top_k": 7, "a": [1, -2.5e-3, true, false, null]}',
     "string": b'"caf\\u00e9 \\ud83d\\ude80 \\" \\\\ \\/ \\b\\f\\n\\r\\t"',
@@ -227,6 +286,7 @@ def write(target, seeds):
 if __name__ == "__main__":
     write("chat", CHAT)
     write("status", STATUS)
+    write("entry", ENTRY)
     write("json", JSON)
     write("openai", OPENAI)
     write("qdrant", QDRANT)
