@@ -187,6 +187,47 @@ ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
 
 
 ngx_int_t
+ngx_http_ragq_valkey_send_pair(ngx_http_ragq_cell_t *cell, u_char *cmd,
+                               size_t len)
+{
+    ngx_http_ragq_vk_t *vk = &ngx_http_ragq_vk;
+
+    if (vk->state != NGX_HTTP_RAGQ_VK_CONNECTING
+        && vk->state != NGX_HTTP_RAGQ_VK_READY)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (vk->inflight + 1 >= NGX_HTTP_RAGQ_MAX_INFLIGHT) {
+        return NGX_DECLINED;
+    }
+
+    /* both expectations or none: the handler runs twice or not at all */
+    if (ngx_http_ragq_conn_reserve(&vk->conn, 2) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ragq_conn_write(&vk->conn, cmd, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ragq_conn_pending(&vk->conn) == 0) {
+        vk->busy_since = ngx_current_msec;
+    }
+
+    (void) ngx_http_ragq_conn_expect(&vk->conn, ngx_http_ragq_vk_cell_reply,
+                                     cell);
+    (void) ngx_http_ragq_conn_expect(&vk->conn, ngx_http_ragq_vk_cell_reply,
+                                     cell);
+
+    cell->more = 1;
+    vk->inflight += 2;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_ragq_valkey_command(ngx_http_ragq_cell_t *cell, int argc,
                              const char **argv, const size_t *argvlen)
 {
@@ -269,6 +310,11 @@ ngx_http_ragq_vk_deliver(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell,
 
     } else {
         cell->handler(cell, reply);
+    }
+
+    if (cell->more) {
+        cell->more--;
+        return;
     }
 
     ngx_free(cell);

@@ -343,35 +343,61 @@ ngx_http_ragq_conn_write(ngx_http_ragq_conn_t *conn, u_char *data, size_t len)
 }
 
 
-ngx_int_t
-ngx_http_ragq_conn_expect(ngx_http_ragq_conn_t       *conn,
-                          ngx_http_ragq_conn_reply_pt handler, void *data)
+static ngx_int_t
+ngx_http_ragq_conn_grow(ngx_http_ragq_conn_t *conn)
 {
     ngx_uint_t              i, n, size;
     ngx_http_ragq_expect_t *fifo;
 
     n = conn->tail - conn->head;
+    size = conn->fifo_size ? conn->fifo_size * 2 : NGX_HTTP_RAGQ_FIFO_MIN;
 
-    if (n == conn->fifo_size) {
-        size = conn->fifo_size ? conn->fifo_size * 2 : NGX_HTTP_RAGQ_FIFO_MIN;
+    fifo = ngx_alloc(size * sizeof(ngx_http_ragq_expect_t), ngx_cycle->log);
+    if (fifo == NULL) {
+        return NGX_ERROR;
+    }
 
-        fifo = ngx_alloc(size * sizeof(ngx_http_ragq_expect_t), ngx_cycle->log);
-        if (fifo == NULL) {
+    for (i = 0; i < n; i++) {
+        fifo[i] = conn->fifo[(conn->head + i) & (conn->fifo_size - 1)];
+    }
+
+    if (conn->fifo) {
+        ngx_free(conn->fifo);
+    }
+
+    conn->fifo = fifo;
+    conn->fifo_size = size;
+    conn->head = 0;
+    conn->tail = n;
+
+    return NGX_OK;
+}
+
+
+/* room for n more expectations: registering them cannot fail then */
+ngx_int_t
+ngx_http_ragq_conn_reserve(ngx_http_ragq_conn_t *conn, ngx_uint_t n)
+{
+    while (conn->fifo_size - (conn->tail - conn->head) < n) {
+        if (ngx_http_ragq_conn_grow(conn) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
 
-        for (i = 0; i < n; i++) {
-            fifo[i] = conn->fifo[(conn->head + i) & (conn->fifo_size - 1)];
-        }
+    return NGX_OK;
+}
 
-        if (conn->fifo) {
-            ngx_free(conn->fifo);
-        }
 
-        conn->fifo = fifo;
-        conn->fifo_size = size;
-        conn->head = 0;
-        conn->tail = n;
+ngx_int_t
+ngx_http_ragq_conn_expect(ngx_http_ragq_conn_t       *conn,
+                          ngx_http_ragq_conn_reply_pt handler, void *data)
+{
+    ngx_http_ragq_expect_t *fifo;
+
+    if (conn->tail - conn->head == conn->fifo_size
+        && ngx_http_ragq_conn_grow(conn) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     fifo = &conn->fifo[conn->tail & (conn->fifo_size - 1)];

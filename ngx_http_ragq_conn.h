@@ -132,6 +132,7 @@ ngx_int_t ngx_http_ragq_conn_write(ngx_http_ragq_conn_t *conn, u_char *data,
                                    size_t len);
 
 /* the next reply not otherwise expected goes to handler */
+ngx_int_t ngx_http_ragq_conn_reserve(ngx_http_ragq_conn_t *conn, ngx_uint_t n);
 ngx_int_t ngx_http_ragq_conn_expect(ngx_http_ragq_conn_t       *conn,
                                     ngx_http_ragq_conn_reply_pt handler,
                                     void                       *data);

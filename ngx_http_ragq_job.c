@@ -221,7 +221,11 @@ ngx_http_ragq_job_entry_of_id(u_char *buf, u_char *id)
     ms = (uint64_t) ngx_hextoi(id, 12);
     seq = (uint64_t) ngx_hextoi(id + 12, 4);
 
-    return ngx_sprintf(buf, "%uL-%uL", ms, seq);
+    /* not ngx_sprintf(): every /job-status comes here, and it costs 8x */
+    buf = ngx_http_ragq_resp_uint(buf, ms);
+    *buf++ = '-';
+
+    return ngx_http_ragq_resp_uint(buf, seq);
 }
 
 
@@ -590,7 +594,8 @@ static redisReply ngx_http_ragq_entry_fields[4] = {
 /*
  * Sends the read of step of job id (DEVELOPERS.md, "reading a job"):
  * NGX_HTTP_RAGQ_READ_HASH and _HASH_AGAIN: HGETALL P:job:ID;
- * NGX_HTTP_RAGQ_READ_ENTRY: XRANGE P:jobs E E of the entry the id names.
+ * NGX_HTTP_RAGQ_READ_ENTRY: XRANGE P:jobs E E of the entry the id names;
+ * NGX_HTTP_RAGQ_READ_PAIR: both, pipelined (ngx_http_ragq_job_pair()).
  */
 ngx_int_t
 ngx_http_ragq_job_read(ngx_http_ragq_cell_t     *cell,
@@ -598,21 +603,28 @@ ngx_http_ragq_job_read(ngx_http_ragq_cell_t     *cell,
                        ngx_uint_t step)
 {
     u_char *p, *e;
-    u_char  cmd[NGX_HTTP_RAGQ_KEY_MAX + 128];
+    u_char  cmd[2 * NGX_HTTP_RAGQ_KEY_MAX + 256];
     u_char  entry[2 * NGX_INT64_LEN + 2];
 
-    if (step == NGX_HTTP_RAGQ_READ_ENTRY) {
-        e = ngx_http_ragq_job_entry_of_id(entry, id);
+    p = cmd;
 
-        p = ngx_cpymem(cmd, lcf->xrange_head.data, lcf->xrange_head.len);
-        p = ngx_http_ragq_resp_bulk(p, entry, e - entry);
-        p = ngx_http_ragq_resp_bulk(p, entry, e - entry);
-
-    } else {
-        p = ngx_cpymem(cmd, lcf->hgetall_head.data, lcf->hgetall_head.len);
+    if (step != NGX_HTTP_RAGQ_READ_ENTRY) {
+        p = ngx_cpymem(p, lcf->hgetall_head.data, lcf->hgetall_head.len);
         p = ngx_cpymem(p, id, NGX_HTTP_RAGQ_JOB_ID_LEN);
         *p++ = '\r';
         *p++ = '\n';
+    }
+
+    if (step == NGX_HTTP_RAGQ_READ_ENTRY || step == NGX_HTTP_RAGQ_READ_PAIR) {
+        e = ngx_http_ragq_job_entry_of_id(entry, id);
+
+        p = ngx_cpymem(p, lcf->xrange_head.data, lcf->xrange_head.len);
+        p = ngx_http_ragq_resp_bulk(p, entry, e - entry);
+        p = ngx_http_ragq_resp_bulk(p, entry, e - entry);
+    }
+
+    if (step == NGX_HTTP_RAGQ_READ_PAIR) {
+        return ngx_http_ragq_valkey_send_pair(cell, cmd, p - cmd);
     }
 
     return ngx_http_ragq_valkey_send(cell, cmd, p - cmd);
@@ -703,6 +715,7 @@ ngx_http_ragq_job_found(u_char *id, ngx_uint_t *step, redisReply *reply,
     }
 
     switch (*step) {
+    case NGX_HTTP_RAGQ_READ_PAIR:
     case NGX_HTTP_RAGQ_READ_HASH:
         if (reply->elements) {
             return NGX_OK;

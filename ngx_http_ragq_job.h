@@ -40,6 +40,8 @@ u_char   *ngx_http_ragq_job_entry_of_id(u_char *buf, u_char *id);
 #define NGX_HTTP_RAGQ_READ_HASH       0
 #define NGX_HTTP_RAGQ_READ_ENTRY      1
 #define NGX_HTTP_RAGQ_READ_HASH_AGAIN 2
+/* the hash and the entry in one round trip: the cell gets both replies */
+#define NGX_HTTP_RAGQ_READ_PAIR 3
 
 /* the most fields a queued job's view takes from its entry, times two */
 #define NGX_HTTP_RAGQ_ENTRY_MAX 32

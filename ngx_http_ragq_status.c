@@ -1,8 +1,8 @@
 /*
  * ragq: GET /job-status: the job_id and wait= arguments, the job read
- * (its hash, else its queue entry: ngx_http_ragq_job_read()) answered with
- * the job view, or the long-poll (ngx_http_ragq_longpoll.c) when wait= asks
- * for it.
+ * (its hash, else its queue entry: ngx_http_ragq_job_read(), both asked
+ * for in one round trip) answered with the job view, or the long-poll
+ * (ngx_http_ragq_longpoll.c) when wait= asks for it.
  */
 
 #include "ngx_http_ragq_status.h"
@@ -172,7 +172,9 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
     ngx_memcpy(cell->job_id, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
     cell->data = lcf;
 
-    if (ngx_http_ragq_job_read(cell, lcf, id.data, NGX_HTTP_RAGQ_READ_HASH)
+    cell->step = NGX_HTTP_RAGQ_READ_PAIR;
+
+    if (ngx_http_ragq_job_read(cell, lcf, id.data, NGX_HTTP_RAGQ_READ_PAIR)
         != NGX_OK)
     {
         ngx_http_ragq_cell_drop(cell);
@@ -198,14 +200,22 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     ngx_http_ragq_job_entry_t je;
     ngx_http_ragq_loc_conf_t *lcf = cell->data;
 
-    r = ngx_http_ragq_cell_take(cell);
-    if (r == NULL) {
+    if (cell->request == NULL) {
+        /* gone, or answered by the first reply of a pair */
         return;
     }
 
     step = cell->step;
 
     rc = ngx_http_ragq_job_found(cell->job_id, &step, reply, &je, &job);
+
+    if (rc == NGX_AGAIN && cell->more) {
+        /* not in its hash: its entry's reply is the pair's next */
+        cell->step = step;
+        return;
+    }
+
+    r = ngx_http_ragq_cell_take(cell);
 
     if (rc == NGX_AGAIN) {
         /* not in its hash: its queue entry, then its hash again */

@@ -33,6 +33,9 @@ struct ngx_http_ragq_cell_s {
     void                  *data;
     u_char                 job_id[NGX_HTTP_RAGQ_JOB_ID_LEN];
     ngx_uint_t             step; /* of a job's read (ngx_http_ragq_job.h) */
+    /* replies still to come after the one being delivered: the cell stays
+     * (ngx_http_ragq_valkey_send_pair) */
+    ngx_uint_t more;
     /* > 0: a write that counts only once WAIT says this many replicas
      * have it (ragq_valkey_replicas); it goes on the writes connection */
     ngx_uint_t replicas;
@@ -145,6 +148,16 @@ ngx_int_t ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd,
  */
 ngx_int_t ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd,
                                       size_t len, ngx_uint_t n);
+
+/*
+ * Two commands in RESP form, both of whose replies the cell's handler gets,
+ * one call each, in order (the cell->more of the first call is 1). A read
+ * that may need a second command sends it with the first: one round trip,
+ * and a reply the handler no longer needs is ignored. Not for writes that
+ * must reach replicas.
+ */
+ngx_int_t ngx_http_ragq_valkey_send_pair(ngx_http_ragq_cell_t *cell,
+                                         u_char *cmd, size_t len);
 
 /* why Valkey cannot be used right now (e.g. a replica, a refused AUTH);
  * NULL: no more precise reason than "unavailable" */

@@ -233,17 +233,20 @@ fuzz_check_ids(ngx_str_t *s, const u_char *id)
     }
 }
 
-/* the XRANGE the module sent names the entry of the id */
+/* the module sent HGETALL of the id's hash, then XRANGE of its entry */
 static void
-fuzz_check_xrange(const u_char *id)
+fuzz_check_pair(const u_char *id)
 {
-    u_char buf[64], want[256], *e, *p;
+    u_char buf[64], want[512], *e, *p;
     size_t n;
 
     e = ngx_http_ragq_job_entry_of_id(buf, (u_char *) id);
     n = e - buf;
     p = want + snprintf((char *) want, 128,
-                        "*4\r\n$6\r\nXRANGE\r\n$9\r\nragq:jobs\r\n$%zu\r\n", n);
+                        "*2\r\n$7\r\nHGETALL\r\n$41\r\nragq:job:%.32s\r\n",
+                        (const char *) id);
+    p += snprintf((char *) p, 128,
+                  "*4\r\n$6\r\nXRANGE\r\n$9\r\nragq:jobs\r\n$%zu\r\n", n);
     memcpy(p, buf, n);
     p += n;
     p += snprintf((char *) p, 64, "\r\n$%zu\r\n", n);
@@ -253,7 +256,7 @@ fuzz_check_xrange(const u_char *id)
     p += 2;
     if (fuzz_out.cmd_len != (size_t) (p - want) ||
         memcmp(fuzz_out.cmd, want, p - want) != 0) {
-        fuzz_fail("not the XRANGE of the id's entry", fuzz_out.cmd,
+        fuzz_fail("not HGETALL + XRANGE of the id's job", fuzz_out.cmd,
                   fuzz_out.cmd_len);
     }
 }
@@ -261,14 +264,14 @@ fuzz_check_xrange(const u_char *id)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    u_char                f0 = 0, f1 = 0, id[33], args[64];
-    ngx_int_t             rc;
-    ngx_str_t             sec[7], json;
-    ngx_uint_t            step, shape, absent, i, found, gone, commands, valid;
-    redisReply           *x, *fields, *job, *again, *miss, *r_, *owner;
-    ngx_http_request_t   *r;
-    fuzz_request_spec_t   spec;
-    ngx_http_ragq_cell_t *cell;
+    u_char              f0 = 0, f1 = 0, id[33], args[64];
+    ngx_int_t           rc;
+    ngx_str_t           sec[7], json;
+    ngx_uint_t          step, shape, absent, i, k, found, gone, commands, valid;
+    redisReply         *x, *fields, *job, *again, *miss, *r_, *owner, *reply;
+    ngx_http_request_t *r;
+    fuzz_request_spec_t spec;
+    ngx_http_ragq_cell_t     *cell;
     ngx_http_ragq_loc_conf_t *lcf;
     ngx_http_ragq_job_entry_t je;
 
@@ -363,21 +366,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * before the second HGETALL's), or the XRANGE's deadline passes (2) */
     gone = f1 & 3;
     commands = 0;
+    if (fuzz_out.ncells == 1 && fuzz_out.commands == 2) {
+        /* the hash and the entry asked for in one round trip */
+        fuzz_check_pair(id);
+    }
+    /* replies in order: the hash's (miss), the entry's, the hash's again */
+    k = 0;
     for (i = 0; i < fuzz_out.ncells; i++) {
         cell = fuzz_out.cells[i];
-        if (i == 1 && fuzz_out.commands == 2) {
-            fuzz_check_xrange(id);
-        }
-        if ((gone == 1 && i == 1) || (gone == 3 && i == 2)) {
-            fuzz_request_free(r);
-        }
-        if (gone == 2 && i == 1 && cell->deadline.timer_set) {
-            cell->deadline.timer_set = 0;
-            cell->deadline.timedout = 1;
-            cell->deadline.handler(&cell->deadline);
-        }
-        cell->handler(cell, i == 0 ? miss : i == 1 ? x : again);
-        free(cell);
+        do {
+            if ((gone == 1 && k == 1) || (gone == 3 && k == 2)) {
+                fuzz_request_free(r);
+            }
+            if (gone == 2 && k == 1 && cell->deadline.timer_set) {
+                cell->deadline.timer_set = 0;
+                cell->deadline.timedout = 1;
+                cell->deadline.handler(&cell->deadline);
+            }
+            reply = k == 0 ? miss : k == 1 ? x : again;
+            k++;
+        } while (!fuzz_deliver(cell, reply));
     }
     commands = fuzz_out.commands;
     fuzz_out.ncells = 0;

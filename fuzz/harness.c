@@ -563,6 +563,36 @@ ngx_http_ragq_valkey_send(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len)
     return ngx_http_ragq_valkey_send_n(cell, cmd, len, 1);
 }
 
+/* two commands whose replies both go to the cell: fuzz_deliver() */
+ngx_int_t
+ngx_http_ragq_valkey_send_pair(ngx_http_ragq_cell_t *cell, u_char *cmd,
+                               size_t len)
+{
+    if (fuzz_valkey.send_rc != NGX_OK) {
+        return fuzz_valkey.send_rc;
+    }
+    fuzz_out.cmd_len = len < sizeof(fuzz_out.cmd) ? len : sizeof(fuzz_out.cmd);
+    memcpy(fuzz_out.cmd, cmd, fuzz_out.cmd_len);
+    fuzz_out.commands++;
+    fuzz_sent(cell);
+    cell->more = 1;
+    return NGX_OK;
+}
+
+/* one reply to the cell, as the connection does: the cell is freed after
+ * its last reply's callback; returns whether it is */
+ngx_uint_t
+fuzz_deliver(ngx_http_ragq_cell_t *cell, redisReply *reply)
+{
+    cell->handler(cell, reply);
+    if (cell->more) {
+        cell->more--;
+        return 0;
+    }
+    free(cell);
+    return 1;
+}
+
 const ngx_http_ragq_resp_error_t *
 ngx_http_ragq_valkey_down(void)
 {
@@ -595,9 +625,10 @@ fuzz_answer_cells(ngx_http_request_t *r, redisReply *reply, ngx_uint_t order)
             cell->deadline.timedout = 1;
             cell->deadline.handler(&cell->deadline);
         }
-        cell->handler(cell, reply);
-        /* the connection frees a cell after its callback */
-        free(cell);
+        /* a pair's cell gets the same reply twice */
+        while (!fuzz_deliver(cell, reply)) {
+            /* void */
+        }
     }
     fuzz_out.ncells = 0;
 }

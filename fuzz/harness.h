@@ -103,8 +103,9 @@ void        fuzz_reply_free(redisReply *r);
  * first loses its request (order 1: the client went away) or its deadline
  * (order 2), then freed as the connection frees it.
  */
-void fuzz_answer_cells(ngx_http_request_t *r, redisReply *reply,
-                       ngx_uint_t order);
+ngx_uint_t fuzz_deliver(ngx_http_ragq_cell_t *cell, redisReply *reply);
+void       fuzz_answer_cells(ngx_http_request_t *r, redisReply *reply,
+                             ngx_uint_t order);
 
 /* aborts with a message: what the oracle found */
 void fuzz_fail(const char *what, const u_char *p, size_t len);

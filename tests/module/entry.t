@@ -1,8 +1,9 @@
 # The one-XADD enqueue (DEVELOPERS.md, "data model"): a new job is one queue
 # entry that carries it, its id made of the entry id and the entry's random
 # part; /job-status reads a job nobody claimed yet from that entry (the
-# same JSON as from a hash), a wrong random part or another tenant is 404, a
-# miss reads hash, entry, hash again; a long-poll on a queued job is woken
+# same JSON as from a hash), a wrong random part or another tenant is 404;
+# the hash and the entry are asked for in one round trip, and a miss of both
+# reads the hash again; a long-poll on a queued job is woken
 # by its final state; Idempotency-Key finds the job in its entry and in its
 # hash; an entry id no job id can carry is 503 and stores nothing the
 # script made; ragq_max_queue reads the length behind enqueues, and never
@@ -115,7 +116,7 @@ location = /q/chat { ragq_prefix enq; ragq_enqueue; }
 EOF
 });
 
-plan tests => 86;
+plan tests => 95;
 run_tests();
 waitpid($_, 0) for @Kids;
 
@@ -204,6 +205,31 @@ GET /job-status?job_id=00000000000100020123456789abcdef
 --- init
 Test::More::is(main::calls('hgetall') - $main::Hgetall, 2, 'HGETALL twice');
 Test::More::is(main::calls('xrange') - $main::Xrange, 1, 'XRANGE once');
+--- request
+GET /job-status?job_id=ffffffffffffffff0000000000000000
+--- error_code: 404
+
+
+
+=== TEST 3c: a job in its hash: its entry was asked for in the same round trip (HGETALL and XRANGE pipelined), the hash answers
+--- init
+main::fixed_job('en');
+Ragq::Valkey::cmd('HSET', "en:job:$::Fixed", status => 'started', query => 'from the hash',
+    tenant => '', created_at => '1700000000000', attempts => 1);
+$main::Hgetall = main::calls('hgetall');
+$main::Xrange = main::calls('xrange');
+--- request eval
+"GET /job-status?job_id=$::Fixed"
+--- error_code: 200
+--- response_body_like: "status":"started","query":"from the hash"
+
+
+
+=== TEST 3d: ... one HGETALL, one XRANGE (sent with it, its reply not needed)
+--- init
+Test::More::is(main::calls('hgetall') - $main::Hgetall, 1, 'HGETALL once');
+Test::More::is(main::calls('xrange') - $main::Xrange, 1, 'XRANGE with it');
+Ragq::Valkey::cmd('DEL', "en:job:$::Fixed");
 --- request
 GET /job-status?job_id=ffffffffffffffff0000000000000000
 --- error_code: 404

@@ -56,7 +56,7 @@ sent no reply
 
 
 
-=== TEST 2: the same server silent with a reply pending: the watchdog reconnects after 500 ms, 503 valkey_timeout (Valkey was silent, not unreachable)
+=== TEST 2: the same server silent with replies pending (the job-status read: HGETALL and XRANGE): the watchdog reconnects after 500 ms, 503 valkey_timeout (Valkey was silent, not unreachable)
 --- init
 $main::Proxy->pause;
 --- request eval
@@ -65,6 +65,6 @@ $main::Proxy->pause;
 --- response_body_like chomp
 "code":"valkey_timeout"
 --- error_log eval
-qr/ragq: valkey sent no reply for \d+ ms with 1 commands pending, reconnecting/
+qr/ragq: valkey sent no reply for \d+ ms with 2 commands pending, reconnecting/
 --- no_error_log
 [alert]
