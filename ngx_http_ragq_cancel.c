@@ -191,34 +191,13 @@ ngx_http_ragq_cancel_handler(ngx_http_request_t *r)
         return ngx_http_ragq_not_allowed(r, "POST", "use POST to cancel a job");
     }
 
-    ngx_str_set(&tenant, "");
-
-    rc = lcf->tenant ? ngx_http_ragq_tenant(r, lcf, &tenant) : NGX_OK;
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ngx_http_ragq_job_args(r, lcf, &tenant, &arg, 1, "/job-cancel", &rc)
+        != NGX_OK)
+    {
+        return rc;
     }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_ragq_missing_tenant(r);
-    }
-
-    ngx_str_set(&arg.name, "job_id");
-    ngx_http_ragq_args(r, &arg, 1);
 
     id = arg.value;
-
-    if (id.len == 0) {
-        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "missing_job_id",
-                                   "the job_id argument is required: "
-                                   "/job-cancel?job_id=ID");
-    }
-
-    if (!ngx_http_ragq_job_id_valid(id.data, id.len)) {
-        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "invalid_job_id",
-                                   "job_id must be 32 lowercase hexadecimal "
-                                   "characters, as returned by POST /chat");
-    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ragq: job-cancel of %V", &id);

@@ -306,6 +306,9 @@ ngx_http_ragq_vk_deliver(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell,
             if (cell->deadline.timer_set) {
                 ngx_del_timer(&cell->deadline);
             }
+
+            /* a pair's second reply finds nothing left to release */
+            cell->request = NULL;
         }
 
     } else {

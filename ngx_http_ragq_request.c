@@ -5,6 +5,7 @@
  */
 
 #include "ngx_http_ragq_request.h"
+#include "ngx_http_ragq_job.h"
 #include "ngx_http_ragq_json.h"
 
 
@@ -478,6 +479,58 @@ ngx_http_ragq_tenant(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     }
 
     return (tenant->len == 0) ? NGX_DECLINED : NGX_OK;
+}
+
+
+/*
+ * What every reader of one job (/job-status, /job-stream, /job-cancel)
+ * checks once its method is right, in this order: the tenant (into
+ * *tenant), then the job_id argument, args[0], parsed here with the
+ * handler's other arguments. NGX_DECLINED: *rc is what the handler returns
+ * (the error answered); usage names the endpoint in the hint.
+ */
+ngx_int_t
+ngx_http_ragq_job_args(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
+                       ngx_str_t *tenant, ngx_http_ragq_arg_t *args,
+                       ngx_uint_t nargs, const char *usage, ngx_int_t *rc)
+{
+    ngx_str_t *id;
+
+    ngx_str_set(tenant, "");
+
+    *rc = lcf->tenant ? ngx_http_ragq_tenant(r, lcf, tenant) : NGX_OK;
+
+    if (*rc == NGX_ERROR) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
+    }
+
+    if (*rc == NGX_DECLINED) {
+        *rc = ngx_http_ragq_missing_tenant(r);
+        return NGX_DECLINED;
+    }
+
+    ngx_str_set(&args[0].name, "job_id");
+    ngx_http_ragq_args(r, args, nargs);
+
+    id = &args[0].value;
+
+    if (id->len == 0) {
+        *rc = ngx_http_ragq_errorf(r, NGX_HTTP_BAD_REQUEST, "missing_job_id",
+                                   "the job_id argument is required: "
+                                   "%s?job_id=ID",
+                                   usage);
+        return NGX_DECLINED;
+    }
+
+    if (!ngx_http_ragq_job_id_valid(id->data, id->len)) {
+        *rc = ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "invalid_job_id",
+                                  "job_id must be 32 lowercase hexadecimal "
+                                  "characters, as returned by POST /chat");
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -30,6 +30,12 @@ ngx_int_t ngx_http_ragq_tenant(ngx_http_request_t       *r,
                                ngx_http_ragq_loc_conf_t *lcf,
                                ngx_str_t                *tenant);
 ngx_int_t ngx_http_ragq_missing_tenant(ngx_http_request_t *r);
+/* the tenant and job_id checks of the readers of one job */
+ngx_int_t ngx_http_ragq_job_args(ngx_http_request_t       *r,
+                                 ngx_http_ragq_loc_conf_t *lcf,
+                                 ngx_str_t *tenant, ngx_http_ragq_arg_t *args,
+                                 ngx_uint_t nargs, const char *usage,
+                                 ngx_int_t *rc);
 
 /* request headers and bodies */
 ngx_table_elt_t *ngx_http_ragq_find_header(ngx_http_request_t *r,

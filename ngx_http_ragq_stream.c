@@ -1218,34 +1218,15 @@ ngx_http_ragq_stream_handler(ngx_http_request_t *r)
                                          "use GET to stream a job's answer");
     }
 
-    rc = lcf->tenant ? ngx_http_ragq_tenant(r, lcf, &tenant) : NGX_OK;
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_ragq_missing_tenant(r);
-    }
-
-    ngx_str_set(&args[0].name, "job_id");
     ngx_str_set(&args[1].name, "last_event_id");
 
-    ngx_http_ragq_args(r, args, 2);
+    if (ngx_http_ragq_job_args(r, lcf, &tenant, args, 2, "/job-stream", &rc)
+        != NGX_OK)
+    {
+        return rc;
+    }
 
     id = args[0].value;
-
-    if (id.len == 0) {
-        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "missing_job_id",
-                                   "the job_id argument is required: "
-                                   "/job-stream?job_id=ID");
-    }
-
-    if (!ngx_http_ragq_job_id_valid(id.data, id.len)) {
-        return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST, "invalid_job_id",
-                                   "job_id must be 32 lowercase hexadecimal "
-                                   "characters, as returned by POST /chat");
-    }
 
     if (ngx_http_ragq_stream_resume(r, &args[1].value, &last) != NGX_OK) {
         return ngx_http_ragq_error(r, NGX_HTTP_BAD_REQUEST,

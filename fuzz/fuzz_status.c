@@ -8,96 +8,12 @@
  * reply (harness.h; a hash is "A" then field, value, ... separated by
  * \x1f). Checks: at most one answer, a JSON object (application/json)
  * unless HEAD; for a hash (an array reply) 200 or 404, never 5xx; the job
- * view of any array is a JSON object in UTF-8; the same array as a queue
- * entry's fields (a second flags byte adds the id's r) gives, when its r
- * matches, a view that is a JSON object saying queued.
+ * view of any array is a JSON object in UTF-8. A job still in its queue
+ * entry is fuzz_entry's.
  */
 #include "harness.h"
 #include "../ngx_http_ragq_status.h"
 #include "../ngx_http_ragq_job.h"
-
-/*
- * The entry view: the same array as the fields of a job's queue entry, in
- * XRANGE's shape ([[entry id, fields]]), with the id's random part added as
- * field r when g says so. A matching entry must give a view that is a JSON
- * object saying "queued", whatever the fields (duplicates, a status or
- * attempts of their own, more than the view takes, odd counts).
- */
-static void
-fuzz_entry_view(ngx_pool_t *pool, u_char *id, redisReply *fields, u_char g)
-{
-    size_t                    i, n;
-    ngx_str_t                 json;
-    ngx_uint_t                step;
-    redisReply                outer, entry, eid, r, rv, all, *job;
-    redisReply               *outer_el[1], *entry_el[2], **el;
-    ngx_http_ragq_job_entry_t je;
-
-    n = fields->elements + ((g & 1) ? 2 : 0);
-    el = calloc(n ? n : 1, sizeof(redisReply *));
-    i = 0;
-    if ((g & 3) == 1) { /* r first */
-        el[i++] = &r;
-        el[i++] = &rv;
-    }
-    if (fields->elements) {
-        memcpy(el + i, fields->element,
-               fields->elements * sizeof(redisReply *));
-    }
-    i += fields->elements;
-    if ((g & 3) == 3) { /* r last: a field of the same name before it wins */
-        el[i++] = &r;
-        el[i++] = &rv;
-    }
-
-    memset(&r, 0, sizeof(r));
-    r.type = REDIS_REPLY_STRING;
-    r.str = (char *) "r";
-    r.len = 1;
-    rv = r;
-    rv.str = (char *) id + 16;
-    rv.len = 16;
-    eid = r;
-    eid.str = (char *) "1700000000000-0";
-    eid.len = sizeof("1700000000000-0") - 1;
-
-    memset(&all, 0, sizeof(all));
-    all.type = REDIS_REPLY_ARRAY;
-    all.elements = n;
-    all.element = el;
-    entry_el[0] = &eid;
-    entry_el[1] = &all;
-    entry = all;
-    entry.elements = 2;
-    entry.element = entry_el;
-    outer_el[0] = &entry;
-    outer = all;
-    outer.elements = 1;
-    outer.element = outer_el;
-
-    step = NGX_HTTP_RAGQ_READ_ENTRY;
-    if (ngx_http_ragq_job_found(id, &step, &outer, &je, &job) == NGX_OK) {
-        if (job != &je.reply) {
-            fuzz_fail("an entry view that is not the entry's", NULL, 0);
-        }
-        if (ngx_http_ragq_job_view(pool, id, job, &json) != NGX_OK) {
-            fuzz_fail("no entry view", NULL, 0);
-        }
-        if (!oracle_json_object(json.data, json.len - 1) ||
-            json.data[json.len - 1] != '\n') {
-            fuzz_fail("an entry view that is not a JSON object in UTF-8",
-                      json.data, json.len);
-        }
-        if (memmem(json.data, json.len, "\"status\":\"queued\"",
-                   sizeof("\"status\":\"queued\"") - 1) == NULL) {
-            fuzz_fail("an entry view that does not say queued", json.data,
-                      json.len);
-        }
-    } else if ((g & 3) == 1) {
-        fuzz_fail("an entry with the id's r was not found", NULL, 0);
-    }
-    free(el);
-}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -181,10 +97,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_fail("a job view that is not a JSON object in UTF-8",
                       json.data, json.len);
         }
-    }
-    if (array) {
-        fuzz_entry_view(r->pool, id, reply,
-                        sec[0].len > 1 ? sec[0].data[1] : 0);
     }
     fuzz_reply_free(reply);
     return 0;

@@ -130,15 +130,6 @@ STATUS = {
     "bad-id": status(flags(0x08), args=b"job_id=0123456789ABCDEF0123456789abcdef"),
     "no-args": status(flags(0x00)),
     "timeout": status(flags(0x28), reply=hash_reply((b"status", b"queued"))),
-    # A second flags byte: the reply is also read as a queue entry's fields
-    # (issue 13's entry view), bit0 adds the id's r (bit1: after the fields).
-    "entry": status(flags(0x08, 0x01), reply=hash_reply(
-        (b"q", b"what is up"), (b"k", b"5"), (b"t", b""), (b"c", b"1700000000123"))),
-    "entry-clash": status(flags(0x08, 0x03), reply=hash_reply(
-        (b"r", b"not the id's"), (b"status", b"finished"), (b"attempts", b"9"),
-        (b"q", b"\xff\xfe"), (b"q", b"twice"), (b"u", b"http://h/\x00"))),
-    "entry-many": status(flags(0x08, 0x01), reply=hash_reply(
-        *[(b"f%d" % i, b"v" * i) for i in range(40)])),
 }
 
 R = b"89abcdef01234567"  # the random half of an entry's job id
