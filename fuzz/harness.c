@@ -633,6 +633,35 @@ fuzz_answer_cells(ngx_http_request_t *r, redisReply *reply, ngx_uint_t order)
     fuzz_out.ncells = 0;
 }
 
+/*
+ * What every answer of the module must be, whatever came in: never
+ * nginx's own 5xx page, at most one answer, application/json, and a JSON
+ * object in UTF-8 (unless json is 0: HEAD has no body). Returns whether
+ * there was an answer.
+ */
+ngx_uint_t
+fuzz_check_answer(ngx_uint_t json)
+{
+    if (fuzz_out.finalized >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        fuzz_fail("nginx's own 5xx page", NULL, 0);
+    }
+    if (fuzz_out.answers > 1) {
+        fuzz_fail("more than one answer", fuzz_out.body, fuzz_out.len);
+    }
+    if (fuzz_out.answers == 0) {
+        return 0;
+    }
+    if (fuzz_out.type.len != sizeof("application/json") - 1 ||
+        memcmp(fuzz_out.type.data, "application/json", fuzz_out.type.len)) {
+        fuzz_fail("not application/json", fuzz_out.body, fuzz_out.len);
+    }
+    if (json && !oracle_json_object(fuzz_out.body, fuzz_out.len)) {
+        fuzz_fail("an answer that is not a JSON object", fuzz_out.body,
+                  fuzz_out.len);
+    }
+    return 1;
+}
+
 /* ---- replies ---- */
 
 static redisReply *

@@ -103,6 +103,7 @@ void        fuzz_reply_free(redisReply *r);
  * first loses its request (order 1: the client went away) or its deadline
  * (order 2), then freed as the connection frees it.
  */
+ngx_uint_t fuzz_check_answer(ngx_uint_t json);
 ngx_uint_t fuzz_deliver(ngx_http_ragq_cell_t *cell, redisReply *reply);
 void       fuzz_answer_cells(ngx_http_request_t *r, redisReply *reply,
                              ngx_uint_t order);
