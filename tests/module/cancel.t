@@ -9,6 +9,7 @@
 # endpoint="cancel".
 use Test::Nginx::Socket;
 use Ragq::Valkey;
+use Ragq::Chat;
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes ();
@@ -29,32 +30,14 @@ our $Alice = '0000000000000000000000000000c006';
 our $Wait = '0000000000000000000000000000c009';
 
 # One request of our own, on a fresh connection: (status, body, headers).
-sub http {
-    my ($method, $path, $headers) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 10) or die "connect: $!";
-    print $s "$method $path HTTP/1.0\r\nHost: localhost\r\n" . ($headers // '') . "\r\n";
-    local $/;
-    my $resp = <$s> // '';
-    close $s;
-    my ($code) = $resp =~ m{^HTTP/1\.\d (\d+)};
-    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
-    return ($code // 0, $body // '', $head // '');
-}
+sub http { Ragq::Chat::http(@_) }
 
 sub chat_id {
     my ($body) = @_;
     return $body =~ /"job_id":"([0-9a-f]{32})"/ ? $1 : '';
 }
 
-sub wait_for {
-    my ($what, $cond) = @_;
-    for (1 .. 200) {
-        return if $cond->();
-        Time::HiRes::sleep(0.05);
-    }
-    die "gave up waiting for $what\n";
-}
+sub wait_for { Ragq::Chat::wait_for(@_) }
 
 # A raw subscriber on the suite's redis-server: the next message's payload.
 sub subscriber {

@@ -10,6 +10,7 @@
 # with ragq_max_queue 0.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
+use Ragq::Chat;
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes ();
@@ -34,18 +35,7 @@ sub fixed_job {
 }
 
 # One request of our own, on a fresh connection: (status, body).
-sub http {
-    my ($method, $path, $headers) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 10) or die "connect: $!";
-    print $s "$method $path HTTP/1.0\r\nHost: localhost\r\n" . ($headers // '') . "\r\n";
-    local $/;
-    my $resp = <$s> // '';
-    close $s;
-    my ($code) = $resp =~ m{^HTTP/1\.\d (\d+)};
-    my (undef, $body) = split /\r\n\r\n/, $resp, 2;
-    return ($code // 0, $body // '');
-}
+sub http { Ragq::Chat::http(@_) }
 
 sub chat_id {
     my ($body) = @_;
@@ -58,14 +48,7 @@ sub calls {
     return $n // 0;
 }
 
-sub wait_for {
-    my ($what, $cond) = @_;
-    for (1 .. 100) {
-        return if $cond->();
-        Time::HiRes::sleep(0.1);
-    }
-    die "gave up waiting for $what\n";
-}
+sub wait_for { Ragq::Chat::wait_for(@_) }
 
 sub subscribed {
     my ($channel) = @_;

@@ -17,6 +17,7 @@ BEGIN {
 
 use Test::Nginx::Socket;
 use Ragq::Valkey;
+use Ragq::Chat;
 use Ragq::Prom;
 use IO::Select;
 use IO::Socket::INET;
@@ -97,15 +98,7 @@ sub scrape {
 
 sub value { Ragq::Prom::value(@_) }
 
-sub wait_for {
-    my ($what, $cond, $secs) = @_;
-    my $deadline = Time::HiRes::time() + ($secs // 15);
-    while (Time::HiRes::time() < $deadline) {
-        return 1 if eval { $cond->() };
-        Time::HiRes::sleep(0.1);
-    }
-    die "gave up waiting for $what\n";
-}
+sub wait_for { Ragq::Chat::wait_for(@_) }
 
 # requests_total and the histogram's _count, "endpoint/code" and
 # "hist/endpoint" => value

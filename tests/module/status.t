@@ -4,6 +4,7 @@
 # arena, and Idempotency-Key plus ragq_max_queue (429) on the enqueue side.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
+use Ragq::Chat;
 use IO::Socket::INET;
 
 no_shuffle();
@@ -27,14 +28,7 @@ sub xlen_calls {
     return $calls // 0;
 }
 
-sub wait_for {
-    my ($what, $cond) = @_;
-    for (1 .. 100) {
-        return if $cond->();
-        select(undef, undef, undef, 0.15);
-    }
-    die "gave up waiting for $what\n";
-}
+sub wait_for { Ragq::Chat::wait_for(@_) }
 
 # A POST /chat of our own (its answer is not checked).
 sub post_chat {

@@ -4,6 +4,7 @@
 # longer counted.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
+use Ragq::Chat;
 use Ragq::Standin;
 use Ragq::Worker;
 use Ragq::Prom;
@@ -52,15 +53,7 @@ sub value {
     return Ragq::Prom::value($fam, @_) // -1;
 }
 
-sub wait_for {
-    my ($what, $cond) = @_;
-    my $deadline = Time::HiRes::time() + 20;
-    while (Time::HiRes::time() < $deadline) {
-        return if eval { $cond->() };
-        Time::HiRes::sleep(0.1);
-    }
-    die "gave up waiting for $what\n";
-}
+sub wait_for { Ragq::Chat::wait_for(@_) }
 
 add_response_body_check(sub {
     my ($block, $body, $idx, $rep, $dry) = @_;

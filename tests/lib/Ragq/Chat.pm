@@ -47,6 +47,35 @@ sub request {
     return $res;
 }
 
+# http($method, $path, $headers): one HTTP/1.0 request without a body to
+# the nginx under test: (status, body, head). For the request lines of
+# tests that check an answer byte for byte (request() parses more).
+sub http {
+    my ($method, $path, $headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 10) or die "connect: $!";
+    print $s "$method $path HTTP/1.0\r\nHost: localhost\r\n" . ($headers // '') . "\r\n";
+    local $/;
+    my $resp = <$s> // '';
+    close $s;
+    my ($code) = $resp =~ m{^HTTP/1\.\d (\d+)};
+    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
+    return ($code // 0, $body // '', $head // '');
+}
+
+# wait_for($what, $cond, $secs): polls $cond (a die counts as false) every
+# 50 ms until it is true; dies "gave up waiting for $what" after $secs
+# (default 20).
+sub wait_for {
+    my ($what, $cond, $secs) = @_;
+    my $deadline = time + ($secs // 20);
+    while (time < $deadline) {
+        return 1 if eval { $cond->() };
+        sleep 0.05;
+    }
+    die "gave up waiting for $what\n";
+}
+
 sub post_chat { request('POST', "/chat?query=" . ($_[0] // 'q'), @_[1 .. $#_]) }
 
 # Polls POST /chat until it answers 202 (or $secs pass); the 202 or undef.
