@@ -112,7 +112,7 @@ static void pace_stop(ragq_http_req_t *req);
 static uint64_t
 pace_delay(void)
 {
-    return RAGQ_HTTP_PACE_MS - ragq_now_ms() % RAGQ_HTTP_PACE_MS;
+    return ragq_ms_to_boundary(RAGQ_HTTP_PACE_MS);
 }
 
 static ragq_http_paced_t *

@@ -58,6 +58,12 @@ ragq_now_ms(void)
     return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
+uint64_t
+ragq_ms_to_boundary(uint64_t period)
+{
+    return period - ragq_now_ms() % period;
+}
+
 int64_t
 ragq_epoch_ms(void)
 {

@@ -54,7 +54,10 @@ int  ragq_timer_active(const ragq_timer_t *t);
 /* Blocks SIGTERM and SIGINT and delivers them through a signalfd. */
 int ragq_loop_signals(ragq_loop_t *loop, ragq_signal_cb cb, void *data);
 
-uint64_t ragq_now_ms(void);   /* monotonic */
+uint64_t ragq_now_ms(void); /* monotonic */
+/* Milliseconds (1..period) to the monotonic clock's next multiple of
+ * period: timers of many jobs aligned so their work leaves in one write. */
+uint64_t ragq_ms_to_boundary(uint64_t period);
 int64_t  ragq_epoch_ms(void); /* wall clock, for the job hash */
 
 

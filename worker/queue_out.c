@@ -111,7 +111,7 @@ ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len, int how)
          * from now: the batches of all streamed jobs fall due in the same
          * loop turn and leave in one write (valkey_conn.c's flush). */
         ragq_timer_start(q->loop, &job->out_timer,
-                         RAGQ_OUT_BATCH_MS - ragq_now_ms() % RAGQ_OUT_BATCH_MS);
+                         ragq_ms_to_boundary(RAGQ_OUT_BATCH_MS));
     }
 }
 

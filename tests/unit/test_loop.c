@@ -240,6 +240,32 @@ START_TEST(reposting_timer_cannot_starve_io)
 }
 END_TEST
 
+/* The aligned batches of queue_out.c and the paced reads of http.c. */
+START_TEST(delay_to_boundary_lands_on_it)
+{
+    static const uint64_t periods[] = {1, 7, 50, 1000};
+    size_t                i;
+
+    for (i = 0; i < sizeof(periods) / sizeof(periods[0]); i++) {
+        uint64_t before = ragq_now_ms();
+        uint64_t d = ragq_ms_to_boundary(periods[i]);
+        uint64_t after = ragq_now_ms();
+        uint64_t t;
+        int      hit = 0;
+
+        ck_assert_uint_ge(d, 1);
+        ck_assert_uint_le(d, periods[i]);
+        /* The clock read inside lies in [before, after]. */
+        for (t = before; t <= after; t++) {
+            if ((t + d) % periods[i] == 0 && t + d > t) {
+                hit = 1;
+            }
+        }
+        ck_assert_int_eq(hit, 1);
+    }
+}
+END_TEST
+
 Suite *
 ragq_suite_loop(void)
 {
@@ -252,6 +278,7 @@ ragq_suite_loop(void)
     tcase_add_test(tc, stops_and_restarts);
     tcase_add_test(tc, callbacks_stop_and_rearm);
     tcase_add_test(tc, reposting_timer_cannot_starve_io);
+    tcase_add_test(tc, delay_to_boundary_lands_on_it);
     suite_add_tcase(s, tc);
     return s;
 }
