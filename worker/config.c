@@ -162,6 +162,12 @@ static const opt_t opts[] = {
      "on (the default): answers are asked for streamed and written piece by "
      "piece to P:out:ID for /job-stream; off: asked whole, written once",
      "on|off", "Models"},
+    {"RAGQ_STREAM_INTERVAL", W, T_DUR, OFF(stream_interval_ms), "50ms", 10,
+     1000, "DURATION",
+     "streamed answers are read from the model and written to P:out:ID at "
+     "most once per this interval: longer costs the worker less CPU per "
+     "answer, shorter is smoother to watch",
+     NULL, "Models"},
     {"RAGQ_EMBED_BASE_URL", W | I, T_STR, OFF(embed_base_url), NULL, 0, 0,
      "URL", "embeddings server, when it is not OPENAI_BASE_URL", NULL,
      "Models"},

@@ -49,9 +49,10 @@ typedef struct {
     long     connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
     /* RAGQ_MAX_ANSWER_BYTES; 0: the default of each call (job.h) */
     unsigned long max_answer_bytes;
-    unsigned      max_tokens; /* RAGQ_MAX_TOKENS      0 = not sent */
-    const char   *stream;     /* RAGQ_STREAM on | off; NULL on */
-    const char   *consumer;   /* RAGQ_CONSUMER        <host>-<pid> */
+    unsigned      max_tokens;         /* RAGQ_MAX_TOKENS      0 = not sent */
+    const char   *stream;             /* RAGQ_STREAM on | off; NULL on */
+    long          stream_interval_ms; /* RAGQ_STREAM_INTERVAL 50ms */
+    const char   *consumer;           /* RAGQ_CONSUMER        <host>-<pid> */
 
     /* ragq-worker's Valkey connections (valkey_net.c) */
     long        valkey_timeout_ms;      /* RAGQ_VALKEY_TIMEOUT     10s */

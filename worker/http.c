@@ -60,14 +60,22 @@ struct ragq_http_req_s {
 
 /*
  * Paced reads (see DEVELOPERS.md "Answer streams"): once a streamed answer
- * has been arriving for RAGQ_HTTP_PACE_MS, its connection is no longer
- * watched for reading; the tick reads every paced connection once per
- * RAGQ_HTTP_PACE_MS instead.  A model sends one small SSE event per token;
- * waking up for each (epoll_wait, recv, curl, parse) cost ~15 us a token,
- * while the answer is only written to Valkey in 50 ms batches anyway.  A
- * read that finds nothing is one recv returning EAGAIN.
+ * has been arriving for 50 ms, its connection is no longer watched for
+ * reading; the tick reads every paced connection once per pace
+ * (RAGQ_STREAM_INTERVAL, 50 ms by default) instead.  A model sends one
+ * small SSE event per token; waking up for each (epoll_wait, recv, curl,
+ * parse) cost ~15 us a token, while the answer is only written to Valkey in
+ * batches of the same interval anyway.  A read that finds nothing is one
+ * recv returning EAGAIN.
  */
 #define RAGQ_HTTP_PACE_MS 50
+
+/*
+ * How long a streamed body is read as it comes before it is paced, whatever
+ * the pace: a short answer ends without a tick's wait, and a long pace does
+ * not mean a long stretch of per-token reads at the start of every answer.
+ */
+#define RAGQ_HTTP_PACE_HEAD_MS 50
 
 typedef struct {
     curl_socket_t fd;
@@ -94,6 +102,7 @@ struct ragq_http_s {
     ragq_http_req_t    *idle; /* finished requests kept for reuse */
     size_t              active;
     long                connect_timeout_ms;
+    uint64_t            pace_ms; /* the tick's period */
     ragq_http_headers_t hsets[RAGQ_HTTP_HEADER_SETS];
     size_t              nhsets;
     /* From the environment at start, as curl would read it per transfer. */
@@ -105,14 +114,14 @@ static void on_io(int fd, unsigned events, void *data);
 static void pace_stop(ragq_http_req_t *req);
 
 /*
- * The tick falls on the clock's 50 ms boundaries, as queue_out.c's batches
- * do, so what a tick reads goes out with the next boundary's batches of all
- * jobs at once.
+ * The tick falls on the clock's boundaries of the pace, as queue_out.c's
+ * batches do, so what a tick reads goes out with the next boundary's
+ * batches of all jobs at once.
  */
 static uint64_t
-pace_delay(void)
+pace_delay(const ragq_http_t *http)
 {
-    return ragq_ms_to_boundary(RAGQ_HTTP_PACE_MS);
+    return ragq_ms_to_boundary(http->pace_ms);
 }
 
 static ragq_http_paced_t *
@@ -176,7 +185,7 @@ on_tick(void *data)
     }
     check_done(http);
     if (http->npaced > 0 && !ragq_timer_active(&http->tick)) {
-        ragq_timer_start(http->loop, &http->tick, pace_delay());
+        ragq_timer_start(http->loop, &http->tick, pace_delay(http));
     }
 }
 
@@ -219,7 +228,7 @@ pace_start(ragq_http_req_t *req)
     p->refs++;
     req->paced = fd;
     if (!ragq_timer_active(&http->tick)) {
-        ragq_timer_start(http->loop, &http->tick, pace_delay());
+        ragq_timer_start(http->loop, &http->tick, pace_delay(http));
     }
 }
 
@@ -413,7 +422,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 
             if (req->first_body == 0) {
                 req->first_body = now;
-            } else if (now - req->first_body >= RAGQ_HTTP_PACE_MS) {
+            } else if (now - req->first_body >= RAGQ_HTTP_PACE_HEAD_MS) {
                 pace_start(req);
             }
         }
@@ -579,6 +588,14 @@ read_proxy_env(ragq_http_t *http)
     free(all);
 }
 
+void
+ragq_http_set_pace(ragq_http_t *http, long ms)
+{
+    if (ms > 0) {
+        http->pace_ms = (uint64_t) ms;
+    }
+}
+
 ragq_http_t *
 ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
 {
@@ -597,6 +614,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     }
     http->loop = loop;
     http->connect_timeout_ms = connect_timeout_ms;
+    http->pace_ms = RAGQ_HTTP_PACE_MS;
     read_proxy_env(http);
     ragq_timer_init(&http->timer, on_timer, http);
     ragq_timer_init(&http->tick, on_tick, http);

@@ -84,6 +84,7 @@ main(int argc, char **argv)
         fprintf(stderr, "ragq-worker: cannot set up the event loop\n");
         return 1;
     }
+    ragq_http_set_pace(http, cfg.stream_interval_ms);
     if (ragq_pipeline_init(&pipeline, loop, http, &cfg, err, sizeof(err)) !=
         0) {
         fprintf(stderr, "ragq-worker: %s\n", err);

@@ -1,8 +1,8 @@
 /*
  * queue_out.c: the answer's pieces of a running job (job.h's piece
  * callback) to Valkey: kept in the job, sent in batches (on the clock's
- * 50 ms boundaries or at 256 bytes, whichever comes first, and before the
- * final write) by one
+ * RAGQ_STREAM_INTERVAL boundaries, 50 ms by default, or at 256 bytes,
+ * whichever comes first, and before the final write) by one
  * append.lua call each, which XADDs them to P:out:ID and PUBLISHes the
  * batch once on the channel P:out:ID, fenced by the claim's token.  A new
  * try drops what was not sent yet and has the next batch begin with a
@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RAGQ_OUT_BATCH_MS    50
 #define RAGQ_OUT_BATCH_BYTES 256
 
 static void
@@ -107,11 +106,11 @@ ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len, int how)
     if (job->out_len >= RAGQ_OUT_BATCH_BYTES) {
         ragq_queue_out_flush(q, job);
     } else if (!ragq_timer_active(&job->out_timer)) {
-        /* Due on the next 50 ms boundary of the clock rather than 50 ms
-         * from now: the batches of all streamed jobs fall due in the same
-         * loop turn and leave in one write (valkey_conn.c's flush). */
+        /* Due on the clock's next boundary of the interval rather than one
+         * interval from now: the batches of all streamed jobs fall due in the
+         * same loop turn and leave in one write (valkey_conn.c's flush). */
         ragq_timer_start(q->loop, &job->out_timer,
-                         ragq_ms_to_boundary(RAGQ_OUT_BATCH_MS));
+                         ragq_ms_to_boundary(q->cfg->stream_interval_ms));
     }
 }
 

@@ -39,6 +39,7 @@ static const char *const envs[] = {
     "RAGQ_CONNECT_TIMEOUT",
     "RAGQ_MAX_TOKENS",
     "RAGQ_STREAM",
+    "RAGQ_STREAM_INTERVAL",
     "RAGQ_CONSUMER",
     "RAGQ_LOG_LEVEL",
     "RAGQ_CHUNK_SIZE",
@@ -208,6 +209,19 @@ START_TEST(test_durations)
     ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), -1);
     ck_assert_ptr_nonnull(strstr(captured, "RAGQ_SHUTDOWN_GRACE must be a "
                                            "duration"));
+    unsetenv("RAGQ_SHUTDOWN_GRACE");
+
+    /* RAGQ_STREAM_INTERVAL: 50ms by default, 10ms..1s. */
+    ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), 0);
+    ck_assert_int_eq(cfg.stream_interval_ms, 50);
+    setenv("RAGQ_STREAM_INTERVAL", "200ms", 1);
+    ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), 0);
+    ck_assert_int_eq(cfg.stream_interval_ms, 200);
+    setenv("RAGQ_STREAM_INTERVAL", "5ms", 1);
+    ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), -1);
+    ck_assert_ptr_nonnull(strstr(captured, "RAGQ_STREAM_INTERVAL must be from "
+                                           "10ms to 1s"));
+    unsetenv("RAGQ_STREAM_INTERVAL");
 }
 END_TEST
 

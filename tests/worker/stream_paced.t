@@ -1,9 +1,10 @@
 # Paced reads of a streamed chat answer (DEVELOPERS.md "Answer streams"):
 # after its first body bytes the connection is read on the worker's 50 ms
-# tick instead of per event.  A long answer at 2 ms a token loses and
+# tick (RAGQ_STREAM_INTERVAL) instead of per event.  A long answer at 2 ms a token loses and
 # reorders nothing (the entries' pieces = result, ids in order) and the
 # job still ends; a cancel still closes a paced stream (the stand-in sees
-# the client leave) and acks the entry.
+# the client leave) and acks the entry.  A longer RAGQ_STREAM_INTERVAL
+# writes the same answer in fewer batches.
 use strict;
 use warnings;
 use Test::More;
@@ -83,6 +84,35 @@ my $id2 = Ragq::Worker::enqueue(prefix => $P, query => 'After the cancel?', top_
 is(Ragq::Worker::wait_final($P, [$id2], 15), 1, 'the next job ends');
 is(Ragq::Worker::field($P, $id2, 'status'), 'finished', 'finished') or diag $w->log;
 unlike($w->log, qr/\berror\b/, 'no error logged') or diag $w->log;
+
+# ---- RAGQ_STREAM_INTERVAL: the same 1.2 s answer (48 words, 25 ms apart,
+# each batch well under the 256-byte flush) is written in ~24 batches at
+# the default 50 ms and in ~4 at 400 ms, and whole either way.
+sub batches_of_slow_answer {
+    my ($worker, $label) = @_;
+    $s->stream_pace(token_ms => 25, answer_words => 48);
+    my $jid = Ragq::Worker::enqueue(prefix => $P, query => "Batched $label?", top_k => 1);
+    is(Ragq::Worker::wait_final($P, [$jid], 20), 1, "$label: the job ends");
+    my $j = Ragq::Worker::job($P, $jid);
+    is($j->{status}, 'finished', "$label: finished") or diag $worker->log;
+    my $e = out_entries($jid);
+    is(join('', map { $_->[1]{t} // '' } @$e), $j->{result}, "$label: pieces = result");
+    $s->stream_pace();
+    return scalar @$e;
+}
+my $n50 = batches_of_slow_answer($w, 'default interval');
+cmp_ok($n50, '>=', 10, "50 ms: $n50 batches for a 1.2 s answer");
+$w->stop;
+
+$w = Ragq::Worker->start(env => {
+    RAGQ_PREFIX => $P, OPENAI_BASE_URL => $s->base_url, OPENAI_API_KEY => 'sk-x',
+    QDRANT_URL => $s->qdrant_url, RAGQ_COLLECTION => 'docs', RAGQ_RESULT_TTL => '1h',
+    RAGQ_HTTP_TIMEOUT => '60s', RAGQ_CONSUMER => "c$$", RAGQ_STREAM_INTERVAL => '400ms',
+});
+ok($w->ready, 'worker ready with RAGQ_STREAM_INTERVAL=400ms') or diag $w->log;
+my $n400 = batches_of_slow_answer($w, '400 ms interval');
+cmp_ok($n400, '<=', 7, "400 ms: $n400 batches for the same answer");
+cmp_ok($n400, '<', $n50, 'fewer batches than at 50 ms');
 
 $w->stop;
 Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', "$P:*"), 'x');
