@@ -39,7 +39,7 @@ ragq_http_t *ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms,
                            long max_per_host);
 void         ragq_http_free(ragq_http_t *http);
 
-/* Streamed answers are read once per ms after their first (default 50). */
+/* A streamed answer, once paced, is read every ms milliseconds (default 50). */
 void ragq_http_set_pace(ragq_http_t *http, long ms);
 
 /*
