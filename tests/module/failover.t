@@ -51,7 +51,7 @@ sub error_log_has {
 no_shuffle();
 no_long_string();
 
-plan tests => 43;
+plan tests => 44;
 run_tests();
 
 __DATA__
@@ -192,7 +192,11 @@ Test::More::ok($ok, '20 answers of 202 in a row after the SIGKILL');
 my $new = $main::HA->wait_failover($main::Set2, 30);
 # the request below waits for 1 replica: the other one must have resynced
 $main::HA->wait_replicated($new, 1, 30);
-Test::More::diag(Ragq::Chat::recovery_summary(@load));
+my ($first, @waited) = Ragq::Chat::until_confirmed(30, query => 'once+replicated');
+Test::More::ok($first, 'a write confirmed by a replica of the new primary')
+    or Test::More::diag("meanwhile: @waited");
+Test::More::diag(Ragq::Chat::recovery_summary(@load)
+    . (@waited ? "; then, online but not yet acknowledging: @waited" : ''));
 my @bad = Ragq::Chat::unexpected(@load);
 Test::More::is(scalar(@bad), 0, 'every other answer is a 503 with Retry-After')
     or Test::More::diag(join "\n", map { "$_->[1]{status} $_->[1]{body}" } @bad);

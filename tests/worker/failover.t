@@ -70,7 +70,7 @@ add_block_preprocessor(sub {
       unless defined $block->request;
 });
 
-plan tests => 15;
+plan tests => 16;
 run_tests();
 
 __DATA__
@@ -102,7 +102,12 @@ Test::More::ok($ok, '20 answers of 202 in a row after the SIGKILL');
 my $new = $main::HA->wait_failover($main::Set, 30);
 # the request below waits for 1 replica: the other one must have resynced
 $main::HA->wait_replicated($new, 1, 30);
-Test::More::diag(Ragq::Chat::recovery_summary(@load));
+my ($first, @waited) = Ragq::Chat::until_confirmed(30, query => 'once+replicated');
+Test::More::ok($first, 'a write confirmed by a replica of the new primary')
+    or Test::More::diag("meanwhile: @waited");
+push @main::Ids, $first->{job_id} if $first;
+Test::More::diag(Ragq::Chat::recovery_summary(@load)
+    . (@waited ? "; then, online but not yet acknowledging: @waited" : ''));
 Test::More::is(scalar(Ragq::Chat::unexpected(@load)), 0, 'every other answer is a 503 with Retry-After');
 push @main::Ids, map { $_->[1]{job_id} } grep { $_->[1]{status} == 202 } @load;
 my @left = main::not_final(60, @main::Ids);
