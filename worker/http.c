@@ -97,6 +97,7 @@ struct ragq_http_s {
     size_t              npaced, paced_cap;
     curl_socket_t      *scratch; /* the tick's copy of the paced fds */
     unsigned char      *want;    /* per fd: RAGQ_IO_* curl last asked for */
+    uint32_t           *pslot;   /* per fd: 1 + its index in paced, or 0 */
     size_t              nwant;
     ragq_http_req_t    *reqs;
     ragq_http_req_t    *idle; /* finished requests kept for reuse */
@@ -124,17 +125,28 @@ pace_delay(const ragq_http_t *http)
     return ragq_ms_to_boundary(http->pace_ms);
 }
 
+/* By fd, not by search: with a thousand answers streaming, every socket
+ * callback of a tick would otherwise walk the whole table. */
 static ragq_http_paced_t *
 paced_find(ragq_http_t *http, curl_socket_t fd)
 {
-    size_t i;
-
-    for (i = 0; i < http->npaced; i++) {
-        if (http->paced[i].fd == fd) {
-            return &http->paced[i];
-        }
+    if ((size_t) fd >= http->nwant || http->pslot[fd] == 0) {
+        return NULL;
     }
-    return NULL;
+    return &http->paced[http->pslot[fd] - 1];
+}
+
+/* Out of the table (the last entry takes its place); still watched as is. */
+static void
+paced_drop(ragq_http_t *http, ragq_http_paced_t *p)
+{
+    size_t i = (size_t) (p - http->paced);
+
+    http->pslot[p->fd] = 0;
+    if (i != --http->npaced) {
+        *p = http->paced[http->npaced];
+        http->pslot[p->fd] = (uint32_t) i + 1;
+    }
 }
 
 static unsigned
@@ -164,7 +176,7 @@ paced_remove(ragq_http_t *http, ragq_http_paced_t *p)
 {
     curl_socket_t fd = p->fd;
 
-    *p = http->paced[--http->npaced];
+    paced_drop(http, p);
     watch_apply(http, fd);
 }
 
@@ -200,7 +212,7 @@ pace_start(ragq_http_req_t *req)
     /* Not CURLINFO_ACTIVESOCKET: curl 7.88 answers it only once the
      * transfer is done; the socket callback names the transfer's fd. */
     fd = req->sock;
-    if (fd == CURL_SOCKET_BAD) {
+    if (fd == CURL_SOCKET_BAD || (size_t) fd >= http->nwant) {
         return; /* stays watched: every byte still arrives */
     }
     if ((p = paced_find(http, fd)) == NULL) {
@@ -223,6 +235,7 @@ pace_start(ragq_http_req_t *req)
         p = &http->paced[http->npaced++];
         p->fd = fd;
         p->refs = 0;
+        http->pslot[fd] = (uint32_t) http->npaced;
         watch_apply(http, fd);
     }
     p->refs++;
@@ -358,6 +371,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
     if ((size_t) s >= http->nwant) {
         size_t         n = http->nwant ? http->nwant : 64;
         unsigned char *w;
+        uint32_t      *ps;
 
         while (n <= (size_t) s) {
             n *= 2;
@@ -367,13 +381,18 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
         }
         memset(w + http->nwant, 0, n - http->nwant);
         http->want = w;
+        if ((ps = realloc(http->pslot, n * sizeof(*ps))) == NULL) {
+            return -1;
+        }
+        memset(ps + http->nwant, 0, (n - http->nwant) * sizeof(*ps));
+        http->pslot = ps;
         http->nwant = n;
     }
     http->want[s] = (unsigned char) ev;
     /* Gone (closed or back in the cache): its number may be reused by a
      * connection that must be watched normally. */
     if (what == CURL_POLL_REMOVE && (p = paced_find(http, s)) != NULL) {
-        *p = http->paced[--http->npaced];
+        paced_drop(http, p);
     }
     return watch_apply(http, s);
 }
@@ -670,6 +689,7 @@ ragq_http_free(ragq_http_t *http)
     free(http->paced);
     free(http->scratch);
     free(http->want);
+    free(http->pslot);
     free(http->http_proxy);
     free(http->https_proxy);
     free(http->no_proxy);
