@@ -142,15 +142,20 @@ parse_string(parser_t *ps, const char **out, size_t *outlen)
     size_t               o = 0;
     int                  esc = 0;
 
-    /* Find the end first: the unescaped text is never longer. */
-    while (q < ps->end && *q != '"') {
-        if (*q == '\\') {
-            esc = 1;
-            q++;
+    /*
+     * Find the end first: the unescaped text is never longer.  Most strings
+     * have no escape: their end is the first quote, found with memchr.
+     */
+    q = memchr(s, '"', (size_t) (ps->end - s));
+    if (q != NULL && memchr(s, '\\', (size_t) (q - s)) != NULL) {
+        for (q = s; q < ps->end && *q != '"'; q++) {
+            if (*q == '\\') {
+                esc = 1;
+                q++;
+            }
         }
-        q++;
     }
-    if (q >= ps->end) {
+    if (q == NULL || q >= ps->end) {
         return -1;
     }
     buf = arena_alloc(ps, (size_t) (q - s) + 1);

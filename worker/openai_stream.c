@@ -309,6 +309,17 @@ on_line(ragq_chat_stream_t *s, const char *l, size_t n)
     return 0;
 }
 
+/* Where the line starting at buf[i] ends: its first CR or LF, or n. */
+static size_t
+line_end(const char *buf, size_t i, size_t n)
+{
+    const char *lf = memchr(buf + i, '\n', n - i);
+    size_t      end = lf ? (size_t) (lf - buf) : n;
+    const char *cr = memchr(buf + i, '\r', end - i);
+
+    return cr ? (size_t) (cr - buf) : end;
+}
+
 static int
 feed_sse(ragq_chat_stream_t *s, const char *buf, size_t n)
 {
@@ -319,8 +330,7 @@ feed_sse(ragq_chat_stream_t *s, const char *buf, size_t n)
             i++; /* the LF of a CRLF whose CR ended the last call's line */
         }
         s->after_cr = 0;
-        for (j = i; j < n && buf[j] != '\n' && buf[j] != '\r'; j++) {
-        }
+        j = line_end(buf, i, n);
         if (j == n) {
             if (put(&s->line, &s->linelen, &s->linecap, buf + i, n - i) != 0) {
                 return fail(s, "internal_error", "out of memory", NULL);
