@@ -12,6 +12,13 @@
 #include "ngx_http_ragq_valkey.h"
 
 
+/*
+ * A job id is 32 lowercase hex characters: its queue entry's id (16) and
+ * this many of random bits in hex, which the entry holds as "r".
+ */
+#define NGX_HTTP_RAGQ_JOB_RANDOM (NGX_HTTP_RAGQ_JOB_ID_LEN - 16)
+
+
 void ngx_http_ragq_job_init_process(void);
 
 /* a new job, and the reply that says how it went */
