@@ -230,7 +230,7 @@ FUZZ_NGX_INC   = $(addprefix -I$(BUILD)/nginx-src/,src/core src/event \
                  src/event/modules src/os/unix objs src/http src/http/modules \
                  src/http/v2)
 FUZZ_MODULE_SRCS = $(addprefix ngx_http_ragq_,json.c request.c job.c job_new.c \
-                 enqueue.c status.c resp.c)
+                 enqueue.c enqueue_body.c status.c resp.c)
 FUZZ_COMMON    = fuzz/harness.c fuzz/ngx_stubs.c fuzz/oracle.c
 FUZZ_MODULE_OBJS = $(patsubst %.c,$(FUZZ_DIR)/m/%.o,$(notdir \
                  $(FUZZ_MODULE_SRCS) $(FUZZ_COMMON)))
