@@ -3,8 +3,9 @@
  * blocked in XREADGROUP, one pipelined for everything else) and the claim /
  * keep-alive / reclaim / final-state protocol of DEVELOPERS.md.  It owns
  * the job slots: a job is claimed only when a slot is free.  Implemented in
- * queue.c (connections, claiming, slots, start and stop) and queue_job.c
- * (one job's claim, final write or release).
+ * queue.c (connections, faults, start and stop), queue_claim.c (slots,
+ * XREADGROUP, reclaim, the group) and queue_job.c (one job's claim, final
+ * write or release).
  */
 
 #ifndef RAGQ_QUEUE_H

@@ -1,6 +1,7 @@
 /*
- * queue_int.h: what queue.c and queue_job.c share, and nobody else: the
- * queue's state and the calls between the two files.
+ * queue_int.h: what the queue's files (queue.c, queue_claim.c, queue_job.c,
+ * queue_keep.c, queue_out.c, queue_cancel.c) share, and nobody else: the
+ * queue's state and the calls between them.
  */
 
 #ifndef RAGQ_QUEUE_INT_H
@@ -76,11 +77,28 @@ struct ragq_queue_s {
     unsigned char  lost_since[2]; /* per connection: lost since ready */
 };
 
+/* how long XREADGROUP blocks on the claim connection */
+#define RAGQ_XREAD_BLOCK_MS 5000
+
+/* the paths a persistent error shuts (queue.c "faults") */
+#define GATE_CLAIM   1u /* XREADGROUP and the claim script */
+#define GATE_RECLAIM 2u /* XAUTOCLAIM and the XPENDING probe */
+
 /* queue.c */
+int  ragq_queue_gate_open(ragq_queue_t *q, unsigned gate);
 int  ragq_queue_send(ragq_queue_t *q, ragq_vconn_reply_cb cb, void *priv,
                      int argc, const char **argv, const size_t *lens);
-void ragq_queue_slot_freed(ragq_queue_t *q);
 void ragq_queue_check_drained(ragq_queue_t *q);
+
+/* queue_claim.c */
+void ragq_queue_slot_freed(ragq_queue_t *q);
+void ragq_queue_claim_more(ragq_queue_t *q);
+void ragq_queue_reclaim(void *data); /* the reclaim timer */
+void ragq_queue_reclaim_now(ragq_queue_t *q);
+void ragq_queue_keep_orphan(ragq_queue_t *q, const redisReply *e);
+void ragq_queue_orphans_free(ragq_queue_t *q);
+void ragq_queue_adopt_orphans(ragq_queue_t *q);
+void ragq_queue_create_group(ragq_queue_t *q);
 
 /* queue_job.c */
 void ragq_queue_take_entry(ragq_queue_t *q, redisReply *entry, int reclaimed);
