@@ -11,14 +11,13 @@
  * distinct auth header, and the proxy environment is read once at start
  * (curl would otherwise getenv() several variables on every transfer).
  *
- * Streamed answers are read on a 50 ms tick once they have been coming for
- * 50 ms ("paced reads", below and DEVELOPERS.md "Answer streams"), not per
+ * Streamed answers are read on a tick once they have been coming for 50 ms
+ * ("paced reads": http_pace.c and DEVELOPERS.md "Answer streams"), not per
  * token.
  */
 
-#include "http.h"
+#include "http_int.h"
 
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,122 +31,7 @@
  */
 #define RAGQ_HTTP_KEEP_BUF (16u * 1024)
 
-/* Distinct extra headers (auth per backend) whose lists are cached. */
-#define RAGQ_HTTP_HEADER_SETS 8
-
-struct ragq_http_req_s {
-    ragq_http_t      *http;
-    ragq_http_req_t  *prev, *next;
-    CURL             *easy;
-    char             *send; /* the request body, owned */
-    char             *body;
-    size_t            len, cap;
-    char             *retry_after, *retry_after_ms;
-    int               too_big;
-    size_t            max_answer; /* bytes of body accepted */
-    uint64_t          started;
-    long              timeout_ms;
-    ragq_http_cb      cb;
-    void             *data;
-    ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
-    void             *own;      /* its own header list (curl_slist), or NULL */
-    size_t            streamed; /* bytes handed to on_data */
-    curl_socket_t     paced;    /* its fd while read on the tick, or BAD */
-    uint64_t          first_body; /* when its streamed body began, or 0 */
-    curl_socket_t     sock;       /* the fd curl last watched for it */
-    char              errbuf[CURL_ERROR_SIZE];
-};
-
-/*
- * Paced reads (see DEVELOPERS.md "Answer streams"): once a streamed answer
- * has been arriving for 50 ms, its connection is no longer watched for
- * reading; the tick reads every paced connection once per pace
- * (RAGQ_STREAM_INTERVAL, 50 ms by default) instead.  A model sends one
- * small SSE event per token; waking up for each (epoll_wait, recv, curl,
- * parse) cost ~15 us a token, while the answer is only written to Valkey in
- * batches of the same interval anyway.  A read that finds nothing is one
- * recv returning EAGAIN.
- */
-#define RAGQ_HTTP_PACE_MS 50
-
-/*
- * How long a streamed body is read as it comes before it is paced, whatever
- * the pace: a short answer ends without a tick's wait, and a long pace does
- * not mean a long stretch of per-token reads at the start of every answer.
- */
-#define RAGQ_HTTP_PACE_HEAD_MS 50
-
-typedef struct {
-    curl_socket_t fd;
-    unsigned      refs; /* paced transfers on it (HTTP/2 shares one) */
-} ragq_http_paced_t;
-
-typedef struct {
-    char              *extra; /* the extra header line, NULL for none */
-    struct curl_slist *list;
-} ragq_http_headers_t;
-
-struct ragq_http_s {
-    ragq_loop_t        *loop;
-    CURLM              *multi;
-    CURLSH             *share;
-    ragq_timer_t        timer;
-    ragq_timer_t        tick; /* reads the paced fds */
-    ragq_http_paced_t  *paced;
-    size_t              npaced, paced_cap;
-    curl_socket_t      *scratch; /* the tick's copy of the paced fds */
-    unsigned char      *want;    /* per fd: RAGQ_IO_* curl last asked for */
-    uint32_t           *pslot;   /* per fd: 1 + its index in paced, or 0 */
-    size_t              nwant;
-    ragq_http_req_t    *reqs;
-    ragq_http_req_t    *idle; /* finished requests kept for reuse */
-    size_t              active;
-    long                connect_timeout_ms;
-    uint64_t            pace_ms; /* the tick's period */
-    ragq_http_headers_t hsets[RAGQ_HTTP_HEADER_SETS];
-    size_t              nhsets;
-    /* From the environment at start, as curl would read it per transfer. */
-    char *http_proxy, *https_proxy, *no_proxy;
-};
-
-static void check_done(ragq_http_t *http);
 static void on_io(int fd, unsigned events, void *data);
-static void pace_stop(ragq_http_req_t *req);
-
-/*
- * The tick falls on the clock's boundaries of the pace, as queue_out.c's
- * batches do, so what a tick reads goes out with the next boundary's
- * batches of all jobs at once.
- */
-static uint64_t
-pace_delay(const ragq_http_t *http)
-{
-    return ragq_ms_to_boundary(http->pace_ms);
-}
-
-/* By fd, not by search: with a thousand answers streaming, every socket
- * callback of a tick would otherwise walk the whole table. */
-static ragq_http_paced_t *
-paced_find(ragq_http_t *http, curl_socket_t fd)
-{
-    if ((size_t) fd >= http->nwant || http->pslot[fd] == 0) {
-        return NULL;
-    }
-    return &http->paced[http->pslot[fd] - 1];
-}
-
-/* Out of the table (the last entry takes its place); still watched as is. */
-static void
-paced_drop(ragq_http_t *http, ragq_http_paced_t *p)
-{
-    size_t i = (size_t) (p - http->paced);
-
-    http->pslot[p->fd] = 0;
-    if (i != --http->npaced) {
-        *p = http->paced[http->npaced];
-        http->pslot[p->fd] = (uint32_t) i + 1;
-    }
-}
 
 static unsigned
 want_of(const ragq_http_t *http, curl_socket_t fd)
@@ -156,12 +40,12 @@ want_of(const ragq_http_t *http, curl_socket_t fd)
 }
 
 /* Watches fd as curl asked, less reading while it is paced. */
-static int
-watch_apply(ragq_http_t *http, curl_socket_t fd)
+int
+ragq_http_watch(ragq_http_t *http, curl_socket_t fd)
 {
     unsigned ev = want_of(http, fd);
 
-    if (paced_find(http, fd) != NULL) {
+    if (ragq_http_paced_find(http, fd) != NULL) {
         ev &= ~(unsigned) RAGQ_IO_READ;
     }
     if (ragq_loop_io(http->loop, fd, ev, on_io, http) < 0 && ev != 0) {
@@ -169,96 +53,6 @@ watch_apply(ragq_http_t *http, curl_socket_t fd)
         return -1;
     }
     return 0;
-}
-
-static void
-paced_remove(ragq_http_t *http, ragq_http_paced_t *p)
-{
-    curl_socket_t fd = p->fd;
-
-    paced_drop(http, p);
-    watch_apply(http, fd);
-}
-
-static void
-on_tick(void *data)
-{
-    ragq_http_t *http = data;
-    size_t       i, n = http->npaced;
-    int          running;
-
-    /* A copy: curl's callbacks may unpace fds while we read. */
-    for (i = 0; i < n; i++) {
-        http->scratch[i] = http->paced[i].fd;
-    }
-    for (i = 0; i < n; i++) {
-        curl_multi_socket_action(http->multi, http->scratch[i], CURL_CSELECT_IN,
-                                 &running);
-    }
-    check_done(http);
-    if (http->npaced > 0 && !ragq_timer_active(&http->tick)) {
-        ragq_timer_start(http->loop, &http->tick, pace_delay(http));
-    }
-}
-
-/* From the write callback, after the first streamed body bytes. */
-static void
-pace_start(ragq_http_req_t *req)
-{
-    ragq_http_t       *http = req->http;
-    curl_socket_t      fd = CURL_SOCKET_BAD;
-    ragq_http_paced_t *p;
-
-    /* Not CURLINFO_ACTIVESOCKET: curl 7.88 answers it only once the
-     * transfer is done; the socket callback names the transfer's fd. */
-    fd = req->sock;
-    if (fd == CURL_SOCKET_BAD || (size_t) fd >= http->nwant) {
-        return; /* stays watched: every byte still arrives */
-    }
-    if ((p = paced_find(http, fd)) == NULL) {
-        if (http->npaced == http->paced_cap) {
-            size_t             cap = http->paced_cap ? http->paced_cap * 2 : 16;
-            ragq_http_paced_t *np = realloc(http->paced, cap * sizeof(*np));
-            curl_socket_t     *ns;
-
-            if (np == NULL) {
-                return;
-            }
-            http->paced = np;
-            ns = realloc(http->scratch, cap * sizeof(*ns));
-            if (ns == NULL) {
-                return;
-            }
-            http->scratch = ns;
-            http->paced_cap = cap;
-        }
-        p = &http->paced[http->npaced++];
-        p->fd = fd;
-        p->refs = 0;
-        http->pslot[fd] = (uint32_t) http->npaced;
-        watch_apply(http, fd);
-    }
-    p->refs++;
-    req->paced = fd;
-    if (!ragq_timer_active(&http->tick)) {
-        ragq_timer_start(http->loop, &http->tick, pace_delay(http));
-    }
-}
-
-/* The transfer ended (done, cancelled, failed): watch as curl asked. */
-static void
-pace_stop(ragq_http_req_t *req)
-{
-    ragq_http_paced_t *p;
-
-    if (req->paced == CURL_SOCKET_BAD) {
-        return;
-    }
-    p = paced_find(req->http, req->paced);
-    req->paced = CURL_SOCKET_BAD;
-    if (p != NULL && --p->refs == 0) {
-        paced_remove(req->http, p);
-    }
 }
 
 static void
@@ -290,7 +84,7 @@ req_release(ragq_http_req_t *req)
         req->next->prev = req->prev;
     }
     http->active--;
-    pace_stop(req);
+    ragq_http_pace_stop(req);
     curl_multi_remove_handle(http->multi, req->easy);
     free(req->send);
     free(req->retry_after);
@@ -331,7 +125,7 @@ on_io(int fd, unsigned events, void *data)
         flags |= CURL_CSELECT_OUT;
     }
     curl_multi_socket_action(http->multi, fd, flags, &running);
-    check_done(http);
+    ragq_http_check_done(http);
 }
 
 static void
@@ -341,7 +135,7 @@ on_timer(void *data)
     int          running;
 
     curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(http);
+    ragq_http_check_done(http);
 }
 
 static int
@@ -391,10 +185,11 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
     http->want[s] = (unsigned char) ev;
     /* Gone (closed or back in the cache): its number may be reused by a
      * connection that must be watched normally. */
-    if (what == CURL_POLL_REMOVE && (p = paced_find(http, s)) != NULL) {
-        paced_drop(http, p);
+    if (what == CURL_POLL_REMOVE &&
+        (p = ragq_http_paced_find(http, s)) != NULL) {
+        ragq_http_paced_drop(http, p);
     }
-    return watch_apply(http, s);
+    return ragq_http_watch(http, s);
 }
 
 static int
@@ -442,7 +237,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
             if (req->first_body == 0) {
                 req->first_body = now;
             } else if (now - req->first_body >= RAGQ_HTTP_PACE_HEAD_MS) {
-                pace_start(req);
+                ragq_http_pace_start(req);
             }
         }
         return n;
@@ -526,8 +321,8 @@ header_cb(char *line, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-static void
-check_done(ragq_http_t *http)
+void
+ragq_http_check_done(ragq_http_t *http)
 {
     CURLMsg *msg;
     int      left;
@@ -607,13 +402,6 @@ read_proxy_env(ragq_http_t *http)
     free(all);
 }
 
-void
-ragq_http_set_pace(ragq_http_t *http, long ms)
-{
-    if (ms > 0) {
-        http->pace_ms = (uint64_t) ms;
-    }
-}
 
 ragq_http_t *
 ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
@@ -636,7 +424,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     http->pace_ms = RAGQ_HTTP_PACE_MS;
     read_proxy_env(http);
     ragq_timer_init(&http->timer, on_timer, http);
-    ragq_timer_init(&http->tick, on_tick, http);
+    ragq_timer_init(&http->tick, ragq_http_pace_tick, http);
     http->multi = curl_multi_init();
     http->share = curl_share_init();
     if (http->multi == NULL || http->share == NULL) {

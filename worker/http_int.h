@@ -1,0 +1,103 @@
+/*
+ * http_int.h: what http.c (libcurl multi on the worker's loop) and
+ * http_pace.c (the paced reads of streamed answers) share, and nobody else:
+ * a request's and the client's state, and the calls between the two files.
+ */
+
+#ifndef RAGQ_HTTP_INT_H
+#define RAGQ_HTTP_INT_H
+
+#include "http.h"
+
+#include <curl/curl.h>
+
+/* Distinct extra headers (auth per backend) whose lists are cached. */
+#define RAGQ_HTTP_HEADER_SETS 8
+
+struct ragq_http_req_s {
+    ragq_http_t      *http;
+    ragq_http_req_t  *prev, *next;
+    CURL             *easy;
+    char             *send; /* the request body, owned */
+    char             *body;
+    size_t            len, cap;
+    char             *retry_after, *retry_after_ms;
+    int               too_big;
+    size_t            max_answer; /* bytes of body accepted */
+    uint64_t          started;
+    long              timeout_ms;
+    ragq_http_cb      cb;
+    void             *data;
+    ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
+    void             *own;      /* its own header list (curl_slist), or NULL */
+    size_t            streamed; /* bytes handed to on_data */
+    curl_socket_t     paced;    /* its fd while read on the tick, or BAD */
+    uint64_t          first_body; /* when its streamed body began, or 0 */
+    curl_socket_t     sock;       /* the fd curl last watched for it */
+    char              errbuf[CURL_ERROR_SIZE];
+};
+
+/*
+ * Paced reads (see DEVELOPERS.md "Answer streams"): once a streamed answer
+ * has been arriving for 50 ms, its connection is no longer watched for
+ * reading; the tick reads every paced connection once per pace
+ * (RAGQ_STREAM_INTERVAL, 50 ms by default) instead.  A model sends one
+ * small SSE event per token; waking up for each (epoll_wait, recv, curl,
+ * parse) cost ~15 us a token, while the answer is only written to Valkey in
+ * batches of the same interval anyway.  A read that finds nothing is one
+ * recv returning EAGAIN.
+ */
+#define RAGQ_HTTP_PACE_MS 50
+
+/*
+ * How long a streamed body is read as it comes before it is paced, whatever
+ * the pace: a short answer ends without a tick's wait, and a long pace does
+ * not mean a long stretch of per-token reads at the start of every answer.
+ */
+#define RAGQ_HTTP_PACE_HEAD_MS 50
+
+typedef struct {
+    curl_socket_t fd;
+    unsigned      refs; /* paced transfers on it (HTTP/2 shares one) */
+} ragq_http_paced_t;
+
+typedef struct {
+    char              *extra; /* the extra header line, NULL for none */
+    struct curl_slist *list;
+} ragq_http_headers_t;
+
+struct ragq_http_s {
+    ragq_loop_t        *loop;
+    CURLM              *multi;
+    CURLSH             *share;
+    ragq_timer_t        timer;
+    ragq_timer_t        tick; /* reads the paced fds */
+    ragq_http_paced_t  *paced;
+    size_t              npaced, paced_cap;
+    curl_socket_t      *scratch; /* the tick's copy of the paced fds */
+    unsigned char      *want;    /* per fd: RAGQ_IO_* curl last asked for */
+    uint32_t           *pslot;   /* per fd: 1 + its index in paced, or 0 */
+    size_t              nwant;
+    ragq_http_req_t    *reqs;
+    ragq_http_req_t    *idle; /* finished requests kept for reuse */
+    size_t              active;
+    long                connect_timeout_ms;
+    uint64_t            pace_ms; /* the tick's period */
+    ragq_http_headers_t hsets[RAGQ_HTTP_HEADER_SETS];
+    size_t              nhsets;
+    /* From the environment at start, as curl would read it per transfer. */
+    char *http_proxy, *https_proxy, *no_proxy;
+};
+
+/* http.c */
+int  ragq_http_watch(ragq_http_t *http, curl_socket_t fd);
+void ragq_http_check_done(ragq_http_t *http);
+
+/* http_pace.c */
+ragq_http_paced_t *ragq_http_paced_find(ragq_http_t *http, curl_socket_t fd);
+void ragq_http_paced_drop(ragq_http_t *http, ragq_http_paced_t *p);
+void ragq_http_pace_tick(void *data);
+void ragq_http_pace_start(ragq_http_req_t *req);
+void ragq_http_pace_stop(ragq_http_req_t *req);
+
+#endif
