@@ -79,12 +79,11 @@ void
 ragq_http_pace_start(ragq_http_req_t *req)
 {
     ragq_http_t       *http = req->http;
-    curl_socket_t      fd = CURL_SOCKET_BAD;
+    curl_socket_t      fd = req->sock;
     ragq_http_paced_t *p;
 
-    /* Not CURLINFO_ACTIVESOCKET: curl 7.88 answers it only once the
-     * transfer is done; the socket callback names the transfer's fd. */
-    fd = req->sock;
+    /* req->sock, not CURLINFO_ACTIVESOCKET: curl 7.88 answers that only
+     * once the transfer is done; the socket callback names the fd. */
     if (fd == CURL_SOCKET_BAD || (size_t) fd >= http->nwant) {
         return; /* stays watched: every byte still arrives */
     }

@@ -137,7 +137,7 @@ hex4(const unsigned char *p, unsigned *out)
 static int
 parse_string(parser_t *ps, const char **out, size_t *outlen)
 {
-    const unsigned char *s = ps->p + 1, *q = s;
+    const unsigned char *s = ps->p + 1, *q;
     char                *buf;
     size_t               o = 0;
     int                  esc = 0;

@@ -102,7 +102,10 @@ Test::More::ok($ok, '20 answers of 202 in a row after the SIGKILL');
 my $new = $main::HA->wait_failover($main::Set, 30);
 # the request below waits for 1 replica: the other one must have resynced
 $main::HA->wait_replicated($new, 1, 30);
-my ($first, @waited) = Ragq::Chat::until_confirmed(30, query => 'once+replicated');
+# "state=online" does not yet mean the replica acknowledges WAIT (one being
+# re-pointed by the sentinels, or loading a resync, does not): until a 202
+my @waited;
+my $first = Ragq::Chat::until_202(30, query => 'once+replicated', seen => \@waited);
 Test::More::ok($first, 'a write confirmed by a replica of the new primary')
     or Test::More::diag("meanwhile: @waited");
 push @main::Ids, $first->{job_id} if $first;

@@ -1,7 +1,7 @@
 # Paced reads of a streamed chat answer (DEVELOPERS.md "Answer streams"):
-# after its first body bytes the connection is read on the worker's 50 ms
-# tick (RAGQ_STREAM_INTERVAL) instead of per event.  A long answer at 2 ms a token loses and
-# reorders nothing (the entries' pieces = result, ids in order) and the
+# after its first body bytes the connection is read on the worker's tick
+# (RAGQ_STREAM_INTERVAL, 50 ms by default) instead of per event.  A long
+# answer at 2 ms a token loses and reorders nothing (the entries' pieces = result, ids in order) and the
 # job still ends; a cancel still closes a paced stream (the stand-in sees
 # the client leave) and acks the entry.  A longer RAGQ_STREAM_INTERVAL
 # writes the same answer in fewer batches.

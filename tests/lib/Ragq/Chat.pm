@@ -79,34 +79,17 @@ sub wait_for {
 sub post_chat { request('POST', "/chat?query=" . ($_[0] // 'q'), @_[1 .. $#_]) }
 
 # Polls POST /chat until it answers 202 (or $secs pass); the 202 or undef.
+# $o{seen} (an array ref) collects the other answers' "status code" lines.
 sub until_202 {
     my ($secs, %o) = @_;
     my $deadline = time + ($secs // 30);
     while (time < $deadline) {
         my $r = post_chat($o{query} // 'poll', %o);
         return $r if $r->{status} == 202;
+        push @{ $o{seen} }, "$r->{status} " . ($r->{code} // '-') if $o{seen};
         sleep 0.05;
     }
     return undef;
-}
-
-# After a fail-over, until a write is confirmed by the replicas again:
-# "state=online" in the new primary's INFO does not yet mean that the
-# replica acknowledges (one being re-pointed by the sentinels, or loading
-# a resync, does not), so a request with ragq_valkey_replicas may still
-# hear 503 valkey_not_replicated.  Polls POST /chat until a 202 (or $secs
-# pass); returns (the 202 or undef, the other answers' "status code" lines).
-sub until_confirmed {
-    my ($secs, %o) = @_;
-    my $deadline = time + ($secs // 30);
-    my @other;
-    while (time < $deadline) {
-        my $r = post_chat($o{query} // 'poll', %o);
-        return ($r, @other) if $r->{status} == 202;
-        push @other, "$r->{status} " . ($r->{code} // '-');
-        sleep 0.05;
-    }
-    return (undef, @other);
 }
 
 # Steady POST /chat load (one request at a time, 20 ms apart): after
