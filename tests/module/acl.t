@@ -6,7 +6,9 @@
 # command's error, not EXECABORT); a wrong password: valkey_denied, logged
 # once at error however many times the reconnects try; a user without ROLE
 # is served with one warning; POST /job-cancel (its script's HSET, PEXPIRE,
-# PUBLISH) works with the same ACL.
+# PUBLISH), GET /job-stream (MULTI/EXEC, SUBSCRIBE and UNSUBSCRIBE of the
+# job's acl:out:ID) and ragq_metrics (its script's XPENDING, ZRANGE) work
+# with the same ACL.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
 use Ragq::Valkey ();
@@ -14,7 +16,7 @@ use Ragq::Valkey ();
 # README "Production Valkey": the module's ACL, for prefix "acl"
 our $Acl = 'on >s3cret ~acl:* &acl:* -@all +role +ping'
   . ' +xadd +xlen +xrange +xdel +hgetall +eval +get +set +type +hmget +subscribe +wait'
-  . ' +xpending +zrange +hset +pexpire +publish';
+  . ' +xpending +zrange +hset +pexpire +publish +multi +exec +unsubscribe';
 (our $NoXadd = $Acl) =~ s/ \+xadd//;
 (our $NoRole = $Acl) =~ s/ \+role//;
 
@@ -66,11 +68,13 @@ EOF
 location = /chat { ragq_prefix acl; ragq_enqueue; }
 location = /job-status { ragq_prefix acl; ragq_status; }
 location = /job-cancel { ragq_prefix acl; ragq_cancel; }
+location = /job-stream { ragq_prefix acl; ragq_stream; }
+location = /metrics { ragq_prefix acl; ragq_metrics; }
 location = /other { ragq_prefix other; ragq_enqueue; }
 EOF
 });
 
-plan tests => 46;
+plan tests => 54;
 run_tests();
 
 waitpid($main::Child, 0) if $main::Child;
@@ -130,6 +134,35 @@ $main::V->cli('HSET', "acl:job:0000000000000000000000000000ac1b", 'status', 'que
 POST /job-cancel?job_id=0000000000000000000000000000ac1b
 --- error_code: 200
 --- response_body_like: "status":"canceled"
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 3c: ... GET /job-stream of a finished job (SUBSCRIBE to its acl:out:ID, MULTI / HGETALL / XRANGE / EXEC, UNSUBSCRIBE at the end)
+--- init
+my $id = '0000000000000000000000000000ac1c';
+$main::V->cli('DEL', "acl:job:$id", "acl:out:$id");
+$main::V->cli('HSET', "acl:job:$id", 'status', 'finished', 'query', 'q', 'tenant', '',
+    'attempts', '1', 'result', 'streamed as acl');
+$main::V->cli('XADD', "acl:out:$id", '0-1', 't', 'streamed ', 'a', '1');
+$main::V->cli('XADD', "acl:out:$id", '0-2', 't', 'as acl', 'a', '1');
+--- request
+GET /job-stream?job_id=0000000000000000000000000000ac1c
+--- error_code: 200
+--- response_body_like: (?s)event: token\nid: 1\ndata: \{"text":"streamed "\}.*event: token\nid: 2\ndata: \{"text":"as acl"\}.*event: done\ndata: \{[^\n]*"status":"finished"
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 3d: ... GET /metrics (the metrics script: XLEN, XPENDING, ZRANGE): the Valkey side is read
+--- request
+GET /metrics
+--- error_code: 200
+--- response_body_like: (?m)^ragq_valkey_up 1$
 --- no_error_log
 [error]
 [alert]
