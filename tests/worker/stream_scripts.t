@@ -68,6 +68,9 @@ for (1 .. 100) {
 
 # Not running: nothing written.
 is(append(1, 'w1', 1, 'x'), -2, 'no job hash: -2');
+Ragq::Valkey::cmd('SET', $JOB, 'started');
+is(append(1, 'w1', 1, 'x'), -2, 'job key of another type: -2, not an error');
+Ragq::Valkey::cmd('DEL', $JOB);
 Ragq::Valkey::cmd('HSET', $JOB, 'status', 'queued', 'attempts', 1, 'owner', 'w1');
 is(append(1, 'w1', 1, 'x'), -2, 'queued (released) job: -2');
 is(Ragq::Valkey::cmd('EXISTS', $OUT), 0, 'no stream written');

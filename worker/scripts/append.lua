@@ -34,40 +34,32 @@
 --   -2      the job is not running (gone, not a hash, not 'started'):
 --           nothing written
 -- An error reply (OOM, P:out:ID of another type) wrote nothing.
-local function kind(k) return redis.call('TYPE', k)['ok'] end
-
-if kind(KEYS[1]) ~= 'hash' then
-  return -2
-end
-local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'owner')
-if h[1] ~= 'started' then
+-- The entries are 0-1 .. 0-N with nothing ever deleted (the stream only
+-- expires whole), so XLEN is the last seq: O(1), where reading the last
+-- entry back cost Valkey about as much as the rest of the script.
+local h = redis.pcall('HMGET', KEYS[1], 'status', 'attempts', 'owner')
+if h.err or h[1] ~= 'started' then
   return -2
 end
 if h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then
   return -1
 end
-local ot = kind(KEYS[2])
-if ot ~= 'none' and ot ~= 'stream' then
+local seq = redis.pcall('XLEN', KEYS[2])
+if type(seq) ~= 'number' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' must be a stream')
 end
 
-local seq, last_is_reset = 0, true
-if ot == 'stream' then
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    seq = tonumber(string.match(last[1][1], '^0%-(%d+)$') or '0')
-    last_is_reset = false
-    for i = 1, #last[1][2], 2 do
-      if last[1][2][i] == 'reset' then last_is_reset = true end
-    end
-  end
-end
-
 local msg = {}
-if ARGV[3] == '1' and not last_is_reset then
-  seq = seq + 1
-  redis.call('XADD', KEYS[2], '0-' .. seq, 'reset', ARGV[1], 'a', ARGV[1])
-  msg[#msg + 1] = seq .. ':r:' .. #ARGV[1] .. ':' .. ARGV[1]
+if ARGV[3] == '1' and seq > 0 then
+  local last, last_is_reset = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1), false
+  for i = 1, #last[1][2], 2 do
+    if last[1][2][i] == 'reset' then last_is_reset = true end
+  end
+  if not last_is_reset then
+    seq = seq + 1
+    redis.call('XADD', KEYS[2], '0-' .. seq, 'reset', ARGV[1], 'a', ARGV[1])
+    msg[#msg + 1] = seq .. ':r:' .. #ARGV[1] .. ':' .. ARGV[1]
+  end
 end
 for i = 4, #ARGV do
   seq = seq + 1
