@@ -168,6 +168,29 @@ like($r, qr/max_attempts/, 'claimed more than RAGQ_MAX_ATTEMPTS times: failed at
 $pttl = Ragq::Valkey::cmd('PTTL', $OUT);
 ok($pttl > 0 && $pttl <= 60000, "the output stream expires with the job ($pttl ms)");
 
+# ---- an ACL without XLEN (the worker's ACL of 0.5.0): the last seq read
+# back from the last entry instead, the same stream
+my $U = "old-acl-$$";
+Ragq::Valkey::cmd('ACL', 'SETUSER', $U, 'on', '>pw', '~*', '&*', '-@all',
+                  '+eval', '+hmget', '+xrevrange', '+xadd', '+publish');
+sub append_as_old {
+    my ($token, $owner, $new_try, @pieces) = @_;
+    return Ragq::Valkey::cmd('--user', $U, '--pass', 'pw', '--no-auth-warning', '--eval',
+        "$DIR/append.lua", $JOB, $OUT, ',', $token, $owner, $new_try, @pieces);
+}
+fresh();
+is(append_as_old(3, 'w3', 1, 'Hello '), 1, 'no XLEN allowed: first batch');
+is(append_as_old(3, 'w3', 0, 'world'), 2, 'no XLEN allowed: second batch');
+is(append_as_old(3, 'w3', 1, 'again'), 4, 'no XLEN allowed: a new try, reset + piece');
+is(append(3, 'w3', 0, '!'), 5, 'and with XLEN again: the next seq');
+is_deeply(entries(), [[1, 't', 'Hello ', 'a', 3], [2, 't', 'world', 'a', 3],
+                      [3, 'reset', 3, 'a', 3], [4, 't', 'again', 'a', 3], [5, 't', '!', 'a', 3]],
+          'the stream is the same either way');
+next_message() for 1 .. 2;
+is(next_message(), '3:r:1:34:t:5:again', 'published as with XLEN');
+next_message();
+Ragq::Valkey::cmd('ACL', 'DELUSER', $U);
+
 kill 'TERM', $sub_pid;
 close $sub;
 Ragq::Valkey::cmd('DEL', $JOB, $OUT, $DEAD);

@@ -36,9 +36,23 @@
 -- An error reply (OOM, P:out:ID of another type) wrote nothing.
 -- The entries are 0-1 .. 0-N with nothing ever deleted (the stream only
 -- expires whole), so XLEN is the last seq: O(1), where reading the last
--- entry back cost Valkey about as much as the rest of the script.
+-- entry back costs Valkey about as much as the rest of the script.  An ACL
+-- without XLEN (the worker's ACL of 0.5.0) gets the read-back instead.
+local function last_entry()
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  return last[1]
+end
+
+-- Errors but WRONGTYPE (a key of another kind) go back as they are.
+local function wrongtype(r)
+  if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then
+    error(r)
+  end
+  return true
+end
+
 local h = redis.pcall('HMGET', KEYS[1], 'status', 'attempts', 'owner')
-if h.err or h[1] ~= 'started' then
+if h.err and wrongtype(h) or h[1] ~= 'started' then
   return -2
 end
 if h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then
@@ -46,14 +60,18 @@ if h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then
 end
 local seq = redis.pcall('XLEN', KEYS[2])
 if type(seq) ~= 'number' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' must be a stream')
+  if string.sub(seq.err, 1, 9) == 'WRONGTYPE' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' must be a stream')
+  end
+  local last = last_entry()
+  seq = last and tonumber(string.match(last[1], '^0%-(%d+)$') or '0') or 0
 end
 
 local msg = {}
 if ARGV[3] == '1' and seq > 0 then
-  local last, last_is_reset = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1), false
-  for i = 1, #last[1][2], 2 do
-    if last[1][2][i] == 'reset' then last_is_reset = true end
+  local last, last_is_reset = last_entry(), false
+  for i = 1, #last[2], 2 do
+    if last[2][i] == 'reset' then last_is_reset = true end
   end
   if not last_is_reset then
     seq = seq + 1
