@@ -1,6 +1,6 @@
 /*
  * ragq: ragq_valkey_replicas N, on the writes connection. A new job's
- * reply (EXEC, or the idempotency script's) is held until a WAIT sent
+ * reply (its XADD's, or the idempotency script's) is held until a WAIT sent
  * after it says how many replicas acknowledged the writes so far: with at
  * least the cell's N the job is answered 202, else the request gets a
  * NOTREPLICATED error (503 valkey_not_replicated: the job may exist). One

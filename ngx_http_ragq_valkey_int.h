@@ -1,7 +1,8 @@
 /*
  * ragq: inside the Valkey connections, shared by ngx_http_ragq_valkey.c
- * (lifecycle, commands) and ngx_http_ragq_replicas.c (WAIT on the writes
- * connection); nothing else includes this.
+ * (lifecycle), ngx_http_ragq_command.c (commands in, replies out) and
+ * ngx_http_ragq_replicas.c (WAIT on the writes connection); nothing else
+ * includes this.
  */
 
 #ifndef _NGX_HTTP_RAGQ_VALKEY_INT_H_INCLUDED_
