@@ -43,33 +43,35 @@ local function last_entry()
   return last[1]
 end
 
--- Errors but WRONGTYPE (a key of another kind) go back as they are.
-local function wrongtype(r)
-  if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then
-    error(r)
-  end
-  return true
+local function is_wrongtype(r)
+  return string.sub(r.err, 1, 9) == 'WRONGTYPE'
 end
 
+-- Errors other than WRONGTYPE (a key of another kind) go back as they are.
 local h = redis.pcall('HMGET', KEYS[1], 'status', 'attempts', 'owner')
-if h.err and wrongtype(h) or h[1] ~= 'started' then
+if h.err and not is_wrongtype(h) then
+  return h
+end
+if h.err or h[1] ~= 'started' then
   return -2
 end
 if h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then
   return -1
 end
+local last -- the stream's last entry, read only when needed
 local seq = redis.pcall('XLEN', KEYS[2])
 if type(seq) ~= 'number' then
-  if string.sub(seq.err, 1, 9) == 'WRONGTYPE' then
+  if is_wrongtype(seq) then
     return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' must be a stream')
   end
-  local last = last_entry()
+  last = last_entry()
   seq = last and tonumber(string.match(last[1], '^0%-(%d+)$') or '0') or 0
 end
 
 local msg = {}
 if ARGV[3] == '1' and seq > 0 then
-  local last, last_is_reset = last_entry(), false
+  local last_is_reset = false
+  last = last or last_entry()
   for i = 1, #last[2], 2 do
     if last[2][i] == 'reset' then last_is_reset = true end
   end
