@@ -6,6 +6,7 @@
 use strict;
 use warnings;
 use Test::More;
+use Time::HiRes qw(time);
 use Ragq::ValkeyHA;
 
 my $ha = Ragq::ValkeyHA->new;
@@ -97,9 +98,14 @@ for my $tls (0, 1) {
     is($new->role, 'master', 'the new primary is a master');
     is($ha->master_addr($set), $new->addr, 'sentinels agree');
     is($new->cli('GET', 'before'), 'kill', 'replicated data survived');
+    # from here a stall must not start a second fail-over (set_down_after)
+    $ha->set_down_after($set, 10000);
+    my $t0 = time;
     $old->start;
     $old->wait_role('slave', 90);
     pass('the old primary comes back as a replica');
+    diag(sprintf('tls=%d: the sentinels made the old primary a replica %.1f s after it started again',
+                 $tls, time - $t0));
 }
 
 done_testing();

@@ -84,10 +84,16 @@ diag(sprintf('fail-over: the sentinels switched %.1f s after SIGKILL; all 11 job
              $t_failover, $t_done));
 
 # The old primary comes back as a replica: nothing changes for the worker.
+# The sentinels make it a replica once they see it up again (2 s with
+# @Ragq::ValkeyHA::SENTINEL_DEBUG's timings; under ASan and load it took over
+# 30 s once in CI).  Meanwhile a stall of the machine must not look like the
+# new primary failing: see set_down_after.
+$ha->set_down_after($set, 10000);
+my $t_restart = time;
 $old->start;
-# the sentinels make it a replica once they see it up again: under ASan and
-# load that took over 30 s once in CI
 $old->wait_role('slave', 90);
+diag(sprintf('the sentinels made the old primary a replica %.1f s after it started again',
+             time - $t_restart));
 $id = Ragq::Worker::enqueue(prefix => $P);
 is(Ragq::Worker::wait_final($P, [$id], 20), 1, 'a job after the old primary came back as a replica');
 is($w->stop, 0, 'exit 0');

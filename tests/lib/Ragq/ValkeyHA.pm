@@ -89,10 +89,18 @@
 #       on every sentinel until all name another port than the primary's of
 #       the set, and that server says ROLE master; updates $set->{primary} /
 #       {replicas} and returns the new primary.  Dies on timeout.
+#   $ha->set_down_after($set, $ms)  SENTINEL SET ... down-after-milliseconds
+#       on every sentinel of the set (before restarting an old primary: a
+#       stall must not start a second fail-over, back to it)
 #   $ha->wait_replicated($server, $n, $secs)  polls INFO replication of
 #       $server until $n replicas are online (after a fail-over the
 #       sentinels re-point the others, which then resync).  Dies on timeout.
-#   Sentinel objects: port, cli(@args), kill, start, log, alive, pid.
+#   Sentinel objects: port, cli(@args), kill, start, log, alive, pid.  Every
+#       sentinel runs with @SENTINEL_DEBUG's shorter timings (set again when
+#       it is started again).
+#   $ha->sentinel_events($n)  the last $n (default 20) +/- events each
+#       sentinel logged; wait_failover, wait_replicated, ha_set and a
+#       server's wait_role add them to their error when they time out.
 #
 # Everything started is killed (SIGKILL, by pid) on DESTROY of $ha and at
 # END (in the process that made $ha, not in forked children); the temp dir
@@ -120,6 +128,15 @@ our @BACKGROUND = qw(info ping publish subscribe replconf psync sync
   client|setname client|kill client|list config|set config|rewrite
   config|get role cluster|info command command|docs hello acl|setuser
   acl|save acl|whoami slaveof replicaof exec multi select auth);
+
+# Sentinel's timings (SENTINEL DEBUG), shortened for tests.  By default a
+# sentinel turns a restarted old primary into a replica only once it has
+# reported itself a master for 8 s (4 hello periods), on an INFO sent every
+# 10 s.  Here INFO goes every second and hellos every 0.5 s: 2 s instead of
+# 8-18 s.  TILT keeps its defaults: a sentinel whose timer ran 2 s late
+# must not act on what it saw before (it would take the stall for servers
+# that stopped answering).
+our @SENTINEL_DEBUG = qw(info-period 1000 publish-period 500);
 
 sub new {
     my ($class, %o) = @_;
@@ -292,15 +309,31 @@ sub _reap {
     return 0;
 }
 
+# $explain (optional): a sub whose text is added to the error on timeout.
 sub _wait_for {
-    my ($what, $cond, $secs) = @_;
+    my ($what, $cond, $secs, $explain) = @_;
     my $deadline = time + ($secs // 15);
     while (time < $deadline) {
         my $v = $cond->();
         return $v if $v;
         sleep 0.05;
     }
-    croak "Ragq::ValkeyHA: timed out waiting for $what";
+    my $more = $explain ? "\n" . $explain->() : '';
+    croak "Ragq::ValkeyHA: timed out waiting for $what$more";
+}
+
+# What every sentinel logged last (its +/- events, TILT among them): the
+# explanation of a fail-over or a reconfiguration that did not come.
+sub sentinel_events {
+    my ($self, $lines) = @_;
+    my $out = '';
+    for my $t (grep { $_->{sentinel} } @{ $self->{procs} }) {
+        my @ev = grep { /[#*] [+-][a-z]/ } split /\n/, $t->log;
+        splice @ev, 0, @ev - ($lines // 20) if @ev > ($lines // 20);
+        $out .= "$t->{name} (" . ($t->alive ? 'running' : 'not running') . "):\n"
+          . join('', map { "  $_\n" } @ev);
+    }
+    return $out;
 }
 
 # ---- servers -------------------------------------------------------------
@@ -399,7 +432,7 @@ sub ha_set {
               && ($m{'num-slaves'} // -1) >= $nrep;
         }
         return 1;
-    }, 30);
+    }, 30, sub { $self->sentinel_events });
     return $set;
 }
 
@@ -445,10 +478,25 @@ sub wait_failover {
         my $s = $by_port{$p} or return 0;
         return 0 unless $s->alive && ($s->try_role // '') eq 'master';
         return $s;
-    }, $secs // 30);
+    }, $secs // 30, sub { $self->sentinel_events });
     $set->{replicas} = [ grep { $_ != $new } @{ $set->{servers} } ];
     $set->{primary} = $new;
     return $new;
+}
+
+# SENTINEL SET down-after-milliseconds on every running sentinel of the set.
+# A test whose point is what follows a fail-over (the old primary coming
+# back) raises it, so that a stall of the loaded machine longer than the
+# 1 s default is not taken for the new primary failing: that starts a second
+# fail-over, to the old primary if it is back, which then never becomes a
+# replica (reproduced by pausing the new primary for 1.5 s; one explanation
+# of CI's "timed out waiting for redis5 to be slave", whose sentinel logs
+# were not kept).
+sub set_down_after {
+    my ($self, $set, $ms) = @_;
+    $_->cli('SENTINEL', 'SET', $set->{name}, 'down-after-milliseconds', $ms)
+      for grep { $_->alive } @{ $set->{sentinels} };
+    return 1;
 }
 
 sub wait_replicated {
@@ -458,7 +506,7 @@ sub wait_replicated {
         return 0 if $rc;
         my $online = () = $out =~ /^slave\d+:.*state=online/mg;
         return $online >= $n;
-    }, $secs // 30);
+    }, $secs // 30, sub { $self->sentinel_events });
 }
 
 sub DESTROY {
@@ -559,7 +607,11 @@ sub _start_once {
             return 0;
         }
         my ($out, $rc) = $self->try_cli('PING');
-        return 1 if $rc == 0 && $out =~ /PONG/;
+        if ($rc == 0 && $out =~ /PONG/) {
+            $self->cli('SENTINEL', 'DEBUG', @Ragq::ValkeyHA::SENTINEL_DEBUG)
+              if $self->{sentinel};
+            return 1;
+        }
         sleep 0.05;
     }
     return 0;
@@ -709,7 +761,9 @@ sub role {
 sub wait_role {
     my ($self, $role, $secs) = @_;
     return Ragq::ValkeyHA::_wait_for("$self->{name} to be $role",
-        sub { ($self->try_role // '') eq $role }, $secs);
+        sub { ($self->try_role // '') eq $role }, $secs,
+        sub { "its role: " . ($self->try_role // 'no answer') . "\n"
+              . $self->{ha}->sentinel_events });
 }
 
 sub _info {
