@@ -84,10 +84,9 @@ diag(sprintf('fail-over: the sentinels switched %.1f s after SIGKILL; all 11 job
              $t_failover, $t_done));
 
 # The old primary comes back as a replica: nothing changes for the worker.
-# The sentinels make it a replica once they see it up again (2 s with
-# @Ragq::ValkeyHA::SENTINEL_DEBUG's timings; under ASan and load it took over
-# 30 s once in CI).  Meanwhile a stall of the machine must not look like the
-# new primary failing: see set_down_after.
+# The sentinels make it a replica once they see it up again (~10 s; under
+# ASan and load it took over 30 s once in CI).  Meanwhile a stall of the
+# machine must not look like the new primary failing: see set_down_after.
 $ha->set_down_after($set, 10000);
 my $t_restart = time;
 $old->start;

@@ -95,9 +95,7 @@
 #   $ha->wait_replicated($server, $n, $secs)  polls INFO replication of
 #       $server until $n replicas are online (after a fail-over the
 #       sentinels re-point the others, which then resync).  Dies on timeout.
-#   Sentinel objects: port, cli(@args), kill, start, log, alive, pid.  Every
-#       sentinel runs with @SENTINEL_DEBUG's shorter timings (set again when
-#       it is started again).
+#   Sentinel objects: port, cli(@args), kill, start, log, alive, pid.
 #   $ha->sentinel_events($n)  the last $n (default 20) +/- events each
 #       sentinel logged; wait_failover, wait_replicated, ha_set and a
 #       server's wait_role add them to their error when they time out.
@@ -128,15 +126,6 @@ our @BACKGROUND = qw(info ping publish subscribe replconf psync sync
   client|setname client|kill client|list config|set config|rewrite
   config|get role cluster|info command command|docs hello acl|setuser
   acl|save acl|whoami slaveof replicaof exec multi select auth);
-
-# Sentinel's timings (SENTINEL DEBUG), shortened for tests.  By default a
-# sentinel turns a restarted old primary into a replica only once it has
-# reported itself a master for 8 s (4 hello periods), on an INFO sent every
-# 10 s.  Here INFO goes every second and hellos every 0.5 s: 2 s instead of
-# 8-18 s.  TILT keeps its defaults: a sentinel whose timer ran 2 s late
-# must not act on what it saw before (it would take the stall for servers
-# that stopped answering).
-our @SENTINEL_DEBUG = qw(info-period 1000 publish-period 500);
 
 sub new {
     my ($class, %o) = @_;
@@ -489,7 +478,7 @@ sub wait_failover {
 # back) raises it, so that a stall of the loaded machine longer than the
 # 1 s default is not taken for the new primary failing: that starts a second
 # fail-over, to the old primary if it is back, which then never becomes a
-# replica (reproduced by pausing the new primary for 1.5 s; one explanation
+# replica (reproduced by pausing the new primary for 3 s; one explanation
 # of CI's "timed out waiting for redis5 to be slave", whose sentinel logs
 # were not kept).
 sub set_down_after {
@@ -607,11 +596,7 @@ sub _start_once {
             return 0;
         }
         my ($out, $rc) = $self->try_cli('PING');
-        if ($rc == 0 && $out =~ /PONG/) {
-            $self->cli('SENTINEL', 'DEBUG', @Ragq::ValkeyHA::SENTINEL_DEBUG)
-              if $self->{sentinel};
-            return 1;
-        }
+        return 1 if $rc == 0 && $out =~ /PONG/;
         sleep 0.05;
     }
     return 0;
