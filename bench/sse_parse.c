@@ -1,10 +1,12 @@
 /*
  * bench/sse_parse.c: the per-token cost of a streamed answer in the worker's
- * own code, against a baseline in the same run.  One 200-token answer in
+ * own code, against baselines in the same run.  One 200-token answer in
  * the stand-in's chat.completion.chunk events, fed in reads of five events
  * (a 50 ms tick at 10 ms a token) to ragq_chat_stream_feed (SSE lines,
- * jsonr, UTF-8 filter: the answer comes out); the baseline cuts the same
- * events and parses each with json-c (json_tokener_parse) and reads
+ * openai_chunk.c's reader of events, UTF-8 filter: the answer comes out).
+ * Baselines: the same with every event parsed into jsonr's tree
+ * (jsonr_only, how every event was read before openai_chunk.c), and the
+ * events cut and parsed with json-c (json_tokener_parse), reading
  * choices[0].delta.content.  Prints microseconds per answer, best of 15
  * batches; bench/sse-parse also counts instructions under callgrind.
  */
@@ -54,13 +56,14 @@ make_body(char *body)
 }
 
 static void
-ours(const char *body, size_t len)
+feed(const char *body, size_t len, int jsonr_only)
 {
     ragq_chat_stream_t s;
     char              *answer, *usage;
     size_t             off = 0, step = len / (TOKENS / EVENTS_PER_READ);
 
     ragq_chat_stream_init(&s, on_piece, NULL);
+    s.jsonr_only = jsonr_only;
     while (off < len) {
         size_t n = len - off < step ? len - off : step;
 
@@ -71,6 +74,18 @@ ours(const char *body, size_t len)
     free(answer);
     free(usage);
     ragq_chat_stream_free(&s);
+}
+
+static void
+ours(const char *body, size_t len)
+{
+    feed(body, len, 0);
+}
+
+static void
+jsonr_tree(const char *body, size_t len)
+{
+    feed(body, len, 1);
 }
 
 static void
@@ -132,20 +147,28 @@ main(int argc, char **argv)
     size_t      len = make_body(body), want;
     const char *only = argc > 1 ? argv[1] : NULL;
     int         batches = argc > 2 ? atoi(argv[2]) : 15;
-    double      a = 0, b = 0;
+    double      a = 0, b = 0, t = 0;
+    size_t      got_c, got_t;
 
     got = 0;
     ours(body, len);
     want = got;
     got = 0;
     json_c(body, len);
-    if (got != want) {
-        fprintf(stderr, "the two disagree: %zu vs %zu bytes of answer\n", want,
-                got);
+    got_c = got;
+    got = 0;
+    jsonr_tree(body, len);
+    got_t = got;
+    if (got_c != want || got_t != want) {
+        fprintf(stderr, "they disagree: %zu, %zu, %zu bytes of answer\n", want,
+                got_t, got_c);
         return 1;
     }
     if (only == NULL || strcmp(only, "ours") == 0) {
         a = best_us(ours, body, len, batches, 300);
+    }
+    if (only == NULL || strcmp(only, "jsonr") == 0) {
+        t = best_us(jsonr_tree, body, len, batches, 300);
     }
     if (only == NULL || strcmp(only, "json-c") == 0) {
         b = best_us(json_c, body, len, batches, 300);
@@ -155,8 +178,14 @@ main(int argc, char **argv)
     if (a > 0) {
         printf("ragq_chat_stream_feed: %.1f us per answer\n", a);
     }
+    if (t > 0) {
+        printf("every event as a jsonr tree: %.1f us per answer\n", t);
+    }
     if (b > 0) {
         printf("json-c per event:      %.1f us per answer\n", b);
+    }
+    if (a > 0 && t > 0) {
+        printf("jsonr tree / ours: %.2f\n", t / a);
     }
     if (a > 0 && b > 0) {
         printf("json-c / ours: %.2f\n", b / a);

@@ -8,7 +8,10 @@
  *
  * The streamed chat answer (worker/openai_stream.c): the same bytes fed
  * in pieces of sizes taken from the input; a parsed answer is valid UTF-8
- * without NUL and equals its pieces concatenated, its usage JSON.
+ * without NUL and equals its pieces concatenated, its usage JSON.  Fed
+ * twice, with openai_chunk.c's quick reader of events and with every
+ * event parsed by jsonr: both give the same outcome, answer, usage,
+ * finish_reason, refusal and error.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -57,16 +60,26 @@ on_piece(const char *text, size_t len, void *data)
     npieces += len;
 }
 
+/* What one pass over the stream gave. */
+typedef struct {
+    int                   rc;
+    char                 *answer, *usage, *pieces, *refusal;
+    size_t                npieces;
+    char                  finish[32];
+    ragq_upstream_error_t err;
+} outcome_t;
+
 static void
-check_stream(const uint8_t *data, size_t size)
+run_stream(const uint8_t *data, size_t size, int jsonr_only, outcome_t *o)
 {
     ragq_chat_stream_t s;
-    size_t             at = 0, step, i, n;
-    char              *answer = NULL, *usage = NULL;
+    size_t             at = 0, step;
     int                rc = 0;
 
+    memset(o, 0, sizeof(*o));
     npieces = 0;
     ragq_chat_stream_init(&s, on_piece, NULL);
+    s.jsonr_only = jsonr_only;
     while (at < size && rc == 0) {
         /* piece sizes from the bytes themselves: 1..16 */
         step = (size_t) (data[at] & 15) + 1;
@@ -75,30 +88,71 @@ check_stream(const uint8_t *data, size_t size)
         at += step;
     }
     if (rc == 0) {
-        rc = ragq_chat_stream_end(&s, &answer, &usage);
+        rc = ragq_chat_stream_end(&s, &o->answer, &o->usage);
     }
-    if (rc == 0) {
-        n = strlen(answer);
-        if (n != npieces || memcmp(answer, pieces, n) != 0) {
+    o->rc = rc;
+    o->err = s.err;
+    memcpy(o->finish, s.finish, sizeof(o->finish));
+    o->refusal = s.refusal ? strdup(s.refusal) : NULL;
+    o->pieces = malloc(npieces ? npieces : 1);
+    if (npieces > 0) {
+        memcpy(o->pieces, pieces, npieces);
+    }
+    o->npieces = npieces;
+    ragq_chat_stream_free(&s);
+}
+
+static int
+same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+static void
+check_stream(const uint8_t *data, size_t size)
+{
+    outcome_t o, j;
+    size_t    i, n;
+
+    run_stream(data, size, 0, &o);
+    run_stream(data, size, 1, &j);
+    if (o.rc != j.rc || !same_str(o.answer, j.answer) ||
+        !same_str(o.usage, j.usage) || !same_str(o.refusal, j.refusal) ||
+        strncmp(o.finish, j.finish, sizeof(o.finish)) != 0 ||
+        o.npieces != j.npieces ||
+        (o.npieces > 0 && memcmp(o.pieces, j.pieces, o.npieces) != 0) ||
+        strcmp(o.err.code, j.err.code) != 0 ||
+        strcmp(o.err.message, j.err.message) != 0) {
+        fail("the quick event reader and jsonr disagree", data, size);
+    }
+    if (o.rc == 0) {
+        n = strlen(o.answer);
+        if (n != o.npieces || (n > 0 && memcmp(o.answer, o.pieces, n) != 0)) {
             fail("a streamed answer that is not its pieces", data, size);
         }
         for (i = 0; i < n;
-             i += ragq_utf8_seq((const unsigned char *) answer + i, n - i)) {
-            if (ragq_utf8_seq((const unsigned char *) answer + i, n - i) == 0) {
+             i += ragq_utf8_seq((const unsigned char *) o.answer + i, n - i)) {
+            if (ragq_utf8_seq((const unsigned char *) o.answer + i, n - i) ==
+                0) {
                 fail("a streamed answer that is not UTF-8", data, size);
             }
         }
-        if (usage &&
-            !oracle_json((const unsigned char *) usage, strlen(usage), 1000)) {
-            fail("a streamed usage that is not JSON in UTF-8", usage,
-                 strlen(usage));
+        if (o.usage && !oracle_json((const unsigned char *) o.usage,
+                                    strlen(o.usage), 1000)) {
+            fail("a streamed usage that is not JSON in UTF-8", o.usage,
+                 strlen(o.usage));
         }
-        free(answer);
-        free(usage);
     } else {
-        check_error(&s.err);
+        check_error(&o.err);
     }
-    ragq_chat_stream_free(&s);
+    for (i = 0; i < 2; i++) {
+        outcome_t *x = i ? &j : &o;
+
+        free(x->answer);
+        free(x->usage);
+        free(x->refusal);
+        free(x->pieces);
+    }
 }
 
 int

@@ -234,6 +234,18 @@ OPENAI = {
                    b'data: [DONE]\n\n',
     "chat-stream-error": b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
                          b'event: error\ndata: {"error":{"message":"overloaded"}}\n\n',
+    # OpenAI's events as sent (worker/openai_chunk.c reads these): every
+    # field, logprobs nested, escapes in the text, a repeated member
+    "chat-stream-openai": b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk",'
+                          b'"created":1,"model":"m","system_fingerprint":"fp","choices":'
+                          b'[{"index":0,"delta":{"role":"assistant","content":"",'
+                          b'"refusal":null},"logprobs":{"content":[{"token":"\\u0041",'
+                          b'"logprob":-0.25e-3,"bytes":[65],"top_logprobs":[]}]},'
+                          b'"finish_reason":null}],"usage":null}\n\n'
+                          b'data: {"choices":[{"index":0,"delta":{"content":"a\\n\\"b\\"",'
+                          b'"content":"c\\/"},"finish_reason":null}]}\n\n'
+                          b'data: {"choices":[{"index":0,"delta":{},"finish_reason":'
+                          b'"stop"}],"usage":null}\n\ndata: [DONE]\n\n',
 }
 
 QDRANT = {

@@ -133,13 +133,79 @@ hex4(const unsigned char *p, unsigned *out)
     return 0;
 }
 
+int
+ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen)
+{
+    const unsigned char *r = (const unsigned char *) in, *q = r + n;
+    size_t               o = 0;
+
+    while (r < q) {
+        unsigned cp, lo;
+
+        if (*r != '\\') {
+            out[o++] = (char) *r++;
+            continue;
+        }
+        if (++r == q) {
+            return -1;
+        }
+        switch (*r) {
+        case '"':
+        case '\\':
+        case '/':
+            out[o++] = (char) *r++;
+            break;
+        case 'b':
+            out[o++] = '\b';
+            r++;
+            break;
+        case 'f':
+            out[o++] = '\f';
+            r++;
+            break;
+        case 'n':
+            out[o++] = '\n';
+            r++;
+            break;
+        case 'r':
+            out[o++] = '\r';
+            r++;
+            break;
+        case 't':
+            out[o++] = '\t';
+            r++;
+            break;
+        case 'u':
+            if (q - r < 5 || hex4(r + 1, &cp) != 0) {
+                return -1;
+            }
+            r += 5;
+            if (cp >= 0xd800 && cp <= 0xdbff && q - r >= 6 && r[0] == '\\' &&
+                r[1] == 'u' && hex4(r + 2, &lo) == 0 && lo >= 0xdc00 &&
+                lo <= 0xdfff) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                r += 6;
+            } else if (cp >= 0xd800 && cp <= 0xdfff) {
+                cp = 0xfffd; /* a lone surrogate has no UTF-8 form */
+            }
+            /* \uXXXX is 6 bytes in, at most 3 out; a pair 12 in, 4 out. */
+            o += ragq_utf8_put(cp, out + o);
+            break;
+        default:
+            return -1;
+        }
+    }
+    out[o] = '\0';
+    *outlen = o;
+    return 0;
+}
+
 /* At the opening quote; *out / *outlen get the unescaped copy. */
 static int
 parse_string(parser_t *ps, const char **out, size_t *outlen)
 {
     const unsigned char *s = ps->p + 1, *q;
     char                *buf;
-    size_t               o = 0;
     int                  esc = 0;
 
     /*
@@ -164,68 +230,13 @@ parse_string(parser_t *ps, const char **out, size_t *outlen)
     }
     if (!esc) {
         memcpy(buf, s, (size_t) (q - s));
-        o = (size_t) (q - s);
-    } else {
-        const unsigned char *r = s;
-
-        while (r < q) {
-            unsigned cp, lo;
-
-            if (*r != '\\') {
-                buf[o++] = (char) *r++;
-                continue;
-            }
-            r++;
-            switch (*r) {
-            case '"':
-            case '\\':
-            case '/':
-                buf[o++] = (char) *r++;
-                break;
-            case 'b':
-                buf[o++] = '\b';
-                r++;
-                break;
-            case 'f':
-                buf[o++] = '\f';
-                r++;
-                break;
-            case 'n':
-                buf[o++] = '\n';
-                r++;
-                break;
-            case 'r':
-                buf[o++] = '\r';
-                r++;
-                break;
-            case 't':
-                buf[o++] = '\t';
-                r++;
-                break;
-            case 'u':
-                if (q - r < 5 || hex4(r + 1, &cp) != 0) {
-                    return -1;
-                }
-                r += 5;
-                if (cp >= 0xd800 && cp <= 0xdbff && q - r >= 6 &&
-                    r[0] == '\\' && r[1] == 'u' && hex4(r + 2, &lo) == 0 &&
-                    lo >= 0xdc00 && lo <= 0xdfff) {
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                    r += 6;
-                } else if (cp >= 0xd800 && cp <= 0xdfff) {
-                    cp = 0xfffd; /* a lone surrogate has no UTF-8 form */
-                }
-                /* \uXXXX is 6 bytes in, at most 3 out; a pair 12 in, 4 out. */
-                o += ragq_utf8_put(cp, buf + o);
-                break;
-            default:
-                return -1;
-            }
-        }
+        buf[q - s] = '\0';
+        *outlen = (size_t) (q - s);
+    } else if (ragq_json_unescape((const char *) s, (size_t) (q - s), buf,
+                                  outlen) != 0) {
+        return -1;
     }
-    buf[o] = '\0';
     *out = buf;
-    *outlen = o;
     ps->p = q + 1;
     return 0;
 }

@@ -59,6 +59,13 @@ typedef struct {
 ragq_jv_t *ragq_jdoc_parse(ragq_jdoc_t *doc, const char *text, size_t len);
 void       ragq_jdoc_free(ragq_jdoc_t *doc);
 
+/*
+ * The text between a string's quotes (n bytes), unescaped as the parser
+ * does into out (room for n + 1 bytes; NUL-terminated), its length in
+ * *outlen.  -1 for an escape RFC 8259 does not have.
+ */
+int ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen);
+
 /* The member named key (the last one when repeated), NULL if none or if o
  * is not an object. */
 ragq_jv_t *ragq_jv_get(const ragq_jv_t *o, const char *key);

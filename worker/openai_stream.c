@@ -15,6 +15,7 @@
 
 #include "jsonr.h"
 #include "openai.h"
+#include "openai_chunk.h"
 #include "utf8.h"
 
 #define BAD "bad_upstream_response"
@@ -40,6 +41,7 @@ ragq_chat_stream_free(ragq_chat_stream_t *s)
     free(s->answer);
     free(s->usage_json);
     free(s->refusal);
+    free(s->unesc);
     memset(s, 0, sizeof(*s));
 }
 
@@ -203,11 +205,72 @@ keep_copy(char **dst, char *src)
     return 0;
 }
 
+static int
+add_refusal(ragq_chat_stream_t *s, const char *text, size_t len)
+{
+    size_t have = s->refusal ? strlen(s->refusal) : 0;
+    char  *r = realloc(s->refusal, have + len + 1);
+
+    if (r == NULL) {
+        return fail(s, "internal_error", "out of memory", NULL);
+    }
+    memcpy(r + have, text, len);
+    r[have + len] = '\0';
+    s->refusal = r;
+    return 0;
+}
+
+/* What openai_chunk.c read, as the jsonr path below would take it. */
+static int
+on_chunk(ragq_chat_stream_t *s, const ragq_chat_chunk_t *ck)
+{
+    const char *text = ck->content;
+    size_t      len = ck->content_len;
+
+    if (!ck->has_choice) {
+        return 0;
+    }
+    if (ck->finish != NULL) {
+        /* as strncpy below: up to a NUL byte, at most the field */
+        const char *nul = memchr(ck->finish, '\0', ck->finish_len);
+        size_t      n = nul ? (size_t) (nul - ck->finish) : ck->finish_len;
+
+        n = n < sizeof(s->finish) - 1 ? n : sizeof(s->finish) - 1;
+        memset(s->finish, 0, sizeof(s->finish));
+        memcpy(s->finish, ck->finish, n);
+    }
+    if (!ck->has_delta) {
+        return 0;
+    }
+    if (ck->refusal != NULL && ck->refusal_len > 0 &&
+        add_refusal(s, ck->refusal, ck->refusal_len) != 0) {
+        return -1;
+    }
+    if (text == NULL) {
+        return 0;
+    }
+    if (ck->content_escaped) {
+        if (grow(&s->unesc, &s->unesccap, len + 1) != 0) {
+            return fail(s, "internal_error", "out of memory", NULL);
+        }
+        if (ragq_json_unescape(text, len, s->unesc, &len) != 0) {
+            /* not reached: openai_chunk.c checked the escapes */
+            return fail(s, BAD, "chat stream: a bad escape in content", NULL);
+        }
+        text = s->unesc;
+    }
+    if (len > 0 && add_text(s, text, len, 0) != 0) {
+        return fail(s, "internal_error", "out of memory", NULL);
+    }
+    return 0;
+}
+
 /* One event's data: "[DONE]" or a chat.completion.chunk. */
 static int
 on_event(ragq_chat_stream_t *s, const char *data, size_t len)
 {
-    const ragq_jv_t *root, *e, *m, *choices, *c, *delta, *v;
+    const ragq_jv_t  *root, *e, *m, *choices, *c, *delta, *v;
+    ragq_chat_chunk_t ck;
 
     if (s->done) {
         return 0; /* nothing counts after [DONE] */
@@ -215,6 +278,10 @@ on_event(ragq_chat_stream_t *s, const char *data, size_t len)
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         s->done = 1;
         return 0;
+    }
+    if (!s->ev_error && !s->jsonr_only &&
+        ragq_chat_chunk_read(data, len, &ck) == 0) {
+        return on_chunk(s, &ck);
     }
     root = ragq_jdoc_parse(&chunk_doc, data, len);
     if (root == NULL || root->type != RAGQ_JOBJ) {
@@ -244,15 +311,8 @@ on_event(ragq_chat_stream_t *s, const char *data, size_t len)
         return 0;
     }
     if ((v = ragq_jv_get_type(delta, "refusal", RAGQ_JSTR)) != NULL &&
-        v->len > 0) {
-        size_t have = s->refusal ? strlen(s->refusal) : 0;
-        char  *r = realloc(s->refusal, have + v->len + 1);
-
-        if (r == NULL) {
-            return fail(s, "internal_error", "out of memory", NULL);
-        }
-        memcpy(r + have, v->str, v->len + 1);
-        s->refusal = r;
+        v->len > 0 && add_refusal(s, v->str, v->len) != 0) {
+        return -1;
     }
     v = ragq_jv_get(delta, "content");
     if (v == NULL || v->type == RAGQ_JNULL) {

@@ -41,6 +41,9 @@ typedef struct {
     unsigned char      pend[4];           /* an incomplete UTF-8 character */
     size_t             npend;
     char              *usage_json, *refusal;
+    char              *unesc; /* a content with escapes, unescaped */
+    size_t             unesccap;
+    int                jsonr_only; /* tests: no openai_chunk.c fast path */
     char               finish[32];
     ragq_upstream_error_t err;
 } ragq_chat_stream_t;

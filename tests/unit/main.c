@@ -30,6 +30,7 @@ main(void)
     srunner_add_suite(sr, ragq_suite_log());
     srunner_add_suite(sr, ragq_suite_jobid());
     srunner_add_suite(sr, ragq_suite_openai_stream());
+    srunner_add_suite(sr, ragq_suite_openai_chunk());
     srunner_add_suite(sr, ragq_suite_webhook());
 
     srunner_run_all(sr, CK_NORMAL);

@@ -23,6 +23,7 @@ Suite *ragq_suite_loop(void);     /* test_loop.c */
 Suite *ragq_suite_log(void);      /* test_log.c */
 Suite *ragq_suite_jobid(void);    /* test_jobid.c */
 Suite *ragq_suite_openai_stream(void); /* test_openai_stream.c */
+Suite *ragq_suite_openai_chunk(void);  /* test_openai_chunk.c */
 Suite *ragq_suite_webhook(void);  /* test_webhook.c */
 
 /* helpers.c */

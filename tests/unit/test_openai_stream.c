@@ -2,15 +2,21 @@
  * test_openai_stream.c: unit tests of openai_stream.c, the incremental
  * parser of streamed chat answers: every body is fed whole, cut at every
  * byte position, and one byte at a time, and must give the same answer,
- * whose pieces concatenated are the answer byte for byte.
+ * whose pieces concatenated are the answer byte for byte.  Each body goes
+ * through twice: with openai_chunk.c's quick reader of events, and with
+ * every event parsed by jsonr (jsonr_only), which must agree.
  */
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "openai_stream.h"
 #include "suites.h"
+
+/* Set for every stream a check makes: 1 = every event through jsonr. */
+static int jsonr_only;
 
 typedef struct {
     char   buf[8192];
@@ -44,6 +50,7 @@ run_cut(const char *body, size_t len, size_t cut1, size_t cut2, char **answer,
 
     memset(pc, 0, sizeof(*pc));
     ragq_chat_stream_init(&s, on_piece, pc);
+    s.jsonr_only = jsonr_only;
     for (i = 0; i < 3 && rc == 0; i++) {
         rc = ragq_chat_stream_feed(&s, body + cuts[i], cuts[i + 1] - cuts[i]);
     }
@@ -59,8 +66,8 @@ run_cut(const char *body, size_t len, size_t cut1, size_t cut2, char **answer,
 
 /* The same outcome whole, cut anywhere (once and twice), byte by byte. */
 static void
-check_body(const char *body, int want_rc, const char *want_answer,
-           const char *want_usage, const char *want_code)
+check_body_once(const char *body, int want_rc, const char *want_answer,
+                const char *want_usage, const char *want_code)
 {
     size_t             len = strlen(body), a, b;
     char              *answer, *usage, code[64];
@@ -96,6 +103,7 @@ check_body(const char *body, int want_rc, const char *want_answer,
     /* one byte at a time */
     memset(&pc, 0, sizeof(pc));
     ragq_chat_stream_init(&s, on_piece, &pc);
+    s.jsonr_only = jsonr_only;
     for (a = 0; a < len && rc == 0; a++) {
         rc = ragq_chat_stream_feed(&s, body + a, 1);
     }
@@ -108,6 +116,16 @@ check_body(const char *body, int want_rc, const char *want_answer,
         free(usage);
     }
     ragq_chat_stream_free(&s);
+}
+
+static void
+check_body(const char *body, int want_rc, const char *want_answer,
+           const char *want_usage, const char *want_code)
+{
+    for (jsonr_only = 0; jsonr_only < 2; jsonr_only++) {
+        check_body_once(body, want_rc, want_answer, want_usage, want_code);
+    }
+    jsonr_only = 0;
 }
 
 #define CHUNK(delta)                                             \
@@ -300,6 +318,94 @@ START_TEST(nothing_after_done)
 }
 END_TEST
 
+START_TEST(chunk_shapes)
+{
+    /* shapes where openai_chunk.c must read as jsonr does, or decline */
+    static char deep[1024];
+    size_t      i, n = 0;
+
+    /* a repeated member: the last one counts */
+    check_body(
+        CHUNK("{\"content\":\"a\",\"content\":\"b\"}") "\n\n"
+                                                       "data: [DONE]\n\n",
+        0, "b", NULL, NULL);
+    check_body("data: {\"choices\":[{\"delta\":{\"content\":\"no\"}}],"
+               "\"choices\":[{\"delta\":{\"content\":\"yes\"}}]}\n\n"
+               "data: [DONE]\n\n",
+               0, "yes", NULL, NULL);
+    /* a member name spelt with an escape */
+    check_body(CHUNK("{\"cont\\u0065nt\":\"x\"}") "\n\ndata: [DONE]\n\n", 0,
+               "x", NULL, NULL);
+    /* escapes in the text */
+    check_body(CHUNK("{\"content\":\"l1\\nl2 \\u00e9 \\ud83d\\ude00 \\\"q\\\" "
+                     "\\/\\\\\"}") "\n\ndata: [DONE]\n\n",
+               0, "l1\nl2 \xc3\xa9 \xf0\x9f\x98\x80 \"q\" /\\", NULL, NULL);
+    /* a first choice that is not an object, a delta that is not one */
+    check_body(
+        "data: {\"choices\":[1,{\"delta\":{\"content\":\"x\"}}]}\n\n" CHUNK(
+            "{\"content\":\"y\"}") "\n\n"
+                                   "data: {\"choices\":[{\"delta\":\"z\","
+                                   "\"finish_reason\":\"stop\"}]}\n\n",
+        0, "y", NULL, NULL);
+    /* null error and usage; a finish_reason with an escape */
+    check_body("data: {\"error\":null,\"usage\":null,\"choices\":[{\"delta\":{"
+               "\"content\":\"k\"},\"finish_reason\":\"st\\u006fp\"}]}\n\n",
+               0, "k", NULL, NULL);
+    /* what is not read: every kind of value, passed over */
+    check_body("data: {\"choices\":[{\"index\":0,\"logprobs\":{\"content\":[{"
+               "\"token\":\"\\u0041\\t\",\"logprob\":-0.25e-3,\"bytes\":[65,"
+               "1E+2,0.5],\"x\":[true,false,null,{},[]]}]},\"delta\":{"
+               "\"role\":\"assistant\",\"content\":\"d\"}}]}\n\n"
+               "data: [DONE]\n\n",
+               0, "d", NULL, NULL);
+    /* nesting deeper than openai_chunk.c reads (jsonr takes 256 levels) */
+    n += (size_t) sprintf(deep + n, "data: {\"x\":");
+    for (i = 0; i < 100; i++) {
+        deep[n++] = '[';
+    }
+    for (i = 0; i < 100; i++) {
+        deep[n++] = ']';
+    }
+    sprintf(deep + n, ",\"choices\":[{\"delta\":{\"content\":\"deep\"}}]}\n\n"
+                      "data: [DONE]\n\n");
+    check_body(deep, 0, "deep", NULL, NULL);
+    /* not JSON, each in its own way; read as JSON, each would be an answer */
+#define FINISHED                                                     \
+    "\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":" \
+    "\"stop\"}]"
+    check_body("data: {" FINISHED ",}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"id\":\"\\x\"," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"n\":01," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"n\":-," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"n\":1.," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"n\":1e," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"n\":tru," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {" FINISHED "} x\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"id\":\"\\u12G4\"," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"id\":[1 2]," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"id\" 1," FINISHED "}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {" FINISHED "\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+#undef FINISHED
+    /* an error object, a refused content type */
+    check_body(CHUNK("{\"content\":[\"a\"]}") "\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+    check_body("data: {\"error\":\"boom\",\"choices\":[]}\n\n", -1, NULL, NULL,
+               "bad_upstream_response");
+}
+END_TEST
+
 Suite *
 ragq_suite_openai_stream(void)
 {
@@ -319,6 +425,7 @@ ragq_suite_openai_stream(void)
     tcase_add_test(tc, empty_and_refusal);
     tcase_add_test(tc, server_ignores_stream);
     tcase_add_test(tc, nothing_after_done);
+    tcase_add_test(tc, chunk_shapes);
     suite_add_tcase(s, tc);
     return s;
 }
