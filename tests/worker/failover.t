@@ -5,7 +5,8 @@
 # without touching nginx or the worker; every job answered 202 is on the
 # new primary and reaches a final state there (finished), so the worker
 # processes on the new primary; a question asked afterwards is answered
-# through /job-status?wait=.
+# through /job-status?wait=. A 3 s stall of the new primary after the
+# fail-over does not start a second one.
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
 use Ragq::Standin;
@@ -70,7 +71,7 @@ add_block_preprocessor(sub {
       unless defined $block->request;
 });
 
-plan tests => 16;
+plan tests => 17;
 run_tests();
 
 __DATA__
@@ -113,6 +114,15 @@ my $first = Ragq::Chat::until_202(30, query => 'once+replicated', seen => \@wait
 Test::More::ok($first, 'a write confirmed by a replica of the new primary')
     or Test::More::diag("meanwhile: @waited");
 push @main::Ids, $first->{job_id} if $first;
+# the new primary stalls for longer than the sentinels' first down-after (1 s):
+# no second fail-over (it would leave the primary no replica for WAIT 1), the
+# request below is confirmed by the same replica
+$new->pause;
+select(undef, undef, undef, 3);
+$new->resume;
+select(undef, undef, undef, 2);
+Test::More::is($main::HA->master_addr($main::Set), $new->addr, 'a 3 s stall of the new primary: still the primary')
+    or Test::More::diag(join "\n", $main::HA->sentinel_events(8));
 Test::More::diag(Ragq::Chat::recovery_summary(@load)
     . (@waited ? "; then, online but not yet acknowledging: @waited" : ''));
 Test::More::is(scalar(Ragq::Chat::unexpected(@load)), 0, 'every other answer is a 503 with Retry-After');
