@@ -134,6 +134,42 @@ hex4(const unsigned char *p, unsigned *out)
 }
 
 int
+ragq_json_escapes_ok(const char *in, size_t n)
+{
+    const unsigned char *r = (const unsigned char *) in, *q = r + n;
+    unsigned             cp;
+
+    for (; r < q; r++) {
+        if (*r != '\\') {
+            continue;
+        }
+        if (++r == q) {
+            return 0;
+        }
+        switch (*r) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            break;
+        case 'u':
+            if (q - r < 5 || hex4(r + 1, &cp) != 0) {
+                return 0;
+            }
+            r += 4;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int
 ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen)
 {
     const unsigned char *r = (const unsigned char *) in, *q = r + n;

@@ -66,6 +66,12 @@ void       ragq_jdoc_free(ragq_jdoc_t *doc);
  */
 int ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen);
 
+/*
+ * 1 when every escape in the n bytes between a string's quotes is one
+ * ragq_json_unescape accepts (it then cannot fail on them), else 0.
+ */
+int ragq_json_escapes_ok(const char *in, size_t n);
+
 /* The member named key (the last one when repeated), NULL if none or if o
  * is not an object. */
 ragq_jv_t *ragq_jv_get(const ragq_jv_t *o, const char *key);

@@ -9,6 +9,7 @@
  */
 
 #include "openai_chunk.h"
+#include "jsonr.h"
 
 #include <string.h>
 
@@ -46,48 +47,6 @@ skip_ws(scan_t *sc)
     }
 }
 
-static int
-is_hex(unsigned c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-           (c >= 'A' && c <= 'F');
-}
-
-/* The escapes jsonr unescapes, and no other. */
-static int
-escapes_ok(const unsigned char *s, const unsigned char *q)
-{
-    for (; s < q; s++) {
-        if (*s != '\\') {
-            continue;
-        }
-        if (++s == q) {
-            return 0;
-        }
-        switch (*s) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-            break;
-        case 'u':
-            if (q - s < 5 || !is_hex(s[1]) || !is_hex(s[2]) || !is_hex(s[3]) ||
-                !is_hex(s[4])) {
-                return 0;
-            }
-            s += 4;
-            break;
-        default:
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* At the opening quote: the raw text between the quotes. */
 static int
 scan_string(scan_t *sc, const char **s, size_t *n, int *esc)
@@ -102,7 +61,8 @@ scan_string(scan_t *sc, const char **s, size_t *n, int *esc)
                 q++;
             }
         }
-        if (q >= sc->end || !escapes_ok(b, q)) {
+        if (q >= sc->end ||
+            !ragq_json_escapes_ok((const char *) b, (size_t) (q - b))) {
             return -1;
         }
     }

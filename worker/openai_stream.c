@@ -254,7 +254,8 @@ on_chunk(ragq_chat_stream_t *s, const ragq_chat_chunk_t *ck)
             return fail(s, "internal_error", "out of memory", NULL);
         }
         if (ragq_json_unescape(text, len, s->unesc, &len) != 0) {
-            /* not reached: openai_chunk.c checked the escapes */
+            /* openai_chunk.c declined bad escapes (ragq_json_escapes_ok):
+             * kept so that a change there cannot pass an event on */
             return fail(s, BAD, "chat stream: a bad escape in content", NULL);
         }
         text = s->unesc;

@@ -98,8 +98,6 @@ for my $tls (0, 1) {
     is($new->role, 'master', 'the new primary is a master');
     is($ha->master_addr($set), $new->addr, 'sentinels agree');
     is($new->cli('GET', 'before'), 'kill', 'replicated data survived');
-    # from here a stall must not start a second fail-over (set_down_after)
-    $ha->set_down_after($set, 10000);
     my $t0 = time;
     $old->start;
     $old->wait_role('slave', 90);

@@ -74,6 +74,36 @@ START_TEST(strings)
 }
 END_TEST
 
+/* ragq_json_escapes_ok says yes exactly when ragq_json_unescape succeeds. */
+START_TEST(escapes_checked_as_unescaped)
+{
+    static const struct {
+        const char *raw; /* between the quotes */
+        int         ok;
+    } cases[] = {
+        {"plain", 1},        {"a\\nb\\t\\\"\\\\\\/", 1},
+        {"\\b\\f\\r", 1},    {"\\u00e9\\uD83D\\uDE00", 1},
+        {"\\uDE00 lone", 1}, {"\\uABCDx", 1},
+        {"\\x41", 0},        {"\\u12", 0},
+        {"\\u12G4", 0},      {"\\uZZZZ", 0},
+        {"end\\", 0},        {"\\a", 0},
+        {"\\u004", 0},       {"ok\\u0041\\'", 0},
+    };
+    char   out[64];
+    size_t n;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = strlen(cases[i].raw);
+
+        ck_assert_msg(ragq_json_escapes_ok(cases[i].raw, len) == cases[i].ok,
+                      "escapes_ok(%s)", cases[i].raw);
+        ck_assert_msg((ragq_json_unescape(cases[i].raw, len, out, &n) == 0) ==
+                          cases[i].ok,
+                      "unescape(%s)", cases[i].raw);
+    }
+}
+END_TEST
+
 START_TEST(not_json)
 {
     static const char *bad[] = {
@@ -211,6 +241,7 @@ ragq_suite_jsonr(void)
 
     tcase_add_test(tc, values);
     tcase_add_test(tc, strings);
+    tcase_add_test(tc, escapes_checked_as_unescaped);
     tcase_add_test(tc, not_json);
     tcase_add_test(tc, depth);
     tcase_add_test(tc, numbers_match_strtod);

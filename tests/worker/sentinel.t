@@ -86,8 +86,8 @@ diag(sprintf('fail-over: the sentinels switched %.1f s after SIGKILL; all 11 job
 # The old primary comes back as a replica: nothing changes for the worker.
 # The sentinels make it a replica once they see it up again (~10 s; under
 # ASan and load it took over 30 s once in CI).  Meanwhile a stall of the
-# machine must not look like the new primary failing: see set_down_after.
-$ha->set_down_after($set, 10000);
+# machine must not look like the new primary failing: wait_failover raised
+# down-after (see set_down_after in Ragq::ValkeyHA).
 my $t_restart = time;
 $old->start;
 $old->wait_role('slave', 90);
