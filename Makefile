@@ -224,13 +224,13 @@ FUZZ_SECONDS  ?= 60
 FUZZ_DIR       = build/fuzz
 FUZZ_SAN       = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                  -fno-sanitize-recover=all
-FUZZ_MODULE_TARGETS = json chat status entry
+FUZZ_MODULE_TARGETS = json chat status entry reply
 FUZZ_WORKER_TARGETS = openai qdrant jsonr
 FUZZ_NGX_INC   = $(addprefix -I$(BUILD)/nginx-src/,src/core src/event \
                  src/event/modules src/os/unix objs src/http src/http/modules \
                  src/http/v2)
 FUZZ_MODULE_SRCS = $(addprefix ngx_http_ragq_,json.c request.c job.c job_new.c \
-                 enqueue.c enqueue_body.c status.c resp.c)
+                 enqueue.c enqueue_body.c status.c resp.c reply.c)
 FUZZ_COMMON    = fuzz/harness.c fuzz/ngx_stubs.c fuzz/oracle.c
 FUZZ_MODULE_OBJS = $(patsubst %.c,$(FUZZ_DIR)/m/%.o,$(notdir \
                  $(FUZZ_MODULE_SRCS) $(FUZZ_COMMON)))
@@ -260,7 +260,9 @@ $(FUZZ_DIR)/w/%.o: fuzz/%.c $(wildcard fuzz/*.h) $(WORKER_HDRS)
 
 $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_MODULE_TARGETS)): $(FUZZ_DIR)/fuzz_%: \
 		$(FUZZ_DIR)/m/fuzz_%.o $(FUZZ_MODULE_OBJS)
-	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_FUZZ)
+# hiredis's own reader: what the module's reader must agree with
+$(FUZZ_DIR)/fuzz_reply: LDLIBS_FUZZ = -lhiredis
 $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_WORKER_TARGETS)): $(FUZZ_DIR)/fuzz_%: \
 		$(FUZZ_DIR)/w/fuzz_%.o $(FUZZ_WORKER_OBJS)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(WLIBS)

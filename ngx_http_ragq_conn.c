@@ -4,8 +4,8 @@
  * connections), the bytes (c->recv/c->send, so TLS is nginx's SSL layer
  * with the same verification as proxy_ssl_verify) and the timing: commands
  * are appended to an output buffer and sent by one posted event at the end
- * of the event-loop turn, however many requests wrote. hiredis 0.14 only
- * parses: its redisReader turns the bytes read into replies, which go to
+ * of the event-loop turn, however many requests wrote. The reader
+ * (ngx_http_ragq_reply.c) turns the bytes read into replies, which go to
  * the expected handlers in the order the commands were written (a FIFO),
  * or, on a subscribed connection, to the push hook. The owner
  * (ngx_http_ragq_valkey.c, ngx_http_ragq_sentinel.c) keeps the timers, the
@@ -13,7 +13,6 @@
  */
 
 #include "ngx_http_ragq_conn.h"
-#include "ngx_http_ragq_resp.h"
 
 
 #define NGX_HTTP_RAGQ_OUT_MIN  16384
@@ -156,16 +155,7 @@ ngx_http_ragq_conn_connect(ngx_http_ragq_conn_t    *conn,
     }
 #endif
 
-    conn->reader = redisReaderCreate();
-    if (conn->reader == NULL) {
-        ngx_http_ragq_conn_error(conn, "out of memory");
-        ngx_http_ragq_conn_close(conn);
-        return NGX_ERROR;
-    }
-
-    if (conn->arena) {
-        ngx_http_ragq_resp_arena(conn->reader);
-    }
+    ngx_http_ragq_reader_init(&conn->reader, conn->arena);
 
     conn->flush_ev.handler = ngx_http_ragq_conn_flush_handler;
     conn->flush_ev.data = conn;
@@ -220,10 +210,7 @@ ngx_http_ragq_conn_close(ngx_http_ragq_conn_t *conn)
         ngx_delete_posted_event(&conn->flush_ev);
     }
 
-    if (conn->reader) {
-        redisReaderFree(conn->reader);
-        conn->reader = NULL;
-    }
+    ngx_http_ragq_reader_free(&conn->reader);
 
     conn->out_pos = conn->out;
     conn->out_last = conn->out;
@@ -527,29 +514,24 @@ ngx_http_ragq_conn_is_push(redisReply *reply)
 static ngx_int_t
 ngx_http_ragq_conn_replies(ngx_http_ragq_conn_t *conn)
 {
-    void                      *r;
-    ngx_uint_t                 gen;
-    redisReply                *reply;
-    ngx_http_ragq_expect_t     e;
-    redisReplyObjectFunctions *fn;
+    ngx_uint_t             gen;
+    redisReply            *reply;
+    ngx_http_ragq_expect_t e;
 
     gen = conn->gen;
 
     for (;;) {
-        fn = conn->reader->fn;
-
-        if (redisReaderGetReply(conn->reader, &r) != REDIS_OK) {
+        if (ngx_http_ragq_reader_next(&conn->reader, &reply) != NGX_OK) {
             ngx_http_ragq_conn_error(conn, "protocol error from %V: %s",
-                                     &conn->peer, conn->reader->errstr);
+                                     &conn->peer, conn->reader.err);
             ngx_http_ragq_conn_lost(conn);
             return NGX_ERROR;
         }
 
-        if (r == NULL) {
+        if (reply == NULL) {
             return NGX_OK;
         }
 
-        reply = r;
         conn->keep = 0;
 
         if (conn->push && ngx_http_ragq_conn_is_push(reply)) {
@@ -562,7 +544,7 @@ ngx_http_ragq_conn_replies(ngx_http_ragq_conn_t *conn)
                                      reply->type == REDIS_REPLY_ERROR
                                          ? reply->str
                                          : "(not an error)");
-            fn->freeObject(reply);
+            ngx_http_ragq_reply_free(&conn->reader, reply);
             ngx_http_ragq_conn_lost(conn);
             return NGX_ERROR;
 
@@ -573,7 +555,7 @@ ngx_http_ragq_conn_replies(ngx_http_ragq_conn_t *conn)
         }
 
         if (!conn->keep) {
-            fn->freeObject(reply);
+            ngx_http_ragq_reply_free(&conn->reader, reply);
         }
 
         if (conn->gen != gen) {
@@ -636,9 +618,9 @@ ngx_http_ragq_conn_read_handler(ngx_event_t *rev)
         /* a large reply that streams in slowly is progress, not silence */
         conn->last_read = ngx_current_msec;
 
-        if (redisReaderFeed(conn->reader, (const char *) ngx_http_ragq_conn_buf,
-                            (size_t) n)
-            != REDIS_OK)
+        if (ngx_http_ragq_reader_feed(&conn->reader, ngx_http_ragq_conn_buf,
+                                      (size_t) n)
+            != NGX_OK)
         {
             ngx_http_ragq_conn_error(conn, "out of memory");
             ngx_http_ragq_conn_lost(conn);

@@ -3,8 +3,8 @@
  * (ngx_http_ragq_conn.c): ngx_event_connect_peer() over TCP or a unix
  * socket, nginx's SSL layer for TLS (verification, SNI, client
  * certificates, session reuse), an output buffer sent once per event-loop
- * turn, and hiredis 0.14 used only as the reply parser (redisReader), its
- * replies paired in order with what the owner expects.
+ * turn, and the reply reader (ngx_http_ragq_reply.c), its replies paired in
+ * order with what the owner expects.
  */
 
 #ifndef _NGX_HTTP_RAGQ_CONN_H_INCLUDED_
@@ -18,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_ragq_peer.h"
+#include "ngx_http_ragq_reply.h"
 
 
 typedef struct ngx_http_ragq_conn_s ngx_http_ragq_conn_t;
@@ -26,7 +27,8 @@ typedef struct ngx_http_ragq_conn_s ngx_http_ragq_conn_t;
  * A reply, in the order the commands were written; NULL when the
  * connection closed first. The reply is freed when the handler returns,
  * unless the handler sets conn->keep (then it frees it itself, with
- * freeReplyObject(): only connections without the arena may keep replies).
+ * ngx_http_ragq_reply_free_kept(): only connections without the arena may
+ * keep replies).
  */
 typedef void (*ngx_http_ragq_conn_reply_pt)(ngx_http_ragq_conn_t *conn,
                                             void *data, redisReply *reply);
@@ -59,7 +61,6 @@ typedef enum {
 
 struct ngx_http_ragq_conn_s {
     ngx_connection_t *c;
-    redisReader      *reader;
     void             *data; /* the owner's */
 
     /* the owner's hooks */
@@ -75,6 +76,8 @@ struct ngx_http_ragq_conn_s {
     u_char *out_end;
 
     /* the replies expected, in order: [head, tail) modulo the size */
+    ngx_http_ragq_reader_t reader;
+
     ngx_http_ragq_expect_t *fifo;
     ngx_uint_t              fifo_size; /* a power of two */
     ngx_uint_t              head;

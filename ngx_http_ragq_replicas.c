@@ -226,7 +226,7 @@ ngx_http_ragq_replicas_wait_reply(ngx_http_ragq_conn_t *conn, void *data,
             ngx_http_ragq_vk_deliver(vk, cell, &short_of);
         }
 
-        freeReplyObject(r);
+        ngx_http_ragq_reply_free_kept(r);
     }
 
     if (reply == NULL) {

@@ -1,7 +1,7 @@
 /*
  * ragq: RESP (ngx_http_ragq_resp.c): commands in RESP form, built by the
- * module itself on the hot paths, the reply arena of the command
- * connection's reader, and what each Valkey error reply means for a client.
+ * module itself on the hot paths, and what each Valkey error reply means
+ * for a client.
  */
 
 #ifndef _NGX_HTTP_RAGQ_RESP_H_INCLUDED_
@@ -20,14 +20,6 @@
 
 u_char *ngx_http_ragq_resp_uint(u_char *p, uint64_t n);
 u_char *ngx_http_ragq_resp_bulk(u_char *p, const void *data, size_t len);
-
-/*
- * The replies of reader are built in a per-process arena, rewound when
- * hiredis frees each one: a reply must not be used after its callback
- * returns. One reader at a time (the command connection's).
- */
-void ngx_http_ragq_resp_arena(redisReader *reader);
-
 
 /* what an error reply (or a connection's state) means for a client */
 typedef struct {

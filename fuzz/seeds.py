@@ -274,6 +274,21 @@ JSONR = {
     "dup-keys": b'{"a": 1, "a": [2, {"b": "\\u0000"}]}',
 }
 
+# Valkey's replies to the module, byte 0 = the pieces (0x00: 1-64 bytes
+# seeded, 0x02: all at once; bit 0: the arena)
+REPLY = {
+    "job-hash": b"\x01*6\r\n$6\r\nstatus\r\n$8\r\nfinished\r\n$5\r\nquery\r\n"
+                b"$2\r\nq?\r\n$7\r\nsources\r\n$2\r\n[]\r\n",
+    "entry": b"\x00*1\r\n*2\r\n$15\r\n1700000000123-0\r\n*2\r\n$1\r\nq\r\n$0\r\n\r\n",
+    "scalars": b"\x02+OK\r\n-ERR wrong\r\n:42\r\n:-9223372036854775808\r\n"
+               b":9223372036854775807\r\n$-1\r\n*-1\r\n*0\r\n+a\rb\r\n",
+    "pubsub": b"\x03*3\r\n$7\r\nmessage\r\n$3\r\nch1\r\n$5\r\nhello\r\n",
+    "deep": b"\x00" + b"*1\r\n" * 8 + b":1\r\n" + b"*1\r\n" * 9 + b":1\r\n",
+    "bad-integers": b"\x00:01\r\n:+1\r\n:-0\r\n:\r\n",
+    "bad-type": b"\x02+OK\r\n?\r\n",
+    "bulk-trailer": b"\x02$1\r\naXY+OK\r\n",
+}
+
 
 def write(target, seeds):
     d = os.path.join(ROOT, "corpus", target)
@@ -294,3 +309,4 @@ if __name__ == "__main__":
     write("openai", OPENAI)
     write("qdrant", QDRANT)
     write("jsonr", JSONR)
+    write("reply", REPLY)
