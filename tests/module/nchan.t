@@ -1,6 +1,7 @@
 # Debian's nchan exports its bundled hiredis 1.0 symbols globally; loaded
-# first, it must not capture ragq's calls (ragq links hiredis 0.14 statically
-# with hidden symbols). Also: the module exports no redis*/sds* symbol.
+# first, it must not capture ragq's calls. ragq reads Valkey's replies itself
+# (ngx_http_ragq_reply.c) and links no hiredis: the module neither exports
+# nor calls any redis*/sds* symbol.
 BEGIN {
     my $ragq = $ENV{TEST_NGINX_LOAD_MODULES} // '';
     # nchan 1.3.6 itself double-frees in shm_destroy at exit, which ASan
@@ -22,7 +23,7 @@ no_shuffle();
 
 our $Queued = qr/^\{"status":"queued","job_id":"([0-9a-f]{32})","status_url":"\/job-status\?job_id=\1"\}$/;
 
-plan tests => 10;
+plan tests => 11;
 run_tests();
 
 __DATA__
@@ -39,6 +40,10 @@ my @exported = grep { /^\s*[0-9a-f]*\s+[TDBW]\s+(redis|sds)/ }
   `nm -D --defined-only $ENV{RAGQ_MODULE_SO}`;
 Test::More::is(scalar(@exported), 0, 'no redis*/sds* symbols exported')
   or Test::More::diag(@exported[0 .. 4]);
+my @called = grep { /\s+U\s+(redis|sds|freeReplyObject)/ }
+  `nm -D --undefined-only $ENV{RAGQ_MODULE_SO}`;
+Test::More::is(scalar(@called), 0, 'no redis*/sds* symbols called: nothing nchan could capture')
+  or Test::More::diag(@called[0 .. 4]);
 my @nchan = grep { /\s+T\s+redisAsyncConnect$/ }
   `nm -D --defined-only /usr/lib/nginx/modules/ngx_nchan_module.so`;
 Test::More::is(scalar(@nchan), 1, 'nchan does export redisAsyncConnect (the clash is real)');
