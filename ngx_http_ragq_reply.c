@@ -8,9 +8,10 @@
  * pass that builds the tree as it goes. A reply not all there yet is
  * dropped and read again from its start once more bytes came, but not
  * before as many as it is known to need (a bulk string's length, 3 bytes
- * per array element), so a large reply arriving in pieces is not parsed at
- * every read, and an array's elements are not allocated before they can
- * all be there (hiredis allocates whatever length a peer announces). The
+ * for each array element not read yet), so a large reply arriving in
+ * pieces is not parsed at every read, and an array's elements are not
+ * allocated before they can all be there (hiredis allocates whatever
+ * length a peer announces). The
  * trees are hiredis's redisReply, read by the rest of the module as
  * before. The grammar is hiredis 0.14's: fuzz/fuzz_reply.c feeds both the
  * same input in the same pieces and requires the same replies, and an
@@ -414,6 +415,13 @@ ngx_http_ragq_reply_parse(ngx_http_ragq_reader_t *rd, u_char **pp,
 
         for (i = 0; i < (size_t) n; i++) {
             rc = ngx_http_ragq_reply_parse(rd, pp, &r->element[i], depth + 1);
+
+            if (rc == NGX_AGAIN) {
+                /* and 3 bytes at least for each element after this one */
+                rd->need += 3 * ((size_t) n - i - 1);
+                return NGX_AGAIN;
+            }
+
             if (rc != NGX_OK) {
                 return rc;
             }
