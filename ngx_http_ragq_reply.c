@@ -1,21 +1,20 @@
 /*
  * ragq: Valkey's replies, read by the module itself. hiredis 0.14's reader
- * was a quarter of what a /job-status cost nginx beyond `return 200`: it
- * copies every read into a string buffer, walks a stack of tasks per
- * element through callbacks, and its default objects cost a calloc() and a
- * malloc() per element (and abort() nginx when memory runs out). This reads
- * RESP2, what Valkey answers a client that never sent HELLO 3, in one
- * pass that builds the tree as it goes. A reply not all there yet is
- * dropped and read again from its start once more bytes came, but not
+ * and the objects it built were ~4,400 of the ~11,200 instructions a
+ * /job-status cost nginx beyond `return 200`: it copies every read into a
+ * string buffer and walks a stack of tasks per element through callbacks.
+ * This reads RESP2, what Valkey answers a client that never sent HELLO 3,
+ * in one pass that builds the tree as it goes. A reply not all there yet
+ * is dropped and read again from its start once more bytes came, but not
  * before as many as it is known to need (a bulk string's length, 3 bytes
  * for each array element not read yet), so a large reply arriving in
  * pieces is not parsed at every read, and an array's elements are not
  * allocated before they can all be there (hiredis allocates whatever
- * length a peer announces). The
- * trees are hiredis's redisReply, read by the rest of the module as
- * before. The grammar is hiredis 0.14's: fuzz/fuzz_reply.c feeds both the
- * same input in the same pieces and requires the same replies, and an
- * error from ours only where hiredis has one.
+ * length a peer announces). The trees are hiredis's redisReply, read by
+ * the rest of the module as before. The grammar is hiredis 0.14's:
+ * fuzz/fuzz_reply.c feeds both the same input in the same pieces and
+ * requires the same replies, and an error from ours only where hiredis
+ * has one.
  */
 
 #include "ngx_http_ragq_reply.h"
