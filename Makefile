@@ -225,7 +225,7 @@ FUZZ_DIR       = build/fuzz
 FUZZ_SAN       = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                  -fno-sanitize-recover=all
 FUZZ_MODULE_TARGETS = json chat status entry reply
-FUZZ_WORKER_TARGETS = openai qdrant jsonr
+FUZZ_WORKER_TARGETS = openai qdrant jsonr http1
 FUZZ_NGX_INC   = $(addprefix -I$(BUILD)/nginx-src/,src/core src/event \
                  src/event/modules src/os/unix objs src/http src/http/modules \
                  src/http/v2)

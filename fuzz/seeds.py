@@ -289,6 +289,24 @@ REPLY = {
     "bulk-trailer": b"\x02$1\r\naXY+OK\r\n",
 }
 
+# HTTP/1.x answers to the worker, byte 0 = how they are cut (fuzz_http1.c)
+HTTP1 = {
+    "length": b"\x00HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 13\r\n\r\n{\"data\": [1]}",
+    "chunked": b"\x07HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5;x=y\r\nhello\r\n1\r\n \r\n0\r\nT: t\r\n\r\n",
+    "sse": b"\x03HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n"
+           b"1e\r\ndata: {\"choices\":[{\"a\":1}]}\n\n\r\n"
+           b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n",
+    "interim": b"\x01HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\n"
+               b"Retry-After: 2\r\nRetry-After-Ms: 1500\r\nContent-Length: 0\r\n\r\n",
+    "close": b"\x02HTTP/1.0 200 OK\nConnection: keep-alive, x\n\nuntil the end",
+    "both": b"\x05HTTP/1.1 200 OK\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "no-content": b"\x09HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+}
+
 
 def write(target, seeds):
     d = os.path.join(ROOT, "corpus", target)
@@ -310,3 +328,4 @@ if __name__ == "__main__":
     write("qdrant", QDRANT)
     write("jsonr", JSONR)
     write("reply", REPLY)
+    write("http1", HTTP1)

@@ -14,6 +14,12 @@
  * Streamed answers are read on a tick once they have been coming for 50 ms
  * ("paced reads": http_pace.c and DEVELOPERS.md "Answer streams"), not per
  * token.
+ *
+ * Cleartext (http://) requests with no proxy go to http1.c, the worker's
+ * own HTTP/1.1 client, unless RAGQ_HTTP_CLIENT=curl: curl's per-transfer
+ * work (its printf-built headers, connection checks, state machine) was
+ * over half the worker's CPU per job against local models and Qdrant.
+ * Requests of both clients are the same objects, answered the same way.
  */
 
 #include "http_int.h"
@@ -70,8 +76,8 @@ req_destroy(ragq_http_req_t *req)
 }
 
 /* Ends a request (done or cancelled) and keeps it for the next one. */
-static void
-req_release(ragq_http_req_t *req)
+void
+ragq_http_release(ragq_http_req_t *req)
 {
     ragq_http_t *http = req->http;
 
@@ -84,8 +90,12 @@ req_release(ragq_http_req_t *req)
         req->next->prev = req->prev;
     }
     http->active--;
-    ragq_http_pace_stop(req);
-    curl_multi_remove_handle(http->multi, req->easy);
+    if (req->origin) {
+        ragq_h1_cancel(req);
+    } else {
+        ragq_http_pace_stop(req);
+        curl_multi_remove_handle(http->multi, req->easy);
+    }
     free(req->send);
     free(req->retry_after);
     free(req->retry_after_ms);
@@ -217,17 +227,24 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     if (req->on_data) {
         curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
     }
-    if (code >= 200 && code <= 299) {
+    return ragq_http_take(req, ptr, n, code) == 0 ? n : 0;
+}
+
+int
+ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n, long code)
+{
+    if (req->on_data && code >= 200 && code <= 299) {
         /* Streamed: the same cap, counted, nothing kept. */
         if (n > req->max_answer - req->streamed) {
             req->too_big = 1;
-            return 0;
+            return -1;
         }
         req->streamed += n;
         if (req->on_data(ptr, n, req->data) != 0) {
-            return 0;
+            return -1;
         }
-        if (req->paced == CURL_SOCKET_BAD) {
+        if (req->origin == NULL ? req->paced == CURL_SOCKET_BAD
+                                : req->first_body != UINT64_MAX) {
             /*
              * Paced only once the answer has been coming for a tick: a
              * short one ends unpaced, without a tick's wait for its end.
@@ -237,15 +254,20 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
             if (req->first_body == 0) {
                 req->first_body = now;
             } else if (now - req->first_body >= RAGQ_HTTP_PACE_HEAD_MS) {
-                ragq_http_pace_start(req);
+                if (req->origin) {
+                    ragq_h1_pace_start(req);
+                    req->first_body = UINT64_MAX; /* paced */
+                } else {
+                    ragq_http_pace_start(req);
+                }
             }
         }
-        return n;
+        return 0;
     }
     /* Past the cap: stop the transfer now (curl fails it), read no more. */
     if (n > req->max_answer - req->len) {
         req->too_big = 1;
-        return 0;
+        return -1;
     }
     if (req->len + n + 1 > req->cap) {
         size_t cap = req->cap ? req->cap : 4096;
@@ -259,7 +281,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
         }
         p = realloc(req->body, cap);
         if (p == NULL) {
-            return 0;
+            return -1;
         }
         req->body = p;
         req->cap = cap;
@@ -267,7 +289,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     memcpy(req->body + req->len, ptr, n);
     req->len += n;
     req->body[req->len] = '\0';
-    return n;
+    return 0;
 }
 
 static char *
@@ -328,47 +350,61 @@ ragq_http_check_done(ragq_http_t *http)
     int      left;
 
     while ((msg = curl_multi_info_read(http->multi, &left)) != NULL) {
-        ragq_http_response_t resp;
-        ragq_http_req_t     *req;
-        char                 err[CURL_ERROR_SIZE + 64];
-        long                 code = 0;
+        ragq_http_req_t *req;
+        long             code = 0;
 
         if (msg->msg != CURLMSG_DONE) {
             continue;
         }
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-        memset(&resp, 0, sizeof(resp));
-        resp.elapsed_ms = (long) (ragq_now_ms() - req->started);
-        resp.error = "";
         if (msg->data.result == CURLE_OK) {
             curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
-            resp.status = code;
-        } else {
-            resp.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
-            /* FILESIZE_EXCEEDED: the Content-Length said so, nothing read. */
-            resp.too_large =
-                req->too_big || msg->data.result == CURLE_FILESIZE_EXCEEDED;
-            if (resp.too_large) {
-                snprintf(err, sizeof(err), "answer larger than %zu bytes",
-                         req->max_answer);
-            } else if (resp.timed_out) {
-                snprintf(err, sizeof(err), "no answer within %ld ms",
-                         req->timeout_ms);
-            } else {
-                snprintf(err, sizeof(err), "%s",
-                         req->errbuf[0] ? req->errbuf
-                                        : curl_easy_strerror(msg->data.result));
-            }
-            resp.error = err;
+            ragq_http_finish(req, code, NULL, 0);
+            continue;
         }
-        resp.body = req->body ? req->body : "";
-        resp.len = req->len;
-        resp.retry_after = req->retry_after;
-        resp.retry_after_ms = req->retry_after_ms;
-        /* Unlink first: the callback may free what data points to. */
-        req->cb(&resp, req->data);
-        req_release(req);
+        /* FILESIZE_EXCEEDED: the Content-Length said so, nothing read. */
+        if (msg->data.result == CURLE_FILESIZE_EXCEEDED) {
+            req->too_big = 1;
+        }
+        ragq_http_finish(req, 0,
+                         req->errbuf[0] ? req->errbuf
+                                        : curl_easy_strerror(msg->data.result),
+                         msg->data.result == CURLE_OPERATION_TIMEDOUT);
     }
+}
+
+void
+ragq_http_finish(ragq_http_req_t *req, long status, const char *error,
+                 int timed_out)
+{
+    ragq_http_response_t resp;
+    char                 err[CURL_ERROR_SIZE + 64];
+
+    memset(&resp, 0, sizeof(resp));
+    resp.elapsed_ms = (long) (ragq_now_ms() - req->started);
+    resp.error = "";
+    if (error == NULL) {
+        resp.status = status;
+    } else {
+        resp.timed_out = timed_out;
+        resp.too_large = req->too_big;
+        if (resp.too_large) {
+            snprintf(err, sizeof(err), "answer larger than %zu bytes",
+                     req->max_answer);
+        } else if (resp.timed_out) {
+            snprintf(err, sizeof(err), "no answer within %ld ms",
+                     req->timeout_ms);
+        } else {
+            snprintf(err, sizeof(err), "%s", error);
+        }
+        resp.error = err;
+    }
+    resp.body = req->body ? req->body : "";
+    resp.len = req->len;
+    resp.retry_after = req->retry_after;
+    resp.retry_after_ms = req->retry_after_ms;
+    req->cb(&resp, req->data);
+    ragq_http_release(req);
 }
 
 /* The first of the variables that is set and not empty, copied. */
@@ -408,6 +444,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
 {
     static int   inited;
     ragq_http_t *http;
+    const char  *mode;
 
     if (!inited) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -421,6 +458,16 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     }
     http->loop = loop;
     http->connect_timeout_ms = connect_timeout_ms;
+    http->max_per_host = max_per_host > 0 ? max_per_host : 1;
+    mode = getenv("RAGQ_HTTP_CLIENT");
+    http->own_client =
+        mode == NULL || *mode == '\0' || strcmp(mode, "own") == 0;
+    if (!http->own_client && strcmp(mode, "curl") != 0) {
+        ragq_log(RAGQ_LOG_ERROR,
+                 "RAGQ_HTTP_CLIENT must be own or curl, not \"%s\"", mode);
+        free(http);
+        return NULL;
+    }
     http->pace_ms = RAGQ_HTTP_PACE_MS;
     read_proxy_env(http);
     ragq_timer_init(&http->timer, on_timer, http);
@@ -453,9 +500,11 @@ ragq_http_free(ragq_http_t *http)
     if (http == NULL) {
         return;
     }
+    http->h1_closing = 1;
     while (http->reqs) {
-        req_release(http->reqs);
+        ragq_http_release(http->reqs);
     }
+    ragq_h1_free(http);
     while ((req = http->idle) != NULL) {
         http->idle = req->next;
         req_destroy(req);
@@ -546,12 +595,11 @@ headers_for(ragq_http_t *http, const char *extra)
     return hs->list;
 }
 
-/* A request from the free list, or a new one with the fixed options set. */
+/* A request from the free list, or a new one. */
 static ragq_http_req_t *
 req_get(ragq_http_t *http)
 {
     ragq_http_req_t *req = http->idle;
-    CURL            *e;
 
     if (req != NULL) {
         http->idle = req->next;
@@ -564,9 +612,22 @@ req_get(ragq_http_t *http)
     }
     req->http = http;
     req->paced = req->sock = CURL_SOCKET_BAD;
+    ragq_timer_init(&req->timer, NULL, req);
+    return req;
+}
+
+/* Its curl handle, made with the fixed options on first use by curl. */
+static CURL *
+req_easy(ragq_http_req_t *req)
+{
+    ragq_http_t *http = req->http;
+    CURL        *e;
+
+    if (req->easy != NULL) {
+        return req->easy;
+    }
     req->easy = e = curl_easy_init();
     if (e == NULL) {
-        free(req);
         return NULL;
     }
     curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -590,7 +651,39 @@ req_get(ragq_http_t *http)
     curl_easy_setopt(e, CURLOPT_PRIVATE, req);
     /* Set (possibly empty) so curl does not read the environment again. */
     curl_easy_setopt(e, CURLOPT_NOPROXY, http->no_proxy ? http->no_proxy : "");
-    return req;
+    return e;
+}
+
+/* Into the list of requests in flight. */
+static void
+req_link(ragq_http_t *http, ragq_http_req_t *req)
+{
+    req->next = http->reqs;
+    req->prev = NULL;
+    if (http->reqs) {
+        http->reqs->prev = req;
+    }
+    http->reqs = req;
+    http->active++;
+}
+
+/* On http1.c when it can carry the URL; 0 there, 1 for curl, -1 failed. */
+static int
+req_start_own(ragq_http_req_t *req, const char *url, const char *const *headers,
+              size_t n, char *body, size_t len)
+{
+    ragq_http_t *http = req->http;
+
+    if (!http->own_client || !ragq_h1_usable(http, url)) {
+        return 1;
+    }
+    req_link(http, req);
+    if (ragq_h1_start(req, url, headers, n, body, len) != 0) {
+        req->send = NULL; /* the caller keeps it */
+        ragq_http_release(req);
+        return -1;
+    }
+    return 0;
 }
 
 ragq_http_req_t *
@@ -614,21 +707,25 @@ ragq_http_post(ragq_http_t *http, const char *url, const char *header,
     return req;
 }
 
-ragq_http_req_t *
-ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
-                    char *body, size_t len, long timeout_ms, size_t max_answer,
-                    ragq_http_cb cb, void *data)
+/*
+ * Starts a POST with either one extra header line (header) or n lines of
+ * this request only (headers); the body is taken on success.
+ */
+static ragq_http_req_t *
+post(ragq_http_t *http, const char *url, const char *header,
+     const char *const *headers, size_t n, char *body, size_t len,
+     long timeout_ms, size_t max_answer, ragq_http_cb cb, void *data)
 {
-    struct curl_slist *h = headers_for(http, header);
+    struct curl_slist *h = NULL, *t;
     ragq_http_req_t   *req;
     CURL              *e;
-    int                tls = strncasecmp(url, "https:", 6) == 0;
+    int                tls = strncasecmp(url, "https:", 6) == 0, own;
     const char        *proxy = tls ? http->https_proxy : http->http_proxy;
+    size_t             i;
 
-    if (h == NULL || (req = req_get(http)) == NULL) {
+    if ((req = req_get(http)) == NULL) {
         return NULL;
     }
-    e = req->easy;
     req->cb = cb;
     req->data = data;
     req->timeout_ms = timeout_ms;
@@ -636,6 +733,35 @@ ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
     req->started = ragq_now_ms();
     req->first_body = 0;
     req->errbuf[0] = '\0';
+    if (header != NULL) {
+        headers = &header;
+        n = 1;
+    }
+    own = req_start_own(req, url, headers, n, body, len);
+    if (own <= 0) {
+        return own == 0 ? req : NULL;
+    }
+    if (header != NULL || headers == NULL) {
+        h = headers_for(http, header);
+    } else {
+        /* Its own list, set before the transfer starts: curl reads options
+         * when it runs the handle, on the next socket action. */
+        h = headers_build(NULL);
+        for (i = 0; h && i < n; i++) {
+            if ((t = curl_slist_append(h, headers[i])) == NULL) {
+                curl_slist_free_all(h);
+                h = NULL;
+            }
+        }
+        req->own = h;
+    }
+    if (h == NULL || (e = req_easy(req)) == NULL) {
+        curl_slist_free_all(req->own);
+        req->own = NULL;
+        req->next = http->idle;
+        http->idle = req;
+        return NULL;
+    }
 
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
@@ -648,20 +774,23 @@ ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) max_answer);
     curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
 
-    req->next = http->reqs;
-    req->prev = NULL;
-    if (http->reqs) {
-        http->reqs->prev = req;
-    }
-    http->reqs = req;
-    http->active++;
+    req_link(http, req);
     if (curl_multi_add_handle(http->multi, e) != CURLM_OK) {
         /* The caller keeps the body on failure. */
-        req_release(req);
+        ragq_http_release(req);
         return NULL;
     }
     req->send = body;
     return req;
+}
+
+ragq_http_req_t *
+ragq_http_post_take(ragq_http_t *http, const char *url, const char *header,
+                    char *body, size_t len, long timeout_ms, size_t max_answer,
+                    ragq_http_cb cb, void *data)
+{
+    return post(http, url, header, NULL, 0, body, len, timeout_ms, max_answer,
+                cb, data);
 }
 
 ragq_http_req_t *
@@ -670,30 +799,10 @@ ragq_http_post_headers(ragq_http_t *http, const char *url,
                        size_t len, long timeout_ms, size_t max_answer,
                        ragq_http_cb cb, void *data)
 {
-    struct curl_slist *list = headers_build(NULL), *t;
-    ragq_http_req_t   *req;
-    size_t             i;
+    static const char *none[1];
 
-    for (i = 0; list && i < n; i++) {
-        if ((t = curl_slist_append(list, headers[i])) == NULL) {
-            curl_slist_free_all(list);
-            list = NULL;
-        }
-    }
-    if (list == NULL) {
-        return NULL;
-    }
-    req = ragq_http_post_take(http, url, NULL, body, len, timeout_ms,
-                              max_answer, cb, data);
-    if (req == NULL) {
-        curl_slist_free_all(list);
-        return NULL;
-    }
-    /* Set before the transfer starts: curl reads options when it runs the
-     * handle, on the next socket action, not when it is added. */
-    req->own = list;
-    curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, list);
-    return req;
+    return post(http, url, NULL, headers ? headers : none, n, body, len,
+                timeout_ms, max_answer, cb, data);
 }
 
 void
@@ -706,6 +815,6 @@ void
 ragq_http_cancel(ragq_http_req_t *req)
 {
     if (req != NULL) {
-        req_release(req);
+        ragq_http_release(req);
     }
 }

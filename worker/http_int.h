@@ -8,8 +8,13 @@
 #define RAGQ_HTTP_INT_H
 
 #include "http.h"
+#include "http1_parse.h"
+#include "resolver.h"
 
 #include <curl/curl.h>
+
+typedef struct ragq_h1_origin_s ragq_h1_origin_t;
+typedef struct ragq_h1_conn_s   ragq_h1_conn_t;
 
 /* Distinct extra headers (auth per backend) whose lists are cached. */
 #define RAGQ_HTTP_HEADER_SETS 8
@@ -35,6 +40,20 @@ struct ragq_http_req_s {
     uint64_t          first_body; /* when its streamed body began, or 0 */
     curl_socket_t     sock;       /* the fd curl last watched for it */
     char              errbuf[CURL_ERROR_SIZE];
+    /* Carried by http1.c instead of curl when origin is set. */
+    ragq_h1_origin_t *origin;
+    ragq_h1_conn_t   *conn;  /* carrying it, or NULL while it waits */
+    ragq_http_req_t  *wnext; /* its origin's queue of requests waiting */
+    int               waiting;
+    int               retried; /* sent again after a kept connection died */
+    long              status;
+    char             *head; /* request line and headers, owned */
+    size_t            head_len, head_cap, sent;
+    size_t            send_len; /* of send, the request body */
+    ragq_timer_t      timer;    /* its timeout, or a failure posted */
+    const char       *fail;     /* the posted failure */
+    int               fail_timed_out;
+    char              fail_buf[160];
 };
 
 /*
@@ -87,11 +106,43 @@ struct ragq_http_s {
     size_t              nhsets;
     /* From the environment at start, as curl would read it per transfer. */
     char *http_proxy, *https_proxy, *no_proxy;
+    /* http1.c's state: cleartext requests, unless RAGQ_HTTP_CLIENT=curl. */
+    int                own_client;
+    long               max_per_host;
+    ragq_resolver_t   *resolver;
+    ragq_h1_origin_t **origins;
+    size_t             norigins;
+    ragq_h1_conn_t    *free_conns; /* closed, kept (see http1.c) */
+    ragq_h1_conn_t   **h1paced;    /* connections read on the tick */
+    size_t             nh1paced, h1paced_cap;
+    ragq_h1_conn_t   **h1scratch;
+    int                h1_closing;
 };
 
 /* http.c */
 int  ragq_http_watch(ragq_http_t *http, curl_socket_t fd);
 void ragq_http_check_done(ragq_http_t *http);
+
+/* The body of an answer as it comes, for either client: kept (up to
+ * max_answer) or handed to on_data; -1 stops the transfer. */
+int ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n,
+                   long status);
+/* Calls back with the answer, or the failure (error non-NULL), and
+ * releases the request. */
+void ragq_http_finish(ragq_http_req_t *req, long status, const char *error,
+                      int timed_out);
+/* Back on the free list (done or cancelled), whichever client carried it. */
+void ragq_http_release(ragq_http_req_t *req);
+
+/* http1.c */
+int  ragq_h1_usable(const ragq_http_t *http, const char *url);
+int  ragq_h1_start(ragq_http_req_t *req, const char *url,
+                   const char *const *headers, size_t n, const char *body,
+                   size_t len);
+void ragq_h1_cancel(ragq_http_req_t *req);
+void ragq_h1_pace_start(ragq_http_req_t *req);
+void ragq_h1_pace_tick(ragq_http_t *http);
+void ragq_h1_free(ragq_http_t *http);
 
 /* http_pace.c */
 ragq_http_paced_t *ragq_http_paced_find(ragq_http_t *http, curl_socket_t fd);

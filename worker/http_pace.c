@@ -69,7 +69,9 @@ ragq_http_pace_tick(void *data)
                                  &running);
     }
     ragq_http_check_done(http);
-    if (http->npaced > 0 && !ragq_timer_active(&http->tick)) {
+    ragq_h1_pace_tick(http);
+    if ((http->npaced > 0 || http->nh1paced > 0) &&
+        !ragq_timer_active(&http->tick)) {
         ragq_timer_start(http->loop, &http->tick, pace_delay(http));
     }
 }

@@ -32,6 +32,7 @@ main(void)
     srunner_add_suite(sr, ragq_suite_openai_stream());
     srunner_add_suite(sr, ragq_suite_openai_chunk());
     srunner_add_suite(sr, ragq_suite_webhook());
+    srunner_add_suite(sr, ragq_suite_http1());
 
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);

@@ -25,6 +25,7 @@ Suite *ragq_suite_jobid(void);    /* test_jobid.c */
 Suite *ragq_suite_openai_stream(void); /* test_openai_stream.c */
 Suite *ragq_suite_openai_chunk(void);  /* test_openai_chunk.c */
 Suite *ragq_suite_webhook(void);  /* test_webhook.c */
+Suite *ragq_suite_http1(void);    /* test_http1.c */
 
 /* helpers.c */
 struct json_object *ragq_test_strict_parse(const char *text);

@@ -1,0 +1,999 @@
+/*
+ * http1.c: the worker's own HTTP/1.1 client, for cleartext (http://)
+ * upstreams without a proxy: local models (Ollama, vLLM, llama.cpp server),
+ * Qdrant and embedding servers next to the worker.  curl keeps https://,
+ * proxies and any URL this file does not take (see ragq_h1_usable).
+ *
+ * What it owns: per origin (host and port), the names resolved (off the
+ * loop, kept 60 s), kept-alive connections (at most max_per_host, reused
+ * last-in first-out) and the requests waiting for one; per connection, its
+ * socket, the bytes read and the answer's parser (http1_parse.c).  A
+ * request goes out in one sendmsg of its head and body; the answer is
+ * read as it comes, its body handed to http.c's ragq_http_take, like
+ * curl's.  A kept connection that dies before the first byte of its answer
+ * (the server closed it while idle) sends the request once more on a new
+ * one, as curl does.  Callbacks never run from inside a call of the job
+ * pipeline: failures found while starting are posted on the request's
+ * timer.
+ *
+ * Closed connections stay allocated on a free list until the client is
+ * freed, so a tick's list of paced connections (read on the tick, see
+ * http_int.h) can never point at freed memory, whatever a callback
+ * cancels meanwhile.
+ */
+
+#include "http_int.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Like curl's DNS cache: a name is looked up again after a minute. */
+#define RAGQ_H1_DNS_TTL_MS 60000
+/* A connection idle this long is not trusted with a request (curl: 118 s;
+ * servers' own keep-alive timeouts are often shorter, 5 s to 75 s). */
+#define RAGQ_H1_IDLE_MS 60000
+#define RAGQ_H1_BUF     (16u * 1024)
+
+enum { C_CONNECTING, C_BUSY, C_IDLE };
+
+struct ragq_h1_origin_s {
+    ragq_http_t     *http;
+    char            *host;      /* without brackets: what is looked up */
+    char            *authority; /* as in the URL: the Host header */
+    int              port;
+    int              numeric;
+    ragq_addrs_t     addrs;
+    int              prefer; /* the address that connected last */
+    uint64_t         resolved_at;
+    ragq_lookup_t   *lookup;
+    ragq_h1_conn_t  *idle;
+    size_t           nconns;
+    ragq_http_req_t *wait_head, *wait_tail;
+};
+
+struct ragq_h1_conn_s {
+    ragq_h1_origin_t *origin; /* NULL while on the free list */
+    ragq_h1_conn_t   *next;   /* idle or free list */
+    int               fd;
+    int               state;
+    int               addr; /* how many of origin->addrs were tried */
+    int               ai;   /* the one being tried */
+    unsigned          watching;
+    size_t            pidx;   /* 1 + index in http->h1paced, or 0 */
+    unsigned          served; /* answers read on it */
+    int               got;    /* bytes of the current answer came */
+    ragq_http_req_t  *req;
+    ragq_h1_parser_t  parser;
+    char             *buf;
+    size_t            len, cap;
+    ragq_timer_t      timer; /* connect timeout */
+    uint64_t          idle_since;
+};
+
+static void conn_io(int fd, unsigned events, void *data);
+static void origin_dispatch(ragq_h1_origin_t *o);
+
+/*
+ * http://host[:port][/path][?query], with no user, fragment, space or
+ * control character; sets the parts.  0 when curl must take it instead.
+ */
+static int
+url_split(const char *url, const char **auth, size_t *auth_len,
+          const char **host, size_t *host_len, int *port, const char **path)
+{
+    const char *a, *e, *h, *he, *p;
+    long        pn = 80;
+
+    if (strncasecmp(url, "http://", 7) != 0) {
+        return 0;
+    }
+    for (p = url; *p; p++) {
+        if ((unsigned char) *p <= ' ' || *p == 0x7f || *p == '#') {
+            return 0;
+        }
+    }
+    a = url + 7;
+    e = a + strcspn(a, "/?");
+    if (e == a || memchr(a, '@', (size_t) (e - a)) != NULL) {
+        return 0;
+    }
+    h = a;
+    if (*h == '[') {
+        he = memchr(h, ']', (size_t) (e - h));
+        if (he == NULL) {
+            return 0;
+        }
+        h++;
+        p = he + 1;
+    } else {
+        he = memchr(h, ':', (size_t) (e - h));
+        if (he == NULL) {
+            he = e;
+        }
+        p = he;
+    }
+    if (he == h) {
+        return 0;
+    }
+    if (p < e) {
+        if (*p != ':' || p + 1 == e || e - p > 6) {
+            return 0;
+        }
+        for (pn = 0, p++; p < e; p++) {
+            if (*p < '0' || *p > '9') {
+                return 0;
+            }
+            pn = pn * 10 + (*p - '0');
+        }
+        if (pn < 1 || pn > 65535) {
+            return 0;
+        }
+    }
+    *auth = a;
+    *auth_len = (size_t) (e - a);
+    *host = h;
+    *host_len = (size_t) (he - h);
+    *port = (int) pn;
+    *path = e;
+    return 1;
+}
+
+int
+ragq_h1_usable(const ragq_http_t *http, const char *url)
+{
+    const char *a, *h, *p;
+    size_t      al, hl;
+    int         port;
+
+    /* A proxy (and its no_proxy exceptions) stays curl's business. */
+    return http->http_proxy == NULL &&
+           url_split(url, &a, &al, &h, &hl, &port, &p);
+}
+
+static ragq_h1_origin_t *
+origin_get(ragq_http_t *http, const char *auth, size_t auth_len,
+           const char *host, size_t host_len, int port)
+{
+    ragq_h1_origin_t *o, **os;
+    size_t            i;
+
+    for (i = 0; i < http->norigins; i++) {
+        o = http->origins[i];
+        if (o->port == port && strlen(o->host) == host_len &&
+            strncasecmp(o->host, host, host_len) == 0) {
+            return o;
+        }
+    }
+    os = realloc(http->origins, (http->norigins + 1) * sizeof(*os));
+    if (os == NULL) {
+        return NULL;
+    }
+    http->origins = os;
+    if ((o = calloc(1, sizeof(*o))) == NULL) {
+        return NULL;
+    }
+    o->http = http;
+    o->port = port;
+    o->host = strndup(host, host_len);
+    o->authority = strndup(auth, auth_len);
+    if (o->host == NULL || o->authority == NULL) {
+        free(o->host);
+        free(o->authority);
+        free(o);
+        return NULL;
+    }
+    o->numeric = ragq_resolve_numeric(o->host, port, &o->addrs) == 0;
+    os[http->norigins++] = o;
+    return o;
+}
+
+/* Appends n bytes to the request's head buffer. */
+static int
+head_add(ragq_http_req_t *req, const char *s, size_t n)
+{
+    if (req->head_len + n > req->head_cap) {
+        size_t cap = req->head_cap ? req->head_cap : 512;
+        char  *h;
+
+        while (cap < req->head_len + n) {
+            cap *= 2;
+        }
+        if ((h = realloc(req->head, cap)) == NULL) {
+            return -1;
+        }
+        req->head = h;
+        req->head_cap = cap;
+    }
+    memcpy(req->head + req->head_len, s, n);
+    req->head_len += n;
+    return 0;
+}
+
+#define HEAD_LIT(req, s) head_add(req, s, sizeof(s) - 1)
+
+static int
+head_build(ragq_http_req_t *req, const char *path, const char *auth,
+           size_t auth_len, const char *const *headers, size_t n, size_t len)
+{
+    char   num[24];
+    int    w, rc = 0;
+    size_t i, hl;
+
+    req->head_len = 0;
+    rc |= HEAD_LIT(req, "POST ");
+    rc |= *path == '/'
+              ? head_add(req, path, strlen(path))
+              : (HEAD_LIT(req, "/") | head_add(req, path, strlen(path)));
+    rc |= HEAD_LIT(req, " HTTP/1.1\r\nHost: ");
+    rc |= head_add(req, auth, auth_len);
+    rc |= HEAD_LIT(req, "\r\nUser-Agent: ragq-worker/1.0\r\n"
+                        "Content-Type: application/json\r\n"
+                        "Accept: application/json\r\n");
+    for (i = 0; i < n; i++) {
+        hl = strlen(headers[i]);
+        /* Never a line break inside a header line of ours. */
+        if (strpbrk(headers[i], "\r\n") != NULL) {
+            return -1;
+        }
+        /* "Name:" alone removes a header, as with curl: none to add. */
+        if (hl == 0 || headers[i][hl - 1] == ':') {
+            continue;
+        }
+        rc |= head_add(req, headers[i], hl);
+        rc |= HEAD_LIT(req, "\r\n");
+    }
+    w = snprintf(num, sizeof(num), "%zu", len);
+    rc |= HEAD_LIT(req, "Content-Length: ");
+    rc |= head_add(req, num, (size_t) w);
+    rc |= HEAD_LIT(req, "\r\n\r\n");
+    return rc ? -1 : 0;
+}
+
+/* ---- requests --------------------------------------------------------- */
+
+static void
+wait_remove(ragq_http_req_t *req)
+{
+    ragq_h1_origin_t *o = req->origin;
+    ragq_http_req_t **pp = &o->wait_head, *prev = NULL;
+
+    if (!req->waiting) {
+        return;
+    }
+    while (*pp && *pp != req) {
+        prev = *pp;
+        pp = &(*pp)->wnext;
+    }
+    if (*pp == req) {
+        *pp = req->wnext;
+        if (o->wait_tail == req) {
+            o->wait_tail = prev;
+        }
+    }
+    req->wnext = NULL;
+    req->waiting = 0;
+}
+
+static void
+wait_push(ragq_http_req_t *req, int front)
+{
+    ragq_h1_origin_t *o = req->origin;
+
+    req->waiting = 1;
+    req->wnext = NULL;
+    if (o->wait_head == NULL) {
+        o->wait_head = o->wait_tail = req;
+    } else if (front) {
+        req->wnext = o->wait_head;
+        o->wait_head = req;
+    } else {
+        o->wait_tail->wnext = req;
+        o->wait_tail = req;
+    }
+}
+
+static void
+req_timer(void *data)
+{
+    ragq_http_req_t *req = data;
+
+    /* Either a failure posted, or its time is up (wherever it is). */
+    if (req->fail == NULL) {
+        req->fail = "timed out";
+        req->fail_timed_out = 1;
+    }
+    ragq_http_finish(req, 0, req->fail, req->fail_timed_out);
+}
+
+/*
+ * Fails a request that no connection carries any more: its callback runs
+ * on the next turn of the loop, never from inside the caller.
+ */
+static void
+req_fail(ragq_http_req_t *req, const char *why, int timed_out)
+{
+    ragq_h1_origin_t *o = req->origin;
+
+    wait_remove(req);
+    req->conn = NULL;
+    snprintf(req->fail_buf, sizeof(req->fail_buf), "%s:%d: %s", o->host,
+             o->port, why);
+    req->fail = req->fail_buf;
+    req->fail_timed_out = timed_out;
+    ragq_timer_start(o->http->loop, &req->timer, 0);
+}
+
+int
+ragq_h1_start(ragq_http_req_t *req, const char *url, const char *const *headers,
+              size_t n, const char *body, size_t len)
+{
+    ragq_http_t      *http = req->http;
+    const char       *auth, *host, *path;
+    size_t            auth_len, host_len;
+    int               port;
+    ragq_h1_origin_t *o;
+
+    if (!url_split(url, &auth, &auth_len, &host, &host_len, &port, &path) ||
+        (o = origin_get(http, auth, auth_len, host, host_len, port)) == NULL ||
+        head_build(req, path, auth, auth_len, headers, n, len) != 0) {
+        return -1;
+    }
+    req->send = (char *) body;
+    req->send_len = len;
+    req->origin = o;
+    req->conn = NULL;
+    req->sent = 0;
+    req->retried = 0;
+    req->status = 0;
+    req->fail = NULL;
+    req->fail_timed_out = 0;
+    req->timer.cb = req_timer;
+    req->timer.data = req;
+    ragq_timer_start(http->loop, &req->timer, (uint64_t) req->timeout_ms);
+    wait_push(req, 0);
+    origin_dispatch(o);
+    return 0;
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+static void
+conn_watch(ragq_h1_conn_t *c)
+{
+    unsigned ev;
+
+    if (c->state == C_CONNECTING) {
+        ev = RAGQ_IO_WRITE;
+    } else if (c->state == C_IDLE) {
+        ev = RAGQ_IO_READ;
+    } else {
+        ev = c->pidx ? 0 : RAGQ_IO_READ;
+        if (c->req && c->req->sent < c->req->head_len + c->req->send_len) {
+            ev |= RAGQ_IO_WRITE;
+        }
+    }
+    if (ev != c->watching) {
+        ragq_loop_io(c->origin->http->loop, c->fd, ev, conn_io, c);
+        c->watching = ev;
+    }
+}
+
+static void
+unpace(ragq_h1_conn_t *c)
+{
+    ragq_http_t *http = c->origin->http;
+    size_t       i = c->pidx - 1;
+
+    if (c->pidx == 0) {
+        return;
+    }
+    c->pidx = 0;
+    if (i != --http->nh1paced) {
+        http->h1paced[i] = http->h1paced[http->nh1paced];
+        http->h1paced[i]->pidx = i + 1;
+    }
+}
+
+static void
+conn_close(ragq_h1_conn_t *c)
+{
+    ragq_h1_origin_t *o = c->origin;
+    ragq_http_t      *http = o->http;
+    ragq_h1_conn_t  **pp;
+
+    unpace(c);
+    if (c->state == C_IDLE) {
+        for (pp = &o->idle; *pp && *pp != c; pp = &(*pp)->next) {
+        }
+        if (*pp) {
+            *pp = c->next;
+        }
+    }
+    if (c->fd >= 0) {
+        ragq_loop_io(http->loop, c->fd, 0, NULL, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    ragq_timer_stop(http->loop, &c->timer);
+    free(c->buf);
+    c->buf = NULL;
+    c->len = c->cap = 0;
+    c->req = NULL;
+    c->origin = NULL;
+    o->nconns--;
+    c->next = http->free_conns;
+    http->free_conns = c;
+}
+
+static void
+connect_timeout(void *data)
+{
+    ragq_h1_conn_t  *c = data;
+    ragq_http_req_t *req = c->req;
+
+    conn_close(c);
+    if (req) {
+        req_fail(req, "no connection within the connect timeout", 1);
+    }
+}
+
+/*
+ * Starts connecting to the next address from c->addr on; 0 when under way
+ * (or connected: state C_BUSY), -1 with errno when no address is left.
+ */
+static int
+conn_open(ragq_h1_conn_t *c)
+{
+    ragq_h1_origin_t *o = c->origin;
+    int               one = 1, err = ECONNREFUSED;
+
+    for (; c->addr < o->addrs.n; c->addr++) {
+        int i = c->ai = (o->prefer + c->addr) % o->addrs.n;
+        int fd = socket(o->addrs.addr[i].ss_family,
+                        SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        if (connect(fd, (struct sockaddr *) &o->addrs.addr[i],
+                    o->addrs.len[i]) == 0) {
+            c->fd = fd;
+            c->state = C_BUSY;
+            o->prefer = i;
+            return 0;
+        }
+        if (errno == EINPROGRESS) {
+            c->fd = fd;
+            c->state = C_CONNECTING;
+            ragq_timer_start(o->http->loop, &c->timer,
+                             (uint64_t) o->http->connect_timeout_ms);
+            return 0;
+        }
+        err = errno;
+        close(fd);
+    }
+    errno = err;
+    return -1;
+}
+
+/*
+ * The connection failed while carrying its request: a kept one that died
+ * before any byte of the answer (closed by the server while idle) sends it
+ * again on a new one, once; otherwise the request fails with why.
+ */
+static void
+conn_broken(ragq_h1_conn_t *c, const char *why)
+{
+    ragq_h1_origin_t *o = c->origin;
+    ragq_http_req_t  *req = c->req;
+    int               again = c->served > 0 && !c->got;
+
+    conn_close(c);
+    if (req == NULL) {
+        return;
+    }
+    req->conn = NULL;
+    if (again && !req->retried) {
+        req->retried = 1;
+        req->sent = 0;
+        wait_push(req, 1);
+        origin_dispatch(o);
+        return;
+    }
+    req_fail(req, why, 0);
+}
+
+/* Sends what is left of the request; -1 when the connection broke. */
+static int
+conn_send(ragq_h1_conn_t *c)
+{
+    ragq_http_req_t *req = c->req;
+    size_t           total = req->head_len + req->send_len;
+    struct iovec     iov[2];
+    struct msghdr    msg;
+    ssize_t          n;
+
+    while (req->sent < total) {
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = iov;
+        if (req->sent < req->head_len) {
+            iov[0].iov_base = req->head + req->sent;
+            iov[0].iov_len = req->head_len - req->sent;
+            iov[1].iov_base = req->send;
+            iov[1].iov_len = req->send_len;
+            msg.msg_iovlen = req->send_len ? 2 : 1;
+        } else {
+            iov[0].iov_base = req->send + (req->sent - req->head_len);
+            iov[0].iov_len = total - req->sent;
+            msg.msg_iovlen = 1;
+        }
+        n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            conn_broken(c, strerror(errno));
+            return -1;
+        }
+        req->sent += (size_t) n;
+    }
+    conn_watch(c);
+    return 0;
+}
+
+/* Carries req on c (connected or idle). */
+static void
+conn_attach(ragq_h1_conn_t *c, ragq_http_req_t *req)
+{
+    c->req = req;
+    c->got = 0;
+    c->len = 0;
+    req->conn = c;
+    ragq_h1_parser_init(&c->parser);
+    if (c->state == C_IDLE) {
+        c->state = C_BUSY;
+    }
+    if (c->state == C_BUSY) {
+        conn_send(c);
+    } else {
+        conn_watch(c);
+    }
+}
+
+/* The answer is complete: the connection is kept or closed, then the
+ * request is answered (its callback may start or cancel others). */
+static void
+conn_done(ragq_h1_conn_t *c, int keep)
+{
+    ragq_h1_origin_t *o = c->origin;
+    ragq_http_req_t  *req = c->req;
+
+    c->req = NULL;
+    req->conn = NULL;
+    if (keep && c->parser.keep_alive && c->len == 0) {
+        unpace(c);
+        c->served++;
+        c->state = C_IDLE;
+        c->idle_since = ragq_now_ms();
+        c->next = o->idle;
+        o->idle = c;
+        conn_watch(c);
+    } else {
+        conn_close(c);
+    }
+    origin_dispatch(o);
+    ragq_timer_stop(o->http->loop, &req->timer);
+    ragq_http_finish(req, req->status, NULL, 0);
+}
+
+static char *
+value_dup(const ragq_h1_parser_t *p)
+{
+    return strndup(p->data, p->len);
+}
+
+/*
+ * Reads the answer out of c->buf.  Returns when more bytes are needed (0)
+ * or the connection is no longer this answer's (-1: done or failed).
+ */
+static int
+conn_parse(ragq_h1_conn_t *c)
+{
+    ragq_h1_parser_t *p = &c->parser;
+    ragq_http_req_t  *req = c->req;
+    size_t            off = 0, used;
+    char             *v;
+
+    for (;;) {
+        switch (ragq_h1_parse(p, c->buf + off, c->len - off, &used)) {
+        case RAGQ_H1_MORE:
+            off += used;
+            if (off > 0) {
+                memmove(c->buf, c->buf + off, c->len - off);
+                c->len -= off;
+            }
+            return 0;
+        case RAGQ_H1_HEADER:
+            off += used;
+            if (p->status < 200) {
+                break;
+            }
+            if (p->name_len == 11 &&
+                strncasecmp(p->name, "retry-after", 11) == 0 &&
+                (v = value_dup(p)) != NULL) {
+                free(req->retry_after);
+                req->retry_after = v;
+            } else if (p->name_len == 14 &&
+                       strncasecmp(p->name, "retry-after-ms", 14) == 0 &&
+                       (v = value_dup(p)) != NULL) {
+                free(req->retry_after_ms);
+                req->retry_after_ms = v;
+            }
+            break;
+        case RAGQ_H1_HEAD:
+            off += used;
+            req->status = p->status;
+            if (p->length >= 0 && (uint64_t) p->length > req->max_answer) {
+                req->too_big = 1;
+                conn_close(c);
+                req_fail(req, "answer too large", 0);
+                return -1;
+            }
+            break;
+        case RAGQ_H1_BODY:
+            off += used;
+            if (ragq_http_take(req, p->data, p->len, p->status) != 0) {
+                conn_close(c);
+                req_fail(req, "answer not taken", 0);
+                return -1;
+            }
+            break;
+        case RAGQ_H1_DONE:
+            off += used;
+            c->len -= off; /* bytes after the answer: not kept then */
+            conn_done(c, 1);
+            return -1;
+        case RAGQ_H1_ERROR:
+            conn_close(c);
+            req_fail(req, p->error, 0);
+            return -1;
+        }
+    }
+}
+
+/* One read (level-triggered: the loop comes back for the rest). */
+static void
+conn_read(ragq_h1_conn_t *c)
+{
+    ssize_t n;
+
+    if (c->buf == NULL) {
+        if ((c->buf = malloc(RAGQ_H1_BUF)) == NULL) {
+            conn_broken(c, "out of memory");
+            return;
+        }
+        c->cap = RAGQ_H1_BUF;
+    }
+    if (c->len == c->cap) {
+        /* A line longer than the buffer: room up to the head's limit. */
+        char *b;
+
+        if (c->cap >= RAGQ_H1_MAX_HEAD + RAGQ_H1_BUF ||
+            (b = realloc(c->buf, c->cap * 2)) == NULL) {
+            conn_close(c);
+            req_fail(c->req, "answer head too large", 0);
+            return;
+        }
+        c->buf = b;
+        c->cap *= 2;
+    }
+    n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (n > 0) {
+        c->got = 1;
+        c->len += (size_t) n;
+        conn_parse(c);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (n == 0 && ragq_h1_parse_eof(&c->parser) == RAGQ_H1_DONE) {
+        conn_done(c, 0);
+        return;
+    }
+    conn_broken(c, n == 0 ? c->parser.error : strerror(errno));
+}
+
+static void
+conn_io(int fd, unsigned events, void *data)
+{
+    ragq_h1_conn_t *c = data;
+    int             err = 0;
+    socklen_t       elen = sizeof(err);
+
+    (void) fd;
+    switch (c->state) {
+    case C_CONNECTING:
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+            err = errno;
+        }
+        if (err == EINPROGRESS || err == EINTR) {
+            return;
+        }
+        ragq_timer_stop(c->origin->http->loop, &c->timer);
+        if (err != 0) {
+            ragq_http_req_t *req = c->req;
+
+            /* The next address, on a new socket. */
+            ragq_loop_io(c->origin->http->loop, c->fd, 0, NULL, NULL);
+            close(c->fd);
+            c->fd = -1;
+            c->watching = 0;
+            c->addr++;
+            if (conn_open(c) != 0) {
+                const char *why = strerror(err);
+
+                conn_close(c);
+                req_fail(req, why, 0);
+                return;
+            }
+            if (c->state == C_CONNECTING) {
+                conn_watch(c);
+                return;
+            }
+        }
+        c->origin->prefer = c->ai;
+        c->state = C_BUSY;
+        conn_send(c);
+        return;
+    case C_IDLE:
+        /* Closed by the server, or bytes nobody asked for: not reused. */
+        conn_close(c);
+        return;
+    default:
+        if ((events & RAGQ_IO_WRITE) && conn_send(c) != 0) {
+            return;
+        }
+        if (events & RAGQ_IO_READ) {
+            conn_read(c);
+        }
+    }
+}
+
+/* ---- origins ---------------------------------------------------------- */
+
+static void
+fail_waiting(ragq_h1_origin_t *o, const char *why)
+{
+    while (o->wait_head) {
+        req_fail(o->wait_head, why, 0);
+    }
+}
+
+static void
+on_resolved(void *data, const ragq_addrs_t *addrs, const char *err)
+{
+    ragq_h1_origin_t *o = data;
+
+    o->lookup = NULL;
+    if (err != NULL) {
+        if (o->resolved_at == 0) {
+            fail_waiting(o, err);
+        }
+        return;
+    }
+    o->addrs = *addrs;
+    o->prefer = 0;
+    o->resolved_at = ragq_now_ms();
+    origin_dispatch(o);
+}
+
+/* 0 when o has addresses to connect to (a stale answer is refreshed in
+ * the background meanwhile). */
+static int
+origin_ready(ragq_h1_origin_t *o)
+{
+    ragq_http_t *http = o->http;
+
+    if (o->numeric) {
+        return 0;
+    }
+    if (o->lookup == NULL &&
+        (o->resolved_at == 0 ||
+         ragq_now_ms() - o->resolved_at >= RAGQ_H1_DNS_TTL_MS)) {
+        if (http->resolver == NULL) {
+            http->resolver = ragq_resolver_new(http->loop);
+        }
+        o->lookup = http->resolver ? ragq_resolve(http->resolver, o->host,
+                                                  o->port, on_resolved, o)
+                                   : NULL;
+        if (o->lookup == NULL && o->resolved_at == 0) {
+            fail_waiting(o, "cannot start a name lookup");
+            return -1;
+        }
+    }
+    return o->resolved_at ? 0 : -1;
+}
+
+static ragq_h1_conn_t *
+conn_new(ragq_h1_origin_t *o)
+{
+    ragq_http_t    *http = o->http;
+    ragq_h1_conn_t *c = http->free_conns;
+
+    if (c != NULL) {
+        http->free_conns = c->next;
+    } else if ((c = calloc(1, sizeof(*c))) == NULL) {
+        return NULL;
+    }
+    memset(c, 0, sizeof(*c));
+    c->origin = o;
+    c->fd = -1;
+    ragq_timer_init(&c->timer, connect_timeout, c);
+    o->nconns++;
+    return c;
+}
+
+/* Gives waiting requests a kept connection, or a new one while allowed. */
+static void
+origin_dispatch(ragq_h1_origin_t *o)
+{
+    ragq_http_t     *http = o->http;
+    ragq_h1_conn_t  *c;
+    ragq_http_req_t *req;
+    uint64_t         now = 0;
+
+    while (o->wait_head && !http->h1_closing) {
+        while ((c = o->idle) != NULL) {
+            if (now == 0) {
+                now = ragq_now_ms();
+            }
+            if (now - c->idle_since < RAGQ_H1_IDLE_MS) {
+                break;
+            }
+            conn_close(c);
+        }
+        if (c == NULL) {
+            if (o->nconns >= (size_t) http->max_per_host ||
+                origin_ready(o) != 0) {
+                return;
+            }
+            if ((c = conn_new(o)) == NULL) {
+                req_fail(o->wait_head, "out of memory", 0);
+                continue;
+            }
+            req = o->wait_head;
+            wait_remove(req);
+            if (conn_open(c) != 0) {
+                const char *why = strerror(errno);
+
+                conn_close(c);
+                req_fail(req, why, 0);
+                continue;
+            }
+            conn_attach(c, req);
+            continue;
+        }
+        o->idle = c->next;
+        req = o->wait_head;
+        wait_remove(req);
+        conn_attach(c, req);
+    }
+}
+
+/* ---- from http.c ------------------------------------------------------ */
+
+void
+ragq_h1_cancel(ragq_http_req_t *req)
+{
+    ragq_h1_origin_t *o = req->origin;
+    ragq_h1_conn_t   *c = req->conn;
+
+    ragq_timer_stop(req->http->loop, &req->timer);
+    wait_remove(req);
+    req->origin = NULL;
+    req->conn = NULL;
+    if (c != NULL) {
+        /* Its answer is not read to the end: the connection cannot carry
+         * another request. */
+        c->req = NULL;
+        conn_close(c);
+        origin_dispatch(o);
+    }
+}
+
+void
+ragq_h1_pace_start(ragq_http_req_t *req)
+{
+    ragq_http_t    *http = req->http;
+    ragq_h1_conn_t *c = req->conn;
+
+    if (c == NULL || c->pidx) {
+        return;
+    }
+    if (http->nh1paced == http->h1paced_cap) {
+        size_t           cap = http->h1paced_cap ? http->h1paced_cap * 2 : 16;
+        ragq_h1_conn_t **np = realloc(http->h1paced, cap * sizeof(*np));
+        ragq_h1_conn_t **ns;
+
+        if (np == NULL) {
+            return; /* stays watched: every byte still arrives */
+        }
+        http->h1paced = np;
+        if ((ns = realloc(http->h1scratch, cap * sizeof(*ns))) == NULL) {
+            return;
+        }
+        http->h1scratch = ns;
+        http->h1paced_cap = cap;
+    }
+    http->h1paced[http->nh1paced++] = c;
+    c->pidx = http->nh1paced;
+    conn_watch(c);
+    if (!ragq_timer_active(&http->tick)) {
+        ragq_timer_start(http->loop, &http->tick,
+                         ragq_ms_to_boundary(http->pace_ms));
+    }
+}
+
+void
+ragq_h1_pace_tick(ragq_http_t *http)
+{
+    size_t i, n = http->nh1paced;
+
+    /* A copy: reading one may end, cancel or pace others.  Connections
+     * are never freed meanwhile (see the top of this file). */
+    memcpy(http->h1scratch, http->h1paced, n * sizeof(*http->h1scratch));
+    for (i = 0; i < n; i++) {
+        ragq_h1_conn_t *c = http->h1scratch[i];
+
+        if (c->pidx && c->origin && c->state == C_BUSY && c->req) {
+            conn_read(c);
+        }
+    }
+}
+
+void
+ragq_h1_free(ragq_http_t *http)
+{
+    ragq_h1_conn_t *c;
+    size_t          i;
+
+    http->h1_closing = 1;
+    for (i = 0; i < http->norigins; i++) {
+        ragq_h1_origin_t *o = http->origins[i];
+
+        while (o->idle) {
+            conn_close(o->idle);
+        }
+        if (o->lookup) {
+            ragq_resolve_cancel(o->lookup);
+        }
+        free(o->host);
+        free(o->authority);
+        free(o);
+    }
+    free(http->origins);
+    while ((c = http->free_conns) != NULL) {
+        http->free_conns = c->next;
+        free(c);
+    }
+    free(http->h1paced);
+    free(http->h1scratch);
+    if (http->resolver) {
+        ragq_resolver_free(http->resolver);
+    }
+}
