@@ -1,0 +1,285 @@
+# ragq-worker's own HTTP/1.1 client (worker/http1.c), which carries every
+# http:// call without a proxy. A re-framing proxy (forked here) sits
+# between the worker and the stand-in: it forwards each request and sends
+# the answer back framed as the test's mode says (tiny chunks with
+# extensions, a body ended by closing, a 100 Continue first, a connection
+# dropped when it is reused, not HTTP at all). It counts connections and
+# requests, so reuse, the per-host cap and the retry on a dead kept
+# connection are seen from the server's side.
+use strict;
+use warnings;
+use Test::More;
+use IO::Socket::INET ();
+use IO::Select ();
+use POSIX ();
+use Ragq::Valkey ();
+use Ragq::Standin;
+use Ragq::Worker;
+
+my $P = "wh1$$";
+my $s = Ragq::Standin->start(dim => 16);
+$s->create_collection('docs', 16);
+$s->upsert('docs', [
+    { id => 1, payload => { page_content => 'The capital of France is Paris.',
+                            metadata => { source => 'france.md' } } },
+]);
+my $ANSWER = 'According to [1] (france.md): The capital of France is Paris.';
+
+my $Dir = "/tmp/ragq-http1-t-$$";
+mkdir $Dir or die "mkdir: $!";
+my $Parent = $$;
+
+sub slurp { my ($f) = @_; open my $fh, '<', $f or return ''; local $/; <$fh> }
+sub mode { open my $fh, '>', "$Dir/mode" or die; print $fh $_[0]; close $fh }
+sub count { scalar(() = slurp("$Dir/$_[0]") =~ /\n/g) }
+sub note_line { open my $fh, '>>', "$Dir/$_[0]" or return; print $fh "$_[1]\n"; close $fh }
+sub reset_counts { unlink "$Dir/conns", "$Dir/reqs" }
+
+# The stand-in's answer to one request: status line, headers, body (chunks
+# decoded).
+sub forward {
+    my ($head, $body) = @_;
+    my $u = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
+                                  Proto => 'tcp') or die "standin: $!";
+    my ($line, @h) = split /\r\n/, $head;
+    my @keep = grep { !/^(connection|host):/i } @h;
+    print $u join("\r\n", $line, 'Host: 127.0.0.1', 'Connection: close', @keep), "\r\n\r\n", $body;
+    local $/;
+    my $raw = <$u>;
+    close $u;
+    my ($rh, $rb) = split /\r\n\r\n/, $raw, 2;
+    my ($status, @rhs) = split /\r\n/, $rh;
+    if ($rh =~ /^transfer-encoding:\s*chunked/im) {
+        my $out = '';
+        while ($rb =~ s/\A([0-9a-f]+)[^\r]*\r\n//i) {
+            my $n = hex $1;
+            last if $n == 0;
+            $out .= substr($rb, 0, $n, '');
+            $rb =~ s/\A\r\n//;
+        }
+        $rb = $out;
+    }
+    my @pass = grep { !/^(transfer-encoding|content-length|connection):/i } @rhs;
+    return ($status, \@pass, $rb);
+}
+
+sub answer {
+    my ($c, $mode, $nth, $head, $body) = @_;
+    my ($status, $hs, $rb) = forward($head, $body);
+    my $h = join('', map { "$_\r\n" } @$hs);
+    if ($mode eq 'chunks') {
+        syswrite($c, "$status\r\n${h}Transfer-Encoding: chunked\r\n\r\n");
+        for my $piece (unpack('(a3)*', $rb)) {
+            syswrite($c, sprintf("%x;n=v\r\n%s\r\n", length $piece, $piece));
+        }
+        syswrite($c, "0\r\nX-Trailer: yes\r\n\r\n");
+        return 1;
+    }
+    if ($mode eq 'close') {
+        (my $s10 = $status) =~ s{^HTTP/1\.1}{HTTP/1.0};
+        syswrite($c, "$s10\r\n$h\r\n$rb");
+        return 0;
+    }
+    my $pre = $mode eq 'continue' ? "HTTP/1.1 100 Continue\r\n\r\n" : '';
+    syswrite($c, "$pre$status\r\n${h}Content-Length: " . length($rb) . "\r\n\r\n$rb");
+    return 1;
+}
+
+sub proxy {
+    my ($l) = @_;
+    my $sel = IO::Select->new($l);
+    my (%buf, %nth);
+    $SIG{PIPE} = 'IGNORE';
+    alarm 600;
+    for (;;) {
+        for my $c ($sel->can_read(1)) {
+            if ($c == $l) {
+                my $n = $l->accept or next;
+                $sel->add($n);
+                $buf{$n} = '';
+                $nth{$n} = 0;
+                note_line('conns', 1);
+                next;
+            }
+            my $got = sysread($c, my $chunk, 65536);
+            if (!$got) {
+                $sel->remove($c);
+                close $c;
+                next;
+            }
+            $buf{$c} .= $chunk;
+            while ($buf{$c} =~ /\r\n\r\n/) {
+                my $end = $+[0];
+                my $head = substr($buf{$c}, 0, $end - 4);
+                my ($len) = $head =~ /^content-length:\s*(\d+)/im;
+                last if length($buf{$c}) < $end + ($len // 0);
+                my $body = substr($buf{$c}, $end, $len // 0);
+                substr($buf{$c}, 0, $end + ($len // 0)) = '';
+                my $mode = slurp("$Dir/mode") || 'length';
+                note_line('reqs', $head =~ /^POST (\S+)/ ? $1 : '?');
+                my $keep = 1;
+                if ($mode eq 'garbage') {
+                    syswrite($c, "HELLO THERE\r\n\r\n");
+                    $keep = 0;
+                } elsif ($mode eq 'drop-reused' && $nth{$c} > 0) {
+                    $keep = 0; # the server closed it just as it was reused
+                } else {
+                    $keep = answer($c, $mode, $nth{$c}, $head, $body);
+                }
+                $nth{$c}++;
+                if (!$keep) {
+                    $sel->remove($c);
+                    close $c;
+                    last;
+                }
+            }
+        }
+    }
+}
+
+my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+                              Listen => 64, ReuseAddr => 1) or die "listen: $!";
+my $PORT = $l->sockport;
+my $Proxy = fork // die "fork: $!";
+if ($Proxy == 0) {
+    proxy($l);
+    POSIX::_exit(0);
+}
+close $l;
+END {
+    if ($$ == $Parent) {
+        kill 'KILL', $Proxy if $Proxy;
+        waitpid($Proxy, 0) if $Proxy;
+        system('rm', '-rf', $Dir);
+    }
+}
+
+my %ENVS = (
+    RAGQ_PREFIX => $P, OPENAI_API_KEY => 'k', RAGQ_COLLECTION => 'docs',
+    RAGQ_HTTP_TIMEOUT => '2s', RAGQ_LOG_LEVEL => 'info',
+);
+
+sub worker {
+    my (%env) = @_;
+    my $host = delete $env{host} // '127.0.0.1';
+    my $w = Ragq::Worker->start(env => {
+        %ENVS, OPENAI_BASE_URL => "http://$host:$PORT/v1", QDRANT_URL => "http://$host:$PORT",
+        %env });
+    ok($w->ready, 'worker is ready') or diag $w->log;
+    return $w;
+}
+
+sub run_jobs {
+    my ($n, $timeout) = @_;
+    my @ids = map { Ragq::Worker::enqueue(prefix => $P) } 1 .. $n;
+    Ragq::Worker::wait_final($P, \@ids, $timeout // 30);
+    return map { my $j = Ragq::Worker::job($P, $_); $j->{id} = $_; $j } @ids;
+}
+
+sub all_finished {
+    my ($name, @jobs) = @_;
+    my @bad = grep { ($_->{status} // '') ne 'finished' || ($_->{result} // '') ne $ANSWER
+                     || ($_->{attempts} // 0) != 1 } @jobs;
+    is(scalar @bad, 0, "$name: every job finished in one attempt with the answer")
+        or diag explain $bad[0];
+}
+
+# Streamed (the default) and whole answers, framed every way.
+for my $stream (qw(on off)) {
+    for my $mode (qw(length chunks close continue)) {
+        my $w = worker(RAGQ_STREAM => $stream, RAGQ_CONCURRENCY => 1);
+        mode($mode);
+        reset_counts();
+        my @j = run_jobs(3);
+        all_finished("stream $stream, $mode", @j);
+        is(count('reqs'), 9, "stream $stream, $mode: three calls a job");
+        if ($mode eq 'close') {
+            is(count('conns'), 9, "stream $stream, $mode: a connection per call");
+        } else {
+            is(count('conns'), 1, "stream $stream, $mode: one kept connection for all nine");
+        }
+        unlike($w->log, qr/error|warn/i, "stream $stream, $mode: nothing logged as wrong")
+            or diag $w->log;
+        $w->stop;
+    }
+}
+
+# A kept connection closed by the server as it is reused: sent again on a
+# new one, once, without the job seeing it.
+{
+    my $w = worker(RAGQ_CONCURRENCY => 1);
+    mode('drop-reused');
+    reset_counts();
+    my @j = run_jobs(1);
+    all_finished('dropped when reused', @j);
+    is(count('reqs'), 5, 'dropped when reused: two calls sent twice');
+    is(count('conns'), 3, 'dropped when reused: a new connection for each');
+    unlike($w->log, qr/retry \d+ in/, 'dropped when reused: no retry of the job step');
+    $w->stop;
+}
+
+# The per-host cap: never more connections than jobs in flight, reused.
+{
+    my $w = worker(RAGQ_CONCURRENCY => 3);
+    mode('length');
+    reset_counts();
+    my @j = run_jobs(30, 60);
+    all_finished('3 in flight', @j);
+    is(count('reqs'), 90, '3 in flight: 90 calls');
+    cmp_ok(count('conns'), '<=', 3, '3 in flight: at most 3 connections');
+    $w->stop;
+}
+
+# A host name (looked up off the loop): localhost.
+{
+    my $w = worker(host => 'localhost', RAGQ_CONCURRENCY => 1);
+    mode('length');
+    reset_counts();
+    all_finished('localhost', run_jobs(2));
+    $w->stop;
+}
+
+# Not HTTP: the call fails with the reason, the step is retried, the job
+# fails in the end; nothing crashes.
+{
+    my $w = worker(RAGQ_CONCURRENCY => 1, RAGQ_MAX_ATTEMPTS => 1);
+    mode('garbage');
+    reset_counts();
+    my ($j) = run_jobs(1, 30);
+    is($j->{status}, 'failed', 'not HTTP: the job fails') or diag explain $j;
+    like($w->log, qr/127\.0\.0\.1:$PORT: not an HTTP\/1\.x status line/,
+         'not HTTP: the reason is logged');
+    is(count('reqs'), 5, 'not HTTP: the first call tried 5 times (RAGQ_CALL_TRIES)');
+    ok($w->alive, 'not HTTP: the worker lives on');
+    $w->stop;
+}
+
+# Nobody listening: the reason is logged.
+{
+    my $closed = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+                                       Listen => 1)->sockport;
+    my $w = Ragq::Worker->start(env => {
+        %ENVS, RAGQ_MAX_ATTEMPTS => 1,
+        OPENAI_BASE_URL => "http://127.0.0.1:$closed/v1", QDRANT_URL => "http://127.0.0.1:$closed" });
+    ok($w->ready, 'worker is ready') or diag $w->log;
+    my ($j) = run_jobs(1, 30);
+    is($j->{status}, 'failed', 'refused: the job fails');
+    like($w->log, qr/127\.0\.0\.1:$closed: Connection refused/, 'refused: the reason is logged');
+    $w->stop;
+}
+
+# curl still carries them when asked; anything else is refused at start.
+{
+    my $w = worker(RAGQ_HTTP_CLIENT => 'curl', RAGQ_CONCURRENCY => 1);
+    mode('chunks');
+    reset_counts();
+    all_finished('RAGQ_HTTP_CLIENT=curl', run_jobs(2));
+    is(count('conns'), 1, 'RAGQ_HTTP_CLIENT=curl: curl keeps its connection too');
+    $w->stop;
+    my $bad = Ragq::Worker->start(env => { %ENVS, RAGQ_HTTP_CLIENT => 'fast',
+        OPENAI_BASE_URL => "http://127.0.0.1:$PORT/v1", QDRANT_URL => "http://127.0.0.1:$PORT" });
+    $bad->wait_exit(10);
+    like($bad->log, qr/RAGQ_HTTP_CLIENT must be own or curl/, 'a bad RAGQ_HTTP_CLIENT is refused');
+}
+
+done_testing();
