@@ -636,21 +636,41 @@ def main():
                      "= what its scripts run). `bench/worker_bench.py --only-stream`." % (
                          sdata["inflight"], sdata["jobs"], sdata["words"], sdata["token_ms"],
                          sdata["words"] * sdata["token_ms"] / 1000.0,
-                         len(sdata["reps"]) // 2))
+                         sdata.get("reps", [{}])[-1].get("rep", 0) + 1))
+            clients = sdata.get("clients", ["own"])
+            if len(clients) > 1:
+                L.append("")
+                L.append("Each repetition runs the worker's HTTP client (`RAGQ_HTTP_CLIENT`) in "
+                         "turn: `own` (worker/http1.c, the default for http:// upstreams) and "
+                         "`curl` (libcurl, the client before it, as the baseline); the order "
+                         "alternates by repetition. The gates below read `own`.")
             L.append("")
-            L.append("| streaming | worker CPU ms/job | Valkey CPU ms/job | job ms p50 | "
-                     "Valkey commands/job (top level) | in scripts | EVALSHA/job |")
-            L.append("|---|---|---|---|---|---|---|")
+            L.append("| streaming | client | worker CPU ms/job | ÷ curl | Valkey CPU ms/job | "
+                     "job ms p50 | Valkey commands/job (top level) | in scripts | EVALSHA/job |")
+            L.append("|---|---|---|---|---|---|---|---|---|")
             for mode in ("off", "on"):
-                rs = [x for x in sdata["reps"] if x["stream"] == mode and x["cpu_ms_per_job"]]
-                mc = lambda k: statistics.median([x[k] for x in rs if x[k] is not None]) if rs else None
-                smed[mode] = mc("cpu_ms_per_job")
-                c = sdata["commands"].get(mode, {})
-                ev = (c.get("top_level", {}).get("EVALSHA", 0) / c["jobs"]) if c.get("jobs") else None
-                L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                    mode, f(smed[mode], "%.3f"), f(mc("redis_cpu_ms_per_job"), "%.3f"),
-                    f(mc("job_ms_p50")), f(c.get("top_level_per_job"), "%.1f"),
-                    f(c.get("in_scripts_per_job"), "%.1f"), f(ev, "%.1f")))
+                rows = {}
+                for client in clients:
+                    rs = [x for x in sdata["reps"] if x["stream"] == mode and
+                          x.get("client", "own") == client and x["cpu_ms_per_job"]]
+                    rows[client] = {k: (statistics.median([x[k] for x in rs if x[k] is not None])
+                                        if rs else None)
+                                    for k in ("cpu_ms_per_job", "redis_cpu_ms_per_job",
+                                              "job_ms_p50")}
+                smed[mode] = rows[clients[0]]["cpu_ms_per_job"]
+                base = rows.get("curl", {}).get("cpu_ms_per_job")
+                for client in clients:
+                    m = rows[client]
+                    c = sdata["commands"].get(mode, {}) if client == clients[0] else {}
+                    ev = ((c.get("top_level", {}).get("EVALSHA", 0) / c["jobs"])
+                          if c.get("jobs") else None)
+                    ratio = (m["cpu_ms_per_job"] / base
+                             if client != "curl" and base and m["cpu_ms_per_job"] else None)
+                    L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                        mode, client, f(m["cpu_ms_per_job"], "%.3f"), f(ratio, "%.2f"),
+                        f(m["redis_cpu_ms_per_job"], "%.3f"), f(m["job_ms_p50"]),
+                        f(c.get("top_level_per_job"), "%.1f"),
+                        f(c.get("in_scripts_per_job"), "%.1f"), f(ev, "%.1f")))
             L.append("")
         if smed.get("off") is not None:
             tg.add("worker CPU per job, streaming off (%d words)" % sdata["words"],

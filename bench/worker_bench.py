@@ -332,15 +332,21 @@ def stream_price(a, r):
     Valkey CPU per job (a.stream_reps interleaved repetitions), then Valkey commands per job
     under MONITOR (a separate small pass)."""
     standin_stream(a, a.stream_token_ms, a.stream_words)
+    clients = [c for c in a.stream_clients.split(",") if c]
     out = {"inflight": a.stream_inflight, "jobs": a.stream_jobs, "words": a.stream_words,
-           "token_ms": a.stream_token_ms, "reps": [], "commands": {}}
+           "token_ms": a.stream_token_ms, "clients": clients, "reps": [], "commands": {}}
     try:
         for rep in range(a.stream_reps):
             for mode in ("off", "on"):
-                pt = run_point(a, r, a.stream_inflight, {"RAGQ_STREAM": mode}, a.stream_jobs)
-                pt["stream"] = mode
-                pt["rep"] = rep
-                out["reps"].append(pt)
+                # The worker's own HTTP/1.1 client and curl (the baseline) in turn.
+                for client in (clients if rep % 2 == 0 else clients[::-1]):
+                    pt = run_point(a, r, a.stream_inflight,
+                                   {"RAGQ_STREAM": mode, "RAGQ_HTTP_CLIENT": client},
+                                   a.stream_jobs)
+                    pt["stream"] = mode
+                    pt["client"] = client
+                    pt["rep"] = rep
+                    out["reps"].append(pt)
         for mode in ("off", "on"):
             mon = Monitor(a.redis, [r.s.getsockname()[1]])
             pt = run_point(a, r, 32, {"RAGQ_STREAM": mode}, 32)
@@ -379,6 +385,8 @@ def main():
     ap.add_argument("--stream-reps", type=int, default=3)
     ap.add_argument("--stream-words", type=int, default=200)
     ap.add_argument("--stream-token-ms", type=float, default=10.0)
+    ap.add_argument("--stream-clients", default="own,curl",
+                    help="RAGQ_HTTP_CLIENT values priced side by side (the first is reported)")
     ap.add_argument("--only-stream", action="store_true", help="skip the throughput points")
     a = ap.parse_args()
     r = Resp(a.redis)

@@ -105,6 +105,8 @@ ragq_callbacks_new(ragq_loop_t *loop, ragq_queue_t *q, const ragq_config_t *cfg,
         ragq_callbacks_free(cbs);
         return NULL;
     }
+    ragq_http_use_curl(cbs->http, cfg->http_client != NULL &&
+                                      strcmp(cfg->http_client, "curl") == 0);
     /* ragq_config_check refused a malformed secret already */
     cbs->have_key = cfg->webhook_secret != NULL &&
                     ragq_webhook_key_parse(cfg->webhook_secret, &cbs->key, err,

@@ -180,6 +180,11 @@ static const opt_t opts[] = {
      "Models"},
     {"RAGQ_CONNECT_TIMEOUT", W | I, T_DUR, OFF(connect_timeout_ms), "5s", 100,
      600000L, "DURATION", "limit of one TCP/TLS connect", NULL, "Models"},
+    {"RAGQ_HTTP_CLIENT", W, T_CHOICE, OFF(http_client), NULL, 0, 0, "NAME",
+     "own (the default): http:// calls without a proxy go through the "
+     "worker's own HTTP/1.1 client, the rest through libcurl; curl: every "
+     "call through libcurl",
+     "own|curl", "Models"},
     {"RAGQ_MAX_ANSWER_BYTES", W, T_SIZE, OFF(max_answer_bytes), NULL, 1024,
      1L << 30, "SIZE",
      "largest answer taken from a model or Qdrant, e.g. 8M; a larger one "

@@ -40,13 +40,14 @@ typedef struct {
     const char *store_path; /* RAGQ_STORE_PATH  ./ragq-data */
 
     /* ragq-worker */
-    unsigned concurrency;        /* RAGQ_CONCURRENCY     64 */
-    unsigned max_attempts;       /* RAGQ_MAX_ATTEMPTS    3 */
-    long     reclaim_after_ms;   /* RAGQ_RECLAIM_AFTER   60s */
-    long     shutdown_grace_ms;  /* RAGQ_SHUTDOWN_GRACE  30s */
-    long     result_ttl_ms;      /* RAGQ_RESULT_TTL      24h */
-    long     http_timeout_ms;    /* RAGQ_HTTP_TIMEOUT    120s, one call */
-    long     connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
+    unsigned    concurrency;        /* RAGQ_CONCURRENCY     64 */
+    unsigned    max_attempts;       /* RAGQ_MAX_ATTEMPTS    3 */
+    long        reclaim_after_ms;   /* RAGQ_RECLAIM_AFTER   60s */
+    long        shutdown_grace_ms;  /* RAGQ_SHUTDOWN_GRACE  30s */
+    long        result_ttl_ms;      /* RAGQ_RESULT_TTL      24h */
+    long        http_timeout_ms;    /* RAGQ_HTTP_TIMEOUT    120s, one call */
+    long        connect_timeout_ms; /* RAGQ_CONNECT_TIMEOUT 5s */
+    const char *http_client;        /* RAGQ_HTTP_CLIENT own | curl; NULL own */
     /* RAGQ_MAX_ANSWER_BYTES; 0: the default of each call (job.h) */
     unsigned long max_answer_bytes;
     unsigned      max_tokens;         /* RAGQ_MAX_TOKENS      0 = not sent */

@@ -444,7 +444,6 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
 {
     static int   inited;
     ragq_http_t *http;
-    const char  *mode;
 
     if (!inited) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -459,15 +458,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     http->loop = loop;
     http->connect_timeout_ms = connect_timeout_ms;
     http->max_per_host = max_per_host > 0 ? max_per_host : 1;
-    mode = getenv("RAGQ_HTTP_CLIENT");
-    http->own_client =
-        mode == NULL || *mode == '\0' || strcmp(mode, "own") == 0;
-    if (!http->own_client && strcmp(mode, "curl") != 0) {
-        ragq_log(RAGQ_LOG_ERROR,
-                 "RAGQ_HTTP_CLIENT must be own or curl, not \"%s\"", mode);
-        free(http);
-        return NULL;
-    }
+    http->own_client = 1;
     http->pace_ms = RAGQ_HTTP_PACE_MS;
     read_proxy_env(http);
     ragq_timer_init(&http->timer, on_timer, http);
@@ -489,6 +480,12 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     /* Keep every connection we may use alive between jobs. */
     curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max_per_host * 3 + 8);
     return http;
+}
+
+void
+ragq_http_use_curl(ragq_http_t *http, int curl_only)
+{
+    http->own_client = !curl_only;
 }
 
 void

@@ -1,5 +1,6 @@
 /*
- * http.h: asynchronous HTTP POSTs for the job pipeline: libcurl's multi
+ * http.h: asynchronous HTTP POSTs for the job pipeline: the worker's own
+ * HTTP/1.1 client for http:// (http1.c) and libcurl's multi
  * interface driven by the worker's event loop (socket and timer callbacks),
  * one shared connection cache with keep-alive and HTTP/2 where the server
  * offers it, per-request and connect timeouts, a cap on each answer's size,
@@ -38,6 +39,12 @@ typedef void (*ragq_http_cb)(const ragq_http_response_t *resp, void *data);
 ragq_http_t *ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms,
                            long max_per_host);
 void         ragq_http_free(ragq_http_t *http);
+
+/*
+ * Non-zero: every request through libcurl (RAGQ_HTTP_CLIENT=curl); by
+ * default http:// requests without a proxy go through http1.c.
+ */
+void ragq_http_use_curl(ragq_http_t *http, int curl_only);
 
 /* A streamed answer, once paced, is read every ms milliseconds (default 50). */
 void ragq_http_set_pace(ragq_http_t *http, long ms);

@@ -85,6 +85,8 @@ main(int argc, char **argv)
         return 1;
     }
     ragq_http_set_pace(http, cfg.stream_interval_ms);
+    ragq_http_use_curl(http, cfg.http_client != NULL &&
+                                 strcmp(cfg.http_client, "curl") == 0);
     if (ragq_pipeline_init(&pipeline, loop, http, &cfg, err, sizeof(err)) !=
         0) {
         fprintf(stderr, "ragq-worker: %s\n", err);

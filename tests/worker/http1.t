@@ -279,7 +279,7 @@ for my $stream (qw(on off)) {
     my $bad = Ragq::Worker->start(env => { %ENVS, RAGQ_HTTP_CLIENT => 'fast',
         OPENAI_BASE_URL => "http://127.0.0.1:$PORT/v1", QDRANT_URL => "http://127.0.0.1:$PORT" });
     $bad->wait_exit(10);
-    like($bad->log, qr/RAGQ_HTTP_CLIENT must be own or curl/, 'a bad RAGQ_HTTP_CLIENT is refused');
+    like($bad->log, qr/RAGQ_HTTP_CLIENT must be 'own' or 'curl'/, 'a bad RAGQ_HTTP_CLIENT is refused');
 }
 
 done_testing();
