@@ -584,7 +584,10 @@ conn_done(ragq_h1_conn_t *c, int keep)
 
     c->req = NULL;
     req->conn = NULL;
-    if (keep && c->parser.keep_alive && c->len == 0) {
+    /* Not kept when the answer came before all of the request was sent
+     * (an early 413, say): the rest would be read as the next request. */
+    if (keep && c->parser.keep_alive && c->len == 0 &&
+        req->sent == req->head_len + req->send_len) {
         unpace(c);
         c->served++;
         c->state = C_IDLE;
