@@ -11,6 +11,7 @@
 #include "openai_chunk.h"
 #include "jsonr.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define CHUNK_MAX_DEPTH 64
@@ -356,4 +357,106 @@ ragq_chat_chunk_read(const char *data, size_t len, ragq_chat_chunk_t *ck)
     }
     skip_ws(&sc);
     return sc.p == sc.end ? 0 : -1;
+}
+
+/* Where p (within an event of len bytes at data, content at [c, c + n))
+ * lies: 1 before the content, 2 after it (off from the suffix), 0 NULL. */
+static int
+where_of(const char *p, const char *data, const char *c, size_t n, size_t *off)
+{
+    if (p == NULL) {
+        return 0;
+    }
+    if (p < c) {
+        *off = (size_t) (p - data);
+        return 1;
+    }
+    *off = (size_t) (p - (c + n + 1));
+    return 2;
+}
+
+static const char *
+at(int where, size_t off, const char *data, const char *suffix)
+{
+    return where == 1 ? data + off : where == 2 ? suffix + off : NULL;
+}
+
+static void
+shape_learn(ragq_chat_chunk_shape_t *sh, const char *data, size_t len,
+            const ragq_chat_chunk_t *ck)
+{
+    size_t prefix = (size_t) (ck->content - data);
+    size_t suffix = len - prefix - ck->content_len - 1;
+    size_t need = prefix + suffix;
+
+    sh->valid = 0;
+    if (need > sh->cap) {
+        char *b = realloc(sh->bytes, need);
+
+        if (b == NULL) {
+            return;
+        }
+        sh->bytes = b;
+        sh->cap = need;
+    }
+    memcpy(sh->bytes, data, prefix);
+    memcpy(sh->bytes + prefix, ck->content + ck->content_len + 1, suffix);
+    sh->prefix = prefix;
+    sh->suffix = suffix;
+    sh->ck = *ck;
+    sh->finish_where = where_of(ck->finish, data, ck->content, ck->content_len,
+                                &sh->finish_off);
+    sh->refusal_where = where_of(ck->refusal, data, ck->content,
+                                 ck->content_len, &sh->refusal_off);
+    sh->valid = 1;
+}
+
+int
+ragq_chat_chunk_read_shaped(ragq_chat_chunk_shape_t *sh, const char *data,
+                            size_t len, ragq_chat_chunk_t *ck)
+{
+    scan_t      sc;
+    const char *s;
+    size_t      n;
+    int         esc;
+
+    /*
+     * The same bytes up to the content's opening quote put the reader in
+     * the same place; the same bytes after its closing quote take it to
+     * the same end.  Only the string between is read.
+     */
+    if (sh->valid && len > sh->prefix + sh->suffix &&
+        memcmp(data, sh->bytes, sh->prefix) == 0) {
+        sc.p = (const unsigned char *) data + sh->prefix - 1;
+        sc.end = (const unsigned char *) data + len;
+        sc.ck = ck;
+        if (scan_string(&sc, &s, &n, &esc) == 0 &&
+            (size_t) (sc.end - sc.p) == sh->suffix &&
+            memcmp(sc.p, sh->bytes + sh->prefix, sh->suffix) == 0) {
+            *ck = sh->ck;
+            ck->content = s;
+            ck->content_len = n;
+            ck->content_escaped = esc;
+            ck->finish =
+                at(sh->finish_where, sh->finish_off, data, (const char *) sc.p);
+            ck->refusal = at(sh->refusal_where, sh->refusal_off, data,
+                             (const char *) sc.p);
+            sh->hits++;
+            return 0;
+        }
+    }
+    if (ragq_chat_chunk_read(data, len, ck) != 0) {
+        return -1;
+    }
+    if (ck->content != NULL) {
+        shape_learn(sh, data, len, ck);
+    }
+    return 0;
+}
+
+void
+ragq_chat_chunk_shape_free(ragq_chat_chunk_shape_t *sh)
+{
+    free(sh->bytes);
+    memset(sh, 0, sizeof(*sh));
 }

@@ -34,4 +34,27 @@ typedef struct {
 /* 0 with *ck filled, or -1: declined, parse the event with jsonr. */
 int ragq_chat_chunk_read(const char *data, size_t len, ragq_chat_chunk_t *ck);
 
+/*
+ * The shape of the last event read with content: its bytes before the
+ * content string and after it.  A model's events differ, one to the next,
+ * only in that string (same id, created, model, keys, finish_reason null),
+ * so an event with the same bytes around a valid string reads the same
+ * way but for the content: only the string is scanned.  Anything else
+ * (another shape, the last event's finish_reason) is read in full and
+ * becomes the shape.  Zeroed to start; freed with ..._shape_free.
+ */
+typedef struct {
+    char             *bytes; /* prefix (through the opening quote), suffix */
+    size_t            prefix, suffix, cap;
+    ragq_chat_chunk_t ck; /* finish and refusal: see where */
+    int               finish_where, refusal_where; /* 0, 1 prefix, 2 suffix */
+    size_t            finish_off, refusal_off;
+    int               valid;
+    unsigned long     hits; /* events read by their shape (tests) */
+} ragq_chat_chunk_shape_t;
+
+int  ragq_chat_chunk_read_shaped(ragq_chat_chunk_shape_t *sh, const char *data,
+                                 size_t len, ragq_chat_chunk_t *ck);
+void ragq_chat_chunk_shape_free(ragq_chat_chunk_shape_t *sh);
+
 #endif

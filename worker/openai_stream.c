@@ -42,6 +42,7 @@ ragq_chat_stream_free(ragq_chat_stream_t *s)
     free(s->usage_json);
     free(s->refusal);
     free(s->unesc);
+    ragq_chat_chunk_shape_free(&s->shape);
     memset(s, 0, sizeof(*s));
 }
 
@@ -281,7 +282,7 @@ on_event(ragq_chat_stream_t *s, const char *data, size_t len)
         return 0;
     }
     if (!s->ev_error && !s->jsonr_only &&
-        ragq_chat_chunk_read(data, len, &ck) == 0) {
+        ragq_chat_chunk_read_shaped(&s->shape, data, len, &ck) == 0) {
         return on_chunk(s, &ck);
     }
     root = ragq_jdoc_parse(&chunk_doc, data, len);

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 
+#include "openai_chunk.h"
 #include "upstream.h"
 
 /* Text added to the answer (not NUL-terminated); never empty. */
@@ -44,8 +45,9 @@ typedef struct {
     char              *unesc; /* a content with escapes, unescaped */
     size_t             unesccap;
     int                jsonr_only; /* tests: no openai_chunk.c fast path */
-    char               finish[32];
-    ragq_upstream_error_t err;
+    ragq_chat_chunk_shape_t shape; /* the last event's, see openai_chunk.h */
+    char                    finish[32];
+    ragq_upstream_error_t   err;
 } ragq_chat_stream_t;
 
 void ragq_chat_stream_init(ragq_chat_stream_t *s, ragq_chat_piece_cb on_piece,

@@ -129,6 +129,67 @@ START_TEST(declines_what_jsonr_must_read)
 }
 END_TEST
 
+/* Read by shape and in full: the same answer, field by field. */
+static void
+assert_same(ragq_chat_chunk_shape_t *sh, const char *text)
+{
+    ragq_chat_chunk_t a, b;
+    int ra = ragq_chat_chunk_read_shaped(sh, text, strlen(text), &a);
+    int rb = ragq_chat_chunk_read(text, strlen(text), &b);
+
+    ck_assert_msg(ra == rb, "shaped %d, in full %d: %s", ra, rb, text);
+    if (ra != 0) {
+        return;
+    }
+    ck_assert_int_eq(a.has_choice, b.has_choice);
+    ck_assert_int_eq(a.has_delta, b.has_delta);
+    ck_assert_int_eq(a.content_escaped, b.content_escaped);
+#define SAME(f, n) ck_assert(a.f == b.f && (a.f == NULL || a.n == b.n))
+    SAME(content, content_len);
+    SAME(finish, finish_len);
+    SAME(refusal, refusal_len);
+#undef SAME
+}
+
+#define EV(content, finish)                                               \
+    "{\"id\":\"c-1\",\"object\":\"chat.completion.chunk\",\"created\":7," \
+    "\"choices\":[{\"index\":0,\"delta\":{\"content\":" content "},"      \
+    "\"finish_reason\":" finish "}]}"
+
+START_TEST(reads_by_shape)
+{
+    ragq_chat_chunk_shape_t sh;
+
+    memset(&sh, 0, sizeof(sh));
+    assert_same(&sh, EV("\"I \"", "null")); /* learnt */
+    ck_assert_uint_eq(sh.hits, 0);
+    assert_same(&sh, EV("\"don't \"", "null"));
+    assert_same(&sh, EV("\"\"", "null"));
+    assert_same(&sh, EV("\"say \\\"hi\\\" \\u00e9\"", "null")); /* escapes */
+    ck_assert_uint_eq(sh.hits, 3);
+    /* a bad escape, an unterminated string: declined as in full */
+    assert_same(&sh, EV("\"bad \\x\"", "null"));
+    assert_same(&sh, EV("\"open", "null"));
+    /* the same bytes around, then more: not this shape */
+    assert_same(&sh, EV("\"a\"", "null") " ");
+    assert_same(&sh, EV("\"a\"", "null") "x");
+    ck_assert_uint_eq(sh.hits, 3);
+    /* the last event: finish_reason read in full, then its shape */
+    assert_same(&sh, EV("\"end\"", "\"stop\""));
+    assert_same(&sh, EV("\"more\"", "\"stop\""));
+    ck_assert_uint_eq(sh.hits, 4);
+    /* a quote inside the content that ends the string early: the rest
+     * must then be the suffix exactly, or it is read in full */
+    assert_same(&sh, EV("\"a\",\"x\":\"b\"", "\"stop\""));
+    assert_same(&sh, EV("null", "null"));
+    assert_same(&sh, EV("\"back\"", "null"));
+    ck_assert_uint_eq(sh.hits, 4);
+    assert_same(&sh, EV("\"again\"", "null"));
+    ck_assert_uint_eq(sh.hits, 5);
+    ragq_chat_chunk_shape_free(&sh);
+}
+END_TEST
+
 Suite *
 ragq_suite_openai_chunk(void)
 {
@@ -137,6 +198,7 @@ ragq_suite_openai_chunk(void)
 
     tcase_add_test(tc, reads_what_models_send);
     tcase_add_test(tc, declines_what_jsonr_must_read);
+    tcase_add_test(tc, reads_by_shape);
     suite_add_tcase(s, tc);
     return s;
 }
