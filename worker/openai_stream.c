@@ -161,12 +161,20 @@ add_text(ragq_chat_stream_t *s, const char *text, size_t len, int final)
     }
     p = (unsigned char *) text;
     while (i < len) {
-        n = p[i] == 0 ? 0 : ragq_utf8_seq(p + i, len - i);
-        if (n > 0) {
-            if (put(&s->answer, &s->anslen, &s->anscap, p + i, n) != 0) {
+        /* A run of valid characters (a token is one) goes in with one copy. */
+        for (k = i; k < len; k += n) {
+            n = p[k] >= 0x01 && p[k] < 0x80 ? 1
+                : p[k] == 0                 ? 0
+                                            : ragq_utf8_seq(p + k, len - k);
+            if (n == 0) {
+                break;
+            }
+        }
+        if (k > i) {
+            if (put(&s->answer, &s->anslen, &s->anscap, p + i, k - i) != 0) {
                 return -1;
             }
-            i += n;
+            i = k;
             continue;
         }
         if (!final && p[i] != 0 && incomplete(p + i, len - i)) {
