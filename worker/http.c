@@ -71,6 +71,7 @@ req_destroy(ragq_http_req_t *req)
     free(req->body);
     free(req->retry_after);
     free(req->retry_after_ms);
+    free(req->head);
     curl_slist_free_all(req->own);
     free(req);
 }

@@ -81,83 +81,6 @@ struct ragq_h1_conn_s {
 static void conn_io(int fd, unsigned events, void *data);
 static void origin_dispatch(ragq_h1_origin_t *o);
 
-/*
- * http://host[:port][/path][?query], with no user, fragment, space or
- * control character; sets the parts.  0 when curl must take it instead.
- */
-static int
-url_split(const char *url, const char **auth, size_t *auth_len,
-          const char **host, size_t *host_len, int *port, const char **path)
-{
-    const char *a, *e, *h, *he, *p;
-    long        pn = 80;
-
-    if (strncasecmp(url, "http://", 7) != 0) {
-        return 0;
-    }
-    for (p = url; *p; p++) {
-        if ((unsigned char) *p <= ' ' || *p == 0x7f || *p == '#') {
-            return 0;
-        }
-    }
-    a = url + 7;
-    e = a + strcspn(a, "/?");
-    if (e == a || memchr(a, '@', (size_t) (e - a)) != NULL) {
-        return 0;
-    }
-    h = a;
-    if (*h == '[') {
-        he = memchr(h, ']', (size_t) (e - h));
-        if (he == NULL) {
-            return 0;
-        }
-        h++;
-        p = he + 1;
-    } else {
-        he = memchr(h, ':', (size_t) (e - h));
-        if (he == NULL) {
-            he = e;
-        }
-        p = he;
-    }
-    if (he == h) {
-        return 0;
-    }
-    if (p < e) {
-        if (*p != ':' || p + 1 == e || e - p > 6) {
-            return 0;
-        }
-        for (pn = 0, p++; p < e; p++) {
-            if (*p < '0' || *p > '9') {
-                return 0;
-            }
-            pn = pn * 10 + (*p - '0');
-        }
-        if (pn < 1 || pn > 65535) {
-            return 0;
-        }
-    }
-    *auth = a;
-    *auth_len = (size_t) (e - a);
-    *host = h;
-    *host_len = (size_t) (he - h);
-    *port = (int) pn;
-    *path = e;
-    return 1;
-}
-
-int
-ragq_h1_usable(const ragq_http_t *http, const char *url)
-{
-    const char *a, *h, *p;
-    size_t      al, hl;
-    int         port;
-
-    /* A proxy (and its no_proxy exceptions) stays curl's business. */
-    return http->http_proxy == NULL &&
-           url_split(url, &a, &al, &h, &hl, &port, &p);
-}
-
 static ragq_h1_origin_t *
 origin_get(ragq_http_t *http, const char *auth, size_t auth_len,
            const char *host, size_t host_len, int port)
@@ -193,68 +116,6 @@ origin_get(ragq_http_t *http, const char *auth, size_t auth_len,
     o->numeric = ragq_resolve_numeric(o->host, port, &o->addrs) == 0;
     os[http->norigins++] = o;
     return o;
-}
-
-/* Appends n bytes to the request's head buffer. */
-static int
-head_add(ragq_http_req_t *req, const char *s, size_t n)
-{
-    if (req->head_len + n > req->head_cap) {
-        size_t cap = req->head_cap ? req->head_cap : 512;
-        char  *h;
-
-        while (cap < req->head_len + n) {
-            cap *= 2;
-        }
-        if ((h = realloc(req->head, cap)) == NULL) {
-            return -1;
-        }
-        req->head = h;
-        req->head_cap = cap;
-    }
-    memcpy(req->head + req->head_len, s, n);
-    req->head_len += n;
-    return 0;
-}
-
-#define HEAD_LIT(req, s) head_add(req, s, sizeof(s) - 1)
-
-static int
-head_build(ragq_http_req_t *req, const char *path, const char *auth,
-           size_t auth_len, const char *const *headers, size_t n, size_t len)
-{
-    char   num[24];
-    int    w, rc = 0;
-    size_t i, hl;
-
-    req->head_len = 0;
-    rc |= HEAD_LIT(req, "POST ");
-    rc |= *path == '/'
-              ? head_add(req, path, strlen(path))
-              : (HEAD_LIT(req, "/") | head_add(req, path, strlen(path)));
-    rc |= HEAD_LIT(req, " HTTP/1.1\r\nHost: ");
-    rc |= head_add(req, auth, auth_len);
-    rc |= HEAD_LIT(req, "\r\nUser-Agent: ragq-worker/1.0\r\n"
-                        "Content-Type: application/json\r\n"
-                        "Accept: application/json\r\n");
-    for (i = 0; i < n; i++) {
-        hl = strlen(headers[i]);
-        /* Never a line break inside a header line of ours. */
-        if (strpbrk(headers[i], "\r\n") != NULL) {
-            return -1;
-        }
-        /* "Name:" alone removes a header, as with curl: none to add. */
-        if (hl == 0 || headers[i][hl - 1] == ':') {
-            continue;
-        }
-        rc |= head_add(req, headers[i], hl);
-        rc |= HEAD_LIT(req, "\r\n");
-    }
-    w = snprintf(num, sizeof(num), "%zu", len);
-    rc |= HEAD_LIT(req, "Content-Length: ");
-    rc |= head_add(req, num, (size_t) w);
-    rc |= HEAD_LIT(req, "\r\n\r\n");
-    return rc ? -1 : 0;
 }
 
 /* ---- requests --------------------------------------------------------- */
@@ -341,9 +202,10 @@ ragq_h1_start(ragq_http_req_t *req, const char *url, const char *const *headers,
     int               port;
     ragq_h1_origin_t *o;
 
-    if (!url_split(url, &auth, &auth_len, &host, &host_len, &port, &path) ||
+    if (!ragq_h1_url_split(url, &auth, &auth_len, &host, &host_len, &port,
+                           &path) ||
         (o = origin_get(http, auth, auth_len, host, host_len, port)) == NULL ||
-        head_build(req, path, auth, auth_len, headers, n, len) != 0) {
+        ragq_h1_head_build(req, path, auth, auth_len, headers, n, len) != 0) {
         return -1;
     }
     req->send = (char *) body;

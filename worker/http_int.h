@@ -134,6 +134,14 @@ void ragq_http_finish(ragq_http_req_t *req, long status, const char *error,
 /* Back on the free list (done or cancelled), whichever client carried it. */
 void ragq_http_release(ragq_http_req_t *req);
 
+/* http1_head.c: 0 when the URL is not http1.c's (see ragq_h1_usable). */
+int ragq_h1_url_split(const char *url, const char **auth, size_t *auth_len,
+                      const char **host, size_t *host_len, int *port,
+                      const char **path);
+int ragq_h1_head_build(ragq_http_req_t *req, const char *path, const char *auth,
+                       size_t auth_len, const char *const *headers, size_t n,
+                       size_t len);
+
 /* http1.c */
 int  ragq_h1_usable(const ragq_http_t *http, const char *url);
 int  ragq_h1_start(ragq_http_req_t *req, const char *url,
