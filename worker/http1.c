@@ -295,27 +295,63 @@ conn_close(ragq_h1_conn_t *c)
     http->free_conns = c;
 }
 
+static int conn_open(ragq_h1_conn_t *c);
+static int conn_send(ragq_h1_conn_t *c);
+
+/*
+ * The address being tried failed (why): the next one, on a new socket, so
+ * a name whose first address is unreachable (broken IPv6, say) still
+ * connects; the request fails when none is left.
+ */
+static void
+conn_try_next(ragq_h1_conn_t *c, const char *why, int timed_out)
+{
+    ragq_loop_t     *loop = c->origin->http->loop;
+    ragq_http_req_t *req = c->req;
+
+    ragq_timer_stop(loop, &c->timer);
+    if (c->fd >= 0) {
+        ragq_loop_io(loop, c->fd, 0, NULL, NULL);
+        close(c->fd);
+        c->fd = -1;
+        c->watching = 0;
+    }
+    c->addr++;
+    if (conn_open(c) != 0) {
+        if (errno != 0) {
+            why = strerror(errno);
+            timed_out = 0;
+        }
+        conn_close(c);
+        if (req) {
+            req_fail(req, why, timed_out);
+        }
+        return;
+    }
+    if (c->state == C_CONNECTING) {
+        conn_watch(c);
+        return;
+    }
+    c->origin->prefer = c->ai;
+    conn_send(c);
+}
+
 static void
 connect_timeout(void *data)
 {
-    ragq_h1_conn_t  *c = data;
-    ragq_http_req_t *req = c->req;
-
-    conn_close(c);
-    if (req) {
-        req_fail(req, "no connection within the connect timeout", 1);
-    }
+    conn_try_next(data, "no connection within the connect timeout", 1);
 }
 
 /*
  * Starts connecting to the next address from c->addr on; 0 when under way
- * (or connected: state C_BUSY), -1 with errno when no address is left.
+ * (or connected: state C_BUSY), -1 when no address is left, with errno
+ * the last attempt's error (0 when none was left to try).
  */
 static int
 conn_open(ragq_h1_conn_t *c)
 {
     ragq_h1_origin_t *o = c->origin;
-    int               one = 1, err = ECONNREFUSED;
+    int               one = 1, err = 0;
 
     for (; c->addr < o->addrs.n; c->addr++) {
         int i = c->ai = (o->prefer + c->addr) % o->addrs.n;
@@ -599,28 +635,11 @@ conn_io(int fd, unsigned events, void *data)
         if (err == EINPROGRESS || err == EINTR) {
             return;
         }
-        ragq_timer_stop(c->origin->http->loop, &c->timer);
         if (err != 0) {
-            ragq_http_req_t *req = c->req;
-
-            /* The next address, on a new socket. */
-            ragq_loop_io(c->origin->http->loop, c->fd, 0, NULL, NULL);
-            close(c->fd);
-            c->fd = -1;
-            c->watching = 0;
-            c->addr++;
-            if (conn_open(c) != 0) {
-                const char *why = strerror(err);
-
-                conn_close(c);
-                req_fail(req, why, 0);
-                return;
-            }
-            if (c->state == C_CONNECTING) {
-                conn_watch(c);
-                return;
-            }
+            conn_try_next(c, strerror(err), 0);
+            return;
         }
+        ragq_timer_stop(c->origin->http->loop, &c->timer);
         c->origin->prefer = c->ai;
         c->state = C_BUSY;
         conn_send(c);
@@ -744,7 +763,7 @@ origin_dispatch(ragq_h1_origin_t *o)
             req = o->wait_head;
             wait_remove(req);
             if (conn_open(c) != 0) {
-                const char *why = strerror(errno);
+                const char *why = errno ? strerror(errno) : "no address";
 
                 conn_close(c);
                 req_fail(req, why, 0);

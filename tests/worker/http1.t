@@ -10,6 +10,7 @@ use strict;
 use warnings;
 use Test::More;
 use IO::Socket::INET ();
+use Time::HiRes qw(time);
 use IO::Select ();
 use POSIX ();
 use Ragq::Valkey ();
@@ -265,6 +266,32 @@ for my $stream (qw(on off)) {
     my ($j) = run_jobs(1, 30);
     is($j->{status}, 'failed', 'refused: the job fails');
     like($w->log, qr/127\.0\.0\.1:$closed: Connection refused/, 'refused: the reason is logged');
+    $w->stop;
+}
+
+# Nobody answering the connect (a listener whose queue is full drops the
+# SYNs): each try gives up after RAGQ_CONNECT_TIMEOUT, the job fails.
+{
+    my $full = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+                                     Listen => 0) or die "listen: $!";
+    my $fport = $full->sockport;
+    my @fill;
+    for (1 .. 8) {
+        my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $fport, Proto => 'tcp',
+                                      Blocking => 0);
+        push @fill, $c if $c;
+    }
+    my $w = Ragq::Worker->start(env => {
+        %ENVS, RAGQ_MAX_ATTEMPTS => 1, RAGQ_CONNECT_TIMEOUT => '200ms',
+        OPENAI_BASE_URL => "http://127.0.0.1:$fport/v1", QDRANT_URL => "http://127.0.0.1:$fport" });
+    ok($w->ready, 'worker is ready') or diag $w->log;
+    my $t0 = time;
+    my ($j) = run_jobs(1, 30);
+    is($j->{status}, 'failed', 'connect never answered: the job fails') or diag explain $j;
+    like($j->{error} // '', qr/upstream_timeout/, 'connect never answered: as a timeout');
+    cmp_ok(time - $t0, '<', 8, 'connect never answered: 5 connect timeouts, not 5 call timeouts (10 s)');
+    diag(sprintf('connect never answered: job failed after %.1f s', time - $t0));
+    ok($w->alive, 'connect never answered: the worker lives on');
     $w->stop;
 }
 
