@@ -591,12 +591,13 @@ conn_read(ragq_h1_conn_t *c)
     }
     if (c->len == c->cap) {
         /* A line longer than the buffer: room up to the head's limit. */
-        char *b;
+        ragq_http_req_t *req = c->req;
+        char            *b;
 
         if (c->cap >= RAGQ_H1_MAX_HEAD + RAGQ_H1_BUF ||
             (b = realloc(c->buf, c->cap * 2)) == NULL) {
             conn_close(c);
-            req_fail(c->req, "answer head too large", 0);
+            req_fail(req, "answer head too large", 0);
             return;
         }
         c->buf = b;
