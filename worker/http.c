@@ -71,7 +71,7 @@ req_destroy(ragq_http_req_t *req)
     free(req->body);
     free(req->retry_after);
     free(req->retry_after_ms);
-    free(req->head);
+    ragq_jbuf_free(&req->head);
     curl_slist_free_all(req->own);
     free(req);
 }
@@ -244,8 +244,7 @@ ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n, long code)
         if (req->on_data(ptr, n, req->data) != 0) {
             return -1;
         }
-        if (req->origin == NULL ? req->paced == CURL_SOCKET_BAD
-                                : req->first_body != UINT64_MAX) {
+        if (req->paced == CURL_SOCKET_BAD) {
             /*
              * Paced only once the answer has been coming for a tick: a
              * short one ends unpaced, without a tick's wait for its end.
@@ -255,12 +254,7 @@ ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n, long code)
             if (req->first_body == 0) {
                 req->first_body = now;
             } else if (now - req->first_body >= RAGQ_HTTP_PACE_HEAD_MS) {
-                if (req->origin) {
-                    ragq_h1_pace_start(req);
-                    req->first_body = UINT64_MAX; /* paced */
-                } else {
-                    ragq_http_pace_start(req);
-                }
+                ragq_http_pace_start(req);
             }
         }
         return 0;
@@ -671,17 +665,20 @@ req_start_own(ragq_http_req_t *req, const char *url, const char *const *headers,
               size_t n, char *body, size_t len)
 {
     ragq_http_t *http = req->http;
+    int          rc;
 
-    if (!http->own_client || !ragq_h1_usable(http, url)) {
+    if (!http->own_client) {
         return 1;
     }
-    req_link(http, req);
-    if (ragq_h1_start(req, url, headers, n, body, len) != 0) {
-        req->send = NULL; /* the caller keeps it */
-        ragq_http_release(req);
-        return -1;
+    rc = ragq_h1_start(req, url, headers, n, body, len);
+    if (rc == 0) {
+        req_link(http, req);
+    } else if (rc < 0) {
+        /* Nothing started: back on the free list, the caller keeps body. */
+        req->next = http->idle;
+        http->idle = req;
     }
-    return 0;
+    return rc;
 }
 
 ragq_http_req_t *

@@ -2,7 +2,7 @@
  * http1.c: the worker's own HTTP/1.1 client, for cleartext (http://)
  * upstreams without a proxy: local models (Ollama, vLLM, llama.cpp server),
  * Qdrant and embedding servers next to the worker.  curl keeps https://,
- * proxies and any URL this file does not take (see ragq_h1_usable).
+ * proxies and any URL this file does not take (see ragq_h1_start).
  *
  * What it owns: per origin (host and port), the names resolved (off the
  * loop, kept 60 s), kept-alive connections (at most max_per_host, reused
@@ -202,9 +202,13 @@ ragq_h1_start(ragq_http_req_t *req, const char *url, const char *const *headers,
     int               port;
     ragq_h1_origin_t *o;
 
-    if (!ragq_h1_url_split(url, &auth, &auth_len, &host, &host_len, &port,
-                           &path) ||
-        (o = origin_get(http, auth, auth_len, host, host_len, port)) == NULL ||
+    /* A proxy (and its no_proxy exceptions) stays curl's business. */
+    if (http->http_proxy != NULL ||
+        !ragq_h1_url_split(url, &auth, &auth_len, &host, &host_len, &port,
+                           &path)) {
+        return 1;
+    }
+    if ((o = origin_get(http, auth, auth_len, host, host_len, port)) == NULL ||
         ragq_h1_head_build(req, path, auth, auth_len, headers, n, len) != 0) {
         return -1;
     }
@@ -238,7 +242,7 @@ conn_watch(ragq_h1_conn_t *c)
         ev = RAGQ_IO_READ;
     } else {
         ev = c->pidx ? 0 : RAGQ_IO_READ;
-        if (c->req && c->req->sent < c->req->head_len + c->req->send_len) {
+        if (c->req && c->req->sent < c->req->head.len + c->req->send_len) {
             ev |= RAGQ_IO_WRITE;
         }
     }
@@ -417,7 +421,7 @@ static int
 conn_send(ragq_h1_conn_t *c)
 {
     ragq_http_req_t *req = c->req;
-    size_t           total = req->head_len + req->send_len;
+    size_t           total = req->head.len + req->send_len;
     struct iovec     iov[2];
     struct msghdr    msg;
     ssize_t          n;
@@ -425,14 +429,14 @@ conn_send(ragq_h1_conn_t *c)
     while (req->sent < total) {
         memset(&msg, 0, sizeof(msg));
         msg.msg_iov = iov;
-        if (req->sent < req->head_len) {
-            iov[0].iov_base = req->head + req->sent;
-            iov[0].iov_len = req->head_len - req->sent;
+        if (req->sent < req->head.len) {
+            iov[0].iov_base = req->head.data + req->sent;
+            iov[0].iov_len = req->head.len - req->sent;
             iov[1].iov_base = req->send;
             iov[1].iov_len = req->send_len;
             msg.msg_iovlen = req->send_len ? 2 : 1;
         } else {
-            iov[0].iov_base = req->send + (req->sent - req->head_len);
+            iov[0].iov_base = req->send + (req->sent - req->head.len);
             iov[0].iov_len = total - req->sent;
             msg.msg_iovlen = 1;
         }
@@ -485,7 +489,7 @@ conn_done(ragq_h1_conn_t *c, int keep)
     /* Not kept when the answer came before all of the request was sent
      * (an early 413, say): the rest would be read as the next request. */
     if (keep && c->parser.keep_alive && c->len == 0 &&
-        req->sent == req->head_len + req->send_len) {
+        req->sent == req->head.len + req->send_len) {
         unpace(c);
         c->served++;
         c->state = C_IDLE;
@@ -792,6 +796,7 @@ ragq_h1_cancel(ragq_http_req_t *req)
     wait_remove(req);
     req->origin = NULL;
     req->conn = NULL;
+    req->paced = CURL_SOCKET_BAD;
     if (c != NULL) {
         /* Its answer is not read to the end: the connection cannot carry
          * another request. */
@@ -827,6 +832,7 @@ ragq_h1_pace_start(ragq_http_req_t *req)
     }
     http->h1paced[http->nh1paced++] = c;
     c->pidx = http->nh1paced;
+    req->paced = c->fd; /* ragq_http_take paces it once */
     conn_watch(c);
     if (!ragq_timer_active(&http->tick)) {
         ragq_timer_start(http->loop, &http->tick,

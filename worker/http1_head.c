@@ -6,7 +6,6 @@
 
 #include "http_int.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -77,61 +76,27 @@ ragq_h1_url_split(const char *url, const char **auth, size_t *auth_len,
     return 1;
 }
 
-int
-ragq_h1_usable(const ragq_http_t *http, const char *url)
-{
-    const char *a, *h, *p;
-    size_t      al, hl;
-    int         port;
-
-    /* A proxy (and its no_proxy exceptions) stays curl's business. */
-    return http->http_proxy == NULL &&
-           ragq_h1_url_split(url, &a, &al, &h, &hl, &port, &p);
-}
-
-/* Appends n bytes to the request's head buffer. */
-static int
-head_add(ragq_http_req_t *req, const char *s, size_t n)
-{
-    if (req->head_len + n > req->head_cap) {
-        size_t cap = req->head_cap ? req->head_cap : 512;
-        char  *h;
-
-        while (cap < req->head_len + n) {
-            cap *= 2;
-        }
-        if ((h = realloc(req->head, cap)) == NULL) {
-            return -1;
-        }
-        req->head = h;
-        req->head_cap = cap;
-    }
-    memcpy(req->head + req->head_len, s, n);
-    req->head_len += n;
-    return 0;
-}
-
-#define HEAD_LIT(req, s) head_add(req, s, sizeof(s) - 1)
+#define HEAD_LIT(b, s) ragq_jbuf_add(b, s, sizeof(s) - 1)
 
 int
 ragq_h1_head_build(ragq_http_req_t *req, const char *path, const char *auth,
                    size_t auth_len, const char *const *headers, size_t n,
                    size_t len)
 {
-    char   num[24];
-    int    w, rc = 0;
-    size_t i, hl;
+    ragq_jbuf_t *b = &req->head;
+    size_t       i, hl;
 
-    req->head_len = 0;
-    rc |= HEAD_LIT(req, "POST ");
-    rc |= *path == '/'
-              ? head_add(req, path, strlen(path))
-              : (HEAD_LIT(req, "/") | head_add(req, path, strlen(path)));
-    rc |= HEAD_LIT(req, " HTTP/1.1\r\nHost: ");
-    rc |= head_add(req, auth, auth_len);
-    rc |= HEAD_LIT(req, "\r\nUser-Agent: ragq-worker/1.0\r\n"
-                        "Content-Type: application/json\r\n"
-                        "Accept: application/json\r\n");
+    ragq_jbuf_reset(b);
+    HEAD_LIT(b, "POST ");
+    if (*path != '/') {
+        HEAD_LIT(b, "/");
+    }
+    ragq_jbuf_adds(b, path);
+    HEAD_LIT(b, " HTTP/1.1\r\nHost: ");
+    ragq_jbuf_add(b, auth, auth_len);
+    HEAD_LIT(b, "\r\nUser-Agent: ragq-worker/1.0\r\n"
+                "Content-Type: application/json\r\n"
+                "Accept: application/json\r\n");
     for (i = 0; i < n; i++) {
         hl = strlen(headers[i]);
         /* Never a line break inside a header line of ours. */
@@ -142,12 +107,11 @@ ragq_h1_head_build(ragq_http_req_t *req, const char *path, const char *auth,
         if (hl == 0 || headers[i][hl - 1] == ':') {
             continue;
         }
-        rc |= head_add(req, headers[i], hl);
-        rc |= HEAD_LIT(req, "\r\n");
+        ragq_jbuf_add(b, headers[i], hl);
+        HEAD_LIT(b, "\r\n");
     }
-    w = snprintf(num, sizeof(num), "%zu", len);
-    rc |= HEAD_LIT(req, "Content-Length: ");
-    rc |= head_add(req, num, (size_t) w);
-    rc |= HEAD_LIT(req, "\r\n\r\n");
-    return rc ? -1 : 0;
+    HEAD_LIT(b, "Content-Length: ");
+    ragq_jbuf_uint(b, (unsigned long long) len);
+    HEAD_LIT(b, "\r\n\r\n");
+    return b->failed ? -1 : 0;
 }

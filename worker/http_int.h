@@ -9,6 +9,7 @@
 
 #include "http.h"
 #include "http1_parse.h"
+#include "jsonw.h"
 #include "resolver.h"
 
 #include <curl/curl.h>
@@ -47,8 +48,8 @@ struct ragq_http_req_s {
     int               waiting;
     int               retried; /* sent again after a kept connection died */
     long              status;
-    char             *head; /* request line and headers, owned */
-    size_t            head_len, head_cap, sent;
+    ragq_jbuf_t       head; /* request line and headers, kept for reuse */
+    size_t            sent;
     size_t            send_len; /* of send, the request body */
     ragq_timer_t      timer;    /* its timeout, or a failure posted */
     const char       *fail;     /* the posted failure */
@@ -134,7 +135,7 @@ void ragq_http_finish(ragq_http_req_t *req, long status, const char *error,
 /* Back on the free list (done or cancelled), whichever client carried it. */
 void ragq_http_release(ragq_http_req_t *req);
 
-/* http1_head.c: 0 when the URL is not http1.c's (see ragq_h1_usable). */
+/* http1_head.c: 0 when the URL is not http1.c's (curl takes it). */
 int ragq_h1_url_split(const char *url, const char **auth, size_t *auth_len,
                       const char **host, size_t *host_len, int *port,
                       const char **path);
@@ -143,7 +144,7 @@ int ragq_h1_head_build(ragq_http_req_t *req, const char *path, const char *auth,
                        size_t len);
 
 /* http1.c */
-int  ragq_h1_usable(const ragq_http_t *http, const char *url);
+/* 0 started, 1 not a URL of http1.c's (curl's then), -1 failed. */
 int  ragq_h1_start(ragq_http_req_t *req, const char *url,
                    const char *const *headers, size_t n, const char *body,
                    size_t len);

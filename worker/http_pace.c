@@ -84,6 +84,10 @@ ragq_http_pace_start(ragq_http_req_t *req)
     curl_socket_t      fd = req->sock;
     ragq_http_paced_t *p;
 
+    if (req->origin != NULL) {
+        ragq_h1_pace_start(req); /* http1.c's connection */
+        return;
+    }
     /* req->sock, not CURLINFO_ACTIVESOCKET: curl 7.88 answers that only
      * once the transfer is done; the socket callback names the fd. */
     if (fd == CURL_SOCKET_BAD || (size_t) fd >= http->nwant) {

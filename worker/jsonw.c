@@ -286,6 +286,20 @@ ragq_jbuf_uint(ragq_jbuf_t *b, unsigned long long v)
     ragq_jbuf_add(b, tmp, (size_t) n);
 }
 
+void
+ragq_jbuf_reset(ragq_jbuf_t *b)
+{
+    b->len = 0;
+    b->failed = 0;
+}
+
+void
+ragq_jbuf_free(ragq_jbuf_t *b)
+{
+    free(b->data);
+    ragq_jbuf_init(b, 0);
+}
+
 char *
 ragq_jbuf_finish(ragq_jbuf_t *b)
 {

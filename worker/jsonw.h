@@ -36,6 +36,11 @@ void ragq_jbuf_number(ragq_jbuf_t *b, double v, int prec);
 
 void ragq_jbuf_uint(ragq_jbuf_t *b, unsigned long long v);
 
+/* Empty again, its allocation kept for the next text (and a failure
+ * forgotten); ragq_jbuf_free releases it. */
+void ragq_jbuf_reset(ragq_jbuf_t *b);
+void ragq_jbuf_free(ragq_jbuf_t *b);
+
 /* The NUL-terminated text (the caller frees it), NULL after a failure. */
 char *ragq_jbuf_finish(ragq_jbuf_t *b);
 

@@ -43,6 +43,7 @@ sub forward {
     my $u = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
                                   Proto => 'tcp') or die "standin: $!";
     my ($line, @h) = split /\r\n/, $head;
+    $line =~ s{^(\w+) http://[^/]+}{$1 };   # absolute-form, as sent to a proxy
     my @keep = grep { !/^(connection|host):/i } @h;
     print $u join("\r\n", $line, 'Host: 127.0.0.1', 'Connection: close', @keep), "\r\n\r\n", $body;
     local $/;
@@ -118,6 +119,7 @@ sub proxy {
                 substr($buf{$c}, 0, $end + ($len // 0)) = '';
                 my $mode = slurp("$Dir/mode") || 'length';
                 note_line('reqs', $head =~ /^POST (\S+)/ ? $1 : '?');
+                note_line('proxied', $1) if $head =~ m{^POST (http://\S+)};
                 my $keep = 1;
                 if ($mode eq 'garbage') {
                     syswrite($c, "HELLO THERE\r\n\r\n");
@@ -292,6 +294,26 @@ for my $stream (qw(on off)) {
     cmp_ok(time - $t0, '<', 8, 'connect never answered: 5 connect timeouts, not 5 call timeouts (10 s)');
     diag(sprintf('connect never answered: job failed after %.1f s', time - $t0));
     ok($w->alive, 'connect never answered: the worker lives on');
+    $w->stop;
+}
+
+# With http_proxy set, http:// calls go through libcurl, which sends them to
+# the proxy (here the re-framing proxy, reached for a port nobody listens on).
+{
+    my $closed = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+                                       Listen => 1)->sockport;
+    my $w = Ragq::Worker->start(env => {
+        %ENVS, RAGQ_CONCURRENCY => 1, http_proxy => "http://127.0.0.1:$PORT",
+        no_proxy => '', NO_PROXY => '',
+        OPENAI_BASE_URL => "http://127.0.0.1:$closed/v1", QDRANT_URL => "http://127.0.0.1:$closed" });
+    ok($w->ready, 'worker is ready') or diag $w->log;
+    mode('length');
+    reset_counts();
+    unlink "$Dir/proxied";
+    all_finished('http_proxy', run_jobs(1));
+    is(count('proxied'), 3, 'http_proxy: the three calls went to the proxy');
+    like(slurp("$Dir/proxied"), qr{^http://127\.0\.0\.1:$closed/v1/embeddings$}m,
+         'http_proxy: in absolute form, for the origin asked');
     $w->stop;
 }
 
