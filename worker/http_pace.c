@@ -11,8 +11,8 @@
 
 /*
  * The tick falls on the clock's boundaries of the pace, as queue_out.c's
- * batches do, so what a tick reads goes out with the next boundary's
- * batches of all jobs at once.
+ * batches do, so what a tick reads goes out in that tick's batches, of all
+ * jobs at once.
  */
 static uint64_t
 pace_delay(const ragq_http_t *http)

@@ -96,7 +96,6 @@ ragq_job_new(void)
     if (job != NULL) {
         ragq_timer_init(&job->timer, step, job);
         ragq_timer_init(&job->write_timer, NULL, job);
-        ragq_timer_init(&job->out_timer, NULL, job); /* queue_out.c's */
     }
     return job;
 }

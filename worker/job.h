@@ -102,8 +102,8 @@ struct ragq_job_s {
     int          cancel_seen; /* P:cancel named it while its claim ran */
 
     /* streamed pieces not yet sent (queue_out.c) */
-    ragq_job_piece_cb on_piece; /* NULL: not streamed */
-    ragq_timer_t      out_timer;
+    ragq_job_piece_cb on_piece;              /* NULL: not streamed */
+    ragq_job_t       *out_next, **out_pprev; /* on the queue's due list */
     char             *out_buf, *out_key;
     size_t           *out_ends; /* end of each pending piece in out_buf */
     size_t            out_len, out_cap, out_n, out_ncap;

@@ -446,6 +446,7 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     ragq_timer_init(&q->grace_timer, grace_over, q);
     ragq_timer_init(&q->exit_timer, exit_now, q);
     ragq_timer_init(&q->consumers_timer, forget_consumers, q);
+    ragq_timer_init(&q->out_timer, ragq_queue_out_due, q);
     return q;
 }
 
@@ -492,6 +493,7 @@ ragq_queue_free(ragq_queue_t *q)
         ragq_timer_stop(q->loop, &q->exit_timer);
         ragq_timer_stop(q->loop, &q->pass_timer);
         ragq_timer_stop(q->loop, &q->consumers_timer);
+        ragq_timer_stop(q->loop, &q->out_timer);
     }
     ragq_vconn_free(q->cmd);
     ragq_vconn_free(q->blk);

@@ -51,6 +51,8 @@ struct ragq_queue_s {
 
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
     ragq_timer_t exit_timer, consumers_timer;
+    ragq_timer_t out_timer;  /* sends the batches of out_due (queue_out.c) */
+    ragq_job_t  *out_due;    /* streamed jobs with pieces not yet sent */
     uint64_t     job_serial; /* the last job's ragq_job_t.serial */
 
     /* Script arguments that never change, as text (queue_job.c). */
@@ -120,6 +122,7 @@ void        ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len,
                                  int how);
 void        ragq_queue_out_flush(ragq_queue_t *q, ragq_job_t *job);
 void        ragq_queue_out_free(ragq_queue_t *q, ragq_job_t *job);
+void        ragq_queue_out_due(void *data); /* q->out_timer's */
 
 /* queue_cancel.c */
 int  ragq_queue_cancel_init(ragq_queue_t *q);

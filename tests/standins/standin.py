@@ -297,6 +297,9 @@ class App:
         # requests whose client closed the connection before the answer was complete (a
         # canceled job's worker aborting its call), by path
         self.aborted = collections.Counter()
+        # When each streamed event left (CLOCK_MONOTONIC ms, as Perl's and the worker's clocks
+        # read it) and its bytes: how long a piece takes to reach Valkey (stream_paced.t).
+        self.stream_sent = collections.deque(maxlen=LOG_KEEP)
 
     def count_tally(self, req, resp):
         """Counts the tag (first match of the tally pattern in the request body) of a request the
@@ -465,6 +468,7 @@ class App:
             return Response(200, dumps({"requests": dict(self.req_counts),
                                         "aborted": dict(self.aborted),
                                         "flood_sent": self.flood_sent,
+                                        "stream_sent": list(self.stream_sent),
                                         "log": [r.log_entry() for r in self.log]}))
         if p == "/_standin/tally" and req.method == "POST":
             path, pattern = body.get("path", ""), body.get("pattern")
@@ -1600,6 +1604,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         ev = events[i]
         self.transport.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+        self.app.stream_sent.append([time.monotonic() * 1000.0, ev.decode("utf-8", "replace")])
         if i + 1 < len(events):
             # Separate writes on separate loop turns, so clients see events split across reads.
             if self.app.token_delay:

@@ -4,13 +4,15 @@
 # answer at 2 ms a token loses and reorders nothing (the entries' pieces = result, ids in order) and the
 # job still ends; a cancel still closes a paced stream (the stand-in sees
 # the client leave) and acks the entry.  A longer RAGQ_STREAM_INTERVAL
-# writes the same answer in fewer batches.
+# writes the same answer in fewer batches, and what a tick reads reaches
+# Valkey in that tick, not one interval later.
 use strict;
 use warnings;
 use Test::More;
 use JSON::PP;
 use Encode qw(encode_utf8);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time sleep clock_gettime CLOCK_MONOTONIC);
+use List::Util qw(max);
 use Ragq::Valkey ();
 use Ragq::Standin;
 use Ragq::Worker;
@@ -113,6 +115,60 @@ ok($w->ready, 'worker ready with RAGQ_STREAM_INTERVAL=400ms') or diag $w->log;
 my $n400 = batches_of_slow_answer($w, '400 ms interval');
 cmp_ok($n400, '<=', 7, "400 ms: $n400 batches for the same answer");
 cmp_ok($n400, '<', $n50, 'fewer batches than at 50 ms');
+
+# ---- a piece reaches Valkey at the first tick after it arrived: at most one
+# interval (400 ms) after the model sent it, ~200 ms on average.  Sent on a
+# tick's boundary only at the next one, every piece but the first would take
+# 400-800 ms.  Words 700 ms apart: one per batch.  The stand-in says when
+# each event left (CLOCK_MONOTONIC, as here); a piece's delay is from the
+# event that completed its batch to when the test first saw the batch.
+{
+    $s->stream_pace(token_ms => 700, answer_words => 6);
+    my $jid = Ragq::Worker::enqueue(prefix => $P, query => 'Timed pieces?', top_k => 1);
+    my @seen;    # [when first seen, text up to and with this entry]
+    my $text = '';
+    my $deadline = time + 20;
+    while (time < $deadline) {
+        my $done = Ragq::Worker::field($P, $jid, 'status') eq 'finished';
+        my $now = 1000 * clock_gettime(CLOCK_MONOTONIC);
+        my $e = out_entries($jid);
+        for my $k (scalar(@seen) .. $#$e) {
+            $text .= $e->[$k][1]{t} // '';
+            push @seen, [$now, $text];
+        }
+        last if $done;
+        sleep 0.01;
+    }
+    is(Ragq::Worker::field($P, $jid, 'status'), 'finished', 'timed: the job ends') or diag $w->log;
+    # the stand-in's events of this answer: their content, in order
+    my @sent;
+    for my $ev (@{ $s->stats->{stream_sent} }) {
+        my ($at, $raw) = @$ev;
+        next unless $raw =~ /^data: (\{.*\})\s*$/s;
+        my $c = JSON::PP->new->decode($1)->{choices}[0]{delta}{content};
+        push @sent, [$at, encode_utf8($c)] if defined $c && length $c;
+    }
+    @sent = @sent[-6 .. -1] if @sent > 6;
+    is(join('', map { $_->[1] } @sent), $text, 'timed: the pieces are the events sent');
+    my (@delay, $sofar);
+    my $i = 0;
+    for my $b (@seen) {
+        # the event that completed this batch
+        $sofar = '';
+        for ($i = 0; $i < @sent; $i++) {
+            $sofar .= $sent[$i][1];
+            last if length($sofar) >= length($b->[1]);
+        }
+        push @delay, $b->[0] - $sent[$i][0] if $i < @sent;
+    }
+    my @sorted = sort { $a <=> $b } @delay;
+    my $median = $sorted[int(@sorted / 2)];
+    cmp_ok(scalar(@delay), '>=', 4, 'timed: ' . scalar(@delay) . ' batches');
+    cmp_ok($median, '<', 350, sprintf('timed: median delay %.0f ms (delays %s)', $median,
+                                      join(' ', map { sprintf '%.0f', $_ } @delay)));
+    cmp_ok(max(@delay), '<', 650, 'timed: no piece waits a second interval');
+    $s->stream_pace();
+}
 
 $w->stop;
 Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', "$P:*"), 'x');
