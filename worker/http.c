@@ -246,16 +246,19 @@ ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n, long code)
         }
         if (req->paced == CURL_SOCKET_BAD) {
             /*
-             * Paced only once the answer has been coming for a tick: a
-             * short one ends unpaced, without a tick's wait for its end.
+             * Paced only once the answer has been coming for a tick, or
+             * comes token by token (http_int.h): a short one sent at once
+             * ends unpaced, without a tick's wait for its end.
              */
             uint64_t now = ragq_now_ms();
 
             if (req->first_body == 0) {
                 req->first_body = now;
-            } else if (now - req->first_body >= RAGQ_HTTP_PACE_HEAD_MS) {
+            } else if (ragq_http_pace_due(req->first_body, req->last_body,
+                                          now)) {
                 ragq_http_pace_start(req);
             }
+            req->last_body = now;
         }
         return 0;
     }
@@ -726,7 +729,7 @@ post(ragq_http_t *http, const char *url, const char *header,
     req->timeout_ms = timeout_ms;
     req->max_answer = max_answer;
     req->started = ragq_now_ms();
-    req->first_body = 0;
+    req->first_body = req->last_body = 0;
     req->errbuf[0] = '\0';
     if (header != NULL) {
         headers = &header;

@@ -39,6 +39,7 @@ struct ragq_http_req_s {
     size_t            streamed; /* bytes handed to on_data */
     curl_socket_t     paced;    /* its fd while read on the tick, or BAD */
     uint64_t          first_body; /* when its streamed body began, or 0 */
+    uint64_t          last_body;  /* when its streamed body last came */
     curl_socket_t     sock;       /* the fd curl last watched for it */
     char              errbuf[CURL_ERROR_SIZE];
     /* Carried by http1.c instead of curl when origin is set. */
@@ -73,8 +74,16 @@ struct ragq_http_req_s {
  * How long a streamed body is read as it comes before it is paced, whatever
  * the pace: a short answer ends without a tick's wait, and a long pace does
  * not mean a long stretch of per-token reads at the start of every answer.
+ * Paced sooner once a read comes RAGQ_HTTP_PACE_GAP_MS or more after the
+ * one before: the model is sending token by token (an answer sent at once
+ * arrives in reads back to back), and the first tokens have been handed on.
  */
 #define RAGQ_HTTP_PACE_HEAD_MS 50
+#define RAGQ_HTTP_PACE_GAP_MS  5
+
+/* Whether a streamed body read now, begun at first_body and last read at
+ * last_body (ragq_now_ms()), is to be paced from here on. */
+int ragq_http_pace_due(uint64_t first_body, uint64_t last_body, uint64_t now);
 
 typedef struct {
     curl_socket_t fd;

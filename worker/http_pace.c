@@ -20,6 +20,13 @@ pace_delay(const ragq_http_t *http)
     return ragq_ms_to_boundary(http->pace_ms);
 }
 
+int
+ragq_http_pace_due(uint64_t first_body, uint64_t last_body, uint64_t now)
+{
+    return now - first_body >= RAGQ_HTTP_PACE_HEAD_MS ||
+           now - last_body >= RAGQ_HTTP_PACE_GAP_MS;
+}
+
 /* By fd, not by search: with a thousand answers streaming, every socket
  * callback of a tick would otherwise walk the whole table. */
 ragq_http_paced_t *

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "http_int.h"
 #include "loop.h"
 #include "suites.h"
 
@@ -266,6 +267,28 @@ START_TEST(delay_to_boundary_lands_on_it)
 }
 END_TEST
 
+/*
+ * When a streamed body is paced (http.c): an answer sent at once (reads
+ * back to back) stays read as it comes, for up to 50 ms; one sent token by
+ * token is paced at its first read that follows a pause of 5 ms or more.
+ */
+START_TEST(pacing_starts_at_a_pause_or_after_the_head)
+{
+    uint64_t t0 = 1000000;
+
+    /* reads back to back: not paced */
+    ck_assert_int_eq(ragq_http_pace_due(t0, t0, t0), 0);
+    ck_assert_int_eq(ragq_http_pace_due(t0, t0 + 3, t0 + 4), 0);
+    ck_assert_int_eq(ragq_http_pace_due(t0, t0 + 48, t0 + 49), 0);
+    /* the head is over, however close the reads */
+    ck_assert_int_eq(ragq_http_pace_due(t0, t0 + 49, t0 + 50), 1);
+    /* a pause: the model sends token by token */
+    ck_assert_int_eq(ragq_http_pace_due(t0, t0, t0 + 5), 1);
+    ck_assert_int_eq(ragq_http_pace_due(t0, t0 + 10, t0 + 20), 1);
+    ck_assert_int_eq(ragq_http_pace_due(t0, t0 + 10, t0 + 14), 0);
+}
+END_TEST
+
 Suite *
 ragq_suite_loop(void)
 {
@@ -279,6 +302,7 @@ ragq_suite_loop(void)
     tcase_add_test(tc, callbacks_stop_and_rearm);
     tcase_add_test(tc, reposting_timer_cannot_starve_io);
     tcase_add_test(tc, delay_to_boundary_lands_on_it);
+    tcase_add_test(tc, pacing_starts_at_a_pause_or_after_the_head);
     suite_add_tcase(s, tc);
     return s;
 }
