@@ -87,6 +87,24 @@ is(Ragq::Worker::wait_final($P, [$id2], 15), 1, 'the next job ends');
 is(Ragq::Worker::field($P, $id2, 'status'), 'finished', 'finished') or diag $w->log;
 unlike($w->log, qr/\berror\b/, 'no error logged') or diag $w->log;
 
+# ---- a stream faster than one read a tick is not held back: a ~0.9 MB
+# answer sent in 64 kB writes 10 ms apart (~0.15 s) is read a few buffers a
+# tick and ends in well under 2 s (0.6-0.9 s here); at one 16 kB read per 50 ms
+# tick it took 4.6 s.
+{
+    $s->stream_pace(token_ms => 0, answer_words => 6000);
+    $s->fault({ path => '/v1/chat/completions', mode => 'slow_body', bytes => 65536,
+                interval_ms => 10, times => 1 });
+    my $jid = Ragq::Worker::enqueue(prefix => $P, query => 'A fast long answer?', top_k => 1);
+    is(Ragq::Worker::wait_final($P, [$jid], 30), 1, 'fast stream: the job ends');
+    my $j = Ragq::Worker::job($P, $jid);
+    is($j->{status}, 'finished', 'fast stream: finished') or diag explain $j, $w->log;
+    is(scalar(split / /, $j->{result} // ''), 6000, 'fast stream: a 6000-word answer');
+    my $ms = $j->{ended_at} - $j->{started_at};
+    cmp_ok($ms, '<', 2000, "fast stream: the job took $ms ms");
+    $s->stream_pace();
+}
+
 # ---- RAGQ_STREAM_INTERVAL: the same 1.2 s answer (48 words, 25 ms apart,
 # each batch well under the 256-byte flush) is written in ~24 batches at
 # the default 50 ms and in ~4 at 400 ms, and whole either way.
