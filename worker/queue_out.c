@@ -154,23 +154,6 @@ ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len, int how)
     }
 }
 
-/* Decimal text of v >= 0 into buf (at least 21 bytes); its length. */
-static size_t
-out_decimal(char *buf, long v)
-{
-    char   tmp[24];
-    size_t n = 0, i;
-
-    do {
-        tmp[n++] = (char) ('0' + v % 10);
-        v /= 10;
-    } while (v > 0 && n < sizeof(tmp));
-    for (i = 0; i < n; i++) {
-        buf[i] = tmp[n - 1 - i];
-    }
-    return n;
-}
-
 void
 ragq_queue_out_flush(ragq_queue_t *q, ragq_job_t *job)
 {
@@ -204,7 +187,8 @@ ragq_queue_out_flush(ragq_queue_t *q, ragq_job_t *job)
     argv[4] = job->out_key;
     lens[4] = strlen(job->out_key);
     argv[5] = token;
-    lens[5] = out_decimal(token, job->attempts < 0 ? 0 : job->attempts);
+    lens[5] = ragq_vconn_decimal(
+        token, (size_t) (job->attempts < 0 ? 0 : job->attempts));
     argv[6] = q->consumer;
     lens[6] = strlen(q->consumer);
     argv[7] = job->out_new_try ? "1" : "0";

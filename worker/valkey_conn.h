@@ -102,6 +102,10 @@ int ragq_vconn_send(ragq_vconn_t *vc, ragq_vconn_reply_cb cb, void *priv,
 /* Ready for commands: connected and handshake done. */
 int ragq_vconn_ready(const ragq_vconn_t *vc);
 
+/* The decimal text of v at p (room for 20 digits), unterminated; its
+ * length.  For numeric arguments built without printf. */
+size_t ragq_vconn_decimal(char *p, size_t v);
+
 /* Commands sent with a callback that has not run yet. */
 long ragq_vconn_pending(const ragq_vconn_t *vc);
 

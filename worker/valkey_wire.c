@@ -47,8 +47,8 @@ obuf_reserve(ragq_vconn_t *vc, size_t n)
     return 0;
 }
 
-static size_t
-put_uint(char *p, size_t v)
+size_t
+ragq_vconn_decimal(char *p, size_t v)
 {
     char   tmp[24];
     size_t n = 0, i;
@@ -79,13 +79,13 @@ obuf_command(ragq_vconn_t *vc, int argc, const char **argv, const size_t *lens)
     }
     p = vc->obuf + vc->olen;
     *p++ = '*';
-    p += put_uint(p, (size_t) argc);
+    p += ragq_vconn_decimal(p, (size_t) argc);
     *p++ = '\r';
     *p++ = '\n';
     for (i = 0; i < argc; i++) {
         len = lens ? lens[i] : strlen(argv[i]);
         *p++ = '$';
-        p += put_uint(p, len);
+        p += ragq_vconn_decimal(p, len);
         *p++ = '\r';
         *p++ = '\n';
         memcpy(p, argv[i], len);
