@@ -4,13 +4,13 @@
  * Qdrant and embedding servers next to the worker.  curl keeps https://,
  * proxies and any URL this file does not take (see ragq_h1_start).
  *
- * What it owns: per origin (host and port), the names resolved (off the
- * loop, kept 60 s), kept-alive connections (at most max_per_host, reused
- * last-in first-out) and the requests waiting for one; per connection, its
- * socket, the bytes read and the answer's parser (http1_parse.c).  A
- * request goes out in one sendmsg of its head and body; the answer is
- * read as it comes, its body handed to http.c's ragq_http_take, like
- * curl's.  A kept connection that dies before the first byte of its answer
+ * What it owns: per origin (host and port), the kept-alive connections (at
+ * most max_per_host, reused last-in first-out) and which waiting request
+ * gets one; per connection, its socket, the bytes read and the answer's
+ * parser (http1_parse.c).  Names, addresses, connecting and the queue of
+ * waiting requests are http1_origin.c's.  A request goes out in one
+ * sendmsg of its head and body; the answer is read as it comes, its body
+ * handed to http.c's ragq_http_take, like curl's.  A kept connection that dies before the first byte of its answer
  * (the server closed it while idle) sends the request once more on a new
  * one, as curl does.  Callbacks never run from inside a call of the job
  * pipeline: failures found while starting are posted on the request's
@@ -22,7 +22,7 @@
  * cancels meanwhile.
  */
 
-#include "http_int.h"
+#include "http1_int.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -35,8 +35,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* Like curl's DNS cache: a name is looked up again after a minute. */
-#define RAGQ_H1_DNS_TTL_MS 60000
 /* A connection idle this long is not trusted with a request (curl: 118 s;
  * servers' own keep-alive timeouts are often shorter, 5 s to 75 s). */
 #define RAGQ_H1_IDLE_MS 60000
@@ -45,124 +43,9 @@
  * stream faster than 16 kB a tick (320 kB/s at 50 ms) is not held back. */
 #define RAGQ_H1_PACE_READS 8
 
-enum { C_CONNECTING, C_BUSY, C_IDLE };
-
-struct ragq_h1_origin_s {
-    ragq_http_t     *http;
-    char            *host;      /* without brackets: what is looked up */
-    char            *authority; /* as in the URL: the Host header */
-    int              port;
-    int              numeric;
-    ragq_addrs_t     addrs;
-    int              prefer; /* the address that connected last */
-    uint64_t         resolved_at;
-    ragq_lookup_t   *lookup;
-    ragq_h1_conn_t  *idle;
-    size_t           nconns;
-    ragq_http_req_t *wait_head, *wait_tail;
-};
-
-struct ragq_h1_conn_s {
-    ragq_h1_origin_t *origin; /* NULL while on the free list */
-    ragq_h1_conn_t   *next;   /* idle or free list */
-    int               fd;
-    int               state;
-    int               addr; /* how many of origin->addrs were tried */
-    int               ai;   /* the one being tried */
-    unsigned          watching;
-    size_t            pidx;   /* 1 + index in http->h1paced, or 0 */
-    unsigned          served; /* answers read on it */
-    int               got;    /* bytes of the current answer came */
-    ragq_http_req_t  *req;
-    ragq_h1_parser_t  parser;
-    char             *buf;
-    size_t            len, cap;
-    ragq_timer_t      timer; /* connect timeout */
-    uint64_t          idle_since;
-};
-
 static void conn_io(int fd, unsigned events, void *data);
-static void origin_dispatch(ragq_h1_origin_t *o);
-
-static ragq_h1_origin_t *
-origin_get(ragq_http_t *http, const char *auth, size_t auth_len,
-           const char *host, size_t host_len, int port)
-{
-    ragq_h1_origin_t *o, **os;
-    size_t            i;
-
-    for (i = 0; i < http->norigins; i++) {
-        o = http->origins[i];
-        if (o->port == port && strlen(o->host) == host_len &&
-            strncasecmp(o->host, host, host_len) == 0) {
-            return o;
-        }
-    }
-    os = realloc(http->origins, (http->norigins + 1) * sizeof(*os));
-    if (os == NULL) {
-        return NULL;
-    }
-    http->origins = os;
-    if ((o = calloc(1, sizeof(*o))) == NULL) {
-        return NULL;
-    }
-    o->http = http;
-    o->port = port;
-    o->host = strndup(host, host_len);
-    o->authority = strndup(auth, auth_len);
-    if (o->host == NULL || o->authority == NULL) {
-        free(o->host);
-        free(o->authority);
-        free(o);
-        return NULL;
-    }
-    o->numeric = ragq_resolve_numeric(o->host, port, &o->addrs) == 0;
-    os[http->norigins++] = o;
-    return o;
-}
 
 /* ---- requests --------------------------------------------------------- */
-
-static void
-wait_remove(ragq_http_req_t *req)
-{
-    ragq_h1_origin_t *o = req->origin;
-    ragq_http_req_t **pp = &o->wait_head, *prev = NULL;
-
-    if (!req->waiting) {
-        return;
-    }
-    while (*pp && *pp != req) {
-        prev = *pp;
-        pp = &(*pp)->wnext;
-    }
-    if (*pp == req) {
-        *pp = req->wnext;
-        if (o->wait_tail == req) {
-            o->wait_tail = prev;
-        }
-    }
-    req->wnext = NULL;
-    req->waiting = 0;
-}
-
-static void
-wait_push(ragq_http_req_t *req, int front)
-{
-    ragq_h1_origin_t *o = req->origin;
-
-    req->waiting = 1;
-    req->wnext = NULL;
-    if (o->wait_head == NULL) {
-        o->wait_head = o->wait_tail = req;
-    } else if (front) {
-        req->wnext = o->wait_head;
-        o->wait_head = req;
-    } else {
-        o->wait_tail->wnext = req;
-        o->wait_tail = req;
-    }
-}
 
 static void
 req_timer(void *data)
@@ -181,12 +64,12 @@ req_timer(void *data)
  * Fails a request that no connection carries any more: its callback runs
  * on the next turn of the loop, never from inside the caller.
  */
-static void
-req_fail(ragq_http_req_t *req, const char *why, int timed_out)
+void
+ragq_h1_req_fail(ragq_http_req_t *req, const char *why, int timed_out)
 {
     ragq_h1_origin_t *o = req->origin;
 
-    wait_remove(req);
+    ragq_h1_wait_remove(req);
     req->conn = NULL;
     snprintf(req->fail_buf, sizeof(req->fail_buf), "%s:%d: %s", o->host,
              o->port, why);
@@ -211,7 +94,8 @@ ragq_h1_start(ragq_http_req_t *req, const char *url, const char *const *headers,
                            &path)) {
         return 1;
     }
-    if ((o = origin_get(http, auth, auth_len, host, host_len, port)) == NULL ||
+    if ((o = ragq_h1_origin_get(http, auth, auth_len, host, host_len, port)) ==
+            NULL ||
         ragq_h1_head_build(req, path, auth, auth_len, headers, n, len) != 0) {
         return -1;
     }
@@ -227,8 +111,8 @@ ragq_h1_start(ragq_http_req_t *req, const char *url, const char *const *headers,
     req->timer.cb = req_timer;
     req->timer.data = req;
     ragq_timer_start(http->loop, &req->timer, (uint64_t) req->timeout_ms);
-    wait_push(req, 0);
-    origin_dispatch(o);
+    ragq_h1_wait_push(req, 0);
+    ragq_h1_dispatch(o);
     return 0;
 }
 
@@ -302,7 +186,6 @@ conn_close(ragq_h1_conn_t *c)
     http->free_conns = c;
 }
 
-static int conn_open(ragq_h1_conn_t *c);
 static int conn_send(ragq_h1_conn_t *c);
 
 /*
@@ -323,15 +206,16 @@ conn_try_next(ragq_h1_conn_t *c, const char *why, int timed_out)
         c->fd = -1;
         c->watching = 0;
     }
+    ragq_h1_connect_failed(c, why);
     c->addr++;
-    if (conn_open(c) != 0) {
+    if (ragq_h1_connect(c) != 0) {
         if (errno != 0) {
             why = strerror(errno);
             timed_out = 0;
         }
         conn_close(c);
         if (req) {
-            req_fail(req, why, timed_out);
+            ragq_h1_req_fail(req, why, timed_out);
         }
         return;
     }
@@ -347,49 +231,6 @@ static void
 connect_timeout(void *data)
 {
     conn_try_next(data, "no connection within the connect timeout", 1);
-}
-
-/*
- * Starts connecting to the next address from c->addr on; 0 when under way
- * (or connected: state C_BUSY), -1 when no address is left, with errno
- * the last attempt's error (0 when none was left to try).
- */
-static int
-conn_open(ragq_h1_conn_t *c)
-{
-    ragq_h1_origin_t *o = c->origin;
-    int               one = 1, err = 0;
-
-    for (; c->addr < o->addrs.n; c->addr++) {
-        int i = c->ai = (o->prefer + c->addr) % o->addrs.n;
-        int fd = socket(o->addrs.addr[i].ss_family,
-                        SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-        if (connect(fd, (struct sockaddr *) &o->addrs.addr[i],
-                    o->addrs.len[i]) == 0) {
-            c->fd = fd;
-            c->state = C_BUSY;
-            o->prefer = i;
-            return 0;
-        }
-        if (errno == EINPROGRESS) {
-            c->fd = fd;
-            c->state = C_CONNECTING;
-            ragq_timer_start(o->http->loop, &c->timer,
-                             (uint64_t) o->http->connect_timeout_ms);
-            return 0;
-        }
-        err = errno;
-        close(fd);
-    }
-    errno = err;
-    return -1;
 }
 
 /*
@@ -412,11 +253,11 @@ conn_broken(ragq_h1_conn_t *c, const char *why)
     if (again && !req->retried) {
         req->retried = 1;
         req->sent = 0;
-        wait_push(req, 1);
-        origin_dispatch(o);
+        ragq_h1_wait_push(req, 1);
+        ragq_h1_dispatch(o);
         return;
     }
-    req_fail(req, why, 0);
+    ragq_h1_req_fail(req, why, 0);
 }
 
 /* Sends what is left of the request; -1 when the connection broke. */
@@ -503,7 +344,7 @@ conn_done(ragq_h1_conn_t *c, int keep)
     } else {
         conn_close(c);
     }
-    origin_dispatch(o);
+    ragq_h1_dispatch(o);
     ragq_timer_stop(o->http->loop, &req->timer);
     ragq_http_finish(req, req->status, NULL, 0);
 }
@@ -558,7 +399,7 @@ conn_parse(ragq_h1_conn_t *c)
             if (p->length >= 0 && (uint64_t) p->length > req->max_answer) {
                 req->too_big = 1;
                 conn_close(c);
-                req_fail(req, "answer too large", 0);
+                ragq_h1_req_fail(req, "answer too large", 0);
                 return -1;
             }
             break;
@@ -566,7 +407,7 @@ conn_parse(ragq_h1_conn_t *c)
             off += used;
             if (ragq_http_take(req, p->data, p->len, p->status) != 0) {
                 conn_close(c);
-                req_fail(req, "answer not taken", 0);
+                ragq_h1_req_fail(req, "answer not taken", 0);
                 return -1;
             }
             break;
@@ -577,7 +418,7 @@ conn_parse(ragq_h1_conn_t *c)
             return -1;
         case RAGQ_H1_ERROR:
             conn_close(c);
-            req_fail(req, p->error, 0);
+            ragq_h1_req_fail(req, p->error, 0);
             return -1;
         }
     }
@@ -606,7 +447,7 @@ conn_read(ragq_h1_conn_t *c)
         if (c->cap >= RAGQ_H1_MAX_HEAD + RAGQ_H1_BUF ||
             (b = realloc(c->buf, c->cap * 2)) == NULL) {
             conn_close(c);
-            req_fail(req, "answer head too large", 0);
+            ragq_h1_req_fail(req, "answer head too large", 0);
             return 0;
         }
         c->buf = b;
@@ -670,61 +511,6 @@ conn_io(int fd, unsigned events, void *data)
     }
 }
 
-/* ---- origins ---------------------------------------------------------- */
-
-static void
-fail_waiting(ragq_h1_origin_t *o, const char *why)
-{
-    while (o->wait_head) {
-        req_fail(o->wait_head, why, 0);
-    }
-}
-
-static void
-on_resolved(void *data, const ragq_addrs_t *addrs, const char *err)
-{
-    ragq_h1_origin_t *o = data;
-
-    o->lookup = NULL;
-    if (err != NULL) {
-        if (o->resolved_at == 0) {
-            fail_waiting(o, err);
-        }
-        return;
-    }
-    o->addrs = *addrs;
-    o->prefer = 0;
-    o->resolved_at = ragq_now_ms();
-    origin_dispatch(o);
-}
-
-/* 0 when o has addresses to connect to (a stale answer is refreshed in
- * the background meanwhile). */
-static int
-origin_ready(ragq_h1_origin_t *o)
-{
-    ragq_http_t *http = o->http;
-
-    if (o->numeric) {
-        return 0;
-    }
-    if (o->lookup == NULL &&
-        (o->resolved_at == 0 ||
-         ragq_now_ms() - o->resolved_at >= RAGQ_H1_DNS_TTL_MS)) {
-        if (http->resolver == NULL) {
-            http->resolver = ragq_resolver_new(http->loop);
-        }
-        o->lookup = http->resolver ? ragq_resolve(http->resolver, o->host,
-                                                  o->port, on_resolved, o)
-                                   : NULL;
-        if (o->lookup == NULL && o->resolved_at == 0) {
-            fail_waiting(o, "cannot start a name lookup");
-            return -1;
-        }
-    }
-    return o->resolved_at ? 0 : -1;
-}
-
 static ragq_h1_conn_t *
 conn_new(ragq_h1_origin_t *o)
 {
@@ -745,8 +531,8 @@ conn_new(ragq_h1_origin_t *o)
 }
 
 /* Gives waiting requests a kept connection, or a new one while allowed. */
-static void
-origin_dispatch(ragq_h1_origin_t *o)
+void
+ragq_h1_dispatch(ragq_h1_origin_t *o)
 {
     ragq_http_t     *http = o->http;
     ragq_h1_conn_t  *c;
@@ -765,20 +551,20 @@ origin_dispatch(ragq_h1_origin_t *o)
         }
         if (c == NULL) {
             if (o->nconns >= (size_t) http->max_per_host ||
-                origin_ready(o) != 0) {
+                ragq_h1_origin_ready(o) != 0) {
                 return;
             }
             if ((c = conn_new(o)) == NULL) {
-                req_fail(o->wait_head, "out of memory", 0);
+                ragq_h1_req_fail(o->wait_head, "out of memory", 0);
                 continue;
             }
             req = o->wait_head;
-            wait_remove(req);
-            if (conn_open(c) != 0) {
+            ragq_h1_wait_remove(req);
+            if (ragq_h1_connect(c) != 0) {
                 const char *why = errno ? strerror(errno) : "no address";
 
                 conn_close(c);
-                req_fail(req, why, 0);
+                ragq_h1_req_fail(req, why, 0);
                 continue;
             }
             conn_attach(c, req);
@@ -786,7 +572,7 @@ origin_dispatch(ragq_h1_origin_t *o)
         }
         o->idle = c->next;
         req = o->wait_head;
-        wait_remove(req);
+        ragq_h1_wait_remove(req);
         conn_attach(c, req);
     }
 }
@@ -800,7 +586,7 @@ ragq_h1_cancel(ragq_http_req_t *req)
     ragq_h1_conn_t   *c = req->conn;
 
     ragq_timer_stop(req->http->loop, &req->timer);
-    wait_remove(req);
+    ragq_h1_wait_remove(req);
     req->origin = NULL;
     req->conn = NULL;
     req->paced = CURL_SOCKET_BAD;
@@ -809,7 +595,7 @@ ragq_h1_cancel(ragq_http_req_t *req)
          * another request. */
         c->req = NULL;
         conn_close(c);
-        origin_dispatch(o);
+        ragq_h1_dispatch(o);
     }
 }
 
@@ -879,19 +665,11 @@ ragq_h1_free(ragq_http_t *http)
 
     http->h1_closing = 1;
     for (i = 0; i < http->norigins; i++) {
-        ragq_h1_origin_t *o = http->origins[i];
-
-        while (o->idle) {
-            conn_close(o->idle);
+        while (http->origins[i]->idle) {
+            conn_close(http->origins[i]->idle);
         }
-        if (o->lookup) {
-            ragq_resolve_cancel(o->lookup);
-        }
-        free(o->host);
-        free(o->authority);
-        free(o);
     }
-    free(http->origins);
+    ragq_h1_origins_free(http);
     while ((c = http->free_conns) != NULL) {
         http->free_conns = c->next;
         free(c);

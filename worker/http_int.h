@@ -44,18 +44,18 @@ struct ragq_http_req_s {
     char              errbuf[CURL_ERROR_SIZE];
     /* Carried by http1.c instead of curl when origin is set. */
     ragq_h1_origin_t *origin;
-    ragq_h1_conn_t   *conn;  /* carrying it, or NULL while it waits */
-    ragq_http_req_t  *wnext; /* its origin's queue of requests waiting */
-    int               waiting;
-    int               retried; /* sent again after a kept connection died */
-    long              status;
-    ragq_jbuf_t       head; /* request line and headers, kept for reuse */
-    size_t            sent;
-    size_t            send_len; /* of send, the request body */
-    ragq_timer_t      timer;    /* its timeout, or a failure posted */
-    const char       *fail;     /* the posted failure */
-    int               fail_timed_out;
-    char              fail_buf[160];
+    ragq_h1_conn_t   *conn;         /* carrying it, or NULL while it waits */
+    ragq_http_req_t *wnext, *wprev; /* its origin's queue of requests waiting */
+    int              waiting;
+    int              retried; /* sent again after a kept connection died */
+    long             status;
+    ragq_jbuf_t      head; /* request line and headers, kept for reuse */
+    size_t           sent;
+    size_t           send_len; /* of send, the request body */
+    ragq_timer_t     timer;    /* its timeout, or a failure posted */
+    const char      *fail;     /* the posted failure */
+    int              fail_timed_out;
+    char             fail_buf[160];
 };
 
 /*

@@ -297,6 +297,46 @@ for my $stream (qw(on off)) {
     $w->stop;
 }
 
+# A name with two addresses, from a hosts file of the test's own
+# (nss_wrapper: no DNS server or /etc/hosts is touched). Its first address,
+# 127.0.0.2 (loopback too), refuses the connect or never answers it; the
+# worker goes on to the second, where the proxy listens, says so once in
+# its log, and from then on connects to the second first: with a
+# connection per call, six calls make one such line, not six.
+sub two_addresses {
+    my ($name, %env) = @_;
+    open my $h, '>', "$Dir/hosts" or die "hosts: $!";
+    print $h "127.0.0.2 models.ragq.test\n127.0.0.1 models.ragq.test\n";
+    close $h;
+    my %nss = (LD_PRELOAD => 'libnss_wrapper.so', NSS_WRAPPER_HOSTS => "$Dir/hosts");
+    # Under ASan: it must otherwise be the first library loaded, and it
+    # refuses the RTLD_DEEPBIND nss_wrapper would load libc with.
+    %nss = (%nss, ASAN_OPTIONS => "$ENV{ASAN_OPTIONS}:verify_asan_link_order=0",
+            NSS_WRAPPER_DISABLE_DEEPBIND => 1) if $ENV{ASAN_OPTIONS};
+    my $w = worker(host => 'models.ragq.test', RAGQ_CONCURRENCY => 1, %nss, %env);
+    mode('close');
+    reset_counts();
+    all_finished($name, run_jobs(2));
+    is(count('conns'), 6, "$name: six connections reached the second address");
+    my @tries = $w->log =~ /models\.ragq\.test:$PORT: cannot connect to 127\.0\.0\.2: ([^\n]*); trying the next address/g;
+    is(scalar @tries, 1, "$name: the first address was tried once, then the one that answered")
+        or diag $w->log;
+    $w->stop;
+    return $tries[0] // '';
+}
+like(two_addresses('first address refuses'), qr/Connection refused/,
+     'first address refuses: the reason is logged');
+{
+    # A listener whose queue is full drops the SYNs: the connect is never answered.
+    my $full = IO::Socket::INET->new(LocalAddr => '127.0.0.2', LocalPort => $PORT, Proto => 'tcp',
+                                     Listen => 0) or die "listen 127.0.0.2:$PORT: $!";
+    my @fill = grep { $_ } map {
+        IO::Socket::INET->new(PeerAddr => '127.0.0.2', PeerPort => $PORT, Proto => 'tcp', Blocking => 0)
+    } 1 .. 8;
+    like(two_addresses('first address never answers', RAGQ_CONNECT_TIMEOUT => '300ms'),
+         qr/no connection within the connect timeout/, 'first address never answers: as a timeout');
+}
+
 # With http_proxy set, http:// calls go through libcurl, which sends them to
 # the proxy (here the re-framing proxy, reached for a port nobody listens on).
 {
