@@ -121,7 +121,7 @@ const char *ragq_queue_out_key(ragq_queue_t *q, ragq_job_t *job); /* P:out:ID */
 void        ragq_queue_out_piece(ragq_job_t *job, const char *text, size_t len,
                                  int how);
 void        ragq_queue_out_flush(ragq_queue_t *q, ragq_job_t *job);
-void        ragq_queue_out_free(ragq_queue_t *q, ragq_job_t *job);
+void        ragq_queue_out_free(ragq_job_t *job);
 void        ragq_queue_out_due(void *data); /* q->out_timer's */
 
 /* queue_cancel.c */

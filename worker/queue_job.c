@@ -45,7 +45,7 @@ static void
 job_unlink_free(ragq_queue_t *q, ragq_job_t *job)
 {
     ragq_timer_stop(q->loop, &job->write_timer);
-    ragq_queue_out_free(q, job);
+    ragq_queue_out_free(job);
     if (job->prev) {
         job->prev->next = job->next;
     } else {

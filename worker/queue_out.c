@@ -84,9 +84,8 @@ ragq_queue_out_start(ragq_queue_t *q, ragq_job_t *job)
 }
 
 void
-ragq_queue_out_free(ragq_queue_t *q, ragq_job_t *job)
+ragq_queue_out_free(ragq_job_t *job)
 {
-    (void) q;
     out_unlist(job);
     free(job->out_buf);
     free(job->out_ends);
