@@ -10,11 +10,11 @@
  * parser (http1_parse.c).  Names, addresses, connecting and the queue of
  * waiting requests are http1_origin.c's.  A request goes out in one
  * sendmsg of its head and body; the answer is read as it comes, its body
- * handed to http.c's ragq_http_take, like curl's.  A kept connection that dies before the first byte of its answer
- * (the server closed it while idle) sends the request once more on a new
- * one, as curl does.  Callbacks never run from inside a call of the job
- * pipeline: failures found while starting are posted on the request's
- * timer.
+ * handed to http.c's ragq_http_take, like curl's.  A kept connection
+ * that dies before the first byte of its answer (the server closed it
+ * while idle) sends the request once more on a new one, as curl does.
+ * Callbacks never run from inside a call of the job pipeline: failures
+ * found while starting are posted on the request's timer.
  *
  * Closed connections stay allocated on a free list until the client is
  * freed, so a tick's list of paced connections (read on the tick, see
