@@ -16,11 +16,18 @@ our $V = $HA->server(tls => 1, plain => 0);
 our $Bad = $HA->server(tls => 1, plain => 0, cert => 'bad_server');
 our $Wrong = $HA->server(tls => 1, plain => 0, cert => 'wrong_name');
 our $Mutual = $HA->server(tls => 1, plain => 0, tls_auth_clients => 'yes');
+our $Only13 = $HA->server(tls => 1, plain => 0, args => ['--tls-protocols', 'TLSv1.3']);
+our $Chain = $HA->server(tls => 1, plain => 0, cert => 'chain_server');
+our $OneCipher = $HA->server(tls => 1, plain => 0, args => ['--tls-protocols', 'TLSv1.2',
+    '--tls-ciphers', 'ECDHE-ECDSA-AES256-GCM-SHA384']);
 
 $ENV{TEST_NGINX_TLS_PORT} = $V->tls_port;
 $ENV{TEST_NGINX_BAD_PORT} = $Bad->tls_port;
 $ENV{TEST_NGINX_WRONG_PORT} = $Wrong->tls_port;
 $ENV{TEST_NGINX_MUTUAL_PORT} = $Mutual->tls_port;
+$ENV{TEST_NGINX_ONLY13_PORT} = $Only13->tls_port;
+$ENV{TEST_NGINX_ONECIPHER_PORT} = $OneCipher->tls_port;
+$ENV{TEST_NGINX_CHAIN_PORT} = $Chain->tls_port;
 $ENV{TEST_NGINX_CA} = $K->{ca};
 $ENV{TEST_NGINX_CLIENT_CERT} = $K->{client_cert};
 $ENV{TEST_NGINX_CLIENT_KEY} = $K->{client_key};
@@ -64,7 +71,7 @@ location = /job-status { ragq_prefix tls; ragq_status; }
 EOF
 });
 
-plan tests => 43;
+plan tests => 64;
 run_tests();
 
 waitpid($main::Child, 0) if $main::Child;
@@ -227,7 +234,101 @@ POST /chat?query=mutual
 
 
 
-=== TEST 11: tls without a trusted certificate (and verification on) fails the configuration
+=== TEST 11: ragq_valkey_ssl_protocols TLSv1.2 against a server that takes only TLSv1.3: refused, 503
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_ONLY13_PORT tls;
+ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;
+ragq_valkey_ssl_protocols TLSv1.2;
+--- request
+POST /chat?query=x
+--- error_code: 503
+--- response_body_like chomp
+"code":"valkey_unavailable"
+--- error_log eval
+qr/\[error\] .*ragq: valkey connect failed: .*127\.0\.0\.1:\d+/
+--- no_error_log
+[alert]
+
+
+
+=== TEST 12: ... and with ragq_valkey_ssl_protocols TLSv1.3, served
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_ONLY13_PORT tls;
+ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;
+ragq_valkey_ssl_protocols TLSv1.3;
+--- request
+POST /chat?query=tls13
+--- error_code: 202
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 13: ragq_valkey_ssl_ciphers without the one cipher a TLSv1.2 server takes: refused, 503
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_ONECIPHER_PORT tls;
+ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;
+ragq_valkey_ssl_protocols TLSv1.2;
+ragq_valkey_ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;
+--- request
+POST /chat?query=x
+--- error_code: 503
+--- response_body_like chomp
+"code":"valkey_unavailable"
+--- error_log eval
+qr/\[error\] .*ragq: valkey connect failed: .*127\.0\.0\.1:\d+/
+--- no_error_log
+[alert]
+
+
+
+=== TEST 14: ... and with that cipher, served
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_ONECIPHER_PORT tls;
+ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;
+ragq_valkey_ssl_protocols TLSv1.2;
+ragq_valkey_ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384;
+--- request
+POST /chat?query=one+cipher
+--- error_code: 202
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 15: a certificate signed by an intermediate CA (sent with it): served at the default depth
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_CHAIN_PORT tls;
+ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;
+--- request
+POST /chat?query=chain
+--- error_code: 202
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 16: ... refused with ragq_valkey_ssl_verify_depth 0 (no intermediate allowed)
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_CHAIN_PORT tls;
+ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;
+ragq_valkey_ssl_verify_depth 0;
+--- request
+POST /chat?query=x
+--- error_code: 503
+--- response_body_like chomp
+"code":"valkey_unavailable"
+--- error_log eval
+qr/\[error\] .*ragq: valkey connect failed: TLS certificate of 127\.0\.0\.1:\d+ does not verify: \((20:unable to get local issuer certificate|22:certificate chain too long)\)/
+--- no_error_log
+[alert]
+
+
+
+=== TEST 17: tls without a trusted certificate (and verification on) fails the configuration
 --- http_config
 ragq_valkey 127.0.0.1:$TEST_NGINX_TLS_PORT tls;
 --- must_die
@@ -236,7 +337,7 @@ ragq_valkey 127.0.0.1:$TEST_NGINX_TLS_PORT tls;
 
 
 
-=== TEST 12: a client certificate without its key fails the configuration
+=== TEST 18: a client certificate without its key fails the configuration
 --- http_config
 ragq_valkey 127.0.0.1:$TEST_NGINX_TLS_PORT tls;
 ragq_valkey_ssl_trusted_certificate $TEST_NGINX_CA;

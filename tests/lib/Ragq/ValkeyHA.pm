@@ -29,6 +29,9 @@
 #                         verify against ca
 #   bad_client_cert/_key  signed by bad_ca (a client cert a server with
 #                         tls-auth-clients yes must refuse)
+#   chain_server_cert/_key  signed by an intermediate CA (sub_ca, itself
+#                         signed by ca), the file holding both: a chain one
+#                         step deeper than server_cert's
 #   dir                   the directory holding them
 #
 # Servers: $ha->server(%o) starts a redis-server (foreground, a child of the
@@ -36,8 +39,8 @@
 #   plain => 1|0            listen on a plain TCP port (default 1; 0 = --port 0)
 #   tls => 0|1              also listen with TLS (--tls-port)
 #   tls_auth_clients => 'optional'|'yes'|'no'   (default 'optional')
-#   cert => 'server'|'wrong_name'|'bad_server'  which server cert (default
-#                           server)
+#   cert => 'server'|'wrong_name'|'bad_server'|'chain_server'  which server
+#                           cert (default server)
 #   users => { NAME => 'ACL rules', ... }  written to an aclfile (the default
 #                           user stays `on nopass ~* &* +@all`, the harness's
 #                           admin)
@@ -181,6 +184,13 @@ sub _openssl {
     croak "Ragq::ValkeyHA: openssl @args failed: $out";
 }
 
+sub _slurp {
+    my ($file) = @_;
+    open my $f, '<', $file or croak "$file: $!";
+    local $/;
+    return scalar <$f>;
+}
+
 sub _write {
     my ($file, $text) = @_;
     open my $f, '>', $file or croak "$file: $!";
@@ -245,9 +255,15 @@ sub pki {
     $self->_make_ca($d, 'bad_ca', 'ragq untrusted CA');
     $self->_make_cert($d, 'bad_server', 'bad_ca', 'localhost', 'server_ext');
     $self->_make_cert($d, 'bad_client', 'bad_ca', 'ragq-client', 'client_ext');
+    # an intermediate CA under ca, and a server certificate it signed, sent
+    # with the intermediate (leaf first, as servers send chains)
+    $self->_make_cert($d, 'sub_ca', 'ca', 'ragq test intermediate CA', 'ca_ext');
+    $self->_make_cert($d, 'chain_leaf', 'sub_ca', 'localhost', 'server_ext');
+    _write("$d/chain_server.crt", _slurp("$d/chain_leaf.crt") . _slurp("$d/sub_ca.crt"));
+    _write("$d/chain_server.key", _slurp("$d/chain_leaf.key"));
     my %p = (dir => $d, ca => "$d/ca.crt", ca_key => "$d/ca.key",
              bad_ca => "$d/bad_ca.crt", bad_ca_key => "$d/bad_ca.key");
-    for my $n (qw(server client wrong_name bad_server bad_client)) {
+    for my $n (qw(server client wrong_name bad_server bad_client chain_server)) {
         $p{"${n}_cert"} = "$d/$n.crt";
         $p{"${n}_key"} = "$d/$n.key";
     }
