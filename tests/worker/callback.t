@@ -4,7 +4,8 @@
 # which README's Python recipe (run here as it is written there) verifies;
 # a receiver answering 500 twice gets it a third time; a redirect is not
 # followed; a 4xx fails at once; failed jobs call back too; /job-status
-# shows "callback" with the outcome.
+# shows "callback" with the outcome; RAGQ_CALLBACK_TIMEOUT ends a POST a
+# receiver holds, and RAGQ_CALLBACK_CONCURRENCY caps the POSTs in flight.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
 use Ragq::Standin;
@@ -131,7 +132,7 @@ EOF
       unless defined $block->response_body_like;
 });
 
-plan tests => 2 * 11 + 74;
+plan tests => 2 * 12 + 82;
 run_tests();
 
 __DATA__
@@ -366,3 +367,58 @@ Test::More::is(scalar @h, 1, 'one POST');
 Test::More::is(@h && JSON::PP::decode_json(MIME::Base64::decode_base64($h[0]{body_b64}))->{status}, 'canceled',
     'saying canceled');
 Test::More::is(main::verify($main::Secret, $h[0]), 'ok', 'and verifies');
+
+
+
+=== TEST 12: RAGQ_CALLBACK_TIMEOUT ends a POST the receiver holds, and it is tried again; RAGQ_CALLBACK_CONCURRENCY caps the POSTs in flight
+--- init
+# Jobs failed by their claim (max_attempts): a callback without a model call.
+my $claim_failed = sub {
+    my ($p, $id, $hook) = @_;
+    Ragq::Valkey::cmd('HSET', "$p:job:$id", status => 'started', query => 'q', tenant => '',
+        created_at => 1, attempts => 3, callback_url => $main::S->hook_url($hook));
+    Ragq::Valkey::cmd('XADD', "$p:jobs", '*', job => $id);
+};
+my $outcome = sub {
+    my ($p, $id, $secs) = @_;
+    my $deadline = time + $secs;
+    sleep 0.05 while time < $deadline && Ragq::Valkey::cmd('HGET', "$p:job:$id", 'callback') eq '';
+    return JSON::PP::decode_json(Ragq::Valkey::cmd('HGET', "$p:job:$id", 'callback') || '{}');
+};
+
+# A receiver that holds the first two POSTs 10 s: each try gives up after 500 ms.
+my $pt = "$main::Prefix-cbto";
+my $w = Ragq::Worker->start(env => {
+    RAGQ_PREFIX => $pt, RAGQ_WEBHOOK_SECRET => $main::Secret,
+    RAGQ_CALLBACK_TIMEOUT => '500ms', RAGQ_CALLBACK_ATTEMPTS => 2,
+});
+$w->ready or die "worker did not start:\n" . $w->log;
+$main::S->fault({ path => '/hooks/held', mode => 'delay', delay_ms => 10000, times => 2 });
+my $t0 = time;
+$claim_failed->($pt, '1' x 32, 'held');
+Test::More::is_deeply($outcome->($pt, '1' x 32, 30), { status => 'failed', attempts => 2, code => undef },
+    'held: failed after 2 attempts, no status') or Test::More::diag($w->log);
+Test::More::cmp_ok(time - $t0, '<', 8, "held: given up after the timeouts, not the receiver's 10 s");
+Test::More::is(scalar(main::hooks_for('held')), 2, 'held: two POSTs');
+Test::More::like($w->log, qr/job 1{32}: callback failed after 2 attempt\(s\): no answer within 500 ms/,
+    'held: the log says no answer came within RAGQ_CALLBACK_TIMEOUT');
+$w->stop;
+
+# Five callbacks to a receiver that takes 1.5 s each, two at a time: they
+# arrive in three waves, the third POST only once one of the first two ended.
+my $pc = "$main::Prefix-cbcc";
+$w = Ragq::Worker->start(env => {
+    RAGQ_PREFIX => $pc, RAGQ_WEBHOOK_SECRET => $main::Secret, RAGQ_CALLBACK_CONCURRENCY => 2,
+});
+$w->ready or die "worker did not start:\n" . $w->log;
+$main::S->fault({ path => '/hooks/busy', mode => 'delay', delay_ms => 1500, times => 5 });
+my @ids = map { $_ x 32 } qw(2 3 4 5 6);
+$claim_failed->($pc, $_, 'busy') for @ids;
+my @got = map { $outcome->($pc, $_, 30) } @ids;
+Test::More::is(scalar(grep { ($_->{status} // '') eq 'delivered' && $_->{attempts} == 1 } @got), 5,
+    'busy: all five delivered at the first attempt') or Test::More::diag($w->log);
+my @at = sort { $a <=> $b } map { $_->{at} } main::hooks_for('busy');
+Test::More::is(scalar @at, 5, 'busy: five POSTs');
+Test::More::cmp_ok($at[2] - $at[0], '>=', 1.3, 'busy: the third began when one of the first two ended');
+Test::More::cmp_ok($at[4] - $at[2], '>=', 1.3, 'busy: the fifth began when one of the next two ended');
+$w->stop;
