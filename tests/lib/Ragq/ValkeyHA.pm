@@ -71,7 +71,10 @@
 #                           @BACKGROUND) -- take two and subtract to get the
 #                           commands a client sent meanwhile
 #   kill($sig)              default KILL; waits for the exit. start: the same
-#                           server again on the same ports (after kill/stop).
+#                           server again on the same ports (after kill/stop);
+#                           start(args => [...]) with more arguments from then
+#                           on, start(loading => 1) returns as soon as PING
+#                           answers LOADING (a server still loading its RDB).
 #                           stop: SIGTERM, then KILL. pause/resume: SIGSTOP/CONT
 #   alive, pid, dir, logfile, log
 #
@@ -616,14 +619,17 @@ sub _start_once {
         }
         my ($out, $rc) = $self->try_cli('PING');
         return 1 if $rc == 0 && $out =~ /PONG/;
+        return 1 if $self->{up_when_loading} && $out =~ /^LOADING/;
         sleep 0.05;
     }
     return 0;
 }
 
 sub start {
-    my ($self) = @_;
+    my ($self, %o) = @_;
     croak "Ragq::ValkeyHA: $self->{name} is running" if $self->alive;
+    $self->{args} = [ @{ $self->{args} }, @{ $o{args} } ] if $o{args};
+    $self->{up_when_loading} = $o{loading};
     $self->_start_once or croak "Ragq::ValkeyHA: $self->{name} did not start again:\n"
       . $self->log;
     return $self;
