@@ -97,24 +97,45 @@ on_vconn_error(ragq_vconn_t *vc, const char *cmd, const redisReply *reply,
     }
 }
 
+/*
+ * A good reply clears the command's fault, and the faults of the other
+ * commands of its path: the path works.  A command of a path is not always
+ * sent again by itself (XPENDING only while a read blocks), and a fault
+ * kept after its cause has passed would close the path for good.
+ */
 static void
 on_vconn_ok(ragq_vconn_t *vc, const char *cmd, void *owner)
 {
     ragq_queue_t *q = owner;
-    unsigned      i;
+    unsigned      i = 0, gates = fault_gates(cmd), cleared = 0;
 
     (void) vc;
-    for (i = 0; i < q->nfaults && strcmp(q->faults[i].cmd, cmd) != 0; i++) {
+    while (i < q->nfaults) {
+        ragq_fault_t *f = &q->faults[i];
+
+        if (strcmp(f->cmd, cmd) != 0 && (gates == 0 || f->gates != gates)) {
+            i++;
+            continue;
+        }
+        if (strcmp(f->cmd, cmd) == 0) {
+            ragq_log(RAGQ_LOG_INFO,
+                     "valkey: %s works again (%u error(s) in %.1f s; the "
+                     "last: %s)",
+                     cmd, f->count,
+                     (double) (ragq_now_ms() - f->since) / 1000.0, f->text);
+        } else {
+            ragq_log(RAGQ_LOG_INFO,
+                     "valkey: %s taken as working again: %s works (%u "
+                     "error(s) in %.1f s; the last: %s)",
+                     f->cmd, cmd, f->count,
+                     (double) (ragq_now_ms() - f->since) / 1000.0, f->text);
+        }
+        *f = q->faults[--q->nfaults];
+        cleared++;
     }
-    if (i == q->nfaults) {
+    if (cleared == 0) {
         return;
     }
-    ragq_log(RAGQ_LOG_INFO,
-             "valkey: %s works again (%u error(s) in %.1f s; the last: %s)",
-             cmd, q->faults[i].count,
-             (double) (ragq_now_ms() - q->faults[i].since) / 1000.0,
-             q->faults[i].text);
-    q->faults[i] = q->faults[--q->nfaults];
     fault_regate(q);
     if (q->gated == 0) {
         ragq_backoff_reset(&q->fault_backoff);
@@ -141,16 +162,21 @@ ragq_queue_gate_open(ragq_queue_t *q, unsigned gate)
     return 0;
 }
 
+/*
+ * The claims first: a reclaim takes every free slot for its XAUTOCLAIM,
+ * and would leave the claims none in their pass (a gated read asks for
+ * one entry).
+ */
 static void
 fault_pass(void *data)
 {
     ragq_queue_t *q = data;
 
     q->passing = GATE_CLAIM | GATE_RECLAIM;
+    ragq_queue_claim_more(q);
     if (q->gated & GATE_RECLAIM) {
         ragq_queue_reclaim_now(q);
     }
-    ragq_queue_claim_more(q);
     q->passing = 0;
 }
 

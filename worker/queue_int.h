@@ -25,6 +25,13 @@ enum {
     JOB_RELEASING, /* release script sent; no longer kept alive */
 };
 
+/* A persistent Valkey error of one command (queue.c). */
+typedef struct {
+    char     cmd[16], text[256];
+    unsigned gates, count; /* gates: the paths it holds back */
+    uint64_t since;
+} ragq_fault_t;
+
 struct ragq_queue_s {
     ragq_loop_t              *loop;
     ragq_pipeline_t          *pipeline;
@@ -60,16 +67,13 @@ struct ragq_queue_s {
 
     /*
      * Persistent Valkey errors (queue.c): each logged once per change,
-     * cleared by the next good reply to the same command.  While one on the
-     * claim path (or the reclaim path) lasts, that path runs only once per
-     * backoff delay (fault_backoff, retry.c), never straight again.
+     * cleared by the next good reply to the same command, or to another
+     * command of the same path.  While one on the claim path (or the
+     * reclaim path) lasts, that path runs only once per backoff delay
+     * (fault_backoff, retry.c), never straight again.
      */
-    ragq_vnet_t *net;
-    struct {
-        char     cmd[16], text[256];
-        unsigned gates, count;
-        uint64_t since;
-    } faults[8];
+    ragq_vnet_t   *net;
+    ragq_fault_t   faults[8];
     unsigned       nfaults, gated, passing;
     ragq_backoff_t fault_backoff;
     ragq_timer_t   pass_timer;

@@ -3,7 +3,8 @@
 # README "Production Valkey" serves jobs end to end with no error; one
 # command taken away (NOPERM) while it runs makes it back off (its command
 # rate stays under 10/s, its log under 10 lines a minute, Valkey's text
-# logged once) and it recovers when the command is given back; the same
+# logged once) and it recovers when the command is given back, also when
+# the claims and the reclaims were refused together; the same
 # fault at start: exit 1 with Valkey's words, without flooding Valkey.
 use strict;
 use warnings;
@@ -74,6 +75,28 @@ like($w->log, qr/info: valkey: XREADGROUP works again \(\d+ error\(s\) in [\d.]+
 ok($recovery < 8, sprintf('recovered within the backoff cap (%.1f s)', $recovery));
 diag(sprintf('NOPERM recovery: job finished %.1f s after the ACL was fixed', $recovery));
 is($w->stop, 0, 'exit 0');
+
+# ---- claims and reclaims refused together, then given back --------------
+# XPENDING (the reclaims' probe, sent while the read blocks) and XREADGROUP
+# refused, then both allowed again: a job queued then runs. A reclaim that
+# works (XAUTOCLAIM) clears the reclaims' fault, and the claims get their
+# pass: before, every pass's XAUTOCLAIM took all free slots first, the
+# XREADGROUP fault was never tried again, and XPENDING, not sent while
+# nothing blocks, kept the reclaims' fault forever: the worker never
+# claimed again.
+$w = Ragq::Worker->start(env => { %env, RAGQ_RECLAIM_AFTER => '1s',
+    RAGQ_VALKEY_URL => $v->url(user => 'ragq-worker', pass => 's3cret') });
+ok($w->ready, 'two paths: ready') or diag $w->log;
+$v->acl_setuser('ragq-worker', '-xpending', '-xreadgroup');
+ok($w->wait_log(qr/warn: valkey: XPENDING: NOPERM/, 15), 'two paths: the probe refused') or diag $w->log;
+ok($w->wait_log(qr/warn: valkey: XREADGROUP: NOPERM/, 15), 'two paths: the read refused') or diag $w->log;
+$v->acl_setuser('ragq-worker', '+xpending', '+xreadgroup');
+$t1 = time;
+$id = Ragq::Worker::enqueue(prefix => $P);
+is(Ragq::Worker::wait_final($P, [$id], 20), 1, 'two paths: claims resume once both are allowed again')
+    or diag $w->log;
+diag(sprintf('two paths: job finished %.1f s after the ACL was fixed', time - $t1));
+is($w->stop, 0, 'two paths: exit 0');
 
 # ---- the same fault at start ---------------------------------------------
 $c0 = $v->command_count(@WORKER_CMDS);
