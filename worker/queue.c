@@ -165,7 +165,9 @@ ragq_queue_gate_open(ragq_queue_t *q, unsigned gate)
 /*
  * The claims first: a reclaim takes every free slot for its XAUTOCLAIM,
  * and would leave the claims none in their pass (a gated read asks for
- * one entry).
+ * one entry).  The reclaims' pass is the reclaim timer's round: XAUTOCLAIM
+ * when a slot is free, else the XPENDING probe, so that a blocked read,
+ * which holds every free slot, does not keep their fault from clearing.
  */
 static void
 fault_pass(void *data)
@@ -175,7 +177,7 @@ fault_pass(void *data)
     q->passing = GATE_CLAIM | GATE_RECLAIM;
     ragq_queue_claim_more(q);
     if (q->gated & GATE_RECLAIM) {
-        ragq_queue_reclaim_now(q);
+        ragq_queue_reclaim(q);
     }
     q->passing = 0;
 }

@@ -4,8 +4,9 @@
 # command taken away (NOPERM) while it runs makes it back off (its command
 # rate stays under 10/s, its log under 10 lines a minute, Valkey's text
 # logged once) and it recovers when the command is given back, also when
-# the claims and the reclaims were refused together; the same
-# fault at start: exit 1 with Valkey's words, without flooding Valkey.
+# the claims and the reclaims were refused together, or the reclaims alone
+# while it idles; the same fault at start: exit 1 with Valkey's words,
+# without flooding Valkey.
 use strict;
 use warnings;
 use Test::More;
@@ -97,6 +98,31 @@ is(Ragq::Worker::wait_final($P, [$id], 20), 1, 'two paths: claims resume once bo
     or diag $w->log;
 diag(sprintf('two paths: job finished %.1f s after the ACL was fixed', time - $t1));
 is($w->stop, 0, 'two paths: exit 0');
+
+# ---- reclaims refused while the worker idles, then given back ------------
+# While the read blocks, the reclaims' only command is the XPENDING probe:
+# refused, then allowed again, and a job a dead consumer left pending is
+# taken over. The backoff pass used to try only XAUTOCLAIM, which needs a
+# free slot, and the blocked read holds them all: the fault never cleared
+# and nothing was ever reclaimed again.
+$w = Ragq::Worker->start(env => { %env, RAGQ_RECLAIM_AFTER => '1s',
+    RAGQ_VALKEY_URL => $v->url(user => 'ragq-worker', pass => 's3cret') });
+ok($w->ready, 'reclaims: ready') or diag $w->log;
+$v->acl_setuser('ragq-worker', '-xautoclaim', '-xpending');
+ok($w->wait_log(qr/warn: valkey: XPENDING: NOPERM/, 15), 'reclaims: the probe refused') or diag $w->log;
+$v->acl_setuser('ragq-worker', '+xautoclaim', '+xpending');
+# queued and read by consumer "gone" in one script: the worker's blocked read never sees it
+my $r = sprintf('%08x%08x', int(rand(0xffffffff)), int(rand(0xffffffff)));
+my $entry = $v->cli('EVAL', "local id = redis.call('XADD', KEYS[1], '*', 'r', ARGV[1], "
+    . "'query', 'What is the capital of France?', 'top_k', '3', 'collection', '', 'tenant', '', "
+    . "'created_at', ARGV[2]) redis.call('XREADGROUP', 'GROUP', KEYS[2], 'gone', 'COUNT', '1', "
+    . "'STREAMS', KEYS[1], '>') return id", 2, "$P:jobs", "$P:workers", $r, int(time * 1000));
+my $gone = Ragq::Worker::id_of_entry($entry, $r);
+$t1 = time;
+is(Ragq::Worker::wait_final($P, [$gone], 20), 1,
+   "reclaims: the job a dead consumer left is taken over once they are allowed again") or diag $w->log;
+diag(sprintf('reclaims: job finished %.1f s after the ACL was fixed', time - $t1));
+is($w->stop, 0, 'reclaims: exit 0');
 
 # ---- the same fault at start ---------------------------------------------
 $c0 = $v->command_count(@WORKER_CMDS);
