@@ -26,11 +26,16 @@ sub busy_start {
     if ($pid == 0) {
         open STDOUT, '>', '/dev/null';
         open STDERR, '>', '/dev/null';
-        exec 'redis-cli', '-p', $main::Busy->port, 'EVAL', 'while true do end', '0';
+        { exec 'redis-cli', '-p', $main::Busy->port, 'EVAL', 'while true do end', '0' }
         POSIX::_exit(127);
     }
     $main::BusyPid = $pid;
-    Time::HiRes::sleep(0.4);    # past the 100 ms after which Valkey answers BUSY
+    # until the script has run past the 100 ms after which Valkey answers BUSY
+    for (1 .. 200) {
+        my ($out) = $main::Busy->try_cli('PING');
+        last if ($out // '') =~ /^BUSY/;
+        Time::HiRes::sleep(0.05);
+    }
 }
 
 sub busy_end {
@@ -54,6 +59,13 @@ sub load_start {
     $main::Load->kill('TERM');
     $main::Load->start(loading => 1, args => ['--key-load-delay', '50000',
         '--loading-process-events-interval-bytes', '1024']);
+    # nginx reconnects on its own (after its backoff): the request goes out
+    # once it has (its handshake's ROLE is seen), while Valkey still loads
+    for (1 .. 100) {
+        my ($clients) = $main::Load->try_cli('CLIENT', 'LIST');
+        last if ($clients // '') =~ /cmd=role/;
+        Time::HiRes::sleep(0.03);
+    }
 }
 
 sub load_end {
