@@ -62,10 +62,14 @@ on_vconn_error(ragq_vconn_t *vc, const char *cmd, const redisReply *reply,
     unsigned      i;
     const char   *e = reply->str;
 
-    (void) vc;
-    if (strncmp(e, "BUSYGROUP", 9) == 0 || strncmp(e, "NOSCRIPT", 8) == 0 ||
-        strncmp(e, "READONLY", 8) == 0 || strncmp(e, "MASTERDOWN", 10) == 0 ||
-        strncmp(e, "UNBLOCKED", 9) == 0) {
+    if (ragq_scripts_noscript(reply)) {
+        if (vc == q->cmd) {
+            ragq_scripts_flushed(&q->scripts); /* the appends have no reply */
+        }
+        return;
+    }
+    if (strncmp(e, "BUSYGROUP", 9) == 0 || strncmp(e, "READONLY", 8) == 0 ||
+        strncmp(e, "MASTERDOWN", 10) == 0 || strncmp(e, "UNBLOCKED", 9) == 0) {
         return;
     }
     for (i = 0; i < q->nfaults && strcmp(q->faults[i].cmd, cmd) != 0; i++) {

@@ -176,7 +176,7 @@ final_reply(void *owner, redisReply *reply, void *priv)
     ragq_job_t   *job = priv;
     long          ms = (long) (ragq_now_ms() - job->claimed_at);
 
-    if (ragq_scripts_missing(&q->scripts, reply, RAGQ_SCRIPT_FINAL)) {
+    if (ragq_scripts_missing(&q->scripts, reply)) {
         write_final(q, job);
         return;
     }
@@ -280,8 +280,7 @@ release_reply(void *owner, redisReply *r, void *priv)
     ragq_queue_t *q = owner;
     ragq_job_t   *job = priv;
 
-    if (ragq_scripts_missing(&q->scripts, r, RAGQ_SCRIPT_RELEASE) &&
-        send_release(q, job) == 0) {
+    if (ragq_scripts_missing(&q->scripts, r) && send_release(q, job) == 0) {
         return;
     }
     if (r && r->type == REDIS_REPLY_INTEGER && r->integer == -1) {
@@ -414,7 +413,7 @@ claim_reply(void *owner, redisReply *reply, void *priv)
     redisReply  **e;
     long long     kind;
 
-    if (ragq_scripts_missing(&q->scripts, reply, RAGQ_SCRIPT_CLAIM)) {
+    if (ragq_scripts_missing(&q->scripts, reply)) {
         if (send_claim(q, job) != 0) {
             job_drop(q, job);
         }

@@ -40,7 +40,7 @@ keepalive_reply(void *owner, redisReply *reply, void *priv)
     ragq_job_t        *j, *next;
     size_t             i;
 
-    if (ragq_scripts_missing(&q->scripts, reply, RAGQ_SCRIPT_KEEPALIVE)) {
+    if (ragq_scripts_missing(&q->scripts, reply)) {
         free(b);
         ragq_queue_keepalive(q);
         return;
@@ -155,7 +155,7 @@ consumers_reply(void *owner, redisReply *reply, void *priv)
     size_t        i;
 
     (void) priv;
-    if (ragq_scripts_missing(&q->scripts, reply, RAGQ_SCRIPT_CONSUMERS)) {
+    if (ragq_scripts_missing(&q->scripts, reply)) {
         return; /* the next sweep */
     }
     if (reply == NULL) {

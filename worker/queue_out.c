@@ -198,7 +198,8 @@ ragq_queue_out_flush(ragq_queue_t *q, ragq_job_t *job)
         start = job->out_ends[i];
     }
     /* No reply wanted: the job may be gone by then, and a refusal (stale,
-     * OOM) changes nothing here.  A NOSCRIPT loses this batch. */
+     * OOM) changes nothing here.  A NOSCRIPT loses this batch, and has
+     * queue.c's error hook load the scripts again. */
     ragq_queue_send(q, NULL, NULL, argc, argv, lens);
     if (argv != argv_small) {
         free(argv);

@@ -68,14 +68,38 @@ ragq_scripts_head(const ragq_scripts_t *s, ragq_script_t which,
     }
 }
 
-int
-ragq_scripts_missing(ragq_scripts_t *s, const redisReply *reply,
-                     ragq_script_t which)
+/*
+ * A flush (SCRIPT FLUSH, or a restart or fail-over this connection did not
+ * see) drops every script, not just the one whose call was refused; the
+ * appends, which want no reply, would otherwise stay refused until the
+ * connection is lost.  All are loaded again, once: while a load is under
+ * way every sha is empty, and the NOSCRIPTs of calls sent before it (they
+ * answer before it does) change nothing.
+ */
+void
+ragq_scripts_flushed(ragq_scripts_t *s)
 {
-    if (reply == NULL || reply->type != REDIS_REPLY_ERROR ||
-        strncmp(reply->str, "NOSCRIPT", 8) != 0) {
+    for (int i = 0; i < RAGQ_NSCRIPTS; i++) {
+        if (s->sha[i][0]) {
+            ragq_scripts_load(s);
+            return;
+        }
+    }
+}
+
+int
+ragq_scripts_noscript(const redisReply *reply)
+{
+    return reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+           strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
+
+int
+ragq_scripts_missing(ragq_scripts_t *s, const redisReply *reply)
+{
+    if (!ragq_scripts_noscript(reply)) {
         return 0;
     }
-    load_one(s, which);
+    ragq_scripts_flushed(s);
     return 1;
 }

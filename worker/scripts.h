@@ -4,7 +4,7 @@
  * worker/scripts/embed.sh (so they can be read, linted and run on their
  * own); each file's header says its KEYS, ARGV and reply.  They run by
  * EVALSHA once SCRIPT LOAD has answered on the connection, else by EVAL; a
- * NOSCRIPT answer (script cache flushed, fail-over) reloads.
+ * NOSCRIPT answer (script cache flushed, fail-over) reloads them all.
  * Implemented in scripts.c.
  */
 
@@ -49,11 +49,16 @@ void ragq_scripts_forget(ragq_scripts_t *s);
 void ragq_scripts_head(const ragq_scripts_t *s, ragq_script_t which,
                        const char **argv);
 
+/* 1 when reply is a NOSCRIPT error. */
+int ragq_scripts_noscript(const struct redisReply *reply);
+
+/* The server answered NOSCRIPT: every script is loaded again, once. */
+void ragq_scripts_flushed(ragq_scripts_t *s);
+
 /*
- * 1 when reply is NOSCRIPT: the script is being reloaded and the caller
+ * 1 when reply is NOSCRIPT: the scripts are being reloaded and the caller
  * sends its call again (it goes by EVAL until the load answers).
  */
-int ragq_scripts_missing(ragq_scripts_t *s, const struct redisReply *reply,
-                         ragq_script_t which);
+int ragq_scripts_missing(ragq_scripts_t *s, const struct redisReply *reply);
 
 #endif

@@ -81,5 +81,27 @@ my $id4 = Ragq::Worker::enqueue(prefix => $P);
 is(Ragq::Worker::wait_final($P, [$id4], 15), 1, 'and the next one too');
 is(Ragq::Worker::field($P, $id4, 'attempts'), 1, 'in one attempt');
 
+# A flush drops every script, the appends' too, which want no reply: the
+# first NOSCRIPT reloads them all.  A flush while a streamed answer is
+# being written loses at most the batches already sent; the next job
+# streams in many batches again, not as final.lua's one repair entry.
+my $out_len = sub { Ragq::Valkey::cmd('XLEN', "$P:out:$_[0]") };
+$s->stream_pace(token_ms => 20, answer_words => 30);
+Ragq::Valkey::cmd('SCRIPT', 'FLUSH');
+my $id5 = Ragq::Worker::enqueue(prefix => $P);
+is(Ragq::Worker::wait_final($P, [$id5], 15), 1, 'streamed job after SCRIPT FLUSH ends');
+cmp_ok($out_len->($id5), '>', 3, 'its answer streamed in batches (claim NOSCRIPT reloaded all)');
+my $id6 = Ragq::Worker::enqueue(prefix => $P);
+ok(Ragq::Worker::wait_status($P, $id6, 'started', 10), 'streamed job running');
+my $t0 = time;
+select(undef, undef, undef, 0.05) until $out_len->($id6) > 0 || time - $t0 > 5;
+Ragq::Valkey::cmd('SCRIPT', 'FLUSH');
+is(Ragq::Worker::wait_final($P, [$id6], 15), 1, 'job flushed mid-stream ends');
+is(Ragq::Worker::field($P, $id6, 'status'), 'finished', 'finished');
+my $id7 = Ragq::Worker::enqueue(prefix => $P);
+is(Ragq::Worker::wait_final($P, [$id7], 15), 1, 'the next streamed job ends');
+cmp_ok($out_len->($id7), '>', 3, 'and streamed in batches (the appends were reloaded)');
+$s->stream_pace();
+
 is($w->stop, 0, 'exit 0');
 done_testing();
