@@ -19,7 +19,10 @@
  * id ends with); either must be the tenant's (no tenant field: only for
  * the empty tenant, as ngx_http_ragq_job_visible() has it).  A job without
  * a hash gets one from its entry (the fields claim.lua would write), and
- * the entry stays: the claim acknowledges a final job without work.  Any
+ * the entry stays: the claim acknowledges a final job without work.  That
+ * hash gets no TTL (the claim gives it one): had it expired before a
+ * worker took the entry, the claim would have written the job queued again
+ * from its entry and run it.  Any
  * status but finished, failed and canceled is canceled (a job of unknown
  * status would only fail at its claim).
  *
@@ -60,7 +63,7 @@ static const char ngx_http_ragq_cancel_script[] =
     "end\n"
     "redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[4],\n"
     "           'error', ARGV[7])\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "if not entry then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end\n"
     "redis.call('PEXPIRE', KEYS[5], ARGV[5])\n"
     "redis.call('PUBLISH', KEYS[3], ARGV[1] .. ' canceled')\n"
     "redis.call('PUBLISH', KEYS[4], ARGV[1])\n"

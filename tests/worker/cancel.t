@@ -47,6 +47,15 @@ is($r[0], 2, 'queued job canceled by the module\'s script');
 is(Ragq::Worker::field($P, $q, 'status'), 'canceled', '... status canceled');
 is(Ragq::Valkey::cmd('XLEN', "$P:jobs"), '1', '... its entry stays for the claim');
 
+# Canceled while queued, with a ragq_job_ttl shorter than the wait for a
+# worker: its hash has no TTL until a claim acks its entry, or that claim
+# would find no hash, write the job queued again and run it.
+my $q2 = Ragq::Worker::enqueue(prefix => $P, query => 'never run either');
+is((Ragq::Worker::cancel($P, $q2, '', 300))[0], 2, 'queued job canceled with a 300 ms TTL');
+is(Ragq::Valkey::cmd('PTTL', "$P:job:$q2"), '-1', '... its hash has no TTL while its entry waits');
+sleep 0.6;
+is(Ragq::Worker::field($P, $q2, 'status'), 'canceled', '... and outlives that TTL');
+
 $s->reset;
 my $w = Ragq::Worker->start(env => \%env);
 ok($w->ready, 'worker is ready') or diag $w->log;
@@ -57,6 +66,9 @@ like($w->log, qr/job $q was canceled while queued; acknowledged its entry withou
 is(pending(), 0, 'nothing pending');
 is_deeply($s->stats->{requests}, {}, 'no upstream call at all');
 is(Ragq::Worker::field($P, $q, 'status'), 'canceled', 'still canceled');
+is(Ragq::Worker::field($P, $q2, 'status'), 'canceled', 'the one past its TTL too, never run');
+my $q2ttl = Ragq::Valkey::cmd('PTTL', "$P:job:$q2");
+ok($q2ttl > 300 && $q2ttl <= 86_400_000, "the claim gave it RAGQ_RESULT_TTL ($q2ttl ms)");
 
 # ---- canceled while its chat call hangs: the connection is closed ----
 $s->fault({ path => '/v1/chat/completions', mode => 'hang', times => 1 });
