@@ -15,7 +15,8 @@
  *
  * Commands go into one output buffer and are written on the next turn of
  * the loop (flush_timer), so the commands of one turn leave in one write.
- * Their callbacks wait in a ring, in sending order, as RESP answers do.
+ * Their callbacks wait in a ring, in sending order, as RESP answers do;
+ * a subscriber's pushed messages are not answers and bypass it.
  */
 
 #include "valkey_conn_int.h"
@@ -292,6 +293,32 @@ role_error(const char *s)
            (strncmp(s, "UNBLOCKED", 9) == 0 && strstr(s, "state changed"));
 }
 
+/*
+ * A message a subscribed server pushes (RESP2: ["message", channel,
+ * payload] or ["pmessage", pattern, channel, payload]).  It may come while
+ * a command waits (Sentinel writes +switch-master just before the pong of
+ * our keep-alive PING), so it is told by its shape, not by the ring.  No
+ * command a subscriber sends is answered with that shape: AUTH, SELECT,
+ * CLIENT ID and PING before SUBSCRIBE not with an array, ROLE with one
+ * that starts with the role, SUBSCRIBE with "subscribe" and a subscribed
+ * PING with "pong" (both matched in order, as any reply).
+ */
+static int
+pushed_message(const redisReply *r)
+{
+    const redisReply *kind;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
+        return 0;
+    }
+    kind = r->element[0];
+    if (kind->type != REDIS_REPLY_STRING) {
+        return 0;
+    }
+    return (r->elements == 3 && strcmp(kind->str, "message") == 0) ||
+           (r->elements == 4 && strcmp(kind->str, "pmessage") == 0);
+}
+
 static void
 dispatch(ragq_vconn_t *vc, redisReply *r)
 {
@@ -299,11 +326,14 @@ dispatch(ragq_vconn_t *vc, redisReply *r)
     unsigned    epoch = vc->epoch;
     char        why[600];
 
+    if ((vc->flags & RAGQ_VCONN_SUBSCRIBER) && vc->hooks->message &&
+        (vc->rcount == 0 || pushed_message(r))) {
+        /* Taken from the ring, it would answer the command waiting and
+         * that command's own reply would then be dropped as pushed. */
+        vc->hooks->message(vc, r, vc->owner);
+        return;
+    }
     if (vc->rcount == 0) {
-        if ((vc->flags & RAGQ_VCONN_SUBSCRIBER) && vc->hooks->message) {
-            vc->hooks->message(vc, r, vc->owner);
-            return;
-        }
         ragq_vc_fail(vc, "a reply nobody asked for (protocol error)",
                      RAGQ_VLOSS_NET);
         return;

@@ -71,7 +71,11 @@ typedef struct {
                   const struct redisReply *reply, void *owner);
     /* Optional, when ragq_vconn_watch_ok is on: a good reply to cmd. */
     void (*ok)(ragq_vconn_t *vc, const char *cmd, void *owner);
-    /* Optional (RAGQ_VCONN_SUBSCRIBER): a reply no command waits for. */
+    /*
+     * Optional (RAGQ_VCONN_SUBSCRIBER): a pushed message ("message",
+     * "pmessage"), even while a command waits, or a reply no command
+     * waits for.
+     */
     void (*message)(ragq_vconn_t *vc, struct redisReply *reply, void *owner);
 } ragq_vconn_hooks_t;
 
