@@ -197,14 +197,34 @@ stage_done(ragq_job_t *job)
 /* Parses chat usage objects (single-threaded, one at a time). */
 static ragq_jdoc_t usage_doc = RAGQ_JDOC_INIT;
 
+/* One member of the model's usage object, but a "backends" of its own. */
+static int
+usage_member(const ragq_jv_t *key, const ragq_jv_t *value, void *arg)
+{
+    ragq_jbuf_t *b = arg;
+    char        *text;
+
+    if (key->keylen == 8 && memcmp(key->key, "backends", 8) == 0) {
+        return 0; /* ours wins */
+    }
+    if ((text = ragq_jv_to_json(value)) == NULL) {
+        return -1;
+    }
+    ragq_jbuf_string(b, key->key, key->keylen);
+    ragq_jbuf_add(b, ":", 1);
+    ragq_jbuf_adds(b, text);
+    ragq_jbuf_add(b, ",", 1);
+    free(text);
+    return 0;
+}
+
 /* The model's usage object (when it sent one) plus "backends". */
 static char *
 usage_with_backends(const ragq_job_t *job)
 {
     const ragq_config_t *cfg = job->p->cfg;
-    const ragq_jv_t     *o = NULL, *c;
+    const ragq_jv_t     *o = NULL;
     ragq_jbuf_t          b;
-    char                *rest;
 
     if (job->chat_usage) {
         o = ragq_jdoc_parse(&usage_doc, job->chat_usage,
@@ -215,39 +235,9 @@ usage_with_backends(const ragq_job_t *job)
     }
     ragq_jbuf_init(&b, 256);
     ragq_jbuf_add(&b, "{", 1);
-    if (o && o->len) {
-        /* Every member but a "backends" of the model's own: ours wins. */
-        for (c = o->child; c; c = c->next) {
-            const ragq_jv_t *d, *val = c;
-            int              repeated = 0;
-
-            if (c->keylen == 8 && memcmp(c->key, "backends", 8) == 0) {
-                continue;
-            }
-            /* A repeated key: once, at its first place, last value. */
-            for (d = o->child; d != c && !repeated; d = d->next) {
-                repeated = d->keylen == c->keylen &&
-                           memcmp(d->key, c->key, c->keylen) == 0;
-            }
-            if (repeated) {
-                continue;
-            }
-            for (d = c->next; d; d = d->next) {
-                if (d->keylen == c->keylen &&
-                    memcmp(d->key, c->key, c->keylen) == 0) {
-                    val = d;
-                }
-            }
-            if ((rest = ragq_jv_to_json(val)) == NULL) {
-                free(ragq_jbuf_finish(&b));
-                return NULL;
-            }
-            ragq_jbuf_string(&b, c->key, c->keylen);
-            ragq_jbuf_add(&b, ":", 1);
-            ragq_jbuf_adds(&b, rest);
-            ragq_jbuf_add(&b, ",", 1);
-            free(rest);
-        }
+    if (o && ragq_jv_each_member(o, usage_member, &b) != 0) {
+        free(ragq_jbuf_finish(&b));
+        return NULL;
     }
     ragq_jbuf_adds(&b, "\"backends\":{\"embedder\":");
     ragq_jbuf_string(&b, cfg->embedder, strlen(cfg->embedder));

@@ -532,11 +532,137 @@ ragq_jv_get_type(const ragq_jv_t *o, const char *key, ragq_jtype_t t)
     return v && v->type == t ? v : NULL;
 }
 
+/* Up to this many members, repeated keys are found by comparing each
+ * member with the others: no allocation, and faster than sorting. */
+#define RAGQ_JV_SMALL_OBJECT 16
+
+typedef struct {
+    const ragq_jv_t *member;
+    size_t           pos;
+} jmember_t;
+
+static int
+same_key(const ragq_jv_t *a, const ragq_jv_t *b)
+{
+    return a->keylen == b->keylen && memcmp(a->key, b->key, a->keylen) == 0;
+}
+
+/* By key, then by position: a key's members in a row, first one first. */
+static int
+jmember_cmp(const void *pa, const void *pb)
+{
+    const jmember_t *a = pa, *b = pb;
+    size_t n = a->member->keylen < b->member->keylen ? a->member->keylen
+                                                     : b->member->keylen;
+    int    c = memcmp(a->member->key, b->member->key, n);
+
+    if (c != 0) {
+        return c;
+    }
+    if (a->member->keylen != b->member->keylen) {
+        return a->member->keylen < b->member->keylen ? -1 : 1;
+    }
+    return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+static int
+each_member_small(const ragq_jv_t *o,
+                  int (*fn)(const ragq_jv_t *, const ragq_jv_t *, void *),
+                  void *arg)
+{
+    const ragq_jv_t *c, *d, *val;
+    int              rc;
+
+    for (c = o->child; c; c = c->next) {
+        for (d = o->child; d != c && !same_key(d, c); d = d->next) {
+        }
+        if (d != c) {
+            continue; /* a repeated key, given where it first appeared */
+        }
+        for (val = c, d = c->next; d; d = d->next) {
+            if (same_key(d, c)) {
+                val = d;
+            }
+        }
+        if ((rc = fn(c, val, arg)) != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int
+ragq_jv_each_member(const ragq_jv_t *o,
+                    int (*fn)(const ragq_jv_t *, const ragq_jv_t *, void *),
+                    void *arg)
+{
+    const ragq_jv_t *c, **value;
+    jmember_t       *sorted;
+    size_t           n = 0, i, j;
+    int              rc = 0;
+
+    for (c = o->child; c; c = c->next) {
+        n++;
+    }
+    if (n <= RAGQ_JV_SMALL_OBJECT) {
+        return each_member_small(o, fn, arg);
+    }
+    sorted = malloc(n * sizeof(*sorted));
+    value = calloc(n, sizeof(*value)); /* by position; NULL: repeated */
+    if (sorted == NULL || value == NULL) {
+        free(sorted);
+        free(value);
+        return -1;
+    }
+    for (i = 0, c = o->child; c; c = c->next, i++) {
+        sorted[i].member = c;
+        sorted[i].pos = i;
+    }
+    qsort(sorted, n, sizeof(*sorted), jmember_cmp);
+    for (i = 0; i < n; i = j) {
+        for (j = i + 1; j < n && same_key(sorted[j].member, sorted[i].member);
+             j++) {
+        }
+        value[sorted[i].pos] = sorted[j - 1].member;
+    }
+    for (i = 0, c = o->child; c && rc == 0; c = c->next, i++) {
+        if (value[i] != NULL) {
+            rc = fn(c, value[i], arg);
+        }
+    }
+    free(sorted);
+    free(value);
+    return rc;
+}
+
+static void to_json(ragq_jbuf_t *b, const ragq_jv_t *v);
+
+typedef struct {
+    ragq_jbuf_t *b;
+    int          first;
+} to_json_obj_t;
+
+static int
+to_json_member(const ragq_jv_t *key, const ragq_jv_t *value, void *arg)
+{
+    to_json_obj_t *t = arg;
+
+    if (!t->first) {
+        ragq_jbuf_add(t->b, ",", 1);
+    }
+    t->first = 0;
+    ragq_jbuf_string(t->b, key->key, key->keylen);
+    ragq_jbuf_add(t->b, ":", 1);
+    to_json(t->b, value);
+    return 0;
+}
+
 static void
 to_json(ragq_jbuf_t *b, const ragq_jv_t *v)
 {
-    const ragq_jv_t *c, *d;
+    const ragq_jv_t *c;
     int              first = 1;
+    to_json_obj_t    t;
 
     switch (v->type) {
     case RAGQ_JNULL:
@@ -564,32 +690,10 @@ to_json(ragq_jbuf_t *b, const ragq_jv_t *v)
         break;
     case RAGQ_JOBJ:
         ragq_jbuf_add(b, "{", 1);
-        for (c = v->child; c; c = c->next) {
-            const ragq_jv_t *val = c;
-
-            /* A repeated key: once, where it first appeared, last value. */
-            for (d = v->child; d != c; d = d->next) {
-                if (d->keylen == c->keylen &&
-                    memcmp(d->key, c->key, c->keylen) == 0) {
-                    break;
-                }
-            }
-            if (d != c) {
-                continue;
-            }
-            for (d = c->next; d; d = d->next) {
-                if (d->keylen == c->keylen &&
-                    memcmp(d->key, c->key, c->keylen) == 0) {
-                    val = d;
-                }
-            }
-            if (!first) {
-                ragq_jbuf_add(b, ",", 1);
-            }
-            first = 0;
-            ragq_jbuf_string(b, c->key, c->keylen);
-            ragq_jbuf_add(b, ":", 1);
-            to_json(b, val);
+        t.b = b;
+        t.first = 1;
+        if (ragq_jv_each_member(v, to_json_member, &t) != 0) {
+            b->failed = 1; /* out of memory: ragq_jbuf_finish says so */
         }
         ragq_jbuf_add(b, "}", 1);
         break;

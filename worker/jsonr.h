@@ -80,6 +80,19 @@ ragq_jv_t *ragq_jv_get(const ragq_jv_t *o, const char *key);
 ragq_jv_t *ragq_jv_get_type(const ragq_jv_t *o, const char *key,
                             ragq_jtype_t t);
 
+/*
+ * Calls fn(key, value, arg) for each distinct key of object o, in the
+ * order keys first appear: key is that first member (its key), value the
+ * last member with the same key (as ragq_jv_get reads it).  Stops at fn's
+ * first nonzero return and returns it; -1 when out of memory.  O(n log n)
+ * in the members: an upstream's object of a million keys must not hold
+ * the loop for minutes.
+ */
+int ragq_jv_each_member(const ragq_jv_t *o,
+                        int (*fn)(const ragq_jv_t *key, const ragq_jv_t *value,
+                                  void *arg),
+                        void *arg);
+
 /* Compact JSON text of v (strings re-escaped as valid UTF-8, numbers as
  * they came, repeated keys once with their last value).  malloc'd. */
 char *ragq_jv_to_json(const ragq_jv_t *v);

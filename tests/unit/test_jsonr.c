@@ -1,7 +1,8 @@
 /*
  * test_jsonr.c: unit tests of jsonr.c, the worker's JSON reader: values and
  * escapes, numbers (exact fast path against strtod), what is not JSON,
- * repeated keys, depth limit, arena reuse across parses, serialization.
+ * repeated keys (small and big objects), depth limit, arena reuse across
+ * parses, serialization.
  */
 
 #include <check.h>
@@ -210,6 +211,51 @@ START_TEST(repeated_keys_and_to_json)
 }
 END_TEST
 
+/*
+ * Past 16 members, repeated keys are found by sorting: the same text as
+ * the pairwise way (first place, last value), and an object of 200,000
+ * members, half of them repeats, written once each (pairwise took minutes
+ * on such an object from a hostile upstream, with the loop held).
+ */
+START_TEST(repeated_keys_in_big_objects)
+{
+    const char *text = "{\"k9\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,"
+                       "\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k1\":10,"
+                       "\"k\":11,\"k10\":12,\"k11\":13,\"k12\":14,"
+                       "\"k13\":15,\"k14\":16,\"k9\":17,\"k15\":18,"
+                       "\"k1\":19}";
+    size_t      n = 200000, i, o = 0, keys = 0;
+    char       *big = malloc(n * 24 + 16), *s, *p;
+
+    s = ragq_jv_to_json(parse(text));
+    ck_assert_str_eq(s, "{\"k9\":17,\"k1\":19,\"k2\":2,\"k3\":3,\"k4\":4,"
+                        "\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k\":11,"
+                        "\"k10\":12,\"k11\":13,\"k12\":14,\"k13\":15,"
+                        "\"k14\":16,\"k15\":18}");
+    free(s);
+
+    ck_assert_ptr_nonnull(big);
+    big[o++] = '{';
+    for (i = 0; i < n; i++) {
+        o += (size_t) sprintf(big + o, "%s\"m%zu\":%zu", i ? "," : "",
+                              i % (n / 2), i);
+    }
+    big[o++] = '}';
+    big[o] = '\0';
+    s = ragq_jv_to_json(parse(big));
+    ck_assert_ptr_nonnull(s);
+    for (p = s; (p = strstr(p, "\"m")) != NULL; p++) {
+        keys++;
+    }
+    ck_assert_uint_eq(keys, n / 2);
+    /* the first key, with the value of its repeat */
+    p = "{\"m0\":100000,\"m1\":100001,";
+    ck_assert(strncmp(s, p, strlen(p)) == 0);
+    free(s);
+    free(big);
+}
+END_TEST
+
 START_TEST(arena_reuse)
 {
     /* A big document, then small ones: the arena is reused, no leak (ASan
@@ -246,6 +292,7 @@ ragq_suite_jsonr(void)
     tcase_add_test(tc, depth);
     tcase_add_test(tc, numbers_match_strtod);
     tcase_add_test(tc, repeated_keys_and_to_json);
+    tcase_add_test(tc, repeated_keys_in_big_objects);
     tcase_add_test(tc, arena_reuse);
     suite_add_tcase(s, tc);
     return s;
