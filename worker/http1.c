@@ -638,6 +638,9 @@ ragq_h1_pace_tick(ragq_http_t *http)
 {
     size_t i, n = http->nh1paced;
 
+    if (n == 0) {
+        return; /* only curl's transfers paced: h1paced may be NULL */
+    }
     /* A copy: reading one may end, cancel or pace others.  Connections
      * are never freed meanwhile (see the top of this file). */
     memcpy(http->h1scratch, http->h1paced, n * sizeof(*http->h1scratch));

@@ -189,5 +189,28 @@ cmp_ok($n400, '<', $n50, 'fewer batches than at 50 ms');
 }
 
 $w->stop;
+
+# ---- paced through libcurl (https:// upstreams, or RAGQ_HTTP_CLIENT=curl):
+# the tick reads curl's transfers and has none of its own client's (under
+# UBSan an empty copy of those was a null-pointer memcpy that killed the
+# worker at the first tick)
+$w = Ragq::Worker->start(env => {
+    RAGQ_PREFIX => $P, OPENAI_BASE_URL => $s->base_url, OPENAI_API_KEY => 'sk-x',
+    QDRANT_URL => $s->qdrant_url, RAGQ_COLLECTION => 'docs', RAGQ_RESULT_TTL => '1h',
+    RAGQ_HTTP_TIMEOUT => '60s', RAGQ_CONSUMER => "c$$", RAGQ_HTTP_CLIENT => 'curl',
+});
+ok($w->ready, 'worker ready with RAGQ_HTTP_CLIENT=curl') or diag $w->log;
+{
+    $s->stream_pace(token_ms => 20, answer_words => 30);
+    my $jid = Ragq::Worker::enqueue(prefix => $P, query => 'Paced by curl?', top_k => 1);
+    is(Ragq::Worker::wait_final($P, [$jid], 20), 1, 'curl: the paced job ends');
+    my $j = Ragq::Worker::job($P, $jid);
+    is($j->{status}, 'finished', 'curl: finished') or diag $w->log;
+    my $e = out_entries($jid);
+    cmp_ok(scalar @$e, '>=', 3, 'curl: ' . scalar(@$e) . ' batches over ~0.6 s');
+    is(join('', map { $_->[1]{t} // '' } @$e), $j->{result}, 'curl: pieces = result');
+    $s->stream_pace();
+}
+is($w->stop, 0, 'curl: the worker exits 0');
 Ragq::Valkey::cmd('DEL', Ragq::Valkey::cmd_list('--scan', '--pattern', "$P:*"), 'x');
 done_testing();
