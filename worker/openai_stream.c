@@ -430,6 +430,8 @@ feed_sse(ragq_chat_stream_t *s, const char *buf, size_t n)
     return 0;
 }
 
+#define BOM "\xef\xbb\xbf"
+
 int
 ragq_chat_stream_feed(ragq_chat_stream_t *s, const char *buf, size_t n)
 {
@@ -439,11 +441,32 @@ ragq_chat_stream_feed(ragq_chat_stream_t *s, const char *buf, size_t n)
         return -1;
     }
     if (s->mode == 0) {
-        /* The first byte that is not white space (or a BOM) tells. */
-        if (!s->started && n >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
-            i = 3;
+        /* A BOM first, even cut between pieces (a server writing byte by
+         * byte): glued to the first line, it would hide that line's field
+         * name and drop its event without a word. */
+        while (!s->started && i < n) {
+            if ((unsigned char) buf[i] != (unsigned char) BOM[s->bom]) {
+                s->started = 1;
+                break;
+            }
+            i++;
+            if (++s->bom == 3) {
+                s->started = 1;
+            }
         }
-        s->started = 1;
+        if (!s->started) {
+            return 0;
+        }
+        if (s->bom > 0 && s->bom < 3) {
+            /* Not a BOM after all: those bytes begin the body (not JSON). */
+            s->mode = 1;
+            if (feed_sse(s, BOM, (size_t) s->bom) != 0) {
+                return -1;
+            }
+            s->bom = 0;
+            return feed_sse(s, buf + i, n - i);
+        }
+        /* The first byte that is not white space tells. */
         while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' ||
                          buf[i] == '\n')) {
             i++;

@@ -31,7 +31,8 @@ typedef struct {
     ragq_chat_piece_cb on_piece;
     void              *data;
     int                mode;     /* 0 not known yet, 1 SSE, 2 one JSON object */
-    int                started;  /* bytes were fed (a BOM is only first) */
+    int                started;  /* past where a BOM may be (only first) */
+    int                bom;      /* bytes of a BOM seen so far, 0..3 */
     int                after_cr; /* the last byte was CR (a LF may follow) */
     int                done;     /* "data: [DONE]" seen */
     int                failed;   /* err says why; the rest is ignored */

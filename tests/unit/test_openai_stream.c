@@ -166,6 +166,21 @@ START_TEST(lf_with_usage)
 }
 END_TEST
 
+/* A BOM first, cut anywhere (check_body cuts at every byte): skipped, the
+ * first event kept.  Glued to the first line when cut, it hid that line's
+ * field name and the job ended with the answer short of that event. */
+START_TEST(bom_cut_anywhere)
+{
+    check_body("\xef\xbb\xbf" CHUNK("{\"content\":\"Paris\"}") "\n\n" CHUNK(
+                   "{\"content\":\" ok\"}") "\n\ndata: [DONE]\n\n",
+               0, "Paris ok", NULL, NULL);
+    check_body("\xef\xbb\xbf{\"choices\":[{\"index\":0,\"message\":{\"role\":"
+               "\"assistant\",\"content\":\"Whole\"},\"finish_reason\":"
+               "\"stop\"}]}",
+               0, "Whole", NULL, NULL);
+}
+END_TEST
+
 START_TEST(crlf_cr_and_comments)
 {
     /* CRLF, then lone CRs, comments and unknown fields between events */
@@ -414,6 +429,7 @@ ragq_suite_openai_stream(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, lf_with_usage);
+    tcase_add_test(tc, bom_cut_anywhere);
     tcase_add_test(tc, crlf_cr_and_comments);
     tcase_add_test(tc, multi_line_data);
     tcase_add_test(tc, utf8_everywhere);
