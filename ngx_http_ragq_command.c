@@ -293,7 +293,15 @@ ngx_http_ragq_vk_deliver(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell,
 {
     vk->inflight--;
 
-    if (vk->exiting) {
+    /*
+     * Only at exit_process: the long-polls and streams have let go of their
+     * cells by then (ngx_http_ragq_lp_exit(), ngx_http_ragq_stream_exit()),
+     * so a cell's request is all that may still point at it. A connection
+     * closed for shutdown (worker_shutdown_timeout) goes on to the handler
+     * like any lost connection: the requests, long-poll reads and streams
+     * that hold cells are still there, and each lets go of its own.
+     */
+    if (vk->closed) {
         /* the process is going away: release the request, answer nothing */
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "ragq: reply dropped, the worker is exiting");

@@ -440,10 +440,12 @@ ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 2)
     {
-        if (reply == NULL && s->started) {
+        if (reply == NULL && s->started && !ngx_exiting) {
             /* the connection went: ready() syncs again when it is back */
             return;
         }
+
+        /* at shutdown nothing syncs again: a started stream ends, retry: */
 
         ngx_http_ragq_stream_error(s, reply && reply->type == REDIS_REPLY_ARRAY
                                           ? NULL

@@ -257,6 +257,7 @@ ngx_http_ragq_vk_close(ngx_http_ragq_vk_t *vk)
     }
 
     vk->exiting = 1;
+    vk->closed = 1;
 
     if (vk->connect_ev.timer_set) {
         ngx_del_timer(&vk->connect_ev);
@@ -576,6 +577,7 @@ ngx_http_ragq_vk_lost(ngx_http_ragq_conn_t *conn)
             vk->pubsub->closing(vk->pubsub);
         }
 
+        /* no reconnect; whoever holds a pending cell hears NULL */
         vk->exiting = 1;
         ngx_http_ragq_vk_drop(vk, NULL);
         return;

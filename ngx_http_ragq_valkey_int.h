@@ -67,6 +67,7 @@ typedef struct {
 
     unsigned initialized : 1;
     unsigned exiting : 1;
+    unsigned closed : 1;  /* exit_process: cells released, not answered */
     unsigned failed : 1;  /* an outage was logged: "restored" follows */
     unsigned quiet : 1;   /* mute nginx's own lines on the next try */
     unsigned role_ok : 1; /* ROLE said master (or cannot be asked) */

@@ -4,7 +4,10 @@
 # workers serve.
 use Test::Nginx::Socket;
 use Ragq::Valkey;
+use Ragq::ValkeyHA;
+use Ragq::Sse qw(send_get read_all read_until parse);
 use POSIX ();
+use Time::HiRes ();
 
 master_on();
 workers(1);
@@ -30,6 +33,52 @@ sub signal_while_paused {
     }
 }
 
+# A server of our own, to stall (SIGSTOP) or kill under nginx.
+our $HA = Ragq::ValkeyHA->new;
+our $V = $HA->server;
+$ENV{TEST_NGINX_OWN_PORT} = $V->port;
+our $Id = '0000000000000000000000000000c001';
+
+sub master_pid {
+    my $pidfile = server_root() . '/logs/nginx.pid';
+    open my $fh, '<', $pidfile or die "$pidfile: $!";
+    my $pid = <$fh>;
+    chomp $pid;
+    return $pid;
+}
+
+# polls until cond is true (or 10 s)
+sub wait_until {
+    my ($what, $cond) = @_;
+    my $deadline = Time::HiRes::time() + 10;
+    while (Time::HiRes::time() < $deadline) {
+        return 1 if $cond->();
+        Time::HiRes::sleep(0.02);
+    }
+    Test::More::diag("timed out waiting for $what");
+    return 0;
+}
+
+sub numsub {
+    my ($ch) = @_;
+    my @r = $main::V->cli_list('PUBSUB', 'NUMSUB', $ch);
+    return $r[1] // 0;
+}
+
+# A job of our server, started: a long-poll on it waits, a stream stays open.
+sub seed_started {
+    $main::V->cli('DEL', "sd:job:$main::Id", "sd:out:$main::Id");
+    $main::V->cli('HSET', "sd:job:$main::Id", 'query', 'q', 'tenant', '',
+        'created_at', '1', 'attempts', '1', 'status', 'started');
+    wait_until('the events subscription', sub { numsub('sd:events') >= 1 });
+}
+
+# The sanitizer reports written so far (RAGQ_ASAN=1 runs; tests/asan-nginx).
+sub san_reports {
+    my $dir = $ENV{RAGQ_SAN_DIR} or return ();
+    return grep { -s $_ } glob("$dir/asan.*"), glob("$dir/ubsan.*");
+}
+
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value('http_config', <<'EOF2') unless defined $block->http_config;
@@ -41,7 +90,7 @@ location = /chat { ragq_prefix lc; ragq_enqueue; }
 EOF2
 });
 
-plan tests => 23;
+plan tests => 35;
 run_tests();
 
 __DATA__
@@ -99,3 +148,56 @@ open socket
 --- no_shutdown_error_log
 [alert]
 open socket
+
+
+
+=== TEST 4: worker_shutdown_timeout while Valkey hangs, with a long-poll's read and a stream's sync pending: both answered 503 when the timeout closes the Valkey connection, no use of the freed reads (ASan), the worker exits normally
+--- main_config
+worker_shutdown_timeout 1s;
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_OWN_PORT;
+ragq_valkey_timeout 5s;
+--- config
+location = /job-status { ragq_prefix sd; ragq_max_wait 30s; ragq_status; }
+location = /job-stream { ragq_prefix sd; ragq_stream; }
+--- init
+main::seed_started();
+my @before = main::san_reports();
+my $lp = main::send_get("/job-status?job_id=$::Id&wait=30");
+my $a = main::send_get("/job-stream?job_id=$::Id");
+my $ra0 = main::read_until($a, sub { $_[0] =~ /"status":"started"/ });
+Time::HiRes::sleep(0.2);
+$::V->pause;
+# its sync goes out (the job's subscription is in effect), unanswered
+my $b = main::send_get("/job-stream?job_id=$::Id");
+Time::HiRes::sleep(0.3);
+my $t0 = Time::HiRes::time();
+kill 'HUP', main::master_pid();
+# the graceful shutdown ends the started stream at once and reads the
+# long-poll's job; Valkey answers neither that read nor the new stream's sync
+my ($rl, $ra, $rb) = main::read_all($lp, $a, $b);
+my $t = Time::HiRes::time() - $t0;
+$::V->resume;
+Time::HiRes::sleep(0.5);
+my ($cl, undef, $bl) = main::parse($rl);
+my ($ca, undef, $ba) = main::parse($ra0 . $ra);
+my ($cb, undef, $bb) = main::parse($rb);
+Test::More::ok($cl == 503 && $bl =~ /"valkey_unavailable"/, "the long-poll: 503 valkey_unavailable ($cl $bl)");
+Test::More::ok($ca == 200 && $ba =~ /retry: 1000\n\n\z/, "the started stream: retry: ($ca)");
+Test::More::ok($cb == 503 && $bb =~ /"valkey_unavailable"/, "the stream whose sync was pending: 503 ($cb $bb)");
+Test::More::cmp_ok($t, '<', 4, "all answered by the shutdown timeout ($t s)");
+my %old = map { $_ => 1 } @before;
+my @new = grep { !$old{$_} } main::san_reports();
+Test::More::is(join(' ', @new), '', 'no sanitizer report');
+for my $f (@new) {
+    open my $fh, '<', $f or next;
+    Test::More::diag(join '', grep { defined } (<$fh>)[0 .. 12]);
+}
+--- request eval
+"GET /job-status?job_id=$::Id"
+--- response_body_like: "status":"started"
+--- error_log
+gracefully shutting down
+--- no_error_log eval
+[qr/exited on signal/, qr/exited with code [1-9]/, '[alert]', 'open socket']
+
