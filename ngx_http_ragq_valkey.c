@@ -20,6 +20,9 @@
 #define NGX_HTTP_RAGQ_BACKOFF_MIN 50
 #define NGX_HTTP_RAGQ_BACKOFF_MAX 1000
 
+/* how often a pub/sub connection without a socket looks for a shutdown */
+#define NGX_HTTP_RAGQ_SHUTDOWN_CHECK 100
+
 
 static void ngx_http_ragq_vk_connect(ngx_http_ragq_vk_t *vk);
 static void ngx_http_ragq_vk_resolved(ngx_http_ragq_resolve_t *rs,
@@ -32,6 +35,8 @@ static void ngx_http_ragq_vk_role_reply(ngx_http_ragq_conn_t *conn, void *data,
 static void ngx_http_ragq_vk_connect_timeout(ngx_event_t *ev);
 static void ngx_http_ragq_vk_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ragq_vk_watchdog(ngx_event_t *ev);
+static void ngx_http_ragq_vk_shutdown_check(ngx_event_t *ev);
+static void ngx_http_ragq_vk_watch_shutdown(ngx_http_ragq_vk_t *vk);
 static void ngx_http_ragq_vk_primary_changed(void);
 
 
@@ -169,6 +174,11 @@ ngx_http_ragq_vk_setup(ngx_http_ragq_vk_t *vk, ngx_cycle_t *cycle,
     vk->watchdog_ev.data = vk;
     vk->watchdog_ev.cancelable = 1;
 
+    /* not cancelable: see ngx_http_ragq_vk_shutdown_check() */
+    vk->shutdown_ev.handler = ngx_http_ragq_vk_shutdown_check;
+    vk->shutdown_ev.log = cycle->log;
+    vk->shutdown_ev.data = vk;
+
     if (ngx_http_ragq_vk_hello_init(cycle, vk) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -185,6 +195,8 @@ ngx_http_ragq_vk_start(ngx_http_ragq_vk_t *vk)
     ngx_http_ragq_vk_connect(vk);
 
     ngx_add_timer(&vk->watchdog_ev, ngx_http_ragq_vk_watchdog_period(vk));
+
+    ngx_http_ragq_vk_watch_shutdown(vk);
 }
 
 
@@ -269,6 +281,10 @@ ngx_http_ragq_vk_close(ngx_http_ragq_vk_t *vk)
 
     if (vk->watchdog_ev.timer_set) {
         ngx_del_timer(&vk->watchdog_ev);
+    }
+
+    if (vk->shutdown_ev.timer_set) {
+        ngx_del_timer(&vk->shutdown_ev);
     }
 
     ngx_http_ragq_peer_resolve_cancel(&vk->rs);
@@ -508,6 +524,8 @@ ngx_http_ragq_vk_drop(ngx_http_ragq_vk_t               *vk,
 
     ngx_http_ragq_peer_resolve_cancel(&vk->rs);
     ngx_http_ragq_conn_close(&vk->conn);
+
+    ngx_http_ragq_vk_watch_shutdown(vk);
 }
 
 
@@ -589,6 +607,58 @@ ngx_http_ragq_vk_lost(ngx_http_ragq_conn_t *conn)
     } else {
         ngx_http_ragq_vk_fail(vk, NULL, "connect failed: %V", &conn->err);
     }
+}
+
+
+/* ---- graceful shutdown ---- */
+
+
+/*
+ * A graceful shutdown closes the pub/sub connection at once (it is "idle"),
+ * and its closing() answers the long-polls and ends the streams. While the
+ * connection has no socket (a reconnect's backoff, resolving, waiting for
+ * the sentinels), nginx has nothing of ours to close, and would keep the
+ * long-polls until their wait ends and cut the streams without "retry:"
+ * when the worker exits: this timer looks for the shutdown instead. It is
+ * not cancelable, so that the worker runs it before it exits.
+ */
+static void
+ngx_http_ragq_vk_watch_shutdown(ngx_http_ragq_vk_t *vk)
+{
+    if (vk->pubsub == NULL || vk->exiting || vk->conn.c
+        || vk->shutdown_ev.timer_set)
+    {
+        return;
+    }
+
+    ngx_add_timer(&vk->shutdown_ev,
+                  ngx_exiting ? 0 : NGX_HTTP_RAGQ_SHUTDOWN_CHECK);
+}
+
+
+static void
+ngx_http_ragq_vk_shutdown_check(ngx_event_t *ev)
+{
+    ngx_http_ragq_vk_t *vk = ev->data;
+
+    if (vk->exiting || vk->conn.c) {
+        /* closed already, or nginx can close the socket itself */
+        return;
+    }
+
+    if (!ngx_exiting) {
+        ngx_add_timer(ev, NGX_HTTP_RAGQ_SHUTDOWN_CHECK);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ragq: %s shutting down while disconnected", vk->name);
+
+    vk->exiting = 1;
+    vk->pubsub->closing(vk->pubsub);
+
+    /* no connect in progress: the resolver and its timer go too */
+    ngx_http_ragq_vk_drop(vk, NULL);
 }
 
 

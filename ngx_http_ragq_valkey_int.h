@@ -40,6 +40,7 @@ typedef struct {
     ngx_event_t connect_ev;
     ngx_event_t reconnect_ev;
     ngx_event_t watchdog_ev;
+    ngx_event_t shutdown_ev; /* pub/sub: no socket for nginx to close */
     ngx_msec_t  backoff;
     ngx_msec_t  busy_since; /* replies pending since */
     ngx_msec_t  ping_at;    /* pub/sub: the keep-alive PING */

@@ -90,7 +90,7 @@ location = /chat { ragq_prefix lc; ragq_enqueue; }
 EOF2
 });
 
-plan tests => 35;
+plan tests => 46;
 run_tests();
 
 __DATA__
@@ -201,3 +201,46 @@ gracefully shutting down
 --- no_error_log eval
 [qr/exited on signal/, qr/exited with code [1-9]/, '[alert]', 'open socket']
 
+
+
+=== TEST 5: reload (HUP) while Valkey is unreachable (the pub/sub connection in its reconnect backoff, no socket for nginx to close): the long-poll is answered at once, the stream ends with retry:, the old worker exits at once
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_OWN_PORT;
+ragq_valkey_timeout 2s;
+--- config
+location = /job-status { ragq_prefix sd; ragq_max_wait 30s; ragq_status; }
+location = /job-stream { ragq_prefix sd; ragq_stream; }
+--- init
+main::seed_started();
+my $lp = main::send_get("/job-status?job_id=$::Id&wait=20");
+my $a = main::send_get("/job-stream?job_id=$::Id");
+my $ra0 = main::read_until($a, sub { $_[0] =~ /"status":"started"/ });
+Time::HiRes::sleep(0.2);
+$::V->kill;
+# both connections lost, every reconnect refused: the backoff
+Time::HiRes::sleep(1.5);
+my $log = server_root() . '/logs/error.log';
+my $t0 = Time::HiRes::time();
+kill 'HUP', main::master_pid();
+my ($rl, $ra) = main::read_all($lp, $a);
+my $t = Time::HiRes::time() - $t0;
+my $exited = main::wait_until('the old worker to exit', sub {
+    open my $fh, '<', $log or return 0;
+    return scalar grep { /worker process \d+ exited/ } <$fh>;
+});
+my $te = Time::HiRes::time() - $t0;
+$::V->start;
+main::seed_started();
+my ($cl, undef, $bl) = main::parse($rl);
+my ($ca, undef, $ba) = main::parse($ra0 . $ra);
+Test::More::ok($cl == 503 && $bl =~ /"valkey_unavailable"/, "the long-poll: 503 valkey_unavailable ($cl $bl)");
+Test::More::ok($ca == 200 && $ba =~ /retry: 1000\n\n\z/, "the stream: retry: ($ca)");
+Test::More::cmp_ok($t, '<', 2, "both answered at once ($t s)");
+Test::More::ok($exited && $te < 3, "the old worker exited at once ($te s)");
+--- request eval
+"GET /job-status?job_id=$::Id"
+--- response_body_like: "status":"started"
+--- error_log
+gracefully shutting down
+--- no_error_log eval
+[qr/exited on signal/, qr/exited with code [1-9]/, '[alert]', 'open socket']
