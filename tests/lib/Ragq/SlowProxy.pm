@@ -4,8 +4,14 @@
 # large Valkey reply stream in slowly, or a server fall silent with its
 # connection open.
 #
+# With cut_on => BYTES, the first time a client sends BYTES (a command
+# carrying them: '$8\r\nfinished\r\n' is a bulk string "finished"), the
+# command is passed on, then the server's answer to it (and anything not
+# yet passed back on that connection) is dropped and both sides are closed:
+# the command ran, its reply is lost.  Once only; ->cut says it happened.
+#
 #   my $p = Ragq::SlowProxy->start(to => $redis_port, rate => 8192);
-#   $p->port; $p->pause; $p->resume; $p->stop (also at DESTROY)
+#   $p->port; $p->pause; $p->resume; $p->cut; $p->stop (also at DESTROY)
 package Ragq::SlowProxy;
 
 use strict;
@@ -26,7 +32,7 @@ sub start {
     my $pid = fork();
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
-        _serve($l, $o{to}, $o{rate} // 8192, $dir);
+        _serve($l, $o{to}, $o{rate} // 8192, $dir, $o{cut_on});
         POSIX::_exit(0);
     }
     close $l;
@@ -37,15 +43,31 @@ sub start {
 sub port   { $_[0]{port} }
 sub pause  { open my $f, '>', "$_[0]{dir}/paused"; close $f; 1 }
 sub resume { unlink "$_[0]{dir}/paused"; 1 }
+sub cut    { -e "$_[0]{dir}/cut" ? 1 : 0 }
 
 sub _serve {
-    my ($l, $to, $rate, $dir) = @_;
+    my ($l, $to, $rate, $dir, $cut_on) = @_;
     my $sel = IO::Select->new($l);
     my %peer;    # fileno => the other socket
     my %back;    # fileno of a server socket => bytes for its client
     my %server;  # fileno => 1 for server sockets
+    my %tail;    # fileno of a client socket => its last bytes (cut_on)
+    my %cut;     # fileno of a server socket => [when to close it anyway, it]
     my $next = Time::HiRes::time();
+    my $close = sub {
+        my ($s) = @_;
+        my $o = $peer{ fileno $s };
+        $sel->remove($s, $o);
+        for my $fd (fileno $s, fileno $o) {
+            delete $_->{$fd} for \%peer, \%back, \%server, \%tail, \%cut;
+        }
+        close $s;
+        close $o;
+    };
     while (1) {
+        for my $fd (keys %cut) {
+            $close->($cut{$fd}[1]) if $cut{$fd} && $cut{$fd}[0] < Time::HiRes::time();
+        }
         for my $s ($sel->can_read(0.005)) {
             if ($s == $l) {
                 my $c = $l->accept or next;
@@ -58,20 +80,28 @@ sub _serve {
                 $sel->add($c, $u);
                 next;
             }
+            next unless defined fileno $s;    # closed in this round
             my $n = sysread $s, my $buf, 65536;
             my $o = $peer{ fileno $s };
-            if (!$n) {
-                $sel->remove($s, $o);
-                delete $back{ fileno $s };
-                delete $back{ fileno $o };
-                close $s;
-                close $o;
+            if (!$n || $cut{ fileno $s }) {
+                # EOF, or the answer to the command cut_on found: dropped
+                $close->($s);
                 next;
             }
             if ($server{ fileno $s }) {
                 $back{ fileno $s } .= $buf;
             } else {
                 syswrite $o, $buf;
+                next unless defined $cut_on && !-e "$dir/cut";
+                my $seen = ($tail{ fileno $s } // '') . $buf;
+                if (index($seen, $cut_on) >= 0) {
+                    open my $f, '>', "$dir/cut";
+                    close $f;
+                    $back{ fileno $o } = '';
+                    $cut{ fileno $o } = [Time::HiRes::time() + 2, $o];
+                }
+                $tail{ fileno $s } = length $seen > length $cut_on
+                                     ? substr($seen, -length $cut_on) : $seen;
             }
         }
         next if Time::HiRes::time() < $next || -e "$dir/paused";

@@ -191,8 +191,9 @@ sub entry_of_id {
     return hex(substr($id, 0, 12)) . "-" . hex(substr($id, 12, 4));
 }
 
-# enqueue(prefix => P, query => Q, top_k => K, collection => C): the job
-# as the module enqueues it, one XADD that carries it.  With attempts => N,
+# enqueue(prefix => P, query => Q, top_k => K, collection => C
+# [, callback_url => URL]): the job as the module enqueues it, one XADD
+# that carries it (the callback_url last, when given).  With attempts => N,
 # id => ID or old => 1: as the module did before (hash + "job ID" entry),
 # the form of jobs enqueued before an upgrade.
 sub enqueue {
@@ -204,7 +205,8 @@ sub enqueue {
         my $entry = _cmd('XADD', "$p:jobs", '*', r => $r,
             query => $o{query} // 'What is the capital of France?',
             top_k => $o{top_k} // 3, collection => $o{collection} // '',
-            tenant => $o{tenant} // '', created_at => $ms);
+            tenant => $o{tenant} // '', created_at => $ms,
+            defined $o{callback_url} ? (callback_url => $o{callback_url}) : ());
         return id_of_entry($entry, $r);
     }
     my $id = $o{id} // new_id();
