@@ -95,6 +95,7 @@ struct ragq_job_s {
     ragq_job_t  *prev, *next;
     int          state;
     uint64_t     claimed_at;
+    long long    started_at;  /* epoch ms the claim wrote as started_at */
     uint64_t     serial;      /* arrival order in this worker */
     void        *queue;       /* the queue holding it */
     ragq_timer_t write_timer; /* the final write again, after an error */

@@ -195,6 +195,16 @@ final_reply(void *owner, redisReply *reply, void *priv)
         return;
     }
     switch (reply->integer) {
+    case 2:
+        /* Our own earlier write of this end (same status and token), whose
+         * reply was lost with the connection: the job parked and written
+         * again.  It ended here, as with 1: logged, counted, called back
+         * (a delivery that finds "callback" set stops: sent already). */
+        ragq_log(RAGQ_LOG_DEBUG,
+                 "job %s: its final state was written before the connection "
+                 "dropped; acknowledged",
+                 job->id);
+        /* fall through */
     case 1:
         ragq_joblog_ended(job,
                           job->outcome == RAGQ_JOB_FINISHED ? RAGQ_END_FINISHED
@@ -229,8 +239,8 @@ final_reply(void *owner, redisReply *reply, void *priv)
 static void
 write_final(ragq_queue_t *q, ragq_job_t *job)
 {
-    char        ended[32], token[32], *err_json = NULL;
-    const char *argv[20];
+    char        ended[32], token[32], started[32], *err_json = NULL;
+    const char *argv[21];
     int         finished = job->outcome == RAGQ_JOB_FINISHED, rc;
 
     if (!finished && (err_json = ragq_job_error_json(job)) == NULL) {
@@ -240,6 +250,7 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
     constant_args(q);
     snprintf(ended, sizeof(ended), "%lld", (long long) ragq_epoch_ms());
     snprintf(token, sizeof(token), "%ld", job->attempts);
+    snprintf(started, sizeof(started), "%lld", job->started_at);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_FINAL, argv);
     argv[2] = "5";
     argv[3] = job->key;
@@ -260,7 +271,9 @@ write_final(ragq_queue_t *q, ragq_job_t *job)
     argv[17] = q->k_group;
     argv[18] = token;
     argv[19] = q->consumer;
-    rc = ragq_queue_send(q, final_reply, job, 20, argv, NULL);
+    /* for a hash re-created from the entry (a claim lost in a fail-over) */
+    argv[20] = started;
+    rc = ragq_queue_send(q, final_reply, job, 21, argv, NULL);
     free(err_json);
     job->state = rc == 0 ? JOB_WRITING : JOB_PARKED;
     if (rc != 0) {
@@ -626,7 +639,8 @@ send_claim(ragq_queue_t *q, ragq_job_t *job)
     int         argc = 16, i;
 
     constant_args(q);
-    snprintf(now, sizeof(now), "%lld", (long long) ragq_epoch_ms());
+    job->started_at = (long long) ragq_epoch_ms();
+    snprintf(now, sizeof(now), "%lld", job->started_at);
     ragq_scripts_head(&q->scripts, RAGQ_SCRIPT_CLAIM, argv);
     argv[2] = "5";
     argv[3] = job->key;

@@ -2,7 +2,7 @@
 # their files with redis-cli --eval against the suite's redis-server, without
 # a worker: what each returns and writes, the events it publishes, and that
 # none of them touches a job that is already final or re-creates a missing
-# hash.
+# hash (but final.lua's for a job its entry carries: a claim a fail-over lost).
 use strict;
 use warnings;
 use Test::More;
@@ -305,6 +305,17 @@ acked($entry, 'final, twice');
 is(dead_len(), $d0, 'final: no dead entry for the second run');
 no_event('final: nothing published the second time');
 
+# The same write again (its reply lost, written again after a reconnect):
+# the same status by the same claim is 2, our own write; nothing changes.
+$entry = pending_entry($id);
+is(final($id, $entry, 'finished'), '2', 'final: our own earlier write is 2');
+is(hget("$P:job:$id", 'ended_at'), '1700000009999', 'final: 2: nothing rewritten');
+acked($entry, 'final, our own write');
+no_event('final: 2: nothing published');
+$entry = pending_entry($id);
+is(final($id, $entry, 'finished', undef, token => 2), '0', 'final: finished by another claim is 0');
+acked($entry, 'final, another claim');
+
 $id = job(status => 'canceled');
 $entry = pending_entry($id);
 is(final($id, $entry, 'finished'), '0', 'final: a canceled job stays canceled');
@@ -330,6 +341,58 @@ is(final($id, $entry, 'finished'), '0', 'final: a missing hash is not written');
 is(Ragq::Valkey::cmd('EXISTS', "$P:job:$id"), 0, 'final: nor re-created');
 acked($entry, 'final, missing');
 no_event('final: nothing published for a missing job');
+
+# A missing hash whose entry carries the job (the module's XADD): the claim
+# was lost (a fail-over), not the job.  The hash is re-created from the
+# entry with this claim in it, and the final state written over it.
+sub carried_entry {
+    my (%f) = @_;
+    my $r = sprintf('%016x', 0xabc0 + ++$n);
+    my $e = Ragq::Valkey::cmd('XADD', $JOBS, '*', r => $r, query => 'why?', top_k => 3,
+        collection => 'docs', tenant => 't1', created_at => 1700000000000, %f);
+    Ragq::Valkey::cmd('XREADGROUP', 'GROUP', $GROUP, 'w', 'COUNT', 1, 'STREAMS', $JOBS, '>');
+    my ($ms, $seq) = $e =~ /^(\d+)-(\d+)$/;
+    return (sprintf('%012x%04x%s', $ms, $seq, $r), $e);
+}
+($id, $entry) = carried_entry(callback_url => 'http://h/cb');
+is(eval_script('final', ["$P:job:$id", $EVENTS, $DEAD, $JOBS, "$P:out:$id"],
+               ['finished', 1700000009999, 60000, 'the answer', '[]', '{}', '', $entry, $id, $GROUP,
+                1, 'w', 1700000001234]), '1', 'final: a lost claim of a carried job is written');
+my %h = Ragq::Valkey::cmd_list('HGETALL', "$P:job:$id");
+is_deeply(\%h, { status => 'finished', query => 'why?', top_k => 3, collection => 'docs', tenant => 't1',
+                 created_at => 1700000000000, attempts => 1, owner => 'w', started_at => 1700000001234,
+                 callback_url => 'http://h/cb', ended_at => 1700000009999, result => 'the answer',
+                 sources => '[]', usage => '{}' },
+          'final: the hash re-created from the entry, with this claim, then final');
+ok(Ragq::Valkey::cmd('PTTL', "$P:job:$id") > 0, 'final: lost claim: expires');
+is(next_event(), "$id finished", 'final: lost claim: "ID finished" published');
+acked($entry, 'final, lost claim');
+
+($id, $entry) = carried_entry();
+is(final($id, $entry, 'failed', $err), '1', 'final: a lost claim, failed, without started_at');
+is(hget("$P:job:$id", 'status'), 'failed', 'final: lost claim: status failed');
+is(Ragq::Valkey::cmd('HEXISTS', "$P:job:$id", 'started_at'), 0, 'final: no started_at without ARGV[13]');
+is(Ragq::Valkey::cmd('HEXISTS', "$P:job:$id", 'callback_url'), 0, 'final: nor a callback_url the entry lacks');
+is((last_dead())[0], $id, 'final: lost claim: a dead-stream entry');
+is(next_event(), "$id failed", 'final: lost claim: "ID failed" published');
+acked($entry, 'final, lost claim, failed');
+
+# An entry that does not carry this job (another r, or no query): as before.
+sub carried_no_query {
+    my $r = sprintf('%016x', 0xabc0 + ++$n);
+    my $e = Ragq::Valkey::cmd('XADD', $JOBS, '*', r => $r, top_k => 3);
+    Ragq::Valkey::cmd('XREADGROUP', 'GROUP', $GROUP, 'w', 'COUNT', 1, 'STREAMS', $JOBS, '>');
+    my ($ms, $seq) = $e =~ /^(\d+)-(\d+)$/;
+    return (sprintf('%012x%04x%s', $ms, $seq, $r), $e);
+}
+for my $what ('another r', 'no query') {
+    ($id, $entry) = $what eq 'no query' ? carried_no_query() : carried_entry();
+    $id = substr($id, 0, 16) . ('0' x 16) if $what eq 'another r';
+    is(final($id, $entry, 'finished'), '0', "final: missing hash, entry with $what: 0");
+    is(Ragq::Valkey::cmd('EXISTS', "$P:job:$id"), 0, "final: $what: no hash created");
+    acked($entry, "final, missing, $what");
+}
+no_event('final: nothing published for them');
 
 # Fencing: a stale attempt (its token is not the hash's any more) writes
 # nothing and leaves the entry to the claim that holds it.

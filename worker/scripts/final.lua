@@ -6,6 +6,17 @@
 -- only one Valkey may refuse (OOM): the job is written whole (state, TTL,
 -- dead entry, event, ack) or not at all.
 --
+-- A missing hash whose entry (ARGV[8], still in KEYS[4]) carries this job
+-- (its r is the last 16 hex digits of ARGV[9], and it has a query) is a
+-- claim lost, not a job gone: the claim's write did not survive a
+-- fail-over (replication is asynchronous), so the new primary has the
+-- entry but no hash.  The hash is re-created from the entry as claim.lua
+-- writes it (every entry field but r, callback_url only when not empty),
+-- with this claim's status started, attempts ARGV[11], owner ARGV[12] and
+-- started_at ARGV[13] (the value the lost claim wrote), and the final state
+-- is written over it as for any job (1).  Otherwise the accepted job would
+-- be acknowledged away: its answer and its callback lost, its id a 404.
+--
 -- KEYS[1]  the job hash, P:job:ID
 -- KEYS[2]  the events channel, P:events
 -- KEYS[3]  the dead stream, P:dead
@@ -28,11 +39,21 @@
 -- ARGV[10] the consumer group, P:workers
 -- ARGV[11] the claim's token: attempts as the claim script returned it
 -- ARGV[12] the consumer that claimed it (the job's "owner")
+-- ARGV[13] (optional) the claim's started_at, epoch ms (claim.lua's
+--          ARGV[2]): written only into a hash re-created here (absent or
+--          "": none)
 --
 -- Returns
 --    1  the final state is written, the entry acknowledged and deleted
---    0  the job was already final, or its hash is gone (no hash is ever
---       re-created): the entry is acknowledged and deleted
+--       (also when the hash was re-created from the entry, above)
+--    2  the job was already final with this status, written by this same
+--       claim (attempts and owner are the token): our own earlier write,
+--       whose reply was lost.  The entry is acknowledged and deleted; the
+--       caller ends the job as for 1 (log line, callback)
+--    0  the job was already final (another status, or another claim's
+--       write), or its hash is gone and its entry does not carry it (an
+--       entry of the "job ID" form, or no entry): the entry is
+--       acknowledged and deleted, nothing else written
 --   -1  stale: another claim holds the job now (attempts or owner
 --       differ); nothing is written and the entry is left to its owner
 --   -2  the job key is not a hash: left untouched, a dead-stream entry
@@ -54,12 +75,42 @@ local function ack()
   redis.call('XDEL', KEYS[4], ARGV[8])
 end
 
-local t = kind(KEYS[1])
-if t == 'none' then
-  ack()
-  return 0
+-- The hash of the job the entry carries, as claim.lua writes it, with this
+-- claim in it (reads only): a list of fields and values, or nil.
+local function carried()
+  if jobs_t ~= 'stream' then return nil end
+  local e = redis.call('XRANGE', KEYS[4], ARGV[8], ARGV[8])
+  if #e == 0 then return nil end
+  local f, v = e[1][2], {}
+  for i = 1, #f - 1, 2 do
+    if v[f[i]] == nil then v[f[i]] = f[i + 1] end
+  end
+  if #ARGV[9] ~= 32 or v['r'] ~= string.sub(ARGV[9], 17) or not v['query'] then
+    return nil
+  end
+  local h = {'status', 'started', 'query', v['query'], 'top_k', v['top_k'] or '',
+             'collection', v['collection'] or '', 'tenant', v['tenant'] or '',
+             'created_at', v['created_at'] or '', 'attempts', ARGV[11], 'owner', ARGV[12]}
+  if ARGV[13] and ARGV[13] ~= '' then
+    h[#h + 1] = 'started_at'
+    h[#h + 1] = ARGV[13]
+  end
+  if v['callback_url'] and v['callback_url'] ~= '' then
+    h[#h + 1] = 'callback_url'
+    h[#h + 1] = v['callback_url']
+  end
+  return h
 end
-if t ~= 'hash' then
+
+local t, lost = kind(KEYS[1]), nil
+if t == 'none' then
+  lost = carried()
+  if not lost then
+    ack()
+    return 0
+  end
+end
+if t ~= 'hash' and not lost then
   local m = 'the job key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a hash; left as it is'
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[9], 'error',
              '{"code":"invalid_job","message":' .. cjson.encode(m) .. '}')
@@ -67,10 +118,12 @@ if t ~= 'hash' then
   return -2
 end
 
-local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'owner')
+local h = lost and {'started', ARGV[11], ARGV[12]}
+              or redis.call('HMGET', KEYS[1], 'status', 'attempts', 'owner')
 if h[1] == 'finished' or h[1] == 'failed' or h[1] == 'canceled' then
+  local ours = h[1] == ARGV[1] and h[2] == ARGV[11] and h[3] == ARGV[12]
   ack()
-  return 0
+  return ours and 2 or 0
 end
 if h[2] ~= ARGV[11] or h[3] ~= ARGV[12] then
   return -1
@@ -99,6 +152,10 @@ if ARGV[1] == 'finished' and KEYS[5] ~= KEYS[1] and (out_t == 'stream' or out_t 
   out_ok = table.concat(text) == ARGV[4]
 end
 
+-- The first write: the hash re-created (a lost claim), or the final state.
+if lost then
+  redis.call('HSET', KEYS[1], unpack(lost))
+end
 if ARGV[1] == 'finished' then
   redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_at', ARGV[2], 'result', ARGV[4], 'sources', ARGV[5], 'usage', ARGV[6])
   redis.call('HDEL', KEYS[1], 'error')
