@@ -15,8 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RAGQ_FAULT_MIN_MS 250
-#define RAGQ_FAULT_MAX_MS 5000
+#define RAGQ_FAULT_MIN_MS   250
+#define RAGQ_DRAIN_CHECK_MS 10 /* stopping: how soon to look again */
+#define RAGQ_FAULT_MAX_MS   5000
 
 /* ---- faults ------------------------------------------------------------ */
 
@@ -355,7 +356,11 @@ ragq_queue_check_drained(ragq_queue_t *q)
         }
     }
     if (q->njobs == 0 && ragq_vconn_pending(q->cmd) > 0) {
-        return; /* final writes and acks still on the wire */
+        /* Final writes, acks, a heartbeat still on the wire: look again
+         * soon, since their replies may go to others (heartbeat.c) and
+         * nothing would call here when they come. */
+        ragq_timer_start(q->loop, &q->drain_timer, RAGQ_DRAIN_CHECK_MS);
+        return;
     }
     if (ragq_callbacks_pending(q->callbacks) > 0) {
         return; /* callbacks of ended jobs, until the grace ends */
@@ -365,6 +370,12 @@ ragq_queue_check_drained(ragq_queue_t *q)
     }
     ragq_log(RAGQ_LOG_INFO, "drained: no job in flight; exiting");
     ragq_timer_start(q->loop, &q->exit_timer, 0);
+}
+
+static void
+drain_check(void *data)
+{
+    ragq_queue_check_drained(data);
 }
 
 static void
@@ -477,6 +488,7 @@ ragq_queue_new(ragq_loop_t *loop, ragq_pipeline_t *pipeline,
     ragq_timer_init(&q->reclaim_timer, ragq_queue_reclaim, q);
     ragq_timer_init(&q->grace_timer, grace_over, q);
     ragq_timer_init(&q->exit_timer, exit_now, q);
+    ragq_timer_init(&q->drain_timer, drain_check, q);
     ragq_timer_init(&q->consumers_timer, forget_consumers, q);
     ragq_timer_init(&q->out_timer, ragq_queue_out_due, q);
     return q;
@@ -523,6 +535,7 @@ ragq_queue_free(ragq_queue_t *q)
         ragq_timer_stop(q->loop, &q->reclaim_timer);
         ragq_timer_stop(q->loop, &q->grace_timer);
         ragq_timer_stop(q->loop, &q->exit_timer);
+        ragq_timer_stop(q->loop, &q->drain_timer);
         ragq_timer_stop(q->loop, &q->pass_timer);
         ragq_timer_stop(q->loop, &q->consumers_timer);
         ragq_timer_stop(q->loop, &q->out_timer);

@@ -58,9 +58,10 @@ struct ragq_queue_s {
 
     ragq_timer_t startup_timer, keepalive_timer, reclaim_timer, grace_timer;
     ragq_timer_t exit_timer, consumers_timer;
-    ragq_timer_t out_timer;  /* sends the batches of out_due (queue_out.c) */
-    ragq_job_t  *out_due;    /* streamed jobs with pieces not yet sent */
-    uint64_t     job_serial; /* the last job's ragq_job_t.serial */
+    ragq_timer_t drain_timer; /* stopping: replies still on the wire */
+    ragq_timer_t out_timer;   /* sends the batches of out_due (queue_out.c) */
+    ragq_job_t  *out_due;     /* streamed jobs with pieces not yet sent */
+    uint64_t     job_serial;  /* the last job's ragq_job_t.serial */
 
     /* Script arguments that never change, as text (queue_job.c). */
     char a_max_attempts[16], a_result_ttl[24], a_top_k_limit[16];

@@ -133,10 +133,7 @@ is($w->stop, 0, 'lost claim: exit 0');
 # A proxy between the worker and Valkey passes the final script's call (the
 # command carrying "finished") on, drops its reply and closes the
 # connection: the job is parked and written again after the reconnection,
-# and the script finds the job final by this very claim.  (A stop that
-# begins while a command is on the wire, such as a heartbeat the proxy
-# holds for a tick, waits out RAGQ_SHUTDOWN_GRACE: nothing looks again
-# when its reply comes.  Not this test's matter; a short grace bounds it.)
+# and the script finds the job final by this very claim.
 my $C = "${P}c";
 $s->reset;
 my $proxy = Ragq::SlowProxy->start(to => Ragq::Valkey::port(), rate => 1 << 20,

@@ -7,6 +7,8 @@ use Test::More;
 use Ragq::Valkey ();
 use Ragq::Standin;
 use Ragq::Worker;
+use Ragq::SlowProxy;
+use Time::HiRes qw(time sleep);
 
 my $P = "ws$$";
 my $s = Ragq::Standin->start(dim => 16, latency_ms => 500);
@@ -49,4 +51,27 @@ is(Ragq::Worker::wait_final($P, \@late, 20), 2, 'the left jobs are reclaimed') o
 is(scalar(grep { Ragq::Worker::field($P, $_, 'status') eq 'finished' } @late), 2, 'and finish');
 $w3->signal('INT');
 is($w3->wait_exit(5), 0, 'SIGINT: exit 0 too');
+
+# A stop that begins while a command is on the wire (here every reply held
+# by a paused proxy: the heartbeat's, the stop's own) exits once its reply
+# comes, not when RAGQ_SHUTDOWN_GRACE ends: nothing looked again then.
+{
+    my $proxy = Ragq::SlowProxy->start(to => Ragq::Valkey::port(), rate => 1 << 20);
+    my $w4 = Ragq::Worker->start(env => { %env, RAGQ_HEARTBEAT => '200ms',
+                                          RAGQ_SHUTDOWN_GRACE => '20s',
+                                          RAGQ_VALKEY_URL => 'redis://127.0.0.1:' . $proxy->port });
+    ok($w4->ready, 'worker behind the proxy ready') or diag $w4->log;
+    $proxy->pause;
+    sleep 0.5;    # a heartbeat goes out, its reply held
+    $w4->signal('TERM');
+    ok($w4->wait_log(qr/stopping: no new claims/, 5), 'held replies: stops claiming');
+    sleep 0.3;
+    $proxy->resume;
+    my $t0 = time;
+    is($w4->wait_exit(10), 0, 'held replies: exit 0');
+    cmp_ok(time - $t0, '<', 5, 'held replies: once they came, not at the 20 s grace')
+      or diag $w4->log;
+    like($w4->log, qr/drained/, 'held replies: drained');
+    $proxy->stop;
+}
 done_testing();
