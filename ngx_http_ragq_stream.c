@@ -304,6 +304,14 @@ ngx_http_ragq_stream_sync(ngx_http_ragq_stream_t *s)
 
     if (ngx_http_ragq_valkey_send_n(cell, cmd, p - cmd, 4) != NGX_OK) {
         ngx_http_ragq_cell_drop(cell);
+
+        /*
+         * The connection is down (ready() syncs again when it is back), or
+         * healthy with too many commands in flight (nothing would): the
+         * heartbeat tries again.
+         */
+        s->owed = 1;
+
         return NGX_DECLINED;
     }
 
@@ -312,6 +320,7 @@ ngx_http_ragq_stream_sync(ngx_http_ragq_stream_t *s)
     ngx_add_timer(&cell->deadline, lcf->valkey_timeout);
 
     s->cell = cell;
+    s->owed = 0;
 
     return NGX_OK;
 }
@@ -326,7 +335,7 @@ ngx_http_ragq_stream_resync(ngx_http_ragq_stream_t *s)
     rc = ngx_http_ragq_stream_sync(s);
 
     if (rc == NGX_OK || (rc == NGX_DECLINED && s->started)) {
-        /* a stream with its 200 sent waits for ready() */
+        /* a stream with its 200 sent waits for ready() or its heartbeat */
         return;
     }
 
@@ -623,6 +632,11 @@ ngx_http_ragq_stream_timer(ngx_event_t *ev)
     }
 
     ngx_add_timer(&s->timer, s->lcf->stream_heartbeat);
+
+    if (s->owed) {
+        /* last: it may end the stream (its unlink deletes the timer) */
+        ngx_http_ragq_stream_resync(s);
+    }
 }
 
 

@@ -46,6 +46,7 @@ typedef struct {
     u_char                    status; /* last sent: 0, 'q'ueued, 's'tarted */
     unsigned                  started : 1; /* the 200 is sent */
     unsigned                  again : 1;   /* sync again after this one */
+    unsigned                  owed : 1;    /* a sync could not be sent */
 } ngx_http_ragq_stream_t;
 
 

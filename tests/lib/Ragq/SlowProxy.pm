@@ -10,8 +10,15 @@
 # yet passed back on that connection) is dropped and both sides are closed:
 # the command ran, its reply is lost.  Once only; ->cut says it happened.
 #
+# stall_commands holds what clients send on command connections (those
+# whose first bytes carry no SUBSCRIBE: nginx's pub/sub connection sends
+# ROLE and SUBSCRIBE in its first write) until unstall_commands, which
+# passes it on in order; pub/sub connections and the answers flow on. The
+# server then sees nothing while the client's commands pile up in flight.
+#
 #   my $p = Ragq::SlowProxy->start(to => $redis_port, rate => 8192);
 #   $p->port; $p->pause; $p->resume; $p->cut; $p->stop (also at DESTROY)
+#   $p->stall_commands; $p->unstall_commands
 package Ragq::SlowProxy;
 
 use strict;
@@ -44,6 +51,8 @@ sub port   { $_[0]{port} }
 sub pause  { open my $f, '>', "$_[0]{dir}/paused"; close $f; 1 }
 sub resume { unlink "$_[0]{dir}/paused"; 1 }
 sub cut    { -e "$_[0]{dir}/cut" ? 1 : 0 }
+sub stall_commands   { open my $f, '>', "$_[0]{dir}/stalled"; close $f; 1 }
+sub unstall_commands { unlink "$_[0]{dir}/stalled"; 1 }
 
 sub _serve {
     my ($l, $to, $rate, $dir, $cut_on) = @_;
@@ -53,13 +62,16 @@ sub _serve {
     my %server;  # fileno => 1 for server sockets
     my %tail;    # fileno of a client socket => its last bytes (cut_on)
     my %cut;     # fileno of a server socket => [when to close it anyway, it]
+    my %command; # fileno of a client socket => 1 command, 0 pub/sub
+    my %held;    # fileno of a client socket => bytes held (stall_commands)
     my $next = Time::HiRes::time();
     my $close = sub {
         my ($s) = @_;
         my $o = $peer{ fileno $s };
         $sel->remove($s, $o);
         for my $fd (fileno $s, fileno $o) {
-            delete $_->{$fd} for \%peer, \%back, \%server, \%tail, \%cut;
+            delete $_->{$fd}
+              for \%peer, \%back, \%server, \%tail, \%cut, \%command, \%held;
         }
         close $s;
         close $o;
@@ -67,6 +79,14 @@ sub _serve {
     while (1) {
         for my $fd (keys %cut) {
             $close->($cut{$fd}[1]) if $cut{$fd} && $cut{$fd}[0] < Time::HiRes::time();
+        }
+        if (%held && !-e "$dir/stalled") {
+            # released: in order, 64 kB a turn, the answers flowing meanwhile
+            for my $fd (keys %held) {
+                my $chunk = substr($held{$fd}, 0, 65536, '');
+                syswrite $peer{$fd}, $chunk;
+                delete $held{$fd} unless length $held{$fd};
+            }
         }
         for my $s ($sel->can_read(0.005)) {
             if ($s == $l) {
@@ -91,6 +111,12 @@ sub _serve {
             if ($server{ fileno $s }) {
                 $back{ fileno $s } .= $buf;
             } else {
+                my $fd = fileno $s;
+                $command{$fd} //= index($buf, 'SUBSCRIBE') < 0 ? 1 : 0;
+                if ($command{$fd} && (exists $held{$fd} || -e "$dir/stalled")) {
+                    $held{$fd} .= $buf;
+                    next;
+                }
                 syswrite $o, $buf;
                 next unless defined $cut_on && !-e "$dir/cut";
                 my $seen = ($tail{ fileno $s } // '') . $buf;
