@@ -453,6 +453,7 @@ claim_reply(void *owner, redisReply *reply, void *priv)
                                                        : RAGQ_LOG_INFO,
                  "job %s failed at claim: %s: %s", job->id, e[1]->str,
                  e[2]->str);
+        ragq_count_job_end(RAGQ_END_FAILED); /* this worker failed it */
         if (reply->elements >= 4 && e[3]->type == REDIS_REPLY_STRING) {
             ragq_callback_deliver(q->callbacks, job->id, e[3]->str);
         }

@@ -8,7 +8,7 @@ use strict;
 use warnings;
 use Test::More;
 use JSON::PP qw(decode_json);
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 use Ragq::Valkey ();
 use Ragq::Standin;
 use Ragq::Worker;
@@ -21,6 +21,7 @@ $s->upsert('docs', [ { id => 1, payload => { text => 'The capital of France is P
 my $w = Ragq::Worker->start(env => {
     RAGQ_PREFIX => $P, OPENAI_BASE_URL => $s->base_url, OPENAI_API_KEY => 'k',
     QDRANT_URL => $s->qdrant_url, RAGQ_COLLECTION => 'docs', RAGQ_RECLAIM_AFTER => '1s',
+    RAGQ_HEARTBEAT => '200ms', RAGQ_CONSUMER => "c$$",
 });
 ok($w->ready, 'worker is ready') or diag $w->log;
 
@@ -107,6 +108,14 @@ for my $k ([ $str, 'string', 'somebody else' ], [ $list, 'list' ]) {
 is(Ragq::Worker::field($P, $good, 'status'), 'finished', 'the good job behind them finished');
 is($s->count('/v1/embeddings'), 1, 'only the good job reached the upstreams');
 is($s->count('/collections/docs/points/query'), 1, 'Qdrant was asked once (no limit: 4294967295)');
+
+# Failed at their claim by this worker, they count as its failed jobs
+# (ragq_worker_jobs_total{status="failed"}), the good one as finished.
+my $beat = sub { Ragq::Valkey::cmd('HGET', "$P:worker:c$$", $_[0]) // '' };
+my $deadline = time + 5;
+sleep 0.1 while $beat->('jobs_finished') ne '1' && time < $deadline;
+is($beat->('jobs_failed'), scalar(keys %id) + 2, 'the heartbeat counts the poison jobs failed');
+is($beat->('jobs_finished'), 1, '... and the good one finished');
 
 # Nothing comes back later: no reclaim loop.
 sleep 2.5;
