@@ -25,6 +25,8 @@
 static void ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell,
                                        redisReply           *reply);
 static void ngx_http_ragq_stream_deadline(ngx_event_t *ev);
+static void ngx_http_ragq_stream_send_timer(ngx_http_request_t *r,
+                                            ngx_flag_t          progress);
 
 
 /* ---- events ---- */
@@ -65,10 +67,42 @@ ngx_http_ragq_stream_send(ngx_http_ragq_stream_t *s, ngx_buf_t *b,
 
     /* the buffers written out are used again: a long answer does not
      * grow the request's pool by its size */
+    ngx_http_ragq_stream_send_timer(r, 0);
     ngx_chain_update_chains(r->pool, &s->free, &s->busy, &out,
                             (ngx_buf_tag_t) &ngx_http_ragq_module);
 
     return NGX_OK;
+}
+
+
+/*
+ * send_timeout, as nginx's own writer keeps it: while the client leaves
+ * output unread, the time since it last took some. A client that stops
+ * reading would otherwise hold its stream, and every piece of the answer
+ * in its request's pool, until the job ends and long after. Sends that
+ * only add to the backlog (pieces, heartbeats) do not restart the clock;
+ * progress does.
+ */
+static void
+ngx_http_ragq_stream_send_timer(ngx_http_request_t *r, ngx_flag_t progress)
+{
+    ngx_event_t              *wev = r->connection->write;
+    ngx_http_core_loc_conf_t *clcf;
+
+    if (!(r->connection->buffered & NGX_HTTP_WRITE_BUFFERED)) {
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        return;
+    }
+
+    if (wev->delayed || (wev->timer_set && !progress)) {
+        return; /* limit_rate's own timer; or no progress to count */
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    ngx_add_timer(wev, clcf->send_timeout);
 }
 
 
@@ -640,13 +674,29 @@ ngx_http_ragq_stream_timer(ngx_event_t *ev)
 }
 
 
-/* the client can take more of what is buffered */
+/* the client can take more of what is buffered, or took none for long */
 static void
 ngx_http_ragq_stream_writer(ngx_http_request_t *r)
 {
-    if (r->header_sent && ngx_http_output_filter(r, NULL) == NGX_ERROR) {
+    ngx_connection_t *c = r->connection;
+
+    if (c->write->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
+        c->timedout = 1;
         ngx_http_ragq_finalize(r, NGX_ERROR);
+        return;
     }
+
+    if (!r->header_sent) {
+        return;
+    }
+
+    if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
+        ngx_http_ragq_finalize(r, NGX_ERROR);
+        return;
+    }
+
+    ngx_http_ragq_stream_send_timer(r, 1);
 }
 
 

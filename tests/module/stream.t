@@ -120,7 +120,7 @@ EOF
       unless defined $block->no_error_log;
 });
 
-plan tests => 119;
+plan tests => 129;
 run_tests();
 
 __DATA__
@@ -478,3 +478,40 @@ open socket
 --- no_shutdown_error_log
 [alert]
 open socket
+
+
+
+=== TEST 13: a client that stops reading: closed after send_timeout without reading, its stream gone
+--- config
+location = /job-stream { ragq_prefix st; ragq_stream; send_timeout 1s; }
+location = /metrics { ragq_metrics; }
+--- init
+use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
+use IO::Select;
+main::seed('st', $::Id, status => 'started');
+main::subscribed();
+socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
+connect($s, pack_sockaddr_in(main::server_port(), inet_aton('127.0.0.1'))) or die "connect: $!";
+syswrite $s, "GET /job-stream?job_id=$::Id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+Test::More::ok(main::wait_until('the stream', sub { main::numsub("st:out:$::Id") == 1 }),
+    'the stream is open');
+# 8 MB of answer, far past what the sockets hold: nginx's writes block
+main::publish_batch('st', $::Id, $_, 'x' x 32768) for 1 .. 256;
+Test::More::ok(main::wait_until('the stream closed', sub { main::numsub("st:out:$::Id") == 0 }),
+    'closed after send_timeout (1 s) with output unread: no subscription remains');
+my ($got, $eof, $sel) = ('', 0, IO::Select->new($s));
+my $deadline = Time::HiRes::time() + 5;
+while (!$eof && Time::HiRes::time() < $deadline) {
+    next unless $sel->can_read(0.2);
+    $eof = 1 unless sysread($s, $got, 65536, length $got);
+}
+close $s;
+Test::More::ok($eof, 'the connection is closed');
+Test::More::cmp_ok(length $got, '<', 8 * 1024 * 1024, 'the client got part of the answer, then the close');
+Test::More::unlike($got, qr/event: done/, 'and no done: the job did not end');
+--- request eval
+"GET /metrics"
+--- response_body_like: ragq_streams 0\n
+--- error_log
+client timed out
