@@ -244,8 +244,9 @@ START_TEST(repeated_keys_in_big_objects)
     big[o] = '\0';
     s = ragq_jv_to_json(parse(big));
     ck_assert_ptr_nonnull(s);
-    for (p = s; (p = strstr(p, "\"m")) != NULL; p++) {
-        keys++;
+    /* by hand: ASan's strstr reads the whole rest of s on every call */
+    for (p = s; *p; p++) {
+        keys += p[0] == '"' && p[1] == 'm';
     }
     ck_assert_uint_eq(keys, n / 2);
     /* the first key, with the value of its repeat */
