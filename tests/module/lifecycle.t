@@ -5,7 +5,7 @@
 use Test::Nginx::Socket;
 use Ragq::Valkey;
 use Ragq::ValkeyHA;
-use Ragq::Sse qw(send_get read_all read_until parse);
+use Ragq::Sse qw(send_get read_all read_until parse wait_until);
 use POSIX ();
 use Time::HiRes ();
 
@@ -47,30 +47,12 @@ sub master_pid {
     return $pid;
 }
 
-# polls until cond is true (or 10 s)
-sub wait_until {
-    my ($what, $cond) = @_;
-    my $deadline = Time::HiRes::time() + 10;
-    while (Time::HiRes::time() < $deadline) {
-        return 1 if $cond->();
-        Time::HiRes::sleep(0.02);
-    }
-    Test::More::diag("timed out waiting for $what");
-    return 0;
-}
-
-sub numsub {
-    my ($ch) = @_;
-    my @r = $main::V->cli_list('PUBSUB', 'NUMSUB', $ch);
-    return $r[1] // 0;
-}
-
 # A job of our server, started: a long-poll on it waits, a stream stays open.
 sub seed_started {
     $main::V->cli('DEL', "sd:job:$main::Id", "sd:out:$main::Id");
     $main::V->cli('HSET', "sd:job:$main::Id", 'query', 'q', 'tenant', '',
         'created_at', '1', 'attempts', '1', 'status', 'started');
-    wait_until('the events subscription', sub { numsub('sd:events') >= 1 });
+    wait_until('the events subscription', sub { Ragq::Sse::numsub('sd:events', $main::V) >= 1 });
 }
 
 # The sanitizer reports written so far (RAGQ_ASAN=1 runs; tests/asan-nginx).

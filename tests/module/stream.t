@@ -14,7 +14,8 @@
 use utf8;
 use Test::Nginx::Socket;
 use Ragq::Valkey;
-use Ragq::Sse qw(send_get send_post read_all read_until parse events text_of ids_of kinds_of);
+use Ragq::Sse qw(send_get send_post read_all read_until parse events text_of ids_of kinds_of
+                 numsub wait_until);
 use JSON::PP;
 use Encode qw(encode_utf8);
 use POSIX ();
@@ -73,24 +74,6 @@ sub finish {
     my ($prefix, $id, $status, @fields) = @_;
     Ragq::Valkey::cmd('HSET', "$prefix:job:$id", status => $status, @fields);
     Ragq::Valkey::cmd('PUBLISH', "$prefix:events", "$id $status");
-}
-
-sub numsub {
-    my ($ch) = @_;
-    my @r = Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', $ch);
-    return $r[1] // 0;
-}
-
-# polls until cond is true (or 10 s)
-sub wait_until {
-    my ($what, $cond) = @_;
-    my $deadline = Time::HiRes::time() + 10;
-    while (Time::HiRes::time() < $deadline) {
-        return 1 if $cond->();
-        Time::HiRes::sleep(0.02);
-    }
-    Test::More::diag("timed out waiting for $what");
-    return 0;
 }
 
 sub subscribed { wait_until('the events subscription', sub { numsub('st:events') >= 1 }) }

@@ -11,7 +11,7 @@
 use Test::Nginx::Socket;
 use Ragq::Valkey;
 use Ragq::SlowProxy;
-use Ragq::Sse qw(send_get read_all read_until parse events kinds_of);
+use Ragq::Sse qw(send_get read_all read_until parse events kinds_of numsub wait_until);
 use IO::Socket::INET ();
 use JSON::PP;
 use Time::HiRes ();
@@ -34,23 +34,6 @@ sub seed {
     Ragq::Valkey::cmd('DEL', "sc:job:$id", "sc:out:$id");
     Ragq::Valkey::cmd('HSET', "sc:job:$id", query => 'q', tenant => '',
         created_at => '1', attempts => '1', @fields);
-}
-
-sub numsub {
-    my @r = Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', $_[0]);
-    return $r[1] // 0;
-}
-
-# polls until cond is true (or 10 s)
-sub wait_until {
-    my ($what, $cond) = @_;
-    my $deadline = Time::HiRes::time() + 10;
-    while (Time::HiRes::time() < $deadline) {
-        return 1 if $cond->();
-        Time::HiRes::sleep(0.02);
-    }
-    Test::More::diag("timed out waiting for $what");
-    return 0;
 }
 
 # $conns keep-alive connections, $n GET /job-status each, all written at

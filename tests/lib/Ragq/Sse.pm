@@ -4,7 +4,8 @@
 # and read with poll), reading them until a condition or their end, and
 # taking a response apart: status, headers, the de-chunked body, its events
 # ({event, id, data, retry}) and comments, the text of the token events
-# after the last reset. Used by tests/module/stream.t and
+# after the last reset; waiting for nginx's subscriptions (PUBSUB NUMSUB).
+# Used by the tests/module/ stream and lifecycle tests and
 # tests/worker/stream_nginx.t.
 package Ragq::Sse;
 
@@ -17,9 +18,10 @@ use IO::Socket::INET ();
 use JSON::PP ();
 use Encode qw(encode_utf8);
 use Time::HiRes ();
+use Ragq::Valkey ();
 
 our @EXPORT_OK = qw(send_get send_post read_all read_until parse events text_of ids_of
-                    kinds_of);
+                    kinds_of numsub wait_until);
 
 sub send_get {
     my ($path, $headers) = @_;
@@ -132,5 +134,26 @@ sub text_of {
 
 sub ids_of { join ',', map { $_->{id} } grep { defined $_->{id} } @{ $_[0] } }
 sub kinds_of { join ',', map { $_->{event} // 'retry' } @{ $_[0] } }
+
+# The subscribers of a channel: on the shared test server, or on $server
+# (a Ragq::ValkeyHA server) when given.
+sub numsub {
+    my ($ch, $server) = @_;
+    my @r = $server ? $server->cli_list('PUBSUB', 'NUMSUB', $ch)
+                    : Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', $ch);
+    return $r[1] // 0;
+}
+
+# Polls until $cond is true (1) or 10 s have passed (0, with a diagnostic).
+sub wait_until {
+    my ($what, $cond) = @_;
+    my $deadline = Time::HiRes::time() + 10;
+    while (Time::HiRes::time() < $deadline) {
+        return 1 if $cond->();
+        Time::HiRes::sleep(0.02);
+    }
+    Test::More::diag("timed out waiting for $what");
+    return 0;
+}
 
 1;
