@@ -135,23 +135,33 @@ ragq_upstream_error_set(ragq_upstream_error_t *err, int http_status,
     set_message(err, tmp, strlen(tmp));
 }
 
-/* Seconds (possibly fractional) or milliseconds as a plain number; -1 when
- * it is not one. */
+/* Seconds or milliseconds as decimal digits with an optional fraction
+ * ("7", "1.5"); -1 when it is anything else. strtod alone would also take
+ * hex ("0x10"), exponents ("1e3"), signs, "inf" and "nan". */
 static long
 parse_delay(const char *v, double unit_ms)
 {
-    char  *end;
-    double d;
+    const char *p;
+    char       *end;
+    double      d;
+    size_t      digits = 0, dots = 0;
 
     while (isspace((unsigned char) *v)) {
         v++;
     }
-    if (!isdigit((unsigned char) *v) && *v != '.') {
-        return -1; /* no sign, no "inf", no "nan" */
+    for (p = v; isdigit((unsigned char) *p) || *p == '.'; p++) {
+        if (*p == '.') {
+            dots++;
+        } else {
+            digits++;
+        }
+    }
+    if (digits == 0 || dots > 1) {
+        return -1;
     }
     errno = 0;
     d = strtod(v, &end);
-    if (end == v || errno == ERANGE) {
+    if (end != p || errno == ERANGE) {
         return -1;
     }
     while (isspace((unsigned char) *end)) {

@@ -493,6 +493,21 @@ START_TEST(err_retry_after_forms)
     ck_assert_int_eq(e.retry_after_ms, -1);
     classify(&e, "chat", 429, "99999999999999", NULL, "");
     ck_assert(e.retry_after_ms > 0);
+    /* Only decimal digits: strtod's other forms are not delays. */
+    classify(&e, "chat", 429, "0x10", NULL, "");
+    ck_assert_int_eq(e.retry_after_ms, -1);
+    classify(&e, "chat", 429, "1e3", NULL, "");
+    ck_assert_int_eq(e.retry_after_ms, -1);
+    classify(&e, "chat", 429, "2", "1E2", "");
+    ck_assert_int_eq(e.retry_after_ms, 2000);
+    classify(&e, "chat", 429, "+3", NULL, "");
+    ck_assert_int_eq(e.retry_after_ms, -1);
+    classify(&e, "chat", 429, ".", NULL, "");
+    ck_assert_int_eq(e.retry_after_ms, -1);
+    classify(&e, "chat", 429, "1.2.3", NULL, "");
+    ck_assert_int_eq(e.retry_after_ms, -1);
+    classify(&e, "chat", 429, ".5", NULL, "");
+    ck_assert_int_eq(e.retry_after_ms, 500);
 
     /* HTTP-date, 30 s from now. */
     t = time(NULL) + 30;
