@@ -217,15 +217,11 @@ keep_copy(char **dst, char *src)
 static int
 add_refusal(ragq_chat_stream_t *s, const char *text, size_t len)
 {
-    size_t have = s->refusal ? strlen(s->refusal) : 0;
-    char  *r = realloc(s->refusal, have + len + 1);
-
-    if (r == NULL) {
+    /* grown by doubling: a refusal sent a few bytes an event, up to the
+     * body's cap, stays linear */
+    if (put(&s->refusal, &s->refusallen, &s->refusalcap, text, len) != 0) {
         return fail(s, "internal_error", "out of memory", NULL);
     }
-    memcpy(r + have, text, len);
-    r[have + len] = '\0';
-    s->refusal = r;
     return 0;
 }
 

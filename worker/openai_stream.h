@@ -43,6 +43,7 @@ typedef struct {
     unsigned char      pend[4];           /* an incomplete UTF-8 character */
     size_t             npend;
     char              *usage_json, *refusal;
+    size_t             refusallen, refusalcap;
     char              *unesc; /* a content with escapes, unescaped */
     size_t             unesccap;
     int                jsonr_only; /* tests: no openai_chunk.c fast path */

@@ -314,6 +314,37 @@ START_TEST(empty_and_refusal)
 }
 END_TEST
 
+/* A refusal sent in many events is kept whole and in order, up to the
+ * body's cap (it used to be re-measured with strlen on every event). */
+START_TEST(refusal_in_many_events)
+{
+#define AB10  "abababababababababab"
+#define AB100 AB10 AB10 AB10 AB10 AB10 AB10 AB10 AB10 AB10 AB10
+    /* 10,000 events of 400 bytes: 4 MB, the body's cap */
+    static const char  ev[] = CHUNK("{\"refusal\":\"" AB100 AB100 "\"}") "\n\n";
+    size_t             n = 20000, i;
+    ragq_chat_stream_t s;
+    pieces_t           pc;
+    char              *answer = NULL, *usage = NULL;
+
+    memset(&pc, 0, sizeof(pc));
+    ragq_chat_stream_init(&s, on_piece, &pc);
+    s.jsonr_only = jsonr_only;
+    for (i = 0; i < n; i++) {
+        ck_assert_int_eq(ragq_chat_stream_feed(&s, ev, sizeof(ev) - 1), 0);
+    }
+    ck_assert_int_eq(ragq_chat_stream_feed(&s, "data: [DONE]\n\n", 14), 0);
+    ck_assert_int_eq(ragq_chat_stream_end(&s, &answer, &usage), -1);
+    ck_assert_str_eq(s.err.code, "model_refused");
+    ck_assert_uint_eq(s.refusallen, 400 * n);
+    ck_assert_uint_eq(strlen(s.refusal), 400 * n);
+    ck_assert(strncmp(s.err.message, "ababab", 6) == 0);
+    ragq_chat_stream_free(&s);
+#undef AB100
+#undef AB10
+}
+END_TEST
+
 START_TEST(server_ignores_stream)
 {
     /* one chat.completion object: one piece, the usage kept */
@@ -439,6 +470,7 @@ ragq_suite_openai_stream(void)
     tcase_add_test(tc, cut_short);
     tcase_add_test(tc, error_events);
     tcase_add_test(tc, empty_and_refusal);
+    tcase_add_test(tc, refusal_in_many_events);
     tcase_add_test(tc, server_ignores_stream);
     tcase_add_test(tc, nothing_after_done);
     tcase_add_test(tc, chunk_shapes);
