@@ -98,7 +98,14 @@ arena_reset(ragq_jdoc_t *doc, size_t need)
 void
 ragq_jdoc_free(ragq_jdoc_t *doc)
 {
-    arena_reset(doc, 0);
+    arena_blk_t *b = doc->blocks, *next;
+
+    /* every block: arena_reset keeps the first one for the next parse */
+    for (; b != NULL; b = next) {
+        next = b->next;
+        free(b);
+    }
+    doc->blocks = NULL;
 }
 
 static void
@@ -169,8 +176,8 @@ ragq_json_escapes_ok(const char *in, size_t n)
     return 1;
 }
 
-int
-ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen)
+static int
+unescape(const char *in, size_t n, char *out, size_t *outlen, int lone)
 {
     const unsigned char *r = (const unsigned char *) in, *q = r + n;
     size_t               o = 0;
@@ -221,7 +228,7 @@ ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen)
                 lo <= 0xdfff) {
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 r += 6;
-            } else if (cp >= 0xd800 && cp <= 0xdfff) {
+            } else if (cp >= 0xd800 && cp <= 0xdfff && !lone) {
                 cp = 0xfffd; /* a lone surrogate has no UTF-8 form */
             }
             /* \uXXXX is 6 bytes in, at most 3 out; a pair 12 in, 4 out. */
@@ -234,6 +241,18 @@ ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen)
     out[o] = '\0';
     *outlen = o;
     return 0;
+}
+
+int
+ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen)
+{
+    return unescape(in, n, out, outlen, 0);
+}
+
+int
+ragq_json_unescape_lone(const char *in, size_t n, char *out, size_t *outlen)
+{
+    return unescape(in, n, out, outlen, 1);
 }
 
 /* At the opening quote; *out / *outlen get the unescaped copy. */
@@ -268,8 +287,8 @@ parse_string(parser_t *ps, const char **out, size_t *outlen)
         memcpy(buf, s, (size_t) (q - s));
         buf[q - s] = '\0';
         *outlen = (size_t) (q - s);
-    } else if (ragq_json_unescape((const char *) s, (size_t) (q - s), buf,
-                                  outlen) != 0) {
+    } else if (unescape((const char *) s, (size_t) (q - s), buf, outlen,
+                        ps->doc->lone_surrogates) != 0) {
         return -1;
     }
     *out = buf;

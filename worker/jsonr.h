@@ -44,6 +44,10 @@ struct ragq_jv_s {
 /* Owns the memory of one parsed text; reusable (ragq_jdoc_parse resets). */
 typedef struct {
     void *blocks; /* arena blocks, the first one kept between parses */
+    /* 1: an escaped lone UTF-16 surrogate is kept in its 3-byte form (ED A0
+     * 80..ED BF BF, not valid UTF-8) rather than made U+FFFD, so that a
+     * reader of pieces can join a pair split between two strings */
+    int lone_surrogates;
 } ragq_jdoc_t;
 
 #define RAGQ_JDOC_INIT \
@@ -65,6 +69,10 @@ void       ragq_jdoc_free(ragq_jdoc_t *doc);
  * *outlen.  -1 for an escape RFC 8259 does not have.
  */
 int ragq_json_unescape(const char *in, size_t n, char *out, size_t *outlen);
+
+/* The same, a lone surrogate kept in its 3-byte form (see ragq_jdoc_t). */
+int ragq_json_unescape_lone(const char *in, size_t n, char *out,
+                            size_t *outlen);
 
 /*
  * 1 when every escape in the n bytes between a string's quotes is one

@@ -21,7 +21,8 @@
 #define BAD "bad_upstream_response"
 
 /* Chunks are parsed into this (one at a time, single-threaded). */
-static ragq_jdoc_t chunk_doc = RAGQ_JDOC_INIT;
+/* lone surrogates kept: add_text joins a pair split between two events */
+static ragq_jdoc_t chunk_doc = {NULL, 1};
 
 void
 ragq_chat_stream_init(ragq_chat_stream_t *s, ragq_chat_piece_cb on_piece,
@@ -121,6 +122,35 @@ incomplete(const unsigned char *p, size_t n)
 }
 
 /*
+ * A UTF-16 surrogate in its 3-byte form (ED A0 80..ED BF BF): 1 high, 2
+ * low, 0 neither.  Content gets one from an escaped lone surrogate (a
+ * server that splits text between UTF-16 units sends "\ud83d", then
+ * "\ude00" in the next event), or raw from a CESU-8 writer.
+ */
+static int
+surrogate(const unsigned char *p, size_t n)
+{
+    if (n < 3 || p[0] != 0xed || p[1] < 0xa0 || p[1] > 0xbf || p[2] < 0x80 ||
+        p[2] > 0xbf) {
+        return 0;
+    }
+    return p[1] < 0xb0 ? 1 : 2;
+}
+
+/* A high and a low surrogate (3 bytes each) as the one character they make. */
+static int
+put_pair(ragq_chat_stream_t *s, const unsigned char *hi,
+         const unsigned char *lo)
+{
+    uint32_t h = ((uint32_t) (hi[1] & 0x0f) << 6) | (hi[2] & 0x3f);
+    uint32_t l = ((uint32_t) (lo[1] & 0x0f) << 6) | (lo[2] & 0x3f);
+    char     out[4];
+
+    ragq_utf8_put(0x10000 + (h << 10) + l, out);
+    return put(&s->answer, &s->anslen, &s->anscap, out, 4);
+}
+
+/*
  * Appends text to the answer as valid UTF-8 and hands out what was added.
  * final: the body ended, so a held-back tail is invalid after all.
  */
@@ -130,6 +160,23 @@ add_text(ragq_chat_stream_t *s, const char *text, size_t len, int final)
     size_t         start = s->anslen, i = 0, n, k;
     unsigned char *p;
     unsigned char  tmp[8];
+
+    /* A high surrogate held back: joined by a low one, or U+FFFD. */
+    if (s->npend == 3 && surrogate(s->pend, 3) == 1) {
+        if (len == 0 && !final) {
+            return 0;
+        }
+        if (surrogate((const unsigned char *) text, len) == 2) {
+            if (put_pair(s, s->pend, (const unsigned char *) text) != 0) {
+                return -1;
+            }
+            i = 3;
+        } else if (put(&s->answer, &s->anslen, &s->anscap,
+                       RAGQ_UTF8_REPLACEMENT, 3) != 0) {
+            return -1;
+        }
+        s->npend = 0;
+    }
 
     /* The held-back bytes first, completed by the start of text. */
     while (s->npend > 0) {
@@ -181,6 +228,21 @@ add_text(ragq_chat_stream_t *s, const char *text, size_t len, int final)
             memcpy(s->pend, p + i, len - i);
             s->npend = len - i;
             break;
+        }
+        if ((n = surrogate(p + i, len - i)) != 0) {
+            if (n == 1 && surrogate(p + i + 3, len - i - 3) == 2) {
+                if (put_pair(s, p + i, p + i + 3) != 0) {
+                    return -1;
+                }
+                i += 6;
+                continue;
+            }
+            if (n == 1 && len - i == 3 && !final) {
+                memcpy(s->pend, p + i, 3); /* its pair may come next */
+                s->npend = 3;
+                break;
+            }
+            i += 2; /* one U+FFFD for the three bytes */
         }
         if (put(&s->answer, &s->anslen, &s->anscap, RAGQ_UTF8_REPLACEMENT, 3) !=
             0) {
@@ -258,7 +320,7 @@ on_chunk(ragq_chat_stream_t *s, const ragq_chat_chunk_t *ck)
         if (grow(&s->unesc, &s->unesccap, len + 1) != 0) {
             return fail(s, "internal_error", "out of memory", NULL);
         }
-        if (ragq_json_unescape(text, len, s->unesc, &len) != 0) {
+        if (ragq_json_unescape_lone(text, len, s->unesc, &len) != 0) {
             /* openai_chunk.c declined bad escapes (ragq_json_escapes_ok):
              * kept so that a change there cannot pass an event on */
             return fail(s, BAD, "chat stream: a bad escape in content", NULL);

@@ -75,6 +75,31 @@ START_TEST(strings)
 }
 END_TEST
 
+/* A document that keeps lone surrogates has them in their 3-byte form; a
+ * pair is still one character.  The same for ragq_json_unescape_lone. */
+START_TEST(lone_surrogates_kept)
+{
+    ragq_jdoc_t       lone = {NULL, 1};
+    static const char text[] =
+        "[\"\\ud83dx\", \"\\uDE00\", \"\\ud83d\\ude00\"]";
+    ragq_jv_t *r = ragq_jdoc_parse(&lone, text, sizeof(text) - 1);
+    char       out[16];
+    size_t     n;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_str_eq(r->child->str, "\xed\xa0\xbdx");
+    ck_assert_str_eq(r->child->next->str, "\xed\xb8\x80");
+    ck_assert_str_eq(r->child->next->next->str, "\xf0\x9f\x98\x80");
+    ragq_jdoc_free(&lone);
+    ck_assert_ptr_null(lone.blocks);
+    ck_assert_int_eq(ragq_json_unescape_lone("\\ud800", 6, out, &n), 0);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_str_eq(out, "\xed\xa0\x80");
+    ck_assert_int_eq(ragq_json_unescape("\\ud800", 6, out, &n), 0);
+    ck_assert_str_eq(out, "\xef\xbf\xbd");
+}
+END_TEST
+
 /* ragq_json_escapes_ok says yes exactly when ragq_json_unescape succeeds. */
 START_TEST(escapes_checked_as_unescaped)
 {
@@ -277,6 +302,9 @@ START_TEST(arena_reuse)
     ragq_jdoc_free(&doc);
     ck_assert_uint_eq(parse("[1,2]")->len, 2);
     ragq_jdoc_free(&doc);
+    /* freed for good: a document on the stack (callback.c's) must not keep
+     * its first block, or every callback leaked 16 kB */
+    ck_assert_ptr_null(doc.blocks);
 }
 END_TEST
 
@@ -288,6 +316,7 @@ ragq_suite_jsonr(void)
 
     tcase_add_test(tc, values);
     tcase_add_test(tc, strings);
+    tcase_add_test(tc, lone_surrogates_kept);
     tcase_add_test(tc, escapes_checked_as_unescaped);
     tcase_add_test(tc, not_json);
     tcase_add_test(tc, depth);

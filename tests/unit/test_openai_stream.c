@@ -256,6 +256,48 @@ START_TEST(utf8_split_across_deltas)
 }
 END_TEST
 
+/* clang-format off */
+/* A server that splits text between UTF-16 units (a JavaScript gateway
+ * slicing strings) sends an emoji's surrogates escaped in two events: the
+ * pair is joined, never two U+FFFD.  A surrogate left alone is one U+FFFD. */
+#define SMILE "\xf0\x9f\x98\x80"
+#define FFFD  "\xef\xbf\xbd"
+START_TEST(surrogates_split_across_deltas)
+{
+    check_body(CHUNK("{\"content\":\"a\\ud83d\"}") "\n\n"
+               CHUNK("{\"content\":\"\\ude00b\"}") "\n\n"
+               "data: [DONE]\n\n",
+               0, "a" SMILE "b", NULL, NULL);
+    /* upper-case hex; an empty delta between the halves */
+    check_body(CHUNK("{\"content\":\"\\uD83D\"}") "\n\n"
+               CHUNK("{\"content\":\"\"}") "\n\n"
+               CHUNK("{\"content\":\"\\uDE00\"}") "\n\n"
+               "data: [DONE]\n\n",
+               0, SMILE, NULL, NULL);
+    /* a high one followed by text, by another high one, or by the end */
+    check_body(CHUNK("{\"content\":\"x\\ud83d\"}") "\n\n"
+               CHUNK("{\"content\":\"y\\ud83d\"}") "\n\n"
+               CHUNK("{\"content\":\"\\ud83d\"}") "\n\n"
+               CHUNK("{\"content\":\"\\ude00\\ud83d\"}") "\n\n"
+               "data: [DONE]\n\n",
+               0, "x" FFFD "y" FFFD SMILE FFFD, NULL, NULL);
+    /* a low one alone, within one delta and at the start of one */
+    check_body(CHUNK("{\"content\":\"p\\ude00q\"}") "\n\n"
+               CHUNK("{\"content\":\"\\ude00\"}") "\n\n"
+               "data: [DONE]\n\n",
+               0, "p" FFFD "q" FFFD, NULL, NULL);
+    /* CESU-8 (surrogates as raw 3-byte forms), whole and split */
+    check_body(CHUNK("{\"content\":\"\xed\xa0\xbd\xed\xb8\x80\"}") "\n\n"
+               CHUNK("{\"content\":\"\xed\xa0\xbd\"}") "\n\n"
+               CHUNK("{\"content\":\"\xed\xb8\x80.\"}") "\n\n"
+               "data: [DONE]\n\n",
+               0, SMILE SMILE ".", NULL, NULL);
+}
+END_TEST
+#undef SMILE
+#undef FFFD
+/* clang-format on */
+
 START_TEST(invalid_bytes_and_nul)
 {
     /* an invalid byte and a NUL become U+FFFD; a tail cut by the end too */
@@ -465,6 +507,7 @@ ragq_suite_openai_stream(void)
     tcase_add_test(tc, multi_line_data);
     tcase_add_test(tc, utf8_everywhere);
     tcase_add_test(tc, utf8_split_across_deltas);
+    tcase_add_test(tc, surrogates_split_across_deltas);
     tcase_add_test(tc, invalid_bytes_and_nul);
     tcase_add_test(tc, finish_without_done);
     tcase_add_test(tc, cut_short);
