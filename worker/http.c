@@ -13,7 +13,9 @@
  *
  * Streamed answers are read on a tick once they have been coming for 50 ms
  * ("paced reads": http_pace.c and DEVELOPERS.md "Answer streams"), not per
- * token.
+ * token.  One whose consumer says it has ended (an SSE "[DONE]") completes
+ * after the socket action that read its end, whether or not the server
+ * ends the body (ragq_http_check_done).
  *
  * Cleartext (http://) requests with no proxy go to http1.c, the worker's
  * own HTTP/1.1 client, unless RAGQ_HTTP_CLIENT=curl: curl's per-transfer
@@ -91,6 +93,12 @@ ragq_http_release(ragq_http_req_t *req)
         req->next->prev = req->prev;
     }
     http->active--;
+    if (req->ended) {
+        if (req->origin == NULL) {
+            http->nended--;
+        }
+        req->ended = 0;
+    }
     if (req->origin) {
         ragq_h1_cancel(req);
     } else {
@@ -224,16 +232,32 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     ragq_http_req_t *req = userdata;
     size_t           n = size * nmemb;
     long             code = 0;
+    int              ended = req->ended, rc;
 
     if (req->on_data) {
         curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
     }
-    return ragq_http_take(req, ptr, n, code) == 0 ? n : 0;
+    rc = ragq_http_take(req, ptr, n, code);
+    if (rc == RAGQ_HTTP_DATA_END) {
+        /* Taken (not a short count, which would fail the transfer and
+         * close its connection): curl goes on with the bytes it has read,
+         * and ragq_http_check_done completes the transfer after. */
+        if (!ended) {
+            req->http->nended++;
+        }
+        return n;
+    }
+    return rc == 0 ? n : 0;
 }
 
 int
 ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n, long code)
 {
+    int rc;
+
+    if (req->ended) {
+        return RAGQ_HTTP_DATA_END; /* past the end on_data saw: dropped */
+    }
     if (req->on_data && code >= 200 && code <= 299) {
         /* Streamed: the same cap, counted, nothing kept. */
         if (n > req->max_answer - req->streamed) {
@@ -241,7 +265,11 @@ ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n, long code)
             return -1;
         }
         req->streamed += n;
-        if (req->on_data(ptr, n, req->data) != 0) {
+        if ((rc = req->on_data(ptr, n, req->data)) == RAGQ_HTTP_DATA_END) {
+            req->ended = 1;
+            return rc;
+        }
+        if (rc != 0) {
             return -1;
         }
         if (req->paced == CURL_SOCKET_BAD) {
@@ -355,7 +383,9 @@ ragq_http_check_done(ragq_http_t *http)
             continue;
         }
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-        if (msg->data.result == CURLE_OK) {
+        /* Ended by on_data, a failure after (the server closed without the
+         * body's end, a timeout) does not matter: its answer is whole. */
+        if (msg->data.result == CURLE_OK || req->ended) {
             curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
             ragq_http_finish(req, code, NULL, 0);
             continue;
@@ -368,6 +398,26 @@ ragq_http_check_done(ragq_http_t *http)
                          req->errbuf[0] ? req->errbuf
                                         : curl_easy_strerror(msg->data.result),
                          msg->data.result == CURLE_OPERATION_TIMEDOUT);
+    }
+    /*
+     * Transfers whose on_data has its answer (RAGQ_HTTP_DATA_END), and
+     * whose body did not end in the bytes curl had read: completed now, not
+     * when the server ends the body (it may never, or only at the timeout).
+     * Removed unfinished from the multi handle, such a transfer's
+     * connection is closed (an HTTP/2 stream is reset), never reused.
+     */
+    while (http->nended > 0) {
+        ragq_http_req_t *req;
+        long             code = 0;
+
+        for (req = http->reqs; req && !(req->ended && req->origin == NULL);
+             req = req->next) {
+        }
+        if (req == NULL) {
+            break;
+        }
+        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
+        ragq_http_finish(req, code, NULL, 0); /* nended-- on release */
     }
 }
 

@@ -85,11 +85,19 @@ ragq_http_req_t *ragq_http_post_headers(ragq_http_t *http, const char *url,
 
 /*
  * Receives the body of a 2xx answer as it arrives (streamed chat answers),
- * instead of buffering it: resp->body is then empty.  Non-zero stops the
- * transfer (the callback then sees status 0).  Called from inside curl: it
- * must not start or cancel requests.
+ * instead of buffering it: resp->body is then empty.  Returns 0 for more,
+ * -1 to stop the transfer (the callback then sees status 0), or
+ * RAGQ_HTTP_DATA_END when it has all it wants although the body may go on
+ * (an SSE stream's "data: [DONE]", which ends it whatever the server does
+ * next): nothing more is handed to it, and the request completes with its
+ * status as soon as the bytes already read are parsed, without waiting for
+ * the end of the body; its connection is closed then unless the body did
+ * end among those bytes.  Called from inside curl: it must not start or
+ * cancel requests.
  */
 typedef int (*ragq_http_data_cb)(const char *buf, size_t n, void *data);
+
+#define RAGQ_HTTP_DATA_END 1
 
 /* Streams the answer of a request just started to on_data (same data). */
 void ragq_http_stream(ragq_http_req_t *req, ragq_http_data_cb on_data);

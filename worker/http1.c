@@ -10,7 +10,10 @@
  * parser (http1_parse.c).  Names, addresses, connecting and the queue of
  * waiting requests are http1_origin.c's.  A request goes out in one
  * sendmsg of its head and body; the answer is read as it comes, its body
- * handed to http.c's ragq_http_take, like curl's.  A kept connection
+ * handed to http.c's ragq_http_take, like curl's; once that says the
+ * streamed answer has ended (RAGQ_HTTP_DATA_END), the request completes
+ * with the bytes already read, and its connection is kept only if the
+ * body ended among them.  A kept connection
  * that dies before the first byte of its answer (the server closed it
  * while idle) sends the request once more on a new one, as curl does.
  * Callbacks never run from inside a call of the job pipeline: failures
@@ -375,6 +378,13 @@ conn_parse(ragq_h1_conn_t *c)
                 memmove(c->buf, c->buf + off, c->len - off);
                 c->len -= off;
             }
+            if (req->ended) {
+                /* on_data has its answer; the body's end is not here
+                 * yet, and not waited for: the answer is complete, the
+                 * connection (amid a body) is closed. */
+                conn_done(c, 0);
+                return -1;
+            }
             return 0;
         case RAGQ_H1_HEADER:
             off += used;
@@ -405,7 +415,7 @@ conn_parse(ragq_h1_conn_t *c)
             break;
         case RAGQ_H1_BODY:
             off += used;
-            if (ragq_http_take(req, p->data, p->len, p->status) != 0) {
+            if (ragq_http_take(req, p->data, p->len, p->status) < 0) {
                 conn_close(c);
                 ragq_h1_req_fail(req, "answer not taken", 0);
                 return -1;
@@ -417,6 +427,10 @@ conn_parse(ragq_h1_conn_t *c)
             conn_done(c, 1);
             return -1;
         case RAGQ_H1_ERROR:
+            if (req->ended) {
+                conn_done(c, 0); /* after the end on_data saw: whole */
+                return -1;
+            }
             conn_close(c);
             ragq_h1_req_fail(req, p->error, 0);
             return -1;

@@ -37,6 +37,7 @@ struct ragq_http_req_s {
     ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
     void             *own;      /* its own header list (curl_slist), or NULL */
     size_t            streamed; /* bytes handed to on_data */
+    int               ended;    /* on_data said RAGQ_HTTP_DATA_END */
     curl_socket_t     paced;    /* its fd while read on the tick, or BAD */
     uint64_t          first_body; /* when its streamed body began, or 0 */
     uint64_t          last_body;  /* when its streamed body last came */
@@ -110,6 +111,7 @@ struct ragq_http_s {
     ragq_http_req_t    *reqs;
     ragq_http_req_t    *idle; /* finished requests kept for reuse */
     size_t              active;
+    size_t              nended; /* curl transfers ended by on_data, running */
     long                connect_timeout_ms;
     uint64_t            pace_ms; /* the tick's period */
     ragq_http_headers_t hsets[RAGQ_HTTP_HEADER_SETS];
@@ -134,7 +136,10 @@ int  ragq_http_watch(ragq_http_t *http, curl_socket_t fd);
 void ragq_http_check_done(ragq_http_t *http);
 
 /* The body of an answer as it comes, for either client: kept (up to
- * max_answer) or handed to on_data; -1 stops the transfer. */
+ * max_answer) or handed to on_data; -1 stops the transfer;
+ * RAGQ_HTTP_DATA_END (then for every later call too, its bytes dropped):
+ * on_data has its answer, the request is to complete with the bytes
+ * already read (see ragq_http_data_cb). */
 int ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n,
                    long status);
 /* Calls back with the answer, or the failure (error non-NULL), and

@@ -530,9 +530,15 @@ on_chat_piece(const char *text, size_t len, void *data)
 static int
 on_chat_data(const char *buf, size_t n, void *data)
 {
-    ragq_job_t *job = data;
+    ragq_job_t         *job = data;
+    ragq_chat_stream_t *cs = job->chat_stream;
 
-    return ragq_chat_stream_feed(job->chat_stream, buf, n);
+    if (ragq_chat_stream_feed(cs, buf, n) != 0) {
+        return -1;
+    }
+    /* "[DONE]" ends the stream, whether or not the server ends its body
+     * (some hold it open): the request completes now. */
+    return cs->done ? RAGQ_HTTP_DATA_END : 0;
 }
 
 /* The extractive answer, sentence by sentence (a sentence ends after .!?

@@ -4,10 +4,12 @@
  * Events, fed in whatever pieces the network delivers (chunk boundaries
  * anywhere: inside a line, a CRLF, a UTF-8 character), lines ended by
  * CRLF, LF or CR, comments (": ..."), events of several "data:" lines,
- * "data: [DONE]" at the end, the text in choices[0].delta.content, the
- * usage object in the last chunk when stream_options.include_usage is
- * honoured (absent when the server ignores it).  A server that ignores
- * "stream" altogether and answers one JSON object is understood too.
+ * "data: [DONE]" at the end (nothing after it counts: s->done tells the
+ * caller it need not wait for the end of the body), the text in
+ * choices[0].delta.content, the usage object in the last chunk when
+ * stream_options.include_usage is honoured (absent when the server ignores it).
+ * A server that ignores "stream" altogether and answers one JSON object is
+ * understood too.
  *
  * The answer is made valid UTF-8 as it grows (an invalid byte becomes
  * U+FFFD, a NUL too; a character split across deltas is held back until
@@ -34,7 +36,7 @@ typedef struct {
     int                started;  /* past where a BOM may be (only first) */
     int                bom;      /* bytes of a BOM seen so far, 0..3 */
     int                after_cr; /* the last byte was CR (a LF may follow) */
-    int                done;     /* "data: [DONE]" seen */
+    int                done;     /* "data: [DONE]" seen: the stream is over */
     int                failed;   /* err says why; the rest is ignored */
     char              *line, *ev, *raw, *answer;
     size_t             linelen, linecap, evlen, evcap, rawlen, rawcap;

@@ -3,7 +3,7 @@
 # sockets where HTTP::Tiny would hide the behaviour.
 use strict;
 use warnings;
-use Test::More tests => 50;
+use Test::More tests => 54;
 use IO::Socket::INET;
 use IO::Select;
 use JSON::PP;
@@ -134,6 +134,23 @@ print $c "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: " . length(
 ok(!$closed && $got eq '', 'hang: no reply, connection kept open');
 close $c;
 is($s->request(POST => '/v1/embeddings', $emb)->{status}, 200, 'server fine after a hung client left');
+
+# --- stream_hold: the whole streamed answer and [DONE], then nothing (no terminal chunk)
+$s->fault({ path => '/v1/chat/completions', mode => 'stream_hold' });
+my $chat = encode_json({ model => 'm', stream => JSON::PP::true,
+                         messages => [{ role => 'user', content => 'x' }] });
+$c = sock();
+print $c "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " . length($chat)
+  . "\r\n\r\n$chat";
+($got, $closed) = read_for($c, 0.7);
+like($got, qr{^HTTP/1\.1 200.*Transfer-Encoding: chunked.*finish_reason":"stop".*data: \[DONE\]\n\n\r\n\z}s,
+     'stream_hold: the whole answer up to [DONE], chunked');
+ok(!$closed && $got !~ /Connection: close/i && $got !~ /\r\n0\r\n\r\n/,
+   'stream_hold: no terminal chunk, the connection kept open');
+close $c;
+is($s->request(POST => '/v1/chat/completions', { model => 'm', messages => [{ role => 'user', content => 'x' }] })->{status},
+   200, 'stream_hold: consumed, then normal answers');
+is($s->stats->{aborted}{'/v1/chat/completions'}, 1, 'stream_hold: the client leaving is counted aborted');
 
 # --- malformed
 $s->fault({ path => '/v1/embeddings', mode => 'malformed' });

@@ -342,7 +342,8 @@ class App:
             elif mode == "status":
                 return delay, self.fault_response(req, rule)
             else:
-                if mode in ("malformed", "slow_body", "stream_cut", "stream_stall"):
+                if mode in ("malformed", "slow_body", "stream_cut", "stream_stall",
+                            "stream_hold"):
                     return delay, (mode, rule, self.api_response(req))
                 return delay, (mode, rule, None)
         resp = self.api_response(req)
@@ -1245,7 +1246,7 @@ def default_qdrant_error(status):
 
 
 FAULT_MODES = ("status", "drop", "hang", "malformed", "slow_body", "delay", "reset", "flood",
-               "stream_cut", "stream_stall")
+               "stream_cut", "stream_stall", "stream_hold")
 
 
 def check_rule(r):
@@ -1567,6 +1568,18 @@ class HttpProtocol(asyncio.Protocol):
                 if mode == "stream_cut":
                     self.closed = True
                     self.transport.close()
+            elif mode == "stream_hold":
+                # The whole streamed answer, "data: [DONE]" included, then
+                # nothing: no terminal chunk, the connection held open
+                # (keep-alive, as a normal answer's) until the client leaves.
+                if not isinstance(resp, StreamResponse):
+                    self.perform(resp)
+                    return
+                self.transport.write(head_bytes(200, b"text/event-stream", None,
+                                                {"Cache-Control": "no-cache"},
+                                                not self.keep_alive))
+                for ev in resp.events:
+                    self.transport.write(b"%x\r\n%s\r\n" % (len(ev), ev))
             elif mode == "slow_body":
                 if isinstance(resp, StreamResponse):
                     resp = Response(200, b"".join(resp.events), b"text/event-stream")
