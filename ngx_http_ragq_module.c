@@ -4,8 +4,9 @@
  * constant heads of the hot commands) and the process lifecycle (the Valkey
  * connections of each worker). POST /chat is ngx_http_ragq_enqueue.c,
  * GET /job-status ngx_http_ragq_status.c and ngx_http_ragq_longpoll.c,
- * POST /job-cancel ngx_http_ragq_cancel.c, jobs
- * (ids, new jobs, the job view) ngx_http_ragq_job.c, request plumbing
+ * GET /job-stream ngx_http_ragq_stream.c, POST /job-cancel
+ * ngx_http_ragq_cancel.c, jobs (ids, the job view) ngx_http_ragq_job.c,
+ * new jobs ngx_http_ragq_job_new.c, request plumbing
  * ngx_http_ragq_request.c, JSON ngx_http_ragq_json.c, the Valkey
  * connections ngx_http_ragq_valkey.c and RESP ngx_http_ragq_resp.c.
  */
@@ -635,7 +636,8 @@ ngx_http_ragq_commands_init(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
 }
 
 
-/* one SUBSCRIBE per prefix that a ragq_status location reads */
+/* one SUBSCRIBE per prefix that a ragq_status or ragq_stream location
+ * reads */
 static ngx_int_t
 ngx_http_ragq_add_channel(ngx_conf_t *cf, ngx_http_ragq_loc_conf_t *lcf)
 {

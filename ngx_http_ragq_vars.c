@@ -1,9 +1,10 @@
 /*
  * ragq: the request context and the variables for log_format. A request
  * remembers the job it is about where its handler learns it (the 202 of
- * POST /chat, the answer of GET /job-status), because the job id lives in
- * the pending cell only until the reply; $ragq_job_id and $ragq_job_status
- * read it back, empty ("-" in an access log) for requests about no job.
+ * POST /chat, the answer of GET /job-status or POST /job-cancel, the start
+ * of GET /job-stream), because the job id lives in the pending cell only
+ * until the reply; $ragq_job_id and $ragq_job_status read it back, empty
+ * ("-" in an access log) for requests about no job.
  * $ragq_version is the module's version.
  */
 

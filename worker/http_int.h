@@ -1,7 +1,8 @@
 /*
- * http_int.h: what http.c (libcurl multi on the worker's loop) and
- * http_pace.c (the paced reads of streamed answers) share, and nobody else:
- * a request's and the client's state, and the calls between the two files.
+ * http_int.h: what http.c (libcurl multi on the worker's loop), http_pace.c
+ * (the paced reads of streamed answers) and the own HTTP/1.1 client
+ * (http1.c, http1_head.c, http1_origin.c) share, and nobody else: a
+ * request's and the client's state, and the calls between these files.
  */
 
 #ifndef RAGQ_HTTP_INT_H

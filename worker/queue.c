@@ -1,6 +1,7 @@
 /*
- * queue.c: the queue of queue.h: its two connections (valkey_conn.h), the
- * timers of the keep-alive of entries held and of the sweep of dead
+ * queue.c: the queue of queue.h: its claim and command connections
+ * (valkey_conn.h; the third, subscribed to P:cancel, is queue_cancel.c's),
+ * the timers of the keep-alive of entries held and of the sweep of dead
  * consumers (queue_keep.c), start-up and the graceful stop, and what
  * persistent Valkey errors do to all of that (never spin: see "faults").
  * How stream entries come to this worker (slots, XREADGROUP, XAUTOCLAIM,

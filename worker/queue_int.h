@@ -1,7 +1,9 @@
 /*
  * queue_int.h: what the queue's files (queue.c, queue_claim.c, queue_job.c,
- * queue_keep.c, queue_out.c, queue_cancel.c) share, and nobody else: the
- * queue's state and the calls between them.
+ * queue_keep.c, queue_out.c, queue_cancel.c) share, and callback.c, which
+ * sends its Valkey commands through the queue (ragq_queue_send()) and tells
+ * it when deliveries end (ragq_queue_check_drained()): the queue's state and
+ * the calls between them.
  */
 
 #ifndef RAGQ_QUEUE_INT_H
