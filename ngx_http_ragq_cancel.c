@@ -2,8 +2,9 @@
  * ragq: POST /job-cancel: the job_id argument, the tenant, and one EVAL of
  * the cancel script, which reads the job (its hash, else its queue entry),
  * checks its tenant and, unless it is final, writes it canceled, expires
- * it, and tells the waiters (P:events) and the workers (P:cancel), all in
- * one atomic step; the answer is the job view of the hash it wrote.
+ * it (unless its queue entry waits: the worker that acks it does), and
+ * tells the waiters (P:events) and the workers (P:cancel), all in one
+ * atomic step; the answer is the job view of the hash it wrote.
  */
 
 #include "ngx_http_ragq_cancel.h"
@@ -19,12 +20,14 @@
  * id ends with); either must be the tenant's (no tenant field: only for
  * the empty tenant, as ngx_http_ragq_job_visible() has it).  A job without
  * a hash gets one from its entry (the fields claim.lua would write), and
- * the entry stays: the claim acknowledges a final job without work.  That
- * hash gets no TTL (the claim gives it one): had it expired before a
- * worker took the entry, the claim would have written the job queued again
- * from its entry and run it.  Any
- * status but finished, failed and canceled is canceled (a job of unknown
- * status would only fail at its claim).
+ * the entry stays: the claim acknowledges a final job without work.  A
+ * hash whose entry is still there (queued, or running: the entry waits
+ * for its worker's ack) gets no TTL (the worker that acks the entry gives
+ * it one): had it expired first, a claim of the entry (a reclaim, when
+ * the worker running it died) would have found no hash, written the job
+ * queued again from its entry and run it.  Any status but finished,
+ * failed and canceled is canceled (a job of unknown status would only
+ * fail at its claim).
  *
  * KEYS: P:job:ID, P:jobs, P:events, P:cancel, P:out:ID.  ARGV: the id, its
  * entry id, its random part, now (ms), the TTL (ms), the tenant, the error
@@ -32,16 +35,22 @@
  * already final; {2, HGETALL of the job}: canceled now.
  */
 static const char ngx_http_ragq_cancel_script[] =
+    "local function entry_of_job()\n"
+    "  if redis.call('TYPE', KEYS[2]).ok ~= 'stream' then return nil end\n"
+    "  local e = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])[1]\n"
+    "  if not e then return nil end\n"
+    "  local f = {}\n"
+    "  for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end\n"
+    "  if f.r ~= ARGV[3] or not f.query then return nil end\n"
+    "  return f\n"
+    "end\n"
     "local t, status, tenant, entry = redis.call('TYPE', KEYS[1]).ok\n"
     "if t == 'hash' then\n"
     "  local h = redis.call('HMGET', KEYS[1], 'status', 'tenant')\n"
     "  status, tenant = h[1], h[2]\n"
-    "elseif t == 'none' and redis.call('TYPE', KEYS[2]).ok == 'stream' then\n"
-    "  local e = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])[1]\n"
-    "  if not e then return {0} end\n"
-    "  entry = {}\n"
-    "  for i = 1, #e[2], 2 do entry[e[2][i]] = e[2][i + 1] end\n"
-    "  if entry.r ~= ARGV[3] or not entry.query then return {0} end\n"
+    "elseif t == 'none' then\n"
+    "  entry = entry_of_job()\n"
+    "  if not entry then return {0} end\n"
     "  status, tenant = 'queued', entry.tenant\n"
     "else\n"
     "  return {0}\n"
@@ -63,7 +72,9 @@ static const char ngx_http_ragq_cancel_script[] =
     "end\n"
     "redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[4],\n"
     "           'error', ARGV[7])\n"
-    "if not entry then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end\n"
+    "if not (entry or entry_of_job()) then\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "end\n"
     "redis.call('PEXPIRE', KEYS[5], ARGV[5])\n"
     "redis.call('PUBLISH', KEYS[3], ARGV[1] .. ' canceled')\n"
     "redis.call('PUBLISH', KEYS[4], ARGV[1])\n"

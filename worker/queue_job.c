@@ -75,6 +75,25 @@ ack_entry(ragq_queue_t *q, const char *entry)
     ragq_queue_send(q, NULL, NULL, 3, a2, NULL);
 }
 
+/*
+ * The entry of a job this worker found final after its claim (canceled:
+ * P:cancel or the keep-alive; or its own final write whose reply was
+ * lost), acknowledged with its hash given RAGQ_RESULT_TTL: the cancel left
+ * the hash of a job whose entry waited without a TTL (else a reclaim after
+ * it expired would have run the job again).  A finished or failed hash has
+ * that TTL already: it only restarts.  PEXPIRE comes last, so it never
+ * runs without the XDEL.
+ */
+static void
+ack_final_entry(ragq_queue_t *q, const ragq_job_t *job)
+{
+    const char *a[] = {"PEXPIRE", job->key, q->a_result_ttl};
+
+    constant_args(q);
+    ack_entry(q, job->entry);
+    ragq_queue_send(q, NULL, NULL, 3, a, NULL);
+}
+
 static int
 job_in_flight(const ragq_queue_t *q, const char *entry)
 {
@@ -370,8 +389,9 @@ static int send_claim(ragq_queue_t *q, ragq_job_t *job);
  * run here; the claim script acked its entry), 1 when it was claimed here
  * (running, or its result waiting to be written: the pipeline is aborted,
  * which closes its upstream connections, nothing is written, the entry is
- * acknowledged).  Frees the job and its slot.  Whatever else must happen
- * once per canceled job (a callback) belongs here.
+ * acknowledged and the hash given RAGQ_RESULT_TTL).  Frees the job and its
+ * slot.  Whatever else must happen once per canceled job (a callback) belongs
+ * here.
  */
 static void
 job_canceled(ragq_queue_t *q, ragq_job_t *job, int ran)
@@ -386,7 +406,7 @@ job_canceled(ragq_queue_t *q, ragq_job_t *job, int ran)
         return;
     }
     ragq_job_abort(job);
-    ack_entry(q, job->entry);
+    ack_final_entry(q, job);
     ragq_joblog_ended(job, RAGQ_END_CANCELED, q->cfg->max_attempts,
                       (long) (ragq_now_ms() - job->claimed_at));
     ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
@@ -703,7 +723,7 @@ ragq_queue_job_lost(ragq_queue_t *q, ragq_job_t *job, int why)
         /* Canceled, or our own final write whose reply was lost: either
          * way the job ended and nobody else calls back for it. */
         ragq_log(RAGQ_LOG_INFO, "job %s is already final; stopped", job->id);
-        ack_entry(q, job->entry);
+        ack_final_entry(q, job);
         ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
         break;
     default:

@@ -1,8 +1,9 @@
 # POST /job-cancel?job_id=ID (ragq_cancel, DEVELOPERS.md "Cancel"): a queued
 # job (only its queue entry) and a started one (its hash) become canceled
 # in one script: 200 with the job JSON, the hash written (from the entry
-# when there is none; the entry stays for the claim to ack), a TTL on the
-# hash and on P:out:ID, "ID canceled" on P:events and "ID" on P:cancel;
+# when there is none; the entry stays for the claim to ack), a TTL on
+# P:out:ID and on the hash unless its entry waits (queued, or running: the
+# worker that acks the entry gives it one), "ID canceled" on P:events and "ID" on P:cancel;
 # then /job-status says canceled, a second cancel is 409 already_final;
 # unknown, other tenant 404; bad or missing id 400; GET 405 with Allow; a
 # long-poll waiter is woken with canceled; ragq_metrics counts them as
@@ -82,7 +83,7 @@ location = /metrics { ragq_prefix cn; ragq_metrics; }
 EOF
 });
 
-plan tests => 71;
+plan tests => 74;
 run_tests();
 waitpid($_, 0) for @Kids;
 
@@ -144,10 +145,17 @@ Ragq::Valkey::cmd('HSET', "cn:job:$main::Fin", status => 'finished', query => 'q
 
 
 
-=== TEST 4: a started job (its hash): canceled, its owner and attempts kept
+=== TEST 4: a started job (its hash): canceled, its owner and attempts kept; a TTL only when its entry is gone
 --- init
 Test::More::is(Ragq::Valkey::job_field('cn', $main::Fin, 'status'), 'finished', 'the finished job stays finished');
 Test::More::is(Ragq::Valkey::job_field('cn', $main::Id, 'ended_at'), $main::Ended, 'the second cancel changed nothing');
+my ($code, $body) = main::http('POST', '/chat?query=running');
+my $id = main::chat_id($body);
+Ragq::Valkey::cmd('HSET', "cn:job:$id", status => 'started', query => 'running', tenant => '',
+    attempts => 1, owner => 'w1', created_at => 1, started_at => 2);
+($code, $body) = main::http('POST', "/job-cancel?job_id=$id");
+Test::More::is($code, 200, 'a started job whose entry waits for its worker\'s ack: canceled');
+Test::More::is(Ragq::Valkey::cmd('PTTL', "cn:job:$id"), -1, '... its hash has no TTL while the entry waits');
 Ragq::Valkey::cmd('DEL', "cn:job:$main::Run");
 Ragq::Valkey::cmd('HSET', "cn:job:$main::Run", status => 'started', query => 'q',
     tenant => '', attempts => 1, owner => 'w1', created_at => 1, started_at => 2);
@@ -161,6 +169,8 @@ Ragq::Valkey::cmd('HSET', "cn:job:$main::Run", status => 'started', query => 'q'
 === TEST 5: unknown job: 404
 --- init
 Test::More::is(Ragq::Valkey::job_field('cn', $main::Run, 'owner'), 'w1', 'owner kept');
+my $ttl = Ragq::Valkey::cmd('PTTL', "cn:job:$main::Run");
+Test::More::ok($ttl > 0 && $ttl <= 60000, "the started job without an entry: ragq_job_ttl ($ttl ms)");
 --- request
 POST /job-cancel?job_id=ffffffffffffffff0000000000000000
 --- error_code: 404

@@ -124,6 +124,14 @@ for my $st (qw(finished failed canceled)) {
     $entry = pending_entry($id);
     is(claim($id, $entry), "1\n$st\n\n0", "claim: a $st job is {1, status, callback_url, called}");
     is(hget("$P:job:$id", 'attempts'), 0, "claim: $st: attempts untouched");
+    # A canceled hash has no TTL while its entry waits (the cancel script):
+    # the claim that acks the entry gives it one; the others have theirs.
+    my $ttl = Ragq::Valkey::cmd('PTTL', "$P:job:$id");
+    if ($st eq 'canceled') {
+        ok($ttl > 0 && $ttl <= 60000, "claim: canceled: given the TTL ($ttl ms)");
+    } else {
+        is($ttl, -1, "claim: $st: its TTL left as it is");
+    }
     acked($entry, "claim, $st");
 }
 no_event('claim: final and missing jobs publish nothing');
@@ -320,6 +328,8 @@ $id = job(status => 'canceled');
 $entry = pending_entry($id);
 is(final($id, $entry, 'finished'), '0', 'final: a canceled job stays canceled');
 is(hget("$P:job:$id", 'status'), 'canceled', 'final: status canceled');
+my $cttl = Ragq::Valkey::cmd('PTTL', "$P:job:$id");
+ok($cttl > 0 && $cttl <= 60000, "final: canceled (no TTL while its entry waited): given the TTL ($cttl ms)");
 acked($entry, 'final, canceled');
 
 my $err = '{"code":"unauthorized","message":"bad key"}';

@@ -32,9 +32,9 @@
 --   {0}                  the hash is gone (expired or deleted) and the
 --                        entry does not carry the job: entry acked
 --   {1, status, callback_url, called}
---                        the job is already final: entry acked (a hash
---                        without a TTL, canceled while queued, gets
---                        ARGV[7]); its
+--                        the job is already final: entry acked (a
+--                        canceled one, which the cancel left without a
+--                        TTL while its entry waited, gets ARGV[7]); its
 --                        callback_url ("" for none) and whether its
 --                        callback outcome is written (1) or not (0), so
 --                        that a job canceled while queued gets its callback
@@ -115,10 +115,11 @@ local h = redis.call('HMGET', KEYS[1], 'status', 'query', 'top_k', 'collection',
                      'callback_url', 'callback')
 local status, query, top_k, attempts = h[1], h[2], h[3] or '', h[5]
 if status == 'finished' or status == 'failed' or status == 'canceled' then
-  -- A job canceled while queued has no TTL: had its hash expired first,
-  -- a claim of its entry would have written it queued again and run it.
-  -- Its entry goes now, so its hash may.
-  if redis.call('PTTL', KEYS[1]) == -1 then
+  -- A job canceled while its entry waited (queued, or running on a worker
+  -- that died since) has no TTL: had its hash expired first, this claim
+  -- would have written it queued again and run it.  Its entry goes now, so
+  -- its hash may.  (No PTTL test: the worker's ACL has no +pttl.)
+  if status == 'canceled' then
     redis.call('PEXPIRE', KEYS[1], ARGV[7])
   end
   ack()

@@ -53,7 +53,9 @@
 --    0  the job was already final (another status, or another claim's
 --       write), or its hash is gone and its entry does not carry it (an
 --       entry of the "job ID" form, or no entry): the entry is
---       acknowledged and deleted, nothing else written
+--       acknowledged and deleted, nothing else written but the TTL
+--       ARGV[3] of a canceled hash (the cancel left it none while the
+--       entry waited)
 --   -1  stale: another claim holds the job now (attempts or owner
 --       differ); nothing is written and the entry is left to its owner
 --   -2  the job key is not a hash: left untouched, a dead-stream entry
@@ -122,6 +124,11 @@ local h = lost and {'started', ARGV[11], ARGV[12]}
               or redis.call('HMGET', KEYS[1], 'status', 'attempts', 'owner')
 if h[1] == 'finished' or h[1] == 'failed' or h[1] == 'canceled' then
   local ours = h[1] == ARGV[1] and h[2] == ARGV[11] and h[3] == ARGV[12]
+  if h[1] == 'canceled' then
+    -- canceled while it ran: the cancel left it no TTL while its entry
+    -- waited (claim.lua); the entry goes now, so the hash may
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
   ack()
   return ours and 2 or 0
 end
