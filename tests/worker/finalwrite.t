@@ -102,8 +102,14 @@ my %cbenv = (OPENAI_BASE_URL => $s->base_url, OPENAI_API_KEY => 'k', QDRANT_URL 
 my $L = "${P}l";
 $s->reset;
 $s->fault({ path => $CHAT, mode => 'delay', delay_ms => 1500, times => -1 });
+# The worker logs in with README's ACL: re-creating the hash reads the
+# entry (XRANGE), which 0.6.1's ACL did not allow.
+my $USER = "wfl$$";
+Ragq::Valkey::cmd('ACL', 'SETUSER', $USER, split / /, Ragq::Worker::acl_rules($L, 's3cret'));
+END { local $?; eval { Ragq::Valkey::cmd('ACL', 'DELUSER', $USER) } }
 $w = Ragq::Worker->start(env => { %cbenv, RAGQ_PREFIX => $L, RAGQ_CONSUMER => 'wl',
-                                  RAGQ_RECLAIM_AFTER => '60s' });
+                                  RAGQ_RECLAIM_AFTER => '60s',
+                                  RAGQ_VALKEY_URL => "redis://$USER:s3cret\@127.0.0.1:" . Ragq::Valkey::port() });
 ok($w->ready, 'lost claim: worker is ready') or diag $w->log;
 my $t0 = int(time * 1000);
 $id = Ragq::Worker::enqueue(prefix => $L, callback_url => $s->hook_url('lost'));
