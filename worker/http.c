@@ -14,8 +14,8 @@
  * Streamed answers are read on a tick once they have been coming for 50 ms
  * ("paced reads": http_pace.c and DEVELOPERS.md "Answer streams"), not per
  * token.  One whose consumer says it has ended (an SSE "[DONE]") completes
- * after the socket action that read its end, whether or not the server
- * ends the body (ragq_http_check_done).
+ * when the body ends or, whether or not the server ends it, a grace later
+ * (ragq_http_check_done, end_timer).
  *
  * Cleartext (http://) requests with no proxy go to http1.c, the worker's
  * own HTTP/1.1 client, unless RAGQ_HTTP_CLIENT=curl: curl's per-transfer
@@ -98,6 +98,7 @@ ragq_http_release(ragq_http_req_t *req)
             http->nended--;
         }
         req->ended = 0;
+        req->end_wait = 0;
     }
     if (req->origin) {
         ragq_h1_cancel(req);
@@ -267,6 +268,7 @@ ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n, long code)
         req->streamed += n;
         if ((rc = req->on_data(ptr, n, req->data)) == RAGQ_HTTP_DATA_END) {
             req->ended = 1;
+            req->ended_at = ragq_now_ms();
             return rc;
         }
         if (rc != 0) {
@@ -401,24 +403,49 @@ ragq_http_check_done(ragq_http_t *http)
     }
     /*
      * Transfers whose on_data has its answer (RAGQ_HTTP_DATA_END), and
-     * whose body did not end in the bytes curl had read: completed now, not
-     * when the server ends the body (it may never, or only at the timeout).
+     * whose body has not ended within the grace: completed now, not when
+     * the server ends the body (it may never, or only at the timeout).
      * Removed unfinished from the multi handle, such a transfer's
      * connection is closed (an HTTP/2 stream is reset), never reused.
      */
     while (http->nended > 0) {
         ragq_http_req_t *req;
         long             code = 0;
+        uint64_t         now = ragq_now_ms(), grace = ragq_http_end_grace(http);
+        uint64_t         wait = UINT64_MAX;
 
-        for (req = http->reqs; req && !(req->ended && req->origin == NULL);
-             req = req->next) {
+        for (req = http->reqs; req; req = req->next) {
+            if (!req->ended || req->origin != NULL) {
+                continue;
+            }
+            if (now - req->ended_at >= grace) {
+                break;
+            }
+            if (grace - (now - req->ended_at) < wait) {
+                wait = grace - (now - req->ended_at);
+            }
         }
         if (req == NULL) {
+            if (wait != UINT64_MAX) {
+                ragq_timer_start(http->loop, &http->end_timer, wait);
+            }
             break;
         }
         curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &code);
         ragq_http_finish(req, code, NULL, 0); /* nended-- on release */
     }
+}
+
+uint64_t
+ragq_http_end_grace(const ragq_http_t *http)
+{
+    return http->pace_ms + RAGQ_HTTP_END_GRACE_MS;
+}
+
+static void
+on_end_timer(void *data)
+{
+    ragq_http_check_done(data);
 }
 
 void
@@ -511,6 +538,7 @@ ragq_http_new(ragq_loop_t *loop, long connect_timeout_ms, long max_per_host)
     read_proxy_env(http);
     ragq_timer_init(&http->timer, on_timer, http);
     ragq_timer_init(&http->tick, ragq_http_pace_tick, http);
+    ragq_timer_init(&http->end_timer, on_end_timer, http);
     http->multi = curl_multi_init();
     http->share = curl_share_init();
     if (http->multi == NULL || http->share == NULL) {
@@ -557,6 +585,7 @@ ragq_http_free(ragq_http_t *http)
     if (http->loop) {
         ragq_timer_stop(http->loop, &http->timer);
         ragq_timer_stop(http->loop, &http->tick);
+        ragq_timer_stop(http->loop, &http->end_timer);
     }
     if (http->multi) {
         curl_multi_cleanup(http->multi);

@@ -90,10 +90,9 @@ ragq_http_req_t *ragq_http_post_headers(ragq_http_t *http, const char *url,
  * RAGQ_HTTP_DATA_END when it has all it wants although the body may go on
  * (an SSE stream's "data: [DONE]", which ends it whatever the server does
  * next): nothing more is handed to it, and the request completes with its
- * status as soon as the bytes already read are parsed, without waiting for
- * the end of the body; its connection is closed then unless the body did
- * end among those bytes.  Called from inside curl: it must not start or
- * cancel requests.
+ * status when the body ends, or at the latest a short grace later
+ * (RAGQ_HTTP_END_GRACE_MS, http_int.h), its connection then closed amid the
+ * body.  Called from inside curl: it must not start or cancel requests.
  */
 typedef int (*ragq_http_data_cb)(const char *buf, size_t n, void *data);
 

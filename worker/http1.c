@@ -12,8 +12,8 @@
  * sendmsg of its head and body; the answer is read as it comes, its body
  * handed to http.c's ragq_http_take, like curl's; once that says the
  * streamed answer has ended (RAGQ_HTTP_DATA_END), the request completes
- * with the bytes already read, and its connection is kept only if the
- * body ended among them.  A kept connection
+ * when the body ends, or its timer completes it a grace later and closes
+ * the connection amid the body.  A kept connection
  * that dies before the first byte of its answer (the server closed it
  * while idle) sends the request once more on a new one, as curl does.
  * Callbacks never run from inside a call of the job pipeline: failures
@@ -50,11 +50,23 @@ static void conn_io(int fd, unsigned events, void *data);
 
 /* ---- requests --------------------------------------------------------- */
 
+static void conn_done(ragq_h1_conn_t *c, int keep);
+
 static void
 req_timer(void *data)
 {
     ragq_http_req_t *req = data;
 
+    if (req->ended) {
+        /* Its answer is whole (on_data saw its end): the body's end was
+         * waited for long enough, or the connection failed after. */
+        if (req->conn != NULL) {
+            conn_done(req->conn, 0);
+        } else {
+            ragq_http_finish(req, req->status, NULL, 0);
+        }
+        return;
+    }
     /* Either a failure posted, or its time is up (wherever it is). */
     if (req->fail == NULL) {
         req->fail = "timed out";
@@ -378,12 +390,14 @@ conn_parse(ragq_h1_conn_t *c)
                 memmove(c->buf, c->buf + off, c->len - off);
                 c->len -= off;
             }
-            if (req->ended) {
+            if (req->ended && !req->end_wait) {
                 /* on_data has its answer; the body's end is not here
-                 * yet, and not waited for: the answer is complete, the
-                 * connection (amid a body) is closed. */
-                conn_done(c, 0);
-                return -1;
+                 * yet: waited for a grace (the connection is kept if it
+                 * comes), then the request completes and the connection,
+                 * amid a body, is closed (req_timer). */
+                req->end_wait = 1;
+                ragq_timer_start(c->origin->http->loop, &req->timer,
+                                 ragq_http_end_grace(c->origin->http));
             }
             return 0;
         case RAGQ_H1_HEADER:

@@ -39,6 +39,8 @@ struct ragq_http_req_s {
     void             *own;      /* its own header list (curl_slist), or NULL */
     size_t            streamed; /* bytes handed to on_data */
     int               ended;    /* on_data said RAGQ_HTTP_DATA_END */
+    uint64_t          ended_at; /* when */
+    int               end_wait; /* http1.c: its timer waits for the end */
     curl_socket_t     paced;    /* its fd while read on the tick, or BAD */
     uint64_t          first_body; /* when its streamed body began, or 0 */
     uint64_t          last_body;  /* when its streamed body last came */
@@ -71,6 +73,16 @@ struct ragq_http_req_s {
  * recv returning EAGAIN.
  */
 #define RAGQ_HTTP_PACE_MS 50
+
+/*
+ * How long after on_data has its answer (an SSE "[DONE]") the end of the
+ * body is still waited for, on top of a pace (the body's end may be read
+ * on the next tick): servers send the last chunk right after [DONE], but
+ * often in a write of its own, and a connection whose body ended is kept
+ * (a new one, and with https a new handshake, otherwise).  A server that
+ * holds the body open costs the answer only this much.
+ */
+#define RAGQ_HTTP_END_GRACE_MS 200
 
 /*
  * How long a streamed body is read as it comes before it is paced, whatever
@@ -113,6 +125,7 @@ struct ragq_http_s {
     ragq_http_req_t    *idle; /* finished requests kept for reuse */
     size_t              active;
     size_t              nended; /* curl transfers ended by on_data, running */
+    ragq_timer_t        end_timer; /* completes those when their grace is up */
     long                connect_timeout_ms;
     uint64_t            pace_ms; /* the tick's period */
     ragq_http_headers_t hsets[RAGQ_HTTP_HEADER_SETS];
@@ -143,6 +156,8 @@ void ragq_http_check_done(ragq_http_t *http);
  * already read (see ragq_http_data_cb). */
 int ragq_http_take(ragq_http_req_t *req, const char *ptr, size_t n,
                    long status);
+/* How long the body's end is waited for after on_data has its answer. */
+uint64_t ragq_http_end_grace(const ragq_http_t *http);
 /* Calls back with the answer, or the failure (error non-NULL), and
  * releases the request. */
 void ragq_http_finish(ragq_http_req_t *req, long status, const char *error,

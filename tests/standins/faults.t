@@ -3,7 +3,7 @@
 # sockets where HTTP::Tiny would hide the behaviour.
 use strict;
 use warnings;
-use Test::More tests => 54;
+use Test::More tests => 56;
 use IO::Socket::INET;
 use IO::Select;
 use JSON::PP;
@@ -151,6 +151,16 @@ close $c;
 is($s->request(POST => '/v1/chat/completions', { model => 'm', messages => [{ role => 'user', content => 'x' }] })->{status},
    200, 'stream_hold: consumed, then normal answers');
 is($s->stats->{aborted}{'/v1/chat/completions'}, 1, 'stream_hold: the client leaving is counted aborted');
+# with end_after_ms: the terminal chunk comes that much later, in a write of its own
+$s->fault({ path => '/v1/chat/completions', mode => 'stream_hold', end_after_ms => 300 });
+$c = sock();
+print $c "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " . length($chat)
+  . "\r\n\r\n$chat";
+($got, $closed) = read_for($c, 0.15);
+ok($got =~ /data: \[DONE\]\n\n\r\n\z/, 'stream_hold end_after_ms: [DONE], no end yet');
+my ($rest) = read_for($c, 0.5);
+is($rest, "0\r\n\r\n", 'stream_hold end_after_ms: then the terminal chunk');
+close $c;
 
 # --- malformed
 $s->fault({ path => '/v1/embeddings', mode => 'malformed' });

@@ -1580,6 +1580,9 @@ class HttpProtocol(asyncio.Protocol):
                                                 not self.keep_alive))
                 for ev in resp.events:
                     self.transport.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                if "end_after_ms" in rule:
+                    # the terminal chunk after all, in a write of its own
+                    self.later(rule["end_after_ms"] / 1000.0, self.end_chunked)
             elif mode == "slow_body":
                 if isinstance(resp, StreamResponse):
                     resp = Response(200, b"".join(resp.events), b"text/event-stream")
@@ -1611,6 +1614,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not self.transport.is_closing():
             self.later(0.005, self.flood, step, limit, sent)
+
+    def end_chunked(self):
+        self.transport.write(b"0\r\n\r\n")
+        self.done()
 
     def stream_next(self, events, i):
         if self.closed:

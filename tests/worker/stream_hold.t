@@ -4,7 +4,8 @@
 # chunk, the connection held open: the stand-in's stream_hold fault), the
 # job finishes with the whole answer at once, not at the upstream timeout
 # (the old worker waited for the end of the body: every try timed out and
-# the job ended upstream_timeout).  The held connection is closed, not
+# the job ended upstream_timeout), after a short grace in which a body end
+# that comes late keeps the connection.  The held connection is closed, not
 # kept for the next request: the next job (its embeddings, Qdrant and chat
 # calls go to the same origin) finishes too.  Both HTTP clients: the
 # worker's own and libcurl (RAGQ_HTTP_CLIENT=curl).
@@ -80,6 +81,19 @@ for my $client ('own', 'curl') {
         sleep 0.05;
     }
     is($aborted, 1, "$client: the held connection was closed");
+
+    # A server that ends the body right after [DONE], but in a write of its
+    # own (as most do): its end is waited for a grace, so the connection
+    # is kept, not closed amid the body (and, on https, handshaken again).
+    $s->fault({ path => '/v1/chat/completions', mode => 'stream_hold', end_after_ms => 40,
+                times => 1 });
+    my $late = Ragq::Worker::enqueue(prefix => $P, query => 'How long do refunds take?', top_k => 1);
+    is(Ragq::Worker::wait_final($P, [$late], 10), 1, "$client: a late body end: the job ends");
+    is(Ragq::Worker::job($P, $late)->{result}, $want, "$client: ... with the whole answer");
+    sleep 0.3;
+    is($s->stats->{aborted}{'/v1/chat/completions'} // 0, 1,
+       "$client: ... and its connection was not closed amid the body");
+    push @ids, $late;
 
     # The next jobs, on the same origin: fine and quick.
     $t0 = time;
