@@ -181,6 +181,25 @@ for my $case ([$redis, 0, 'answers'], [$dead, 1, 'fails while Valkey is away']) 
     $beat->('DEL', 'ragq_docker_t:worker:hc-1', "ragq_docker_t:worker:$host-4242");
 }
 
+# TLS and Sentinel URLs, which bash cannot speak: healthy while a
+# ragq-worker process runs (0.6.1 opened them as plain RESP and was
+# unhealthy forever), not without one
+{
+    mkdir "$tmp/proc2"; mkdir "$tmp/proc2/$_" for 1, 77;
+    open my $c1, '>', "$tmp/proc2/1/comm" or die; print $c1 "init\n"; close $c1;
+    open my $c2, '>', "$tmp/proc2/77/comm" or die; print $c2 "ragq-worker\n"; close $c2;
+    for my $url ("rediss://u:p\@127.0.0.1:1/0", "valkeys://127.0.0.1:1",
+                 "redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster") {
+        my $hc = "RAGQ_VALKEY_URL='$url' RAGQ_CONSUMER=hc-1 '$health' worker 2>/dev/null";
+        is system("RAGQ_HEALTH_PROC='$tmp/proc2' $hc") >> 8, 0,
+          "healthcheck worker, $url: a ragq-worker runs";
+        unlink "$tmp/proc2/77/comm";
+        isnt system("RAGQ_HEALTH_PROC='$tmp/proc2' $hc") >> 8, 0,
+          "healthcheck worker, $url: none runs";
+        open $c2, '>', "$tmp/proc2/77/comm" or die; print $c2 "ragq-worker\n"; close $c2;
+    }
+}
+
 # and a real worker's heartbeat: healthy while it runs, not once it stopped
 {
     require Ragq::Worker;
