@@ -64,6 +64,7 @@ main(int argc, char **argv)
     if (loop &&
         ragq_vnet_init(&net, &addr, loop, &cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "ragq-worker: %s\n", err);
+        ragq_loop_free(loop); /* sanitized runs look for leaks, also here */
         return 2;
     }
     /* nothing a log line says may show these */
@@ -90,6 +91,10 @@ main(int argc, char **argv)
     if (ragq_pipeline_init(&pipeline, loop, http, &cfg, err, sizeof(err)) !=
         0) {
         fprintf(stderr, "ragq-worker: %s\n", err);
+        ragq_http_free(http);
+        ragq_vnet_free(&net);
+        ragq_loop_free(loop);
+        ragq_valkey_addr_free(&addr);
         return 2;
     }
     q = ragq_queue_new(loop, &pipeline, &cfg, &net);

@@ -40,6 +40,11 @@ sub start {
         delete @ENV{ grep { /^RAGQ_/ && !/^RAGQ_(BUILD|ROOT|SAN_DIR)$/ } keys %ENV };
         delete @ENV{@SCRUB};
         $ENV{$_} = $env{$_} for keys %env;
+        # Sanitized runs (tests/run RAGQ_ASAN=1): the worker frees what it
+        # allocates, so leaks are looked for in it too (not in nginx, whose
+        # pools are freed by exiting).
+        $ENV{ASAN_OPTIONS} =~ s/detect_leaks=0/detect_leaks=1/
+          if $ENV{RAGQ_SAN_DIR} && defined $ENV{ASAN_OPTIONS};
         open STDERR, '>&', $fh or POSIX::_exit(127);
         open STDOUT, '>&', $fh or POSIX::_exit(127);
         open STDIN, '<', '/dev/null';
