@@ -52,7 +52,7 @@ typedef struct {
 
 #define RAGQ_JDOC_INIT \
     {                  \
-        NULL           \
+        NULL, 0        \
     }
 
 /*
