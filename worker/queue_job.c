@@ -398,8 +398,8 @@ job_canceled(ragq_queue_t *q, ragq_job_t *job, int ran)
 {
     if (!ran) {
         ragq_log(RAGQ_LOG_INFO,
-                 "job %s was canceled while queued; acknowledged its entry "
-                 "without running it",
+                 "job %s was canceled before this worker claimed it; "
+                 "acknowledged its entry without running it",
                  job->id);
         ragq_callback_deliver(q->callbacks, job->id, job->callback_url);
         job_drop(q, job);

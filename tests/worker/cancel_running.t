@@ -15,7 +15,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use Ragq::Valkey ();
 use Ragq::Standin;
-use Ragq::Worker;
+use Ragq::Worker qw(wait_until pending);
 
 my $P = "wr$$";
 my $s = Ragq::Standin->start(dim => 32);
@@ -24,18 +24,6 @@ $s->upsert('docs', [
     { id => 1, payload => { text => 'The capital of France is Paris.', source => 'france.md' } },
 ]);
 
-sub wait_until {
-    my ($what, $cond, $timeout) = @_;
-    my $deadline = time + ($timeout // 15);
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.02;
-    }
-    diag "gave up waiting for $what";
-    return 0;
-}
-
-sub pending { (Ragq::Valkey::cmd_list('XPENDING', "$P:jobs", "$P:workers"))[0] }
 sub pttl    { Ragq::Valkey::cmd('PTTL', "$P:job:$_[0]") }
 sub chats   { $s->count('/v1/chat/completions') }
 
@@ -66,7 +54,7 @@ $a->signal('STOP'); # it never hears the cancel, never acks
 is((Ragq::Worker::cancel($P, $id, '', 300))[0], 2, 'canceled while running, with a 300 ms TTL');
 $a->signal('KILL');
 $a->wait_exit(5);
-is(pending(), 1, 'its entry is still pending (its worker is dead)');
+is(pending($P), 1, 'its entry is still pending (its worker is dead)');
 is(pttl($id), '-1', '... so its hash has no TTL while the entry waits');
 sleep 0.6;
 is(Ragq::Worker::field($P, $id, 'status'), 'canceled', '... and outlives the 300 ms');
@@ -80,7 +68,7 @@ my $b = Ragq::Worker->start(env => { %env, RAGQ_CONSUMER => "b$$" });
 ok($b->ready, 'worker b is ready') or diag $b->log;
 ok(wait_until('the reclaim acks the entry', sub { Ragq::Valkey::cmd('XLEN', "$P:jobs") eq '0' }, 10),
    'the reclaim acked and deleted the entry') or diag $b->log;
-is(pending(), 0, 'nothing pending');
+is(pending($P), 0, 'nothing pending');
 sleep 0.3; # a job run by mistake would be calling out by now
 my $j = Ragq::Worker::job($P, $id);
 is($j->{status}, 'canceled', 'the job stays canceled');
@@ -91,7 +79,7 @@ is(chats(), 1, 'no second chat call');
 is($s->count('/v1/embeddings'), $embeds, 'no embeddings call either');
 my $ttl = pttl($id);
 ok($ttl > 3_600_000 && $ttl <= $RESULT_TTL, "the claim gave its hash RAGQ_RESULT_TTL ($ttl ms)");
-like($b->log, qr/job $id was canceled while queued; acknowledged its entry without running it/,
+like($b->log, qr/job $id was canceled before this worker claimed it; acknowledged its entry without running it/,
      'worker b acked it without running it');
 is(Ragq::Worker::field($P, $q, 'status'), 'canceled', 'the queued one: acked, still canceled');
 $ttl = pttl($q);
@@ -128,7 +116,7 @@ ok(wait_until('the keep-alive acks it', sub { Ragq::Valkey::cmd('XLEN', "$P:jobs
    'the keep-alive found it final and acked its entry') or diag $b->log;
 like($b->log, qr/job $id3 is already final; stopped/, '... one log line');
 ok(wait_until('the TTL', sub { pttl($id3) > 3_600_000 }, 5), 'its hash got RAGQ_RESULT_TTL');
-is(pending(), 0, 'nothing pending');
+is(pending($P), 0, 'nothing pending');
 
 # ---- a finished job keeps its TTL; the worker goes on ----
 my $id4 = Ragq::Worker::enqueue(prefix => $P, query => 'What is the capital of France?');

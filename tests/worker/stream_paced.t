@@ -15,7 +15,7 @@ use Time::HiRes qw(time sleep clock_gettime CLOCK_MONOTONIC);
 use List::Util qw(max);
 use Ragq::Valkey ();
 use Ragq::Standin;
-use Ragq::Worker;
+use Ragq::Worker qw(wait_until pending);
 
 my $P = "wsp$$";
 
@@ -27,18 +27,6 @@ sub out_entries {
                   [$seq, { map { encode_utf8($_) } @$kv }] } @$list];
 }
 
-sub wait_until {
-    my ($what, $cond, $timeout) = @_;
-    my $deadline = time + ($timeout // 15);
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.02;
-    }
-    diag "gave up waiting for $what";
-    return 0;
-}
-
-sub pending { (Ragq::Valkey::cmd_list('XPENDING', "$P:jobs", "$P:workers"))[0] }
 sub aborted { $_[0]->stats->{aborted}{'/v1/chat/completions'} // 0 }
 
 my $s = Ragq::Standin->start(dim => 32);
@@ -76,7 +64,7 @@ my @r = Ragq::Worker::cancel($P, $id);
 is($r[0], 2, 'canceled');
 ok(wait_until('the stand-in sees the chat connection closed', sub { aborted($s) == 1 }, 10),
    'the worker closed the paced chat connection') or diag $w->log;
-ok(wait_until('the entry acked', sub { pending() == 0 }), 'its entry acked');
+ok(wait_until('the entry acked', sub { pending($P) == 0 }), 'its entry acked');
 is(Ragq::Worker::field($P, $id, 'status'), 'canceled', 'still canceled');
 ok(!length Ragq::Worker::field($P, $id, 'result'), 'no result');
 $s->stream_pace();

@@ -13,6 +13,9 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use Ragq::Valkey ();
 
+use Exporter 'import';
+our @EXPORT_OK = qw(wait_until pending);
+
 my %LIVE;
 
 sub binary {
@@ -293,6 +296,25 @@ sub wait_final {
         sleep 0.05 if @left;
     }
     return @$ids - @left;
+}
+
+# Polls cond every 20 ms until it is true (1) or timeout seconds (default
+# 15) have passed (0, with a diag naming what).
+sub wait_until {
+    my ($what, $cond, $timeout) = @_;
+    my $deadline = time + ($timeout // 15);
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep 0.02;
+    }
+    Test::More::diag("gave up waiting for $what");
+    return 0;
+}
+
+# How many entries of prefix's queue are claimed and not yet acked.
+sub pending {
+    my ($prefix) = @_;
+    return (_cmd_list('XPENDING', "$prefix:jobs", "$prefix:workers"))[0];
 }
 
 sub wait_status {
