@@ -63,12 +63,14 @@ ragq_pipeline_init(ragq_pipeline_t *p, ragq_loop_t *loop, ragq_http_t *http,
     } else {
         p->store = ragq_local_store_open(cfg->store_path, err, errlen);
         if (p->store == NULL) {
+            ragq_pipeline_free(p); /* what was made before it */
             return -1;
         }
     }
     if (oom || (p->embed_openai && p->embed_url == NULL) ||
         (p->answer_openai && p->chat_url == NULL)) {
         snprintf(err, errlen, "out of memory");
+        ragq_pipeline_free(p);
         return -1;
     }
     return 0;
