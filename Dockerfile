@@ -52,7 +52,11 @@ RUN apt-get update \
     && useradd --system --user-group --home-dir /var/lib/ragq --create-home \
         --shell /usr/sbin/nologin ragq
 COPY conf/docker/healthcheck /usr/local/bin/
-ENV RAGQ_VALKEY_URL=redis://valkey:6379 RAGQ_STORE_PATH=/var/lib/ragq
+# The worker touches RAGQ_HEALTH_FILE after every heartbeat Valkey took and
+# the healthcheck wants it younger than three RAGQ_HEARTBEAT, for every kind
+# of RAGQ_VALKEY_URL (bash speaks neither TLS nor Sentinel).
+ENV RAGQ_VALKEY_URL=redis://valkey:6379 RAGQ_STORE_PATH=/var/lib/ragq \
+    RAGQ_HEALTH_FILE=/tmp/ragq-worker.health
 USER ragq
 WORKDIR /var/lib/ragq
 # SIGTERM: stop claiming, finish jobs in flight within RAGQ_SHUTDOWN_GRACE

@@ -114,6 +114,11 @@ static const opt_t opts[] = {
      "how often the heartbeat P:worker:NAME is refreshed; it expires after "
      "three times this",
      NULL, "Queue"},
+    {"RAGQ_HEALTH_FILE", W, T_STR, OFF(health_file), NULL, 0, 0, "FILE",
+     "its mtime is set to now after every heartbeat Valkey accepted (made "
+     "if missing) and it is removed at a clean exit, for healthchecks "
+     "(default: none)",
+     NULL, "Queue"},
 
     {"RAGQ_WEBHOOK_SECRET", W, T_STR, OFF(webhook_secret), NULL, 0, 0, "SECRET",
      "signs job-end callbacks (Standard Webhooks): whsec_ + the key in "

@@ -67,6 +67,7 @@ typedef struct {
     int         log_level;    /* RAGQ_LOG_LEVEL 0 error .. 3 debug (2) */
     const char *log_format;   /* RAGQ_LOG_FORMAT text | json; NULL text */
     long        heartbeat_ms; /* RAGQ_HEARTBEAT       5s; TTL 3x */
+    const char *health_file;  /* RAGQ_HEALTH_FILE     none (heartbeat.c) */
 
     /* ragq-worker's callbacks (callback.c) */
     const char *webhook_secret;       /* RAGQ_WEBHOOK_SECRET whsec_... */

@@ -3,14 +3,20 @@
  * is one MULTI (HSET, PEXPIRE, ZADD, ZREMRANGEBYSCORE) pipelined on the
  * queue's command connection without waiting for it; a beat that finds the
  * connection down is tried again shortly, so that a worker shows up as soon
- * as it is connected.
+ * as it is connected.  With RAGQ_HEALTH_FILE, the file's mtime is set to
+ * now whenever a beat's EXEC came back without an error (the file made if
+ * missing), so that a healthcheck needs no Valkey client; it is removed at
+ * start and at a clean exit.
  */
 
 #include "heartbeat.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -55,6 +61,7 @@ struct ragq_heartbeat_s {
     long long            started_at;
     ragq_timer_t         timer, remove_timer;
     int                  beaten, failing, removing, removed;
+    int                  health_failing; /* RAGQ_HEALTH_FILE: warned */
 };
 
 void
@@ -86,6 +93,58 @@ ttl_ms(const ragq_heartbeat_t *hb)
     return 3 * hb->cfg->heartbeat_ms;
 }
 
+/*
+ * RAGQ_HEALTH_FILE: its mtime set to now, the file made when missing.  The
+ * path is looked up on every beat, so a file removed meanwhile comes back.
+ * Local and non-blocking (O_NONBLOCK: a FIFO there never holds the loop); a
+ * failure is logged once until it works again, and the worker goes on.
+ */
+static void
+health_touch(ragq_heartbeat_t *hb)
+{
+    const char *path = hb->cfg->health_file;
+    int         fd, err = 0;
+
+    if (path == NULL) {
+        return;
+    }
+    if (utimensat(AT_FDCWD, path, NULL, 0) != 0) {
+        err = errno;
+        if (err == ENOENT) {
+            fd = open(path,
+                      O_WRONLY | O_CREAT | O_NOCTTY | O_NONBLOCK | O_CLOEXEC,
+                      0644);
+            if (fd >= 0) {
+                close(fd);
+                err = 0;
+            } else {
+                err = errno;
+            }
+        }
+    }
+    if (err != 0 && !hb->health_failing) {
+        ragq_log(RAGQ_LOG_WARN,
+                 "health file %s (RAGQ_HEALTH_FILE): %s; the worker goes on "
+                 "without it",
+                 path, strerror(err));
+    } else if (err == 0 && hb->health_failing) {
+        ragq_log(RAGQ_LOG_INFO, "health file %s is written again", path);
+    }
+    hb->health_failing = err != 0;
+}
+
+/* RAGQ_HEALTH_FILE removed: the worker is not healthy (any more, or yet). */
+static void
+health_remove(ragq_heartbeat_t *hb)
+{
+    const char *path = hb->cfg->health_file;
+
+    if (path != NULL && unlink(path) != 0 && errno != ENOENT) {
+        ragq_log(RAGQ_LOG_WARN, "health file %s (RAGQ_HEALTH_FILE): %s", path,
+                 strerror(errno));
+    }
+}
+
 static void
 exec_reply(void *owner, struct redisReply *reply, void *priv)
 {
@@ -111,6 +170,10 @@ exec_reply(void *owner, struct redisReply *reply, void *priv)
         ragq_log(RAGQ_LOG_WARN, "heartbeat %s: %s", hb->key, why);
     }
     hb->failing = why != NULL;
+    /* a beat's reply that comes after a clean exit began touches nothing */
+    if (why == NULL && !hb->removing) {
+        health_touch(hb);
+    }
 }
 
 /* "name" "value" pairs of the hash, formatted into vals. */
@@ -243,6 +306,8 @@ ragq_heartbeat_start(ragq_heartbeat_t *hb)
 {
     ragq_log(RAGQ_LOG_INFO, "ragq-worker %s: heartbeat %s every %ld ms",
              RAGQ_VERSION, hb->key, hb->cfg->heartbeat_ms);
+    /* one left by an earlier run says nothing about this one */
+    health_remove(hb);
     ragq_timer_start(hb->loop, &hb->timer, 0);
 }
 
@@ -282,6 +347,7 @@ ragq_heartbeat_remove(ragq_heartbeat_t *hb)
 
     hb->removing = 1;
     ragq_timer_stop(hb->loop, &hb->timer);
+    health_remove(hb);
     if (!hb->beaten || !ragq_vconn_ready(vc)) {
         return;
     }

@@ -6,8 +6,11 @@
  * with a TTL of three periods, and NAME is listed in the sorted set
  * P:workers:live (score: the time of the beat, so that names left by dead
  * workers are pruned); a clean exit removes both.  A worker is live while
- * its hash exists.  The counters come from job.c (calls) and joblog.c
- * (jobs).  Implemented in heartbeat.c.
+ * its hash exists.  With RAGQ_HEALTH_FILE, every beat Valkey accepted
+ * also sets that file's mtime to now (the file made if missing), and a
+ * clean exit removes it: conf/docker/healthcheck wants it younger than three
+ * periods.  The counters come from job.c (calls) and joblog.c (jobs).
+ * Implemented in heartbeat.c.
  */
 
 #ifndef RAGQ_HEARTBEAT_H
@@ -41,12 +44,16 @@ typedef struct ragq_heartbeat_s ragq_heartbeat_t;
 ragq_heartbeat_t *ragq_heartbeat_new(ragq_loop_t         *loop,
                                      const ragq_config_t *cfg, ragq_queue_t *q);
 
-/* Beats from now on, whenever the command connection is up. */
+/*
+ * Beats from now on, whenever the command connection is up (and the queue
+ * claims).  A health file left by an earlier run is removed first.
+ */
 void ragq_heartbeat_start(ragq_heartbeat_t *hb);
 
 /*
- * A clean exit, after the loop stopped: no more beats, the hash and the
- * listing deleted.  Runs the loop until Valkey confirmed it, 1 s at most.
+ * A clean exit, after the loop stopped: no more beats, the health file
+ * removed, the hash and the listing deleted.  Runs the loop until Valkey
+ * confirmed it, 1 s at most.
  */
 void ragq_heartbeat_remove(ragq_heartbeat_t *hb);
 

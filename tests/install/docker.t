@@ -6,7 +6,9 @@
 # nginx.conf (rendered by conf/docker/entrypoint from the environment) is run
 # here with the built module, and the healthchecks answer for it and for a
 # worker's fresh heartbeat in Valkey (named by RAGQ_CONSUMER or found by its
-# process), and fail without one or when Valkey is away.
+# process), and fail without one or when Valkey is away; with
+# RAGQ_HEALTH_FILE (which the worker image sets), for the age of that file,
+# whatever the URL.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
@@ -200,6 +202,56 @@ for my $case ([$redis, 0, 'answers'], [$dead, 1, 'fails while Valkey is away']) 
     }
 }
 
+# RAGQ_HEALTH_FILE: the file decides, whatever the URL (the process alone is
+# not enough); its age is held against three RAGQ_HEARTBEAT, read as the
+# worker reads durations
+{
+    my $hf = "$tmp/worker.health";
+    mkdir "$tmp/proc3"; mkdir "$tmp/proc3/$_" for 1, 88;
+    open my $c1, '>', "$tmp/proc3/1/comm" or die; print $c1 "init\n"; close $c1;
+    open my $c2, '>', "$tmp/proc3/88/comm" or die; print $c2 "ragq-worker\n"; close $c2;
+    mkdir "$tmp/proc-none";
+    my $check = sub {
+        my ($url, $proc, %env) = @_;
+        my $e = join ' ', map { "$_='$env{$_}'" } sort keys %env;
+        return system("RAGQ_HEALTH_FILE='$hf' RAGQ_VALKEY_URL='$url' RAGQ_HEALTH_PROC='$tmp/$proc' "
+            . "RAGQ_PREFIX=ragq_docker_t RAGQ_CONSUMER=hc-1 $e '$health' worker 2>/dev/null") >> 8;
+    };
+    # what the check without the file would take as healthy: a fresh hash
+    # in Valkey, a unix socket
+    system("redis-cli -p $redis SET ragq_docker_t:worker:hc-1 x PX 60000 >/dev/null 2>&1");
+    require IO::Socket::UNIX;
+    my $sock = IO::Socket::UNIX->new(Local => "$tmp/v.sock", Listen => 1) or die "v.sock: $!";
+    for my $url ("redis://127.0.0.1:$redis/0", "rediss://u:p\@127.0.0.1:1/0", "valkeys://127.0.0.1:1",
+                 "redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster", "unix://$tmp/v.sock") {
+        system('touch', $hf);
+        is $check->($url, 'proc-none'), 0, "healthcheck worker, health file, $url: fresh, healthy";
+        system('touch', '-d', '1 min ago', $hf);
+        isnt $check->($url, 'proc3'), 0,
+            "healthcheck worker, health file, $url: a minute old, unhealthy (a ragq-worker runs)";
+        unlink $hf;
+        isnt $check->($url, 'proc3'), 0,
+            "healthcheck worker, health file, $url: missing, unhealthy (a ragq-worker runs)";
+    }
+    system("redis-cli -p $redis DEL ragq_docker_t:worker:hc-1 >/dev/null 2>&1");
+    my $url = 'rediss://127.0.0.1:1';
+    system('touch', '-d', '1 min ago', $hf);
+    is $check->($url, 'proc-none', RAGQ_HEARTBEAT => '30s'), 0, 'a minute old with RAGQ_HEARTBEAT=30s: healthy';
+    is $check->($url, 'proc-none', RAGQ_HEARTBEAT => '25'), 0, '... =25 (seconds): healthy';
+    is $check->($url, 'proc-none', RAGQ_HEARTBEAT => '1m'), 0, '... =1m: healthy';
+    is $check->($url, 'proc3', RAGQ_HEARTBEAT => ''), 1, '... empty (5s): unhealthy';
+    is $check->($url, 'proc3', RAGQ_HEARTBEAT => '19'), 1, '... =19: unhealthy';
+    is $check->($url, 'proc3', RAGQ_HEARTBEAT => '19500ms'), 1, '... =19500ms: unhealthy';
+    is $check->($url, 'proc-none', RAGQ_HEARTBEAT => '21000ms'), 0, '... =21000ms: healthy';
+    is $check->($url, 'proc3', RAGQ_HEARTBEAT => '30x'), 1, '... =30x (the worker refuses it): unhealthy';
+    system('touch', '-d', '1 sec ago', $hf);
+    is $check->($url, 'proc3', RAGQ_HEARTBEAT => '250ms'), 1, 'a second old with RAGQ_HEARTBEAT=250ms: unhealthy';
+    is $check->($url, 'proc-none', RAGQ_HEARTBEAT => '600ms'), 0, '... =600ms: healthy';
+    unlink $hf;
+}
+like $body{worker} // '', qr{^ENV\b[^\n]*(?:\\\n[^\n]*)*\bRAGQ_HEALTH_FILE=/tmp/\S+}m,
+    'worker: the image sets RAGQ_HEALTH_FILE (under /tmp, which its user can write)';
+
 # and a real worker's heartbeat: healthy while it runs, not once it stopped
 {
     require Ragq::Worker;
@@ -215,6 +267,37 @@ for my $case ([$redis, 0, 'answers'], [$dead, 1, 'fails while Valkey is away']) 
     is $code, 0, 'healthcheck worker: a running worker is healthy';
     is $w->stop, 0, 'the worker stops';
     isnt system($hc) >> 8, 0, 'healthcheck worker: a stopped worker is not';
+}
+
+# and a real worker's health file, with a URL bash cannot speak in the
+# check's environment (the worker's own is plain, the suite's server)
+{
+    my $hf = "$tmp/real.health";
+    my $w = Ragq::Worker->start(env => { RAGQ_PREFIX => 'ragq_docker_t',
+        RAGQ_CONSUMER => 'hc-file', RAGQ_STORE_PATH => "$tmp/store",
+        RAGQ_HEARTBEAT => '200ms', RAGQ_HEALTH_FILE => $hf });
+    ok $w->ready, 'a worker with RAGQ_HEALTH_FILE runs' or diag $w->log;
+    # the real /proc: the file decides, not the process (stopped, or others')
+    my $hc = "RAGQ_VALKEY_URL='rediss+sentinel://127.0.0.1:1/mymaster' "
+        . "RAGQ_HEARTBEAT=200ms RAGQ_HEALTH_FILE='$hf' '$health' worker";
+    my $code = 1;
+    for (1 .. 100) {
+        last if ($code = system($hc) >> 8) == 0;
+        select undef, undef, undef, 0.05;
+    }
+    is $code, 0, 'healthcheck worker, health file: a running worker is healthy';
+    $w->signal('STOP');
+    select undef, undef, undef, 0.9;
+    isnt system($hc) >> 8, 0, 'healthcheck worker, health file: a stopped (SIGSTOP) worker is not';
+    $w->signal('CONT');
+    $code = 1;
+    for (1 .. 100) {
+        last if ($code = system($hc) >> 8) == 0;
+        select undef, undef, undef, 0.05;
+    }
+    is $code, 0, 'healthcheck worker, health file: healthy again after SIGCONT';
+    is $w->stop, 0, 'the worker stops';
+    isnt system($hc) >> 8, 0, 'healthcheck worker, health file: a worker that exited is not, at once';
 }
 
 done_testing;

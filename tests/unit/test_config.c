@@ -41,6 +41,8 @@ static const char *const envs[] = {
     "RAGQ_STREAM",
     "RAGQ_STREAM_INTERVAL",
     "RAGQ_CONSUMER",
+    "RAGQ_HEARTBEAT",
+    "RAGQ_HEALTH_FILE",
     "RAGQ_LOG_LEVEL",
     "RAGQ_CHUNK_SIZE",
     "RAGQ_CHUNK_OVERLAP",
@@ -135,6 +137,8 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(cfg.qdrant_url);
     ck_assert_ptr_null(cfg.chat_api_key);
     ck_assert_ptr_nonnull(strchr(cfg.consumer, '-'));
+    ck_assert_int_eq(cfg.heartbeat_ms, 5000);
+    ck_assert_ptr_null(cfg.health_file); /* no health file */
     /* nothing configured: the offline backends */
     ck_assert_str_eq(cfg.embedder, "hash");
     ck_assert_str_eq(cfg.store, "local");
@@ -147,8 +151,9 @@ END_TEST
 START_TEST(test_env_and_flags)
 {
     ragq_config_t cfg;
-    const char   *a1[] = {"--top-k",  "7",  "--collection=books",
-                          "--prefix", "p2", NULL};
+    const char   *a1[] = {"--top-k",       "7",  "--collection=books",
+                          "--prefix",      "p2", "--health-file",
+                          "/run/w.health", NULL};
 
     clear_env();
     setenv("RAGQ_TOP_K", "9", 1);
@@ -157,7 +162,9 @@ START_TEST(test_env_and_flags)
     setenv("RAGQ_CONCURRENCY", "12", 1);
     setenv("RAGQ_RECLAIM_AFTER", "90", 1);
     setenv("RAGQ_LOG_LEVEL", "debug", 1);
+    setenv("RAGQ_HEALTH_FILE", "/tmp/w.health", 1);
     ck_assert_int_eq(load(&cfg, RAGQ_PROG_WORKER, NULL), 0);
+    ck_assert_str_eq(cfg.health_file, "/tmp/w.health");
     ck_assert_uint_eq(cfg.top_k, 9);
     ck_assert_str_eq(cfg.collection, "env-coll");
     ck_assert_str_eq(cfg.prefix, "ragq");
@@ -171,6 +178,7 @@ START_TEST(test_env_and_flags)
     ck_assert_str_eq(cfg.collection, "books");
     ck_assert_str_eq(cfg.prefix, "p2");
     ck_assert_uint_eq(cfg.concurrency, 12);
+    ck_assert_str_eq(cfg.health_file, "/run/w.health");
 }
 END_TEST
 
