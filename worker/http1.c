@@ -39,9 +39,13 @@
 #include <unistd.h>
 
 /* A connection idle this long is not trusted with a request (curl: 118 s;
- * servers' own keep-alive timeouts are often shorter, 5 s to 75 s). */
-#define RAGQ_H1_IDLE_MS 60000
-#define RAGQ_H1_BUF     (16u * 1024)
+ * servers' own keep-alive timeouts are often shorter, 5 s to 75 s).  A
+ * server that says its timeout (Keep-Alive: timeout=N, as Node's and
+ * Apache's do) has its connections dropped a margin before it would: a
+ * request sent as the server closes is lost with the connection. */
+#define RAGQ_H1_IDLE_MS   60000
+#define RAGQ_H1_IDLE_EDGE 1000
+#define RAGQ_H1_BUF       (16u * 1024)
 /* Reads of a paced connection per tick while each fills the buffer: a
  * stream faster than 16 kB a tick (320 kB/s at 50 ms) is not held back. */
 #define RAGQ_H1_PACE_READS 8
@@ -345,9 +349,19 @@ conn_done(ragq_h1_conn_t *c, int keep)
 
     c->req = NULL;
     req->conn = NULL;
+    c->idle_ms = RAGQ_H1_IDLE_MS;
+    if (c->parser.keep_alive_s >= 0 &&
+        (uint64_t) c->parser.keep_alive_s * 1000 <
+            RAGQ_H1_IDLE_MS + RAGQ_H1_IDLE_EDGE) {
+        /* 0 (a timeout of at most the margin): not kept at all. */
+        c->idle_ms =
+            c->parser.keep_alive_s * 1000 > RAGQ_H1_IDLE_EDGE
+                ? (uint64_t) c->parser.keep_alive_s * 1000 - RAGQ_H1_IDLE_EDGE
+                : 0;
+    }
     /* Not kept when the answer came before all of the request was sent
      * (an early 413, say): the rest would be read as the next request. */
-    if (keep && c->parser.keep_alive && c->len == 0 &&
+    if (keep && c->parser.keep_alive && c->idle_ms > 0 && c->len == 0 &&
         req->sent == req->head.len + req->send_len) {
         unpace(c);
         c->served++;
@@ -572,7 +586,7 @@ ragq_h1_dispatch(ragq_h1_origin_t *o)
             if (now == 0) {
                 now = ragq_now_ms();
             }
-            if (now - c->idle_since < RAGQ_H1_IDLE_MS) {
+            if (now - c->idle_since < c->idle_ms) {
                 break;
             }
             conn_close(c);

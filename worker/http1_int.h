@@ -44,6 +44,7 @@ struct ragq_h1_conn_s {
     size_t            len, cap;
     ragq_timer_t      timer; /* connect timeout */
     uint64_t          idle_since;
+    uint64_t          idle_ms; /* trusted this long idle, then closed */
 };
 
 /* http1_origin.c */

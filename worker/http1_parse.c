@@ -4,7 +4,11 @@
  * a body framed by Content-Length, by chunks or by the connection's close,
  * and 1xx interim answers skipped.  Strict where a lenient reading could
  * take one answer for another on a kept connection: one Content-Length,
- * digits only; chunk sizes in hex that fit; no folded header lines.
+ * digits only; chunk sizes in hex that fit; no folded header lines; no
+ * reuse after "close" on any Connection line, after both framings, or
+ * after chunks in an HTTP/1.0 answer.  The Keep-Alive header's timeout
+ * is passed on (http1.c drops an idle connection before the server
+ * does).
  */
 
 #include "http1_parse.h"
@@ -31,6 +35,7 @@ ragq_h1_parser_init(ragq_h1_parser_t *p)
     memset(p, 0, sizeof(*p));
     p->state = S_STATUS;
     p->length = -1;
+    p->keep_alive_s = -1;
 }
 
 static ragq_h1_event_t
@@ -85,6 +90,45 @@ has_token(const char *v, size_t n, const char *t)
     return 0;
 }
 
+/*
+ * The seconds of "timeout=N" in a Keep-Alive value ("timeout=5, max=100"),
+ * -1 when it has none (or not in that form, or over 9 digits).
+ */
+static int64_t
+idle_timeout(const char *v, size_t n)
+{
+    size_t  i = 0, s, e, d;
+    int64_t t;
+
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) {
+            i++;
+        }
+        s = i;
+        while (i < n && v[i] != ',') {
+            i++;
+        }
+        e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) {
+            e--;
+        }
+        if (e - s < 9 || strncasecmp(v + s, "timeout=", 8) != 0) {
+            continue;
+        }
+        if (e - s - 8 > 9) {
+            return -1;
+        }
+        for (t = 0, d = s + 8; d < e; d++) {
+            if (v[d] < '0' || v[d] > '9') {
+                return -1;
+            }
+            t = t * 10 + (v[d] - '0');
+        }
+        return t;
+    }
+    return -1;
+}
+
 static int
 is_tchar(unsigned char c)
 {
@@ -103,6 +147,9 @@ status_line(ragq_h1_parser_t *p, const char *l, size_t n)
     }
     p->status = (l[9] - '0') * 100 + (l[10] - '0') * 10 + (l[11] - '0');
     p->keep_alive = l[7] != '0';
+    p->http10 = l[7] == '0';
+    p->closing = 0;
+    p->keep_alive_s = -1;
     p->chunked = 0;
     p->length = -1;
     p->state = S_HEADER;
@@ -168,11 +215,15 @@ header_line(ragq_h1_parser_t *p, const char *l, size_t n)
             return fail(p, "unsupported Content-Encoding");
         }
     } else if (nl == 10 && strncasecmp(l, "connection", 10) == 0) {
+        /* "close" wins over any keep-alive, on this line or another. */
         if (has_token(v, vl, "close")) {
+            p->closing = 1;
             p->keep_alive = 0;
-        } else if (has_token(v, vl, "keep-alive")) {
+        } else if (has_token(v, vl, "keep-alive") && !p->closing) {
             p->keep_alive = 1;
         }
+    } else if (nl == 10 && strncasecmp(l, "keep-alive", 10) == 0) {
+        p->keep_alive_s = idle_timeout(v, vl);
     }
     p->name = l;
     p->name_len = nl;
@@ -196,8 +247,9 @@ head_end(ragq_h1_parser_t *p)
         p->state = S_DONE;
     } else if (p->chunked) {
         /* Both framings given: the chunks win, the connection is not
-         * trusted with another request (RFC 9112 6.3). */
-        if (p->length >= 0) {
+         * trusted with another request (RFC 9112 6.3); nor after chunks
+         * in an HTTP/1.0 answer, which cannot have any (6.1). */
+        if (p->length >= 0 || p->http10) {
             p->keep_alive = 0;
         }
         p->state = S_CHUNK_SIZE;
@@ -220,7 +272,8 @@ chunk_size(ragq_h1_parser_t *p, const char *l, size_t n)
     while (i < n &&
            ((l[i] >= '0' && l[i] <= '9') || (l[i] >= 'a' && l[i] <= 'f') ||
             (l[i] >= 'A' && l[i] <= 'F'))) {
-        if (i == 15) {
+        /* At most 15 digits after any leading zeros (1*HEXDIG). */
+        if (size >> 56) {
             return fail(p, "chunk size too large");
         }
         size = size * 16 + (uint64_t) (l[i] <= '9'   ? l[i] - '0'

@@ -28,8 +28,11 @@ typedef enum {
 
 typedef struct {
     int         state;
-    int         status;     /* of the answer being read */
-    int         keep_alive; /* the connection may carry another request */
+    int         status;       /* of the answer being read */
+    int         keep_alive;   /* the connection may carry another request */
+    int         closing;      /* "close" in a Connection header */
+    int         http10;       /* an HTTP/1.0 answer */
+    int64_t     keep_alive_s; /* Keep-Alive: timeout=N (seconds), -1: none */
     int         chunked;
     int64_t     length; /* Content-Length, -1 when none */
     uint64_t    left;   /* body bytes left in the body or current chunk */

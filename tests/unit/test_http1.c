@@ -16,6 +16,7 @@
 typedef struct {
     ragq_h1_event_t last; /* DONE, ERROR, or MORE when it wants more */
     int             status, keep_alive, heads, headers;
+    int64_t         keep_alive_s;
     char            body[8192];
     size_t          blen;
     char            retry_after[64];
@@ -77,6 +78,7 @@ feed(const char *wire, size_t n, size_t step, int eof)
     }
     o.last = ev;
     o.keep_alive = p.keep_alive;
+    o.keep_alive_s = p.keep_alive_s;
     o.error = p.error;
     return o;
 }
@@ -93,6 +95,7 @@ feed_all_ways(const char *wire, int eof)
         ck_assert_int_eq(o.last, whole.last);
         ck_assert_int_eq(o.status, whole.status);
         ck_assert_int_eq(o.keep_alive, whole.keep_alive);
+        ck_assert_int_eq(o.keep_alive_s, whole.keep_alive_s);
         ck_assert_uint_eq(o.blen, whole.blen);
         ck_assert(memcmp(o.body, whole.body, o.blen) == 0);
     }
@@ -291,6 +294,104 @@ START_TEST(test_head_too_large)
 }
 END_TEST
 
+START_TEST(test_close_wins)
+{
+    /* "close" ends the connection whatever another Connection line says
+     * (RFC 9112 9.6): a later keep-alive token does not undo it. */
+    const char *w = "HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                    "Connection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+    outcome_t   o = feed_all_ways(w, 0);
+
+    ck_assert_int_eq(o.last, RAGQ_H1_DONE);
+    ck_assert_int_eq(o.keep_alive, 0);
+
+    w = "HTTP/1.0 200 OK\r\nConnection: close\r\n"
+        "Connection: Keep-Alive\r\nContent-Length: 0\r\n\r\n";
+    o = feed_all_ways(w, 0);
+    ck_assert_int_eq(o.keep_alive, 0);
+}
+END_TEST
+
+START_TEST(test_http10_chunked_not_kept)
+{
+    /* Chunks in an HTTP/1.0 answer: read, but the framing is not trusted
+     * with another request, keep-alive or not (RFC 9112 6.1). */
+    outcome_t o = feed_all_ways("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n"
+                                "2\r\nok\r\n0\r\n\r\n",
+                                0);
+
+    ck_assert_int_eq(o.last, RAGQ_H1_DONE);
+    ck_assert_uint_eq(o.blen, 2);
+    ck_assert_int_eq(o.keep_alive, 0);
+}
+END_TEST
+
+START_TEST(test_chunk_size_leading_zeros)
+{
+    /* 1*HEXDIG: leading zeros are not digits of the size. */
+    outcome_t o =
+        feed_all_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "000000000000000000005\r\nhello\r\n"
+                      "000000000000000000000000\r\n\r\n",
+                      0);
+
+    ck_assert_int_eq(o.last, RAGQ_H1_DONE);
+    ck_assert_uint_eq(o.blen, 5);
+    ck_assert(memcmp(o.body, "hello", 5) == 0);
+
+    /* What is left after them is still held to 15 digits. */
+    o = feed_all_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "00001000000000000000\r\n",
+                      0);
+    ck_assert_int_eq(o.last, RAGQ_H1_ERROR);
+    ck_assert_str_eq(o.error, "chunk size too large");
+    o = feed_all_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "0fffffffffffffff\r\n",
+                      0);
+    ck_assert_int_eq(o.last, RAGQ_H1_MORE);
+}
+END_TEST
+
+START_TEST(test_keep_alive_timeout)
+{
+    static const struct {
+        const char *value;
+        int64_t     seconds;
+    } t[] = {
+        {"timeout=5, max=100", 5},
+        {"max=100,timeout=75", 75},
+        {"TIMEOUT = 3", -1}, /* not the form servers send: not read */
+        {"Timeout=3", 3},
+        {"max=5", -1},
+        {"timeout=", -1},
+        {"timeout=5s", -1},
+        {"timeout=99999999999999999999", -1},
+        {"timeouts=5", -1},
+    };
+    char      w[256];
+    size_t    i;
+    outcome_t o;
+
+    for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        snprintf(w, sizeof(w),
+                 "HTTP/1.1 200 OK\r\nKeep-Alive: %s\r\n"
+                 "Content-Length: 0\r\n\r\n",
+                 t[i].value);
+        o = feed_all_ways(w, 0);
+        ck_assert_int_eq(o.last, RAGQ_H1_DONE);
+        ck_assert_msg(o.keep_alive_s == t[i].seconds, "%s: %lld", t[i].value,
+                      (long long) o.keep_alive_s);
+    }
+    /* Not said: -1; an interim answer's hint is not the final answer's. */
+    o = feed_all_ways("HTTP/1.1 100 Continue\r\nKeep-Alive: timeout=9\r\n\r\n"
+                      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                      0);
+    ck_assert_int_eq(o.last, RAGQ_H1_DONE);
+    ck_assert_int_eq(o.keep_alive_s, -1);
+}
+END_TEST
+
 Suite *
 ragq_suite_http1(void)
 {
@@ -307,6 +408,10 @@ ragq_suite_http1(void)
     tcase_add_test(tc, test_cut_short);
     tcase_add_test(tc, test_refused);
     tcase_add_test(tc, test_head_too_large);
+    tcase_add_test(tc, test_close_wins);
+    tcase_add_test(tc, test_http10_chunked_not_kept);
+    tcase_add_test(tc, test_chunk_size_leading_zeros);
+    tcase_add_test(tc, test_keep_alive_timeout);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,7 +3,8 @@
 # between the worker and the stand-in: it forwards each request and sends
 # the answer back framed as the test's mode says (tiny chunks with
 # extensions, a body ended by closing, a 100 Continue first, a connection
-# dropped when it is reused, not HTTP at all). It counts connections and
+# dropped when it is reused or past the Keep-Alive timeout it announced,
+# not HTTP at all). It counts connections and
 # requests, so reuse, the per-host cap and the retry on a dead kept
 # connection are seen from the server's side.
 use strict;
@@ -83,6 +84,7 @@ sub answer {
         return 0;
     }
     my $pre = $mode eq 'continue' ? "HTTP/1.1 100 Continue\r\n\r\n" : '';
+    $h .= "Keep-Alive: timeout=2\r\n" if $mode eq 'hint';
     syswrite($c, "$pre$status\r\n${h}Content-Length: " . length($rb) . "\r\n\r\n$rb");
     return 1;
 }
@@ -90,7 +92,7 @@ sub answer {
 sub proxy {
     my ($l) = @_;
     my $sel = IO::Select->new($l);
-    my (%buf, %nth);
+    my (%buf, %nth, %last);
     $SIG{PIPE} = 'IGNORE';
     alarm 600;
     for (;;) {
@@ -126,8 +128,14 @@ sub proxy {
                     $keep = 0;
                 } elsif ($mode eq 'drop-reused' && $nth{$c} > 0) {
                     $keep = 0; # the server closed it just as it was reused
+                } elsif ($mode eq 'hint' && $nth{$c} > 0 && time - $last{$c} > 2) {
+                    # Idle past the timeout it announced: the server's
+                    # close crosses the request, which is lost.
+                    note_line('stale', 1);
+                    $keep = 0;
                 } else {
                     $keep = answer($c, $mode, $nth{$c}, $head, $body);
+                    $last{$c} = time;
                 }
                 $nth{$c}++;
                 if (!$keep) {
@@ -218,6 +226,25 @@ for my $stream (qw(on off)) {
     is(count('reqs'), 5, 'dropped when reused: two calls sent twice');
     is(count('conns'), 3, 'dropped when reused: a new connection for each');
     unlike($w->log, qr/retry \d+ in/, 'dropped when reused: no retry of the job step');
+    $w->stop;
+}
+
+# A server that says how long it keeps an idle connection (Keep-Alive:
+# timeout=2, as Node's servers do; uvicorn, llama.cpp's and Qdrant's keep
+# theirs 5 s): the kept connection is dropped before that, not reused as
+# the server closes it (then the request is lost with it: sent again once
+# at best, a failed call when that lands on another such connection).
+{
+    my $w = worker(RAGQ_CONCURRENCY => 1);
+    mode('hint');
+    reset_counts();
+    unlink "$Dir/stale";
+    all_finished('Keep-Alive timeout', run_jobs(1));
+    is(count('conns'), 1, 'Keep-Alive timeout: one kept connection for a job');
+    sleep 3;
+    all_finished('Keep-Alive timeout, 3 s later', run_jobs(1));
+    is(count('stale'), 0, 'Keep-Alive timeout: nothing sent on a connection past it');
+    is(count('conns'), 2, 'Keep-Alive timeout: a new connection after it');
     $w->stop;
 }
 
