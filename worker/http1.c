@@ -15,7 +15,8 @@
  * when the body ends, or its timer completes it a grace later and closes
  * the connection amid the body.  A kept connection
  * that dies before the first byte of its answer (the server closed it
- * while idle) sends the request once more on a new one, as curl does.
+ * while idle) sends the request once more, as curl does, after closing
+ * the kept connections idle at least as long (the server closed them too).
  * Callbacks never run from inside a call of the job pipeline: failures
  * found while starting are posted on the request's timer.
  *
@@ -255,16 +256,29 @@ connect_timeout(void *data)
 /*
  * The connection failed while carrying its request: a kept one that died
  * before any byte of the answer (closed by the server while idle) sends it
- * again on a new one, once; otherwise the request fails with why.
+ * again, once; otherwise the request fails with why.  The kept connections
+ * idle at least as long as the dead one are closed first: a server that
+ * closes idle connections after some time (saying so or not) closed those
+ * too, and the request sent again must not be lost with one of them.
  */
 static void
 conn_broken(ragq_h1_conn_t *c, const char *why)
 {
     ragq_h1_origin_t *o = c->origin;
     ragq_http_req_t  *req = c->req;
+    ragq_h1_conn_t   *i, *next;
+    uint64_t          since = c->idle_since;
     int               again = c->served > 0 && !c->got;
 
     conn_close(c);
+    if (again) {
+        for (i = o->idle; i != NULL; i = next) {
+            next = i->next;
+            if (i->idle_since <= since) {
+                conn_close(i);
+            }
+        }
+    }
     if (req == NULL) {
         return;
     }

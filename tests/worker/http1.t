@@ -3,7 +3,8 @@
 # between the worker and the stand-in: it forwards each request and sends
 # the answer back framed as the test's mode says (tiny chunks with
 # extensions, a body ended by closing, a 100 Continue first, a connection
-# dropped when it is reused or past the Keep-Alive timeout it announced,
+# dropped when it is reused or past the Keep-Alive timeout it announced
+# or a silent one,
 # not HTTP at all). It counts connections and
 # requests, so reuse, the per-host cap and the retry on a dead kept
 # connection are seen from the server's side.
@@ -128,7 +129,8 @@ sub proxy {
                     $keep = 0;
                 } elsif ($mode eq 'drop-reused' && $nth{$c} > 0) {
                     $keep = 0; # the server closed it just as it was reused
-                } elsif ($mode eq 'hint' && $nth{$c} > 0 && time - $last{$c} > 2) {
+                } elsif ($nth{$c} > 0 && (($mode eq 'hint' && time - $last{$c} > 2) ||
+                                          ($mode eq 'stale' && time - $last{$c} > 1))) {
                     # Idle past the timeout it announced: the server's
                     # close crosses the request, which is lost.
                     note_line('stale', 1);
@@ -245,6 +247,29 @@ for my $stream (qw(on off)) {
     all_finished('Keep-Alive timeout, 3 s later', run_jobs(1));
     is(count('stale'), 0, 'Keep-Alive timeout: nothing sent on a connection past it');
     is(count('conns'), 2, 'Keep-Alive timeout: a new connection after it');
+    $w->stop;
+}
+
+# A server that closes idle connections after 1 s without saying so, each
+# close crossing the request sent on it: the request sent again must not go
+# to another connection idle as long, which that server closed too, but to
+# a new one (else the call fails and the job step is retried).
+{
+    my $w = worker(RAGQ_CONCURRENCY => 2);
+    mode('stale');
+    reset_counts();
+    unlink "$Dir/stale";
+    $s->latency(150); # two jobs at once: two connections
+    all_finished('silent idle timeout', run_jobs(2));
+    $s->latency(0);
+    cmp_ok(count('conns'), '>=', 2, 'silent idle timeout: two or more kept connections');
+    sleep 1.5;
+    reset_counts();
+    all_finished('silent idle timeout, 1.5 s later', run_jobs(1));
+    is(count('stale'), 1, 'silent idle timeout: one request lost with its connection');
+    is(count('reqs'), 4, 'silent idle timeout: sent again once, then two more calls');
+    unlike($w->log, qr/retry \d+ in/, 'silent idle timeout: no retry of the job step')
+        or diag $w->log;
     $w->stop;
 }
 
