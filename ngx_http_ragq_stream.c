@@ -22,11 +22,11 @@
 #define NGX_HTTP_RAGQ_STREAM_BUF 512
 
 
-static void ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell,
-                                       redisReply           *reply);
-static void ngx_http_ragq_stream_deadline(ngx_event_t *ev);
-static void ngx_http_ragq_stream_send_timer(ngx_http_request_t *r,
-                                            ngx_flag_t          progress);
+static void      ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell,
+                                            redisReply           *reply);
+static void      ngx_http_ragq_stream_deadline(ngx_event_t *ev);
+static ngx_int_t ngx_http_ragq_stream_send_timer(ngx_http_request_t *r,
+                                                 ngx_flag_t          progress);
 
 
 /* ---- events ---- */
@@ -65,9 +65,13 @@ ngx_http_ragq_stream_send(ngx_http_ragq_stream_t *s, ngx_buf_t *b,
         return NGX_ERROR;
     }
 
+    if (ngx_http_ragq_stream_send_timer(r, 0) != NGX_OK) {
+        ngx_http_ragq_finalize(r, NGX_ERROR);
+        return NGX_ERROR;
+    }
+
     /* the buffers written out are used again: a long answer does not
      * grow the request's pool by its size */
-    ngx_http_ragq_stream_send_timer(r, 0);
     ngx_chain_update_chains(r->pool, &s->free, &s->busy, &out,
                             (ngx_buf_tag_t) &ngx_http_ragq_module);
 
@@ -76,14 +80,16 @@ ngx_http_ragq_stream_send(ngx_http_ragq_stream_t *s, ngx_buf_t *b,
 
 
 /*
- * send_timeout, as nginx's own writer keeps it: while the client leaves
+ * The write event and send_timeout, as nginx's own writer keeps them: the
+ * write event in the event loop while output waits (nothing else would
+ * send the rest once the client takes some); and while the client leaves
  * output unread, the time since it last took some. A client that stops
  * reading would otherwise hold its stream, and every piece of the answer
  * in its request's pool, until the job ends and long after. Sends that
  * only add to the backlog (pieces, heartbeats) do not restart the clock;
  * progress does.
  */
-static void
+static ngx_int_t
 ngx_http_ragq_stream_send_timer(ngx_http_request_t *r, ngx_flag_t progress)
 {
     ngx_event_t              *wev = r->connection->write;
@@ -94,15 +100,22 @@ ngx_http_ragq_stream_send_timer(ngx_http_request_t *r, ngx_flag_t progress)
             ngx_del_timer(wev);
         }
 
-        return;
-    }
-
-    if (wev->delayed || (wev->timer_set && !progress)) {
-        return; /* limit_rate's own timer; or no progress to count */
+        return NGX_OK;
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (wev->delayed || (wev->timer_set && !progress)) {
+        return NGX_OK; /* limit_rate's own timer; or no progress to count */
+    }
+
     ngx_add_timer(wev, clcf->send_timeout);
+
+    return NGX_OK;
 }
 
 
@@ -691,12 +704,11 @@ ngx_http_ragq_stream_writer(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
+    if (ngx_http_output_filter(r, NULL) == NGX_ERROR
+        || ngx_http_ragq_stream_send_timer(r, 1) != NGX_OK)
+    {
         ngx_http_ragq_finalize(r, NGX_ERROR);
-        return;
     }
-
-    ngx_http_ragq_stream_send_timer(r, 1);
 }
 
 

@@ -20,6 +20,7 @@ use JSON::PP;
 use Encode qw(encode_utf8);
 use POSIX ();
 use Time::HiRes ();
+use IO::Select;
 
 master_on();
 workers(1);
@@ -76,6 +77,18 @@ sub finish {
     Ragq::Valkey::cmd('PUBLISH', "$prefix:events", "$id $status");
 }
 
+# Reads s until re matches the end of what came (or 10 s); what came.
+sub drain {
+    my ($s, $re) = @_;
+    my ($t, $sel) = ('', IO::Select->new($s));
+    my $deadline = Time::HiRes::time() + 10;
+    while (Time::HiRes::time() < $deadline && substr($t, -65536) !~ $re) {
+        next unless $sel->can_read(0.2);
+        last unless sysread($s, $t, 65536, length $t);
+    }
+    return $t;
+}
+
 sub subscribed { wait_until('the events subscription', sub { numsub('st:events') >= 1 }) }
 
 sub stream {
@@ -103,7 +116,7 @@ EOF
       unless defined $block->no_error_log;
 });
 
-plan tests => 129;
+plan tests => 137;
 run_tests();
 
 __DATA__
@@ -498,3 +511,41 @@ Test::More::unlike($got, qr/event: done/, 'and no done: the job did not end');
 --- response_body_like: ragq_streams 0\n
 --- error_log
 client timed out
+
+
+
+=== TEST 14: a client whose socket filled up once, then read it all: the next pieces still come as they are written, not at the job's end or never
+--- init
+use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
+main::seed('st', $::Id, status => 'started');
+main::seed('st', $::Id2, status => 'started');
+main::subscribed();
+socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
+connect($s, pack_sockaddr_in(main::server_port(), inet_aton('127.0.0.1'))) or die "connect: $!";
+syswrite $s, "GET /job-stream?job_id=$::Id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+my $s2 = main::send_get("/job-stream?job_id=$::Id2");
+main::read_until($s2, sub { $_[0] =~ /"status":"started"/ });
+Test::More::ok(main::wait_until('the stream', sub { main::numsub("st:out:$::Id") == 1 }),
+    'the stream is open');
+# 8 MB while the client reads nothing: more than the sockets hold, nginx's writes block
+main::publish_batch('st', $::Id, $_, 'x' x 32768) for 1 .. 256;
+# the pub/sub connection is in order: once the other stream has this, nginx has read all of them
+main::publish_batch('st', $::Id2, 1, 'mark');
+main::read_until($s2, sub { $_[0] =~ /id: 1\n/ });
+close $s2;
+# the client reads again, all of it; then one more piece comes
+setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1 << 20);
+my $t = main::drain($s, qr/id: 256\n/);
+Test::More::like(substr($t, -65536), qr/id: 256\n/, 'the client got all 256 pieces');
+main::publish_batch('st', $::Id, 257, 'and more');
+$t .= main::drain($s, qr/id: 257\n/);
+Test::More::like(substr($t, -65536), qr/id: 257\ndata: \{"text":"and more"\}/, 'and the next one, while the job runs');
+close $s;
+--- request eval
+"GET /metrics"
+--- response_body_like: ragq_streams 0\n
+--- no_error_log
+client timed out
+[error]
+[alert]
