@@ -119,6 +119,27 @@ ngx_http_ragq_stream_send_timer(ngx_http_request_t *r, ngx_flag_t progress)
 }
 
 
+/* true when the client has left at least max bytes of output unread */
+ngx_flag_t
+ngx_http_ragq_stream_full(ngx_http_ragq_stream_t *s, size_t max)
+{
+    size_t       n;
+    ngx_chain_t *cl;
+
+    n = 0;
+
+    for (cl = s->busy; cl; cl = cl->next) {
+        n += ngx_buf_size(cl->buf);
+
+        if (n >= max) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* room for len bytes of events, for ngx_http_ragq_stream_send() */
 ngx_buf_t *
 ngx_http_ragq_stream_buf(ngx_http_ragq_stream_t *s, size_t len)
@@ -137,6 +158,11 @@ ngx_http_ragq_stream_buf(ngx_http_ragq_stream_t *s, size_t len)
     if (b->start == NULL || (size_t) (b->end - b->start) < len) {
         /* most events fit in the first size: a piece is a few words */
         size = ngx_max(len, NGX_HTTP_RAGQ_STREAM_BUF);
+
+        if (b->start) {
+            /* a large one goes back to the heap; a small one stays */
+            (void) ngx_pfree(s->request->pool, b->start);
+        }
 
         b->start = ngx_palloc(s->request->pool, size);
         if (b->start == NULL) {
@@ -311,7 +337,7 @@ ngx_http_ragq_stream_sync(ngx_http_ragq_stream_t *s)
     ngx_http_ragq_loc_conf_t *lcf = s->lcf;
     u_char                    last[NGX_INT64_LEN + 3];
     u_char                    entry[2 * NGX_INT64_LEN + 2];
-    u_char                    cmd[3 * NGX_HTTP_RAGQ_KEY_MAX + 256];
+    u_char                    cmd[3 * NGX_HTTP_RAGQ_KEY_MAX + 320];
 
     if (s->cell) {
         s->again = 1;
@@ -343,11 +369,15 @@ ngx_http_ragq_stream_sync(ngx_http_ragq_stream_t *s)
         *p++ = '\n';
     }
 
-    p = ngx_http_ragq_lit(p, "*4\r\n$6\r\nXRANGE\r\n");
+    /* a page: what a client that was behind missed may be long */
+    p = ngx_http_ragq_lit(p, "*6\r\n$6\r\nXRANGE\r\n");
     p = ngx_http_ragq_resp_bulk(p, s->sjob->sn.str.data, s->sjob->sn.str.len);
     e = ngx_sprintf(last, "(0-%uL", s->last);
     p = ngx_http_ragq_resp_bulk(p, last, e - last);
-    p = ngx_http_ragq_lit(p, "$1\r\n+\r\n*1\r\n$4\r\nEXEC\r\n");
+    p = ngx_http_ragq_lit(p, "$1\r\n+\r\n$5\r\nCOUNT\r\n");
+    e = ngx_sprintf(last, "%ui", (ngx_uint_t) NGX_HTTP_RAGQ_STREAM_PAGE);
+    p = ngx_http_ragq_resp_bulk(p, last, e - last);
+    p = ngx_http_ragq_lit(p, "*1\r\n$4\r\nEXEC\r\n");
 
     if (ngx_http_ragq_valkey_send_n(cell, cmd, p - cmd, 4) != NGX_OK) {
         ngx_http_ragq_cell_drop(cell);
@@ -368,6 +398,7 @@ ngx_http_ragq_stream_sync(ngx_http_ragq_stream_t *s)
 
     s->cell = cell;
     s->owed = 0;
+    s->behind = 0; /* it reads from the last piece sent */
 
     return NGX_OK;
 }
@@ -378,6 +409,14 @@ void
 ngx_http_ragq_stream_resync(ngx_http_ragq_stream_t *s)
 {
     ngx_int_t rc;
+
+    if (s->started && s->cell == NULL
+        && ngx_http_ragq_stream_full(s, NGX_HTTP_RAGQ_STREAM_BACKLOG))
+    {
+        /* the client is behind: the writer syncs when it catches up */
+        s->behind = 1;
+        return;
+    }
 
     rc = ngx_http_ragq_stream_sync(s);
 
@@ -437,11 +476,9 @@ ngx_http_ragq_stream_pieces(ngx_http_ragq_stream_t *s, redisReply *out,
             } else {
                 *len += ngx_http_ragq_piece_len(NULL, 0);
             }
-
-        } else {
-            continue;
         }
 
+        /* an entry of another kind is passed over, not read again */
         last = seq;
     }
 
@@ -450,6 +487,32 @@ ngx_http_ragq_stream_pieces(ngx_http_ragq_stream_t *s, redisReply *out,
     }
 
     return p;
+}
+
+
+/*
+ * A full page of XRANGE whose last entry is after the last piece sent: more
+ * pieces may follow it (a job seen final gets its done after them)
+ */
+static ngx_uint_t
+ngx_http_ragq_stream_more(ngx_http_ragq_stream_t *s, redisReply *out)
+{
+    uint64_t    seq;
+    redisReply *e;
+
+    if (out->elements < NGX_HTTP_RAGQ_STREAM_PAGE) {
+        return 0;
+    }
+
+    e = out->element[out->elements - 1];
+
+    return e->type == REDIS_REPLY_ARRAY && e->elements == 2
+           && e->element[0]->type == REDIS_REPLY_STRING
+           && e->element[1]->type == REDIS_REPLY_ARRAY
+           && ngx_http_ragq_stream_seq((u_char *) e->element[0]->str,
+                                       e->element[0]->len, &seq)
+                  == NGX_OK
+           && seq > s->last;
 }
 
 
@@ -482,7 +545,7 @@ ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     ngx_int_t                 rc;
     ngx_str_t                 view;
     ngx_buf_t                *b;
-    ngx_uint_t                step, final;
+    ngx_uint_t                step, final, more;
     redisReply               *job, *out, *status;
     ngx_http_ragq_stream_t   *s = cell->data;
     ngx_http_ragq_job_entry_t je;
@@ -554,9 +617,11 @@ ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     final = status && status->type == REDIS_REPLY_STRING
             && ngx_http_ragq_job_final((u_char *) status->str, status->len);
 
+    more = ngx_http_ragq_stream_more(s, out);
+
     ngx_str_null(&view);
 
-    if (final
+    if (final && !more
         && ngx_http_ragq_job_view(s->request->pool, s->job_id, job, &view)
                != NGX_OK)
     {
@@ -587,7 +652,7 @@ ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
     }
 
     len = sizeof("event: status\ndata: {\"status\":\"started\"}\n\n")
-          + (final ? sizeof("event: done\ndata: \n\n") + view.len : 0);
+          + (final && !more ? sizeof("event: done\ndata: \n\n") + view.len : 0);
     (void) ngx_http_ragq_stream_pieces(s, out, NULL, &len);
 
     b = ngx_http_ragq_stream_buf(s, len);
@@ -612,7 +677,10 @@ ngx_http_ragq_stream_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 
     b->last = ngx_http_ragq_stream_pieces(s, out, b->last, NULL);
 
-    if (final) {
+    if (more) {
+        s->again = 1;
+
+    } else if (final) {
         b->last = ngx_http_ragq_lit(b->last, "event: done\ndata: ");
 
         /* raw line breaks can only be JSON whitespace: not in an event */
@@ -680,7 +748,7 @@ ngx_http_ragq_stream_timer(ngx_event_t *ev)
 
     ngx_add_timer(&s->timer, s->lcf->stream_heartbeat);
 
-    if (s->owed) {
+    if (s->owed || s->behind) {
         /* last: it may end the stream (its unlink deletes the timer) */
         ngx_http_ragq_stream_resync(s);
     }
@@ -691,7 +759,10 @@ ngx_http_ragq_stream_timer(ngx_event_t *ev)
 static void
 ngx_http_ragq_stream_writer(ngx_http_request_t *r)
 {
-    ngx_connection_t *c = r->connection;
+    ngx_chain_t            *out;
+    ngx_connection_t       *c = r->connection;
+    ngx_http_ragq_ctx_t    *ctx;
+    ngx_http_ragq_stream_t *s;
 
     if (c->write->timedout) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
@@ -704,10 +775,31 @@ ngx_http_ragq_stream_writer(ngx_http_request_t *r)
         return;
     }
 
+    out = NULL;
+
     if (ngx_http_output_filter(r, NULL) == NGX_ERROR
         || ngx_http_ragq_stream_send_timer(r, 1) != NGX_OK)
     {
         ngx_http_ragq_finalize(r, NGX_ERROR);
+        return;
+    }
+
+    ctx = ngx_http_ragq_ctx(r);
+    s = ctx ? ctx->stream : NULL;
+
+    if (s == NULL || s->request != r) {
+        return;
+    }
+
+    ngx_chain_update_chains(r->pool, &s->free, &s->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_ragq_module);
+
+    if (s->behind
+        && !ngx_http_ragq_stream_full(s, NGX_HTTP_RAGQ_STREAM_BACKLOG / 2))
+    {
+        /* the client took half of its backlog: what it missed, from Valkey */
+        s->behind = 0;
+        ngx_http_ragq_stream_resync(s);
     }
 }
 
@@ -765,6 +857,7 @@ ngx_http_ragq_stream_handler(ngx_http_request_t *r)
     ngx_str_t                 id, key, tenant;
     ngx_http_cleanup_t       *cln;
     ngx_http_ragq_arg_t       args[2];
+    ngx_http_ragq_ctx_t      *ctx;
     ngx_http_ragq_sjob_t     *sj;
     ngx_http_ragq_stream_t   *s;
     ngx_http_ragq_loc_conf_t *lcf;
@@ -841,6 +934,13 @@ ngx_http_ragq_stream_handler(ngx_http_request_t *r)
     s->last = last;
     s->step = NGX_HTTP_RAGQ_READ_HASH;
     ngx_memcpy(s->job_id, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
+
+    ctx = ngx_http_ragq_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->stream = s;
 
     ngx_http_ragq_stream_link(s);
     ngx_http_ragq_metrics_streaming(r);

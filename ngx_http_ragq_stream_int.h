@@ -27,6 +27,16 @@ typedef struct {
 } ngx_http_ragq_sjob_t;
 
 
+/*
+ * Output the client has not taken, beyond which pieces are not written out
+ * but left in P:out:ID (the stream is "behind"); read again, by a sync,
+ * when the client has taken half of it. A sync reads at most
+ * NGX_HTTP_RAGQ_STREAM_PAGE entries.
+ */
+#define NGX_HTTP_RAGQ_STREAM_BACKLOG 65536
+#define NGX_HTTP_RAGQ_STREAM_PAGE    64
+
+
 /* a stream; lives in its request's pool: the cleanup unlinks it */
 typedef struct {
     ngx_http_request_t       *request; /* NULL once ended or gone */
@@ -47,6 +57,7 @@ typedef struct {
     unsigned                  started : 1; /* the 200 is sent */
     unsigned                  again : 1;   /* sync again after this one */
     unsigned                  owed : 1;    /* a sync could not be sent */
+    unsigned                  behind : 1;  /* pieces left in Valkey */
 } ngx_http_ragq_stream_t;
 
 
@@ -63,6 +74,7 @@ void       ngx_http_ragq_stream_cut(ngx_http_ragq_stream_t *s);
 void       ngx_http_ragq_stream_fail(ngx_http_ragq_stream_t *s, ngx_int_t rc);
 ngx_int_t  ngx_http_ragq_stream_sync(ngx_http_ragq_stream_t *s);
 void       ngx_http_ragq_stream_resync(ngx_http_ragq_stream_t *s);
+ngx_flag_t ngx_http_ragq_stream_full(ngx_http_ragq_stream_t *s, size_t max);
 size_t     ngx_http_ragq_piece_len(u_char *text, size_t len);
 u_char *ngx_http_ragq_piece(u_char *p, uint64_t seq, u_char *text, size_t len,
                             ngx_flag_t reset);

@@ -192,6 +192,26 @@ ngx_http_ragq_stream_batch(ngx_http_ragq_stream_t *s, u_char *msg, size_t len)
         return;
     }
 
+    if (s->behind || ngx_http_ragq_stream_full(s, NGX_HTTP_RAGQ_STREAM_BACKLOG))
+    {
+        /*
+         * The client has not taken what it has: the batch stays in
+         * P:out:ID, read by a sync when the client has caught up
+         */
+        if (!s->behind) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->timer.log, 0,
+                           "ragq: client behind on %V, pieces left in valkey",
+                           &s->sjob->sn.str);
+            s->behind = 1;
+        }
+
+        if (!ngx_http_ragq_stream_full(s, NGX_HTTP_RAGQ_STREAM_BACKLOG / 2)) {
+            ngx_http_ragq_stream_resync(s);
+        }
+
+        return;
+    }
+
     end = msg + len;
     room = 0;
     last = s->last;

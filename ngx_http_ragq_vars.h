@@ -17,6 +17,7 @@
 
 
 typedef struct {
+    void     *stream; /* a /job-stream's state (ngx_http_ragq_stream.c) */
     ngx_str_t status; /* the job's status as the answer said it */
     u_char    job_id[NGX_HTTP_RAGQ_JOB_ID_LEN];
     unsigned  has_job_id : 1;
