@@ -1,7 +1,7 @@
 /*
  * main.c: ragq-worker: configuration, start-up checks, and the one event
  * loop that runs the queue (queue.c), the pipeline (job.c) and HTTP
- * (http.c); SIGTERM/SIGINT stop it gracefully.
+ * (http.c); SIGTERM/SIGINT stop it gracefully; systemd is told (sdnotify.c).
  */
 
 #include <signal.h>
@@ -17,6 +17,7 @@
 #include "job.h"
 #include "loop.h"
 #include "queue.h"
+#include "sdnotify.h"
 #include "valkey_net.h"
 
 static void
@@ -34,6 +35,7 @@ main(int argc, char **argv)
     ragq_valkey_addr_t addr;
     ragq_vnet_t        net;
     ragq_heartbeat_t  *hb;
+    ragq_sdnotify_t   *sd;
     ragq_pipeline_t    pipeline;
     ragq_loop_t       *loop;
     ragq_http_t       *http;
@@ -99,10 +101,14 @@ main(int argc, char **argv)
     }
     q = ragq_queue_new(loop, &pipeline, &cfg, &net);
     hb = q ? ragq_heartbeat_new(loop, &cfg, q) : NULL;
-    if (hb == NULL || ragq_loop_signals(loop, on_signal, q) != 0) {
+    /* systemd (Type=notify): READY=1, STOPPING=1, the watchdog's pings */
+    sd = hb ? ragq_sdnotify_new(loop) : NULL;
+    if (sd == NULL || ragq_loop_signals(loop, on_signal, q) != 0) {
         fprintf(stderr, "ragq-worker: cannot set up the queue\n");
         return 1;
     }
+    ragq_queue_set_notify(q, sd);
+    ragq_sdnotify_start(sd);
     ragq_vnet_start(&net);
     ragq_queue_start(q);
     ragq_heartbeat_start(hb);
@@ -115,6 +121,7 @@ main(int argc, char **argv)
     }
     ragq_queue_free(q);
     ragq_heartbeat_free(hb);
+    ragq_sdnotify_free(sd);
     ragq_vnet_free(&net);
     ragq_pipeline_free(&pipeline);
     ragq_http_free(http);

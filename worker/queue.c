@@ -243,6 +243,11 @@ on_vconn_lost(ragq_vconn_t *vc, const char *why, void *owner)
     if (q->started && kind != q->lost_kind) {
         ragq_log(RAGQ_LOG_WARN, "valkey (%s connection): %s; reconnecting",
                  ragq_vconn_name(vc), why);
+        if (!q->stopping) {
+            ragq_sdnotify(q->notify, NULL,
+                          "Valkey lost (%s connection): %s; reconnecting",
+                          ragq_vconn_name(vc), why);
+        }
         q->lost_kind = kind;
     } else {
         ragq_log(RAGQ_LOG_DEBUG, "valkey (%s connection): %s",
@@ -277,6 +282,9 @@ on_vconn_ready(ragq_vconn_t *vc, void *owner)
         q->lost_since[vc == q->blk] = 0;
     }
     if (ragq_vconn_ready(q->cmd) && ragq_vconn_ready(q->blk)) {
+        if (q->lost_kind != -1 && !q->stopping) {
+            ragq_sdnotify(q->notify, NULL, "claiming jobs from %s", q->k_jobs);
+        }
         q->lost_kind = -1; /* the next loss is news again */
     }
     if (vc == q->blk) {
@@ -405,12 +413,16 @@ ragq_queue_stop(ragq_queue_t *q)
     }
     q->stopping = 1;
     if (!q->started) {
+        ragq_sdnotify(q->notify, "STOPPING=1", "stopping (never ready)");
         ragq_loop_stop(q->loop);
         return;
     }
     ragq_log(RAGQ_LOG_INFO,
              "stopping: no new claims, waiting up to %ld ms for %u job(s)",
              q->cfg->shutdown_grace_ms, q->njobs);
+    ragq_sdnotify(q->notify, "STOPPING=1",
+                  "stopping: waiting up to %ld ms for %u job(s)",
+                  q->cfg->shutdown_grace_ms, q->njobs);
     ragq_timer_stop(q->loop, &q->reclaim_timer);
     /* Closing the blocked XREADGROUP stops claims at once. */
     ragq_vconn_close(q->blk);
@@ -502,6 +514,12 @@ ragq_queue_start(ragq_queue_t *q)
     ragq_vconn_connect(q->cmd);
     ragq_vconn_connect(q->blk);
     ragq_vconn_connect(q->sub);
+}
+
+void
+ragq_queue_set_notify(ragq_queue_t *q, ragq_sdnotify_t *sd)
+{
+    q->notify = sd;
 }
 
 int

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "job.h"
 #include "loop.h"
+#include "sdnotify.h"
 #include "valkey_conn.h"
 
 typedef struct ragq_queue_s ragq_queue_t;
@@ -37,6 +38,13 @@ void ragq_queue_start(ragq_queue_t *q);
  * the loop with exit code 0.
  */
 void ragq_queue_stop(ragq_queue_t *q);
+
+/*
+ * Tells systemd (sdnotify.h) READY=1 with the "ready" line, STOPPING=1 when
+ * a graceful stop begins, and STATUS= when Valkey is lost and back.  sd
+ * (NULL: nothing said) must outlive the queue.
+ */
+void ragq_queue_set_notify(ragq_queue_t *q, ragq_sdnotify_t *sd);
 
 int  ragq_queue_exit_code(const ragq_queue_t *q);
 void ragq_queue_free(ragq_queue_t *q);

@@ -67,6 +67,7 @@ xread_reply(void *owner, redisReply *reply, void *priv)
                  "embedder %s, store %s, answerer %s",
                  q->consumer, q->k_jobs, q->k_group, q->cfg->concurrency,
                  q->cfg->embedder, q->cfg->store, q->cfg->answerer);
+        ragq_sdnotify(q->notify, "READY=1", "claiming jobs from %s", q->k_jobs);
         ragq_timer_start(q->loop, &q->keepalive_timer, 0);
         ragq_timer_start(q->loop, &q->consumers_timer,
                          ragq_queue_consumers_period(q));

@@ -15,6 +15,7 @@
 #include "queue.h"
 #include "retry.h"
 #include "scripts.h"
+#include "sdnotify.h"
 #include "valkey_conn.h"
 
 /* ragq_job_t.state while the queue holds a job. */
@@ -84,6 +85,9 @@ struct ragq_queue_s {
     unsigned       norphans, reserved_adopt;
     int            lost_kind;     /* RAGQ_VLOSS_* logged last, -1: none */
     unsigned char  lost_since[2]; /* per connection: lost since ready */
+
+    /* systemd: READY=1, STOPPING=1, STATUS= (sdnotify.c); NULL: none */
+    ragq_sdnotify_t *notify;
 };
 
 /* how long XREADGROUP blocks on the claim connection */

@@ -23,8 +23,10 @@ sub binary {
     return "$build/ragq-worker";
 }
 
-# Variables a worker would otherwise inherit from the developer's shell.
-my @SCRUB = qw(OPENAI_BASE_URL OPENAI_API_KEY QDRANT_URL QDRANT_API_KEY);
+# Variables a worker would otherwise inherit from the developer's shell (or
+# from a systemd unit running the tests: its NOTIFY_SOCKET and watchdog).
+my @SCRUB = qw(OPENAI_BASE_URL OPENAI_API_KEY QDRANT_URL QDRANT_API_KEY
+  NOTIFY_SOCKET WATCHDOG_USEC WATCHDOG_PID);
 
 # start(ENV => {...}, args => [...]): env values override; RAGQ_VALKEY_URL
 # defaults to the suite's redis-server.
