@@ -1,7 +1,8 @@
 # make install into a DESTDIR lays out what a Debian host needs, and the
 # installed module, loaded by nginx through the installed snippet (linked into
 # modules-enabled as dh_nginx's postinst does), passes nginx -t and serves
-# POST /chat.  Also PREFIX, a non-Debian NGX_MODULES_DIR, an edited
+# POST /chat; the unit waits for READY=1, has a watchdog and passes
+# systemd-analyze verify.  Also PREFIX, a non-Debian NGX_MODULES_DIR, an edited
 # environment file kept, and make uninstall.
 use strict;
 use warnings;
@@ -85,6 +86,25 @@ like $unit, qr{^ExecStart=/usr/bin/ragq-worker$}m, 'the unit runs the installed 
 like $unit, qr{^EnvironmentFile=/etc/default/ragq-worker$}m, 'the unit reads /etc/default/ragq-worker';
 is slurp("$d/etc/default/ragq-worker"), slurp("$root/conf/ragq-worker.env"),
     'the environment file is conf/ragq-worker.env';
+# The worker says READY=1 and pings the watchdog itself (worker/sdnotify.c).
+like $unit, qr{^Type=notify$}m, 'the unit waits for the worker\'s READY=1 (Type=notify)';
+like $unit, qr{^NotifyAccess=main$}m, 'from the main process only';
+like $unit, qr{^WatchdogSec=30s$}m, 'and restarts a worker whose loop stopped turning (WatchdogSec)';
+like $unit, qr{^RestrictAddressFamilies=.*\bAF_UNIX\b}m, 'the sandbox lets it reach NOTIFY_SOCKET';
+
+# systemd-analyze verify, where there is one: the installed unit with its
+# paths inside DESTDIR (man pages are not looked up).
+SKIP: {
+    my $sa = (grep { -x "$_/systemd-analyze" } split /:/, "$ENV{PATH}:/usr/bin:/bin")[0];
+    skip 'no systemd-analyze', 1 unless $sa;
+    (my $u = $unit) =~ s{^(ExecStart=|EnvironmentFile=)(/\S+)}{$1$d$2}mg;
+    mkdir "$tmp/unit";
+    spew("$tmp/unit/ragq-worker.service", $u);
+    my $said = `'$sa/systemd-analyze' verify --man=no '$tmp/unit/ragq-worker.service' 2>&1`;
+    # it exits 0 after "Failed to parse ..., ignoring": nothing said is the test
+    ok $? == 0 && $said eq '', 'systemd-analyze verify accepts the installed unit, silently'
+        or diag $said;
+}
 
 chomp(my $said = `'$d/usr/bin/ragq-worker' --version 2>&1`);
 is $said, "ragq-worker $version", 'the installed ragq-worker --version says VERSION';
