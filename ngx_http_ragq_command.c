@@ -13,6 +13,15 @@
 
 #define NGX_HTTP_RAGQ_MAX_INFLIGHT 16384
 
+/*
+ * Commands written and not taken by the socket: a server that reads
+ * nothing (stopped, a fork stall, a black hole) while requests keep coming
+ * would grow the output buffer by every command of the requests that timed
+ * out meanwhile, until the watchdog drops the connection; past this, new
+ * commands are refused (503 overloaded) instead.
+ */
+#define NGX_HTTP_RAGQ_MAX_UNSENT (16 * 1024 * 1024)
+
 
 static void ngx_http_ragq_vk_skip_reply(ngx_http_ragq_conn_t *conn, void *data,
                                         redisReply *reply);
@@ -21,6 +30,15 @@ static void ngx_http_ragq_vk_cell_reply(ngx_http_ragq_conn_t *conn, void *data,
 
 
 /* ---- commands ---- */
+
+
+/* no room for n more cells: too many in flight, or too much unsent */
+static ngx_flag_t
+ngx_http_ragq_vk_full(ngx_http_ragq_vk_t *vk, ngx_uint_t n)
+{
+    return vk->inflight + n > NGX_HTTP_RAGQ_MAX_INFLIGHT
+           || ngx_http_ragq_conn_unsent(&vk->conn) >= NGX_HTTP_RAGQ_MAX_UNSENT;
+}
 
 
 ngx_int_t
@@ -35,7 +53,7 @@ ngx_http_ragq_valkey_available(void)
         return NGX_DECLINED;
     }
 
-    if (vk->inflight >= NGX_HTTP_RAGQ_MAX_INFLIGHT) {
+    if (ngx_http_ragq_vk_full(vk, 1)) {
         return NGX_BUSY;
     }
 
@@ -128,7 +146,7 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
         return NGX_DECLINED;
     }
 
-    if (vk->inflight >= NGX_HTTP_RAGQ_MAX_INFLIGHT) {
+    if (ngx_http_ragq_vk_full(vk, 1)) {
         return NGX_DECLINED;
     }
 
@@ -198,7 +216,7 @@ ngx_http_ragq_valkey_send_pair(ngx_http_ragq_cell_t *cell, u_char *cmd,
         return NGX_DECLINED;
     }
 
-    if (vk->inflight + 1 >= NGX_HTTP_RAGQ_MAX_INFLIGHT) {
+    if (ngx_http_ragq_vk_full(vk, 2)) {
         return NGX_DECLINED;
     }
 

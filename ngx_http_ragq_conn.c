@@ -19,12 +19,16 @@
 #define NGX_HTTP_RAGQ_FIFO_MIN 256
 #define NGX_HTTP_RAGQ_READ_BUF 16384
 
+/* an empty output buffer larger than this is freed (it grew in a stall) */
+#define NGX_HTTP_RAGQ_OUT_KEEP 262144
+
 
 static void ngx_http_ragq_conn_read_handler(ngx_event_t *rev);
 static void ngx_http_ragq_conn_write_handler(ngx_event_t *wev);
 static void ngx_http_ragq_conn_flush_handler(ngx_event_t *ev);
 static void ngx_http_ragq_conn_connected(ngx_http_ragq_conn_t *conn);
 static void ngx_http_ragq_conn_flush(ngx_http_ragq_conn_t *conn);
+static void ngx_http_ragq_conn_out_reset(ngx_http_ragq_conn_t *conn);
 
 
 /* what every connection reads into; the reader copies it at once */
@@ -212,8 +216,7 @@ ngx_http_ragq_conn_close(ngx_http_ragq_conn_t *conn)
 
     ngx_http_ragq_reader_free(&conn->reader);
 
-    conn->out_pos = conn->out;
-    conn->out_last = conn->out;
+    ngx_http_ragq_conn_out_reset(conn);
 
     /* the owner refuses new commands now: the FIFO only shrinks */
     while (conn->head != conn->tail) {
@@ -716,6 +719,24 @@ ngx_http_ragq_conn_flush(ngx_http_ragq_conn_t *conn)
         }
 
         conn->out_pos += n;
+    }
+
+    ngx_http_ragq_conn_out_reset(conn);
+}
+
+
+/*
+ * Everything is sent (or dropped with the connection). A buffer that grew
+ * while the server read nothing (up to the cap of ngx_http_ragq_command.c)
+ * goes, so that its pages do not stay with the worker after the stall.
+ */
+static void
+ngx_http_ragq_conn_out_reset(ngx_http_ragq_conn_t *conn)
+{
+    if (conn->out && conn->out_end - conn->out > NGX_HTTP_RAGQ_OUT_KEEP) {
+        ngx_free(conn->out);
+        conn->out = NULL;
+        conn->out_end = NULL;
     }
 
     conn->out_pos = conn->out;

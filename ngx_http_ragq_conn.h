@@ -110,6 +110,9 @@ struct ngx_http_ragq_conn_s {
 
 
 #define ngx_http_ragq_conn_pending(conn) ((conn)->tail - (conn)->head)
+/* bytes written and not handed to the socket yet */
+#define ngx_http_ragq_conn_unsent(conn) \
+    ((size_t) ((conn)->out_last - (conn)->out_pos))
 #define ngx_http_ragq_conn_open_p(conn) \
     ((conn)->state == NGX_HTTP_RAGQ_CONN_OPEN)
 

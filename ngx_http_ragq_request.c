@@ -384,7 +384,7 @@ ngx_http_ragq_deadline_handler(ngx_event_t *ev)
     ngx_http_request_t   *r;
     ngx_http_ragq_cell_t *cell = ev->data;
 
-    /* the cell stays queued in hiredis until its reply or the disconnect */
+    /* the cell stays in the connection's FIFO until its reply or the close */
     r = ngx_http_ragq_cell_take(cell);
     if (r == NULL) {
         return;

@@ -1,0 +1,163 @@
+# A stalled Valkey (SIGSTOP: the TCP connection alive, nothing read or
+# answered) under a flood of POST /chat with long questions. The location's
+# ragq_valkey_timeout (100 ms) answers each request 503 valkey_timeout, but
+# its XADD stays in the command connection's output buffer until Valkey
+# reads it or the connection drops; the http{}-level watchdog is 60 s here,
+# so the connection is kept for the whole flood. 2,000 questions of 60 kB
+# are 120 MB of commands: past 16 MB unsent (NGX_HTTP_RAGQ_MAX_UNSENT) new
+# requests get 503 overloaded at once instead of growing the buffer, and
+# once Valkey reads again the grown buffer is freed. Late replies for the
+# requests that timed out are dropped (RAGQ_ASAN=1: no use after free).
+use Test::Nginx::Socket;
+use Ragq::Valkey;
+use IO::Socket::INET ();
+use IO::Select ();
+use Time::HiRes ();
+
+master_on();
+workers(1);
+worker_connections(1024);
+no_shuffle();
+no_long_string();
+
+our $Query = 'q' x 60000;
+our %Codes;
+our $Before;
+
+END { Ragq::Valkey::resume() if $ENV{TEST_NGINX_REDIS_PORT} }
+
+sub worker_pid {
+    open my $f, '<', server_root() . '/logs/nginx.pid' or die "pid file: $!";
+    chomp(my $m = <$f>);
+    opendir my $d, '/proc' or die;
+    for my $p (grep { /^\d+$/ } readdir $d) {
+        open my $st, '<', "/proc/$p/stat" or next;
+        return $p if (<$st> // '') =~ /^\d+ \(.*\) [^Z] (\d+) /s && $1 == $m;
+    }
+    die "no worker";
+}
+
+sub rss_kb {
+    open my $f, '<', "/proc/$_[0]/status" or die "status of $_[0]: $!";
+    while (<$f>) { return $1 if /^VmRSS:\s+(\d+) kB/ }
+    die "no VmRSS for $_[0]";
+}
+
+# one request on a new connection: the socket, its answer read later
+sub start_request {
+    my ($method, $uri, $body) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => server_port(), Proto => 'tcp') or die "connect: $!";
+    my $req = "$method $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
+    $req .= "Content-Type: application/json\r\nContent-Length: "
+        . length($body) . "\r\n" if defined $body;
+    $req .= "\r\n" . ($body // '');
+    my $off = 0;
+    while ($off < length $req) {
+        my $n = syswrite($s, $req, length($req) - $off, $off);
+        die "write: $!" unless defined $n;
+        $off += $n;
+    }
+    return $s;
+}
+
+# status and error code of a whole answer (the connection is closed)
+sub finish_request {
+    my ($s) = @_;
+    my $t = '';
+    1 while sysread($s, $t, 65536, length $t);
+    close $s;
+    my ($status) = $t =~ m{^HTTP/1\.1 (\d+)} or return 'none';
+    my ($code) = $t =~ /"code":"([a-z_]+)"/;
+    return "$status " . ($code // '-');
+}
+
+# n requests, at most c at once; the count of each answer
+sub flood {
+    my ($n, $c, @req) = @_;
+    my %seen;
+    my $sel = IO::Select->new;
+    my $sent = 0;
+    while ($sent < $n || $sel->count) {
+        while ($sent < $n && $sel->count < $c) {
+            $sel->add(start_request(@req));
+            $sent++;
+        }
+        for my $s ($sel->can_read(30)) {
+            $sel->remove($s);
+            $seen{finish_request($s)}++;
+        }
+    }
+    return %seen;
+}
+
+sub codes { my $h = shift; join ", ", map { "$h->{$_} x $_" } sort keys %$h }
+
+plan tests => repeat_each() * (4 * blocks()) + 7;
+run_tests();
+
+__DATA__
+
+=== TEST 1: Valkey stalled under 120 MB of questions: 503 valkey_timeout, then 503 overloaded at once past 16 MB unsent; the worker's memory stays bounded; the grown buffer goes once Valkey reads again
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+ragq_valkey_timeout 60s;
+--- config
+client_body_buffer_size 128k;
+location = /chat {
+    ragq_prefix stall;
+    ragq_max_query_length 64k;
+    ragq_valkey_timeout 100ms;
+    ragq_enqueue;
+}
+location = /chat-patient {
+    ragq_prefix stall;
+    ragq_valkey_timeout 30s;
+    ragq_enqueue;
+}
+location = /job-status { ragq_prefix stall; ragq_valkey_timeout 100ms; ragq_status; }
+--- init
+my %warm = main::flood(1, 1, 'POST', '/chat-patient', '{"query":"warm up"}');
+die "warm-up: " . main::codes(\%warm) unless $warm{'202 -'};
+my $worker = main::worker_pid();
+my $before = main::rss_kb($worker);
+Ragq::Valkey::pause();
+my %seen = main::flood(2000, 32, 'POST', '/chat', qq({"query":"$::Query"}));
+my $grown = main::rss_kb($worker) - $before;
+my %status = main::flood(20, 4, 'GET', '/job-status?job_id=0000000000000000000000000000c001');
+Ragq::Valkey::resume();
+my $codes = main::codes(\%seen);
+Test::More::ok($seen{'503 valkey_timeout'}, "some waited for their timeout ($codes)");
+Test::More::ok($seen{'503 overloaded'}, "then the rest were refused at once ($codes)");
+Test::More::is(($seen{'503 valkey_timeout'} // 0) + ($seen{'503 overloaded'} // 0), 2000,
+    'every one answered 503 with one of those codes');
+Test::More::is($status{'503 overloaded'}, 20,
+    'a job-status read meanwhile: 503 overloaded at once (' . main::codes(\%status) . ')');
+# Valkey works through what it was sent (until then: overloaded); then a
+# new question goes in
+my %after;
+for (1 .. 300) {
+    %after = main::flood(1, 1, 'POST', '/chat-patient', '{"query":"after the stall"}');
+    last unless $after{'503 overloaded'};
+    Time::HiRes::sleep(0.1);
+}
+Test::More::is($after{'202 -'}, 1, 'once Valkey reads again, a new question goes in ('
+    . main::codes(\%after) . ')');
+my $left = main::rss_kb($worker) - $before;
+SKIP: {
+    Test::More::skip('RSS under ASan counts its quarantine', 2) if $ENV{RAGQ_ASAN};
+    Test::More::cmp_ok($grown, '<', 48 * 1024,
+        "during the stall the worker's memory grew by $grown kB, not by the 120 MB sent");
+    Test::More::cmp_ok($left, '<', 16 * 1024,
+        "once Valkey caught up it kept $left kB of that");
+}
+--- request
+POST /chat-patient
+{"query":"and once more"}
+--- more_headers
+Content-Type: application/json
+--- error_code: 202
+--- response_body_like: "job_id":"[0-9a-f]{32}"
+--- no_error_log
+[alert]
+[crit]
