@@ -65,24 +65,37 @@ line_at(const char *buf, size_t n, size_t *len, size_t *used)
     return buf;
 }
 
+/*
+ * The next item of the comma-separated list v (n bytes) from *i: its
+ * bounds without blanks in *s, *e; 0 when the list has no more.
+ */
+static int
+next_item(const char *v, size_t n, size_t *i, size_t *s, size_t *e)
+{
+    while (*i < n && (v[*i] == ' ' || v[*i] == '\t' || v[*i] == ',')) {
+        (*i)++;
+    }
+    if (*i >= n) {
+        return 0;
+    }
+    *s = *i;
+    while (*i < n && v[*i] != ',') {
+        (*i)++;
+    }
+    *e = *i;
+    while (*e > *s && (v[*e - 1] == ' ' || v[*e - 1] == '\t')) {
+        (*e)--;
+    }
+    return 1;
+}
+
 /* Does the comma-separated list v (n bytes) hold token t? */
 static int
 has_token(const char *v, size_t n, const char *t)
 {
     size_t tl = strlen(t), i = 0, s, e;
 
-    while (i < n) {
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) {
-            i++;
-        }
-        s = i;
-        while (i < n && v[i] != ',') {
-            i++;
-        }
-        e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) {
-            e--;
-        }
+    while (next_item(v, n, &i, &s, &e)) {
         if (e - s == tl && strncasecmp(v + s, t, tl) == 0) {
             return 1;
         }
@@ -100,18 +113,7 @@ idle_timeout(const char *v, size_t n)
     size_t  i = 0, s, e, d;
     int64_t t;
 
-    while (i < n) {
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) {
-            i++;
-        }
-        s = i;
-        while (i < n && v[i] != ',') {
-            i++;
-        }
-        e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) {
-            e--;
-        }
+    while (next_item(v, n, &i, &s, &e)) {
         if (e - s < 9 || strncasecmp(v + s, "timeout=", 8) != 0) {
             continue;
         }
