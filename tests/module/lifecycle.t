@@ -6,6 +6,7 @@ use Test::Nginx::Socket;
 use Ragq::Valkey;
 use Ragq::ValkeyHA;
 use Ragq::Sse qw(send_get read_all read_until parse wait_until);
+use Ragq::Proc qw(nginx_master_pid);
 use POSIX ();
 use Time::HiRes ();
 
@@ -38,14 +39,6 @@ our $HA = Ragq::ValkeyHA->new;
 our $V = $HA->server;
 $ENV{TEST_NGINX_OWN_PORT} = $V->port;
 our $Id = '0000000000000000000000000000c001';
-
-sub master_pid {
-    my $pidfile = server_root() . '/logs/nginx.pid';
-    open my $fh, '<', $pidfile or die "$pidfile: $!";
-    my $pid = <$fh>;
-    chomp $pid;
-    return $pid;
-}
 
 # A job of our server, started: a long-poll on it waits, a stream stays open.
 sub seed_started {
@@ -154,7 +147,7 @@ $::V->pause;
 my $b = main::send_get("/job-stream?job_id=$::Id");
 Time::HiRes::sleep(0.3);
 my $t0 = Time::HiRes::time();
-kill 'HUP', main::master_pid();
+kill 'HUP', main::nginx_master_pid();
 # the graceful shutdown ends the started stream at once and reads the
 # long-poll's job; Valkey answers neither that read nor the new stream's sync
 my ($rl, $ra, $rb) = main::read_all($lp, $a, $b);
@@ -203,7 +196,7 @@ $::V->kill;
 Time::HiRes::sleep(1.5);
 my $log = server_root() . '/logs/error.log';
 my $t0 = Time::HiRes::time();
-kill 'HUP', main::master_pid();
+kill 'HUP', main::nginx_master_pid();
 my ($rl, $ra) = main::read_all($lp, $a);
 my $t = Time::HiRes::time() - $t0;
 my $exited = main::wait_until('the old worker to exit', sub {

@@ -19,6 +19,7 @@ use Test::Nginx::Socket;
 use Ragq::Valkey;
 use Ragq::Chat;
 use Ragq::Prom;
+use Ragq::Proc qw(nginx_master_pid nginx_worker_pids);
 use IO::Select;
 use IO::Socket::INET;
 use Time::HiRes ();
@@ -124,25 +125,6 @@ sub delta {
         $d{$k} = $d if $d;
     }
     return \%d;
-}
-
-sub master_pid {
-    open my $f, '<', server_root() . '/logs/nginx.pid' or die "pid file: $!";
-    my $p = <$f>;
-    chomp $p;
-    return $p;
-}
-
-sub worker_pids {
-    my $m = master_pid();
-    my @kids;
-    opendir my $d, '/proc' or die;
-    for my $p (grep { /^\d+$/ } readdir $d) {
-        open my $s, '<', "/proc/$p/stat" or next;
-        my $st = <$s> // '';
-        push @kids, $p if $st =~ /^\d+ \(.*\) [^Z] (\d+) /s && $1 == $m;
-    }
-    return sort @kids;
 }
 
 # Every request on its own connection, all sent before any answer is
@@ -408,11 +390,11 @@ GET /metrics
 
 === TEST 4: a reload (HUP) keeps the counters
 --- init
-my @old = main::worker_pids();
+my @old = main::nginx_worker_pids();
 $main::Before{4} = main::counts(main::scrape());
-kill 'HUP', main::master_pid();
+kill 'HUP', main::nginx_master_pid();
 main::wait_for('two new workers, the old ones gone', sub {
-    my @now = main::worker_pids();
+    my @now = main::nginx_worker_pids();
     my %old = map { $_ => 1 } @old;
     return @now == 2 && !grep { $old{$_} } @now;
 });

@@ -16,11 +16,13 @@ use Test::Nginx::Socket;
 use Ragq::Valkey;
 use Ragq::Sse qw(send_get send_post read_all read_until parse events text_of ids_of kinds_of
                  numsub wait_until);
+use Ragq::Proc qw(nginx_worker_pids rss_kb);
 use JSON::PP;
 use Encode qw(encode_utf8);
 use POSIX ();
 use Time::HiRes ();
 use IO::Select;
+use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 
 master_on();
 workers(1);
@@ -77,23 +79,32 @@ sub finish {
     Ragq::Valkey::cmd('PUBLISH', "$prefix:events", "$id $status");
 }
 
-sub worker_pids {
-    open my $f, '<', server_root() . '/logs/nginx.pid' or die "pid file: $!";
-    chomp(my $m = <$f>);
-    my @kids;
-    opendir my $d, '/proc' or die;
-    for my $p (grep { /^\d+$/ } readdir $d) {
-        open my $st, '<', "/proc/$p/stat" or next;
-        push @kids, $p if (<$st> // '') =~ /^\d+ \(.*\) [^Z] (\d+) /s && $1 == $m;
-    }
-    return sort @kids;
+# A stream of job $id whose client reads nothing yet: with a 4 kB receive
+# buffer, the sockets between nginx and it hold little.  The socket.
+sub slow_stream {
+    my ($id) = @_;
+    socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
+    connect($s, pack_sockaddr_in(server_port(), inet_aton('127.0.0.1'))) or die "connect: $!";
+    syswrite $s, "GET /job-stream?job_id=$id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    return $s;
 }
 
-# the resident memory of a process, kB
-sub rss_kb {
-    open my $f, '<', "/proc/$_[0]/status" or die "status of $_[0]: $!";
-    while (<$f>) { return $1 if /^VmRSS:\s+(\d+) kB/ }
-    die "no VmRSS for $_[0]";
+# A stream of job $Id2 (started), read to its status: see nginx_has_read_all.
+sub marker_stream {
+    my $s2 = send_get("/job-stream?job_id=$::Id2");
+    read_until($s2, sub { $_[0] =~ /"status":"started"/ });
+    return $s2;
+}
+
+# Returns once nginx has read everything published so far: the pub/sub
+# connection is in order, so once the marker stream has a piece published
+# after them, nginx has read them all.  Closes the marker stream.
+sub nginx_has_read_all {
+    my ($s2) = @_;
+    publish_batch('st', $::Id2, 1, 'mark');
+    read_until($s2, sub { $_[0] =~ /id: 1\n/ });
+    close $s2;
 }
 
 # Reads s until re matches the end of what came (or 10 s); what came.
@@ -501,14 +512,9 @@ open socket
 location = /job-stream { ragq_prefix st; ragq_stream; send_timeout 1s; }
 location = /metrics { ragq_metrics; }
 --- init
-use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
-use IO::Select;
 main::seed('st', $::Id, status => 'started');
 main::subscribed();
-socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
-connect($s, pack_sockaddr_in(main::server_port(), inet_aton('127.0.0.1'))) or die "connect: $!";
-syswrite $s, "GET /job-stream?job_id=$::Id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+my $s = main::slow_stream($::Id);
 Test::More::ok(main::wait_until('the stream', sub { main::numsub("st:out:$::Id") == 1 }),
     'the stream is open');
 # 8 MB of answer, far past what the sockets hold: nginx's writes block
@@ -535,26 +541,18 @@ client timed out
 
 === TEST 14: a client whose socket filled up once, then read it all: the next pieces still come as they are written, not at the job's end or never
 --- init
-use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 main::seed('st', $::Id, status => 'started');
 main::seed('st', $::Id2, status => 'started');
 main::subscribed();
-socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
-connect($s, pack_sockaddr_in(main::server_port(), inet_aton('127.0.0.1'))) or die "connect: $!";
-syswrite $s, "GET /job-stream?job_id=$::Id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-my $s2 = main::send_get("/job-stream?job_id=$::Id2");
-main::read_until($s2, sub { $_[0] =~ /"status":"started"/ });
+my $s = main::slow_stream($::Id);
+my $s2 = main::marker_stream();
 Test::More::ok(main::wait_until('the stream', sub { main::numsub("st:out:$::Id") == 1 }),
     'the stream is open');
 # 8 MB while the client reads nothing: more than the sockets hold, nginx's writes block
 main::publish_batch('st', $::Id, $_, 'x' x 32768) for 1 .. 256;
-# the pub/sub connection is in order: once the other stream has this, nginx has read all of them
-main::publish_batch('st', $::Id2, 1, 'mark');
-main::read_until($s2, sub { $_[0] =~ /id: 1\n/ });
-close $s2;
+main::nginx_has_read_all($s2);
 # the client reads again, all of it; then one more piece comes
-setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1 << 20);
+setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 1 << 20);
 my $t = main::drain($s, qr/id: 256\n/);
 Test::More::like(substr($t, -65536), qr/id: 256\n/, 'the client got all 256 pieces');
 main::publish_batch('st', $::Id, 257, 'and more');
@@ -573,26 +571,18 @@ client timed out
 
 === TEST 15: a client that reads nothing for a while: nginx holds at most its backlog cap, the rest waits in Valkey and comes when the client reads again, every piece once
 --- init
-use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 main::seed('st', $::Id, status => 'started');
 main::seed('st', $::Id2, status => 'started');
 main::subscribed();
-socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
-connect($s, pack_sockaddr_in(main::server_port(), inet_aton('127.0.0.1'))) or die "connect: $!";
-syswrite $s, "GET /job-stream?job_id=$::Id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-my $s2 = main::send_get("/job-stream?job_id=$::Id2");
-main::read_until($s2, sub { $_[0] =~ /"status":"started"/ });
+my $s = main::slow_stream($::Id);
+my $s2 = main::marker_stream();
 Test::More::ok(main::wait_until('the stream', sub { main::numsub("st:out:$::Id") == 1 }),
     'the stream is open');
-my ($worker) = main::worker_pids();
+my ($worker) = main::nginx_worker_pids();
 my $before = main::rss_kb($worker);
 # 16 MB of answer while the client reads nothing (send_timeout is 60 s)
 main::publish_batch('st', $::Id, $_, chr(ord('a') + $_ % 26) x 32768) for 1 .. 512;
-# the pub/sub connection is in order: once the other stream has this, nginx has read all of them
-main::publish_batch('st', $::Id2, 1, 'mark');
-main::read_until($s2, sub { $_[0] =~ /id: 1\n/ });
-close $s2;
+main::nginx_has_read_all($s2);
 my $grown = main::rss_kb($worker) - $before;
 SKIP: {
     Test::More::skip('RSS under ASan counts its quarantine', 1) if $ENV{RAGQ_ASAN};
@@ -600,7 +590,7 @@ SKIP: {
         "the worker's memory grew by $grown kB, not by the 16 MB the client did not read");
 }
 main::finish('st', $::Id, 'finished', result => 'sixteen megabytes');
-setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1 << 20);
+setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 1 << 20);
 my ($t) = main::read_all($s);
 my (undef, undef, $body) = main::parse($t);
 my ($ev) = main::events($body);

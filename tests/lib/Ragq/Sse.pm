@@ -19,6 +19,7 @@ use JSON::PP ();
 use Encode qw(encode_utf8);
 use Time::HiRes ();
 use Ragq::Valkey ();
+use Ragq::Proc qw(wait_until);    # exported again, for older callers
 
 our @EXPORT_OK = qw(send_get send_post read_all read_until parse events text_of ids_of
                     kinds_of numsub wait_until);
@@ -142,18 +143,6 @@ sub numsub {
     my @r = $server ? $server->cli_list('PUBSUB', 'NUMSUB', $ch)
                     : Ragq::Valkey::cmd_list('PUBSUB', 'NUMSUB', $ch);
     return $r[1] // 0;
-}
-
-# Polls until $cond is true (1) or 10 s have passed (0, with a diagnostic).
-sub wait_until {
-    my ($what, $cond) = @_;
-    my $deadline = Time::HiRes::time() + 10;
-    while (Time::HiRes::time() < $deadline) {
-        return 1 if $cond->();
-        Time::HiRes::sleep(0.02);
-    }
-    Test::More::diag("timed out waiting for $what");
-    return 0;
 }
 
 1;

@@ -12,6 +12,7 @@ use File::Temp qw(tempfile);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use Ragq::Valkey ();
+use Ragq::Proc qw(wait_until);    # exported again, for older callers
 
 use Exporter 'import';
 our @EXPORT_OK = qw(wait_until pending);
@@ -298,19 +299,6 @@ sub wait_final {
         sleep 0.05 if @left;
     }
     return @$ids - @left;
-}
-
-# Polls cond every 20 ms until it is true (1) or timeout seconds (default
-# 15) have passed (0, with a diag naming what).
-sub wait_until {
-    my ($what, $cond, $timeout) = @_;
-    my $deadline = time + ($timeout // 15);
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.02;
-    }
-    Test::More::diag("gave up waiting for $what");
-    return 0;
 }
 
 # How many entries of prefix's queue are claimed and not yet acked.
