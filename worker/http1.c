@@ -233,6 +233,7 @@ conn_try_next(ragq_h1_conn_t *c, const char *why, int timed_out)
             why = strerror(errno);
             timed_out = 0;
         }
+        ragq_h1_origin_unreachable(c->origin);
         conn_close(c);
         if (req) {
             ragq_h1_req_fail(req, why, timed_out);
@@ -619,6 +620,7 @@ ragq_h1_dispatch(ragq_h1_origin_t *o)
             if (ragq_h1_connect(c) != 0) {
                 const char *why = errno ? strerror(errno) : "no address";
 
+                ragq_h1_origin_unreachable(o);
                 conn_close(c);
                 ragq_h1_req_fail(req, why, 0);
                 continue;

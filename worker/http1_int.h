@@ -21,6 +21,8 @@ struct ragq_h1_origin_s {
     ragq_addrs_t     addrs;
     int              prefer; /* the address that connected last */
     uint64_t         resolved_at;
+    uint64_t         asked_at; /* the last lookup started */
+    unsigned         recheck;  /* look the name up again before its TTL */
     ragq_lookup_t   *lookup;
     ragq_h1_conn_t  *idle;
     size_t           nconns;
@@ -52,6 +54,7 @@ ragq_h1_origin_t *ragq_h1_origin_get(ragq_http_t *http, const char *auth,
                                      size_t auth_len, const char *host,
                                      size_t host_len, int port);
 int               ragq_h1_origin_ready(ragq_h1_origin_t *o);
+void              ragq_h1_origin_unreachable(ragq_h1_origin_t *o);
 void              ragq_h1_wait_push(ragq_http_req_t *req, int front);
 void              ragq_h1_wait_remove(ragq_http_req_t *req);
 int               ragq_h1_connect(ragq_h1_conn_t *c);

@@ -25,6 +25,10 @@
 
 /* Like curl's DNS cache: a name is looked up again after a minute. */
 #define RAGQ_H1_DNS_TTL_MS 60000
+/* ... or at once when none of its addresses took a connection, but not
+ * more often than this: a server that is down is not a reason to ask the
+ * resolver on every try. */
+#define RAGQ_H1_DNS_RECHECK_MS 1000
 
 ragq_h1_origin_t *
 ragq_h1_origin_get(ragq_http_t *http, const char *auth, size_t auth_len,
@@ -131,6 +135,7 @@ on_resolved(void *data, const ragq_addrs_t *addrs, const char *err)
     int               i, prefer = 0;
 
     o->lookup = NULL;
+    o->recheck = 0;
     if (err != NULL) {
         if (o->resolved_at == 0) {
             fail_waiting(o, err);
@@ -162,11 +167,12 @@ ragq_h1_origin_ready(ragq_h1_origin_t *o)
         return 0;
     }
     if (o->lookup == NULL &&
-        (o->resolved_at == 0 ||
+        (o->resolved_at == 0 || o->recheck ||
          ragq_now_ms() - o->resolved_at >= RAGQ_H1_DNS_TTL_MS)) {
         if (http->resolver == NULL) {
             http->resolver = ragq_resolver_new(http->loop);
         }
+        o->asked_at = ragq_now_ms();
         o->lookup = http->resolver ? ragq_resolve(http->resolver, o->host,
                                                   o->port, on_resolved, o)
                                    : NULL;
@@ -176,6 +182,27 @@ ragq_h1_origin_ready(ragq_h1_origin_t *o)
         }
     }
     return o->resolved_at ? 0 : -1;
+}
+
+/*
+ * No address of o took a connection.  A server moved to a new address
+ * (a container recreated, a service redeployed) is then found by the next
+ * try, not after the rest of the minute the old answer is kept.  The
+ * addresses in hand stay in use until the new answer comes, and a lookup
+ * that fails keeps them.
+ */
+void
+ragq_h1_origin_unreachable(ragq_h1_origin_t *o)
+{
+    if (o->numeric || o->resolved_at == 0 || o->recheck || o->lookup ||
+        ragq_now_ms() - o->asked_at < RAGQ_H1_DNS_RECHECK_MS) {
+        return;
+    }
+    o->recheck = 1;
+    ragq_log(RAGQ_LOG_INFO,
+             "%s:%d: no address of the name took a connection; "
+             "looking it up again",
+             o->host, o->port);
 }
 
 /* ---- addresses -------------------------------------------------------- */

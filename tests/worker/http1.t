@@ -389,6 +389,49 @@ like(two_addresses('first address refuses'), qr/Connection refused/,
          qr/no connection within the connect timeout/, 'first address never answers: as a timeout');
 }
 
+# A server that moves to a new address (a container recreated, a service
+# redeployed): the name's old address refuses, and the worker looks the
+# name up again at once rather than keeping the old answer for the rest of
+# its minute, so the job's next try reaches the server where it is now.
+# The server starts on 127.0.0.3 (a second proxy) and moves to 127.0.0.1.
+{
+    open my $h, '>', "$Dir/hosts" or die "hosts: $!";
+    print $h "127.0.0.3 models.ragq.test\n";
+    close $h;
+    my %nss = (LD_PRELOAD => 'libnss_wrapper.so', NSS_WRAPPER_HOSTS => "$Dir/hosts");
+    %nss = (%nss, ASAN_OPTIONS => "$ENV{ASAN_OPTIONS}:verify_asan_link_order=0",
+            NSS_WRAPPER_DISABLE_DEEPBIND => 1) if $ENV{ASAN_OPTIONS};
+    my $l3 = IO::Socket::INET->new(LocalAddr => '127.0.0.3', LocalPort => $PORT, Proto => 'tcp',
+                                   Listen => 64, ReuseAddr => 1) or die "listen 127.0.0.3: $!";
+    my $old = fork // die "fork: $!";
+    if ($old == 0) {
+        proxy($l3);
+        POSIX::_exit(0);
+    }
+    close $l3;
+    my $w = worker(host => 'models.ragq.test', RAGQ_CONCURRENCY => 1, %nss);
+    mode('length');
+    reset_counts();
+    all_finished('before the move', run_jobs(1));
+    kill 'KILL', $old;
+    waitpid($old, 0);
+    # past the shortest time between two lookups of a name, and a second
+    # later than the hosts file's first version (nss_wrapper reloads it
+    # when its mtime, in seconds, changed)
+    sleep 1.1;
+    open $h, '>', "$Dir/hosts" or die "hosts: $!";
+    print $h "127.0.0.1 models.ragq.test\n";
+    close $h;
+    reset_counts();
+    my $t0 = time;
+    all_finished('moved', run_jobs(1, 20));
+    diag(sprintf('moved: the job finished %.1f s after it was queued', time - $t0));
+    is(count('reqs'), 3, 'moved: its three calls reached the server at its new address');
+    my @again = $w->log =~ /models\.ragq\.test:$PORT: no address of the name took a connection; looking it up again/g;
+    is(scalar @again, 1, 'moved: the name was looked up again once') or diag $w->log;
+    $w->stop;
+}
+
 # With http_proxy set, http:// calls go through libcurl, which sends them to
 # the proxy (here the re-framing proxy, reached for a port nobody listens on).
 {
