@@ -299,6 +299,18 @@ ragq_qdrant_query_parse(const char *body, size_t len, ragq_source_t **sources,
             i++; /* out[i].id is set and must be freed */
             goto fail;
         }
+        if (!isfinite(score->num)) {
+            /* 1e999 reads as an infinity, which the job's sources could
+             * only carry as null: refused like a missing score. */
+            ragq_upstream_error_set(
+                err, 200, 0, BAD,
+                "Qdrant query answer: point %zu has a "
+                "score that is not a finite number "
+                "(%.*s)",
+                i, (int) (score->len > 32 ? 32 : score->len), score->str);
+            i++;
+            goto fail;
+        }
         out[i].score = score->num;
         if (read_payload(ragq_jv_get(pt, "payload"), &out[i]) != 0 ||
             out[i].id == NULL) {

@@ -218,6 +218,17 @@ START_TEST(query_parse_legacy_and_empty)
                      0);
     ck_assert_uint_eq(n, 0);
     ragq_sources_free(s, n);
+
+    /* Finite at the edges of a double's range: kept as read (an
+     * underflow is 0). */
+    ck_assert_int_eq(parse_q("{\"result\":[{\"id\":1,\"score\":1e-999},"
+                             "{\"id\":2,\"score\":-1.7e308}]}",
+                             &s, &n, &err),
+                     0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_double_eq(s[0].score, 0.0);
+    ck_assert_double_eq(s[1].score, -1.7e308);
+    ragq_sources_free(s, n);
 }
 END_TEST
 
@@ -244,6 +255,21 @@ START_TEST(query_parse_errors)
          "point 1 has no numeric score"},
         {"{\"result\":[{\"id\":\"u\",\"score\":\"0.5\"}]}",
          "point 0 has no numeric score"},
+        /* Numbers beyond a double's range read as infinities: they would
+         * be stored as "score": null. */
+        {"{\"result\":[{\"id\":1,\"score\":0.5},{\"id\":2,\"score\":1e999}]}",
+         "point 1 has a score that is not a finite number (1e999)"},
+        {"{\"result\":{\"points\":[{\"id\":\"u\",\"score\":-1e999,"
+         "\"payload\":{\"text\":\"t\"}}]}}",
+         "point 0 has a score that is not a finite number (-1e999)"},
+        {"{\"result\":[{\"id\":3,\"score\":"
+         "1000000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000000000000000000000000000000000000000000000000"
+         "0.5}]}",
+         "point 0 has a score that is not a finite number (10000000000"},
     };
     ragq_upstream_error_t err;
     ragq_source_t        *s;
