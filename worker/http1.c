@@ -17,6 +17,10 @@
  * that dies before the first byte of its answer (the server closed it
  * while idle) sends the request once more, as curl does, after closing
  * the kept connections idle at least as long (the server closed them too).
+ * An answer that comes while the request is still being sent (a 413 read
+ * from the head alone, the server then closing or resetting the connection
+ * amid the body) is read, also when the send fails on that reset, and is
+ * the call's answer; the connection is not kept.
  * Callbacks never run from inside a call of the job pipeline: failures
  * found while starting are posted on the request's timer.
  *
@@ -149,7 +153,8 @@ conn_watch(ragq_h1_conn_t *c)
         ev = RAGQ_IO_READ;
     } else {
         ev = c->pidx ? 0 : RAGQ_IO_READ;
-        if (c->req && c->req->sent < c->req->head.len + c->req->send_len) {
+        if (c->req && c->send_errno == 0 &&
+            c->req->sent < c->req->head.len + c->req->send_len) {
             ev |= RAGQ_IO_WRITE;
         }
     }
@@ -294,7 +299,18 @@ conn_broken(ragq_h1_conn_t *c, const char *why)
     ragq_h1_req_fail(req, why, 0);
 }
 
-/* Sends what is left of the request; -1 when the connection broke. */
+/*
+ * Sends what is left of the request; -1 when the connection broke.  A
+ * server that answers early, from the head alone (a 413 for a body too
+ * large, say), and then closes or resets the connection amid the body makes
+ * the send fail (ECONNRESET, EPIPE) while its answer waits to be read: then
+ * nothing more is sent, and the loop's next read (the socket is readable:
+ * its end is) takes what arrived (conn_read: a whole answer is the call's,
+ * the connection not kept as not all of the request went out; anything
+ * less fails it with the send's error, the retry of a kept connection that
+ * died before any byte of its answer included).  Read on the loop, never
+ * here: this runs from ragq_h1_start too, where no callback may.
+ */
 static int
 conn_send(ragq_h1_conn_t *c)
 {
@@ -304,7 +320,7 @@ conn_send(ragq_h1_conn_t *c)
     struct msghdr    msg;
     ssize_t          n;
 
-    while (req->sent < total) {
+    while (req->sent < total && c->send_errno == 0) {
         memset(&msg, 0, sizeof(msg));
         msg.msg_iov = iov;
         if (req->sent < req->head.len) {
@@ -326,6 +342,10 @@ conn_send(ragq_h1_conn_t *c)
             if (errno == EINTR) {
                 continue;
             }
+            if (errno == ECONNRESET || errno == EPIPE) {
+                c->send_errno = errno;
+                break;
+            }
             conn_broken(c, strerror(errno));
             return -1;
         }
@@ -341,6 +361,7 @@ conn_attach(ragq_h1_conn_t *c, ragq_http_req_t *req)
 {
     c->req = req;
     c->got = 0;
+    c->send_errno = 0;
     c->len = 0;
     req->conn = c;
     ragq_h1_parser_init(&c->parser);
@@ -481,18 +502,44 @@ conn_parse(ragq_h1_conn_t *c)
     }
 }
 
-/* One read (level-triggered: the loop comes back for the rest). */
-/* 1: the read filled the room it had (more may be waiting). */
+/*
+ * Whether the end of the connection (a close, or a reset) ends the answer:
+ * a body read until close; and, while the request is still being sent
+ * (the server answered before reading all of it), a final error answer
+ * whose body is read until close, as a server that refused the body (413)
+ * ends it with a reset (any close with unread bytes resets).
+ */
+static int
+conn_eof_ends(ragq_h1_conn_t *c, int reset)
+{
+    ragq_http_req_t *req = c->req;
+
+    if (reset &&
+        (req->sent == req->head.len + req->send_len || req->status < 400)) {
+        return 0;
+    }
+    return ragq_h1_parse_eof(&c->parser) == RAGQ_H1_DONE;
+}
+
+/*
+ * One read (level-triggered: the loop comes back for the rest).  1: the
+ * read filled the room it had (more may be waiting); 0: nothing more to
+ * read now; -1: the connection is no longer the request's (its answer
+ * ended the call, or it failed).
+ */
 static int
 conn_read(ragq_h1_conn_t *c)
 {
-    ssize_t n;
-    size_t  room;
+    ssize_t     n;
+    size_t      room;
+    int         err;
+    const char *why;
+    char        buf[128];
 
     if (c->buf == NULL) {
         if ((c->buf = malloc(RAGQ_H1_BUF)) == NULL) {
             conn_broken(c, "out of memory");
-            return 0;
+            return -1;
         }
         c->cap = RAGQ_H1_BUF;
     }
@@ -505,7 +552,7 @@ conn_read(ragq_h1_conn_t *c)
             (b = realloc(c->buf, c->cap * 2)) == NULL) {
             conn_close(c);
             ragq_h1_req_fail(req, "answer head too large", 0);
-            return 0;
+            return -1;
         }
         c->buf = b;
         c->cap *= 2;
@@ -515,18 +562,33 @@ conn_read(ragq_h1_conn_t *c)
     if (n > 0) {
         c->got = 1;
         c->len += (size_t) n;
-        conn_parse(c);
+        if (conn_parse(c) < 0) {
+            return -1;
+        }
         return (size_t) n == room;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    err = n < 0 ? errno : 0;
+    if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) {
         return 0;
     }
-    if (n == 0 && ragq_h1_parse_eof(&c->parser) == RAGQ_H1_DONE) {
+    if ((n == 0 || err == ECONNRESET || err == EPIPE) &&
+        conn_eof_ends(c, n < 0)) {
         conn_done(c, 0);
-        return 0;
+        return -1;
     }
-    conn_broken(c, n == 0 ? c->parser.error : strerror(errno));
-    return 0;
+    why = n == 0 ? c->parser.error : strerror(err);
+    if (c->send_errno != 0) {
+        /* The send failed first (its error consumed the reset's, so the
+         * read found the end): that is why, with what came of an answer. */
+        why = strerror(c->send_errno);
+        if (c->req->status >= 200) {
+            snprintf(buf, sizeof(buf), "%s (the answer, HTTP %ld, cut short)",
+                     why, c->req->status);
+            why = buf;
+        }
+    }
+    conn_broken(c, why != NULL ? why : "connection closed");
+    return -1;
 }
 
 static void
@@ -711,7 +773,7 @@ ragq_h1_pace_tick(ragq_http_t *http)
          * end it, and c may be carrying the next request already. */
         while (c->pidx && c->origin && c->state == C_BUSY && req &&
                c->req == req && reads++ < RAGQ_H1_PACE_READS) {
-            if (!conn_read(c)) {
+            if (conn_read(c) != 1) {
                 break;
             }
         }

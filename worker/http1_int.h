@@ -37,9 +37,10 @@ struct ragq_h1_conn_s {
     int               addr; /* how many of origin->addrs were tried */
     int               ai;   /* the one being tried */
     unsigned          watching;
-    size_t            pidx;   /* 1 + index in http->h1paced, or 0 */
-    unsigned          served; /* answers read on it */
-    int               got;    /* bytes of the current answer came */
+    size_t            pidx;       /* 1 + index in http->h1paced, or 0 */
+    unsigned          served;     /* answers read on it */
+    int               got;        /* bytes of the current answer came */
+    int               send_errno; /* sending the request failed: why */
     ragq_http_req_t  *req;
     ragq_h1_parser_t  parser;
     char             *buf;

@@ -4,7 +4,7 @@
 # the answer back framed as the test's mode says (tiny chunks with
 # extensions, a body ended by closing, a 100 Continue first, a connection
 # dropped when it is reused or past the Keep-Alive timeout it announced
-# or a silent one,
+# or a silent one, an early 413 and a reset while the body is still coming,
 # not HTTP at all). It counts connections and
 # requests, so reuse, the per-host cap and the retry on a dead kept
 # connection are seen from the server's side.
@@ -15,6 +15,7 @@ use IO::Socket::INET ();
 use Time::HiRes qw(time);
 use IO::Select ();
 use POSIX ();
+use Socket qw(SOL_SOCKET SO_LINGER);
 use Ragq::Valkey ();
 use Ragq::Standin;
 use Ragq::Worker;
@@ -90,6 +91,35 @@ sub answer {
     return 1;
 }
 
+# A server that refuses a body from the request's head alone (a 413, as
+# nginx's client_max_body_size does) and resets the connection (SO_LINGER
+# 0; a close with unread bytes does the same) while the body is still
+# being sent. With a pid in $Dir/stop, that worker is stopped meanwhile, so
+# the answer and the reset are both there when it runs again (one wake-up
+# for both, as under load): deterministic, where otherwise the worker may
+# read the answer before the reset comes.
+my $EARLY = '{"error":{"message":"request body too large for the test server (early 413)",'
+          . '"type":"invalid_request_error","code":null}}';
+sub early_413 {
+    my ($c) = @_;
+    my $pid = slurp("$Dir/stop");
+    if ($pid) {
+        kill 'STOP', $pid;
+        for (1 .. 200) {   # until it is stopped (the signal is asynchronous)
+            last if slurp("/proc/$pid/stat") =~ /^\d+ \(.*\) [Tt] /s;
+            select(undef, undef, undef, 0.005);
+        }
+    }
+    setsockopt($c, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0)) or die "SO_LINGER: $!";
+    syswrite($c, "HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
+                 . "Content-Length: " . length($EARLY) . "\r\n\r\n$EARLY");
+    close $c;
+    if ($pid) {
+        select(undef, undef, undef, 0.05);
+        kill 'CONT', $pid;
+    }
+}
+
 sub proxy {
     my ($l) = @_;
     my $sel = IO::Select->new($l);
@@ -116,6 +146,12 @@ sub proxy {
             while ($buf{$c} =~ /\r\n\r\n/) {
                 my $end = $+[0];
                 my $head = substr($buf{$c}, 0, $end - 4);
+                if ((slurp("$Dir/mode") || '') eq 'early413') {
+                    note_line('reqs', $head =~ /^POST (\S+)/ ? $1 : '?');
+                    $sel->remove($c);
+                    early_413($c);
+                    last;
+                }
                 my ($len) = $head =~ /^content-length:\s*(\d+)/im;
                 last if length($buf{$c}) < $end + ($len // 0);
                 my $body = substr($buf{$c}, $end, $len // 0);
@@ -291,6 +327,54 @@ for my $stream (qw(on off)) {
     mode('length');
     reset_counts();
     all_finished('localhost', run_jobs(2));
+    $w->stop;
+}
+
+# A server that answers 413 after reading only the request's head and
+# resets the connection while the body (8 MB: more than the socket buffers
+# hold) is still going out: the call ends with that answer, not with the
+# reset, so the job fails at once with the server's 413 and its message (a
+# 4xx other than 408/409/429 is permanent: no retry of the step, no other
+# attempt), where it used to fail with "Connection reset by peer", retried
+# as a network error.
+sub enqueue_big {
+    my ($query) = @_;
+    # redis-cli cannot carry it (an argument is at most 128 kB): RESP here.
+    my $r = sprintf('%08x%08x', int(rand(0xffffffff)), int(rand(0xffffffff)));
+    my @a = ('XADD', "$P:jobs", '*', r => $r, query => $query, top_k => 3,
+             collection => '', tenant => '', created_at => int(time * 1000));
+    my $v = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => Ragq::Valkey::port(),
+                                  Proto => 'tcp') or die "valkey: $!";
+    print $v '*' . @a . "\r\n", map { '$' . length($_) . "\r\n$_\r\n" } @a;
+    my $len = <$v>;
+    my $entry = <$v>;
+    close $v;
+    die "XADD: $len" unless $len =~ /^\$\d+/ && defined $entry;
+    $entry =~ s/\r\n\z//;
+    return Ragq::Worker::id_of_entry($entry, $r);
+}
+for my $stopped (1, 0) {
+    my $name = $stopped ? 'early 413, answer and reset read at once' : 'early 413';
+    my $w = worker(RAGQ_CONCURRENCY => 1, RAGQ_MAX_ATTEMPTS => 1, RAGQ_HTTP_TIMEOUT => '10s');
+    mode('early413');
+    reset_counts();
+    if ($stopped) {
+        open my $fh, '>', "$Dir/stop" or die; print $fh $w->pid; close $fh;
+    }
+    my $id = enqueue_big('word ' x 1_600_000);
+    Ragq::Worker::wait_final($P, [$id], 60);
+    unlink "$Dir/stop";
+    my %j = map { $_ => Ragq::Worker::field($P, $id, $_) } qw(status error attempts);
+    is($j{status}, 'failed', "$name: the job fails");
+    like($j{error}, qr/"code":"upstream_http_413"/, "$name: with the server's 413")
+        or diag $j{error};
+    like($j{error}, qr/request body too large for the test server \(early 413\)/,
+         "$name: and its message");
+    is($j{attempts}, 1, "$name: one attempt");
+    is(count('reqs'), 1, "$name: the call was not tried again (a 413 is permanent)");
+    unlike($w->log, qr/reset by peer|retry \d+ in/, "$name: no reset, no retry")
+        or diag substr($w->log, 0, 4000);
+    ok($w->alive, "$name: the worker lives on");
     $w->stop;
 }
 
