@@ -90,7 +90,7 @@ int
 main(int argc, char **argv)
 {
     static ragq_config_t cfg;
-    ragq_ingest_docs_t   files = {NULL, 0, 0, 0};
+    ragq_ingest_docs_t   files = {0};
     ragq_ingest_t       *in;
     char                 err[1024];
     size_t               f, i, chunks = 0, docs = 0, *doc_n;

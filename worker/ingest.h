@@ -10,6 +10,7 @@
 #define RAGQ_INGEST_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "chunk.h"
 #include "config.h"
@@ -35,14 +36,24 @@ void ragq_ingest_buf_add(ragq_ingest_buf_t *b, const void *data, size_t len);
 /* ---- ingest_docs.c ---- */
 
 typedef struct {
+    dev_t dev;
+    ino_t ino;
+} ragq_ingest_dir_t;
+
+typedef struct {
     char **path; /* source names (pointid.h), in a stable order */
     size_t n, cap;
     int    pdfs;
+    /* directories walked so far: each is read once, so a symlink loop
+     * (or a second link to a directory) adds no copies of its files */
+    ragq_ingest_dir_t *dirs;
+    size_t             ndirs, dirs_cap;
 } ragq_ingest_docs_t;
 
 /*
  * Adds the readable documents at path: a file, or a directory walked
- * recursively (hidden entries skipped, names sorted).  Other files are
+ * recursively (hidden entries skipped, names sorted, a directory reached
+ * again through a symbolic link skipped with a note).  Other files are
  * skipped with a note; an unreadable path ends the program.
  */
 void ragq_ingest_docs_walk(ragq_ingest_docs_t *docs, const char *path);

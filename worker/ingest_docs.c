@@ -58,6 +58,35 @@ files_add(ragq_ingest_docs_t *f, const char *path)
     }
 }
 
+/*
+ * Remembers the directory st; 0 when it was walked already (reached again
+ * through a symbolic link: a loop such as dir/up -> .., or two links to
+ * one directory), which would add every file below it once more, under
+ * another name, and with two looping links make the walk exponential.
+ */
+static int
+dir_first_visit(ragq_ingest_docs_t *f, const struct stat *st)
+{
+    size_t i;
+
+    for (i = 0; i < f->ndirs; i++) {
+        if (f->dirs[i].dev == st->st_dev && f->dirs[i].ino == st->st_ino) {
+            return 0;
+        }
+    }
+    if (f->ndirs == f->dirs_cap) {
+        f->dirs_cap = f->dirs_cap ? f->dirs_cap * 2 : 64;
+        f->dirs = realloc(f->dirs, f->dirs_cap * sizeof(*f->dirs));
+        if (f->dirs == NULL) {
+            ragq_ingest_die("out of memory");
+        }
+    }
+    f->dirs[f->ndirs].dev = st->st_dev;
+    f->dirs[f->ndirs].ino = st->st_ino;
+    f->ndirs++;
+    return 1;
+}
+
 static int
 cmp_name(const void *a, const void *b)
 {
@@ -94,8 +123,13 @@ walk(ragq_ingest_docs_t *f, const char *path, int depth, int named)
         return;
     }
     if (depth > 32) {
-        ragq_ingest_note(
-            "skipping %s: directories nested too deep (a symlink loop?)", path);
+        ragq_ingest_note("skipping %s: directories nested too deep", path);
+        return;
+    }
+    if (!dir_first_visit(f, &st)) {
+        ragq_ingest_note("skipping %s: a directory already read (a symbolic "
+                         "link loop, or another link to it)",
+                         path);
         return;
     }
     d = opendir(path);
@@ -265,5 +299,6 @@ ragq_ingest_docs_free(ragq_ingest_docs_t *docs)
         free(docs->path[i]);
     }
     free(docs->path);
+    free(docs->dirs);
     memset(docs, 0, sizeof(*docs));
 }

@@ -1,0 +1,107 @@
+# Regressions of the ragq-ingest audit (December 2026):
+# - a directory reached again through a symbolic link is read once: a link
+#   back up (dir/up -> ..) added every file once more per level, and two
+#   such links made the walk exponential (it never ended);
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use JSON::PP;
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use Ragq::Standin;
+
+my $BIN = ($ENV{RAGQ_BUILD} || 'build') . '/ragq-ingest';
+ok(-x $BIN, "$BIN is built") or BAIL_OUT("build $BIN first");
+
+my $tmp = tempdir('ragq-ingest-audit-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+
+sub write_file {
+    my ($path, $text) = @_;
+    open my $f, '>', $path or die "$path: $!";
+    print $f $text;
+    close $f;
+}
+
+# Runs ragq-ingest with a clean environment plus %$env, killed after 60 s
+# (the old walk of two looping links never ended); returns (exit or
+# 'timeout', stdout, stderr), each cut to its first 64 KiB.
+sub ingest {
+    my ($env, @args) = @_;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        delete @ENV{ grep { /^(RAGQ_|OPENAI_|QDRANT_)/ && $_ ne 'RAGQ_BUILD' } keys %ENV };
+        $ENV{$_} = $env->{$_} for keys %$env;
+        open STDOUT, '>', "$tmp/out" or POSIX::_exit(127);
+        open STDERR, '>', "$tmp/err" or POSIX::_exit(127);
+        exec $BIN, @args or POSIX::_exit(127);
+    }
+    my $deadline = time + 60;
+    my $rc;
+    while (1) {
+        my $w = waitpid($pid, POSIX::WNOHANG());
+        if ($w == $pid) { $rc = $? >> 8; last }
+        if (time > $deadline) {
+            kill 'KILL', $pid;
+            waitpid($pid, 0);
+            $rc = 'timeout';
+            last;
+        }
+        sleep 0.05;
+    }
+    # the first 64 KiB: the old walk wrote gigabytes of notes
+    my ($o, $e) = ('', '');
+    open my $of, '<', "$tmp/out" or die;
+    open my $ef, '<', "$tmp/err" or die;
+    read($of, $o, 65536);
+    read($ef, $e, 65536);
+    return ($rc, $o, $e);
+}
+
+# Header of a local store file: (magic, version, dim, count).
+sub store_header {
+    my ($path) = @_;
+    open my $f, '<:raw', $path or return;
+    read($f, my $h, 24) == 24 or return;
+    my ($magic, $ver, $dim, $lo, $hi) = unpack('a8 V V V V', $h);
+    return ($magic, $ver, $dim, $lo + $hi * 2**32);
+}
+
+sub slurp_raw {
+    my ($path) = @_;
+    open my $f, '<:raw', $path or return '';
+    local $/;
+    return scalar <$f>;
+}
+
+# ---- symbolic link loops ---------------------------------------------------
+mkdir "$tmp/loop";
+mkdir "$tmp/loop/sub";
+write_file("$tmp/loop/sub/a.md", "Symbolic link loops must not copy this sentence.\n");
+symlink('..', "$tmp/loop/sub/up") or die "symlink: $!";
+symlink('.', "$tmp/loop/l1") or die "symlink: $!";
+symlink('.', "$tmp/loop/l2") or die "symlink: $!";
+my ($rc, $out, $err) = ingest({ RAGQ_STORE_PATH => "$tmp/s1" }, "$tmp/loop");
+is($rc, 0, 'symlink loops: the walk ends, exit 0') or diag substr($err, -600);
+like($out, qr/^ingested 1 file, 1 chunk into collection 'documents'/,
+     'symlink loops: the one file is read once');
+(undef, undef, undef, my $count) = store_header("$tmp/s1/documents.ragq");
+is($count, 1, 'symlink loops: one point in the store');
+like($err, qr/skipping \Q$tmp\E\/loop\/sub\/up: a directory already read \(a symbolic link loop/,
+     'symlink loops: the link back up is skipped with a note');
+like($err, qr/skipping \Q$tmp\E\/loop\/l1: a directory already read/, '... and the link to itself');
+unlike($err, qr/nested too deep/, 'symlink loops: no walk down to the depth limit');
+
+# two links to one directory: its files once, under the first name
+mkdir "$tmp/two";
+mkdir "$tmp/shared";
+write_file("$tmp/shared/s.md", "A directory linked twice is read once.\n");
+symlink("$tmp/shared", "$tmp/two/a") or die;
+symlink("$tmp/shared", "$tmp/two/b") or die;
+($rc, $out, $err) = ingest({ RAGQ_STORE_PATH => "$tmp/s1b" }, "$tmp/two");
+is($rc, 0, 'two links to one directory: exit 0') or diag $err;
+like($out, qr/^ingested 1 file, 1 chunk/, 'two links to one directory: its file once');
+like($err, qr/skipping \Q$tmp\E\/two\/b: a directory already read/, '... the second link is noted');
+
+done_testing;
