@@ -474,9 +474,10 @@ ragq_ingest_finish(ragq_ingest_t *s, char **sources, const size_t *nchunks,
         for (i = 0; i < s->npoints; i++) {
             s->points[i].vector = s->vectors + i * s->dim;
         }
+        /* every document read is replaced, the empty ones included */
         if (ragq_local_store_replace_documents(
-                s->cfg->store_path, s->cfg->collection, s->points, s->npoints,
-                s->dim, err, sizeof(err)) != 0) {
+                s->cfg->store_path, s->cfg->collection, sources, ndocs,
+                s->points, s->npoints, s->dim, err, sizeof(err)) != 0) {
             ragq_ingest_die("%s", err);
         }
     }

@@ -49,11 +49,13 @@ int ragq_local_store_upsert(const char *dir, const char *collection,
 
 /*
  * Like ragq_local_store_upsert, but first removes every point whose source
- * is the source of one of the points given, in the same atomic write: a
- * document ingested again (perhaps now shorter) keeps no stale chunks.
- * Points of one document must be adjacent.  (Added for ragq-ingest.)
+ * is one of sources[0..nsources-1] (the documents read again, with or
+ * without chunks now), in the same atomic write: a document ingested again
+ * (perhaps now shorter, or empty) keeps no stale chunks.  The points'
+ * sources should be among them.  (Added for ragq-ingest.)
  */
 int ragq_local_store_replace_documents(const char *dir, const char *collection,
+                                       char *const *sources, size_t nsources,
                                        const ragq_point_t *points, size_t n,
                                        size_t dim, char *err, size_t errlen);
 

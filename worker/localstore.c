@@ -458,25 +458,27 @@ merge(ragq_localfile_t *d, const ragq_point_t *points, size_t n, size_t dim)
     return 0;
 }
 
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
 /*
- * Drops the points whose source is the source of one of points[] (so that
- * a document ingested again leaves none of its old chunks behind).
+ * Removes the points whose source is in sorted[0..n-1] (sorted by strcmp):
+ * the documents ingested again, so that none of their old chunks stays
+ * behind, not even when a document has no chunks left.
  */
 static void
-drop_sources(ragq_localfile_t *d, const ragq_point_t *points, size_t n)
+drop_sources(ragq_localfile_t *d, char *const *sorted, size_t n)
 {
-    size_t i, j, k = 0;
+    size_t i, k = 0;
 
     for (i = 0; i < d->count; i++) {
-        int drop = 0;
-        for (j = 0; j < n && !drop; j++) {
-            /* points come grouped by document: test each source once */
-            if (j > 0 && strcmp(points[j].source, points[j - 1].source) == 0) {
-                continue;
-            }
-            drop = strcmp(d->sources[i], points[j].source) == 0;
-        }
-        if (drop) {
+        const char *src = d->sources[i];
+
+        if (n > 0 &&
+            bsearch(&src, sorted, n, sizeof(char *), cmp_str) != NULL) {
             free(d->ids[i]);
             free(d->sources[i]);
             free(d->texts[i]);
@@ -496,6 +498,7 @@ drop_sources(ragq_localfile_t *d, const ragq_point_t *points, size_t n)
 }
 
 static int store_write(const char *dir, const char *collection,
+                       char *const *sources, size_t nsources,
                        const ragq_point_t *points, size_t n, size_t dim,
                        int replace, char *err, size_t errlen);
 
@@ -504,22 +507,26 @@ ragq_local_store_upsert(const char *dir, const char *collection,
                         const ragq_point_t *points, size_t n, size_t dim,
                         char *err, size_t errlen)
 {
-    return store_write(dir, collection, points, n, dim, 0, err, errlen);
+    return store_write(dir, collection, NULL, 0, points, n, dim, 0, err,
+                       errlen);
 }
 
 int
 ragq_local_store_replace_documents(const char *dir, const char *collection,
+                                   char *const *sources, size_t nsources,
                                    const ragq_point_t *points, size_t n,
                                    size_t dim, char *err, size_t errlen)
 {
-    return store_write(dir, collection, points, n, dim, 1, err, errlen);
+    return store_write(dir, collection, sources, nsources, points, n, dim, 1,
+                       err, errlen);
 }
 
 static int
-store_write(const char *dir, const char *collection, const ragq_point_t *points,
-            size_t n, size_t dim, int replace, char *err, size_t errlen)
+store_write(const char *dir, const char *collection, char *const *sources,
+            size_t nsources, const ragq_point_t *points, size_t n, size_t dim,
+            int replace, char *err, size_t errlen)
 {
-    char            *path = NULL, *tmp = NULL, *lock = NULL;
+    char            *path = NULL, *tmp = NULL, *lock = NULL, **sorted = NULL;
     ragq_localfile_t d;
     struct stat      st;
     int              lfd = -1, rc = -1, corrupt, r;
@@ -569,8 +576,15 @@ store_write(const char *dir, const char *collection, const ragq_point_t *points,
                  collection, dir, d.dim, dim);
         goto done;
     }
-    if (replace) {
-        drop_sources(&d, points, n);
+    if (replace && nsources > 0) {
+        sorted = malloc(nsources * sizeof(char *));
+        if (sorted == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto done;
+        }
+        memcpy(sorted, sources, nsources * sizeof(char *));
+        qsort(sorted, nsources, sizeof(char *), cmp_str);
+        drop_sources(&d, sorted, nsources);
     }
     if (merge(&d, points, n, dim) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -580,6 +594,7 @@ store_write(const char *dir, const char *collection, const ragq_point_t *points,
 
 done:
     ragq_localfile_free(&d);
+    free(sorted);
     if (lfd >= 0) {
         close(lfd);
     }

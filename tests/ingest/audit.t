@@ -2,6 +2,8 @@
 # - a directory reached again through a symbolic link is read once: a link
 #   back up (dir/up -> ..) added every file once more per level, and two
 #   such links made the walk exponential (it never ended);
+# - a document that became empty loses its chunks in the local store too
+#   (Qdrant already lost them), instead of still answering from old text;
 use strict;
 use warnings;
 use Test::More;
@@ -103,5 +105,31 @@ symlink("$tmp/shared", "$tmp/two/b") or die;
 is($rc, 0, 'two links to one directory: exit 0') or diag $err;
 like($out, qr/^ingested 1 file, 1 chunk/, 'two links to one directory: its file once');
 like($err, qr/skipping \Q$tmp\E\/two\/b: a directory already read/, '... the second link is noted');
+
+# ---- local store: a document that became empty -----------------------------
+mkdir "$tmp/e";
+write_file("$tmp/e/a.md", "Alpha talks about queues and workers.\n");
+write_file("$tmp/e/b.md", "Bravo-only-sentence about stale vectors.\n");
+($rc, $out, $err) = ingest({ RAGQ_STORE_PATH => "$tmp/s2" }, "$tmp/e");
+is($rc, 0, 'local store: first ingest') or diag $err;
+(undef, undef, undef, $count) = store_header("$tmp/s2/documents.ragq");
+is($count, 2, 'local store: two points');
+write_file("$tmp/e/b.md", "   \n\n");
+($rc, $out, $err) = ingest({ RAGQ_STORE_PATH => "$tmp/s2" }, "$tmp/e");
+is($rc, 0, 'local store: emptied document, exit 0') or diag $err;
+like($err, qr/skipping \Q$tmp\E\/e\/b\.md: no text in it/, 'local store: the empty document is noted');
+(undef, undef, undef, $count) = store_header("$tmp/s2/documents.ragq");
+is($count, 1, 'local store: the emptied document\'s old chunk is gone');
+unlike(slurp_raw("$tmp/s2/documents.ragq"), qr/Bravo-only-sentence/,
+       'local store: its old text is not in the store file');
+like(slurp_raw("$tmp/s2/documents.ragq"), qr/Alpha talks about queues/, 'local store: the other document stays');
+
+# a document not named in this run keeps its chunks
+mkdir "$tmp/f";
+write_file("$tmp/f/c.md", "Charlie is ingested on its own.\n");
+($rc, $out, $err) = ingest({ RAGQ_STORE_PATH => "$tmp/s2" }, "$tmp/f");
+is($rc, 0, 'local store: another path') or diag $err;
+(undef, undef, undef, $count) = store_header("$tmp/s2/documents.ragq");
+is($count, 2, 'local store: documents of other runs are kept');
 
 done_testing;
