@@ -68,12 +68,14 @@ on_header(char *p, size_t size, size_t nmemb, void *data)
 /*
  * One HTTP call with retries on network errors, 408/409/429/5xx (honouring
  * Retry-After).  Returns the final status (0: no answer) with the body in
- * r; err is filled for anything but 2xx.  404 is returned, not retried.
+ * r; err is filled for anything but 2xx.  404 is returned, not retried, and
+ * so is the status answer_now when it is not 0 (a 409 that means "already
+ * there" is an answer, not a conflict that waiting resolves).
  */
 static long
 http_call(const ragq_config_t *cfg, const char *method, const char *url,
           const char *auth, const char *body, const char *api, reply_t *r,
-          ragq_upstream_error_t *err)
+          ragq_upstream_error_t *err, long answer_now)
 {
     int  attempt;
     long status = 0;
@@ -131,7 +133,7 @@ http_call(const ragq_config_t *cfg, const char *method, const char *url,
                 err, api, status, r->retry_after[0] ? r->retry_after : NULL,
                 r->retry_after_ms[0] ? r->retry_after_ms : NULL, r->body.data,
                 r->body.len);
-            if (status == 404 || !err->retryable) {
+            if (status == 404 || status == answer_now || !err->retryable) {
                 return status;
             }
         }
@@ -196,7 +198,7 @@ embed(ragq_ingest_t *s, batch_t *b)
             ragq_ingest_die("out of memory");
         }
         status = http_call(cfg, "POST", s->embed_url, s->embed_auth, body,
-                           "embeddings", &r, &err);
+                           "embeddings", &r, &err, 0);
         free(body);
         if (status < 200 || status >= 300) {
             ragq_ingest_die("embedding with model '%s' at %s failed: %s",
@@ -233,20 +235,22 @@ qdrant_url(const ragq_config_t *cfg, const char *suffix)
     return url;
 }
 
-/* Checks the collection's vector size, or creates it. */
-static void
-qdrant_prepare(ragq_ingest_t *s)
+/*
+ * Reads the collection's vector size and checks it against the embedder's.
+ * Returns the status of the GET (404: there is no such collection).
+ */
+static long
+qdrant_check(ragq_ingest_t *s, const char *url)
 {
     const ragq_config_t  *cfg = s->cfg;
     ragq_upstream_error_t err;
     reply_t               r;
-    char                 *url = qdrant_url(cfg, NULL), *body;
     long                  status;
     size_t                dim;
 
     memset(&r, 0, sizeof(r));
     status =
-        http_call(cfg, "GET", url, s->qdrant_auth, NULL, "qdrant", &r, &err);
+        http_call(cfg, "GET", url, s->qdrant_auth, NULL, "qdrant", &r, &err, 0);
     if (status >= 200 && status < 300) {
         if (ragq_qdrant_collection_dim_parse(r.body.data, r.body.len, &dim,
                                              &err) != 0) {
@@ -263,23 +267,55 @@ qdrant_prepare(ragq_ingest_t *s)
                 strcmp(cfg->embedder, "hash") ? " " : "",
                 strcmp(cfg->embedder, "hash") ? cfg->embed_model : "", s->dim);
         }
-    } else if (status == 404) {
-        body = ragq_qdrant_create_collection_body(s->dim);
-        status = http_call(cfg, "PUT", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err);
-        free(body);
-        if (status < 200 || status >= 300) {
-            ragq_ingest_die("cannot create collection '%s' at %s: %s",
-                            cfg->collection, cfg->qdrant_url, err.message);
-        }
-        ragq_ingest_note(
-            "created collection '%s' (vectors of size %zu, cosine)",
-            cfg->collection, s->dim);
-    } else {
+    } else if (status != 404) {
         ragq_ingest_die("cannot read collection '%s' at %s: %s",
                         cfg->collection, cfg->qdrant_url, err.message);
     }
     free(r.body.data);
+    return status;
+}
+
+/*
+ * Checks the collection's vector size, or creates it.  Another ingest may
+ * create it between our GET and our PUT: Qdrant then answers 409 (400
+ * before 1.8) "already exists", and the collection it made is checked
+ * like one that was there.
+ */
+static void
+qdrant_prepare(ragq_ingest_t *s)
+{
+    const ragq_config_t  *cfg = s->cfg;
+    ragq_upstream_error_t err;
+    reply_t               r;
+    char                 *url = qdrant_url(cfg, NULL), *body;
+    long                  status;
+
+    if (qdrant_check(s, url) == 404) {
+        memset(&r, 0, sizeof(r));
+        body = ragq_qdrant_create_collection_body(s->dim);
+        status = http_call(cfg, "PUT", url, s->qdrant_auth, body, "qdrant", &r,
+                           &err, 409);
+        free(body);
+        if ((status == 409 || status == 400) &&
+            strcasestr(err.message, "already exists") != NULL) {
+            ragq_ingest_note("collection '%s' was created meanwhile by "
+                             "someone else; using it",
+                             cfg->collection);
+            if (qdrant_check(s, url) == 404) {
+                ragq_ingest_die("collection '%s' at %s was reported to exist, "
+                                "then not found",
+                                cfg->collection, cfg->qdrant_url);
+            }
+        } else if (status < 200 || status >= 300) {
+            ragq_ingest_die("cannot create collection '%s' at %s: %s",
+                            cfg->collection, cfg->qdrant_url, err.message);
+        } else {
+            ragq_ingest_note(
+                "created collection '%s' (vectors of size %zu, cosine)",
+                cfg->collection, s->dim);
+        }
+        free(r.body.data);
+    }
     free(url);
     s->coll_ready = 1;
 }
@@ -314,7 +350,7 @@ store(ragq_ingest_t *s, batch_t *b, float *v)
             ragq_ingest_die("out of memory");
         }
         status = http_call(cfg, "PUT", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err);
+                           &err, 0);
         if (status < 200 || status >= 300) {
             ragq_ingest_die(
                 "writing %zu points to collection '%s' at %s failed: %s", b->n,
@@ -396,7 +432,7 @@ qdrant_prune(ragq_ingest_t *s, char **sources, const size_t *nchunks,
         memset(&r, 0, sizeof(r));
         url = qdrant_url(cfg, "/points/delete?wait=true");
         status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err);
+                           &err, 0);
         if (status < 200 || status >= 300) {
             ragq_ingest_die(
                 "removing old chunks from collection '%s' at %s failed: %s",

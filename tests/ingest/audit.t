@@ -4,6 +4,9 @@
 #   such links made the walk exponential (it never ended);
 # - a document that became empty loses its chunks in the local store too
 #   (Qdrant already lost them), instead of still answering from old text;
+# - a collection created by another ingest between our GET and our PUT
+#   (Qdrant: 409 "already exists") is checked and used, not retried five
+#   times and given up;
 use strict;
 use warnings;
 use Test::More;
@@ -132,4 +135,39 @@ is($rc, 0, 'local store: another path') or diag $err;
 (undef, undef, undef, $count) = store_header("$tmp/s2/documents.ragq");
 is($count, 2, 'local store: documents of other runs are kept');
 
+# ---- Qdrant: the collection created meanwhile by another ingest -------------
+my $s = Ragq::Standin->start(dim => 24);
+mkdir "$tmp/q";
+write_file("$tmp/q/q.md", "Qdrant collections can be created by two ingests at once.\n");
+my %env = (RAGQ_EMBED_BASE_URL => $s->base_url, QDRANT_URL => $s->qdrant_url,
+           RAGQ_COLLECTION => 'race');
+
+# The race, made deterministic: the collection exists, but our GET is told
+# it does not (as if the other ingest created it right after our GET).
+$s->create_collection('race', 24);
+$s->reset;    # stats only: the collection stays
+$s->fault({ path => '/collections/race', method => 'GET', status => 404, times => 1,
+            body => '{"status":{"error":"Not found: Collection `race` doesn\'t exist!"},"time":0.0}' });
+($rc, $out, $err) = ingest(\%env, "$tmp/q");
+is($rc, 0, 'collection created meanwhile: exit 0') or diag $err;
+like($out, qr/^ingested 1 file, 1 chunk into collection 'race'/, 'collection created meanwhile: summary');
+like($err, qr/collection 'race' was created meanwhile by someone else; using it/,
+     'collection created meanwhile: noted');
+unlike($err, qr/retrying/, 'collection created meanwhile: the 409 is not retried');
+my @puts = grep { $_->{method} eq 'PUT' && $_->{path} eq '/collections/race' } @{ $s->stats->{log} };
+is(scalar @puts, 1, 'collection created meanwhile: one PUT of the collection');
+is($s->request(GET => '/collections/race')->{json}{result}{points_count}, 1,
+   'collection created meanwhile: the point is stored');
+
+# ... and one of another vector size is refused like any other
+$s->create_collection('race8', 8);
+$s->fault({ path => '/collections/race8', method => 'GET', status => 404, times => 1 });
+($rc, $out, $err) = ingest({ %env, RAGQ_COLLECTION => 'race8' }, "$tmp/q");
+is($rc, 1, 'created meanwhile with another size: exit 1');
+like($err, qr/collection 'race8' at \S+ holds vectors of size 8, but embedder openai text-embedding-3-small makes vectors of size 24/,
+     'created meanwhile with another size: the size message');
+is($s->request(GET => '/collections/race8')->{json}{result}{points_count}, 0,
+   'created meanwhile with another size: nothing written');
+
+$s->stop;
 done_testing;
