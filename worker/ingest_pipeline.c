@@ -24,16 +24,33 @@
 #include "retry.h"
 #include "upstream.h"
 
+/*
+ * The largest answer read: Qdrant's answers to ragq-ingest are small; an
+ * embeddings answer grows with the batch (a vector of 8192 floats in JSON
+ * is under 256 KiB).  Past it, the call stops and is not retried, so a
+ * server (or proxy) that sends without end cannot exhaust the memory.
+ */
+#define ANSWER_MAX_QDRANT   (16ul << 20)
+#define ANSWER_MAX_EMBED(n) ((4ul << 20) + (size_t) (n) * (256ul << 10))
+
 typedef struct {
     ragq_ingest_buf_t body;
     char              retry_after[64];
     char              retry_after_ms[64];
+    size_t            max;       /* the answer's cap */
+    int               too_large; /* the answer was larger: not read */
 } reply_t;
 
 static size_t
 on_body(char *p, size_t size, size_t nmemb, void *data)
 {
-    ragq_ingest_buf_add(&((reply_t *) data)->body, p, size * nmemb);
+    reply_t *r = data;
+
+    if (size * nmemb > r->max - r->body.len) {
+        r->too_large = 1;
+        return 0; /* libcurl stops the transfer: CURLE_WRITE_ERROR */
+    }
+    ragq_ingest_buf_add(&r->body, p, size * nmemb);
     return size * nmemb;
 }
 
@@ -70,12 +87,14 @@ on_header(char *p, size_t size, size_t nmemb, void *data)
  * Retry-After).  Returns the final status (0: no answer) with the body in
  * r; err is filled for anything but 2xx.  404 is returned, not retried, and
  * so is the status answer_now when it is not 0 (a 409 that means "already
- * there" is an answer, not a conflict that waiting resolves).
+ * there" is an answer, not a conflict that waiting resolves).  An answer
+ * larger than max_answer bytes ends the call at once (status 0, not
+ * retried: the same request gets the same answer).
  */
 static long
 http_call(const ragq_config_t *cfg, const char *method, const char *url,
           const char *auth, const char *body, const char *api, reply_t *r,
-          ragq_upstream_error_t *err, long answer_now)
+          ragq_upstream_error_t *err, long answer_now, size_t max_answer)
 {
     int  attempt;
     long status = 0;
@@ -92,6 +111,7 @@ http_call(const ragq_config_t *cfg, const char *method, const char *url,
         }
         free(r->body.data);
         memset(r, 0, sizeof(*r));
+        r->max = max_answer;
         h = curl_slist_append(h, "Content-Type: application/json");
         h = curl_slist_append(h, "Accept: application/json");
         if (auth != NULL) {
@@ -122,6 +142,13 @@ http_call(const ragq_config_t *cfg, const char *method, const char *url,
         curl_slist_free_all(h);
         curl_easy_cleanup(c);
 
+        if (rc == CURLE_WRITE_ERROR && r->too_large) {
+            ragq_upstream_error_set(err, 0, 0, "upstream_answer_too_large",
+                                    "%s %s: the answer is larger than %zu "
+                                    "bytes; not retried",
+                                    method, url, max_answer);
+            return 0;
+        }
         if (rc != CURLE_OK) {
             ragq_upstream_error_set(err, 0, 1, "upstream_unreachable",
                                     "%s %s: %s", method, url,
@@ -198,7 +225,7 @@ embed(ragq_ingest_t *s, batch_t *b)
             ragq_ingest_die("out of memory");
         }
         status = http_call(cfg, "POST", s->embed_url, s->embed_auth, body,
-                           "embeddings", &r, &err, 0);
+                           "embeddings", &r, &err, 0, ANSWER_MAX_EMBED(b->n));
         free(body);
         if (status < 200 || status >= 300) {
             ragq_ingest_die("embedding with model '%s' at %s failed: %s",
@@ -249,8 +276,8 @@ qdrant_check(ragq_ingest_t *s, const char *url)
     size_t                dim;
 
     memset(&r, 0, sizeof(r));
-    status =
-        http_call(cfg, "GET", url, s->qdrant_auth, NULL, "qdrant", &r, &err, 0);
+    status = http_call(cfg, "GET", url, s->qdrant_auth, NULL, "qdrant", &r,
+                       &err, 0, ANSWER_MAX_QDRANT);
     if (status >= 200 && status < 300) {
         if (ragq_qdrant_collection_dim_parse(r.body.data, r.body.len, &dim,
                                              &err) != 0) {
@@ -294,7 +321,7 @@ qdrant_prepare(ragq_ingest_t *s)
         memset(&r, 0, sizeof(r));
         body = ragq_qdrant_create_collection_body(s->dim);
         status = http_call(cfg, "PUT", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err, 409);
+                           &err, 409, ANSWER_MAX_QDRANT);
         free(body);
         if ((status == 409 || status == 400) &&
             strcasestr(err.message, "already exists") != NULL) {
@@ -350,7 +377,7 @@ store(ragq_ingest_t *s, batch_t *b, float *v)
             ragq_ingest_die("out of memory");
         }
         status = http_call(cfg, "PUT", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err, 0);
+                           &err, 0, ANSWER_MAX_QDRANT);
         if (status < 200 || status >= 300) {
             ragq_ingest_die(
                 "writing %zu points to collection '%s' at %s failed: %s", b->n,
@@ -432,7 +459,7 @@ qdrant_prune(ragq_ingest_t *s, char **sources, const size_t *nchunks,
         memset(&r, 0, sizeof(r));
         url = qdrant_url(cfg, "/points/delete?wait=true");
         status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err, 0);
+                           &err, 0, ANSWER_MAX_QDRANT);
         if (status < 200 || status >= 300) {
             ragq_ingest_die(
                 "removing old chunks from collection '%s' at %s failed: %s",

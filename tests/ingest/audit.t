@@ -7,6 +7,8 @@
 # - a collection created by another ingest between our GET and our PUT
 #   (Qdrant: 409 "already exists") is checked and used, not retried five
 #   times and given up;
+# - an answer without end (a broken server or proxy) stops at a cap
+#   instead of growing in memory until the HTTP timeout.
 use strict;
 use warnings;
 use Test::More;
@@ -168,6 +170,27 @@ like($err, qr/collection 'race8' at \S+ holds vectors of size 8, but embedder op
      'created meanwhile with another size: the size message');
 is($s->request(GET => '/collections/race8')->{json}{result}{points_count}, 0,
    'created meanwhile with another size: nothing written');
+
+# ---- an answer without end --------------------------------------------------
+$s->reset;
+# limit_bytes: a runaway old binary stops at 256 MiB, not at the machine's memory
+$s->fault({ path => '/v1/embeddings', mode => 'flood', times => 1, limit_bytes => 256 << 20 });
+my $t0 = time;
+($rc, $out, $err) = ingest({ %env, RAGQ_COLLECTION => 'flood' }, "$tmp/q");
+is($rc, 1, 'endless embeddings answer: exit 1');
+like($err, qr/embedding with model 'text-embedding-3-small' at \S+ failed: POST \S+: the answer is larger than 4456448 bytes; not retried/,
+     'endless embeddings answer: the cap is named');
+cmp_ok(time - $t0, '<', 30, 'endless embeddings answer: stopped at the cap, not at the HTTP timeout');
+cmp_ok($s->stats->{flood_sent}, '<', 64 << 20, 'endless embeddings answer: read no further than the cap');
+is($out, '', 'endless embeddings answer: no summary');
+
+$s->reset;
+$s->fault({ path => '/collections/flood', method => 'GET', mode => 'flood', times => 1,
+            limit_bytes => 256 << 20 });
+($rc, $out, $err) = ingest({ %env, RAGQ_COLLECTION => 'flood' }, "$tmp/q");
+is($rc, 1, 'endless Qdrant answer: exit 1');
+like($err, qr/cannot read collection 'flood' at \S+: GET \S+: the answer is larger than 16777216 bytes; not retried/,
+     'endless Qdrant answer: the cap is named');
 
 $s->stop;
 done_testing;
