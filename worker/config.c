@@ -457,9 +457,9 @@ print_help(ragq_prog_t prog)
                "queues in Valkey.\n");
     } else {
         printf("Usage: ragq-ingest [OPTION]... PATH...\n"
-               "Loads .txt, .md and .pdf files (directories recursively) into "
-               "a collection:\nsplits them into chunks, embeds them and "
-               "stores them in Qdrant or the local store.\n");
+               "Loads .txt, .md, .markdown and .pdf files (directories "
+               "recursively) into a\ncollection: splits them into chunks, "
+               "embeds them and stores them in Qdrant or\nthe local store.\n");
     }
     printf("\nEvery option is also read from the environment variable shown "
            "next to it;\na flag wins over the environment.  Durations: 250ms, "
