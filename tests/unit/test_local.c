@@ -1,7 +1,8 @@
 /*
  * test_local.c: the offline backends (worker/local.c, localstore.c): the
  * hashed embedder ranks related texts first, the local store round-trips,
- * reloads, refuses other dimensions and ranks like a brute-force scan, and
+ * reloads, replaces whole documents (emptied ones too), refuses other
+ * dimensions and ranks like a brute-force scan, and
  * the extractive answerer quotes and cites its sources.
  */
 
@@ -180,6 +181,65 @@ START_TEST(test_store_round_trip_and_reload)
     ragq_local_store_close(st);
     free_points(pts, 3, v);
     free_points(more, 1, v2);
+}
+END_TEST
+
+/*
+ * replace_documents removes every point of the sources named, those with
+ * no new points included (a document that became empty), and keeps the
+ * points of other sources.
+ */
+START_TEST(test_store_replace_documents)
+{
+    ragq_point_t          pts[3], again[1];
+    float                *v, *v2;
+    char                  err[512];
+    ragq_local_store_t   *st;
+    ragq_source_t        *src;
+    size_t                n;
+    ragq_upstream_error_t ue;
+    char                 *both[] = {"b.md", "a.md"}, *conly[] = {"c.md"};
+
+    v = make_points(pts, texts, 3, "r-%u");
+    pts[0].source = "a.md";
+    pts[1].source = "b.md";
+    pts[2].source = "c.md";
+    ck_assert_int_eq(
+        ragq_local_store_upsert(tmpdir, "rep", pts, 3, 384, err, sizeof(err)),
+        0);
+
+    /* a.md read again with one new point under another id, b.md read
+     * again with no text: both lose their old points, c.md stays */
+    v2 = make_points(again, texts, 1, "a-new-%u");
+    again[0].source = "a.md";
+    ck_assert_int_eq(ragq_local_store_replace_documents(tmpdir, "rep", both, 2,
+                                                        again, 1, 384, err,
+                                                        sizeof(err)),
+                     0);
+    st = ragq_local_store_open(tmpdir, err, sizeof(err));
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(query(st, "rep", "vectors", 10, &src, &n, &ue), 0);
+    ck_assert_uint_eq(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_str_ne(src[i].source, "b.md");
+        ck_assert_str_ne(src[i].id, "r-0");
+    }
+    ragq_sources_free(src, n);
+
+    /* only c.md named, no points at all: it is removed, a.md stays */
+    ck_assert_int_eq(ragq_local_store_replace_documents(tmpdir, "rep", conly, 1,
+                                                        NULL, 0, 384, err,
+                                                        sizeof(err)),
+                     0);
+    ck_assert_int_eq(query(st, "rep", "vectors", 10, &src, &n, &ue), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(src[0].id, "a-new-0");
+    ck_assert_str_eq(src[0].source, "a.md");
+    ragq_sources_free(src, n);
+
+    ragq_local_store_close(st);
+    free_points(pts, 3, v);
+    free_points(again, 1, v2);
 }
 END_TEST
 
@@ -369,6 +429,7 @@ ragq_suite_local(void)
 
     tcase_add_checked_fixture(ts, setup_dir, teardown_dir);
     tcase_add_test(ts, test_store_round_trip_and_reload);
+    tcase_add_test(ts, test_store_replace_documents);
     tcase_add_test(ts, test_store_errors);
     tcase_add_test(ts, test_store_top_k);
     suite_add_tcase(s, ts);
