@@ -229,9 +229,11 @@ ngx_http_ragq_cancel_handler(ngx_http_request_t *r)
     ngx_memcpy(cell->job_id, id.data, NGX_HTTP_RAGQ_JOB_ID_LEN);
     cell->data = lcf;
 
-    if (ngx_http_ragq_cancel_send(r, lcf, cell, &tenant) != NGX_OK) {
+    rc = ngx_http_ragq_cancel_send(r, lcf, cell, &tenant);
+
+    if (rc != NGX_OK) {
         ngx_http_ragq_cell_drop(cell);
-        return ngx_http_ragq_unavailable(r, NGX_DECLINED);
+        return ngx_http_ragq_unavailable(r, rc);
     }
 
     ngx_http_ragq_cell_wait(r, cell);

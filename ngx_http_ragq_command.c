@@ -32,6 +32,18 @@ static void ngx_http_ragq_vk_cell_reply(ngx_http_ragq_conn_t *conn, void *data,
 /* ---- commands ---- */
 
 
+/* the connection a cell's command goes on */
+static ngx_http_ragq_vk_t *
+ngx_http_ragq_vk_of(ngx_http_ragq_cell_t *cell)
+{
+    if (cell && cell->replicas && ngx_http_ragq_vk_wr.initialized) {
+        return &ngx_http_ragq_vk_wr;
+    }
+
+    return &ngx_http_ragq_vk;
+}
+
+
 /* no room for n more cells: too many in flight, or too much unsent */
 static ngx_flag_t
 ngx_http_ragq_vk_full(ngx_http_ragq_vk_t *vk, ngx_uint_t n)
@@ -136,9 +148,7 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
     ngx_uint_t          i;
     ngx_http_ragq_vk_t *vk;
 
-    vk = (cell && cell->replicas && ngx_http_ragq_vk_wr.initialized)
-             ? &ngx_http_ragq_vk_wr
-             : &ngx_http_ragq_vk;
+    vk = ngx_http_ragq_vk_of(cell);
 
     if (vk->state != NGX_HTTP_RAGQ_VK_CONNECTING
         && vk->state != NGX_HTTP_RAGQ_VK_READY)
@@ -146,8 +156,9 @@ ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
         return NGX_DECLINED;
     }
 
+    /* the writes connection has a cap of its own: overloaded there too */
     if (ngx_http_ragq_vk_full(vk, 1)) {
-        return NGX_DECLINED;
+        return NGX_BUSY;
     }
 
     if (ngx_http_ragq_conn_write(&vk->conn, cmd, len) != NGX_OK) {
@@ -217,7 +228,7 @@ ngx_http_ragq_valkey_send_pair(ngx_http_ragq_cell_t *cell, u_char *cmd,
     }
 
     if (ngx_http_ragq_vk_full(vk, 2)) {
-        return NGX_DECLINED;
+        return NGX_BUSY;
     }
 
     /* both expectations or none: the handler runs twice or not at all */

@@ -519,8 +519,10 @@ ngx_http_ragq_enqueue(ngx_http_request_t *r, ngx_str_t *query, ngx_uint_t top_k,
     /* the one way out once the cell exists */
     ngx_http_ragq_cell_drop(cell);
 
-    if (rc == NGX_DECLINED) {
-        return ngx_http_ragq_unavailable(r, NGX_DECLINED);
+    if (rc == NGX_DECLINED || rc == NGX_BUSY) {
+        /* NGX_BUSY: the writes connection's cap (ragq_valkey_replicas),
+         * which ngx_http_ragq_valkey_available() does not look at */
+        return ngx_http_ragq_unavailable(r, rc);
     }
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -214,7 +214,8 @@ ngx_http_ragq_job_fields(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 /*
  * The common path: one XADD that carries the job (DEVELOPERS.md, "data
  * model"); its hash is written by the worker that claims it.
- * NGX_ERROR: out of memory; NGX_DECLINED: Valkey refused the command.
+ * NGX_ERROR: out of memory; NGX_DECLINED: Valkey refused the command;
+ * NGX_BUSY: its connection's in-flight cap is reached.
  */
 static ngx_int_t
 ngx_http_ragq_job_xadd(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
@@ -262,13 +263,14 @@ ngx_http_ragq_job_xadd(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
 
     rc = ngx_http_ragq_valkey_send(cell, cmd, p - cmd);
 
-    return (rc == NGX_OK) ? NGX_OK : NGX_DECLINED;
+    return (rc == NGX_OK || rc == NGX_BUSY) ? rc : NGX_DECLINED;
 }
 
 
 /*
  * With an Idempotency-Key: one EVAL of the idempotency script. NGX_ERROR:
- * out of memory; NGX_DECLINED: Valkey refused the command.
+ * out of memory; NGX_DECLINED: Valkey refused the command; NGX_BUSY: its
+ * connection's in-flight cap is reached.
  */
 static ngx_int_t
 ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
@@ -276,6 +278,7 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
                        ngx_http_ragq_job_fields_t *f)
 {
     u_char     *p;
+    ngx_int_t   rc;
     ngx_str_t   idem_key;
     ngx_sha1_t  sha1;
     const char *argv[14];
@@ -332,11 +335,9 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
     argv[13] = (const char *) f->callback.data;
     argvlen[13] = f->callback.len;
 
-    if (ngx_http_ragq_valkey_command(cell, 14, argv, argvlen) != NGX_OK) {
-        return NGX_DECLINED;
-    }
+    rc = ngx_http_ragq_valkey_command(cell, 14, argv, argvlen);
 
-    return NGX_OK;
+    return (rc == NGX_OK || rc == NGX_BUSY) ? rc : NGX_DECLINED;
 }
 
 
@@ -345,7 +346,9 @@ ngx_http_ragq_job_eval(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,
  * reply that says how it went; the random part of its id is made here, in
  * cell->job_id, the rest comes with the reply. idem: the Idempotency-Key,
  * NULL without one. NGX_ERROR: out of memory or no random bits;
- * NGX_DECLINED: Valkey refused the command.
+ * NGX_DECLINED: Valkey refused the command; NGX_BUSY: the in-flight cap of
+ * the connection it goes on (the writes connection with
+ * ragq_valkey_replicas) is reached: 503 overloaded.
  */
 ngx_int_t
 ngx_http_ragq_job_create(ngx_http_request_t *r, ngx_http_ragq_loc_conf_t *lcf,

@@ -155,11 +155,12 @@ ngx_http_ragq_status_handler(ngx_http_request_t *r)
 
     cell->step = NGX_HTTP_RAGQ_READ_PAIR;
 
-    if (ngx_http_ragq_job_read(cell, lcf, id.data, NGX_HTTP_RAGQ_READ_PAIR)
-        != NGX_OK)
-    {
+    rc = ngx_http_ragq_job_read(cell, lcf, id.data, NGX_HTTP_RAGQ_READ_PAIR);
+
+    if (rc != NGX_OK) {
+        /* NGX_BUSY: the pair's two replies did not fit under the cap */
         ngx_http_ragq_cell_drop(cell);
-        return ngx_http_ragq_unavailable(r, NGX_DECLINED);
+        return ngx_http_ragq_unavailable(r, rc);
     }
 
     ngx_http_ragq_cell_wait(r, cell);
@@ -210,10 +211,11 @@ ngx_http_ragq_status_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
         next->data = lcf;
         next->step = step;
 
-        if (ngx_http_ragq_job_read(next, lcf, next->job_id, step) != NGX_OK) {
+        rc = ngx_http_ragq_job_read(next, lcf, next->job_id, step);
+
+        if (rc != NGX_OK) {
             ngx_http_ragq_cell_drop(next);
-            ngx_http_ragq_finalize(r,
-                                   ngx_http_ragq_unavailable(r, NGX_DECLINED));
+            ngx_http_ragq_finalize(r, ngx_http_ragq_unavailable(r, rc));
             return;
         }
 

@@ -119,7 +119,8 @@ ngx_int_t ngx_http_ragq_pubsub_subscribe(ngx_str_t *channel,
 ngx_uint_t ngx_http_ragq_pubsub_generation(void);
 
 /* NGX_OK: commands may be queued now; NGX_BUSY: in-flight cap reached;
- * NGX_DECLINED: not connected */
+ * NGX_DECLINED: not connected (the sends below answer the same for the
+ * connection the command goes on, which may be the writes connection) */
 ngx_int_t ngx_http_ragq_valkey_available(void);
 
 /* the command connection is up: connected and its handshake answered

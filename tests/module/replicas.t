@@ -4,7 +4,9 @@
 # Retry-After and a message that the job may exist (it does), and a retry
 # with the same Idempotency-Key makes no second job. While a WAIT blocks the
 # writes connection, /job-status (on the command connection) still answers
-# within its own short ragq_valkey_timeout.
+# within its own short ragq_valkey_timeout. The writes connection's own
+# in-flight cap (16 MB unsent to a stalled Valkey) answers 503 overloaded, as
+# the command connection's does (up to 0.6.3: 503 valkey_unavailable).
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
 use Ragq::Valkey ();
@@ -54,10 +56,49 @@ sub slow_answer {
     return $buf;
 }
 
+# n POST /chat of a 60 kB question, at most c at once: the count of each
+# status and error code
+sub flood {
+    my ($n, $c) = @_;
+    my $body = '{"query":"' . ('q' x 60000) . '"}';
+    my $req = "POST /chat HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        . "Content-Type: application/json\r\nContent-Length: " . length($body)
+        . "\r\n\r\n$body";
+    my (%seen, $sent);
+    my $sel = IO::Select->new;
+    while ($sent < $n || $sel->count) {
+        while ($sent < $n && $sel->count < $c) {
+            my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Proto => 'tcp')
+                or die "connect: $!";
+            my $off = 0;
+            while ($off < length $req) {
+                my $w = syswrite($s, $req, length($req) - $off, $off);
+                die "write: $!" unless defined $w;
+                $off += $w;
+            }
+            $sel->add($s);
+            $sent++;
+        }
+        for my $s ($sel->can_read(30)) {
+            $sel->remove($s);
+            my $t = '';
+            1 while sysread($s, $t, 65536, length $t);
+            close $s;
+            my ($status) = $t =~ m{^HTTP/1\.1 (\d+)};
+            my ($code) = $t =~ /"code":"([a-z_]+)"/;
+            $seen{($status // 'none') . ' ' . ($code // '-')}++;
+        }
+    }
+    return %seen;
+}
+
+END { Ragq::Valkey::resume() if $main::Paused }
+
 no_shuffle();
 no_long_string();
 
-plan tests => 28;
+plan tests => 28 + 11;
 run_tests();
 
 __DATA__
@@ -152,3 +193,52 @@ POST /two?query=twice
 qr/NOTREPLICATED 1 of 2 replicas acknowledged/
 --- no_error_log
 [alert]
+
+
+
+=== TEST 3: a stalled Valkey: the writes connection reaches its cap (16 MB unsent) while the command connection is idle: 503 overloaded + Retry-After, as on the command connection
+--- http_config
+ragq_valkey 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+ragq_valkey_timeout 60s;
+--- config
+client_body_buffer_size 128k;
+location = /chat {
+    ragq_prefix rp;
+    ragq_max_query_length 64k;
+    ragq_valkey_replicas 1;
+    ragq_valkey_timeout 100ms;
+    ragq_enqueue;
+}
+location = /job-status { ragq_prefix rp; ragq_valkey_timeout 30s; ragq_status; }
+--- init
+Ragq::Valkey::pause();
+$main::Paused = 1;
+my %seen = main::flood(600, 32);
+my $codes = join ', ', map { "$seen{$_} x $_" } sort keys %seen;
+Test::More::ok($seen{'503 valkey_timeout'}, "the first ones waited for their timeout ($codes)");
+Test::More::ok($seen{'503 overloaded'}, "then the writes connection was full: overloaded ($codes)");
+Test::More::is(($seen{'503 valkey_timeout'} // 0) + ($seen{'503 overloaded'} // 0), 600,
+    "none answered valkey_unavailable or anything else ($codes)");
+--- request
+POST /chat?query=one+more
+--- error_code: 503
+--- response_headers
+Retry-After: 1
+--- response_body
+{"error":{"code":"overloaded","message":"too many requests are waiting for Valkey in this nginx worker; retry shortly"}}
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 3b: ... Valkey reads again: the command connection answers
+--- init
+Ragq::Valkey::resume();
+$main::Paused = 0;
+--- request
+GET /job-status?job_id=0000000000000000000000000000c001
+--- error_code: 404
+--- no_error_log
+[alert]
+[crit]
