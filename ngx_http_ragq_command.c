@@ -142,6 +142,36 @@ ngx_http_ragq_valkey_down(void)
 
 
 ngx_int_t
+ngx_http_ragq_valkey_timed_out(ngx_http_ragq_cell_t *cell)
+{
+    ngx_msec_t          since;
+    ngx_http_ragq_vk_t *vk;
+
+    vk = ngx_http_ragq_vk_of(cell);
+
+    if (vk->stalled++) {
+        return NGX_DECLINED;
+    }
+
+    /* silent since, as the watchdog counts it: the last byte read, or the
+     * first command sent after the connection had nothing pending */
+    since = ngx_current_msec;
+
+    if (ngx_http_ragq_conn_pending(&vk->conn) > 0) {
+        since = vk->busy_since;
+
+        if ((ngx_msec_int_t) (vk->conn.last_read - since) > 0) {
+            since = vk->conn.last_read;
+        }
+    }
+
+    vk->stall_since = since;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd, size_t len,
                             ngx_uint_t n)
 {
@@ -321,6 +351,15 @@ ngx_http_ragq_vk_deliver(ngx_http_ragq_vk_t *vk, ngx_http_ragq_cell_t *cell,
                          redisReply *reply)
 {
     vk->inflight--;
+
+    /*
+     * A request still waiting gets its reply: the server answers in time
+     * again. Late replies of the requests that timed out do not end a
+     * stall, or a server slower than the timeout would log every one.
+     */
+    if (vk->stalled && reply && cell->request) {
+        ngx_http_ragq_vk_stall_end(vk, NULL);
+    }
 
     /*
      * Only at exit_process: the long-polls and streams have let go of their

@@ -469,7 +469,7 @@ ngx_http_ragq_waiter_deadline(ngx_event_t *ev)
 
     r = ngx_http_ragq_waiter_take(w);
 
-    ngx_http_ragq_finalize(r, ngx_http_ragq_timed_out(r));
+    ngx_http_ragq_finalize(r, ngx_http_ragq_timed_out(r, NULL));
 }
 
 

@@ -626,6 +626,7 @@ ngx_http_ragq_metrics_reply(ngx_http_ragq_cell_t *cell, redisReply *reply)
 static void
 ngx_http_ragq_metrics_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                level;
     ngx_http_request_t       *r;
     ngx_http_ragq_cell_t     *cell = ev->data;
     ngx_http_ragq_loc_conf_t *lcf;
@@ -637,7 +638,11 @@ ngx_http_ragq_metrics_timeout(ngx_event_t *ev)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+    /* counted in the stall like any request's: one warn line, then info */
+    level = (ngx_http_ragq_valkey_timed_out(cell) == NGX_OK) ? NGX_LOG_WARN
+                                                             : NGX_LOG_INFO;
+
+    ngx_log_error(level, r->connection->log, 0,
                   "ragq: metrics: valkey did not answer within %M ms",
                   lcf->valkey_timeout);
 

@@ -291,15 +291,24 @@ ngx_http_ragq_reply_error(ngx_http_request_t *r, redisReply *reply)
 }
 
 
-/* no reply within the location's ragq_valkey_timeout */
+/*
+ * No reply within the location's ragq_valkey_timeout. A stalled server
+ * times out every request that reaches it: the first is logged at error,
+ * the others at info, and the connection counts them in one line when it
+ * answers again (ngx_http_ragq_valkey_timed_out()).
+ */
 ngx_int_t
-ngx_http_ragq_timed_out(ngx_http_request_t *r)
+ngx_http_ragq_timed_out(ngx_http_request_t *r, ngx_http_ragq_cell_t *cell)
 {
+    ngx_uint_t                level;
     ngx_http_ragq_loc_conf_t *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ragq_module);
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+    level = (ngx_http_ragq_valkey_timed_out(cell) == NGX_OK) ? NGX_LOG_ERR
+                                                             : NGX_LOG_INFO;
+
+    ngx_log_error(level, r->connection->log, 0,
                   "ragq: valkey did not answer within %M ms",
                   lcf->valkey_timeout);
 
@@ -390,7 +399,7 @@ ngx_http_ragq_deadline_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_ragq_finalize(r, ngx_http_ragq_timed_out(r));
+    ngx_http_ragq_finalize(r, ngx_http_ragq_timed_out(r, cell));
 }
 
 

@@ -58,7 +58,10 @@ ngx_int_t ngx_http_ragq_unavailable(ngx_http_request_t *r, ngx_int_t why);
 /* the answer to an error reply, or to none (reply == NULL) */
 ngx_int_t ngx_http_ragq_reply_error(ngx_http_request_t *r, redisReply *reply);
 /* 503 valkey_timeout, logged */
-ngx_int_t ngx_http_ragq_timed_out(ngx_http_request_t *r);
+/* 503 valkey_timeout; cell: the one that timed out (NULL: a read of the
+ * command connection), whose stall the timeout counts in */
+ngx_int_t ngx_http_ragq_timed_out(ngx_http_request_t   *r,
+                                  ngx_http_ragq_cell_t *cell);
 ngx_int_t ngx_http_ragq_not_allowed(ngx_http_request_t *r, const char *allow,
                                     const char *message);
 void      ngx_http_ragq_finalize(ngx_http_request_t *r, ngx_int_t rc);

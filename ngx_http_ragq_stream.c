@@ -533,7 +533,7 @@ ngx_http_ragq_stream_deadline(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_ragq_stream_fail(s, ngx_http_ragq_timed_out(s->request));
+    ngx_http_ragq_stream_fail(s, ngx_http_ragq_timed_out(s->request, cell));
 }
 
 
@@ -728,7 +728,8 @@ ngx_http_ragq_stream_timer(ngx_event_t *ev)
 
     if (!s->started) {
         if (s->cell == NULL) {
-            ngx_http_ragq_stream_fail(s, ngx_http_ragq_timed_out(s->request));
+            ngx_http_ragq_stream_fail(s, ngx_http_ragq_timed_out(s->request,
+                                                                 NULL));
         }
 
         return;

@@ -271,6 +271,8 @@ ngx_http_ragq_vk_close(ngx_http_ragq_vk_t *vk)
     vk->exiting = 1;
     vk->closed = 1;
 
+    ngx_http_ragq_vk_stall_end(vk, "connection closed at exit");
+
     if (vk->connect_ev.timer_set) {
         ngx_del_timer(&vk->connect_ev);
     }
@@ -510,11 +512,48 @@ ngx_http_ragq_vk_primary_changed(void)
 /* ---- failures ---- */
 
 
+/*
+ * The end of a stall: one line for every request that timed out in it,
+ * whose first alone was logged at error. how: NULL when the connection
+ * answered a waiting request again, else what became of it.
+ */
+void
+ngx_http_ragq_vk_stall_end(ngx_http_ragq_vk_t *vk, const char *how)
+{
+    ngx_msec_t ms;
+    ngx_uint_t n;
+
+    n = vk->stalled;
+
+    if (n == 0) {
+        return;
+    }
+
+    vk->stalled = 0;
+    ms = ngx_current_msec - vk->stall_since;
+
+    if (how == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "ragq: %s answered in time again after %M ms; "
+                      "%ui request%s timed out meanwhile",
+                      vk->name, ms, n, n == 1 ? "" : "s");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "ragq: %s %s after %M ms without an answer in time; "
+                  "%ui request%s timed out meanwhile",
+                  vk->name, how, ms, n, n == 1 ? "" : "s");
+}
+
+
 /* closes the connection, whose pending cells get NULL (down says why) */
 void
 ngx_http_ragq_vk_drop(ngx_http_ragq_vk_t               *vk,
                       const ngx_http_ragq_resp_error_t *down)
 {
+    ngx_http_ragq_vk_stall_end(vk, "connection closed");
+
     vk->state = NGX_HTTP_RAGQ_VK_DISCONNECTED;
     vk->down = down;
 

@@ -160,6 +160,16 @@ ngx_int_t ngx_http_ragq_valkey_send_n(ngx_http_ragq_cell_t *cell, u_char *cmd,
 ngx_int_t ngx_http_ragq_valkey_send_pair(ngx_http_ragq_cell_t *cell,
                                          u_char *cmd, size_t len);
 
+/*
+ * A request gave up on its reply (ragq_valkey_timeout): one more in the
+ * stall of the connection the cell went on (NULL: the command connection).
+ * NGX_OK: the first of the stall, worth an error line; NGX_DECLINED: the
+ * stall goes on (log at info). A stall ends, with one line that counts its
+ * timeouts, when the connection answers a waiting request again or is
+ * dropped.
+ */
+ngx_int_t ngx_http_ragq_valkey_timed_out(ngx_http_ragq_cell_t *cell);
+
 /* why Valkey cannot be used right now (e.g. a replica, a refused AUTH);
  * NULL: no more precise reason than "unavailable" */
 const ngx_http_ragq_resp_error_t *ngx_http_ragq_valkey_down(void);

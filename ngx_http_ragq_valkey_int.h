@@ -49,6 +49,15 @@ typedef struct {
     ngx_uint_t  gen;        /* Sentinel: the primary's generation */
     ngx_uint_t  connects;   /* connections begun: subscriptions of one */
 
+    /*
+     * A stall: requests that gave up on their reply (ragq_valkey_timeout)
+     * since the connection last answered one in time; the first is logged
+     * at error, the rest at info, and ngx_http_ragq_vk_stall_end() counts
+     * them in one line.
+     */
+    ngx_msec_t stall_since; /* the connection silent since */
+    ngx_uint_t stalled;     /* requests timed out; 0: no stall */
+
     /* the outage being logged, and what clients are told meanwhile */
     const ngx_http_ragq_resp_error_t *down;
     size_t                            err_len;
@@ -92,6 +101,7 @@ void ngx_http_ragq_vk_fail(ngx_http_ragq_vk_t               *vk,
                            const char                       *fmt, ...);
 void ngx_http_ragq_vk_drop(ngx_http_ragq_vk_t               *vk,
                            const ngx_http_ragq_resp_error_t *down);
+void ngx_http_ragq_vk_stall_end(ngx_http_ragq_vk_t *vk, const char *how);
 
 /* ngx_http_ragq_command.c: cells and their replies, pub/sub messages */
 void ngx_http_ragq_pubsub_push(ngx_http_ragq_conn_t *conn, void *data,

@@ -600,6 +600,14 @@ ngx_http_ragq_valkey_down(void)
     return NULL;
 }
 
+ngx_int_t
+ngx_http_ragq_valkey_timed_out(ngx_http_ragq_cell_t *cell)
+{
+    /* every timeout the first of its stall: logged at error */
+    (void) cell;
+    return NGX_OK;
+}
+
 /* ---- the log variables (vars.h): not part of these targets ---- */
 
 void

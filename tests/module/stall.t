@@ -8,6 +8,9 @@
 # requests get 503 overloaded at once instead of growing the buffer, and
 # once Valkey reads again the grown buffer is freed. Late replies for the
 # requests that timed out are dropped (RAGQ_ASAN=1: no use after free).
+# The log: the first request that timed out is logged at error, the others
+# at info, and one warn line counts them once Valkey answers in time again
+# (before 0.6.4: one error line per request, hundreds here).
 use Test::Nginx::Socket;
 use Ragq::Valkey;
 use IO::Socket::INET ();
@@ -93,7 +96,13 @@ sub flood {
 
 sub codes { my $h = shift; join ", ", map { "$h->{$_} x $_" } sort keys %$h }
 
-plan tests => repeat_each() * (4 * blocks()) + 7;
+# the error log's lines so far
+sub log_lines {
+    open my $f, '<', server_root() . '/logs/error.log' or die "error.log: $!";
+    return <$f>;
+}
+
+plan tests => repeat_each() * (4 * blocks()) + 11;
 run_tests();
 
 __DATA__
@@ -143,6 +152,24 @@ for (1 .. 300) {
 }
 Test::More::is($after{'202 -'}, 1, 'once Valkey reads again, a new question goes in ('
     . main::codes(\%after) . ')');
+# the log of the stall: one error line when it began, one summary at its end
+my @log = main::log_lines();
+my $timeouts = $seen{'503 valkey_timeout'} // 0;
+my @first = grep { $log[$_] =~ /\[error\].*ragq: valkey did not answer within 100 ms/ } 0 .. $#log;
+Test::More::cmp_ok(scalar @first, '<=', 2, scalar(@first)
+    . " error lines \"did not answer\" for the $timeouts requests that timed out");
+Test::More::cmp_ok($timeouts, '>=', 100, "hundreds timed out ($timeouts): the stall was one");
+my @sum = grep { $log[$_] =~ /\[warn\].*ragq: valkey answered in time again after \d+ ms; \d+ requests? timed out meanwhile/ } 0 .. $#log;
+Test::More::is(scalar @sum, 1, 'one warn line sums the stall up')
+    or Test::More::diag(grep { /ragq: valkey/ && !/\[(debug|info)\]/ } @log[-200 .. -1]);
+my ($ms, $n) = (0, -1);
+my $line = '(no summary)';
+if (@sum) {
+    ($ms, $n) = $log[$sum[0]] =~ /after (\d+) ms; (\d+) request/;
+    ($line) = $log[$sum[0]] =~ /(ragq: [^\n]*)/;
+}
+Test::More::ok($n == $timeouts && $ms >= 100 && @first && @sum && $sum[0] > $first[0],
+    "after the error line, it counts each of the $timeouts: $line");
 my $left = main::rss_kb($worker) - $before;
 SKIP: {
     Test::More::skip('RSS under ASan counts its quarantine', 2) if $ENV{RAGQ_ASAN};
