@@ -10,6 +10,7 @@
 use Test::Nginx::Socket;
 use Ragq::ValkeyHA;
 use Ragq::Valkey ();
+use Ragq::Chat ();
 use IO::Socket::INET ();
 use IO::Select ();
 
@@ -54,43 +55,6 @@ sub slow_answer {
     }
     close $main::Slow;
     return $buf;
-}
-
-# n POST /chat of a 60 kB question, at most c at once: the count of each
-# status and error code
-sub flood {
-    my ($n, $c) = @_;
-    my $body = '{"query":"' . ('q' x 60000) . '"}';
-    my $req = "POST /chat HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-        . "Content-Type: application/json\r\nContent-Length: " . length($body)
-        . "\r\n\r\n$body";
-    my (%seen, $sent);
-    my $sel = IO::Select->new;
-    while ($sent < $n || $sel->count) {
-        while ($sent < $n && $sel->count < $c) {
-            my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Proto => 'tcp')
-                or die "connect: $!";
-            my $off = 0;
-            while ($off < length $req) {
-                my $w = syswrite($s, $req, length($req) - $off, $off);
-                die "write: $!" unless defined $w;
-                $off += $w;
-            }
-            $sel->add($s);
-            $sent++;
-        }
-        for my $s ($sel->can_read(30)) {
-            $sel->remove($s);
-            my $t = '';
-            1 while sysread($s, $t, 65536, length $t);
-            close $s;
-            my ($status) = $t =~ m{^HTTP/1\.1 (\d+)};
-            my ($code) = $t =~ /"code":"([a-z_]+)"/;
-            $seen{($status // 'none') . ' ' . ($code // '-')}++;
-        }
-    }
-    return %seen;
 }
 
 END { Ragq::Valkey::resume() if $main::Paused }
@@ -213,7 +177,7 @@ location = /job-status { ragq_prefix rp; ragq_valkey_timeout 30s; ragq_status; }
 --- init
 Ragq::Valkey::pause();
 $main::Paused = 1;
-my %seen = main::flood(600, 32);
+my %seen = Ragq::Chat::flood(600, 32, 'POST', '/chat', '{"query":"' . ('q' x 60000) . '"}');
 my $codes = join ', ', map { "$seen{$_} x $_" } sort keys %seen;
 Test::More::ok($seen{'503 valkey_timeout'}, "the first ones waited for their timeout ($codes)");
 Test::More::ok($seen{'503 overloaded'}, "then the writes connection was full: overloaded ($codes)");

@@ -13,8 +13,8 @@
 # (before 0.6.4: one error line per request, hundreds here).
 use Test::Nginx::Socket;
 use Ragq::Valkey;
-use IO::Socket::INET ();
-use IO::Select ();
+use Ragq::Chat ();
+use Ragq::Proc qw(nginx_worker_pids rss_kb);
 use Time::HiRes ();
 
 master_on();
@@ -28,71 +28,6 @@ our %Codes;
 our $Before;
 
 END { Ragq::Valkey::resume() if $ENV{TEST_NGINX_REDIS_PORT} }
-
-sub worker_pid {
-    open my $f, '<', server_root() . '/logs/nginx.pid' or die "pid file: $!";
-    chomp(my $m = <$f>);
-    opendir my $d, '/proc' or die;
-    for my $p (grep { /^\d+$/ } readdir $d) {
-        open my $st, '<', "/proc/$p/stat" or next;
-        return $p if (<$st> // '') =~ /^\d+ \(.*\) [^Z] (\d+) /s && $1 == $m;
-    }
-    die "no worker";
-}
-
-sub rss_kb {
-    open my $f, '<', "/proc/$_[0]/status" or die "status of $_[0]: $!";
-    while (<$f>) { return $1 if /^VmRSS:\s+(\d+) kB/ }
-    die "no VmRSS for $_[0]";
-}
-
-# one request on a new connection: the socket, its answer read later
-sub start_request {
-    my ($method, $uri, $body) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => server_port(), Proto => 'tcp') or die "connect: $!";
-    my $req = "$method $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
-    $req .= "Content-Type: application/json\r\nContent-Length: "
-        . length($body) . "\r\n" if defined $body;
-    $req .= "\r\n" . ($body // '');
-    my $off = 0;
-    while ($off < length $req) {
-        my $n = syswrite($s, $req, length($req) - $off, $off);
-        die "write: $!" unless defined $n;
-        $off += $n;
-    }
-    return $s;
-}
-
-# status and error code of a whole answer (the connection is closed)
-sub finish_request {
-    my ($s) = @_;
-    my $t = '';
-    1 while sysread($s, $t, 65536, length $t);
-    close $s;
-    my ($status) = $t =~ m{^HTTP/1\.1 (\d+)} or return 'none';
-    my ($code) = $t =~ /"code":"([a-z_]+)"/;
-    return "$status " . ($code // '-');
-}
-
-# n requests, at most c at once; the count of each answer
-sub flood {
-    my ($n, $c, @req) = @_;
-    my %seen;
-    my $sel = IO::Select->new;
-    my $sent = 0;
-    while ($sent < $n || $sel->count) {
-        while ($sent < $n && $sel->count < $c) {
-            $sel->add(start_request(@req));
-            $sent++;
-        }
-        for my $s ($sel->can_read(30)) {
-            $sel->remove($s);
-            $seen{finish_request($s)}++;
-        }
-    }
-    return %seen;
-}
 
 sub codes { my $h = shift; join ", ", map { "$h->{$_} x $_" } sort keys %$h }
 
@@ -126,14 +61,14 @@ location = /chat-patient {
 }
 location = /job-status { ragq_prefix stall; ragq_valkey_timeout 100ms; ragq_status; }
 --- init
-my %warm = main::flood(1, 1, 'POST', '/chat-patient', '{"query":"warm up"}');
+my %warm = Ragq::Chat::flood(1, 1, 'POST', '/chat-patient', '{"query":"warm up"}');
 die "warm-up: " . main::codes(\%warm) unless $warm{'202 -'};
-my $worker = main::worker_pid();
+my ($worker) = main::nginx_worker_pids();
 my $before = main::rss_kb($worker);
 Ragq::Valkey::pause();
-my %seen = main::flood(2000, 32, 'POST', '/chat', qq({"query":"$::Query"}));
+my %seen = Ragq::Chat::flood(2000, 32, 'POST', '/chat', qq({"query":"$::Query"}));
 my $grown = main::rss_kb($worker) - $before;
-my %status = main::flood(20, 4, 'GET', '/job-status?job_id=0000000000000000000000000000c001');
+my %status = Ragq::Chat::flood(20, 4, 'GET', '/job-status?job_id=0000000000000000000000000000c001');
 Ragq::Valkey::resume();
 my $codes = main::codes(\%seen);
 Test::More::ok($seen{'503 valkey_timeout'}, "some waited for their timeout ($codes)");
@@ -146,7 +81,7 @@ Test::More::is($status{'503 overloaded'}, 20,
 # new question goes in
 my %after;
 for (1 .. 300) {
-    %after = main::flood(1, 1, 'POST', '/chat-patient', '{"query":"after the stall"}');
+    %after = Ragq::Chat::flood(1, 1, 'POST', '/chat-patient', '{"query":"after the stall"}');
     last unless $after{'503 overloaded'};
     Time::HiRes::sleep(0.1);
 }

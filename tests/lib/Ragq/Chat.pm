@@ -63,6 +63,55 @@ sub http {
     return ($code // 0, $body // '', $head // '');
 }
 
+# flood($n, $c, $method, $uri, $body): $n requests, each on a connection of
+# its own, at most $c at once, each written whole before the next is
+# started; the answers counted by "status code" (code: the JSON error code
+# or "-"; "none" for no HTTP answer).  For tests that overload nginx.
+sub flood {
+    my ($n, $c, @req) = @_;
+    my (%seen, $sent);
+    my $sel = IO::Select->new;
+    $sent = 0;
+    while ($sent < $n || $sel->count) {
+        while ($sent < $n && $sel->count < $c) {
+            $sel->add(_start_request(@req));
+            $sent++;
+        }
+        for my $s ($sel->can_read(30)) {
+            $sel->remove($s);
+            $seen{_finish_request($s)}++;
+        }
+    }
+    return %seen;
+}
+
+sub _start_request {
+    my ($method, $uri, $body) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Proto => 'tcp') or die "connect: $!";
+    my $req = "$method $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
+    $req .= "Content-Type: application/json\r\nContent-Length: "
+        . length($body) . "\r\n" if defined $body;
+    $req .= "\r\n" . ($body // '');
+    my $off = 0;
+    while ($off < length $req) {
+        my $w = syswrite($s, $req, length($req) - $off, $off);
+        die "write: $!" unless defined $w;
+        $off += $w;
+    }
+    return $s;
+}
+
+sub _finish_request {
+    my ($s) = @_;
+    my $t = '';
+    1 while sysread($s, $t, 65536, length $t);
+    close $s;
+    my ($status) = $t =~ m{^HTTP/1\.1 (\d+)} or return 'none';
+    my ($code) = $t =~ /"code":"([a-z_]+)"/;
+    return "$status " . ($code // '-');
+}
+
 # wait_for($what, $cond, $secs): polls $cond (a die counts as false) every
 # 50 ms until it is true; dies "gave up waiting for $what" after $secs
 # (default 20).
