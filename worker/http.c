@@ -75,6 +75,7 @@ req_destroy(ragq_http_req_t *req)
     free(req->retry_after_ms);
     ragq_jbuf_free(&req->head);
     curl_slist_free_all(req->own);
+    curl_slist_free_all(req->resolve);
     free(req);
 }
 
@@ -396,6 +397,9 @@ ragq_http_check_done(ragq_http_t *http)
         if (msg->data.result == CURLE_FILESIZE_EXCEEDED) {
             req->too_big = 1;
         }
+        if (msg->data.result == CURLE_COULDNT_CONNECT) {
+            ragq_http_dns_unreachable(http, req);
+        }
         ragq_http_finish(req, 0,
                          req->errbuf[0] ? req->errbuf
                                         : curl_easy_strerror(msg->data.result),
@@ -593,6 +597,7 @@ ragq_http_free(ragq_http_t *http)
     if (http->share) {
         curl_share_cleanup(http->share);
     }
+    curl_slist_free_all(http->dns_forget);
     for (i = 0; i < http->nhsets; i++) {
         free(http->hsets[i].extra);
         curl_slist_free_all(http->hsets[i].list);
@@ -850,6 +855,8 @@ post(ragq_http_t *http, const char *url, const char *header,
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) max_answer);
     curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
+    req->proxied = proxy != NULL && proxy[0] != '\0';
+    ragq_http_dns_apply(http, req);
 
     req_link(http, req);
     if (curl_multi_add_handle(http->multi, e) != CURLM_OK) {

@@ -37,6 +37,8 @@ struct ragq_http_req_s {
     void             *data;
     ragq_http_data_cb on_data;  /* streamed 2xx body, or NULL */
     void             *own;      /* its own header list (curl_slist), or NULL */
+    void             *resolve;  /* names curl forgets (http_dns.c), or NULL */
+    int               proxied;  /* sent to a proxy */
     size_t            streamed; /* bytes handed to on_data */
     int               ended;    /* on_data said RAGQ_HTTP_DATA_END */
     uint64_t          ended_at; /* when */
@@ -131,7 +133,9 @@ struct ragq_http_s {
     ragq_http_headers_t hsets[RAGQ_HTTP_HEADER_SETS];
     size_t              nhsets;
     /* From the environment at start, as curl would read it per transfer. */
-    char *http_proxy, *https_proxy, *no_proxy;
+    char              *http_proxy, *https_proxy, *no_proxy;
+    struct curl_slist *dns_forget; /* for the next transfer (http_dns.c) */
+    uint64_t           dns_forget_at;
     /* http1.c's state: cleartext requests, unless RAGQ_HTTP_CLIENT=curl. */
     int                own_client;
     long               max_per_host;
@@ -148,6 +152,11 @@ struct ragq_http_s {
 /* http.c */
 int  ragq_http_watch(ragq_http_t *http, curl_socket_t fd);
 void ragq_http_check_done(ragq_http_t *http);
+/* http_dns.c: req failed to connect, to no address of its URL's name:
+ * the next transfer makes curl forget the name; _apply sets that on req
+ * (or clears what its handle carried). */
+void ragq_http_dns_unreachable(ragq_http_t *http, ragq_http_req_t *req);
+void ragq_http_dns_apply(ragq_http_t *http, ragq_http_req_t *req);
 
 /* The body of an answer as it comes, for either client: kept (up to
  * max_answer) or handed to on_data; -1 stops the transfer;

@@ -478,7 +478,10 @@ like(two_addresses('first address refuses'), qr/Connection refused/,
 # name up again at once rather than keeping the old answer for the rest of
 # its minute, so the job's next try reaches the server where it is now.
 # The server starts on 127.0.0.3 (a second proxy) and moves to 127.0.0.1.
-{
+# Both clients: the own one, and libcurl (which forgets the name then).
+sub moved {
+    my ($client) = @_;
+    my $name = "moved ($client client)";
     open my $h, '>', "$Dir/hosts" or die "hosts: $!";
     print $h "127.0.0.3 models.ragq.test\n";
     close $h;
@@ -493,10 +496,11 @@ like(two_addresses('first address refuses'), qr/Connection refused/,
         POSIX::_exit(0);
     }
     close $l3;
-    my $w = worker(host => 'models.ragq.test', RAGQ_CONCURRENCY => 1, %nss);
+    my $w = worker(host => 'models.ragq.test', RAGQ_CONCURRENCY => 1,
+                   RAGQ_HTTP_CLIENT => $client, %nss);
     mode('length');
     reset_counts();
-    all_finished('before the move', run_jobs(1));
+    all_finished("$name: before the move", run_jobs(1));
     kill 'KILL', $old;
     waitpid($old, 0);
     # past the shortest time between two lookups of a name, and a second
@@ -508,13 +512,14 @@ like(two_addresses('first address refuses'), qr/Connection refused/,
     close $h;
     reset_counts();
     my $t0 = time;
-    all_finished('moved', run_jobs(1, 20));
-    diag(sprintf('moved: the job finished %.1f s after it was queued', time - $t0));
-    is(count('reqs'), 3, 'moved: its three calls reached the server at its new address');
+    all_finished($name, run_jobs(1, 20));
+    diag(sprintf('%s: the job finished %.1f s after it was queued', $name, time - $t0));
+    is(count('reqs'), 3, "$name: its three calls reached the server at its new address");
     my @again = $w->log =~ /models\.ragq\.test:$PORT: no address of the name took a connection; looking it up again/g;
-    is(scalar @again, 1, 'moved: the name was looked up again once') or diag $w->log;
+    is(scalar @again, 1, "$name: the name was looked up again once") or diag $w->log;
     $w->stop;
 }
+moved($_) for qw(own curl);
 
 # With http_proxy set, http:// calls go through libcurl, which sends them to
 # the proxy (here the re-framing proxy, reached for a port nobody listens on).
