@@ -306,6 +306,21 @@ keep_sources(ragq_job_t *job)
     return 0;
 }
 
+/* The error message, after the stage's name unless it begins with it. */
+static const char *
+stage_error(const ragq_job_t *job, const char **sep)
+{
+    const char *api = stage_api[job->stage];
+    size_t      n = strlen(api);
+
+    if (strncmp(job->err.message, api, n) == 0 && job->err.message[n] == ':') {
+        *sep = "";
+        return "";
+    }
+    *sep = ": ";
+    return api;
+}
+
 /*
  * After a failed try: wait and try again, or give up.  An answer that
  * arrived but could not be parsed is retried too (proxies truncate), but
@@ -315,7 +330,8 @@ keep_sources(ragq_job_t *job)
 static void
 retry_or_give_up(ragq_job_t *job, int parse_error)
 {
-    uint64_t delay;
+    uint64_t    delay;
+    const char *api, *sep;
 
     /* counted, and no key or question echoed by the upstream kept */
     ragq_count_call_error(job->stage);
@@ -326,15 +342,16 @@ retry_or_give_up(ragq_job_t *job, int parse_error)
         return;
     }
     if (++job->tries >= RAGQ_CALL_TRIES) {
-        ragq_log(RAGQ_LOG_WARN, "job %s: %s: giving up after %d tries: %s",
-                 job->id, stage_api[job->stage], job->tries, job->err.message);
+        api = stage_error(job, &sep);
+        ragq_log(RAGQ_LOG_WARN, "job %s: %s%sgiving up after %d tries: %s",
+                 job->id, api, sep, job->tries, job->err.message);
         finish(job, parse_error ? RAGQ_JOB_FAILED : RAGQ_JOB_EXHAUSTED);
         return;
     }
     delay = ragq_retry_delay_ms(job->err.retry_after_ms, job->tries);
-    ragq_log(RAGQ_LOG_INFO, "job %s: %s: %s; retry %d in %llu ms", job->id,
-             stage_api[job->stage], job->err.message, job->tries,
-             (unsigned long long) delay);
+    api = stage_error(job, &sep);
+    ragq_log(RAGQ_LOG_INFO, "job %s: %s%s%s; retry %d in %llu ms", job->id, api,
+             sep, job->err.message, job->tries, (unsigned long long) delay);
     ragq_timer_start(job->p->loop, &job->timer, delay);
 }
 
