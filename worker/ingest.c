@@ -19,6 +19,7 @@
 #include "chunk.h"
 #include "config.h"
 #include "ingest.h"
+#include "log.h"
 
 static int tty; /* stderr is a terminal: show a progress line */
 
@@ -44,6 +45,22 @@ ragq_ingest_note(const char *fmt, ...)
 {
     va_list ap;
 
+    if (ragq_log_level < RAGQ_LOG_INFO) {
+        return;
+    }
+    va_start(ap, fmt);
+    vnote(fmt, ap);
+    va_end(ap);
+}
+
+void
+ragq_ingest_warn(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ragq_log_level < RAGQ_LOG_WARN) {
+        return;
+    }
     va_start(ap, fmt);
     vnote(fmt, ap);
     va_end(ap);
@@ -86,6 +103,17 @@ now(void)
     return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
+/* The store written to, for the summary line. */
+static void
+print_store(const ragq_config_t *cfg)
+{
+    if (strcmp(cfg->store, "local") == 0) {
+        printf("local store %s", cfg->store_path);
+    } else {
+        printf("qdrant %s", cfg->qdrant_url);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -93,7 +121,7 @@ main(int argc, char **argv)
     ragq_ingest_docs_t   files = {0};
     ragq_ingest_t       *in;
     char                 err[1024];
-    size_t               f, i, chunks = 0, docs = 0, *doc_n;
+    size_t               f, i, chunks = 0, docs = 0, empty = 0, nd = 0, *doc_n;
     char               **doc_src;
     double               t0 = now();
     int                  rc;
@@ -106,7 +134,10 @@ main(int argc, char **argv)
         fprintf(stderr, "ragq-ingest: %s\n", err);
         return 2;
     }
-    tty = isatty(2);
+    /* notes are info and warnings warn, as in the worker's log; errors
+     * always show.  The progress line is info too. */
+    ragq_log_level = cfg.log_level;
+    tty = isatty(2) && ragq_log_level >= RAGQ_LOG_INFO;
     /* Retry jitter (retry.h) must differ between runs started together. */
     srandom((unsigned) (time(NULL) ^ ((unsigned) getpid() << 16)));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
@@ -130,16 +161,25 @@ main(int argc, char **argv)
         ragq_chunk_t     *c;
         size_t            n;
 
-        ragq_ingest_docs_read(path, &text);
+        doc_src[nd] = files.path[f];
+        doc_n[nd] = 0;
+        nd++;
+        if (ragq_ingest_docs_read(path, &text) != 0) {
+            /* binary: no text, so (as for an empty document) its old
+             * chunks go, the garbage an older ragq-ingest made of it too */
+            free(text.data);
+            empty++;
+            continue;
+        }
         if (ragq_chunk_text(text.data, text.len, cfg.chunk_size,
                             cfg.chunk_overlap, &c, &n) != 0) {
             ragq_ingest_die("out of memory splitting '%s'", path);
         }
         free(text.data);
-        doc_src[f] = files.path[f];
-        doc_n[f] = n;
+        doc_n[nd - 1] = n;
         if (n == 0) {
             ragq_ingest_note("skipping %s: no text in it", path);
+            empty++;
             continue;
         }
         docs++;
@@ -151,22 +191,34 @@ main(int argc, char **argv)
                     f + 1, files.n, chunks, ragq_ingest_stored(in));
         }
     }
-    if (chunks == 0) {
+    if (chunks == 0 && empty == 0) {
         ragq_ingest_die(
             "no text to ingest in the paths given (looked for .txt, "
             ".md, .markdown and .pdf files)");
     }
-    ragq_ingest_finish(in, doc_src, doc_n, files.n);
+    if (chunks == 0) {
+        /* Every document read is empty: nothing to embed, but their old
+         * chunks go as in any other run.  Not an error, even when there
+         * were none left: a second run over the same files must not fail
+         * where the first succeeded. */
+        size_t removed = ragq_ingest_remove(in, doc_src, nd);
+
+        progress_clear();
+        printf("no text in %zu file%s: removed %s %zu old chunk%s from "
+               "collection '%s' (",
+               empty, empty == 1 ? "" : "s", empty == 1 ? "its" : "their",
+               removed, removed == 1 ? "" : "s", cfg.collection);
+        print_store(&cfg);
+        printf(") in %.1f s\n", now() - t0);
+        goto done;
+    }
+    ragq_ingest_finish(in, doc_src, doc_n, nd);
     progress_clear();
 
     printf("ingested %zu file%s, %zu chunk%s into collection '%s' (", docs,
            docs == 1 ? "" : "s", chunks, chunks == 1 ? "" : "s",
            cfg.collection);
-    if (strcmp(cfg.store, "local") == 0) {
-        printf("local store %s", cfg.store_path);
-    } else {
-        printf("qdrant %s", cfg.qdrant_url);
-    }
+    print_store(&cfg);
     if (strcmp(cfg.embedder, "hash") == 0) {
         printf(", embedder hash");
     } else {
@@ -174,6 +226,7 @@ main(int argc, char **argv)
     }
     printf(", dim %zu) in %.1f s\n", ragq_ingest_dim(in), now() - t0);
 
+done:
     ragq_ingest_free(in);
     free(doc_src);
     free(doc_n);

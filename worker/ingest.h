@@ -17,11 +17,16 @@
 
 /* ---- ingest.c ---- */
 
-/* "ragq-ingest: <message>" on stderr (clearing the progress line). */
+/*
+ * "ragq-ingest: <message>" on stderr (clearing the progress line), when
+ * RAGQ_LOG_LEVEL lets it through: a note is info, a warning warn.
+ */
 void ragq_ingest_note(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+void ragq_ingest_warn(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
-/* The same, then exit(1). */
+/* An error: the same, at any level, then exit(1). */
 void ragq_ingest_die(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 
@@ -61,8 +66,13 @@ void ragq_ingest_docs_walk(ragq_ingest_docs_t *docs, const char *path);
 /* Ends the program when PDFs were found and pdftotext is missing. */
 void ragq_ingest_docs_check_tools(const ragq_ingest_docs_t *docs);
 
-/* The text of a document, as valid UTF-8 without NUL bytes. */
-void ragq_ingest_docs_read(const char *path, ragq_ingest_buf_t *text);
+/*
+ * The text of a document, as valid UTF-8 without NUL bytes: 0.  1 when a
+ * text file (not a PDF) looks binary: skipped with a warning (the caller
+ * takes it as a document without text); text holds the raw bytes (free it
+ * all the same).
+ */
+int ragq_ingest_docs_read(const char *path, ragq_ingest_buf_t *text);
 
 void ragq_ingest_docs_free(ragq_ingest_docs_t *docs);
 
@@ -86,6 +96,14 @@ void ragq_ingest_add(ragq_ingest_t *in, const char *source,
  */
 void ragq_ingest_finish(ragq_ingest_t *in, char **sources,
                         const size_t *nchunks, size_t ndocs);
+
+/*
+ * For a run whose documents sources[0..ndocs) all had no text (nothing
+ * was embedded): removes every old point of theirs, in Qdrant or in the
+ * local store, and returns how many there were.  A missing collection is
+ * not created (0).
+ */
+size_t ragq_ingest_remove(ragq_ingest_t *in, char **sources, size_t ndocs);
 
 size_t ragq_ingest_stored(const ragq_ingest_t *in); /* points written */
 size_t ragq_ingest_dim(const ragq_ingest_t *in);    /* vector size */

@@ -118,12 +118,12 @@ walk(ragq_ingest_docs_t *f, const char *path, int depth, int named)
     }
     if (!S_ISDIR(st.st_mode)) {
         if (named) {
-            ragq_ingest_note("skipping %s: not a file or directory", path);
+            ragq_ingest_warn("skipping %s: not a file or directory", path);
         }
         return;
     }
     if (depth > 32) {
-        ragq_ingest_note("skipping %s: directories nested too deep", path);
+        ragq_ingest_warn("skipping %s: directories nested too deep", path);
         return;
     }
     if (!dir_first_visit(f, &st)) {
@@ -275,7 +275,42 @@ ragq_ingest_docs_check_tools(const ragq_ingest_docs_t *docs)
     }
 }
 
-void
+/*
+ * A file named as text that is not: its first BINARY_SNIFF bytes hold a
+ * NUL byte (executables, images, archives, UTF-16), or more than a tenth
+ * of them are not valid UTF-8 (compressed or encrypted data has no NUL
+ * bytes, but about half of its bytes are invalid; a Latin-1 document's few
+ * accented letters stay under the tenth, and are read as U+FFFD).
+ */
+#define BINARY_SNIFF 8192
+
+static int
+looks_binary(const ragq_ingest_buf_t *b)
+{
+    const unsigned char *p = (const unsigned char *) b->data;
+    size_t               sample = b->len < BINARY_SNIFF ? b->len : BINARY_SNIFF;
+    size_t               i = 0, bad = 0, n;
+
+    if (p == NULL) {
+        return 0;
+    }
+    if (memchr(p, '\0', sample) != NULL) {
+        return 1;
+    }
+    while (i < sample) {
+        /* the whole text is available: a character across the sample's
+         * end is judged whole */
+        n = ragq_utf8_seq(p + i, b->len - i);
+        if (n == 0) {
+            bad++;
+            n = 1;
+        }
+        i += n;
+    }
+    return bad * 10 > sample;
+}
+
+int
 ragq_ingest_docs_read(const char *path, ragq_ingest_buf_t *text)
 {
     if (readable_type(path) == 2) {
@@ -288,8 +323,16 @@ ragq_ingest_docs_read(const char *path, ragq_ingest_buf_t *text)
         }
         read_fd(fileno(fp), text, path);
         fclose(fp);
+        if (looks_binary(text)) {
+            ragq_ingest_warn("skipping %s: it looks binary, not text (a NUL "
+                             "byte, or over 10%% invalid UTF-8, in its first "
+                             "8 KiB)",
+                             path);
+            return 1;
+        }
     }
     sanitize(text);
+    return 0;
 }
 
 void

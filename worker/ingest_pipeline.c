@@ -168,7 +168,7 @@ http_call(const ragq_config_t *cfg, const char *method, const char *url,
             break;
         }
         delay = (long) ragq_retry_delay_ms(err->retry_after_ms, attempt);
-        ragq_ingest_note("%s %s failed (%s), retrying in %.1f s", method, url,
+        ragq_ingest_warn("%s %s failed (%s), retrying in %.1f s", method, url,
                          err->message, (double) delay / 1000.0);
         usleep((useconds_t) delay * 1000);
     }
@@ -284,7 +284,7 @@ qdrant_check(ragq_ingest_t *s, const char *url)
             ragq_ingest_die("cannot use collection '%s' at %s: %s",
                             cfg->collection, cfg->qdrant_url, err.message);
         }
-        if (dim != s->dim) {
+        if (s->dim != 0 && dim != s->dim) { /* 0: nothing embedded */
             ragq_ingest_die(
                 "collection '%s' at %s holds vectors of size %zu, but "
                 "embedder %s%s%s makes vectors of size %zu; ingest into "
@@ -383,6 +383,14 @@ store(ragq_ingest_t *s, batch_t *b, float *v)
                 "writing %zu points to collection '%s' at %s failed: %s", b->n,
                 cfg->collection, cfg->qdrant_url, err.message);
         }
+        /* a 2xx is not enough: a proxy's page, or an update not applied */
+        if (ragq_qdrant_update_parse(r.body.data, r.body.len, "upsert", &err) !=
+            0) {
+            ragq_ingest_die("writing %zu points to collection '%s' at %s "
+                            "failed: the answer cannot be used: %s",
+                            b->n, cfg->collection, cfg->qdrant_url,
+                            err.message);
+        }
         free(body);
         free(url);
         free(r.body.data);
@@ -465,10 +473,87 @@ qdrant_prune(ragq_ingest_t *s, char **sources, const size_t *nchunks,
                 "removing old chunks from collection '%s' at %s failed: %s",
                 cfg->collection, cfg->qdrant_url, err.message);
         }
+        if (ragq_qdrant_update_parse(r.body.data, r.body.len, "delete", &err) !=
+            0) {
+            ragq_ingest_die("removing old chunks from collection '%s' at %s "
+                            "failed: the answer cannot be used: %s",
+                            cfg->collection, cfg->qdrant_url, err.message);
+        }
         free(body);
         free(url);
         free(r.body.data);
     }
+}
+
+/* How many points the documents sources[0..ndocs) have, 64 per request. */
+static size_t
+qdrant_count(ragq_ingest_t *s, char **sources, const size_t *zeros,
+             size_t ndocs)
+{
+    const ragq_config_t *cfg = s->cfg;
+    size_t               n, from, total = 0, count;
+
+    for (from = 0; from < ndocs; from += 64) {
+        ragq_upstream_error_t err;
+        reply_t               r;
+        char                 *url, *body;
+        long                  status;
+
+        n = ndocs - from < 64 ? ndocs - from : 64;
+        /* the delete filter of chunks from 0 on: all of their points */
+        body = ragq_qdrant_delete_chunks_body(sources + from, zeros, n);
+        if (body == NULL) {
+            ragq_ingest_die("out of memory");
+        }
+        memset(&r, 0, sizeof(r));
+        url = qdrant_url(cfg, "/points/count");
+        status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", &r,
+                           &err, 0, ANSWER_MAX_QDRANT);
+        if (status < 200 || status >= 300 ||
+            ragq_qdrant_count_parse(r.body.data, r.body.len, &count, &err) !=
+                0) {
+            ragq_ingest_die(
+                "counting old chunks in collection '%s' at %s failed: %s",
+                cfg->collection, cfg->qdrant_url, err.message);
+        }
+        total += count;
+        free(body);
+        free(url);
+        free(r.body.data);
+    }
+    return total;
+}
+
+size_t
+ragq_ingest_remove(ragq_ingest_t *s, char **sources, size_t ndocs)
+{
+    const ragq_config_t *cfg = s->cfg;
+    size_t              *zeros, removed = 0;
+    char                 err[1024], *url;
+
+    if (strcmp(cfg->store, "local") == 0) {
+        if (ragq_local_store_remove_documents(cfg->store_path, cfg->collection,
+                                              sources, ndocs, &removed, err,
+                                              sizeof(err)) != 0) {
+            ragq_ingest_die("%s", err);
+        }
+        return removed;
+    }
+    zeros = calloc(ndocs + 1, sizeof(size_t));
+    if (zeros == NULL) {
+        ragq_ingest_die("out of memory");
+    }
+    url = qdrant_url(cfg, NULL);
+    /* s->dim is 0 (nothing was embedded): the size is not compared */
+    if (qdrant_check(s, url) != 404) {
+        removed = qdrant_count(s, sources, zeros, ndocs);
+        if (removed > 0) {
+            qdrant_prune(s, sources, zeros, ndocs);
+        }
+    }
+    free(url);
+    free(zeros);
+    return removed;
 }
 
 ragq_ingest_t *

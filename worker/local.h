@@ -60,6 +60,18 @@ int ragq_local_store_replace_documents(const char *dir, const char *collection,
                                        size_t dim, char *err, size_t errlen);
 
 /*
+ * Removes every point of the documents sources[0..nsources) and stores
+ * nothing: a run of ragq-ingest whose documents all became empty, so no
+ * vector (and no vector size) came out of it.  *removed gets the number of
+ * points removed; a missing collection removes none and is not created,
+ * and an unchanged one is not rewritten.  0, or -1 with err filled.
+ */
+int ragq_local_store_remove_documents(const char *dir, const char *collection,
+                                      char *const *sources, size_t nsources,
+                                      size_t *removed, char *err,
+                                      size_t errlen);
+
+/*
  * An answer built from the sources' sentences that best match the question,
  * each followed by its citation [n].  malloc'd.  With no sources: a sentence
  * saying that nothing relevant was found.

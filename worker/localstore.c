@@ -500,14 +500,14 @@ drop_sources(ragq_localfile_t *d, char *const *sorted, size_t n)
 static int store_write(const char *dir, const char *collection,
                        char *const *sources, size_t nsources,
                        const ragq_point_t *points, size_t n, size_t dim,
-                       int replace, char *err, size_t errlen);
+                       int replace, size_t *removed, char *err, size_t errlen);
 
 int
 ragq_local_store_upsert(const char *dir, const char *collection,
                         const ragq_point_t *points, size_t n, size_t dim,
                         char *err, size_t errlen)
 {
-    return store_write(dir, collection, NULL, 0, points, n, dim, 0, err,
+    return store_write(dir, collection, NULL, 0, points, n, dim, 0, NULL, err,
                        errlen);
 }
 
@@ -518,18 +518,29 @@ ragq_local_store_replace_documents(const char *dir, const char *collection,
                                    size_t dim, char *err, size_t errlen)
 {
     return store_write(dir, collection, sources, nsources, points, n, dim, 1,
-                       err, errlen);
+                       NULL, err, errlen);
+}
+
+int
+ragq_local_store_remove_documents(const char *dir, const char *collection,
+                                  char *const *sources, size_t nsources,
+                                  size_t *removed, char *err, size_t errlen)
+{
+    *removed = 0;
+    return store_write(dir, collection, sources, nsources, NULL, 0, 0, 1,
+                       removed, err, errlen);
 }
 
 static int
 store_write(const char *dir, const char *collection, char *const *sources,
             size_t nsources, const ragq_point_t *points, size_t n, size_t dim,
-            int replace, char *err, size_t errlen)
+            int replace, size_t *removed, char *err, size_t errlen)
 {
     char            *path = NULL, *tmp = NULL, *lock = NULL, **sorted = NULL;
     ragq_localfile_t d;
     struct stat      st;
     int              lfd = -1, rc = -1, corrupt, r;
+    size_t           before;
 
     memset(&d, 0, sizeof(d));
     if (!ragq_localfile_valid_name(collection)) {
@@ -539,14 +550,19 @@ store_write(const char *dir, const char *collection, char *const *sources,
                  collection);
         return -1;
     }
-    if (dim == 0) {
+    if (dim == 0 && removed == NULL) {
         snprintf(err, errlen, "vectors of size 0 cannot be stored");
         return -1;
     }
-    if (mkdir_p(dir, err, errlen) != 0) {
-        return -1;
-    }
     path = ragq_localfile_path(dir, collection, "%s/%s.ragq");
+    if (removed != NULL && path != NULL && access(path, F_OK) != 0 &&
+        errno == ENOENT) {
+        rc = 0; /* removing only, and no collection: nothing to remove */
+        goto done;
+    }
+    if (mkdir_p(dir, err, errlen) != 0) {
+        goto done;
+    }
     tmp = ragq_localfile_path(dir, collection, "%s/.%s.ragq.tmp.%ld");
     lock = ragq_localfile_path(dir, collection, "%s/.%s.lock");
     if (!path || !tmp || !lock) {
@@ -563,6 +579,13 @@ store_write(const char *dir, const char *collection, char *const *sources,
     r = ragq_localfile_read(path, &d, &st, err, errlen, &corrupt);
     if (r < 0) {
         goto done;
+    }
+    if (r == 1 && removed != NULL) {
+        rc = 0; /* removed meanwhile: nothing to remove */
+        goto done;
+    }
+    if (removed != NULL) {
+        dim = d.dim; /* removing only: the collection's own size */
     }
     if (r == 1 && ragq_localfile_alloc(&d, dim, 0) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -584,7 +607,15 @@ store_write(const char *dir, const char *collection, char *const *sources,
         }
         memcpy(sorted, sources, nsources * sizeof(char *));
         qsort(sorted, nsources, sizeof(char *), cmp_str);
+        before = d.count;
         drop_sources(&d, sorted, nsources);
+        if (removed != NULL) {
+            *removed = before - d.count;
+            if (*removed == 0) {
+                rc = 0; /* unchanged: not rewritten */
+                goto done;
+            }
+        }
     }
     if (merge(&d, points, n, dim) != 0) {
         snprintf(err, errlen, "out of memory");

@@ -400,3 +400,53 @@ ragq_qdrant_collection_dim_parse(const char *body, size_t len, size_t *dim,
     free(list);
     return -1;
 }
+
+int
+ragq_qdrant_update_parse(const char *body, size_t len, const char *what,
+                         ragq_upstream_error_t *err)
+{
+    ragq_jv_t *root, *st;
+
+    root = envelope(body, len, what, err);
+    if (root == NULL) {
+        return -1;
+    }
+    st = ragq_jv_get_type(ragq_jv_get(root, "result"), "status", RAGQ_JSTR);
+    if (st == NULL) {
+        ragq_upstream_error_set(err, 200, 0, BAD,
+                                "Qdrant %s answer has no \"result.status\"",
+                                what);
+        return -1;
+    }
+    if (strcmp(st->str, "completed") != 0 &&
+        strcmp(st->str, "acknowledged") != 0) {
+        ragq_upstream_error_set(err, 200, 0, BAD,
+                                "Qdrant %s was not completed (result.status "
+                                "\"%.64s\")",
+                                what, st->str);
+        return -1;
+    }
+    return 0;
+}
+
+int
+ragq_qdrant_count_parse(const char *body, size_t len, size_t *count,
+                        ragq_upstream_error_t *err)
+{
+    ragq_jv_t *root, *c;
+
+    *count = 0;
+    root = envelope(body, len, "count", err);
+    if (root == NULL) {
+        return -1;
+    }
+    c = ragq_jv_get_type(ragq_jv_get(root, "result"), "count", RAGQ_JNUM);
+    if (c == NULL || !c->is_int || c->num < 0 || c->num > 1e15) {
+        ragq_upstream_error_set(err, 200, 0, BAD,
+                                "Qdrant count answer has no \"result.count\" "
+                                "that is an integer >= 0");
+        return -1;
+    }
+    *count = (size_t) c->num;
+    return 0;
+}

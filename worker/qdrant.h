@@ -60,4 +60,21 @@ char *ragq_qdrant_upsert_body(const ragq_point_t *points, size_t n, size_t dim);
 char *ragq_qdrant_delete_chunks_body(char *const *sources, const size_t *from,
                                      size_t n);
 
+/*
+ * Checks a 2xx answer to an update (PUT .../points, POST .../points/delete):
+ * {"status":"ok","result":{"operation_id":N,"status":"completed"}}, where
+ * "acknowledged" is accepted too.  -1 with err filled when it is not JSON,
+ * has no result.status, or another one ("wait_timeout": not yet applied).
+ * what names the update in the message ("upsert").
+ */
+int ragq_qdrant_update_parse(const char *body, size_t len, const char *what,
+                             ragq_upstream_error_t *err);
+
+/*
+ * Parses a 2xx POST /collections/{c}/points/count answer:
+ * {"result":{"count":N}}.  -1 with err filled when malformed.
+ */
+int ragq_qdrant_count_parse(const char *body, size_t len, size_t *count,
+                            ragq_upstream_error_t *err);
+
 #endif

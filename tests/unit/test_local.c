@@ -243,6 +243,64 @@ START_TEST(test_store_replace_documents)
 }
 END_TEST
 
+/*
+ * remove_documents (a run whose documents all became empty): removes
+ * every point of the sources named and counts them, keeps the others and
+ * the collection's vector size, and creates no missing collection.
+ */
+START_TEST(test_store_remove_documents)
+{
+    ragq_point_t          pts[3];
+    float                *v;
+    char                  err[512], path[4096];
+    ragq_local_store_t   *st;
+    ragq_source_t        *src;
+    size_t                n, removed = 99;
+    ragq_upstream_error_t ue;
+    char                 *ab[] = {"b.md", "a.md"}, *none[] = {"z.md"};
+
+    v = make_points(pts, texts, 3, "rm-%u");
+    pts[0].source = "a.md";
+    pts[1].source = "b.md";
+    pts[2].source = "c.md";
+    ck_assert_int_eq(
+        ragq_local_store_upsert(tmpdir, "rm", pts, 3, 384, err, sizeof(err)),
+        0);
+    ck_assert_int_eq(ragq_local_store_remove_documents(
+                         tmpdir, "rm", ab, 2, &removed, err, sizeof(err)),
+                     0);
+    ck_assert_uint_eq(removed, 2);
+    st = ragq_local_store_open(tmpdir, err, sizeof(err));
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(query(st, "rm", "vectors", 10, &src, &n, &ue), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(src[0].source, "c.md");
+    ragq_sources_free(src, n);
+
+    /* none of theirs left: 0, and the collection is still usable */
+    ck_assert_int_eq(ragq_local_store_remove_documents(
+                         tmpdir, "rm", ab, 2, &removed, err, sizeof(err)),
+                     0);
+    ck_assert_uint_eq(removed, 0);
+    ck_assert_int_eq(query(st, "rm", "vectors", 10, &src, &n, &ue), 0);
+    ck_assert_uint_eq(n, 1);
+    ragq_sources_free(src, n);
+
+    /* a missing collection: nothing removed, nothing created */
+    removed = 99;
+    ck_assert_int_eq(ragq_local_store_remove_documents(tmpdir, "rm-none", none,
+                                                       1, &removed, err,
+                                                       sizeof(err)),
+                     0);
+    ck_assert_uint_eq(removed, 0);
+    snprintf(path, sizeof(path), "%s/rm-none.ragq", tmpdir);
+    ck_assert_int_ne(access(path, F_OK), 0);
+
+    ragq_local_store_close(st);
+    free_points(pts, 3, v);
+}
+END_TEST
+
 START_TEST(test_store_errors)
 {
     ragq_point_t          pts[3];
@@ -430,6 +488,7 @@ ragq_suite_local(void)
     tcase_add_checked_fixture(ts, setup_dir, teardown_dir);
     tcase_add_test(ts, test_store_round_trip_and_reload);
     tcase_add_test(ts, test_store_replace_documents);
+    tcase_add_test(ts, test_store_remove_documents);
     tcase_add_test(ts, test_store_errors);
     tcase_add_test(ts, test_store_top_k);
     suite_add_tcase(s, ts);

@@ -297,6 +297,68 @@ parse_dim(const char *body, size_t *dim, ragq_upstream_error_t *err)
     return ragq_qdrant_collection_dim_parse(body, strlen(body), dim, err);
 }
 
+/* A 2xx update answer is used only when it says the update was applied. */
+START_TEST(update_parse)
+{
+    static const struct {
+        const char *body, *msg; /* msg NULL: accepted */
+    } c[] = {
+        {"{\"status\":\"ok\",\"result\":{\"operation_id\":7,"
+         "\"status\":\"completed\"},\"time\":0.002}",
+         NULL},
+        {"{\"result\":{\"operation_id\":null,\"status\":\"acknowledged\"}}",
+         NULL},
+        {"<html>Bad gateway</html>",
+         "Qdrant upsert answer is not a JSON object"},
+        {"", "Qdrant upsert answer is not a JSON object"},
+        {"[1,2]", "Qdrant upsert answer is not a JSON object"},
+        {"{\"status\":\"ok\",\"result\":true}",
+         "Qdrant upsert answer has no \"result.status\""},
+        {"{\"status\":\"ok\"}",
+         "Qdrant upsert answer has no \"result.status\""},
+        {"{\"result\":{\"status\":\"wait_timeout\"}}",
+         "Qdrant upsert was not completed (result.status \"wait_timeout\")"},
+        {"{\"status\":{\"error\":\"Wrong input: bad id\"}}",
+         "Qdrant upsert failed: Wrong input: bad id"},
+    };
+    ragq_upstream_error_t err;
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        memset(&err, 0, sizeof(err));
+        if (c[i].msg == NULL) {
+            ck_assert_msg(ragq_qdrant_update_parse(c[i].body, strlen(c[i].body),
+                                                   "upsert", &err) == 0,
+                          "case %zu refused: %s", i, err.message);
+            continue;
+        }
+        ck_assert_msg(ragq_qdrant_update_parse(c[i].body, strlen(c[i].body),
+                                               "upsert", &err) == -1,
+                      "case %zu accepted", i);
+        ck_assert_str_eq(err.code, "bad_upstream_response");
+        ck_assert_msg(strstr(err.message, c[i].msg) != NULL,
+                      "case %zu: \"%s\" lacks \"%s\"", i, err.message,
+                      c[i].msg);
+    }
+}
+END_TEST
+
+START_TEST(count_parse)
+{
+    const char           *ok = "{\"result\":{\"count\":42},\"status\":\"ok\"}";
+    ragq_upstream_error_t err;
+    size_t                n = 0;
+
+    memset(&err, 0, sizeof(err));
+    ck_assert_int_eq(ragq_qdrant_count_parse(ok, strlen(ok), &n, &err), 0);
+    ck_assert_uint_eq(n, 42);
+    ck_assert_int_eq(
+        ragq_qdrant_count_parse("{\"result\":{\"count\":-1}}", 23, &n, &err),
+        -1);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(ragq_qdrant_count_parse("nope", 4, &n, &err), -1);
+}
+END_TEST
+
 START_TEST(collection_dim)
 {
     const char *info =
@@ -381,6 +443,8 @@ ragq_suite_qdrant(void)
     tcase_add_test(tc, query_parse_points);
     tcase_add_test(tc, query_parse_legacy_and_empty);
     tcase_add_test(tc, query_parse_errors);
+    tcase_add_test(tc, update_parse);
+    tcase_add_test(tc, count_parse);
     tcase_add_test(tc, collection_dim);
     tcase_add_test(tc, collection_dim_unsupported);
     tcase_add_test(tc, collection_dim_malformed);
