@@ -3,7 +3,7 @@ SHELL := /bin/bash
 #
 #   make            build/ngx_http_ragq_module.so, build/ragq-worker, build/ragq-ingest
 #   make install    the module, its modules-available snippet, the programs, man pages,
-#                   the systemd unit and the environment file (DESTDIR, PREFIX)
+#                   the systemd units and the environment file (DESTDIR, PREFIX)
 #   make deb        Debian packages libnginx-mod-http-ragq and ragq-worker in build/deb/
 #   make lintian    make deb, then lintian on the packages
 #   make asan       the same under AddressSanitizer + UBSan, in build/asan/
@@ -129,8 +129,8 @@ module-check: module
 	    -e stderr -g 'error_log stderr; pid /dev/null;'
 
 # make install: programs under PREFIX; the module and its load snippet where
-# Debian's nginx looks for them (--modules-path, modules-available); the unit
-# and /etc/default/ragq-worker read by it.  Nothing is enabled or started:
+# Debian's nginx looks for them (--modules-path, modules-available); the unit,
+# its template for several workers, and /etc/default/ragq-worker read by them.  Nothing is enabled or started:
 # the module is enabled by linking the snippet into /etc/nginx/modules-enabled/.
 DESTDIR    ?=
 PREFIX     ?= /usr/local
@@ -141,6 +141,12 @@ UNITDIR    ?= $(PREFIX)/lib/systemd/system
 NGX_MODULES_DIR       ?= /usr/lib/nginx/modules
 NGX_MODULES_AVAILABLE ?= /usr/share/nginx/modules-available
 MAN_PAGES   = man/ragq-worker.1 man/ragq-ingest.1
+# The units name the installed program and environment file.  The template
+# ragq-worker@.service (several workers on one host) is made from
+# ragq-worker.service by conf/ragq-worker@.service.sed, not kept as a second
+# copy: the sandbox, Type=notify, watchdog and timeouts cannot drift apart.
+UNIT_PATHS  = -e 's|/usr/bin/ragq-worker|$(BINDIR)/ragq-worker|' \
+              -e 's|/etc/default/ragq-worker|$(SYSCONFDIR)/default/ragq-worker|'
 
 # install-files installs what is built without building it first.
 install: all
@@ -161,10 +167,20 @@ install-files:
 	fi
 	install -m 0755 $(BUILD)/ragq-worker $(BUILD)/ragq-ingest "$(DESTDIR)$(BINDIR)/"
 	install -m 0644 $(MAN_PAGES) "$(DESTDIR)$(MANDIR)/man1/"
-	sed -e 's|/usr/bin/ragq-worker|$(BINDIR)/ragq-worker|' \
-	    -e 's|/etc/default/ragq-worker|$(SYSCONFDIR)/default/ragq-worker|' \
-	    conf/ragq-worker.service >"$(DESTDIR)$(UNITDIR)/ragq-worker.service"
+	sed $(UNIT_PATHS) conf/ragq-worker.service >"$(DESTDIR)$(UNITDIR)/ragq-worker.service"
 	chmod 0644 "$(DESTDIR)$(UNITDIR)/ragq-worker.service"
+	@# the template: ragq-worker.service with the edits of the .sed script,
+	@# which must all still find their line
+	set -o pipefail; sed -f conf/ragq-worker@.service.sed conf/ragq-worker.service \
+	    | sed $(UNIT_PATHS) >"$(DESTDIR)$(UNITDIR)/ragq-worker@.service"
+	chmod 0644 "$(DESTDIR)$(UNITDIR)/ragq-worker@.service"
+	for line in '^Description=ragq worker %i: ' '^EnvironmentFile=-.*/default/ragq-worker-%i$$' \
+	    '^ExecStart=.*/ragq-worker --consumer=%H@%i$$'; do \
+	    grep -q "$$line" "$(DESTDIR)$(UNITDIR)/ragq-worker@.service" || { \
+	        echo "ragq: conf/ragq-worker@.service.sed made no line $$line from" \
+	             "conf/ragq-worker.service: update the script" >&2; \
+	        rm -f "$(DESTDIR)$(UNITDIR)/ragq-worker@.service"; exit 1; }; \
+	done
 	@# an environment file an administrator already edited is kept
 	if [ -e "$(DESTDIR)$(SYSCONFDIR)/default/ragq-worker" ]; then \
 	    echo "ragq: kept $(DESTDIR)$(SYSCONFDIR)/default/ragq-worker" \
@@ -179,7 +195,7 @@ uninstall:
 	    "$(DESTDIR)$(NGX_MODULES_AVAILABLE)/mod-http-ragq.conf" \
 	    "$(DESTDIR)$(BINDIR)/ragq-worker" "$(DESTDIR)$(BINDIR)/ragq-ingest" \
 	    $(patsubst man/%,"$(DESTDIR)$(MANDIR)/man1/%",$(MAN_PAGES)) \
-	    "$(DESTDIR)$(UNITDIR)/ragq-worker.service"
+	    "$(DESTDIR)$(UNITDIR)/ragq-worker.service" "$(DESTDIR)$(UNITDIR)/ragq-worker@.service"
 
 # make deb: dpkg-buildpackage (debhelper, dh_nginx from nginx-dev) on a copy of
 # this tree in build/deb/, so the packages and the build never touch the tree

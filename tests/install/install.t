@@ -2,8 +2,10 @@
 # installed module, loaded by nginx through the installed snippet (linked into
 # modules-enabled as dh_nginx's postinst does), passes nginx -t and serves
 # POST /chat; the unit waits for READY=1, has a watchdog and passes
-# systemd-analyze verify.  Also PREFIX, a non-Debian NGX_MODULES_DIR, an edited
-# environment file kept, and make uninstall.
+# systemd-analyze verify, and so does an instance of the template unit
+# ragq-worker@.service, which differs from it in its own lines only.  Also
+# PREFIX, a non-Debian NGX_MODULES_DIR, an edited environment file kept, and
+# make uninstall.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
@@ -70,6 +72,7 @@ my %want = (
     '/usr/share/man/man1/ragq-worker.1'                     => '0644',
     '/usr/share/man/man1/ragq-ingest.1'                     => '0644',
     '/usr/lib/systemd/system/ragq-worker.service'           => '0644',
+    '/usr/lib/systemd/system/ragq-worker@.service'          => '0644',
     '/etc/default/ragq-worker'                              => '0644',
 );
 for my $f (sort keys %want) {
@@ -103,6 +106,41 @@ like $unit, qr{^RestrictAddressFamilies=.*\bAF_UNIX\b}m, 'the sandbox lets it re
     my $said = $sa ? `'$sa/systemd-analyze' verify --man=no '$tmp/unit/ragq-worker.service' 2>&1` : 'none';
     # it exits 0 after "Failed to parse ..., ignoring": nothing said is the test
     ok $sa && $? == 0 && $said eq '', 'systemd-analyze verify accepts the installed unit, silently'
+        or diag $said;
+}
+
+# The template ragq-worker@.service (several workers on one host) is the unit
+# with only the template's own lines changed: same sandbox, Type=notify,
+# watchdog, timeouts.
+my $tmpl = slurp("$d/usr/lib/systemd/system/ragq-worker\@.service") // '';
+like $tmpl, qr{^EnvironmentFile=/etc/default/ragq-worker\nEnvironmentFile=-/etc/default/ragq-worker-%i$}m,
+    'the template reads /etc/default/ragq-worker, then the instance\'s own file if any';
+like $tmpl, qr{^ExecStart=/usr/bin/ragq-worker --consumer=%H\@%i$}m,
+    'each instance is a consumer of its own, <hostname>@NAME';
+{
+    my $body = sub {    # the settings, without the header comment
+        my ($text) = @_;
+        $text =~ s/\A(?:#.*\n|\n)*//;
+        return $text;
+    };
+    (my $want = $body->($unit)) =~ s/^(Description=ragq worker):/$1 %i:/m;
+    $want =~ s{^(EnvironmentFile=/etc/default/ragq-worker\n)}{$1EnvironmentFile=-/etc/default/ragq-worker-%i\n}m;
+    $want =~ s{^(ExecStart=/usr/bin/ragq-worker)$}{$1 --consumer=%H\@%i}m;
+    is $body->($tmpl), $want, 'the template differs from ragq-worker.service in these lines only';
+    like $tmpl, qr{\A# systemd template unit}, 'the template has a header comment of its own';
+    like $unit, qr{^#.*ragq-worker\@\.service.*\n(?:#.*\n)*#\s+systemctl enable --now ragq-worker\@1}m,
+        'the unit\'s comment says how to run several workers';
+}
+
+# systemd-analyze verify of an instance of the template (the paths inside DESTDIR).
+{
+    my $sa = (grep { -x "$_/systemd-analyze" } split /:/, "$ENV{PATH}:/usr/bin:/bin")[0];
+    (my $u = $tmpl) =~ s{^(ExecStart=|EnvironmentFile=-?)(/\S+)}{$1$d$2}mg;
+    mkdir "$tmp/unit";
+    spew("$tmp/unit/ragq-worker\@.service", $u);
+    my $said = $sa ? `'$sa/systemd-analyze' verify --man=no '$tmp/unit/ragq-worker\@2.service' 2>&1` : 'none';
+    ok $sa && $? == 0 && $said eq '' && $u =~ m{^ExecStart=$d/usr/bin/}m,
+        'systemd-analyze verify accepts an instance of the installed template, silently'
         or diag $said;
 }
 
@@ -164,6 +202,8 @@ is $rc, 0, 'make install PREFIX=/usr/local NGX_MODULES_DIR=/opt/nginx/modules' o
 ok -x "$l/usr/local/bin/ragq-worker", 'programs in PREFIX/bin';
 like slurp("$l/usr/local/lib/systemd/system/ragq-worker.service") // '',
     qr{^ExecStart=/usr/local/bin/ragq-worker$}m, 'the unit in PREFIX/lib/systemd/system runs PREFIX/bin/ragq-worker';
+like slurp("$l/usr/local/lib/systemd/system/ragq-worker\@.service") // '',
+    qr{^ExecStart=/usr/local/bin/ragq-worker --consumer=%H\@%i$}m, 'and so does the template';
 is slurp("$l/etc/default/ragq-worker"), "RAGQ_VALKEY_URL=redis://edited:6379\n",
     'an existing /etc/default/ragq-worker is kept';
 like $out, qr{kept .*/etc/default/ragq-worker}, 'and make install says so';
