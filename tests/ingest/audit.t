@@ -17,70 +17,12 @@ use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Ragq::Standin;
+use Ragq::Ingest qw(write_file ingest store_header slurp_raw);
 
-my $BIN = ($ENV{RAGQ_BUILD} || 'build') . '/ragq-ingest';
+my $BIN = Ragq::Ingest::binary();
 ok(-x $BIN, "$BIN is built") or BAIL_OUT("build $BIN first");
 
 my $tmp = tempdir('ragq-ingest-audit-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-
-sub write_file {
-    my ($path, $text) = @_;
-    open my $f, '>', $path or die "$path: $!";
-    print $f $text;
-    close $f;
-}
-
-# Runs ragq-ingest with a clean environment plus %$env, killed after 60 s
-# (the old walk of two looping links never ended); returns (exit or
-# 'timeout', stdout, stderr), each cut to its first 64 KiB.
-sub ingest {
-    my ($env, @args) = @_;
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        delete @ENV{ grep { /^(RAGQ_|OPENAI_|QDRANT_)/ && $_ ne 'RAGQ_BUILD' } keys %ENV };
-        $ENV{$_} = $env->{$_} for keys %$env;
-        open STDOUT, '>', "$tmp/out" or POSIX::_exit(127);
-        open STDERR, '>', "$tmp/err" or POSIX::_exit(127);
-        exec $BIN, @args or POSIX::_exit(127);
-    }
-    my $deadline = time + 60;
-    my $rc;
-    while (1) {
-        my $w = waitpid($pid, POSIX::WNOHANG());
-        if ($w == $pid) { $rc = $? >> 8; last }
-        if (time > $deadline) {
-            kill 'KILL', $pid;
-            waitpid($pid, 0);
-            $rc = 'timeout';
-            last;
-        }
-        sleep 0.05;
-    }
-    # the first 64 KiB: the old walk wrote gigabytes of notes
-    my ($o, $e) = ('', '');
-    open my $of, '<', "$tmp/out" or die;
-    open my $ef, '<', "$tmp/err" or die;
-    read($of, $o, 65536);
-    read($ef, $e, 65536);
-    return ($rc, $o, $e);
-}
-
-# Header of a local store file: (magic, version, dim, count).
-sub store_header {
-    my ($path) = @_;
-    open my $f, '<:raw', $path or return;
-    read($f, my $h, 24) == 24 or return;
-    my ($magic, $ver, $dim, $lo, $hi) = unpack('a8 V V V V', $h);
-    return ($magic, $ver, $dim, $lo + $hi * 2**32);
-}
-
-sub slurp_raw {
-    my ($path) = @_;
-    open my $f, '<:raw', $path or return '';
-    local $/;
-    return scalar <$f>;
-}
 
 # ---- symbolic link loops ---------------------------------------------------
 mkdir "$tmp/loop";

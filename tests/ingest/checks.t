@@ -20,54 +20,12 @@ use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Ragq::Standin;
+use Ragq::Ingest qw(write_file slurp_raw ingest);
 
-my $BIN = ($ENV{RAGQ_BUILD} || 'build') . '/ragq-ingest';
+my $BIN = Ragq::Ingest::binary();
 ok(-x $BIN, "$BIN is built") or BAIL_OUT("build $BIN first");
 
 my $tmp = tempdir('ragq-ingest-checks-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-
-sub write_file {
-    my ($path, $bytes) = @_;
-    open my $f, '>:raw', $path or die "$path: $!";
-    print $f $bytes;
-    close $f;
-}
-
-sub slurp_raw {
-    my ($path) = @_;
-    open my $f, '<:raw', $path or return '';
-    local $/;
-    return scalar <$f>;
-}
-
-# Runs ragq-ingest with a clean environment plus %$env, killed after 60 s;
-# returns (exit or 'timeout', stdout, stderr).
-sub ingest {
-    my ($env, @args) = @_;
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        delete @ENV{ grep { /^(RAGQ_|OPENAI_|QDRANT_)/ && $_ ne 'RAGQ_BUILD' } keys %ENV };
-        $ENV{$_} = $env->{$_} for keys %$env;
-        open STDOUT, '>', "$tmp/out" or POSIX::_exit(127);
-        open STDERR, '>', "$tmp/err" or POSIX::_exit(127);
-        exec $BIN, @args or POSIX::_exit(127);
-    }
-    my $deadline = time + 60;
-    my $rc;
-    while (1) {
-        my $w = waitpid($pid, POSIX::WNOHANG());
-        if ($w == $pid) { $rc = $? >> 8; last }
-        if (time > $deadline) {
-            kill 'KILL', $pid;
-            waitpid($pid, 0);
-            $rc = 'timeout';
-            last;
-        }
-        sleep 0.05;
-    }
-    return ($rc, slurp_raw("$tmp/out"), slurp_raw("$tmp/err"));
-}
 
 # Points in a local store file (its header: magic, version, dim, count).
 sub store_count {

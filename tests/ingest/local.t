@@ -10,41 +10,14 @@ use File::Temp qw(tempdir);
 use JSON::PP;
 use Ragq::Valkey ();
 use Ragq::Standin;
+use Ragq::Ingest qw(ingest store_header);
 use Ragq::Worker;
 
-my $BIN = ($ENV{RAGQ_BUILD} || 'build') . '/ragq-ingest';
+my $BIN = Ragq::Ingest::binary();
 ok(-x $BIN, "$BIN is built") or BAIL_OUT("build $BIN first");
 
 my $tmp = tempdir('ragq-local-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $store = "$tmp/store";
-
-sub ingest {
-    my ($env, @args) = @_;
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        delete @ENV{ grep { /^(RAGQ_|OPENAI_|QDRANT_)/ && $_ ne 'RAGQ_BUILD' } keys %ENV };
-        $ENV{$_} = $env->{$_} for keys %$env;
-        open STDOUT, '>', "$tmp/out" or POSIX::_exit(127);
-        open STDERR, '>', "$tmp/err" or POSIX::_exit(127);
-        exec $BIN, @args or POSIX::_exit(127);
-    }
-    waitpid($pid, 0);
-    my $rc = $? >> 8;
-    local $/;
-    open my $o, '<', "$tmp/out" or die;
-    open my $e, '<', "$tmp/err" or die;
-    return ($rc, scalar(<$o>) // '', scalar(<$e>) // '');
-}
-
-# Header of a store file: (magic, version, dim, count).
-sub store_header {
-    my ($path) = @_;
-    open my $f, '<:raw', $path or return;
-    read($f, my $h, 24) == 24 or return;
-    my ($magic, $ver, $dim, $lo, $hi) = unpack('a8 V V V V', $h);
-    return ($magic, $ver, $dim, $lo + $hi * 2**32);
-}
 
 my %env = (RAGQ_STORE_PATH => $store);
 my ($rc, $out, $err) = ingest(\%env, 'samples/docs');

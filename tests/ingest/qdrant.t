@@ -8,17 +8,12 @@ use warnings;
 use Test::More;
 use File::Temp qw(tempdir);
 use Ragq::Standin;
+use Ragq::Ingest qw(write_file ingest);
 
-my $BIN = ($ENV{RAGQ_BUILD} || 'build') . '/ragq-ingest';
+my $BIN = Ragq::Ingest::binary();
 ok(-x $BIN, "$BIN is built") or BAIL_OUT("build $BIN first");
 
 my $dir = tempdir('ragq-ingest-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-sub write_file {
-    my ($path, $text) = @_;
-    open my $f, '>', $path or die "$path: $!";
-    print $f $text;
-    close $f;
-}
 mkdir "$dir/docs";
 mkdir "$dir/docs/sub";
 write_file("$dir/docs/queue.md", join ' ', map {
@@ -28,28 +23,6 @@ write_file("$dir/docs/sub/store.txt",
 write_file("$dir/docs/picture.png", "\x89PNG not text");
 write_file("$dir/docs/empty.md", "  \n\n ");
 write_file("$dir/docs/.hidden.md", "hidden files are not read");
-
-# Runs ragq-ingest with a clean environment plus %env; returns (exit, out, err).
-sub ingest {
-    my ($env, @args) = @_;
-    my $out = "$dir/out.txt";
-    my $err = "$dir/err.txt";
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        delete @ENV{ grep { /^(RAGQ_|OPENAI_|QDRANT_)/ && $_ ne 'RAGQ_BUILD' } keys %ENV };
-        $ENV{$_} = $env->{$_} for keys %$env;
-        open STDOUT, '>', $out or POSIX::_exit(127);
-        open STDERR, '>', $err or POSIX::_exit(127);
-        exec $BIN, @args or POSIX::_exit(127);
-    }
-    waitpid($pid, 0);
-    my $rc = $? >> 8;
-    local $/;
-    open my $o, '<', $out or die;
-    open my $e, '<', $err or die;
-    return ($rc, scalar(<$o>) // '', scalar(<$e>) // '');
-}
 
 my $s = Ragq::Standin->start(dim => 24);
 my %env = (
