@@ -442,6 +442,39 @@ flush(ragq_ingest_t *s, batch_t *b)
 }
 
 /*
+ * POSTs to the collection's path the filter "points of the documents
+ * sources[0..n), from chunk from_chunk[i] on" (points/delete and
+ * points/count read the same body); dies, saying what it was doing, on
+ * anything but a 2xx.  The answer is left in r for the caller to read and
+ * free.
+ */
+static void
+qdrant_filter_post(ragq_ingest_t *s, const char *path, char **sources,
+                   const size_t *from_chunk, size_t n, const char *doing,
+                   reply_t *r)
+{
+    const ragq_config_t  *cfg = s->cfg;
+    ragq_upstream_error_t err;
+    char                 *url, *body;
+    long                  status;
+
+    body = ragq_qdrant_delete_chunks_body(sources, from_chunk, n);
+    if (body == NULL) {
+        ragq_ingest_die("out of memory");
+    }
+    memset(r, 0, sizeof(*r));
+    url = qdrant_url(cfg, path);
+    status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", r,
+                       &err, 0, ANSWER_MAX_QDRANT);
+    free(body);
+    free(url);
+    if (status < 200 || status >= 300) {
+        ragq_ingest_die("%s collection '%s' at %s failed: %s", doing,
+                        cfg->collection, cfg->qdrant_url, err.message);
+    }
+}
+
+/*
  * Deletes the chunks a document had past its new chunk count (it was
  * longer when it was last ingested), 64 documents per request.
  */
@@ -449,38 +482,22 @@ static void
 qdrant_prune(ragq_ingest_t *s, char **sources, const size_t *nchunks,
              size_t ndocs)
 {
-    const ragq_config_t *cfg = s->cfg;
-    size_t               n, from;
+    static const char    *doing = "removing old chunks from";
+    ragq_upstream_error_t err;
+    reply_t               r;
+    size_t                n, from;
 
     for (from = 0; from < ndocs; from += 64) {
-        ragq_upstream_error_t err;
-        reply_t               r;
-        char                 *url, *body;
-        long                  status;
-
         n = ndocs - from < 64 ? ndocs - from : 64;
-        body =
-            ragq_qdrant_delete_chunks_body(sources + from, nchunks + from, n);
-        if (body == NULL) {
-            ragq_ingest_die("out of memory");
-        }
-        memset(&r, 0, sizeof(r));
-        url = qdrant_url(cfg, "/points/delete?wait=true");
-        status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err, 0, ANSWER_MAX_QDRANT);
-        if (status < 200 || status >= 300) {
-            ragq_ingest_die(
-                "removing old chunks from collection '%s' at %s failed: %s",
-                cfg->collection, cfg->qdrant_url, err.message);
-        }
+        qdrant_filter_post(s, "/points/delete?wait=true", sources + from,
+                           nchunks + from, n, doing, &r);
         if (ragq_qdrant_update_parse(r.body.data, r.body.len, "delete", &err) !=
             0) {
-            ragq_ingest_die("removing old chunks from collection '%s' at %s "
-                            "failed: the answer cannot be used: %s",
-                            cfg->collection, cfg->qdrant_url, err.message);
+            ragq_ingest_die("%s collection '%s' at %s failed: the answer "
+                            "cannot be used: %s",
+                            doing, s->cfg->collection, s->cfg->qdrant_url,
+                            err.message);
         }
-        free(body);
-        free(url);
         free(r.body.data);
     }
 }
@@ -490,35 +507,23 @@ static size_t
 qdrant_count(ragq_ingest_t *s, char **sources, const size_t *zeros,
              size_t ndocs)
 {
-    const ragq_config_t *cfg = s->cfg;
-    size_t               n, from, total = 0, count;
+    static const char    *doing = "counting old chunks in";
+    ragq_upstream_error_t err;
+    reply_t               r;
+    size_t                n, from, total = 0, count;
 
     for (from = 0; from < ndocs; from += 64) {
-        ragq_upstream_error_t err;
-        reply_t               r;
-        char                 *url, *body;
-        long                  status;
-
         n = ndocs - from < 64 ? ndocs - from : 64;
-        /* the delete filter of chunks from 0 on: all of their points */
-        body = ragq_qdrant_delete_chunks_body(sources + from, zeros, n);
-        if (body == NULL) {
-            ragq_ingest_die("out of memory");
-        }
-        memset(&r, 0, sizeof(r));
-        url = qdrant_url(cfg, "/points/count");
-        status = http_call(cfg, "POST", url, s->qdrant_auth, body, "qdrant", &r,
-                           &err, 0, ANSWER_MAX_QDRANT);
-        if (status < 200 || status >= 300 ||
-            ragq_qdrant_count_parse(r.body.data, r.body.len, &count, &err) !=
-                0) {
-            ragq_ingest_die(
-                "counting old chunks in collection '%s' at %s failed: %s",
-                cfg->collection, cfg->qdrant_url, err.message);
+        /* the filter of chunks from 0 on: all of their points */
+        qdrant_filter_post(s, "/points/count", sources + from, zeros, n, doing,
+                           &r);
+        if (ragq_qdrant_count_parse(r.body.data, r.body.len, &count, &err) !=
+            0) {
+            ragq_ingest_die("%s collection '%s' at %s failed: %s", doing,
+                            s->cfg->collection, s->cfg->qdrant_url,
+                            err.message);
         }
         total += count;
-        free(body);
-        free(url);
         free(r.body.data);
     }
     return total;
