@@ -144,7 +144,6 @@ ngx_http_ragq_valkey_down(void)
 ngx_int_t
 ngx_http_ragq_valkey_timed_out(ngx_http_ragq_cell_t *cell)
 {
-    ngx_msec_t          since;
     ngx_http_ragq_vk_t *vk;
 
     vk = ngx_http_ragq_vk_of(cell);
@@ -153,19 +152,10 @@ ngx_http_ragq_valkey_timed_out(ngx_http_ragq_cell_t *cell)
         return NGX_DECLINED;
     }
 
-    /* silent since, as the watchdog counts it: the last byte read, or the
-     * first command sent after the connection had nothing pending */
-    since = ngx_current_msec;
-
-    if (ngx_http_ragq_conn_pending(&vk->conn) > 0) {
-        since = vk->busy_since;
-
-        if ((ngx_msec_int_t) (vk->conn.last_read - since) > 0) {
-            since = vk->conn.last_read;
-        }
-    }
-
-    vk->stall_since = since;
+    /* as the watchdog counts it */
+    vk->stall_since = ngx_http_ragq_conn_pending(&vk->conn) > 0
+                          ? ngx_http_ragq_vk_silent_since(vk)
+                          : ngx_current_msec;
 
     return NGX_OK;
 }

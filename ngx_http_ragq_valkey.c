@@ -822,6 +822,23 @@ ngx_http_ragq_vk_role_reply(ngx_http_ragq_conn_t *conn, void *data,
 /* ---- the watchdog ---- */
 
 
+/*
+ * How long a connection with replies pending has been silent: since the
+ * last byte read (a big reply may stream in slowly), or since the first
+ * command sent after it had nothing pending.  The watchdog and the stall
+ * log count alike.
+ */
+ngx_msec_t
+ngx_http_ragq_vk_silent_since(ngx_http_ragq_vk_t *vk)
+{
+    if ((ngx_msec_int_t) (vk->conn.last_read - vk->busy_since) > 0) {
+        return vk->conn.last_read;
+    }
+
+    return vk->busy_since;
+}
+
+
 static void
 ngx_http_ragq_vk_watchdog(ngx_event_t *ev)
 {
@@ -862,11 +879,7 @@ ngx_http_ragq_vk_watchdog(ngx_event_t *ev)
     } else if (vk->state == NGX_HTTP_RAGQ_VK_READY
                && ngx_http_ragq_conn_pending(conn) > 0)
     {
-        /* any byte read is progress: a big reply may stream in slowly */
-        since = vk->busy_since;
-        if ((ngx_msec_int_t) (conn->last_read - since) > 0) {
-            since = conn->last_read;
-        }
+        since = ngx_http_ragq_vk_silent_since(vk);
 
         /* a WAIT may keep the server quiet for its own timeout */
         limit = vk->conf->timeout + (vk->wait_out ? vk->wait_timeout : 0);

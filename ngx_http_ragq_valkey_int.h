@@ -95,13 +95,14 @@ extern ngx_http_ragq_vk_t ngx_http_ragq_vk_sub;
 
 
 /* ngx_http_ragq_valkey.c: the connections */
-void ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk);
-void ngx_http_ragq_vk_fail(ngx_http_ragq_vk_t               *vk,
-                           const ngx_http_ragq_resp_error_t *down,
-                           const char                       *fmt, ...);
-void ngx_http_ragq_vk_drop(ngx_http_ragq_vk_t               *vk,
-                           const ngx_http_ragq_resp_error_t *down);
-void ngx_http_ragq_vk_stall_end(ngx_http_ragq_vk_t *vk, const char *how);
+void       ngx_http_ragq_vk_ready(ngx_http_ragq_vk_t *vk);
+void       ngx_http_ragq_vk_fail(ngx_http_ragq_vk_t               *vk,
+                                 const ngx_http_ragq_resp_error_t *down,
+                                 const char                       *fmt, ...);
+void       ngx_http_ragq_vk_drop(ngx_http_ragq_vk_t               *vk,
+                                 const ngx_http_ragq_resp_error_t *down);
+void       ngx_http_ragq_vk_stall_end(ngx_http_ragq_vk_t *vk, const char *how);
+ngx_msec_t ngx_http_ragq_vk_silent_since(ngx_http_ragq_vk_t *vk);
 
 /* ngx_http_ragq_command.c: cells and their replies, pub/sub messages */
 void ngx_http_ragq_pubsub_push(ngx_http_ragq_conn_t *conn, void *data,

@@ -10,6 +10,7 @@
 
 #include "http_int.h"
 #include "log.h"
+#include "resolver.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -20,19 +21,20 @@
  * resolver on every try. */
 #define RAGQ_HTTP_DNS_FORGET_MS 1000
 
+/* curl gives an IPv6 address in brackets; an address is never looked up */
 static int
 numeric_host(const char *host)
 {
-    unsigned char addr[sizeof(struct in6_addr)];
-    char          v6[INET6_ADDRSTRLEN];
-    size_t        len = strlen(host);
+    ragq_addrs_t addrs;
+    char         v6[INET6_ADDRSTRLEN];
+    size_t       len = strlen(host);
 
     if (host[0] == '[' && len > 2 && len - 2 < sizeof(v6)) {
         memcpy(v6, host + 1, len - 2);
         v6[len - 2] = '\0';
-        return inet_pton(AF_INET6, v6, addr) == 1;
+        host = v6;
     }
-    return inet_pton(AF_INET, host, addr) == 1;
+    return ragq_resolve_numeric(host, 0, &addrs) == 0;
 }
 
 void

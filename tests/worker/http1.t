@@ -433,6 +433,24 @@ for my $stopped (1, 0) {
     $w->stop;
 }
 
+# The environment that makes the worker read names from the test's own
+# hosts file, whatever LINES say (nss_wrapper: no DNS server or /etc/hosts
+# is touched).
+sub write_hosts {
+    open my $h, '>', "$Dir/hosts" or die "hosts: $!";
+    print $h map { "$_\n" } @_;
+    close $h;
+}
+sub hosts_env {
+    write_hosts(@_);
+    my %nss = (LD_PRELOAD => 'libnss_wrapper.so', NSS_WRAPPER_HOSTS => "$Dir/hosts");
+    # Under ASan: it must otherwise be the first library loaded, and it
+    # refuses the RTLD_DEEPBIND nss_wrapper would load libc with.
+    %nss = (%nss, ASAN_OPTIONS => "$ENV{ASAN_OPTIONS}:verify_asan_link_order=0",
+            NSS_WRAPPER_DISABLE_DEEPBIND => 1) if $ENV{ASAN_OPTIONS};
+    return %nss;
+}
+
 # A name with two addresses, from a hosts file of the test's own
 # (nss_wrapper: no DNS server or /etc/hosts is touched). Its first address,
 # 127.0.0.2 (loopback too), refuses the connect or never answers it; the
@@ -441,14 +459,7 @@ for my $stopped (1, 0) {
 # connection per call, six calls make one such line, not six.
 sub two_addresses {
     my ($name, %env) = @_;
-    open my $h, '>', "$Dir/hosts" or die "hosts: $!";
-    print $h "127.0.0.2 models.ragq.test\n127.0.0.1 models.ragq.test\n";
-    close $h;
-    my %nss = (LD_PRELOAD => 'libnss_wrapper.so', NSS_WRAPPER_HOSTS => "$Dir/hosts");
-    # Under ASan: it must otherwise be the first library loaded, and it
-    # refuses the RTLD_DEEPBIND nss_wrapper would load libc with.
-    %nss = (%nss, ASAN_OPTIONS => "$ENV{ASAN_OPTIONS}:verify_asan_link_order=0",
-            NSS_WRAPPER_DISABLE_DEEPBIND => 1) if $ENV{ASAN_OPTIONS};
+    my %nss = hosts_env('127.0.0.2 models.ragq.test', '127.0.0.1 models.ragq.test');
     my $w = worker(host => 'models.ragq.test', RAGQ_CONCURRENCY => 1, %nss, %env);
     mode('close');
     reset_counts();
@@ -482,12 +493,7 @@ like(two_addresses('first address refuses'), qr/Connection refused/,
 sub moved {
     my ($client) = @_;
     my $name = "moved ($client client)";
-    open my $h, '>', "$Dir/hosts" or die "hosts: $!";
-    print $h "127.0.0.3 models.ragq.test\n";
-    close $h;
-    my %nss = (LD_PRELOAD => 'libnss_wrapper.so', NSS_WRAPPER_HOSTS => "$Dir/hosts");
-    %nss = (%nss, ASAN_OPTIONS => "$ENV{ASAN_OPTIONS}:verify_asan_link_order=0",
-            NSS_WRAPPER_DISABLE_DEEPBIND => 1) if $ENV{ASAN_OPTIONS};
+    my %nss = hosts_env('127.0.0.3 models.ragq.test');
     my $l3 = IO::Socket::INET->new(LocalAddr => '127.0.0.3', LocalPort => $PORT, Proto => 'tcp',
                                    Listen => 64, ReuseAddr => 1) or die "listen 127.0.0.3: $!";
     my $old = fork // die "fork: $!";
@@ -507,9 +513,7 @@ sub moved {
     # later than the hosts file's first version (nss_wrapper reloads it
     # when its mtime, in seconds, changed)
     sleep 1.1;
-    open $h, '>', "$Dir/hosts" or die "hosts: $!";
-    print $h "127.0.0.1 models.ragq.test\n";
-    close $h;
+    write_hosts('127.0.0.1 models.ragq.test');
     reset_counts();
     my $t0 = time;
     all_finished($name, run_jobs(1, 20));
