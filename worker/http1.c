@@ -31,6 +31,7 @@
  */
 
 #include "http1_int.h"
+#include "log.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -507,18 +508,32 @@ conn_parse(ragq_h1_conn_t *c)
  * a body read until close; and, while the request is still being sent
  * (the server answered before reading all of it), a final error answer
  * whose body is read until close, as a server that refused the body (413)
- * ends it with a reset (any close with unread bytes resets).
+ * ends it with a reset (any close with unread bytes resets).  The reset
+ * may also cut such a refusal's body short: its status is still the
+ * server's word on the request (a 413 is no less final for a short
+ * message), so the call ends with it, as much of the body as came, and is
+ * retried or not as that status says, rather than as a network error.
  */
 static int
 conn_eof_ends(ragq_h1_conn_t *c, int reset)
 {
     ragq_http_req_t *req = c->req;
+    int              refused =
+        req->status >= 400 && req->sent < req->head.len + req->send_len;
 
-    if (reset &&
-        (req->sent == req->head.len + req->send_len || req->status < 400)) {
+    if (reset && !refused) {
         return 0;
     }
-    return ragq_h1_parse_eof(&c->parser) == RAGQ_H1_DONE;
+    if (ragq_h1_parse_eof(&c->parser) == RAGQ_H1_DONE) {
+        return 1;
+    }
+    if (refused) {
+        ragq_log(RAGQ_LOG_INFO,
+                 "%s:%d: HTTP %ld came while the request was sent, its body "
+                 "cut short by the connection's end; taken as it came",
+                 c->origin->host, c->origin->port, req->status);
+    }
+    return refused;
 }
 
 /*

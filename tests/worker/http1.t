@@ -100,8 +100,9 @@ sub answer {
 # read the answer before the reset comes.
 my $EARLY = '{"error":{"message":"request body too large for the test server (early 413)",'
           . '"type":"invalid_request_error","code":null}}';
+# CUT: the Content-Length promises more than comes before the reset.
 sub early_413 {
-    my ($c) = @_;
+    my ($c, $cut) = @_;
     my $pid = slurp("$Dir/stop");
     if ($pid) {
         kill 'STOP', $pid;
@@ -112,7 +113,7 @@ sub early_413 {
     }
     setsockopt($c, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0)) or die "SO_LINGER: $!";
     syswrite($c, "HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
-                 . "Content-Length: " . length($EARLY) . "\r\n\r\n$EARLY");
+                 . "Content-Length: " . (length($EARLY) + ($cut ? 4000 : 0)) . "\r\n\r\n$EARLY");
     close $c;
     if ($pid) {
         select(undef, undef, undef, 0.05);
@@ -146,10 +147,11 @@ sub proxy {
             while ($buf{$c} =~ /\r\n\r\n/) {
                 my $end = $+[0];
                 my $head = substr($buf{$c}, 0, $end - 4);
-                if ((slurp("$Dir/mode") || '') eq 'early413') {
+                if ((slurp("$Dir/mode") || '') =~ /^early413(cut)?$/) {
+                    my $cut = $1;
                     note_line('reqs', $head =~ /^POST (\S+)/ ? $1 : '?');
                     $sel->remove($c);
-                    early_413($c);
+                    early_413($c, $cut);
                     last;
                 }
                 my ($len) = $head =~ /^content-length:\s*(\d+)/im;
@@ -353,10 +355,14 @@ sub enqueue_big {
     $entry =~ s/\r\n\z//;
     return Ragq::Worker::id_of_entry($entry, $r);
 }
-for my $stopped (1, 0) {
-    my $name = $stopped ? 'early 413, answer and reset read at once' : 'early 413';
+# Then the same 413 whose body the reset cuts short: still the server's
+# 413, not a network error to retry.
+for my $case ([1, ''], [0, ''], [1, 'cut'], [0, 'cut']) {
+    my ($stopped, $cut) = @$case;
+    my $name = ($stopped ? 'early 413, answer and reset read at once' : 'early 413')
+        . ($cut ? ', its body cut short' : '');
     my $w = worker(RAGQ_CONCURRENCY => 1, RAGQ_MAX_ATTEMPTS => 1, RAGQ_HTTP_TIMEOUT => '10s');
-    mode('early413');
+    mode("early413$cut");
     reset_counts();
     if ($stopped) {
         open my $fh, '>', "$Dir/stop" or die; print $fh $w->pid; close $fh;
@@ -374,6 +380,8 @@ for my $stopped (1, 0) {
     is(count('reqs'), 1, "$name: the call was not tried again (a 413 is permanent)");
     unlike($w->log, qr/reset by peer|retry \d+ in/, "$name: no reset, no retry")
         or diag substr($w->log, 0, 4000);
+    my $taken = () = $w->log =~ /127\.0\.0\.1:$PORT: HTTP 413 came while the request was sent, its body cut short by the connection's end; taken as it came/g;
+    is($taken, $cut ? 1 : 0, "$name: " . ($cut ? 'the cut is logged once' : 'nothing cut short is logged'));
     ok($w->alive, "$name: the worker lives on");
     $w->stop;
 }
