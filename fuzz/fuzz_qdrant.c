@@ -1,10 +1,11 @@
 /*
- * fuzz/fuzz_qdrant.c: the worker's parsers of Qdrant answers
- * (worker/qdrant.c: points/query, collection info; worker/upstream.c: its
- * error bodies) and the "sources" field the worker writes from a query
+ * fuzz/fuzz_qdrant.c: the parsers of Qdrant answers (worker/qdrant.c:
+ * points/query, collection info, collection creation; worker/upstream.c:
+ * its error bodies) and the "sources" field the worker writes from a query
  * answer. Checks: sources are C strings; the sources field, which
  * /job-status sends as JSON, is a JSON array in UTF-8; error fields keep
- * their NUL.
+ * their NUL; a refused creation answer's message (which quotes the answer)
+ * is UTF-8.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +58,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     memset(&err, 0, sizeof(err));
     (void) ragq_qdrant_collection_dim_parse(body, size, &dim, &err);
+
+    /* its message quotes the start of the answer: any bytes */
+    memset(&err, 0, sizeof(err));
+    if (ragq_qdrant_create_parse(body, size, &err) != 0 &&
+        (memchr(err.message, '\0', sizeof(err.message)) == NULL ||
+         !oracle_utf8((const unsigned char *) err.message,
+                      strlen(err.message)))) {
+        fail("a create answer's message that is not a UTF-8 string",
+             err.message, sizeof(err.message));
+    }
 
     memset(&err, 0, sizeof(err));
     ragq_upstream_error_from_http(&err, "qdrant", size % 2 ? 404 : 500, NULL,

@@ -306,7 +306,8 @@ qdrant_check(ragq_ingest_t *s, const char *url)
  * Checks the collection's vector size, or creates it.  Another ingest may
  * create it between our GET and our PUT: Qdrant then answers 409 (400
  * before 1.8) "already exists", and the collection it made is checked
- * like one that was there.
+ * like one that was there.  A 2xx answer to the PUT must be Qdrant's
+ * {"result":true,...}.
  */
 static void
 qdrant_prepare(ragq_ingest_t *s)
@@ -336,6 +337,12 @@ qdrant_prepare(ragq_ingest_t *s)
         } else if (status < 200 || status >= 300) {
             ragq_ingest_die("cannot create collection '%s' at %s: %s",
                             cfg->collection, cfg->qdrant_url, err.message);
+        } else if (ragq_qdrant_create_parse(r.body.data, r.body.len, &err) !=
+                   0) {
+            /* a 2xx is not enough: a proxy's page, or "result": false */
+            ragq_ingest_die("cannot create collection '%s': PUT %s answered "
+                            "%ld, but the answer cannot be used: %s",
+                            cfg->collection, url, status, err.message);
         } else {
             ragq_ingest_note(
                 "created collection '%s' (vectors of size %zu, cosine)",

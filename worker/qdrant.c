@@ -450,3 +450,42 @@ ragq_qdrant_count_parse(const char *body, size_t len, size_t *count,
     *count = (size_t) c->num;
     return 0;
 }
+
+/* The start of an answer, for a message: at most 120 bytes, not splitting a
+ * UTF-8 character (set_message in upstream.c makes the rest printable). */
+#define ANSWER_EXCERPT 120
+
+int
+ragq_qdrant_create_parse(const char *body, size_t len,
+                         ragq_upstream_error_t *err)
+{
+    ragq_jv_t *root, *res;
+    char       why[sizeof(err->message)], code[sizeof(err->code)];
+    size_t     cut;
+
+    root = envelope(body, len, "create collection", err);
+    if (root != NULL) {
+        res = ragq_jv_get(root, "result");
+        if (res != NULL && res->type == RAGQ_JBOOL && res->boolean) {
+            return 0;
+        }
+        ragq_upstream_error_set(err, 200, 0, BAD,
+                                res == NULL ? "Qdrant create collection "
+                                              "answer has no \"result\""
+                                            : "Qdrant create collection "
+                                              "answer has a \"result\" that "
+                                              "is not true");
+    }
+    /* say what came back: a proxy's page, or Qdrant's "result":false */
+    memcpy(why, err->message, sizeof(why));
+    memcpy(code, err->code, sizeof(code));
+    if (body == NULL || len == 0) {
+        ragq_upstream_error_set(err, 200, 0, code, "%s (the answer was empty)",
+                                why);
+        return -1;
+    }
+    cut = ragq_utf8_cut(body, len, ANSWER_EXCERPT);
+    ragq_upstream_error_set(err, 200, 0, code, "%s (the answer: \"%.*s%s\")",
+                            why, (int) cut, body, cut < len ? "..." : "");
+    return -1;
+}

@@ -37,6 +37,16 @@ int ragq_qdrant_query_parse(const char *body, size_t len,
 char *ragq_qdrant_create_collection_body(size_t dim);
 
 /*
+ * Checks a 2xx answer to PUT /collections/{c}:
+ * {"result":true,"status":"ok","time":...}.  -1 with err filled when it is
+ * not JSON (a proxy's page), is Qdrant's error envelope, or its "result" is
+ * not true; the message ends with the start of the answer (120 bytes at
+ * most).
+ */
+int ragq_qdrant_create_parse(const char *body, size_t len,
+                             ragq_upstream_error_t *err);
+
+/*
  * Parses a 2xx GET /collections/{c} answer: *dim = the size of its
  * (unnamed) dense vector.  -1 with err filled when malformed or when the
  * collection has only named vectors.

@@ -10,6 +10,9 @@
 # - a 2xx answer to an upsert (or a delete) that is not Qdrant's update
 #   result, or says it was not completed, is an error, not counted as
 #   stored;
+# - a 2xx answer to the collection's creation (PUT /collections/NAME) that
+#   is not Qdrant's {"result":true,...} (a proxy's page, "result":false) is
+#   an error naming the collection, the URL and the answer, cut short;
 # - --log-level / RAGQ_LOG_LEVEL quiets the notes (info) and warnings
 #   (warn) on stderr; errors and the summary on stdout always show.
 use strict;
@@ -176,6 +179,48 @@ like($err, qr/removing old chunks from collection 'upsert' at \S+ failed: the an
 ($rc, $out, $err) = ingest({ %env, RAGQ_COLLECTION => 'upsert' }, "$tmp/u");
 is($rc, 0, 'upsert: the real answer is accepted') or diag $err;
 is(points_count('upsert'), 1, 'upsert: the point is stored');
+
+# ---- 3b. a 2xx answer to the collection's creation that is not Qdrant's -----
+mkdir "$tmp/c";
+write_file("$tmp/c/c.md", "Creating a collection must be checked, not trusted.\n");
+$s->reset;
+my $qurl = $s->qdrant_url;
+my %cenv = (%env, RAGQ_COLLECTION => 'made');
+sub put_points { $s->stats->{requests}{'/collections/made/points'} // 0 }
+$s->fault({ path => '/collections/made', method => 'PUT', status => 200,
+            headers => { 'Content-Type' => 'text/html' },
+            body => "<html><body>\r\nWelcome to our proxy</body></html>", times => 1 });
+($rc, $out, $err) = ingest(\%cenv, "$tmp/c");
+is($rc, 1, 'create answered 200 and not JSON: exit 1');
+like($err, qr/^ragq-ingest: cannot create collection 'made': PUT \Q$qurl\E\/collections\/made answered 200, but the answer cannot be used: Qdrant create collection answer is not a JSON object \(the answer: "<html><body>  Welcome to our proxy<\/body><\/html>"\)$/m,
+     'create answered 200 and not JSON: the collection, the URL and the answer');
+unlike($err, qr/created collection/, 'create answered 200 and not JSON: not reported as created');
+is(put_points(), 0, 'create answered 200 and not JSON: no upsert tried');
+is($out, '', 'create answered 200 and not JSON: no summary');
+
+$s->fault({ path => '/collections/made', method => 'PUT', status => 200,
+            body => '{"result":false,"status":"ok","time":0.0041}', times => 1 });
+($rc, $out, $err) = ingest(\%cenv, "$tmp/c");
+is($rc, 1, 'create answered result false: exit 1');
+like($err, qr/^ragq-ingest: cannot create collection 'made': PUT \Q$qurl\E\/collections\/made answered 200, but the answer cannot be used: Qdrant create collection answer has a "result" that is not true \(the answer: "\{"result":false,"status":"ok","time":0\.0041\}"\)$/m,
+     'create answered result false: the message');
+is(put_points(), 0, 'create answered result false: no upsert tried');
+
+$s->fault({ path => '/collections/made', method => 'PUT', status => 201,
+            body => '<!DOCTYPE html><html><head><title>Portal</title></head><body>' . ('Please log in. ' x 40)
+                    . '</body></html>', times => 1 });
+($rc, $out, $err) = ingest(\%cenv, "$tmp/c");
+is($rc, 1, 'create answered a long page: exit 1');
+like($err, qr/answered 201, but the answer cannot be used: Qdrant create collection answer is not a JSON object \(the answer: "<!DOCTYPE html><html><head><title>Portal<\/title><\/head><body>Please log in\. .*\.\.\."\)$/m,
+     'create answered a long page: the answer is cut short');
+my ($shown) = $err =~ /\(the answer: "(.*)\.\.\."\)$/m;
+is(length($shown // ''), 120, 'create answered a long page: its first 120 bytes');
+
+# the real answer still passes
+($rc, $out, $err) = ingest(\%cenv, "$tmp/c");
+is($rc, 0, 'create: the real answer is accepted') or diag $err;
+like($err, qr/created collection 'made' \(vectors of size 24, cosine\)/, 'create: reported');
+is(points_count('made'), 1, 'create: the point is stored');
 
 # ---- 4. the log level -------------------------------------------------------
 mkdir "$tmp/l";

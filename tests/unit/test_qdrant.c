@@ -1,7 +1,8 @@
 /*
  * test_qdrant.c: unit tests of qdrant.c: paths, query / create / upsert
- * bodies, and the parsing of query (points/query and legacy points/search)
- * and collection-info answers, with answers shaped as in the reference.
+ * bodies, the delete filter, and the parsing of query (points/query
+ * and legacy points/search), collection-info, collection-create, update
+ * and count answers, with answers shaped as in the reference.
  */
 
 #include <check.h>
@@ -342,6 +343,70 @@ START_TEST(update_parse)
 }
 END_TEST
 
+START_TEST(create_parse)
+{
+    static const struct {
+        const char *body, *msg; /* msg NULL: accepted */
+    } c[] = {
+        {"{\"result\":true,\"status\":\"ok\",\"time\":0.0263}", NULL},
+        {"{\"time\":1e-3,\"status\":\"ok\",\"result\":true,\"usage\":null}",
+         NULL},
+        {"{\"result\":false,\"status\":\"ok\",\"time\":0.01}",
+         "Qdrant create collection answer has a \"result\" that is not true "
+         "(the answer: "
+         "\"{\"result\":false,\"status\":\"ok\",\"time\":0.01}\")"},
+        {"{\"result\":\"true\",\"status\":\"ok\"}",
+         "has a \"result\" that is not true"},
+        {"{\"result\":1}", "has a \"result\" that is not true"},
+        {"{\"status\":\"ok\",\"time\":0}",
+         "Qdrant create collection answer has no \"result\" (the answer: "
+         "\"{\"status\":\"ok\",\"time\":0}\")"},
+        {"<html><body>Welcome\r\nto our proxy</body></html>",
+         "Qdrant create collection answer is not a JSON object (the answer: "
+         "\"<html><body>Welcome  to our proxy</body></html>\")"},
+        {"", "Qdrant create collection answer is not a JSON object (the "
+             "answer was empty)"},
+        {"true", "is not a JSON object (the answer: \"true\")"},
+        {"{\"status\":{\"error\":\"Wrong input: bad name\"},\"time\":0}",
+         "Qdrant create collection failed: Wrong input: bad name (the "
+         "answer: "},
+    };
+    ragq_upstream_error_t err;
+    char                  big[600];
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        memset(&err, 0, sizeof(err));
+        if (c[i].msg == NULL) {
+            ck_assert_msg(ragq_qdrant_create_parse(c[i].body, strlen(c[i].body),
+                                                   &err) == 0,
+                          "case %zu refused: %s", i, err.message);
+            continue;
+        }
+        ck_assert_msg(
+            ragq_qdrant_create_parse(c[i].body, strlen(c[i].body), &err) == -1,
+            "case %zu accepted", i);
+        ck_assert_str_eq(err.code, "bad_upstream_response");
+        ck_assert_msg(strstr(err.message, c[i].msg) != NULL,
+                      "case %zu: \"%s\" lacks \"%s\"", i, err.message,
+                      c[i].msg);
+    }
+
+    /* a long page is cut to 120 bytes, not inside a UTF-8 character */
+    memset(big, 'x', sizeof(big));
+    memcpy(big + 119, "\xc3\xa9", 2); /* é across the limit: cut before */
+    ck_assert_int_eq(ragq_qdrant_create_parse(big, sizeof(big), &err), -1);
+    ck_assert_msg(strstr(err.message, "xxx\"") == NULL, "%s", err.message);
+    ck_assert_msg(strstr(err.message, "x...\")") != NULL, "%s", err.message);
+    ck_assert_msg(strstr(err.message, "\xc3") == NULL, "%s", err.message);
+    ck_assert_msg(strlen(err.message) < 240, "%s", err.message);
+
+    /* no answer at all */
+    ck_assert_int_eq(ragq_qdrant_create_parse(NULL, 0, &err), -1);
+    ck_assert_msg(strstr(err.message, "the answer was empty") != NULL, "%s",
+                  err.message);
+}
+END_TEST
+
 START_TEST(count_parse)
 {
     const char           *ok = "{\"result\":{\"count\":42},\"status\":\"ok\"}";
@@ -444,6 +509,7 @@ ragq_suite_qdrant(void)
     tcase_add_test(tc, query_parse_legacy_and_empty);
     tcase_add_test(tc, query_parse_errors);
     tcase_add_test(tc, update_parse);
+    tcase_add_test(tc, create_parse);
     tcase_add_test(tc, count_parse);
     tcase_add_test(tc, collection_dim);
     tcase_add_test(tc, collection_dim_unsupported);
