@@ -4,7 +4,8 @@
  * /embeddings server or the hashed embedder) and stored: upserted into
  * Qdrant (the collection checked or created first, ?wait=true), or kept
  * for the local store, which is written once at the end.  Re-ingested
- * documents lose the chunks past their new count.  Blocking HTTP (libcurl
+ * documents lose the chunks past their new count (and points LangChain
+ * wrote for them, which have no chunk number).  Blocking HTTP (libcurl
  * easy handles: this is a command-line tool), retried as retry.h says.
  */
 
@@ -450,8 +451,9 @@ flush(ragq_ingest_t *s, batch_t *b)
 
 /*
  * POSTs to the collection's path the filter "points of the documents
- * sources[0..n), from chunk from_chunk[i] on" (points/delete and
- * points/count read the same body); dies, saying what it was doing, on
+ * sources[0..n), from chunk from_chunk[i] on, and those without a chunk
+ * number (LangChain's)" (points/delete and points/count read the same
+ * body); dies, saying what it was doing, on
  * anything but a 2xx.  The answer is left in r for the caller to read and
  * free.
  */
@@ -483,7 +485,10 @@ qdrant_filter_post(ragq_ingest_t *s, const char *path, char **sources,
 
 /*
  * Deletes the chunks a document had past its new chunk count (it was
- * longer when it was last ingested), 64 documents per request.
+ * longer when it was last ingested), and the points of the same source
+ * that have no metadata.chunk (written by LangChain's own ingestion before
+ * the collection was migrated to ragq-ingest: its ids are not ours, so the
+ * upsert never replaced them), 64 documents per request.
  */
 static void
 qdrant_prune(ragq_ingest_t *s, char **sources, const size_t *nchunks,
@@ -521,7 +526,8 @@ qdrant_count(ragq_ingest_t *s, char **sources, const size_t *zeros,
 
     for (from = 0; from < ndocs; from += 64) {
         n = ndocs - from < 64 ? ndocs - from : 64;
-        /* the filter of chunks from 0 on: all of their points */
+        /* the filter of chunks from 0 on: all of their points, LangChain's
+         * too */
         qdrant_filter_post(s, "/points/count", sources + from, zeros, n, doing,
                            &r);
         if (ragq_qdrant_count_parse(r.body.data, r.body.len, &count, &err) !=

@@ -96,7 +96,7 @@ ragq_qdrant_delete_chunks_body(char *const *sources, const size_t *from,
 {
     ragq_jbuf_t b;
 
-    ragq_jbuf_init(&b, 64 + n * 160);
+    ragq_jbuf_init(&b, 64 + n * 224);
     ragq_jbuf_adds(&b, "{\"filter\":{\"should\":[");
     for (size_t i = 0; i < n; i++) {
         if (i) {
@@ -105,10 +105,13 @@ ragq_qdrant_delete_chunks_body(char *const *sources, const size_t *from,
         ragq_jbuf_adds(&b, "{\"must\":[{\"key\":\"metadata.source\","
                            "\"match\":{\"value\":");
         ragq_jbuf_string(&b, sources[i], strlen(sources[i]));
-        ragq_jbuf_adds(&b, "}},{\"key\":\"metadata.chunk\",\"range\":{"
-                           "\"gte\":");
+        /* chunk from[i] on, or no chunk number at all: a point LangChain
+         * wrote for the same source (its metadata has no "chunk") */
+        ragq_jbuf_adds(&b, "}},{\"should\":[{\"key\":\"metadata.chunk\","
+                           "\"range\":{\"gte\":");
         ragq_jbuf_uint(&b, from[i]);
-        ragq_jbuf_adds(&b, "}}]}");
+        ragq_jbuf_adds(&b, "}},{\"is_empty\":{\"key\":\"metadata.chunk\"}}]}"
+                           "]}");
     }
     ragq_jbuf_adds(&b, "]}}");
     return ragq_jbuf_finish(&b);

@@ -62,10 +62,13 @@ int ragq_qdrant_collection_dim_parse(const char *body, size_t len, size_t *dim,
 char *ragq_qdrant_upsert_body(const ragq_point_t *points, size_t n, size_t dim);
 
 /*
- * Body of POST /collections/{c}/points/delete?wait=true that removes, for
- * each i < n, the points of document sources[i] (metadata.source) whose
- * metadata.chunk is from[i] or more: the chunks a re-ingested document no
- * longer has.  malloc'd, NULL on allocation failure.
+ * Body of POST /collections/{c}/points/delete?wait=true (and of
+ * .../points/count) whose filter selects, for each i < n, the points of
+ * document sources[i] (metadata.source) whose metadata.chunk is from[i] or
+ * more, or that have no metadata.chunk at all (is_empty: the points
+ * LangChain's own ingestion wrote for that source): the chunks a
+ * re-ingested document no longer has.  malloc'd, NULL on allocation
+ * failure.
  */
 char *ragq_qdrant_delete_chunks_body(char *const *sources, const size_t *from,
                                      size_t n);

@@ -1,8 +1,10 @@
 # ragq-ingest against the Qdrant + OpenAI-compatible stand-in: the collection
 # is created with the embedder's vector size and cosine distance, points
 # carry LangChain's payload and deterministic UUIDs, re-ingesting updates
-# instead of duplicating, a collection of another size is refused, keys are
-# sent, and PDFs without pdftotext get a message naming poppler-utils.
+# instead of duplicating, the points LangChain's own ingestion wrote for a
+# document (metadata.source, no metadata.chunk) go when ragq-ingest loads
+# it, a collection of another size is refused, keys are sent, and PDFs
+# without pdftotext get a message naming poppler-utils.
 use strict;
 use warnings;
 use Test::More;
@@ -96,6 +98,46 @@ is(scalar @$scroll, 2, 'shorter document: its old chunks are gone');
 is_deeply([sort map { $_->{payload}{page_content} } @$scroll],
           ["Qdrant keeps the vectors.\n\nEach chunk is a point with a payload.",
            'Workers claim jobs. That is all now.'], 'shorter document: the new text');
+
+# ---- points LangChain wrote for a document go when ragq-ingest loads it ---
+# A collection migrated from LangChain: its points have metadata.source but
+# no metadata.chunk, under ids that are not ragq's, so no upsert replaces them.
+sub langchain_point {
+    my ($id, $source, $text, %meta) = @_;
+    return { id => $id, payload => { page_content => $text, metadata => { source => $source, %meta } } };
+}
+$s->upsert('docs', [
+    langchain_point(900001, "$dir/docs/queue.md", 'LangChain-old-queue, first split.', start_index => 0),
+    langchain_point(900002, "$dir/docs/queue.md", 'LangChain-old-queue, second split.', start_index => 950),
+    langchain_point(900003, "$dir/docs/queue.md", 'LangChain-old-queue, null chunk.', chunk => undef),
+    langchain_point(900004, "$dir/docs/gone.md", 'LangChain-gone, a file not loaded again.'),
+    langchain_point(900005, "docs/queue.md", 'LangChain-relative, another source string.'),
+]);
+is($s->request(GET => '/collections/docs')->{json}{result}{points_count}, 7, 'LangChain points: added');
+($rc, $out, $err) = ingest(\%env, "$dir/docs");
+is($rc, 0, 'LangChain points: re-ingest exit 0') or diag $err;
+$scroll = $s->request(POST => '/collections/docs/points/scroll',
+                      { limit => 1000, with_payload => JSON::PP::true() })->{json}{result}{points};
+is_deeply([sort map { $_->{payload}{page_content} } @$scroll],
+          ["LangChain-gone, a file not loaded again.", "LangChain-relative, another source string.",
+           "Qdrant keeps the vectors.\n\nEach chunk is a point with a payload.",
+           'Workers claim jobs. That is all now.'],
+          'LangChain points: those of the document loaded again are gone, the others stay');
+
+# a document that became empty loses LangChain's points too, and they are counted
+$s->upsert('docs', [langchain_point(900006, "$dir/docs/sub/store.txt", 'LangChain-old-store.')]);
+write_file("$dir/docs/sub/store.txt", "\n");
+($rc, $out, $err) = ingest(\%env, "$dir/docs/sub");
+is($rc, 0, 'LangChain points, emptied document: exit 0') or diag $err;
+like($out, qr/^no text in 1 file: removed its 2 old chunks from collection 'docs'/,
+     'LangChain points, emptied document: ragq\'s chunk and LangChain\'s point counted');
+$scroll = $s->request(POST => '/collections/docs/points/scroll',
+                      { limit => 1000, with_payload => JSON::PP::true() })->{json}{result}{points};
+is_deeply([sort grep { /store\.txt\z/ } map { $_->{payload}{metadata}{source} } @$scroll], [],
+          'LangChain points, emptied document: none of its points is left');
+is(scalar @$scroll, 3, 'LangChain points, emptied document: the others stay');
+write_file("$dir/docs/sub/store.txt",
+    "Qdrant keeps the vectors.\n\nEach chunk is a point with a payload.\n");
 
 # ---- wrong vector size ------------------------------------------------------
 $s->create_collection('small', 8);

@@ -2,7 +2,7 @@
 # legacy search with real cosine ranking, count, errors, auth and --data preload.
 use strict;
 use warnings;
-use Test::More tests => 59;
+use Test::More tests => 61;
 use Ragq::Standin;
 
 my $s = Ragq::Standin->start(dim => 16);
@@ -119,6 +119,30 @@ is($r->{status}, 400, 'wrong-shaped filter: 400, not a crash');
 $r = $s->request(POST => '/collections/docs/points/scroll', { limit => 2 });
 is_deeply([map { $_->{id} } @{ $r->{json}{result}{points} }], [1, 2], 'scroll in id order');
 is($r->{json}{result}{next_page_offset}, 3, 'next_page_offset');
+
+# is_empty as Qdrant has it: the key missing (or a parent of it), null or []; a value, 0
+# and "" included, is not empty; nested in should/must with a dotted key, as ragq-ingest
+# sends it to find the points of a source that have no metadata.chunk
+$s->request(PUT => '/collections/emp', { vectors => { size => 2, distance => 'Cosine' } });
+$s->request(PUT => '/collections/emp/points?wait=true', { points => [
+    { id => 1, vector => [1, 0], payload => { metadata => { source => 'a', chunk => 0 } } },
+    { id => 2, vector => [1, 0], payload => { metadata => { source => 'a' } } },
+    { id => 3, vector => [1, 0], payload => { metadata => { source => 'a', chunk => undef } } },
+    { id => 4, vector => [1, 0], payload => { metadata => { source => 'a', chunk => [] } } },
+    { id => 5, vector => [1, 0], payload => { metadata => { source => 'b' } } },
+    { id => 6, vector => [1, 0], payload => { page_content => 'no metadata' } },
+    { id => 7, vector => [1, 0], payload => { metadata => { source => 'a', chunk => '' } } },
+    { id => 8, vector => [1, 0], payload => { metadata => { source => 'a', chunk => 5 } } } ] });
+$r = $s->request(POST => '/collections/emp/points/scroll', { limit => 20,
+    filter => { must => [{ is_empty => { key => 'metadata.chunk' } }] } });
+is_deeply([map { $_->{id} } @{ $r->{json}{result}{points} }], [2, 3, 4, 5, 6],
+          'is_empty: missing key or parent, null, []');
+$r = $s->request(POST => '/collections/emp/points/scroll', { limit => 20, filter => { should => [
+    { must => [{ key => 'metadata.source', match => { value => 'a' } },
+               { should => [{ key => 'metadata.chunk', range => { gte => 1 } },
+                            { is_empty => { key => 'metadata.chunk' } }] }] }] } });
+is_deeply([map { $_->{id} } @{ $r->{json}{result}{points} }], [2, 3, 4, 8],
+          'is_empty or range, nested under the source match');
 
 $s->request(PUT => '/collections/euc', { vectors => { size => 2, distance => 'Euclid' } });
 $s->request(PUT => '/collections/euc/points?wait=true', { points => [

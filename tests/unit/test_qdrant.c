@@ -1,6 +1,6 @@
 /*
  * test_qdrant.c: unit tests of qdrant.c: paths, query / create / upsert
- * bodies, the delete filter, and the parsing of query (points/query
+ * bodies, the delete/count filter, and the parsing of query (points/query
  * and legacy points/search), collection-info, collection-create, update
  * and count answers, with answers shaped as in the reference.
  */
@@ -77,10 +77,13 @@ START_TEST(delete_chunks_body)
         b,
         "{\"filter\":{\"should\":["
         "{\"must\":[{\"key\":\"metadata.source\",\"match\":{\"value\":"
-        "\"docs/a.md\"}},{\"key\":\"metadata.chunk\",\"range\":{\"gte\":3}}]},"
+        "\"docs/a.md\"}},{\"should\":[{\"key\":\"metadata.chunk\","
+        "\"range\":{\"gte\":3}},{\"is_empty\":{\"key\":\"metadata.chunk\"}}]}"
+        "]},"
         "{\"must\":[{\"key\":\"metadata.source\",\"match\":{\"value\":"
-        "\"we \\\"quote\\\"/x.md\"}},{\"key\":\"metadata.chunk\",\"range\":{"
-        "\"gte\":0}}]}]}}");
+        "\"we \\\"quote\\\"/x.md\"}},{\"should\":[{\"key\":\"metadata.chunk\","
+        "\"range\":{\"gte\":0}},{\"is_empty\":{\"key\":\"metadata.chunk\"}}]}"
+        "]}]}}");
     json_object_put(o);
     free(b);
 }
