@@ -1,12 +1,17 @@
 /*
  * heartbeat.c: the worker's heartbeat and counters (heartbeat.h).  A beat
- * is one MULTI (HSET, PEXPIRE, ZADD, ZREMRANGEBYSCORE) pipelined on the
- * queue's command connection without waiting for it; a beat that finds the
- * connection down is tried again shortly, so that a worker shows up as soon
- * as it is connected.  With RAGQ_HEALTH_FILE, the file's mtime is set to
- * now whenever a beat's EXEC came back without an error (the file made if
- * missing), so that a healthcheck needs no Valkey client; it is removed at
- * start and at a clean exit.
+ * asks Valkey for its TIME, then sends one MULTI (HSET, PEXPIRE, ZADD,
+ * ZREMRANGEBYSCORE) pipelined on the queue's command connection without
+ * waiting for it.  The listing's scores and its prune horizon are Valkey's
+ * time, not this host's: workers on hosts whose clocks disagree by more
+ * than the horizon would otherwise prune each other's names (and a clock
+ * ahead would keep dead names listed).  TIME refused (an ACL without
+ * +time) falls back to this host's clock, with a warning.  A beat that
+ * finds the connection down is tried again shortly, so that a worker shows
+ * up as soon as it is connected.  With RAGQ_HEALTH_FILE, the file's mtime
+ * is set to now whenever a beat's EXEC came back without an error (the
+ * file made if missing), so that a healthcheck needs no Valkey client; it
+ * is removed at start and at a clean exit.
  */
 
 #include "heartbeat.h"
@@ -62,6 +67,7 @@ struct ragq_heartbeat_s {
     ragq_timer_t         timer, remove_timer;
     int                  beaten, failing, removing, removed;
     int                  health_failing; /* RAGQ_HEALTH_FILE: warned */
+    int                  time_failing;   /* TIME refused: warned */
 };
 
 void
@@ -179,28 +185,20 @@ exec_reply(void *owner, struct redisReply *reply, void *priv)
 /* "name" "value" pairs of the hash, formatted into vals. */
 #define RAGQ_HB_FIELDS 20
 
+/*
+ * The beat proper; now is Valkey's time in epoch ms (beat_at, the score and
+ * the prune horizon's base).  A beat not sent is tried again shortly.
+ */
 static void
-beat(void *data)
+send_beat(ragq_heartbeat_t *hb, long long now)
 {
-    ragq_heartbeat_t *hb = data;
-    ragq_vconn_t     *vc = ragq_queue_conn(hb->q);
-    const char       *argv[2 + 2 * RAGQ_HB_FIELDS], *names[RAGQ_HB_FIELDS];
-    char              vals[RAGQ_HB_FIELDS][32], ttl[32], now_s[32], prune[32];
-    const char       *exec_argv[] = {"EXEC"}, *multi_argv[] = {"MULTI"};
-    const char       *name = ragq_queue_consumer(hb->q);
-    long long         now = ragq_epoch_ms(), horizon;
-    int               n = 0, i, argc;
-
-    if (hb->removing) {
-        return;
-    }
-    /* Live means taking jobs: a worker that cannot claim (yet) does not beat.
-     */
-    if (!ragq_vconn_ready(vc) || !ragq_queue_ready(hb->q)) {
-        ragq_timer_start(hb->loop, &hb->timer, RAGQ_HB_RETRY_MS);
-        return;
-    }
-    ragq_timer_start(hb->loop, &hb->timer, (uint64_t) hb->cfg->heartbeat_ms);
+    ragq_vconn_t *vc = ragq_queue_conn(hb->q);
+    const char   *argv[2 + 2 * RAGQ_HB_FIELDS], *names[RAGQ_HB_FIELDS];
+    char          vals[RAGQ_HB_FIELDS][32], ttl[32], now_s[32], prune[32];
+    const char   *exec_argv[] = {"EXEC"}, *multi_argv[] = {"MULTI"};
+    const char   *name = ragq_queue_consumer(hb->q);
+    long long     horizon;
+    int           n = 0, i, argc;
 
 #define FIELD(k, fmt, v)                            \
     do {                                            \
@@ -268,6 +266,89 @@ beat(void *data)
                  hb->key, ttl_ms(hb));
     }
     hb->beaten = 1;
+}
+
+/*
+ * Valkey's TIME ([seconds, microseconds], both decimal strings) in epoch
+ * ms, or -1 when reply is not that.
+ */
+static long long
+valkey_time_ms(const struct redisReply *reply)
+{
+    long long v[2];
+    char     *end;
+    size_t    i;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        return -1;
+    }
+    for (i = 0; i < 2; i++) {
+        const struct redisReply *e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING || e->len == 0) {
+            return -1;
+        }
+        errno = 0;
+        v[i] = strtoll(e->str, &end, 10);
+        if (errno != 0 || *end != '\0' || v[i] < 0) {
+            return -1;
+        }
+    }
+    if (v[0] > 4000000000LL || v[1] > 999999) {
+        return -1;
+    }
+    return v[0] * 1000 + v[1] / 1000;
+}
+
+static void
+time_reply(void *owner, struct redisReply *reply, void *priv)
+{
+    ragq_heartbeat_t *hb = priv;
+    long long         now;
+
+    (void) owner;
+    if (reply == NULL || hb->removing) {
+        return; /* connection lost (the queue says so), or a clean exit */
+    }
+    now = valkey_time_ms(reply);
+    if (now < 0) {
+        if (!hb->time_failing) {
+            ragq_log(RAGQ_LOG_WARN,
+                     "heartbeat %s: TIME: %s; the listing P:workers:live "
+                     "takes this host's clock instead (grant +time)",
+                     hb->key,
+                     reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                      : "unexpected reply");
+        }
+        hb->time_failing = 1;
+        now = ragq_epoch_ms();
+    } else if (hb->time_failing) {
+        ragq_log(RAGQ_LOG_INFO, "heartbeat %s: TIME works again", hb->key);
+        hb->time_failing = 0;
+    }
+    send_beat(hb, now);
+}
+
+static void
+beat(void *data)
+{
+    ragq_heartbeat_t *hb = data;
+    ragq_vconn_t     *vc = ragq_queue_conn(hb->q);
+    const char       *time_argv[] = {"TIME"};
+
+    if (hb->removing) {
+        return;
+    }
+    /* Live means taking jobs: a worker that cannot claim (yet) does not beat.
+     */
+    if (!ragq_vconn_ready(vc) || !ragq_queue_ready(hb->q)) {
+        ragq_timer_start(hb->loop, &hb->timer, RAGQ_HB_RETRY_MS);
+        return;
+    }
+    ragq_timer_start(hb->loop, &hb->timer, (uint64_t) hb->cfg->heartbeat_ms);
+    if (ragq_vconn_send(vc, time_reply, hb, 1, time_argv, NULL) != 0) {
+        ragq_timer_start(hb->loop, &hb->timer, RAGQ_HB_RETRY_MS);
+    }
 }
 
 ragq_heartbeat_t *

@@ -4,8 +4,9 @@
  * ended, jobs held, upstream calls and their errors, when the last job
  * ended) is written every RAGQ_HEARTBEAT on the queue's command connection
  * with a TTL of three periods, and NAME is listed in the sorted set
- * P:workers:live (score: the time of the beat, so that names left by dead
- * workers are pruned); a clean exit removes both.  A worker is live while
+ * P:workers:live (score: the time of the beat by Valkey's clock, TIME,
+ * so that names left by dead workers are pruned whatever the workers'
+ * clocks say); a clean exit removes both.  A worker is live while
  * its hash exists.  With RAGQ_HEALTH_FILE, every beat Valkey accepted
  * also sets that file's mtime to now (the file made if missing), and a
  * clean exit removes it: conf/docker/healthcheck wants it younger than three

@@ -153,7 +153,7 @@ our @ACL_COMMANDS = qw(xreadgroup xautoclaim xpending xclaim xack xdel
   xgroup|create xgroup|delconsumer xinfo|groups xinfo|consumers
   evalsha eval script|load client|id client|unblock role
   type hset hget hmget hdel hincrby pexpire publish xadd xlen
-  multi exec del zadd zrem zremrangebyscore xrevrange xrange subscribe hgetall
+  multi exec del zadd zrem zremrangebyscore time xrevrange xrange subscribe hgetall
   exists);
 
 # The rules of an ACL user for a worker of prefix P with password PASS.
