@@ -106,12 +106,20 @@ my $id3 = Ragq::Worker::enqueue(prefix => $P, query => 'What is the capital of F
 ok(wait_until('the chat call', sub { chats() >= 3 }), 'a third job reached its chat call')
   or diag $b->log;
 # The module's script, its P:cancel message sent where no worker listens.
+# Its worker is frozen until the PTTL below is read: its keep-alive (a third
+# of RAGQ_RECLAIM_AFTER apart) would otherwise find the cancel in between
+# and rightly give the hash its TTL (seen under ASan on a loaded machine).
+$b->signal('STOP');
+ok(wait_until('worker b stopped', sub {
+    open my $st, '<', '/proc/' . $b->pid . '/stat' or return 0;
+    return scalar(<$st>) =~ /^\d+ \(.*\) [Tt] /s }, 5), 'worker b frozen for the cancel');
 my @r = Ragq::Valkey::cmd_list('EVAL', Ragq::Worker::cancel_script(), 5, "$P:job:$id3", "$P:jobs",
     "$P:events", "$P:nobody", "$P:out:$id3", $id3, Ragq::Worker::entry_of_id($id3),
     substr($id3, 16), int(time * 1000), 3600000, '',
     '{"code":"canceled","message":"the job was canceled by POST /job-cancel"}');
 is($r[0], 2, 'canceled while running, unheard');
 is(pttl($id3), '-1', '... no TTL while its entry is pending');
+$b->signal('CONT');
 ok(wait_until('the keep-alive acks it', sub { Ragq::Valkey::cmd('XLEN', "$P:jobs") eq '0' }, 10),
    'the keep-alive found it final and acked its entry') or diag $b->log;
 like($b->log, qr/job $id3 is already final; stopped/, '... one log line');
